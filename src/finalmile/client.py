@@ -1,0 +1,110 @@
+"""The SDK facade. Embedded for now: metadata, artifacts and models live under `FINALMILE_HOME`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from finalmile.config import FinalmileSettings
+from finalmile.errors import FinalmileError
+from finalmile.registry.artifacts import ArtifactStore
+from finalmile.registry.schema import Schema
+from finalmile.registry.store import MetadataStore, ModelSummary
+from finalmile.registry.upload import upload_model
+from finalmile.registry.versions import ModelVersion
+
+_REF = re.compile(r"^(?P<name>[^:@]+)(?::(?P<version>\d+)|@(?P<alias>[^:@]+))?$")
+
+
+class Client:
+    """The one entry point for data scientists.
+
+    >>> import finalmile
+    >>> client = finalmile.Client()                  # files under ./.finalmile, SQLite metadata
+    >>> mv = client.upload_model("fraud", model, sample=X_train.head(200))
+    >>> mv.conversion["status"]                      # 'converted': served by ONNX Runtime
+    >>> client.model("fraud@champion").predict(X)
+    """
+
+    def __init__(
+        self, home: str | Path | None = None, database_url: str | None = None, settings: FinalmileSettings | None = None
+    ) -> None:
+        overrides: dict[str, Any] = {}
+        if home is not None:
+            overrides["home"] = Path(home)
+        if database_url is not None:
+            overrides["database_url"] = database_url
+        base = settings or FinalmileSettings()
+        self.settings = base.model_copy(update=overrides)
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self._store = MetadataStore(self.settings.resolved_database_url())
+        self._artifacts = ArtifactStore(self.settings.home / "artifacts")
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def upload_model(
+        self,
+        name: str,
+        source: Any,
+        framework: str | None = None,
+        schema: Schema | dict[str, Any] | None = None,
+        sample: Any = None,
+        alias: str | None = None,
+        tags: dict[str, str] | None = None,
+        runtime: str = "auto",
+    ) -> ModelVersion:
+        """Register a new immutable version of model `name`.
+
+        `source` is an in-memory model (scikit-learn, XGBoost, LightGBM, PyTorch `nn.Module`, ONNX `ModelProto`, or a
+        class/instance with `predict(self, frame)`) or a path (`.onnx`, `.joblib`/`.pkl`, `.json`/`.ubj`, `.txt`,
+        `.pt`/`.pt2`, `.py`, an MLflow model directory). Tree and linear models are converted to ONNX and served
+        that way only when the converted outputs match on `sample` (or on rows drawn from the schema);
+        `runtime="native"` keeps the original framework.
+        """
+        record = upload_model(
+            self._store, self._artifacts, self.settings, name, source,
+            framework=framework, schema=schema, sample=sample, alias=alias, tags=tags, runtime=runtime,
+        )
+        return ModelVersion(self, record)
+
+    def model(self, ref: str) -> ModelVersion:
+        """A version by reference: `name` (latest), `name:3`, or `name@champion`."""
+        name, version, alias = parse_ref(ref)
+        return ModelVersion(self, self._store.get_version(name, version=version, alias=alias))
+
+    def models(self) -> list[ModelSummary]:
+        return self._store.list_models()
+
+    def model_versions(self, name: str) -> list[ModelVersion]:
+        return [ModelVersion(self, r) for r in self._store.list_versions(name)]
+
+    def set_alias(self, name: str, version: int, alias: str) -> ModelVersion:
+        """Point `alias` (say `champion`) at `version`, moving it if it pointed elsewhere."""
+        return ModelVersion(self, self._store.set_alias(name, version, alias))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._store.delete_alias(name, alias)
+
+    def delete_model_version(self, name: str, version: int) -> None:
+        """Delete a version and its artifacts (unless another version shares them); refused while pinned."""
+        record = self._store.delete_version(name, version)
+        for digest in (record.artifact_sha256, record.onnx_sha256, record.sample_sha256):
+            if digest and not self._store.artifact_in_use(digest):
+                self._artifacts.delete(digest)
+
+
+def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
+    """`fraud` -> ("fraud", None, None); `fraud:3` -> ("fraud", 3, None); `fraud@champion` -> ("fraud", None, "champion")."""
+    match = _REF.match(ref.strip())
+    if not match:
+        raise FinalmileError(f"invalid model reference {ref!r}: use NAME, NAME:VERSION or NAME@ALIAS")
+    version = match.group("version")
+    return match.group("name"), int(version) if version else None, match.group("alias")

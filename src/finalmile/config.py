@@ -1,0 +1,46 @@
+"""Settings, read from `FINALMILE_*` environment variables when a Client or server is created (never at import)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FinalmileSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FINALMILE_", extra="ignore")
+
+    home: Path = Field(default=Path(".finalmile"))
+    """Where the embedded metadata database, artifacts and logs live; created on first use."""
+
+    database_url: str | None = None
+    """SQLAlchemy URL of the metadata store; SQLite under `home` when unset (e.g. postgresql+psycopg://…)."""
+
+    user: str | None = None
+    """Recorded as the creator of what this process registers; the OS user when unset."""
+
+    ort_intra_op_threads: int = 1
+    """ONNX Runtime threads inside one operator. One suits small models on small machines: serving parallelism comes
+    from concurrent requests, and more threads per call only add synchronisation."""
+
+    ort_inter_op_threads: int = 1
+    """ONNX Runtime threads across independent operators."""
+
+    ort_device: str = "auto"
+    """`auto` uses the CUDA execution provider when present and falls back to CPU; `cpu` forces the CPU."""
+
+    parity_rtol: float = 1e-4
+    """Relative tolerance between native and ONNX probabilities or predictions for a conversion to be accepted."""
+
+    parity_atol: float = 1e-4
+    """Absolute tolerance, added to the relative one (numpy.isclose semantics)."""
+
+    parity_rows: int = 256
+    """Rows drawn from the schema for the parity check when no sample is given."""
+
+    def resolved_database_url(self) -> str:
+        """The metadata store's URL: the configured one, or SQLite under the home."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'finalmile.db').resolve()}"

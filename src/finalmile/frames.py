@@ -1,0 +1,85 @@
+"""Conversion between the caller's frame type and Arrow, at the edge only.
+
+Callers hand us pandas, Polars, Arrow or a dict of numpy arrays; everything inside runs on `pyarrow.Table`, and the
+result goes back in the caller's type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from finalmile.errors import InvalidInputError
+
+
+def to_arrow(frame: Any) -> tuple[pa.Table, Callable[[pa.Table], Any]]:
+    """The frame as an Arrow table, and a function that turns a result table back into the caller's type."""
+    if isinstance(frame, pa.Table):
+        return frame, _identity
+    if isinstance(frame, pa.RecordBatch):
+        return pa.Table.from_batches([frame]), _identity
+    module = type(frame).__module__.split(".")[0]
+    if module == "pandas":
+        import pandas as pd
+
+        if isinstance(frame, pd.DataFrame):
+            return pa.Table.from_pandas(frame, preserve_index=False), _to_pandas
+    if module == "polars":
+        import polars as pl
+
+        if isinstance(frame, pl.DataFrame):
+            return frame.to_arrow(), _to_polars
+    if isinstance(frame, Mapping):
+        return table_from_arrays(frame), to_numpy_dict
+    raise InvalidInputError(
+        f"cannot read a {type(frame).__name__}: pass a pandas or Polars DataFrame, a pyarrow Table or a dict of arrays"
+    )
+
+
+def table_from_arrays(columns: Mapping[str, Any]) -> pa.Table:
+    """A table from named arrays; a 2-D or higher array becomes a fixed-size-list (tensor) column."""
+    arrays = {}
+    for name, values in columns.items():
+        arr = np.asarray(values)
+        arrays[str(name)] = tensor_array(arr) if arr.ndim > 1 else pa.array(arr)
+    try:
+        return pa.table(arrays)
+    except pa.ArrowInvalid as exc:
+        raise InvalidInputError(f"columns have different lengths: {exc}") from None
+
+
+def tensor_array(arr: np.ndarray) -> pa.FixedSizeListArray:
+    """Rows of an n-d array as a fixed-size-list array (no copy when `arr` is contiguous)."""
+    n = arr.shape[0]
+    width = int(np.prod(arr.shape[1:]))
+    flat = np.ascontiguousarray(arr).reshape(n * width)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
+
+
+def to_numpy_dict(table: pa.Table) -> dict[str, np.ndarray]:
+    """Columns as numpy arrays; tensor columns as 2-D arrays."""
+    out: dict[str, np.ndarray] = {}
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_fixed_size_list(col.type):
+            flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            out[name] = flat.reshape(len(col), col.type.list_size)
+        else:
+            out[name] = col.to_numpy()
+    return out
+
+
+def _identity(table: pa.Table) -> pa.Table:
+    return table
+
+
+def _to_pandas(table: pa.Table) -> Any:
+    return table.to_pandas()
+
+
+def _to_polars(table: pa.Table) -> Any:
+    import polars as pl
+
+    return pl.from_arrow(table)

@@ -1,0 +1,181 @@
+"""Input and output schemas: column names, types and per-row shapes, and the validation that runs before a model.
+
+A column's `shape` is the shape of one row's value: `()` for a scalar, `(k,)` or more for a tensor, which travels as
+an Arrow fixed-size-list column of `prod(shape)` values.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, Field
+
+from finalmile.errors import SchemaError
+
+_NUMERIC_KINDS = "iuf"
+
+
+def arrow_type(dtype: str) -> pa.DataType:
+    """The Arrow type of a dtype name (`float32`, `int64`, `bool`, `string`, …)."""
+    return pa.type_for_alias("bool" if dtype == "bool" else dtype)
+
+
+def dtype_name(t: pa.DataType) -> str:
+    """The dtype name of an Arrow type, numpy-style (`float32`, not Arrow's `float`)."""
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return np.dtype(t.to_pandas_dtype()).name
+    return str(t)
+
+
+class Column(BaseModel):
+    name: str
+    dtype: str
+    shape: tuple[int, ...] = ()
+
+    def arrow_type(self) -> pa.DataType:
+        """Scalars map to their type, tensors to a fixed-size list of `prod(shape)` values."""
+        base = arrow_type(self.dtype)
+        return pa.list_(base, math.prod(self.shape)) if self.shape else base
+
+    def describe(self) -> str:
+        return f"{self.dtype}[{','.join(map(str, self.shape))}]" if self.shape else self.dtype
+
+
+class Schema(BaseModel):
+    """What a model takes and returns. `inputs=None` means the model declared nothing: any table is passed through."""
+
+    inputs: list[Column] | None = None
+    outputs: list[Column] = Field(default_factory=list)
+
+    @classmethod
+    def from_arrow(cls, inputs: pa.Schema | None, outputs: pa.Schema | None = None) -> Schema:
+        return cls(
+            inputs=None if inputs is None else [column_from_field(f) for f in inputs],
+            outputs=[] if outputs is None else [column_from_field(f) for f in outputs],
+        )
+
+    def input_names(self) -> list[str]:
+        return [c.name for c in self.inputs or []]
+
+    def input_arrow_schema(self) -> pa.Schema:
+        return pa.schema([(c.name, c.arrow_type()) for c in self.inputs or []])
+
+    def output_arrow_schema(self) -> pa.Schema:
+        return pa.schema([(c.name, c.arrow_type()) for c in self.outputs])
+
+
+def column_from_field(field: pa.Field) -> Column:
+    """A Column from an Arrow field; fixed-size lists become tensors of shape (k,)."""
+    t = field.type
+    if pa.types.is_fixed_size_list(t):
+        return Column(name=field.name, dtype=dtype_name(t.value_type), shape=(t.list_size,))
+    return Column(name=field.name, dtype=dtype_name(t))
+
+
+class SchemaValidator:
+    """Conforms tables to a schema's inputs: selects, orders and safely casts columns, or raises `SchemaError`.
+
+    Built once per loaded model so that the common case (the caller already sends the right types) costs one schema
+    comparison on the hot path.
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        self.columns = schema.inputs
+        self.expected = schema.input_arrow_schema() if schema.inputs is not None else None
+
+    def conform(self, table: pa.Table) -> pa.Table:
+        if self.expected is None or self.columns is None:
+            return table
+        if table.schema.equals(self.expected):
+            return table
+        problems: list[str] = []
+        arrays: list[pa.ChunkedArray] = []
+        for column in self.columns:
+            if column.name not in table.column_names:
+                problems.append(f"column '{column.name}': missing (expected {column.describe()})")
+                continue
+            arr, problem = _cast_column(table.column(column.name), column)
+            if problem:
+                problems.append(f"column '{column.name}': {problem}")
+            else:
+                arrays.append(arr)
+        if problems:
+            raise SchemaError(problems)
+        return pa.Table.from_arrays(arrays, schema=self.expected)
+
+
+def _cast_column(arr: pa.ChunkedArray, column: Column) -> tuple[pa.ChunkedArray, str | None]:
+    source = arr.type
+    target = column.arrow_type()
+    if source.equals(target):
+        return arr, None
+    if column.shape:
+        return _cast_tensor(arr, column, target)
+    return _cast_scalar(arr, column.dtype, target)
+
+
+def _cast_scalar(arr: pa.ChunkedArray, dtype: str, target: pa.DataType) -> tuple[pa.ChunkedArray, str | None]:
+    source = arr.type
+    got = dtype_name(source)
+    if pa.types.is_null(source):
+        return arr.cast(target), None
+    if dtype == "string":
+        if pa.types.is_large_string(source):
+            return arr.cast(target), None
+        return arr, f"expected string, got {got}"
+    if pa.types.is_list(source) or pa.types.is_fixed_size_list(source) or pa.types.is_large_list(source):
+        return arr, f"expected a scalar {dtype}, got a list"
+    numeric_target = pa.types.is_integer(target) or pa.types.is_floating(target)
+    numeric_source = pa.types.is_integer(source) or pa.types.is_floating(source) or pa.types.is_boolean(source)
+    if not (numeric_target and numeric_source) and not (pa.types.is_boolean(target) and pa.types.is_boolean(source)):
+        return arr, f"expected {dtype}, got {got}"
+    try:
+        return arr.cast(target, safe=True), None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return arr, f"expected {dtype}, got {got} values that cannot be cast safely"
+
+
+def _cast_tensor(arr: pa.ChunkedArray, column: Column, target: pa.DataType) -> tuple[pa.ChunkedArray, str | None]:
+    source = arr.type
+    size = math.prod(column.shape)
+    if not (pa.types.is_list(source) or pa.types.is_large_list(source) or pa.types.is_fixed_size_list(source)):
+        return arr, f"expected a tensor of shape {column.shape} ({column.dtype}), got scalar {dtype_name(source)}"
+    if pa.types.is_fixed_size_list(source):
+        if source.list_size != size:
+            return arr, f"expected shape {column.shape}, got rows of {source.list_size} values"
+    else:
+        lengths = pc.list_value_length(arr)
+        lo, hi = pc.min_max(lengths).values()
+        if lo.is_valid and (lo.as_py() != size or hi.as_py() != size):
+            return arr, f"expected shape {column.shape}, got rows of {lo.as_py()} to {hi.as_py()} values"
+    values_type = source.value_type
+    if not (pa.types.is_integer(values_type) or pa.types.is_floating(values_type)):
+        return arr, f"expected {column.dtype} values, got {dtype_name(values_type)}"
+    try:
+        chunks = [
+            pa.FixedSizeListArray.from_arrays(c.flatten().cast(target.value_type, safe=True), size) for c in arr.chunks
+        ]
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return arr, f"expected {column.dtype} values, got {dtype_name(values_type)} that cannot be cast safely"
+    return pa.chunked_array(chunks, type=target), None
+
+
+def infer_schema(table: pa.Table) -> Schema:
+    """A schema whose inputs are exactly the columns of `table` (used for samples)."""
+    return Schema.from_arrow(table.schema)
+
+
+def describe_schema(schema: Schema) -> dict[str, Any]:
+    """A plain dict for display: `{"inputs": {"name": "float32"}, "outputs": {...}}`."""
+    return {
+        "inputs": None if schema.inputs is None else {c.name: c.describe() for c in schema.inputs},
+        "outputs": {c.name: c.describe() for c in schema.outputs},
+    }

@@ -1,0 +1,287 @@
+"""Repository functions over the metadata store: the only module that speaks SQL about models.
+
+Callers get plain `VersionRecord`s back, never ORM objects, so nothing outside leaks a session.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from finalmile.errors import AliasNotFound, ConflictError, FinalmileError, ModelNotFound, VersionPinnedError
+from finalmile.registry.db import create_store_engine, migrate
+from finalmile.registry.tables import ModelAliasRow, ModelRow, ModelVersionRow
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One immutable model version as stored."""
+
+    name: str
+    version: int
+    framework: str
+    runtime: str
+    artifact_sha256: str
+    onnx_sha256: str | None
+    sample_sha256: str | None
+    schema: dict[str, Any]
+    task: str | None
+    classes: list[Any] | None
+    conversion: dict[str, Any] | None
+    libraries: dict[str, str]
+    tags: dict[str, str]
+    created_by: str
+    created_at: datetime
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """What an upload hands the store; the store assigns the version number."""
+
+    framework: str
+    runtime: str
+    artifact_sha256: str
+    onnx_sha256: str | None
+    sample_sha256: str | None
+    schema: dict[str, Any]
+    task: str | None
+    classes: list[Any] | None
+    conversion: dict[str, Any] | None
+    libraries: dict[str, str]
+    tags: dict[str, str]
+    created_by: str
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    versions: int
+    latest: int
+    aliases: dict[str, int]
+    created_at: datetime
+
+
+class MetadataStore:
+    """Models, versions and aliases in SQLite or PostgreSQL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = create_store_engine(url)
+        migrate(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes -------------------------------------------------------------------------------------------------
+
+    def create_version(self, name: str, new: NewVersion, alias: str | None = None) -> VersionRecord:
+        """Insert the next version of `name` (creating the model on its first upload).
+
+        Concurrent uploads of one name race for the same number; the unique constraint makes the loser retry with the
+        next one, so every upload gets a distinct version.
+        """
+        for attempt in range(50):
+            try:
+                with self._sessions.begin() as s:
+                    model = self._model_for_update(s, name, create=True)
+                    latest = s.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.model_id == model.id))
+                    fields = dict(vars(new), model_schema=new.schema)
+                    del fields["schema"]
+                    row = ModelVersionRow(model_id=model.id, version=(latest or 0) + 1, created_at=_now(), **fields)
+                    s.add(row)
+                    s.flush()
+                    if alias:
+                        self._point_alias(s, model, alias, row)
+                    return self._record(s, name, row)
+            except sa_exc.IntegrityError:
+                time.sleep(0.005 * (attempt + 1))
+        raise ConflictError(f"could not allocate a version of model '{name}' under contention; try again")
+
+    def set_alias(self, name: str, version: int, alias: str) -> VersionRecord:
+        _check_alias_name(alias)
+        with self._sessions.begin() as s:
+            model = self._model_for_update(s, name)
+            row = self._version_row(s, model, version)
+            self._point_alias(s, model, alias, row)
+            return self._record(s, name, row)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        with self._sessions.begin() as s:
+            model = self._model_for_update(s, name)
+            row = s.scalar(select(ModelAliasRow).where(ModelAliasRow.model_id == model.id, ModelAliasRow.alias == alias))
+            if row is None:
+                raise AliasNotFound(name, alias)
+            s.delete(row)
+
+    def delete_version(self, name: str, version: int) -> VersionRecord:
+        """Delete one version; refused while an alias (or, later, a pipeline) pins it."""
+        with self._sessions.begin() as s:
+            model = self._model_for_update(s, name)
+            row = self._version_row(s, model, version)
+            pins = [f"alias '{a}'" for a in self._aliases_of(s, row.id)]
+            if pins:
+                raise VersionPinnedError(name, version, pins)
+            record = self._record(s, name, row)
+            s.delete(row)
+            return record
+
+    def artifact_in_use(self, sha256: str) -> bool:
+        with self._sessions() as s:
+            q = select(func.count()).where(
+                (ModelVersionRow.artifact_sha256 == sha256)
+                | (ModelVersionRow.onnx_sha256 == sha256)
+                | (ModelVersionRow.sample_sha256 == sha256)
+            )
+            return bool(s.scalar(q))
+
+    # -- reads --------------------------------------------------------------------------------------------------
+
+    def get_version(self, name: str, version: int | None = None, alias: str | None = None) -> VersionRecord:
+        """A version by number, by alias, or the latest when neither is given."""
+        with self._sessions() as s:
+            model = s.scalar(select(ModelRow).where(ModelRow.name == name))
+            if model is None:
+                raise ModelNotFound(name)
+            if alias is not None:
+                row = s.scalar(
+                    select(ModelVersionRow)
+                    .join(ModelAliasRow, ModelAliasRow.version_id == ModelVersionRow.id)
+                    .where(ModelAliasRow.model_id == model.id, ModelAliasRow.alias == alias)
+                )
+                if row is None:
+                    raise AliasNotFound(name, alias)
+            elif version is not None:
+                row = self._version_row(s, model, version)
+            else:
+                row = s.scalar(
+                    select(ModelVersionRow)
+                    .where(ModelVersionRow.model_id == model.id)
+                    .order_by(ModelVersionRow.version.desc())
+                    .limit(1)
+                )
+                if row is None:
+                    raise ModelNotFound(name, "latest")
+            return self._record(s, name, row)
+
+    def list_versions(self, name: str) -> list[VersionRecord]:
+        with self._sessions() as s:
+            model = s.scalar(select(ModelRow).where(ModelRow.name == name))
+            if model is None:
+                raise ModelNotFound(name)
+            rows = s.scalars(
+                select(ModelVersionRow).where(ModelVersionRow.model_id == model.id).order_by(ModelVersionRow.version)
+            )
+            return [self._record(s, name, r) for r in rows]
+
+    def list_models(self) -> list[ModelSummary]:
+        with self._sessions() as s:
+            stats = {
+                model_id: (count, latest)
+                for model_id, count, latest in s.execute(
+                    select(ModelVersionRow.model_id, func.count(), func.max(ModelVersionRow.version)).group_by(
+                        ModelVersionRow.model_id
+                    )
+                )
+            }
+            aliases: dict[int, dict[str, int]] = {}
+            for model_id, alias, version in s.execute(
+                select(ModelAliasRow.model_id, ModelAliasRow.alias, ModelVersionRow.version).join(
+                    ModelVersionRow, ModelVersionRow.id == ModelAliasRow.version_id
+                )
+            ):
+                aliases.setdefault(model_id, {})[alias] = version
+            return [
+                ModelSummary(m.name, *stats.get(m.id, (0, 0)), aliases.get(m.id, {}), _utc(m.created_at))
+                for m in s.scalars(select(ModelRow).order_by(ModelRow.name))
+            ]
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _model_for_update(self, s: Session, name: str, create: bool = False) -> ModelRow:
+        q = select(ModelRow).where(ModelRow.name == name)
+        if self.engine.dialect.name == "postgresql":
+            q = q.with_for_update()
+        model = s.scalar(q)
+        if model is None:
+            if not create:
+                raise ModelNotFound(name)
+            _check_model_name(name)
+            model = ModelRow(name=name, created_at=_now())
+            s.add(model)
+            s.flush()
+        return model
+
+    def _version_row(self, s: Session, model: ModelRow, version: int) -> ModelVersionRow:
+        row = s.scalar(
+            select(ModelVersionRow).where(ModelVersionRow.model_id == model.id, ModelVersionRow.version == version)
+        )
+        if row is None:
+            raise ModelNotFound(model.name, version)
+        return row
+
+    def _point_alias(self, s: Session, model: ModelRow, alias: str, row: ModelVersionRow) -> None:
+        _check_alias_name(alias)
+        existing = s.scalar(
+            select(ModelAliasRow).where(ModelAliasRow.model_id == model.id, ModelAliasRow.alias == alias)
+        )
+        if existing is None:
+            s.add(ModelAliasRow(model_id=model.id, alias=alias, version_id=row.id))
+        else:
+            existing.version_id = row.id
+        s.flush()
+
+    def _aliases_of(self, s: Session, version_id: int) -> list[str]:
+        return list(s.scalars(select(ModelAliasRow.alias).where(ModelAliasRow.version_id == version_id)))
+
+    def _record(self, s: Session, name: str, row: ModelVersionRow) -> VersionRecord:
+        return VersionRecord(
+            name=name,
+            version=row.version,
+            framework=row.framework,
+            runtime=row.runtime,
+            artifact_sha256=row.artifact_sha256,
+            onnx_sha256=row.onnx_sha256,
+            sample_sha256=row.sample_sha256,
+            schema=row.model_schema,
+            task=row.task,
+            classes=row.classes,
+            conversion=row.conversion,
+            libraries=row.libraries,
+            tags=row.tags,
+            created_by=row.created_by,
+            created_at=_utc(row.created_at),
+            aliases=sorted(self._aliases_of(s, row.id)),
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _check_model_name(name: str) -> None:
+    if not name or len(name) > 200 or any(c in name for c in ":@/\\ \t\n") or name.startswith("."):
+        raise FinalmileError(
+            f"invalid model name {name!r}: use 1-200 characters without spaces, ':', '@' or slashes",
+            {"name": name},
+        )
+
+
+def _check_alias_name(alias: str) -> None:
+    if not alias or len(alias) > 100 or alias.isdigit() or any(c in alias for c in ":@/\\ \t\n"):
+        raise FinalmileError(
+            f"invalid alias {alias!r}: use 1-100 characters, not only digits, without spaces, ':', '@' or slashes",
+            {"alias": alias},
+        )

@@ -1,0 +1,145 @@
+"""Upload: turn a user's model into an immutable, verified version — or register nothing at all.
+
+Everything that can fail (reading the model, inferring its schema, converting it) happens in a scratch directory
+before anything is stored; artifacts are written only then, and removed again if the metadata insert fails, so a
+failed upload leaves no row and no orphan artifact.
+"""
+
+from __future__ import annotations
+
+import getpass
+import platform
+import tempfile
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from finalmile.config import FinalmileSettings
+from finalmile.errors import FinalmileError
+from finalmile.frames import to_arrow
+from finalmile.registry.artifacts import ArtifactStore, pack_directory
+from finalmile.registry.schema import Schema, SchemaValidator
+from finalmile.registry.store import MetadataStore, NewVersion, VersionRecord
+from finalmile.runtimes import CONVERTIBLE, DIRECTORY_FRAMEWORKS, detect_framework, framework_module
+from finalmile.runtimes.base import Packaged
+from finalmile.runtimes.convert import Conversion, convert
+
+_LIBRARIES = {
+    "sklearn": ["scikit-learn", "skl2onnx"],
+    "xgboost": ["xgboost", "onnxmltools"],
+    "lightgbm": ["lightgbm", "onnxmltools"],
+    "torch": ["torch"],
+    "mlflow": ["mlflow-skinny", "mlflow"],
+    "onnx": ["onnx"],
+    "python": [],
+}
+
+
+def upload_model(
+    store: MetadataStore,
+    artifacts: ArtifactStore,
+    settings: FinalmileSettings,
+    name: str,
+    source: Any,
+    framework: str | None = None,
+    schema: Schema | dict[str, Any] | None = None,
+    sample: Any = None,
+    alias: str | None = None,
+    tags: dict[str, str] | None = None,
+    runtime: str = "auto",
+) -> VersionRecord:
+    if runtime not in ("auto", "native"):
+        raise FinalmileError(f"runtime must be 'auto' or 'native', got {runtime!r}")
+    sample_table = to_arrow(sample)[0] if sample is not None else None
+    artifacts.tmp.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=artifacts.tmp, prefix="upload-") as scratch:
+        workdir = Path(scratch)
+        framework = framework or detect_framework(source)
+        packaged: Packaged = framework_module(framework).package(source, workdir, sample_table)
+        if schema is not None:
+            given = schema if isinstance(schema, Schema) else Schema.model_validate(schema)
+            packaged.schema = Schema(inputs=given.inputs, outputs=given.outputs or packaged.schema.outputs)
+        if sample_table is not None and packaged.schema.inputs is not None:
+            # The sample must fit the schema; this also catches a sample of the wrong model early.
+            sample_table = SchemaValidator(packaged.schema).conform(sample_table)
+        conversion = Conversion("skipped", "kept native: only tree and linear models are converted")
+        onnx_path = None
+        if framework in CONVERTIBLE:
+            if runtime == "native":
+                conversion = Conversion("skipped", "kept native: runtime='native' was requested")
+            else:
+                conversion, onnx_path = convert(packaged, sample_table, workdir, settings)
+        artifact_file = packaged.artifact
+        if framework in DIRECTORY_FRAMEWORKS:
+            artifact_file = pack_directory(packaged.artifact, workdir / "artifact.tar")
+        new_version = NewVersion(
+            framework=framework,
+            runtime="onnx" if onnx_path is not None else framework,
+            artifact_sha256="",
+            onnx_sha256=None,
+            sample_sha256=None,
+            schema=packaged.schema.model_dump(mode="json"),
+            task=packaged.task,
+            classes=packaged.classes,
+            conversion=conversion.to_dict(),
+            libraries=_libraries(framework),
+            tags={str(k): str(v) for k, v in (tags or {}).items()},
+            created_by=settings.user or _user(),
+        )
+        sample_file = None
+        if sample_table is not None:
+            sample_file = workdir / "sample.parquet"
+            pq.write_table(sample_table, sample_file)
+        return _store(store, artifacts, name, new_version, artifact_file, onnx_path, sample_file, alias)
+
+
+def _store(
+    store: MetadataStore,
+    artifacts: ArtifactStore,
+    name: str,
+    new: NewVersion,
+    artifact_file: Path,
+    onnx_path: Path | None,
+    sample_file: Path | None,
+    alias: str | None,
+) -> VersionRecord:
+    created: list[str] = []
+
+    def put(path: Path) -> str:
+        digest, is_new = artifacts.put_file(path)
+        if is_new:
+            created.append(digest)
+        return digest
+
+    try:
+        fields = vars(new) | {"artifact_sha256": put(artifact_file)}
+        if onnx_path is not None:
+            fields["onnx_sha256"] = put(onnx_path)
+        if sample_file is not None:
+            fields["sample_sha256"] = put(sample_file)
+        return store.create_version(name, NewVersion(**fields), alias=alias)
+    except BaseException:
+        for digest in created:
+            if not store.artifact_in_use(digest):
+                artifacts.delete(digest)
+        raise
+
+
+def _libraries(framework: str) -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ["finalmile", "numpy", "pyarrow", "onnxruntime", *_LIBRARIES.get(framework, [])]:
+        try:
+            found[package] = package_version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
