@@ -6,6 +6,7 @@ result goes back in the caller's type.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -54,8 +55,8 @@ def table_from_arrays(columns: Mapping[str, Any]) -> pa.Table:
 def tensor_array(arr: np.ndarray) -> pa.FixedSizeListArray:
     """Rows of an n-d array as a fixed-size-list array (no copy when `arr` is contiguous)."""
     n = arr.shape[0]
-    width = int(np.prod(arr.shape[1:]))
-    flat = np.ascontiguousarray(arr).reshape(n * width)
+    flat = arr.reshape(-1)  # a view when contiguous
+    width = flat.size // n if n else math.prod(arr.shape[1:])
     return pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
 
 

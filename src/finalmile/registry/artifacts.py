@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import tarfile
 import tempfile
 from pathlib import Path
@@ -106,20 +107,19 @@ class ArtifactStore:
             raise IntegrityError(sha256, hashlib.sha256(data).hexdigest(), str(path))
         return data
 
-    def unpack(self, sha256: str) -> tempfile.TemporaryDirectory[str]:
-        """A packed directory artifact, verified, then extracted into a fresh temporary directory.
+    def unpack(self, sha256: str) -> Path:
+        """A packed directory artifact, verified, then extracted into a fresh directory under `tmp/`.
 
-        Extracting on every load (the artifacts are small: code, an MLmodel and its files) means a loaded model always
-        runs from bytes that were just verified. The caller keeps the returned object alive as long as it needs the
-        files; they are removed when it is cleaned up.
+        Extracting on every load (these artifacts are small: code, an MLmodel and its files) means a loaded model
+        always runs from bytes that were just verified. The caller removes the directory when done with it.
         """
         data = self.read_bytes(sha256)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        workdir = tempfile.TemporaryDirectory(dir=self.tmp, prefix=f"unpacked-{sha256[:12]}-")
+        workdir = Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"unpacked-{sha256[:12]}-"))
         try:
             with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-                tar.extractall(workdir.name, filter="data")
+                tar.extractall(workdir, filter="data")
         except (tarfile.TarError, OSError) as exc:
-            workdir.cleanup()
+            shutil.rmtree(workdir, ignore_errors=True)
             raise IntegrityError(sha256, f"<unreadable tar: {exc}>", str(self.path_of(sha256))) from None
         return workdir

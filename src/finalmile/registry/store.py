@@ -85,28 +85,29 @@ class MetadataStore:
     def create_version(self, name: str, new: NewVersion, alias: str | None = None) -> VersionRecord:
         """Insert the next version of `name` (creating the model on its first upload).
 
-        Concurrent uploads of one name race for the same number; the unique constraint makes the loser retry with the
-        next one, so every upload gets a distinct version.
+        The model row is locked while its counter moves (SQLite: the write lock taken at BEGIN; PostgreSQL: FOR
+        UPDATE), so concurrent uploads get distinct numbers. Two first uploads of a new name race to create the
+        model row; the loser hits the unique constraint and retries.
         """
-        for attempt in range(50):
+        for attempt in range(20):
             try:
                 with self._sessions.begin() as s:
                     model = self._model_for_update(s, name, create=True)
-                    latest = s.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.model_id == model.id))
+                    model.last_version += 1
                     fields = dict(vars(new), model_schema=new.schema)
                     del fields["schema"]
-                    row = ModelVersionRow(model_id=model.id, version=(latest or 0) + 1, created_at=_now(), **fields)
+                    row = ModelVersionRow(model_id=model.id, version=model.last_version, created_at=_now(), **fields)
                     s.add(row)
                     s.flush()
                     if alias:
                         self._point_alias(s, model, alias, row)
                     return self._record(s, name, row)
             except sa_exc.IntegrityError:
-                time.sleep(0.005 * (attempt + 1))
+                time.sleep(0.01 * (attempt + 1))
         raise ConflictError(f"could not allocate a version of model '{name}' under contention; try again")
 
     def set_alias(self, name: str, version: int, alias: str) -> VersionRecord:
-        _check_alias_name(alias)
+        check_alias_name(alias)
         with self._sessions.begin() as s:
             model = self._model_for_update(s, name)
             row = self._version_row(s, model, version)
@@ -213,8 +214,8 @@ class MetadataStore:
         if model is None:
             if not create:
                 raise ModelNotFound(name)
-            _check_model_name(name)
-            model = ModelRow(name=name, created_at=_now())
+            check_model_name(name)
+            model = ModelRow(name=name, last_version=0, created_at=_now())
             s.add(model)
             s.flush()
         return model
@@ -228,7 +229,7 @@ class MetadataStore:
         return row
 
     def _point_alias(self, s: Session, model: ModelRow, alias: str, row: ModelVersionRow) -> None:
-        _check_alias_name(alias)
+        check_alias_name(alias)
         existing = s.scalar(
             select(ModelAliasRow).where(ModelAliasRow.model_id == model.id, ModelAliasRow.alias == alias)
         )
@@ -271,7 +272,7 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _check_model_name(name: str) -> None:
+def check_model_name(name: str) -> None:
     if not name or len(name) > 200 or any(c in name for c in ":@/\\ \t\n") or name.startswith("."):
         raise FinalmileError(
             f"invalid model name {name!r}: use 1-200 characters without spaces, ':', '@' or slashes",
@@ -279,7 +280,7 @@ def _check_model_name(name: str) -> None:
         )
 
 
-def _check_alias_name(alias: str) -> None:
+def check_alias_name(alias: str) -> None:
     if not alias or len(alias) > 100 or alias.isdigit() or any(c in alias for c in ":@/\\ \t\n"):
         raise FinalmileError(
             f"invalid alias {alias!r}: use 1-100 characters, not only digits, without spaces, ':', '@' or slashes",

@@ -19,6 +19,8 @@ class ModelRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str | None] = mapped_column(Text)
+    last_version: Mapped[int] = mapped_column(Integer, default=0)
+    """Version numbers are never reused, even after a delete: `fraud:3` always means the same artifact."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

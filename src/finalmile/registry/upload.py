@@ -22,7 +22,7 @@ from finalmile.errors import FinalmileError
 from finalmile.frames import to_arrow
 from finalmile.registry.artifacts import ArtifactStore, pack_directory
 from finalmile.registry.schema import Schema, SchemaValidator
-from finalmile.registry.store import MetadataStore, NewVersion, VersionRecord
+from finalmile.registry.store import MetadataStore, NewVersion, VersionRecord, check_alias_name, check_model_name
 from finalmile.runtimes import CONVERTIBLE, DIRECTORY_FRAMEWORKS, detect_framework, framework_module
 from finalmile.runtimes.base import Packaged
 from finalmile.runtimes.convert import Conversion, convert
@@ -53,6 +53,9 @@ def upload_model(
 ) -> VersionRecord:
     if runtime not in ("auto", "native"):
         raise FinalmileError(f"runtime must be 'auto' or 'native', got {runtime!r}")
+    check_model_name(name)
+    if alias is not None:
+        check_alias_name(alias)
     sample_table = to_arrow(sample)[0] if sample is not None else None
     artifacts.tmp.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=artifacts.tmp, prefix="upload-") as scratch:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
+import weakref
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -32,7 +33,6 @@ class ModelVersion:
         self._client = client
         self.record = record
         self._runtimes: dict[str, Runtime] = {}
-        self._keep: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     name = property(lambda self: self.record.name)
@@ -83,9 +83,8 @@ class ModelVersion:
         if key == "onnx" and self.record.onnx_sha256:
             artifact = artifacts.verified_path(self.record.onnx_sha256)
         elif self.record.framework in DIRECTORY_FRAMEWORKS:
-            unpacked = artifacts.unpack(self.record.artifact_sha256)
-            self._keep[key] = unpacked  # the files live as long as this handle
-            artifact = Path(unpacked.name)
+            artifact = artifacts.unpack(self.record.artifact_sha256)
+            weakref.finalize(self, shutil.rmtree, artifact, ignore_errors=True)  # the files live as long as the handle
         else:
             artifact = artifacts.verified_path(self.record.artifact_sha256)
         context = RuntimeContext(artifact, self.schema, self.record.task, self.record.classes, self._client.settings)

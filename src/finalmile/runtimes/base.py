@@ -107,32 +107,40 @@ class BaseRuntime:
 def features(table: pa.Table, dtype: Any = np.float32) -> np.ndarray:
     """The table as one 2-D (or n-d, for a single tensor column) numpy array for models that take a matrix.
 
-    A single fixed-size-list column is viewed without a copy; scalar columns are stacked in schema order.
+    A single fixed-size-list column is viewed without a copy; scalar columns go through Arrow's own row-major
+    tensor conversion (one C++ call, where stacking columns one by one costs microseconds per column).
     """
-    columns = table.columns
-    if len(columns) == 1 and pa.types.is_fixed_size_list(columns[0].type):
-        col = columns[0]
+    if table.num_columns == 1 and pa.types.is_fixed_size_list(table.schema.field(0).type):
+        col = table.column(0)
         chunk = col.chunks[0] if col.num_chunks == 1 else col.combine_chunks()
         values = chunk.flatten().to_numpy(zero_copy_only=False)
         return values.reshape(len(chunk), col.type.list_size).astype(dtype, copy=False)
-    out = np.empty((table.num_rows, len(columns)), dtype=dtype)
-    for j, col in enumerate(columns):
-        out[:, j] = col.to_numpy()
-    return out
+    batches = table.to_batches()
+    if len(batches) != 1:
+        batches = table.combine_chunks().to_batches()
+    if not batches:  # an empty table has no batch at all
+        return np.empty((0, table.num_columns), dtype=dtype)
+    return np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=True)).astype(dtype, copy=False)
 
 
-def classification_table(classes: np.ndarray, probabilities: np.ndarray | None, labels: np.ndarray | None = None) -> pa.Table:
+def classification_table(
+    classes: np.ndarray, probabilities: np.ndarray | None, labels: np.ndarray | None = None
+) -> pa.Table:
     """`label`, `probabilities` and (binary) `score` columns; `label` is the argmax unless given."""
     if probabilities is None:
         assert labels is not None
-        return pa.table({"label": pa.array(labels)})
-    proba = np.asarray(probabilities, dtype=np.float64)
+        return pa.Table.from_arrays([pa.array(labels)], names=["label"])
+    proba = probabilities.astype(np.float64, copy=False)
     if labels is None:
-        labels = classes[np.argmax(proba, axis=1)]
-    columns: dict[str, pa.Array] = {"label": pa.array(labels), "probabilities": tensor_array(proba)}
+        labels = classes[proba.argmax(axis=1)]
     if proba.shape[1] == 2:
-        columns["score"] = pa.array(proba[:, 1])
-    return pa.table(columns)
+        return pa.Table.from_arrays(
+            [pa.array(labels), tensor_array(proba), pa.array(proba[:, 1].copy())], names=_BINARY_OUTPUTS
+        )
+    return pa.Table.from_arrays([pa.array(labels), tensor_array(proba)], names=_BINARY_OUTPUTS[:2])
+
+
+_BINARY_OUTPUTS = ["label", "probabilities", "score"]
 
 
 def regression_table(prediction: np.ndarray) -> pa.Table:

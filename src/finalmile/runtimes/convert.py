@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from finalmile.config import FinalmileSettings
 from finalmile.registry.schema import Column
-from finalmile.runtimes.base import BaseRuntime, Packaged, RuntimeContext
+from finalmile.runtimes.base import CLASSIFICATION, BaseRuntime, Packaged, RuntimeContext
 
 TARGET_OPSET = 17
 _ML_OPSET = 3
@@ -77,7 +77,7 @@ def _to_onnx(packaged: Packaged, n_features: int) -> tuple[onnx.ModelProto, str]
         model = convert_sklearn(
             native,
             initial_types=[("input", FloatTensorType([None, n_features]))],
-            options={"zipmap": False},
+            options={"zipmap": False} if packaged.task == CLASSIFICATION else None,
             target_opset={"": TARGET_OPSET, "ai.onnx.ml": _ML_OPSET},
         )
         return model, f"skl2onnx {package_version('skl2onnx')}"

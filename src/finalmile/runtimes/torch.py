@@ -52,7 +52,9 @@ def _tensor(table: pa.Table, inputs: list[Column]) -> torch.Tensor:
     matrix = features(table, np.float32)
     if len(inputs) == 1 and inputs[0].shape:
         matrix = matrix.reshape(table.num_rows, *inputs[0].shape)
-    return torch.from_numpy(np.ascontiguousarray(matrix))
+    if not matrix.flags.writeable or not matrix.flags.c_contiguous:  # a view of Arrow memory is read-only
+        matrix = np.array(matrix, copy=True, order="C")
+    return torch.from_numpy(matrix)
 
 
 def _export(module: torch.nn.Module, sample: pa.Table, target: Path) -> Any:

@@ -1,0 +1,73 @@
+"""Tiny models and data the tests build for themselves (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+N_FEATURES = 6
+
+
+def tabular(rows: int = 300, seed: int = 0, n_features: int = N_FEATURES) -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.standard_normal((rows, n_features)), columns=[f"x{i}" for i in range(n_features)])
+    y = pd.Series((X.x0 + 0.5 * X.x1 > 0).astype(np.int64), name="y")
+    return X, y
+
+
+def multiclass(rows: int = 300, seed: int = 1) -> tuple[pd.DataFrame, pd.Series]:
+    X, _ = tabular(rows, seed)
+    return X, pd.Series(np.digitize(X.x0, [-0.5, 0.5]), name="y")
+
+
+class SumModel:
+    """Returns the sum of its input columns."""
+
+    def predict(self, frame: pd.DataFrame) -> pd.Series:
+        return frame.sum(axis=1).rename("total")
+
+
+class ScaledSumModel:
+    """Keeps state: an instance is pickled with its factor."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"scaled": frame.sum(axis=1) * self.factor})
+
+
+class ErrorModel:
+    def predict(self, frame: pd.DataFrame) -> pd.Series:
+        raise ValueError("this model always fails")
+
+
+class SleepModel:
+    def predict(self, frame: pd.DataFrame) -> pd.Series:
+        time.sleep(0.05)
+        return pd.Series(np.zeros(len(frame)), name="prediction")
+
+
+class NoPredict:
+    def score(self, frame: pd.DataFrame) -> None:
+        return None
+
+
+class ThresholdClassifier(ClassifierMixin, BaseEstimator):
+    """A scikit-learn classifier that skl2onnx has no converter for."""
+
+    def fit(self, X: pd.DataFrame, y: pd.Series) -> ThresholdClassifier:
+        self.classes_ = np.unique(y)
+        self.n_features_in_ = X.shape[1]
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        p = 1 / (1 + np.exp(-np.asarray(X)[:, 0]))
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
