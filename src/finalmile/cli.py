@@ -45,8 +45,8 @@ def models_upload(
 
     tags = _parse_tags(tag or [])
     sample_table = read_table(sample) if sample is not None else None
-    with console.status(f"Uploading {name} (checking the model, converting to ONNX)…"):
-        mv = _client().upload_model(
+    with _client() as client, console.status(f"Uploading {name} (checking the model, converting to ONNX)…"):
+        mv = client.upload_model(
             name, path, framework=framework, sample=sample_table, alias=alias, tags=tags,
             runtime="native" if native else "auto",
         )
@@ -58,7 +58,9 @@ def models_upload(
 def models_list() -> None:
     """List registered models."""
     table = Table("model", "versions", "latest", "aliases", "created")
-    for m in _client().models():
+    with _client() as client:
+        summaries = client.models()
+    for m in summaries:
         aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items()))
         table.add_row(m.name, str(m.versions), str(m.latest), aliases, f"{m.created_at:%Y-%m-%d %H:%M}")
     console.print(table)
@@ -67,7 +69,8 @@ def models_list() -> None:
 @models_app.command("show")
 def models_show(ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")]) -> None:
     """Show one version: framework, runtime, schema, ONNX conversion evidence, libraries."""
-    mv = _client().model(ref)
+    with _client() as client:
+        mv = client.model(ref)
     r = mv.record
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
@@ -102,14 +105,16 @@ def models_show(ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or N
 @models_app.command("alias")
 def models_alias(name: str, version: int, alias: str) -> None:
     """Point ALIAS at VERSION of NAME (moving it if it pointed elsewhere)."""
-    mv = _client().set_alias(name, version, alias)
+    with _client() as client:
+        mv = client.set_alias(name, version, alias)
     console.print(f"{name}@{alias} → version {mv.version}")
 
 
 @models_app.command("delete")
 def models_delete(name: str, version: int) -> None:
     """Delete one version (refused while an alias or a pipeline pins it)."""
-    _client().delete_model_version(name, version)
+    with _client() as client:
+        client.delete_model_version(name, version)
     console.print(f"deleted {name}:{version}")
 
 
@@ -125,7 +130,9 @@ def predict(
 
     if output is not None:
         file_format(output)  # refuse an unknown output type before doing the work
-    result = _client().model(ref).predict(read_table(input), runtime="native" if native else "auto")
+    rows = read_table(input)
+    with _client() as client:
+        result = client.model(ref).predict(rows, runtime="native" if native else "auto")
     if output is not None:
         write_table(result, output)
         console.print(f"wrote {result.num_rows} predictions to {output}")
@@ -143,7 +150,8 @@ def demo() -> None:
     """Train a fraud model, register it, show the ONNX speed-up, and predict."""
     from finalmile.demo import run_demo
 
-    run_demo(_client(), console)
+    with _client() as client:
+        run_demo(client, console)
 
 
 @app.command("version")
@@ -176,5 +184,5 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="finalmile")
     except FinalmileError as exc:
-        errors.print(f"[red]error:[/] {exc.message}", highlight=False)
+        errors.print(f"[red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
+import linecache
 import json
 import pickle
 import shutil
@@ -44,19 +45,10 @@ def package(source: Any, workdir: Path, sample: pa.Table | None) -> Packaged:
     else:
         cls = source if isinstance(source, type) else type(source)
         instance = None if isinstance(source, type) else source
-        try:
-            source_file = Path(inspect.getsourcefile(cls) or "")
-        except TypeError:
-            source_file = Path("")
-        if not source_file.is_file():
-            raise InvalidModelError(
-                f"cannot find the source of class {cls.__name__} (defined interactively?); put it in a .py file"
-            )
+        stem, text = class_source(cls)
         out.mkdir()
-        module_file = out / source_file.name
-        text = source_file.read_text()
-        # A script would run again (training, uploading…) when imported: keep only its imports and definitions.
-        module_file.write_text(definitions_only(text) if cls.__module__ == "__main__" else text)
+        module_file = out / f"{stem}.py"
+        module_file.write_text(text)
         class_name = cls.__qualname__
     module = _import(module_file, "finalmile_upload")
     cls = _find_class(module, module_file, class_name)
@@ -80,6 +72,30 @@ def package(source: Any, workdir: Path, sample: pa.Table | None) -> Packaged:
     model = instantiate(out)
     result = outputs_to_table(_call(model, sample), sample.num_rows)
     return Packaged(FRAMEWORK, out, Schema(inputs=infer_schema(sample).inputs, outputs=infer_schema(result).inputs or []))
+
+
+def class_source(cls: type) -> tuple[str, str]:
+    """The module name and source text to store for a class defined in a file, a script, or a notebook cell.
+
+    A module file is stored whole. A script would run again (training, uploading…) when imported, and a notebook
+    cell has no file at all (its text is in `linecache`, as IPython puts it there): for those we keep only the
+    imports, functions and classes.
+    """
+    try:
+        path = inspect.getsourcefile(cls)
+    except TypeError:  # defined in __main__ of an interactive session, or in exec'd code
+        path = None
+    if path and path.endswith(".py") and Path(path).is_file():
+        text = Path(path).read_text()
+        return Path(path).stem, definitions_only(text) if cls.__module__ == "__main__" else text
+    code_files = [f.__code__.co_filename for f in vars(cls).values() if hasattr(f, "__code__")]
+    lines = linecache.getlines(code_files[0]) if code_files else []
+    if not lines:
+        raise InvalidModelError(f"cannot find the source of class {cls.__name__}; define it in a .py file")
+    try:
+        return "model", definitions_only("".join(lines))
+    except SyntaxError as exc:
+        raise InvalidModelError(f"cannot parse the source of class {cls.__name__}: {exc}") from None
 
 
 def definitions_only(text: str) -> str:

@@ -1,0 +1,3 @@
+from finalmile.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""The CLI in-process (and once as a real subprocess): success paths, and user errors without tracebacks."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import pyarrow.parquet as pq
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from finalmile.cli import main
+from tests.fixtures import tabular
+
+X, y = tabular(200)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -> Path:
+    monkeypatch.setenv("FINALMILE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FINALMILE_DATABASE_URL", database_url)
+    monkeypatch.setenv("COLUMNS", "200")
+    joblib.dump(LogisticRegression().fit(X, y), tmp_path / "model.joblib")
+    X.head(50).to_csv(tmp_path / "rows.csv", index=False)
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_upload_list_show_alias_predict(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "models", "upload", "fraud", str(workdir / "model.joblib"),
+        "--sample", str(workdir / "rows.csv"), "--alias", "champion", "--tag", "team=risk",
+    )
+    assert code == 0, out
+    assert "Registered fraud:1 (sklearn, serving with onnx)" in out
+    code, out, _ = run(capsys, "models", "list")
+    assert code == 0 and "fraud" in out and "champion→1" in out
+    code, out, _ = run(capsys, "models", "show", "fraud@champion")
+    assert code == 0
+    assert "ONNX conversion: converted" in out
+    assert "parity on 50 rows (given): 0 label mismatches" in out
+    assert "team=risk" in out and "x0" in out and "probabilities" in out
+    assert run(capsys, "models", "alias", "fraud", "1", "challenger")[0] == 0
+    code, out, _ = run(capsys, "predict", "fraud@challenger", "--input", str(workdir / "rows.csv"))
+    assert code == 0 and "label" in out and "30 more rows" in out
+    for name in ("out.parquet", "out.csv", "out.jsonl"):
+        code, out, _ = run(capsys, "predict", "fraud:1", "-i", str(workdir / "rows.csv"), "-o", str(workdir / name))
+        assert code == 0, out
+    table = pq.read_table(workdir / "out.parquet")
+    assert table.num_rows == 50 and table.column_names == ["label", "probabilities", "score"]
+    with (workdir / "out.csv").open() as f:
+        assert next(csv.reader(f)) == ["label", "probabilities_0", "probabilities_1", "score"]
+    assert len((workdir / "out.jsonl").read_text().splitlines()) == 50
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["models", "upload", "m", "missing.onnx"], "no such file or directory"),
+        (["models", "show", "nope"], "model 'nope' not found"),
+        (["models", "show", "bad ref!"], "model 'bad ref!' not found"),
+        (["models", "upload", "m", "model.joblib", "--tag", "oops"], "expected KEY=VALUE"),
+        (["predict", "nope", "--input", "rows.csv"], "model 'nope' not found"),
+        (["predict", "m", "--input", "rows.xlsx"], "unknown file type"),
+    ],
+)
+def test_user_errors_exit_non_zero_with_one_line(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(workdir)
+    code, out, err = run(capsys, *args)
+    assert code == 1
+    assert message in err
+    assert "Traceback" not in err + out
+
+
+def test_predict_reports_schema_problems_and_bad_files(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "models", "upload", "m", str(workdir / "model.joblib"))[0] == 0
+    X.head(5).drop(columns=["x1"]).to_csv(workdir / "partial.csv", index=False)
+    code, _, err = run(capsys, "predict", "m", "--input", str(workdir / "partial.csv"))
+    assert code == 1 and "column 'x1': missing (expected float64)" in err
+    (workdir / "broken.parquet").write_bytes(b"PAR1 not really")
+    code, _, err = run(capsys, "predict", "m", "--input", str(workdir / "broken.parquet"))
+    assert code == 1 and "broken.parquet: cannot read it as parquet" in err
+
+
+def test_a_real_subprocess_prints_no_traceback(workdir: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "from finalmile.cli import main; main()", "models", "upload", "m", "nope.pkl"],
+        capture_output=True, text=True, cwd=workdir,
+    )
+    assert result.returncode == 1
+    assert "error: nope.pkl: no such file or directory" in result.stderr
+    assert "Traceback" not in result.stderr
+    helped = subprocess.run([sys.executable, "-m", "finalmile", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "models" in helped.stdout
