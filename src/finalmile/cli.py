@@ -33,10 +33,14 @@ def _client() -> Any:
 @models_app.command("upload")
 def models_upload(
     name: Annotated[str, typer.Argument(help="Model name; each upload makes a new version.")],
-    path: Annotated[str, typer.Argument(help="Model file or directory (.onnx, .joblib, .json, .txt, .pt, .py, MLflow).")],
+    path: Annotated[
+        str, typer.Argument(help="Model file or directory (.onnx, .joblib, .json, .txt, .pt, .py, MLflow).")
+    ],
     framework: Annotated[str | None, typer.Option(help="Override framework detection.")] = None,
     alias: Annotated[str | None, typer.Option(help="Point this alias at the new version.")] = None,
-    sample: Annotated[Path | None, typer.Option(help="Sample rows (CSV, Parquet, JSON lines) for schema and parity.")] = None,
+    sample: Annotated[
+        Path | None, typer.Option(help="Sample rows (CSV, Parquet, JSON lines) for schema and parity.")
+    ] = None,
     tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
     native: Annotated[bool, typer.Option("--native", help="Serve with the original framework; skip ONNX.")] = False,
 ) -> None:
@@ -47,7 +51,12 @@ def models_upload(
     sample_table = read_table(sample) if sample is not None else None
     with _client() as client, console.status(f"Uploading {name} (checking the model, converting to ONNX)…"):
         mv = client.upload_model(
-            name, path, framework=framework, sample=sample_table, alias=alias, tags=tags,
+            name,
+            path,
+            framework=framework,
+            sample=sample_table,
+            alias=alias,
+            tags=tags,
             runtime="native" if native else "auto",
         )
     console.print(f"[green]Registered[/] {mv.ref} ({mv.framework}, serving with [bold]{mv.runtime}[/])")
@@ -76,9 +85,14 @@ def models_show(ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or N
     info.add_column(style="bold")
     info.add_column()
     for key, value in [
-        ("model", mv.ref), ("aliases", ", ".join(r.aliases) or "-"), ("framework", r.framework),
-        ("runtime", r.runtime), ("task", r.task or "-"), ("classes", json.dumps(r.classes) if r.classes else "-"),
-        ("artifact", f"sha256:{r.artifact_sha256}"), ("onnx", f"sha256:{r.onnx_sha256}" if r.onnx_sha256 else "-"),
+        ("model", mv.ref),
+        ("aliases", ", ".join(r.aliases) or "-"),
+        ("framework", r.framework),
+        ("runtime", r.runtime),
+        ("task", r.task or "-"),
+        ("classes", json.dumps(r.classes) if r.classes else "-"),
+        ("artifact", f"sha256:{r.artifact_sha256}"),
+        ("onnx", f"sha256:{r.onnx_sha256}" if r.onnx_sha256 else "-"),
         ("created", f"{r.created_at:%Y-%m-%d %H:%M:%S %Z} by {r.created_by}"),
         ("tags", ", ".join(f"{k}={v}" for k, v in r.tags.items()) or "-"),
         ("libraries", ", ".join(f"{k} {v}" for k, v in r.libraries.items())),
@@ -122,7 +136,9 @@ def models_delete(name: str, version: int) -> None:
 def predict(
     ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
     input: Annotated[Path, typer.Option("--input", "-i", help="Rows to score: CSV, Parquet or JSON lines.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write predictions here (same formats).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write predictions here (same formats).")
+    ] = None,
     native: Annotated[bool, typer.Option("--native", help="Run the original framework, not ONNX.")] = False,
 ) -> None:
     """Predict with a model version in-process."""

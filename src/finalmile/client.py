@@ -70,8 +70,17 @@ class Client:
         `runtime="native"` keeps the original framework.
         """
         record = upload_model(
-            self._store, self._artifacts, self.settings, name, source,
-            framework=framework, schema=schema, sample=sample, alias=alias, tags=tags, runtime=runtime,
+            self._store,
+            self._artifacts,
+            self.settings,
+            name,
+            source,
+            framework=framework,
+            schema=schema,
+            sample=sample,
+            alias=alias,
+            tags=tags,
+            runtime=runtime,
         )
         return ModelVersion(self, record)
 
@@ -102,7 +111,7 @@ class Client:
 
 
 def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
-    """`fraud` -> ("fraud", None, None); `fraud:3` -> ("fraud", 3, None); `fraud@champion` -> ("fraud", None, "champion")."""
+    """`fraud` -> latest; `fraud:3` -> version 3; `fraud@champion` -> what the alias points at."""
     match = _REF.match(ref.strip())
     if not match:
         raise FinalmileError(f"invalid model reference {ref!r}: use NAME, NAME:VERSION or NAME@ALIAS")

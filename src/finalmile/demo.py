@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,9 @@ def step_train(state: DemoState) -> None:
     state.train, state.test = data.iloc[:16_000], data.iloc[16_000:]
     X, y = state.train[FEATURES], state.train["is_fraud"]
     with state.console.status("Training a 100-tree random forest and a 100-tree XGBoost model…"):
-        state.natives["forest"] = RandomForestClassifier(n_estimators=100, max_depth=8, n_jobs=1, random_state=0).fit(X, y)
+        state.natives["forest"] = RandomForestClassifier(n_estimators=100, max_depth=8, n_jobs=1, random_state=0).fit(
+            X, y
+        )
         state.natives["xgboost"] = XGBClassifier(n_estimators=100, max_depth=6, n_jobs=1, random_state=0).fit(X, y)
     state.console.print(f"Trained on {len(X):,} transactions ({y.mean():.1%} fraud).")
 
@@ -67,7 +70,7 @@ def step_upload(state: DemoState) -> None:
                 MODEL, state.natives[key], sample=sample, alias=alias, tags={"demo": "true", "algorithm": key}
             )
     table = Table("version", "alias", "framework", "serving runtime", "ONNX verdict", title="Registered")
-    for key, mv in state.versions.items():
+    for mv in state.versions.values():
         table.add_row(mv.ref, ", ".join(mv.aliases), mv.framework, mv.runtime, mv.conversion["reason"])
     state.console.print(table)
 
@@ -79,8 +82,8 @@ def step_speedup(state: DemoState) -> None:
         native, onnx = mv.load("native"), mv.load()
         for batch in (1, 1000):
             arrow = pa.Table.from_pandas(X.head(batch), preserve_index=False)
-            slow = calls_per_second(lambda: native.predict(arrow), 0.5) * batch
-            fast = calls_per_second(lambda: onnx.predict(arrow), 0.5) * batch
+            slow = calls_per_second(partial(native.predict, arrow), 0.5) * batch
+            fast = calls_per_second(partial(onnx.predict, arrow), 0.5) * batch
             table.add_row(key, str(batch), f"{slow:,.0f}", f"{fast:,.0f}", f"[bold green]{fast / slow:,.1f}×[/]")
     state.console.print(table)
 

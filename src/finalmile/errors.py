@@ -93,7 +93,8 @@ class MissingDependencyError(FinalmileError):
 
     def __init__(self, package: str, extra: str) -> None:
         super().__init__(
-            f"this needs the '{package}' package: pip install 'finalmile[{extra}]'", {"package": package, "extra": extra}
+            f"this needs the '{package}' package: pip install 'finalmile[{extra}]'",
+            {"package": package, "extra": extra},
         )
 
 

@@ -40,8 +40,17 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 def test_upload_list_show_alias_predict(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(
-        capsys, "models", "upload", "fraud", str(workdir / "model.joblib"),
-        "--sample", str(workdir / "rows.csv"), "--alias", "champion", "--tag", "team=risk",
+        capsys,
+        "models",
+        "upload",
+        "fraud",
+        str(workdir / "model.joblib"),
+        "--sample",
+        str(workdir / "rows.csv"),
+        "--alias",
+        "champion",
+        "--tag",
+        "team=risk",
     )
     assert code == 0, out
     assert "Registered fraud:1 (sklearn, serving with onnx)" in out
@@ -99,7 +108,9 @@ def test_predict_reports_schema_problems_and_bad_files(workdir: Path, capsys: py
 def test_a_real_subprocess_prints_no_traceback(workdir: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", "from finalmile.cli import main; main()", "models", "upload", "m", "nope.pkl"],
-        capture_output=True, text=True, cwd=workdir,
+        capture_output=True,
+        text=True,
+        cwd=workdir,
     )
     assert result.returncode == 1
     assert "error: nope.pkl: no such file or directory" in result.stderr

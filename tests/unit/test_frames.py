@@ -13,7 +13,11 @@ from finalmile.runtimes.base import features
 
 def test_each_frame_type_round_trips_to_its_own_type() -> None:
     pdf = pd.DataFrame({"a": [1.0, 2.0], "b": [3, 4]})
-    for frame, kind in [(pdf, pd.DataFrame), (pl.from_pandas(pdf), pl.DataFrame), (pa.Table.from_pandas(pdf), pa.Table)]:
+    for frame, kind in [
+        (pdf, pd.DataFrame),
+        (pl.from_pandas(pdf), pl.DataFrame),
+        (pa.Table.from_pandas(pdf), pa.Table),
+    ]:
         table, back = to_arrow(frame)
         assert table.column_names == ["a", "b"]
         assert isinstance(back(table), kind)

@@ -32,7 +32,9 @@ def create_store_engine(url: str) -> Engine:
     try:
         return create_engine(url, pool_pre_ping=True)
     except ModuleNotFoundError as exc:
-        raise FinalmileError(f"no driver for {parsed.get_backend_name()}: {exc}; pip install 'finalmile[postgres]'")
+        raise FinalmileError(
+            f"no driver for {parsed.get_backend_name()}: {exc}; pip install 'finalmile[postgres]'"
+        ) from None
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -117,7 +117,9 @@ class MetadataStore:
     def delete_alias(self, name: str, alias: str) -> None:
         with self._sessions.begin() as s:
             model = self._model_for_update(s, name)
-            row = s.scalar(select(ModelAliasRow).where(ModelAliasRow.model_id == model.id, ModelAliasRow.alias == alias))
+            row = s.scalar(
+                select(ModelAliasRow).where(ModelAliasRow.model_id == model.id, ModelAliasRow.alias == alias)
+            )
             if row is None:
                 raise AliasNotFound(name, alias)
             s.delete(row)

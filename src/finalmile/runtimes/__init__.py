@@ -58,7 +58,7 @@ def framework_module(framework: str) -> ModuleType:
 
 
 def runtime_class(framework: str) -> type:
-    return getattr(framework_module(framework), _FRAMEWORKS[framework][1])  # type: ignore[no-any-return]
+    return getattr(framework_module(framework), _FRAMEWORKS[framework][1])
 
 
 def detect_framework(source: Any) -> str:

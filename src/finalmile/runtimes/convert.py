@@ -44,7 +44,9 @@ class Conversion:
         return asdict(self)
 
 
-def convert(packaged: Packaged, sample: pa.Table | None, workdir: Path, settings: FinalmileSettings) -> tuple[Conversion, Path | None]:
+def convert(
+    packaged: Packaged, sample: pa.Table | None, workdir: Path, settings: FinalmileSettings
+) -> tuple[Conversion, Path | None]:
     """Convert `packaged.native` to ONNX and check it against the native runtime on the sample."""
     started = time.perf_counter()
     inputs = packaged.schema.inputs or []
@@ -56,11 +58,16 @@ def convert(packaged: Packaged, sample: pa.Table | None, workdir: Path, settings
         model, converter = _to_onnx(packaged, len(inputs))
     except Exception as exc:  # converters raise many types for unsupported operators
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return Conversion("failed", f"conversion failed: {type(exc).__name__}: {message[:400]}",
-                          seconds=time.perf_counter() - started), None
+        return Conversion(
+            "failed", f"conversion failed: {type(exc).__name__}: {message[:400]}", seconds=time.perf_counter() - started
+        ), None
     path = workdir / "converted.onnx"
     path.write_bytes(model.SerializeToString())
-    check_rows, origin = (sample, "given") if sample is not None else (draw_sample(inputs, settings.parity_rows), "drawn from the schema")
+    check_rows, origin = (
+        (sample, "given")
+        if sample is not None
+        else (draw_sample(inputs, settings.parity_rows), "drawn from the schema")
+    )
     verdict = check_parity(packaged, path, check_rows, settings)
     verdict.converter = converter
     verdict.sample = origin
@@ -90,9 +97,7 @@ def _to_onnx(packaged: Packaged, n_features: int) -> tuple[onnx.ModelProto, str]
         # onnxmltools reads features as f0, f1, …; our input column order already is the booster's feature order.
         unnamed = native.copy()
         unnamed.feature_names = None
-        return convert_xgboost(unnamed, initial_types=initial), (
-            f"onnxmltools {package_version('onnxmltools')}"
-        )
+        return convert_xgboost(unnamed, initial_types=initial), (f"onnxmltools {package_version('onnxmltools')}")
     from onnxmltools import convert_lightgbm
 
     return convert_lightgbm(native, initial_types=initial, zipmap=False), (
@@ -136,16 +141,21 @@ def check_parity(packaged: Packaged, onnx_path: Path, sample: pa.Table, settings
         a, b = _values(expected, numeric), _values(got, numeric)
         max_diff = float(np.max(np.abs(a - b))) if a.size else 0.0
         close = bool(np.all(np.isclose(b, a, rtol=rtol, atol=atol)))
-    common = {"rows_checked": sample.num_rows, "label_mismatches": mismatches, "max_abs_diff": max_diff,
-              "rtol": rtol, "atol": atol}
+    common = {
+        "rows_checked": sample.num_rows,
+        "label_mismatches": mismatches,
+        "max_abs_diff": max_diff,
+        "rtol": rtol,
+        "atol": atol,
+    }
     if mismatches or not close:
         what = []
         if mismatches:
             what.append(f"{mismatches} of {sample.num_rows} labels differ")
         if not close:
             what.append(f"{numeric} differ by up to {max_diff:.3g} (tolerance {atol:g} + {rtol:g}·|native|)")
-        return Conversion("mismatch", "kept native: ONNX output mismatch: " + "; ".join(what), **common)  # type: ignore[arg-type]
-    return Conversion("converted", f"serving through ONNX Runtime: outputs match on {sample.num_rows} rows", **common)  # type: ignore[arg-type]
+        return Conversion("mismatch", "kept native: ONNX output mismatch: " + "; ".join(what), **common)
+    return Conversion("converted", f"serving through ONNX Runtime: outputs match on {sample.num_rows} rows", **common)
 
 
 def _values(table: pa.Table, name: str) -> np.ndarray:

@@ -44,8 +44,8 @@ def package(source: Any, workdir: Path, sample: pa.Table | None) -> Packaged:
     if task == CLASSIFICATION and classes is None:
         n = booster.num_model_per_iteration()
         classes = [0, 1] if n == 1 else list(range(n))
-    names = booster.feature_name()
-    if names == [f"Column_{i}" for i in range(len(names))]:  # LightGBM's names for unnamed features
+    names: list[str] | None = booster.feature_name()
+    if names == [f"Column_{i}" for i in range(len(names or []))]:  # LightGBM's names for unnamed features
         names = None
     schema = Schema(
         inputs=tabular_inputs(names, booster.num_feature(), sample),
@@ -69,7 +69,7 @@ class LightGBMRuntime(BaseRuntime):
         self._classes = np.asarray(self.context.classes) if self.context.classes is not None else None
 
     def _predict(self, table: pa.Table) -> pa.Table:
-        raw = self.booster.predict(features(table, np.float64))
+        raw = np.asarray(self.booster.predict(features(table, np.float64)))
         if self.context.task == CLASSIFICATION and self._classes is not None:
             proba = np.column_stack([1.0 - raw, raw]) if raw.ndim == 1 else raw
             return classification_table(self._classes, proba)

@@ -15,8 +15,14 @@ from finalmile.registry.schema import Column, Schema, infer_schema
 from finalmile.runtimes.base import BaseRuntime, Packaged, outputs_to_table
 
 FRAMEWORK = "mlflow"
-_TYPES = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32", "boolean": "bool",
-          "string": "string"}
+_TYPES = {
+    "double": "float64",
+    "float": "float32",
+    "long": "int64",
+    "integer": "int32",
+    "boolean": "bool",
+    "string": "string",
+}
 
 
 def package(source: Any, workdir: Path, sample: pa.Table | None) -> Packaged:
@@ -42,6 +48,7 @@ def package(source: Any, workdir: Path, sample: pa.Table | None) -> Packaged:
 
 def signature_schema(signature: dict[str, Any]) -> Schema:
     """Our schema from an MLflow signature's column specs (tensor specs become tensor columns)."""
+
     def columns(spec: str | None, default: str) -> list[Column] | None:
         if not spec:
             return None
@@ -50,13 +57,20 @@ def signature_schema(signature: dict[str, Any]) -> Schema:
             if item.get("type") == "tensor":
                 tensor = item["tensor-spec"]
                 shape = tuple(d for d in tensor["shape"][1:])
-                result.append(Column(name=item.get("name", default if i == 0 else f"{default}_{i}"),
-                                     dtype=tensor["dtype"], shape=shape if all(d > 0 for d in shape) else ()))
+                result.append(
+                    Column(
+                        name=item.get("name", default if i == 0 else f"{default}_{i}"),
+                        dtype=tensor["dtype"],
+                        shape=shape if all(d > 0 for d in shape) else (),
+                    )
+                )
             else:
                 result.append(Column(name=item.get("name", f"{default}_{i}"), dtype=_TYPES.get(item["type"], "string")))
         return result
 
-    return Schema(inputs=columns(signature.get("inputs"), "input"), outputs=columns(signature.get("outputs"), "prediction") or [])
+    return Schema(
+        inputs=columns(signature.get("inputs"), "input"), outputs=columns(signature.get("outputs"), "prediction") or []
+    )
 
 
 def _load(directory: Path) -> Any:

@@ -31,8 +31,15 @@ _ONNX_DTYPES = {
     onnx.TensorProto.BOOL: "bool",
     onnx.TensorProto.STRING: "string",
 }
-_NUMPY_OF_ORT = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
-                 "tensor(int32)": np.int32, "tensor(bool)": np.bool_, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+_NUMPY_OF_ORT = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+}
 _cpu_fallback_logged = False
 
 
@@ -72,7 +79,7 @@ def _column(value: onnx.ValueInfoProto, strict: bool = True) -> Column | None:
                 f"ONNX input '{value.name}' has dynamic dimensions beyond the batch ({dims}); pass schema= to fix them"
             )
         row_shape = ()
-    dtype = _ONNX_DTYPES.get(t.tensor_type.elem_type, "float32")
+    dtype = _ONNX_DTYPES.get(t.tensor_type.elem_type, "float32")  # type: ignore[call-overload]
     return Column(name=value.name, dtype=dtype, shape=row_shape if row_shape != (1,) or strict else ())
 
 
@@ -111,7 +118,7 @@ class OnnxRuntime(BaseRuntime):
         self._row_shapes = {i.name: tuple(d if isinstance(d, int) else -1 for d in i.shape[1:]) for i in self._inputs}
 
     def unload(self) -> None:
-        self.session = None  # type: ignore[assignment]
+        self.__dict__.pop("session", None)
         super().unload()
 
     def _feeds(self, table: pa.Table) -> dict[str, np.ndarray]:
@@ -131,8 +138,10 @@ class OnnxRuntime(BaseRuntime):
             else:
                 values = col.to_numpy()
             shape = self._row_shapes[graph_input.name]
-            feeds[graph_input.name] = values.astype(dtype or object, copy=False).reshape(n, *shape) if shape else (
-                values.astype(dtype or object, copy=False)
+            feeds[graph_input.name] = (
+                values.astype(dtype or object, copy=False).reshape(n, *shape)
+                if shape
+                else (values.astype(dtype or object, copy=False))
             )
         return feeds
 
@@ -149,7 +158,9 @@ class OnnxRuntime(BaseRuntime):
         for name, value in zip(self._output_names, results, strict=True):
             if not isinstance(value, np.ndarray):
                 continue
-            columns[name] = tensor_array(value) if value.ndim > 1 and math.prod(value.shape[1:]) > 1 else (
-                pa.array(value.reshape(-1))
+            columns[name] = (
+                tensor_array(value)
+                if value.ndim > 1 and math.prod(value.shape[1:]) > 1
+                else (pa.array(value.reshape(-1)))
             )
         return pa.table(columns)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
-import linecache
 import json
+import linecache
 import pickle
 import shutil
 import sys
@@ -71,7 +71,9 @@ def package(source: Any, workdir: Path, sample: pa.Table | None) -> Packaged:
         return Packaged(FRAMEWORK, out, Schema(inputs=None))
     model = instantiate(out)
     result = outputs_to_table(_call(model, sample), sample.num_rows)
-    return Packaged(FRAMEWORK, out, Schema(inputs=infer_schema(sample).inputs, outputs=infer_schema(result).inputs or []))
+    return Packaged(
+        FRAMEWORK, out, Schema(inputs=infer_schema(sample).inputs, outputs=infer_schema(result).inputs or [])
+    )
 
 
 def class_source(cls: type) -> tuple[str, str]:
@@ -148,8 +150,11 @@ def _find_class(module: ModuleType, path: Path, class_name: str | None) -> type:
         if not isinstance(cls, type):
             raise InvalidModelError(f"{path.name}: no class named {class_name}")
     else:
-        classes = [c for c in vars(module).values() if isinstance(c, type) and c.__module__ == module.__name__
-                   and callable(getattr(c, "predict", None))]
+        classes = [
+            c
+            for c in vars(module).values()
+            if isinstance(c, type) and c.__module__ == module.__name__ and callable(getattr(c, "predict", None))
+        ]
         if len(classes) != 1:
             names = ", ".join(c.__name__ for c in classes) or "none"
             raise InvalidModelError(

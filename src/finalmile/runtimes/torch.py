@@ -66,7 +66,9 @@ def _export(module: torch.nn.Module, sample: pa.Table, target: Path) -> Any:
         program = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
         torch.export.save(program, str(target))
     except Exception as exc:
-        raise InvalidModelError(f"could not export the nn.Module with torch.export: {type(exc).__name__}: {exc}") from None
+        raise InvalidModelError(
+            f"could not export the nn.Module with torch.export: {type(exc).__name__}: {exc}"
+        ) from None
     return program.module()
 
 

@@ -42,7 +42,7 @@ def package(source: Any, workdir: Path, sample: pa.Table | None) -> Packaged:
     objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
     task, classes = _task(booster, objective)
     schema = Schema(
-        inputs=tabular_inputs(booster.feature_names, booster.num_features(), sample),
+        inputs=tabular_inputs(list(booster.feature_names or []) or None, booster.num_features(), sample),
         outputs=standard_outputs(task, classes, objective in _PROBABILISTIC),
     )
     return Packaged(FRAMEWORK, path, schema, task, classes, native=booster)

@@ -14,10 +14,18 @@ from finalmile.registry.store import MetadataStore, NewVersion
 
 def new_version(sha: str = "a" * 64, **changes: object) -> NewVersion:
     fields: dict[str, object] = dict(
-        framework="sklearn", runtime="onnx", artifact_sha256=sha, onnx_sha256="b" * 64, sample_sha256=None,
+        framework="sklearn",
+        runtime="onnx",
+        artifact_sha256=sha,
+        onnx_sha256="b" * 64,
+        sample_sha256=None,
         schema={"inputs": [{"name": "x", "dtype": "float64", "shape": []}], "outputs": []},
-        task="classification", classes=[0, 1], conversion={"status": "converted"},
-        libraries={"numpy": "2"}, tags={"team": "risk"}, created_by="ana",
+        task="classification",
+        classes=[0, 1],
+        conversion={"status": "converted"},
+        libraries={"numpy": "2"},
+        tags={"team": "risk"},
+        created_by="ana",
     )
     fields.update(changes)
     return NewVersion(**fields)  # type: ignore[arg-type]

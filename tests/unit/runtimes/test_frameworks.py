@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
-import pytest
 import xgboost as xgb
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
@@ -206,7 +205,9 @@ def test_torch_module_and_torchscript_file(client: Client, tmp_path: Path) -> No
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.trace(net, torch.tensor(sample["features"])).save(str(tmp_path / "net.pt"))
     scripted = client.upload_model("net", tmp_path / "net.pt", sample=sample)
-    np.testing.assert_allclose(scripted.predict({"features": X.to_numpy(np.float32)[:5]})["output"], expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        scripted.predict({"features": X.to_numpy(np.float32)[:5]})["output"], expected, rtol=1e-5
+    )
 
 
 def test_mlflow_model_directory(client: Client, tmp_path: Path) -> None:

@@ -36,7 +36,9 @@ def test_without_cuda_it_falls_back_to_cpu_with_a_log_line(
     assert "CUDA execution provider not available; running ONNX models on the CPU" in caplog.text
 
 
-@pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs onnxruntime-gpu and a GPU")
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs onnxruntime-gpu and a GPU"
+)
 def test_with_cuda_the_cuda_provider_comes_first() -> None:
     session = onnx_runtime.make_session(MODEL, FinalmileSettings(ort_device="auto"))
     assert session.get_providers()[0] == "CUDAExecutionProvider"
