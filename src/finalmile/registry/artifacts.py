@@ -56,9 +56,6 @@ class ArtifactStore:
     def path_of(self, sha256: str) -> Path:
         return self.root / "sha256" / sha256[:2] / sha256
 
-    def exists(self, sha256: str) -> bool:
-        return self.path_of(sha256).exists()
-
     def put_file(self, source: Path) -> tuple[str, bool]:
         """Store a copy of `source`; returns its sha256 and whether this call created it (False if already stored)."""
         self.tmp.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ an Arrow fixed-size-list column of `prod(shape)` values.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -15,8 +14,6 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from finalmile.errors import SchemaError
-
-_NUMERIC_KINDS = "iuf"
 
 
 def arrow_type(dtype: str) -> pa.DataType:
@@ -67,9 +64,6 @@ class Schema(BaseModel):
 
     def input_arrow_schema(self) -> pa.Schema:
         return pa.schema([(c.name, c.arrow_type()) for c in self.inputs or []])
-
-    def output_arrow_schema(self) -> pa.Schema:
-        return pa.schema([(c.name, c.arrow_type()) for c in self.outputs])
 
 
 def column_from_field(field: pa.Field) -> Column:
@@ -171,11 +165,3 @@ def _cast_tensor(arr: pa.ChunkedArray, column: Column, target: pa.DataType) -> t
 def infer_schema(table: pa.Table) -> Schema:
     """A schema whose inputs are exactly the columns of `table` (used for samples)."""
     return Schema.from_arrow(table.schema)
-
-
-def describe_schema(schema: Schema) -> dict[str, Any]:
-    """A plain dict for display: `{"inputs": {"name": "float32"}, "outputs": {...}}`."""
-    return {
-        "inputs": None if schema.inputs is None else {c.name: c.describe() for c in schema.inputs},
-        "outputs": {c.name: c.describe() for c in schema.outputs},
-    }

@@ -6,7 +6,7 @@ Callers get plain `VersionRecord`s back, never ORM objects, so nothing outside l
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,28 +17,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from finalmile.errors import AliasNotFound, ConflictError, FinalmileError, ModelNotFound, VersionPinnedError
 from finalmile.registry.db import create_store_engine, migrate
 from finalmile.registry.tables import ModelAliasRow, ModelRow, ModelVersionRow
-
-
-@dataclass(frozen=True)
-class VersionRecord:
-    """One immutable model version as stored."""
-
-    name: str
-    version: int
-    framework: str
-    runtime: str
-    artifact_sha256: str
-    onnx_sha256: str | None
-    sample_sha256: str | None
-    schema: dict[str, Any]
-    task: str | None
-    classes: list[Any] | None
-    conversion: dict[str, Any] | None
-    libraries: dict[str, str]
-    tags: dict[str, str]
-    created_by: str
-    created_at: datetime
-    aliases: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -57,6 +35,19 @@ class NewVersion:
     libraries: dict[str, str]
     tags: dict[str, str]
     created_by: str
+
+
+@dataclass(frozen=True)
+class VersionRecord(NewVersion):
+    """One immutable model version as stored: what was uploaded, plus what the store assigned."""
+
+    name: str
+    version: int
+    created_at: datetime
+    aliases: list[str] = field(default_factory=list)
+
+
+_UPLOADED = [f.name for f in fields(NewVersion)]
 
 
 @dataclass(frozen=True)
@@ -94,9 +85,8 @@ class MetadataStore:
                 with self._sessions.begin() as s:
                     model = self._model_for_update(s, name, create=True)
                     model.last_version += 1
-                    fields = dict(vars(new), model_schema=new.schema)
-                    del fields["schema"]
-                    row = ModelVersionRow(model_id=model.id, version=model.last_version, created_at=_now(), **fields)
+                    uploaded = {("model_schema" if f == "schema" else f): getattr(new, f) for f in _UPLOADED}
+                    row = ModelVersionRow(model_id=model.id, version=model.last_version, created_at=_now(), **uploaded)
                     s.add(row)
                     s.flush()
                     if alias:
@@ -245,21 +235,11 @@ class MetadataStore:
         return list(s.scalars(select(ModelAliasRow.alias).where(ModelAliasRow.version_id == version_id)))
 
     def _record(self, s: Session, name: str, row: ModelVersionRow) -> VersionRecord:
+        uploaded = {f: getattr(row, "model_schema" if f == "schema" else f) for f in _UPLOADED}
         return VersionRecord(
+            **uploaded,
             name=name,
             version=row.version,
-            framework=row.framework,
-            runtime=row.runtime,
-            artifact_sha256=row.artifact_sha256,
-            onnx_sha256=row.onnx_sha256,
-            sample_sha256=row.sample_sha256,
-            schema=row.model_schema,
-            task=row.task,
-            classes=row.classes,
-            conversion=row.conversion,
-            libraries=row.libraries,
-            tags=row.tags,
-            created_by=row.created_by,
             created_at=_utc(row.created_at),
             aliases=sorted(self._aliases_of(s, row.id)),
         )

@@ -12,7 +12,6 @@ framework:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -193,8 +192,3 @@ def _column(values: Any) -> pa.Array:
     if arr.ndim > 1:
         return tensor_array(arr)
     return pa.array(arr)
-
-
-def row_width(schema: Schema) -> int:
-    """How many numbers one input row holds (sum over scalar and tensor columns)."""
-    return sum(math.prod(c.shape) if c.shape else 1 for c in schema.inputs or [])

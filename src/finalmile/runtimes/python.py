@@ -69,8 +69,12 @@ def package(source: Any, workdir: Path, sample: pa.Table | None) -> Packaged:
     (out / MANIFEST).write_text(json.dumps(manifest))
     if sample is None:
         return Packaged(FRAMEWORK, out, Schema(inputs=None))
-    model = instantiate(out)
-    result = outputs_to_table(_call(model, sample), sample.num_rows)
+    try:
+        result = outputs_to_table(_call(instantiate(out), sample), sample.num_rows)
+    except InvalidModelError:
+        raise
+    except Exception as exc:  # the user's code failed on the user's sample: nothing to register
+        raise InvalidModelError(f"the model failed on the sample: {type(exc).__name__}: {exc}") from None
     return Packaged(
         FRAMEWORK, out, Schema(inputs=infer_schema(sample).inputs, outputs=infer_schema(result).inputs or [])
     )

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from finalmile import Client
-from finalmile.errors import PredictionError
+from finalmile.errors import InvalidModelError, PredictionError
 from tests.fixtures import ErrorModel, ScaledSumModel, SumModel
 
 FRAME = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [10.0, 20.0, 30.0]})
@@ -66,6 +66,9 @@ def test_a_failing_model_raises_a_prediction_error(client: Client) -> None:
     mv = client.upload_model("err", ErrorModel)
     with pytest.raises(PredictionError, match="this model always fails"):
         mv.predict(FRAME)
+    with pytest.raises(InvalidModelError, match="the model failed on the sample: ValueError"):
+        client.upload_model("err", ErrorModel, sample=FRAME)
+    assert [v.version for v in client.model_versions("err")] == [1]
 
 
 def test_a_model_returning_the_wrong_number_of_rows(client: Client, tmp_path: Path) -> None:
