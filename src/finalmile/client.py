@@ -11,7 +11,11 @@ from finalmile.errors import FinalmileError
 from finalmile.registry.artifacts import ArtifactStore
 from finalmile.registry.schema import Schema
 from finalmile.registry.store import MetadataStore, ModelSummary
-from finalmile.registry.upload import upload_model
+from finalmile.pipelines.pipeline import Pipeline
+from finalmile.pipelines.spec import PipelineSpec
+from finalmile.pipelines.store import PipelineStore
+from finalmile.registry.upload import current_user, upload_model
+from finalmile.serving.deployments import DeploymentManager
 from finalmile.registry.versions import ModelVersion
 
 _REF = re.compile(r"^(?P<name>[^:@]+)(?::(?P<version>\d+)|@(?P<alias>[^:@]+))?$")
@@ -40,9 +44,15 @@ class Client:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self._store = MetadataStore(self.settings.resolved_database_url())
         self._artifacts = ArtifactStore(self.settings.home / "artifacts")
+        self._pipelines = PipelineStore(self._store)
+        self._deployments = DeploymentManager(self)
 
     def close(self) -> None:
+        self._deployments.close()
         self._store.close()
+
+    def _user(self) -> str:
+        return self.settings.user or current_user()
 
     def __enter__(self) -> Client:
         return self
@@ -108,6 +118,31 @@ class Client:
         for digest in (record.artifact_sha256, record.onnx_sha256, record.sample_sha256):
             if digest and not self._store.artifact_in_use(digest):
                 self._artifacts.delete(digest)
+
+
+    # -- pipelines ----------------------------------------------------------------------------------------------
+
+    def build_pipeline(self, name: str) -> Pipeline:
+        """A new pipeline definition (an empty draft); `deploy()` stores it as the next version of `name`."""
+        return Pipeline(self, name)
+
+    def pipeline(self, name: str, version: int | None = None) -> Pipeline:
+        """An existing pipeline, its draft set to the steps of `version` (default: the latest)."""
+        record = self._pipelines.get_version(name, version)
+        return Pipeline(self, name, PipelineSpec.model_validate(record.spec).steps)
+
+    def pipelines(self) -> list[str]:
+        return self._pipelines.list_pipelines()
+
+    def apply_pipeline(self, definition: str | Path | dict[str, Any], deploy: bool = False) -> Pipeline:
+        """Create a pipeline version from YAML (a path) or a dict, as `finalmile pipelines apply` does."""
+        spec = PipelineSpec.from_dict(definition) if isinstance(definition, dict) else PipelineSpec.from_yaml(definition)
+        pipeline = Pipeline(self, spec.name, spec.steps)
+        if deploy:
+            pipeline.deploy()
+        else:
+            pipeline.create_version()
+        return pipeline
 
 
 def parse_ref(ref: str) -> tuple[str, int | None, str | None]:

@@ -16,7 +16,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from finalmile.errors import AliasNotFound, ConflictError, FinalmileError, ModelNotFound, VersionPinnedError
 from finalmile.registry.db import create_store_engine, migrate
-from finalmile.registry.tables import ModelAliasRow, ModelRow, ModelVersionRow
+from finalmile.registry.tables import (
+    ModelAliasRow,
+    ModelRow,
+    ModelVersionRow,
+    PipelinePinRow,
+    PipelineRow,
+    PipelineVersionRow,
+)
 
 
 @dataclass(frozen=True)
@@ -115,11 +122,20 @@ class MetadataStore:
             s.delete(row)
 
     def delete_version(self, name: str, version: int) -> VersionRecord:
-        """Delete one version; refused while an alias (or, later, a pipeline) pins it."""
+        """Delete one version; refused while an alias or a pipeline version pins it."""
         with self._sessions.begin() as s:
             model = self._model_for_update(s, name)
             row = self._version_row(s, model, version)
             pins = [f"alias '{a}'" for a in self._aliases_of(s, row.id)]
+            pins += [
+                f"pipeline '{p}' version {v}"
+                for p, v in s.execute(
+                    select(PipelineRow.name, PipelineVersionRow.version)
+                    .join(PipelineVersionRow, PipelineVersionRow.pipeline_id == PipelineRow.id)
+                    .join(PipelinePinRow, PipelinePinRow.pipeline_version_id == PipelineVersionRow.id)
+                    .where(PipelinePinRow.model_version_id == row.id)
+                )
+            ]
             if pins:
                 raise VersionPinnedError(name, version, pins)
             record = self._record(s, name, row)

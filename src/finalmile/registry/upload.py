@@ -90,7 +90,7 @@ def upload_model(
             conversion=conversion.to_dict(),
             libraries=_libraries(framework),
             tags={str(k): str(v) for k, v in (tags or {}).items()},
-            created_by=settings.user or _user(),
+            created_by=settings.user or current_user(),
         )
         sample_file = None
         if sample_table is not None:
@@ -141,7 +141,7 @@ def _libraries(framework: str) -> dict[str, str]:
     return found
 
 
-def _user() -> str:
+def current_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -1,0 +1,154 @@
+"""`Pipeline`: the SDK handle to build, version, deploy and call a pipeline."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from finalmile.errors import FinalmileError
+from finalmile.frames import to_arrow
+from finalmile.pipelines.spec import (
+    CheckStepSpec,
+    ModelStepSpec,
+    PipelineSpec,
+    ShadowStepSpec,
+    SplitStepSpec,
+    StepSpec,
+    VariantSpec,
+    walk,
+)
+from finalmile.pipelines.store import PipelineVersionRecord
+from finalmile.registry.versions import ModelVersion
+from finalmile.serving.deployments import DeploymentConfig, RequestResult
+
+if TYPE_CHECKING:
+    from finalmile.client import Client
+
+StepLike = StepSpec | ModelVersion | str
+
+
+def model_step(model: str | ModelVersion) -> ModelStepSpec:
+    """A step that runs a model version: `"fraud@champion"`, `"fraud:3"` or a `ModelVersion`."""
+    return ModelStepSpec(model=model.ref if isinstance(model, ModelVersion) else model)
+
+
+def check(name: str, expression: str) -> CheckStepSpec:
+    """A rule that flags rows without failing them, e.g. `check("high", "out.score > 0.95")`."""
+    return CheckStepSpec(name=name, expression=expression)
+
+
+def split(variants: dict[str, tuple[float, list[StepLike] | StepLike]], key: str | None = None) -> SplitStepSpec:
+    """An A/B split: `split({"a": (0.9, "fraud:1"), "b": (0.1, "fraud:2")}, key="customer")`."""
+    return SplitStepSpec(
+        variants=[VariantSpec(name=n, weight=w, steps=_steps(s)) for n, (w, s) in variants.items()], key=key
+    )
+
+
+def shadow(champion: list[StepLike] | StepLike, challengers: dict[str, list[StepLike] | StepLike]) -> ShadowStepSpec:
+    """The champion answers; challengers see the same input and go to the log only."""
+    return ShadowStepSpec(champion=_steps(champion), challengers={n: _steps(s) for n, s in challengers.items()})
+
+
+def _steps(steps: list[StepLike] | StepLike) -> list[StepSpec]:
+    items = steps if isinstance(steps, list) else [steps]
+    return [s if isinstance(s, (ModelStepSpec, CheckStepSpec, SplitStepSpec, ShadowStepSpec)) else model_step(s)
+            for s in items]
+
+
+class Pipeline:
+    """A named pipeline: a draft of steps, its immutable versions, and its deployment.
+
+    >>> p = client.build_pipeline("fraud").add_model_step("fraud@champion").add_check("high", "out.score > 0.95")
+    >>> p.deploy(max_batch_size=64)       # creates version 1 (pinning fraud:N), loads, warms, serves
+    >>> p.infer(frame)                    # pandas in, pandas out
+    """
+
+    def __init__(self, client: Client, name: str, steps: list[StepSpec] | None = None) -> None:
+        self._client = client
+        self.name = name
+        self.steps: list[StepSpec] = list(steps or [])
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name}, {len(self.steps)} steps)"
+
+    # -- building -----------------------------------------------------------------------------------------------
+
+    def add_step(self, step: StepSpec) -> Pipeline:
+        self.steps.append(step)
+        return self
+
+    def add_model_step(self, model: str | ModelVersion) -> Pipeline:
+        return self.add_step(model_step(model))
+
+    def add_transform_step(self, source: Any, name: str | None = None) -> Pipeline:
+        """Pre/post-processing code (a class with `predict(self, frame)`), stored and versioned like a Python model."""
+        transform = self._client.upload_model(name or f"{self.name}-transform-{len(self.steps) + 1}", source)
+        return self.add_model_step(transform)
+
+    def add_check(self, name: str, expression: str) -> Pipeline:
+        return self.add_step(check(name, expression))
+
+    def add_split(self, variants: dict[str, tuple[float, list[StepLike] | StepLike]], key: str | None = None) -> Pipeline:
+        return self.add_step(split(variants, key))
+
+    def add_shadow(self, champion: list[StepLike] | StepLike, challengers: dict[str, list[StepLike] | StepLike]) -> Pipeline:
+        return self.add_step(shadow(champion, challengers))
+
+    def clear(self) -> Pipeline:
+        self.steps = []
+        return self
+
+    # -- versions -----------------------------------------------------------------------------------------------
+
+    def create_version(self) -> PipelineVersionRecord:
+        """Pin every model reference to an exact version and store the definition as the next version.
+
+        If the draft is exactly the latest version, that version is returned instead of a duplicate.
+        """
+        spec = PipelineSpec(name=self.name, steps=self.steps)
+        refs = []
+        for step in walk(list(spec.steps)):
+            if isinstance(step, ModelStepSpec):
+                mv = self._client.model(step.model)
+                step.model = mv.ref
+                refs.append((mv.name, mv.version))
+            elif isinstance(step, CheckStepSpec):
+                from finalmile.pipelines.checks import compile_check
+
+                compile_check(step.expression)  # refuse a malformed rule now, not at serving time
+        stored = spec.model_dump(mode="json")
+        try:
+            latest = self._client._pipelines.get_version(self.name)
+            if latest.spec == stored:
+                return latest
+        except FinalmileError:
+            pass
+        return self._client._pipelines.create_version(self.name, stored, refs, self._client._user())
+
+    def versions(self) -> list[PipelineVersionRecord]:
+        return self._client._pipelines.list_versions(self.name)
+
+    # -- deployment ---------------------------------------------------------------------------------------------
+
+    def deploy(self, version: int | None = None, workers: int = 1, max_batch_size: int = 64,
+               max_delay_ms: float = 1.0) -> PipelineVersionRecord:
+        """Deploy `version` (default: the current draft, as a new version if it changed): load, warm, then swap."""
+        record = self.create_version() if version is None else self._client._pipelines.get_version(self.name, version)
+        config = DeploymentConfig(workers=workers, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms)
+        self._client._deployments.deploy(self.name, record.version, config)
+        self._client._pipelines.set_deployment(self.name, record.version, config.model_dump())
+        return record
+
+    def undeploy(self) -> None:
+        self._client._pipelines.deactivate(self.name)
+        self._client._deployments.undeploy(self.name)
+
+    def infer(self, frame: Any) -> Any:
+        """Run the deployed version in-process; the caller's frame type comes back."""
+        result = self.infer_with_metadata(frame)
+        return result[1](result[0].table)
+
+    def infer_with_metadata(self, frame: Any) -> tuple[RequestResult, Any]:
+        table, back = to_arrow(frame)
+        current = self._client._deployments.get(self.name).current
+        batch = current.run(current.conform(table))
+        return current.split(batch, [(0, table.num_rows)])[0], back

@@ -1,0 +1,108 @@
+"""Serialisable pipeline definitions. A step spec is configuration only; `executor.py` turns it into something that
+runs. Model references inside a stored pipeline version are always exact (`name:version`), never aliases.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
+
+from finalmile.errors import FinalmileError
+
+
+class ModelStepSpec(BaseModel):
+    kind: Literal["model"] = "model"
+    model: str
+    """`name`, `name:version` or `name@alias` when building; always `name:version` once a version is created."""
+
+
+class CheckStepSpec(BaseModel):
+    kind: Literal["check"] = "check"
+    name: str
+    expression: str
+    """A rule over inputs (`in.amount`) and the outputs so far (`out.score`), e.g. `out.score > 0.95`."""
+
+
+class VariantSpec(BaseModel):
+    name: str
+    weight: float = Field(ge=0)
+    steps: list[StepSpec]
+
+
+class SplitStepSpec(BaseModel):
+    kind: Literal["split"] = "split"
+    variants: list[VariantSpec] = Field(min_length=1)
+    key: str | None = None
+    """An input column hashed so the same key always gets the same variant; random by weight when unset."""
+
+    @model_validator(mode="after")
+    def _weights(self) -> SplitStepSpec:
+        if sum(v.weight for v in self.variants) <= 0:
+            raise ValueError("split weights must add up to more than 0")
+        if len({v.name for v in self.variants}) != len(self.variants):
+            raise ValueError("split variant names must be distinct")
+        return self
+
+
+class ShadowStepSpec(BaseModel):
+    kind: Literal["shadow"] = "shadow"
+    champion: list[StepSpec] = Field(min_length=1)
+    challengers: dict[str, list[StepSpec]] = Field(min_length=1)
+
+
+def _kind(value: Any) -> str:
+    # A step written without `kind` is a model step: `- model: fraud@champion` reads naturally in YAML.
+    return str(value.get("kind", "model")) if isinstance(value, dict) else str(value.kind)
+
+
+StepSpec = Annotated[
+    Annotated[ModelStepSpec, Tag("model")]
+    | Annotated[CheckStepSpec, Tag("check")]
+    | Annotated[SplitStepSpec, Tag("split")]
+    | Annotated[ShadowStepSpec, Tag("shadow")],
+    Discriminator(_kind),
+]
+VariantSpec.model_rebuild()
+SplitStepSpec.model_rebuild()
+ShadowStepSpec.model_rebuild()
+
+
+class PipelineSpec(BaseModel):
+    name: str
+    steps: list[StepSpec] = Field(min_length=1)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PipelineSpec:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            raise FinalmileError("invalid pipeline definition: " + "; ".join(problems), {"problems": problems}) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> PipelineSpec:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise FinalmileError(f"{path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise FinalmileError(f"{path}: not valid YAML: {exc}") from None
+        return cls.from_dict(data)
+
+
+def walk(steps: list[Any]) -> list[Any]:
+    """Every step, nested ones included (split variants, shadow champion and challengers)."""
+    found: list[Any] = []
+    for step in steps:
+        found.append(step)
+        if isinstance(step, SplitStepSpec):
+            for variant in step.variants:
+                found.extend(walk(variant.steps))
+        elif isinstance(step, ShadowStepSpec):
+            found.extend(walk(step.champion))
+            for challenger in step.challengers.values():
+                found.extend(walk(challenger))
+    return found

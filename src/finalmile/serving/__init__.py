@@ -1,0 +1,1 @@
+"""Serving: deployments, adaptive batching, the transport-free data plane, codecs and the HTTP adapter."""

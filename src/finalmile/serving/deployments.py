@@ -1,0 +1,235 @@
+"""Deployments: a pipeline version loaded and warmed, served by name, swapped without dropping a request.
+
+A `Slot` is what a pipeline name resolves to. Deploying a new version builds and warms it beside the running one,
+then replaces `slot.current` in one assignment: batches already running keep the executor they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from finalmile.errors import FinalmileError, NotFoundError
+from finalmile.pipelines.executor import Batch, Route, Sequence, build
+from finalmile.pipelines.spec import ModelStepSpec, PipelineSpec, walk
+from finalmile.registry.schema import Schema, SchemaValidator
+from finalmile.serving.batcher import Batcher
+
+if TYPE_CHECKING:
+    from finalmile.client import Client
+
+log = logging.getLogger(__name__)
+Hook = Callable[["LoadedPipeline", Batch], None]
+
+
+class DeploymentConfig(BaseModel):
+    workers: int = Field(default=1, ge=1, le=64)
+    """Inference threads for this pipeline (ONNX Runtime releases the GIL, so threads run in parallel)."""
+    max_batch_size: int = Field(default=64, ge=1)
+    """Most rows coalesced into one batch."""
+    max_delay_ms: float = Field(default=1.0, ge=0)
+    """How long a batch may wait for more requests when there is concurrency; 0 turns batching off."""
+
+
+class PipelineNotDeployed(NotFoundError):
+    def __init__(self, name: str, version: int | None = None) -> None:
+        what = f"pipeline '{name}'" + (f" version {version}" if version is not None else "")
+        super().__init__(f"{what} is not deployed", {"name": name, "version": version})
+
+
+@dataclass
+class RequestResult:
+    """One request's share of a batch: its outputs and what produced them."""
+
+    pipeline: str
+    version: int
+    table: pa.Table
+    routes: list[Route]
+    checks: dict[str, np.ndarray]
+    shadow: dict[str, pa.Table]
+    errors: dict[str, str]
+
+    def metadata(self) -> dict[str, Any]:
+        """Per-row provenance for responses and the inference log."""
+        return {
+            "pipeline": self.pipeline,
+            "pipeline_version": self.version,
+            "variant": [variant for variant, _ in self.routes],
+            "model_versions": [list(models) for _, models in self.routes],
+            "checks": {name: flags.tolist() for name, flags in self.checks.items()},
+        }
+
+
+@dataclass
+class LoadedPipeline:
+    name: str
+    version: int
+    spec: PipelineSpec
+    steps: Sequence
+    input_schema: Schema | None
+    hooks: list[Hook] = field(default_factory=list)
+
+    def run(self, table: pa.Table, requests: np.ndarray | None = None) -> Batch:
+        batch = self.steps.run(Batch.start(table, requests))
+        for hook in self.hooks:
+            try:
+                hook(self, batch)
+            except Exception:  # a broken hook (say, a full disk for logs) must not fail inference
+                log.exception("deployment hook failed for %s:%s", self.name, self.version)
+        return batch
+
+    def split(self, batch: Batch, spans: list[tuple[int, int]]) -> list[RequestResult]:
+        routes = batch.row_routes()
+        return [
+            RequestResult(
+                self.name,
+                self.version,
+                batch.table.slice(offset, n),
+                routes[offset : offset + n],
+                {k: v[offset : offset + n] for k, v in batch.checks.items()},
+                {k: v.slice(offset, n) for k, v in batch.shadow.items()},
+                batch.errors,
+            )
+            for offset, n in spans
+        ]
+
+    def conform(self, table: pa.Table) -> pa.Table:
+        """Requests are checked one by one before batching, so a bad request fails alone, never its batch-mates."""
+        if self.input_schema is None or self.input_schema.inputs is None:
+            return table
+        table = spread_tensor(table, self.input_schema)
+        keep = [c for c in table.column_names if c not in self.input_schema.input_names()]
+        conformed = SchemaValidator(self.input_schema).conform(table)
+        for name in keep:  # columns the first model ignores may still be split keys or check inputs
+            conformed = conformed.append_column(name, table.column(name))
+        return conformed
+
+
+def spread_tensor(table: pa.Table, schema: Schema) -> pa.Table:
+    """A single [n, k] tensor (how V2 clients send tabular rows) becomes the k named scalar columns the model takes."""
+    inputs = schema.inputs or []
+    if table.num_columns != 1 or not pa.types.is_fixed_size_list(table.schema.field(0).type):
+        return table
+    if any(c.shape for c in inputs) or table.schema.field(0).type.list_size != len(inputs) or len(inputs) < 2:
+        return table
+    flat = table.column(0).combine_chunks().flatten()
+    width = len(inputs)
+    columns = [flat.take(pa.array(np.arange(j, len(flat), width))) for j in range(width)]
+    return pa.Table.from_arrays(columns, names=[c.name for c in inputs])
+
+
+class Slot:
+    """A pipeline name: the version serving now, its configuration, and the batcher in front of it."""
+
+    def __init__(self, current: LoadedPipeline, config: DeploymentConfig) -> None:
+        self.current = current
+        self.config = config
+        self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix=f"infer-{current.name}")
+        self.batcher: Batcher | None = None
+
+    def get_batcher(self, observe: Callable[[int, int, float], None] | None = None) -> Batcher:
+        if self.batcher is None:
+            self.batcher = Batcher(
+                run=lambda table, requests: (self.current, self.current.run(table, requests)),
+                split=lambda result, spans: result[0].split(result[1], spans),
+                executor=self.executor,
+                max_batch_size=self.config.max_batch_size,
+                max_delay_ms=self.config.max_delay_ms,
+                workers=self.config.workers,
+                observe=observe,
+            )
+        return self.batcher
+
+
+class DeploymentManager:
+    """The deployments of one process (the embedded client or a server worker)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.slots: dict[str, Slot] = {}
+        self.hooks: list[Hook] = []
+        self._lock = threading.Lock()
+
+    def load(self, name: str, version: int) -> LoadedPipeline:
+        """Build and warm a pipeline version without touching what is serving."""
+        record = self.client._pipelines.get_version(name, version)
+        spec = PipelineSpec.model_validate(record.spec)
+        runtimes: dict[str, Any] = {}
+
+        def runtime(ref: str) -> Any:
+            if ref not in runtimes:
+                runtimes[ref] = self.client.model(ref).load()
+            return runtimes[ref]
+
+        steps = build(spec, runtime)
+        first = next((s for s in walk(list(spec.steps)) if isinstance(s, ModelStepSpec)), None)
+        schema = self.client.model(first.model).schema if first else None
+        loaded = LoadedPipeline(name, version, spec, steps, schema, self.hooks)
+        self._warm(loaded, first.model if first else None)
+        return loaded
+
+    def _warm(self, loaded: LoadedPipeline, first_model: str | None) -> None:
+        sample = self.client.model(first_model).sample() if first_model else None
+        if sample is not None and sample.num_rows:
+            loaded.steps.run(Batch.start(loaded.conform(sample.slice(0, 1))))
+
+    def deploy(self, name: str, version: int, config: DeploymentConfig) -> Slot:
+        loaded = self.load(name, version)
+        with self._lock:
+            slot = self.slots.get(name)
+            if slot is None or slot.config != config:
+                new = Slot(loaded, config)
+                self.slots[name] = new
+                if slot is not None:
+                    _retire(slot)
+                return new
+            slot.current = loaded  # the swap: one reference assignment
+            return slot
+
+    def undeploy(self, name: str) -> None:
+        with self._lock:
+            slot = self.slots.pop(name, None)
+        if slot is not None:
+            _retire(slot)
+
+    def get(self, name: str, version: int | None = None) -> Slot:
+        slot = self.slots.get(name)
+        if slot is None:
+            raise PipelineNotDeployed(name)
+        if version is not None and slot.current.version != version:
+            raise PipelineNotDeployed(name, version)
+        return slot
+
+    def sync(self) -> None:
+        """Converge on the deployments recorded in the store (used by servers, which may share a store)."""
+        wanted = {d.name: d for d in self.client._pipelines.deployments()}
+        for name in list(self.slots):
+            if name not in wanted:
+                self.undeploy(name)
+        for name, record in wanted.items():
+            slot = self.slots.get(name)
+            config = DeploymentConfig.model_validate(record.config)
+            if slot is None or slot.current.version != record.version or slot.config != config:
+                try:
+                    self.deploy(name, record.version, config)
+                except FinalmileError as exc:
+                    log.error("cannot deploy %s:%s: %s", name, record.version, exc.message)
+
+    def close(self) -> None:
+        for name in list(self.slots):
+            self.undeploy(name)
+
+
+def _retire(slot: Slot, grace_s: float = 30.0) -> None:
+    """Stop a replaced slot's threads once the requests it already accepted have had time to finish."""
+    timer = threading.Timer(grace_s, slot.executor.shutdown, kwargs={"wait": False})
+    timer.daemon = True
+    timer.start()
