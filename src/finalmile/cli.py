@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from finalmile.cli_common import client_from_env, console, errors, print_table
+from finalmile.cli_pipelines import deploy, infer, pipelines_app, serve, undeploy
 from finalmile.errors import FinalmileError
 
 app = typer.Typer(
@@ -20,14 +21,10 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Register models and manage their versions.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-console = Console()
-errors = Console(stderr=True)
-
-
-def _client() -> Any:
-    from finalmile.client import Client
-
-    return Client()
+app.add_typer(pipelines_app, name="pipelines")
+for command in (deploy, undeploy, infer, serve):
+    app.command()(command)
+_client = client_from_env
 
 
 @models_app.command("upload")
@@ -153,12 +150,7 @@ def predict(
         write_table(result, output)
         console.print(f"wrote {result.num_rows} predictions to {output}")
         return
-    table = Table(*result.column_names)
-    for row in result.slice(0, 20).to_pylist():
-        table.add_row(*(_cell(v) for v in row.values()))
-    console.print(table)
-    if result.num_rows > 20:
-        console.print(f"… {result.num_rows - 20} more rows; use --output to write them all")
+    print_table(result)
 
 
 @app.command("demo")
@@ -176,14 +168,6 @@ def version() -> None:
     from finalmile import __version__
 
     console.print(__version__)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_cell(v) for v in value) + "]"
-    return str(value)
 
 
 def _parse_tags(items: list[str]) -> dict[str, str]:

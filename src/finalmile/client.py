@@ -6,17 +6,21 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from finalmile.config import FinalmileSettings
 from finalmile.errors import FinalmileError
+from finalmile.pipelines.checks import compile_check
+from finalmile.pipelines.pipeline import Pipeline
+from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, walk
+from finalmile.pipelines.store import PipelineStore, PipelineVersionRecord
 from finalmile.registry.artifacts import ArtifactStore
 from finalmile.registry.schema import Schema
 from finalmile.registry.store import MetadataStore, ModelSummary
-from finalmile.pipelines.pipeline import Pipeline
-from finalmile.pipelines.spec import PipelineSpec
-from finalmile.pipelines.store import PipelineStore
 from finalmile.registry.upload import current_user, upload_model
-from finalmile.serving.deployments import DeploymentManager
 from finalmile.registry.versions import ModelVersion
+from finalmile.serving.codecs import require_rows
+from finalmile.serving.deployments import DeploymentConfig, DeploymentManager, RequestResult
 
 _REF = re.compile(r"^(?P<name>[^:@]+)(?::(?P<version>\d+)|@(?P<alias>[^:@]+))?$")
 
@@ -119,7 +123,6 @@ class Client:
             if digest and not self._store.artifact_in_use(digest):
                 self._artifacts.delete(digest)
 
-
     # -- pipelines ----------------------------------------------------------------------------------------------
 
     def build_pipeline(self, name: str) -> Pipeline:
@@ -134,14 +137,52 @@ class Client:
     def pipelines(self) -> list[str]:
         return self._pipelines.list_pipelines()
 
+    def create_pipeline_version(self, spec: dict[str, Any]) -> PipelineVersionRecord:
+        """Store a pipeline definition as its next version, pinning every model reference to an exact version."""
+        parsed = PipelineSpec.from_dict(spec)
+        refs = []
+        for step in walk(list(parsed.steps)):
+            if isinstance(step, ModelStepSpec):
+                mv = self.model(step.model)
+                step.model = mv.ref
+                refs.append((mv.name, mv.version))
+            elif isinstance(step, CheckStepSpec):
+                compile_check(step.expression)  # refuse a malformed rule now, not while serving
+        stored = parsed.model_dump(mode="json")
+        try:
+            latest = self._pipelines.get_version(parsed.name)
+            if latest.spec == stored:
+                return latest
+        except FinalmileError:
+            pass
+        return self._pipelines.create_version(parsed.name, stored, refs, self._user())
+
+    def deploy_pipeline(self, name: str, version: int | None, config: DeploymentConfig) -> PipelineVersionRecord:
+        """Load and warm `version` (default: the latest) beside what is serving, swap it in, record the deployment."""
+        record = self._pipelines.get_version(name, version)
+        self._deployments.deploy(name, record.version, config)
+        self._pipelines.set_deployment(name, record.version, config.model_dump())
+        return record
+
+    def undeploy_pipeline(self, name: str) -> None:
+        self._pipelines.deactivate(name)
+        self._deployments.undeploy(name)
+
+    def infer_pipeline(self, name: str, table: pa.Table) -> RequestResult:
+        """Run a deployed pipeline in this process (no batching: the caller's thread runs it)."""
+        current = self._deployments.get(name).current
+        batch = current.run(current.conform(require_rows(table)))
+        return current.split(batch, [(0, table.num_rows)])[0]
+
     def apply_pipeline(self, definition: str | Path | dict[str, Any], deploy: bool = False) -> Pipeline:
         """Create a pipeline version from YAML (a path) or a dict, as `finalmile pipelines apply` does."""
-        spec = PipelineSpec.from_dict(definition) if isinstance(definition, dict) else PipelineSpec.from_yaml(definition)
+        spec = (
+            PipelineSpec.from_dict(definition) if isinstance(definition, dict) else PipelineSpec.from_yaml(definition)
+        )
         pipeline = Pipeline(self, spec.name, spec.steps)
+        version = pipeline.create_version()
         if deploy:
-            pipeline.deploy()
-        else:
-            pipeline.create_version()
+            pipeline.deploy(version.version)
         return pipeline
 
 

@@ -30,6 +30,9 @@ class FinalmileSettings(BaseSettings):
     ort_device: str = "auto"
     """`auto` uses the CUDA execution provider when present and falls back to CPU; `cpu` forces the CPU."""
 
+    max_body_bytes: int = 64 * 1024 * 1024
+    """Largest request body the server reads; a larger one is answered 413 before it is read."""
+
     parity_rtol: float = 1e-4
     """Relative tolerance between native and ONNX probabilities or predictions for a conversion to be accepted."""
 

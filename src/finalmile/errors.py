@@ -99,6 +99,14 @@ class MissingDependencyError(FinalmileError):
 
 
 class PredictionError(FinalmileError):
-    """The model itself failed on valid input."""
+    """The model (or a Python step) failed on this input: the request's problem to report, not the server's."""
 
-    status_code = 500
+    status_code = 422
+
+
+class NotReadyError(FinalmileError):
+    status_code = 503
+
+
+class PayloadTooLarge(FinalmileError):
+    status_code = 413

@@ -18,8 +18,14 @@ from finalmile.errors import FinalmileError
 
 Evaluator = Callable[[pa.Table, pa.Table], np.ndarray]
 
-_COMPARE = {ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Lt: operator.lt, ast.LtE: operator.le,
-            ast.Eq: operator.eq, ast.NotEq: operator.ne}
+_COMPARE = {
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+}
 _ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -53,18 +59,20 @@ def _compile(node: ast.AST, text: str, inputs: set[str], outputs: set[str]) -> C
         value = node.value
         return lambda i, o: value
     if isinstance(node, ast.Compare):
-        parts = [_compile(node.left, text, inputs, outputs)] + [_compile(c, text, inputs, outputs) for c in node.comparators]
-        ops = []
-        for op in node.ops:
-            if type(op) not in _COMPARE:
-                raise FinalmileError(f"check {text!r}: operator {type(op).__name__} is not allowed")
-            ops.append(_COMPARE[type(op)])
+        parts = [_compile(node.left, text, inputs, outputs)] + [
+            _compile(c, text, inputs, outputs) for c in node.comparators
+        ]
+        ops: list[Callable[[Any, Any], Any]] = []
+        for cmp in node.ops:
+            if type(cmp) not in _COMPARE:
+                raise FinalmileError(f"check {text!r}: operator {type(cmp).__name__} is not allowed")
+            ops.append(_COMPARE[type(cmp)])
 
         def compare(i: pa.Table, o: pa.Table) -> Any:
             values = [p(i, o) for p in parts]
             result: Any = True
-            for op, left, right in zip(ops, values, values[1:], strict=False):
-                result = np.logical_and(result, op(left, right))
+            for compare_op, left, right in zip(ops, values, values[1:], strict=False):
+                result = np.logical_and(result, compare_op(left, right))
             return result
 
         return compare
@@ -78,9 +86,15 @@ def _compile(node: ast.AST, text: str, inputs: set[str], outputs: set[str]) -> C
             return lambda i, o: np.logical_not(inner(i, o))
         return lambda i, o: -inner(i, o)
     if isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
-        left, right, op = _compile(node.left, text, inputs, outputs), _compile(node.right, text, inputs, outputs), _ARITH[type(node.op)]
+        left, right, op = (
+            _compile(node.left, text, inputs, outputs),
+            _compile(node.right, text, inputs, outputs),
+            _ARITH[type(node.op)],
+        )
         return lambda i, o: op(left(i, o), right(i, o))
-    raise FinalmileError(f"check {text!r}: only in.<column>, out.<column>, numbers, comparisons, and/or/not and arithmetic are allowed")
+    raise FinalmileError(
+        f"check {text!r}: only in.<column>, out.<column>, numbers, comparisons, and/or/not and arithmetic are allowed"
+    )
 
 
 def _reduce(fn: Any, values: list[Any]) -> Any:
@@ -92,5 +106,7 @@ def _reduce(fn: Any, values: list[Any]) -> Any:
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
     if name not in table.column_names:
-        raise FinalmileError(f"check refers to column '{name}', which is not there (have: {', '.join(table.column_names)})")
+        raise FinalmileError(
+            f"check refers to column '{name}', which is not there (have: {', '.join(table.column_names)})"
+        )
     return table.column(name).to_numpy()

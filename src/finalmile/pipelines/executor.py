@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -108,7 +108,7 @@ class Sequence:
 def build(spec: PipelineSpec, load: Callable[[str], Runtime]) -> Sequence:
     """Turn a pipeline spec into runnable steps; `load(ref)` returns the loaded runtime of a model version."""
 
-    def steps_of(specs: list[object]) -> list[Step]:
+    def steps_of(specs: list[Any]) -> list[Step]:
         built: list[Step] = []
         for s in specs:
             if isinstance(s, ModelStepSpec):

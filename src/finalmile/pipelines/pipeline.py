@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from finalmile.errors import FinalmileError
 from finalmile.frames import to_arrow
 from finalmile.pipelines.spec import (
     CheckStepSpec,
@@ -14,11 +13,10 @@ from finalmile.pipelines.spec import (
     SplitStepSpec,
     StepSpec,
     VariantSpec,
-    walk,
 )
 from finalmile.pipelines.store import PipelineVersionRecord
 from finalmile.registry.versions import ModelVersion
-from finalmile.serving.deployments import DeploymentConfig, RequestResult
+from finalmile.serving.deployments import DeploymentConfig
 
 if TYPE_CHECKING:
     from finalmile.client import Client
@@ -50,8 +48,10 @@ def shadow(champion: list[StepLike] | StepLike, challengers: dict[str, list[Step
 
 def _steps(steps: list[StepLike] | StepLike) -> list[StepSpec]:
     items = steps if isinstance(steps, list) else [steps]
-    return [s if isinstance(s, (ModelStepSpec, CheckStepSpec, SplitStepSpec, ShadowStepSpec)) else model_step(s)
-            for s in items]
+    return [
+        s if isinstance(s, (ModelStepSpec, CheckStepSpec, SplitStepSpec, ShadowStepSpec)) else model_step(s)
+        for s in items
+    ]
 
 
 class Pipeline:
@@ -87,10 +87,14 @@ class Pipeline:
     def add_check(self, name: str, expression: str) -> Pipeline:
         return self.add_step(check(name, expression))
 
-    def add_split(self, variants: dict[str, tuple[float, list[StepLike] | StepLike]], key: str | None = None) -> Pipeline:
+    def add_split(
+        self, variants: dict[str, tuple[float, list[StepLike] | StepLike]], key: str | None = None
+    ) -> Pipeline:
         return self.add_step(split(variants, key))
 
-    def add_shadow(self, champion: list[StepLike] | StepLike, challengers: dict[str, list[StepLike] | StepLike]) -> Pipeline:
+    def add_shadow(
+        self, champion: list[StepLike] | StepLike, challengers: dict[str, list[StepLike] | StepLike]
+    ) -> Pipeline:
         return self.add_step(shadow(champion, challengers))
 
     def clear(self) -> Pipeline:
@@ -100,55 +104,40 @@ class Pipeline:
     # -- versions -----------------------------------------------------------------------------------------------
 
     def create_version(self) -> PipelineVersionRecord:
-        """Pin every model reference to an exact version and store the definition as the next version.
+        """Store the draft as the next version, every model reference pinned to an exact version.
 
         If the draft is exactly the latest version, that version is returned instead of a duplicate.
         """
-        spec = PipelineSpec(name=self.name, steps=self.steps)
-        refs = []
-        for step in walk(list(spec.steps)):
-            if isinstance(step, ModelStepSpec):
-                mv = self._client.model(step.model)
-                step.model = mv.ref
-                refs.append((mv.name, mv.version))
-            elif isinstance(step, CheckStepSpec):
-                from finalmile.pipelines.checks import compile_check
-
-                compile_check(step.expression)  # refuse a malformed rule now, not at serving time
-        stored = spec.model_dump(mode="json")
-        try:
-            latest = self._client._pipelines.get_version(self.name)
-            if latest.spec == stored:
-                return latest
-        except FinalmileError:
-            pass
-        return self._client._pipelines.create_version(self.name, stored, refs, self._client._user())
+        return self._client.create_pipeline_version(
+            PipelineSpec(name=self.name, steps=self.steps).model_dump(mode="json")
+        )
 
     def versions(self) -> list[PipelineVersionRecord]:
         return self._client._pipelines.list_versions(self.name)
 
     # -- deployment ---------------------------------------------------------------------------------------------
 
-    def deploy(self, version: int | None = None, workers: int = 1, max_batch_size: int = 64,
-               max_delay_ms: float = 1.0) -> PipelineVersionRecord:
-        """Deploy `version` (default: the current draft, as a new version if it changed): load, warm, then swap."""
-        record = self.create_version() if version is None else self._client._pipelines.get_version(self.name, version)
+    def deploy(
+        self, version: int | None = None, workers: int = 1, max_batch_size: int = 64, max_delay_ms: float = 1.0
+    ) -> PipelineVersionRecord:
+        """Deploy `version` (default: the draft, stored as a new version if it changed): load, warm, then swap.
+
+        Batching: concurrent requests are coalesced up to `max_batch_size` rows; a batch waits up to
+        `max_delay_ms` for more only under concurrency; `max_delay_ms=0` turns batching off.
+        """
+        if version is None:
+            version = self.create_version().version
         config = DeploymentConfig(workers=workers, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms)
-        self._client._deployments.deploy(self.name, record.version, config)
-        self._client._pipelines.set_deployment(self.name, record.version, config.model_dump())
-        return record
+        return self._client.deploy_pipeline(self.name, version, config)
 
     def undeploy(self) -> None:
-        self._client._pipelines.deactivate(self.name)
-        self._client._deployments.undeploy(self.name)
+        self._client.undeploy_pipeline(self.name)
 
     def infer(self, frame: Any) -> Any:
-        """Run the deployed version in-process; the caller's frame type comes back."""
-        result = self.infer_with_metadata(frame)
-        return result[1](result[0].table)
-
-    def infer_with_metadata(self, frame: Any) -> tuple[RequestResult, Any]:
+        """Run the deployed version (in-process, or on the server for a remote client); same frame type back."""
         table, back = to_arrow(frame)
-        current = self._client._deployments.get(self.name).current
-        batch = current.run(current.conform(table))
-        return current.split(batch, [(0, table.num_rows)])[0], back
+        return back(self._client.infer_pipeline(self.name, table).table)
+
+    def infer_with_metadata(self, frame: Any) -> Any:
+        """The result with its provenance: `.table`, `.metadata()` (version, variant and model versions per row)."""
+        return self._client.infer_pipeline(self.name, to_arrow(frame)[0])

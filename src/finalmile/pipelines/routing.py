@@ -75,9 +75,9 @@ def merge(original: Batch, parts: list[tuple[np.ndarray, Batch]]) -> Batch:
         routes.extend(b.routes)
     checks = {}
     for name in {n for _, b in parts for n in b.checks}:
-        checks[name] = np.concatenate(
-            [b.checks.get(name, np.zeros(b.table.num_rows, dtype=bool)) for _, b in parts]
-        )[inverse]
+        checks[name] = np.concatenate([b.checks.get(name, np.zeros(b.table.num_rows, dtype=bool)) for _, b in parts])[
+            inverse
+        ]
     errors = {k: v for _, b in parts for k, v in b.errors.items()}
     return replace(
         original,

@@ -80,7 +80,9 @@ class PipelineSpec(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-            raise FinalmileError("invalid pipeline definition: " + "; ".join(problems), {"problems": problems}) from None
+            raise FinalmileError(
+                "invalid pipeline definition: " + "; ".join(problems), {"problems": problems}
+            ) from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PipelineSpec:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from finalmile.errors import ConflictError, FinalmileError, ModelNotFound, NotFoundError
@@ -64,8 +64,11 @@ class PipelineStore:
                     pipeline = self._pipeline_for_update(s, name, create=True)
                     pipeline.last_version += 1
                     row = PipelineVersionRow(
-                        pipeline_id=pipeline.id, version=pipeline.last_version, spec=spec,
-                        created_by=created_by, created_at=_now(),
+                        pipeline_id=pipeline.id,
+                        version=pipeline.last_version,
+                        spec=spec,
+                        created_by=created_by,
+                        created_at=_now(),
                     )
                     s.add(row)
                     s.flush()
@@ -147,7 +150,8 @@ class PipelineStore:
             if active_only:
                 q = q.where(DeploymentRow.active.is_(True))
             return [
-                DeploymentRecord(name, version, d.config, d.active, _utc(d.updated_at)) for name, version, d in s.execute(q)
+                DeploymentRecord(name, version, d.config, d.active, _utc(d.updated_at))
+                for name, version, d in s.execute(q)
             ]
 
     def _pipeline_for_update(self, s: Session, name: str, create: bool = False) -> PipelineRow:

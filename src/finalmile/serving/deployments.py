@@ -17,9 +17,10 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
-from finalmile.errors import FinalmileError, NotFoundError
+from finalmile.errors import FinalmileError, NotFoundError, SchemaError
+from finalmile.pipelines.checks import compile_check
 from finalmile.pipelines.executor import Batch, Route, Sequence, build
-from finalmile.pipelines.spec import ModelStepSpec, PipelineSpec, walk
+from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, SplitStepSpec, walk
 from finalmile.registry.schema import Schema, SchemaValidator
 from finalmile.serving.batcher import Batcher
 
@@ -76,6 +77,8 @@ class LoadedPipeline:
     steps: Sequence
     input_schema: Schema | None
     hooks: list[Hook] = field(default_factory=list)
+    extra_inputs: frozenset[str] = frozenset()
+    """Columns the first model does not take but the pipeline reads: split keys and the checks' `in.` columns."""
 
     def run(self, table: pa.Table, requests: np.ndarray | None = None) -> Batch:
         batch = self.steps.run(Batch.start(table, requests))
@@ -106,10 +109,16 @@ class LoadedPipeline:
         if self.input_schema is None or self.input_schema.inputs is None:
             return table
         table = spread_tensor(table, self.input_schema)
-        keep = [c for c in table.column_names if c not in self.input_schema.input_names()]
+        names = self.input_schema.input_names()
+        unexpected = [c for c in table.column_names if c not in names and c not in self.extra_inputs]
+        if unexpected:
+            raise SchemaError(
+                [f"column '{c}': unexpected input (the pipeline takes {', '.join(names)})" for c in unexpected]
+            )
         conformed = SchemaValidator(self.input_schema).conform(table)
-        for name in keep:  # columns the first model ignores may still be split keys or check inputs
-            conformed = conformed.append_column(name, table.column(name))
+        for name in self.extra_inputs:
+            if name in table.column_names:
+                conformed = conformed.append_column(name, table.column(name))
         return conformed
 
 
@@ -172,14 +181,17 @@ class DeploymentManager:
         steps = build(spec, runtime)
         first = next((s for s in walk(list(spec.steps)) if isinstance(s, ModelStepSpec)), None)
         schema = self.client.model(first.model).schema if first else None
-        loaded = LoadedPipeline(name, version, spec, steps, schema, self.hooks)
-        self._warm(loaded, first.model if first else None)
-        return loaded
-
-    def _warm(self, loaded: LoadedPipeline, first_model: str | None) -> None:
-        sample = self.client.model(first_model).sample() if first_model else None
-        if sample is not None and sample.num_rows:
-            loaded.steps.run(Batch.start(loaded.conform(sample.slice(0, 1))))
+        extras = set()
+        for step in walk(list(spec.steps)):
+            if isinstance(step, SplitStepSpec) and step.key:
+                extras.add(step.key)
+            elif isinstance(step, CheckStepSpec):
+                extras |= compile_check(step.expression)[1]
+        for ref, runtime_ in runtimes.items():  # warm every model (challengers too) on a row of its own sample
+            sample = self.client.model(ref).sample()
+            if sample is not None and sample.num_rows:
+                runtime_.predict(sample.slice(0, 1))
+        return LoadedPipeline(name, version, spec, steps, schema, self.hooks, frozenset(extras))
 
     def deploy(self, name: str, version: int, config: DeploymentConfig) -> Slot:
         loaded = self.load(name, version)

@@ -26,7 +26,9 @@ def upgrade() -> None:
     op.create_table(
         "pipeline_versions",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False, index=True),
+        sa.Column(
+            "pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False, index=True
+        ),
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("spec", sa.JSON, nullable=False),
         sa.Column("created_by", sa.String(200), nullable=False),
@@ -35,15 +37,20 @@ def upgrade() -> None:
     )
     op.create_table(
         "pipeline_pins",
-        sa.Column("pipeline_version_id", sa.Integer, sa.ForeignKey("pipeline_versions.id", ondelete="CASCADE"),
-                  primary_key=True),
+        sa.Column(
+            "pipeline_version_id",
+            sa.Integer,
+            sa.ForeignKey("pipeline_versions.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
         sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"), primary_key=True, index=True),
     )
     op.create_table(
         "deployments",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False,
-                  unique=True),
+        sa.Column(
+            "pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False, unique=True
+        ),
         sa.Column("pipeline_version_id", sa.Integer, sa.ForeignKey("pipeline_versions.id"), nullable=False),
         sa.Column("config", sa.JSON, nullable=False),
         sa.Column("active", sa.Boolean, nullable=False),

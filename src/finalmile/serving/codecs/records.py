@@ -1,0 +1,29 @@
+"""pandas-records JSON (`[{"amount": 1.0, …}, …]`, what `DataFrame.to_json(orient="records")` writes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from finalmile.errors import InvalidInputError
+from finalmile.serving.codecs import require_rows
+
+
+def decode(body: bytes) -> pa.Table:
+    try:
+        rows = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(f"invalid JSON: {exc}") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise InvalidInputError("expected a JSON list of records (objects), as pandas writes with orient='records'")
+    try:
+        return require_rows(pa.Table.from_pylist(rows))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InvalidInputError(f"records do not form a table: {exc}") from None
+
+
+def encode(table: pa.Table) -> bytes:
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -1,0 +1,211 @@
+"""Open Inference Protocol (V2) REST: JSON tensors and the binary tensor data extension.
+
+Binary extension: the body is a JSON header of `Inference-Header-Content-Length` bytes followed by raw tensors,
+little-endian, row-major, in the order of the inputs that declare `parameters.binary_data_size`; BYTES elements
+are each prefixed by their 4-byte little-endian length.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from finalmile.errors import InvalidInputError
+from finalmile.frames import tensor_array
+from finalmile.serving.codecs import column_values, require_rows
+
+HEADER_LENGTH = "inference-header-content-length"
+DATATYPES: dict[str, Any] = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "BYTES": object,
+}
+_NAMES = {np.dtype(v).name: k for k, v in DATATYPES.items() if v is not object}
+
+
+@dataclass
+class V2Request:
+    table: pa.Table
+    id: str | None = None
+    outputs: list[str] | None = None
+    binary_outputs: set[str] = field(default_factory=set)
+
+
+def decode(body: bytes, header_length: int | None = None) -> V2Request:
+    if header_length is not None and not 0 < header_length <= len(body):
+        raise InvalidInputError(
+            f"Inference-Header-Content-Length {header_length} is outside the body ({len(body)} bytes)"
+        )
+    head, binary = (body[:header_length], body[header_length:]) if header_length else (body, b"")
+    try:
+        request = orjson.loads(head)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(f"invalid JSON: {exc}") from None
+    if not isinstance(request, dict):
+        raise InvalidInputError("the request must be a JSON object with an 'inputs' list")
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInputError("'inputs': expected a non-empty list of tensors")
+    columns: dict[str, pa.Array] = {}
+    offset = 0
+    rows: int | None = None
+    for i, tensor in enumerate(inputs):
+        name, array, offset = _decode_tensor(tensor, i, binary, offset)
+        if name in columns:
+            raise InvalidInputError(f"input '{name}': given twice")
+        if rows is not None and len(array) != rows:
+            raise InvalidInputError(f"input '{name}': batch size {len(array)} differs from the other inputs' {rows}")
+        rows = len(array)
+        columns[name] = array
+    if offset != len(binary):
+        raise InvalidInputError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
+    outputs, binary_outputs = _requested_outputs(request)
+    request_id = request.get("id")
+    return V2Request(
+        require_rows(pa.table(columns)), str(request_id) if request_id is not None else None, outputs, binary_outputs
+    )
+
+
+def _decode_tensor(tensor: Any, index: int, binary: bytes, offset: int) -> tuple[str, pa.Array, int]:
+    if not isinstance(tensor, dict):
+        raise InvalidInputError(f"inputs[{index}]: expected an object with name, shape, datatype and data")
+    name = tensor.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"inputs[{index}]: 'name' must be a non-empty string")
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise InvalidInputError(f"input '{name}': 'shape' must be a non-empty list of non-negative integers")
+    datatype = tensor.get("datatype")
+    if datatype not in DATATYPES:
+        raise InvalidInputError(
+            f"input '{name}': unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}"
+        )
+    dtype = DATATYPES[datatype]
+    size = math.prod(shape)
+    params = tensor.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidInputError(f"input '{name}': 'parameters' must be an object")
+    if "binary_data_size" in params:
+        length = params["binary_data_size"]
+        if not isinstance(length, int) or length < 0 or offset + length > len(binary):
+            raise InvalidInputError(f"input '{name}': binary_data_size {length!r} exceeds the binary data sent")
+        raw = binary[offset : offset + length]
+        offset += length
+        values = _bytes_elements(raw, name) if dtype is object else _frombuffer(raw, dtype, name)
+    else:
+        data = tensor.get("data")
+        if data is None:
+            raise InvalidInputError(f"input '{name}': 'data' is missing")
+        try:
+            values = np.asarray(data, dtype=dtype).reshape(-1)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInputError(f"input '{name}': data does not fit datatype {datatype}: {exc}") from None
+    if values.size != size:
+        raise InvalidInputError(f"input '{name}': shape {shape} needs {size} values, got {values.size}")
+    if dtype is object:
+        values = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=object)
+    return name, _to_arrow(values, shape), offset
+
+
+def _frombuffer(raw: bytes, dtype: Any, name: str) -> np.ndarray:
+    itemsize = np.dtype(dtype).itemsize
+    if len(raw) % itemsize:
+        raise InvalidInputError(f"input '{name}': {len(raw)} bytes is not a whole number of {np.dtype(dtype).name}")
+    return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
+
+
+def _bytes_elements(raw: bytes, name: str) -> np.ndarray:
+    items, pos = [], 0
+    while pos < len(raw):
+        if pos + 4 > len(raw):
+            raise InvalidInputError(f"input '{name}': truncated BYTES length prefix")
+        (length,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        if pos + length > len(raw):
+            raise InvalidInputError(f"input '{name}': BYTES element overruns the binary data")
+        items.append(raw[pos : pos + length])
+        pos += length
+    return np.asarray(items, dtype=object)
+
+
+def _to_arrow(values: np.ndarray, shape: list[int]) -> pa.Array:
+    if len(shape) == 1:
+        return pa.array(values, type=pa.string() if values.dtype == object else None)
+    return tensor_array(values.reshape(shape[0], -1))
+
+
+def _requested_outputs(request: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
+    params = request.get("parameters") or {}
+    all_binary = isinstance(params, dict) and bool(params.get("binary_data_output"))
+    outputs = request.get("outputs")
+    if outputs is None:
+        return None, {"*"} if all_binary else set()
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
+        raise InvalidInputError("'outputs': expected a list of objects with a 'name'")
+    names = [o["name"] for o in outputs]
+    binary = {o["name"] for o in outputs if all_binary or (o.get("parameters") or {}).get("binary_data")}
+    return names, binary
+
+
+def encode(
+    table: pa.Table, model_name: str, model_version: int, request: V2Request, parameters: dict[str, Any]
+) -> tuple[bytes, dict[str, str]]:
+    """The V2 response body and its headers (binary tensors appended when the request asked for them)."""
+    names = request.outputs if request.outputs is not None else table.column_names
+    missing = [n for n in names if n not in table.column_names]
+    if missing:
+        raise InvalidInputError(f"requested outputs {missing} do not exist; outputs are {table.column_names}")
+    outputs, chunks = [], []
+    for name in names:
+        values, shape = column_values(table.column(name))
+        datatype = "BYTES" if values.dtype == object else _NAMES.get(values.dtype.name, "FP64")
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+        if "*" in request.binary_outputs or name in request.binary_outputs:
+            raw = (
+                _bytes_payload(values)
+                if values.dtype == object
+                else np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<"), copy=False).tobytes()
+            )
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            tensor["data"] = values.tolist() if values.dtype == object else values  # orjson serialises numbers only
+        outputs.append(tensor)
+    response: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": str(model_version),
+        "outputs": outputs,
+        "parameters": parameters,
+    }
+    if request.id is not None:
+        response["id"] = request.id
+    head = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return head, {"content-type": "application/json"}
+    return head + b"".join(chunks), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(head))}
+
+
+def _bytes_payload(values: np.ndarray) -> bytes:
+    out = bytearray()
+    for v in values:
+        data = v if isinstance(v, bytes) else str(v).encode()
+        out += struct.pack("<I", len(data)) + data
+    return bytes(out)

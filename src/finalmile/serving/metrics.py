@@ -1,0 +1,68 @@
+"""Prometheus metrics: counters and histograms only, never a log line per request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "finalmile_requests", "Inference requests", ["pipeline", "protocol", "status"], registry=self.registry
+        )
+        self.rows = Counter("finalmile_rows", "Rows inferred", ["pipeline"], registry=self.registry)
+        self.latency = Histogram(
+            "finalmile_request_seconds",
+            "Request latency, decode to encode",
+            ["pipeline"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.compute = Histogram(
+            "finalmile_batch_compute_seconds",
+            "Time a batch spends running the pipeline",
+            ["pipeline"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue = Histogram(
+            "finalmile_queue_seconds",
+            "Time a request waits before its batch runs",
+            ["pipeline"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_rows = Histogram(
+            "finalmile_batch_rows",
+            "Rows per executed batch",
+            ["pipeline"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096),
+            registry=self.registry,
+        )
+        self.batch_requests = Histogram(
+            "finalmile_batch_requests",
+            "Requests coalesced per batch",
+            ["pipeline"],
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
+
+    def observer(self, pipeline: str) -> Callable[[int, int, float], None]:
+        compute = self.compute.labels(pipeline)
+        rows = self.batch_rows.labels(pipeline)
+        requests = self.batch_requests.labels(pipeline)
+
+        def observe(n_rows: int, n_requests: int, seconds: float) -> None:
+            compute.observe(seconds)
+            rows.observe(n_rows)
+            requests.observe(n_requests)
+
+        return observe
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

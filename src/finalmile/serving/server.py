@@ -1,0 +1,65 @@
+"""`finalmile serve`: one ASGI app on uvicorn (uvloop, httptools), hosting every deployment in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from finalmile.client import Client
+from finalmile.serving.api import create_management_app
+from finalmile.serving.app import FinalmileApp
+from finalmile.serving.dataplane import DataPlane
+
+log = logging.getLogger(__name__)
+SYNC_INTERVAL_S = 1.0
+
+
+def create_app(client: Client | None = None) -> FinalmileApp:
+    """The server app. With several worker processes each converges on the store's deployments every second."""
+    owned = client is None
+    client = client or Client()
+    dataplane = DataPlane(client._deployments)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, client._deployments.sync)
+
+        async def converge() -> None:
+            while True:
+                await asyncio.sleep(SYNC_INTERVAL_S)
+                try:
+                    await loop.run_in_executor(None, client._deployments.sync)
+                except Exception:
+                    log.exception("could not read deployments from the store")
+
+        task = loop.create_task(converge())
+        try:
+            yield
+        finally:
+            task.cancel()
+            if owned:
+                client.close()
+
+    management = create_management_app(client, dataplane)
+    management.router.lifespan_context = lifespan
+    return FinalmileApp(dataplane, management, client.settings.max_body_bytes)
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "finalmile.serving.server:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )

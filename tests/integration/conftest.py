@@ -1,0 +1,77 @@
+"""A real `finalmile serve` on loopback, over a store the test prepares."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).parents[2]
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    home: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(home: Path, env: dict[str, str] | None = None, timeout: float = 60.0) -> Server:
+    port = free_port()
+    log = home / f"server-{port}.log"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FINALMILE_")}
+    environment |= {"FINALMILE_HOME": str(home), "PYTHONPATH": str(ROOT)} | (env or {})
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "finalmile", "serve", "--port", str(port)],
+            env=environment, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", port, home, process, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/v2/health/live", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"server did not start in {timeout}s: {log.read_text()}")
+
+
+@pytest.fixture
+def server_factory() -> Iterator[object]:
+    started: list[Server] = []
+
+    def start(home: Path, env: dict[str, str] | None = None) -> Server:
+        server = start_server(home, env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

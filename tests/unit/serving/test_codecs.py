@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pytest
+
+from finalmile.errors import InvalidInputError
+from finalmile.serving.codecs import arrow, records, v2
+
+
+def test_v2_json_tensors_become_columns() -> None:
+    body = orjson.dumps({"id": "r1", "inputs": [
+        {"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [[1, 2, 3], [4, 5, 6]]},
+        {"name": "s", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]},
+        {"name": "n", "shape": [2], "datatype": "INT64", "data": [7, 8]},
+    ]})
+    request = v2.decode(body)
+    assert request.id == "r1"
+    assert request.table.schema.field("x").type == pa.list_(pa.float32(), 3)
+    assert request.table.column("s").to_pylist() == ["a", "b"]
+    assert request.table.column("n").to_pylist() == [7, 8]
+
+
+def test_v2_binary_extension_round_trip() -> None:
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    words = [b"hi", b"there"]
+    raw_words = b"".join(struct.pack("<I", len(w)) + w for w in words)
+    head = orjson.dumps({"inputs": [
+        {"name": "x", "shape": [2, 3], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}},
+        {"name": "w", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw_words)}},
+    ], "outputs": [{"name": "x", "parameters": {"binary_data": True}}, {"name": "w"}]})
+    request = v2.decode(head + x.tobytes() + raw_words, len(head))
+    assert request.table.column("w").to_pylist() == ["hi", "there"]
+    body, headers = v2.encode(request.table, "p", 1, request, {"pipeline_version": 1})
+    length = int(headers[v2.HEADER_LENGTH])
+    response = orjson.loads(body[:length])
+    out_x, out_w = response["outputs"]
+    assert out_x["parameters"]["binary_data_size"] == x.nbytes and "data" not in out_x
+    np.testing.assert_array_equal(np.frombuffer(body[length:], dtype=np.float32).reshape(2, 3), x)
+    assert out_w["data"] == ["hi", "there"] and out_w["datatype"] == "BYTES"
+    assert response["parameters"] == {"pipeline_version": 1}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "invalid JSON"),
+        (b"[]", "must be a JSON object"),
+        (b'{"inputs": []}', "non-empty list"),
+        (b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1]}]}', "needs 2 values, got 1"),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP128", "data": [1]}]}', "unknown datatype 'FP128'"),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ["a"]}]}', "does not fit datatype FP32"),
+        (b'{"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}]}', "non-negative integers"),
+        (b'{"inputs": [{"name": "x", "shape": [0], "datatype": "FP32", "data": []}]}', "empty batch"),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]},'
+         b' {"name": "y", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}', "batch size 2 differs"),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}',
+         "exceeds the binary data"),
+    ],
+)
+def test_v2_bad_requests_name_the_problem(body: bytes, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        v2.decode(body)
+
+
+def test_records_and_arrow_round_trip() -> None:
+    table = records.decode(b'[{"a": 1.5, "b": "x"}, {"a": 2.5, "b": "y"}]')
+    assert table.column_names == ["a", "b"]
+    assert orjson.loads(records.encode(table)) == [{"a": 1.5, "b": "x"}, {"a": 2.5, "b": "y"}]
+    assert arrow.decode(arrow.encode(table)).equals(table)
+    for bad, message in [(b"{}", "JSON list of records"), (b"[]", "empty batch"), (b"[1, 2]", "JSON list of records")]:
+        with pytest.raises(InvalidInputError, match=message):
+            records.decode(bad)
+    with pytest.raises(InvalidInputError, match="not an Arrow IPC stream"):
+        arrow.decode(b"nonsense")
