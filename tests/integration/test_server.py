@@ -201,8 +201,8 @@ def test_management_api_upload_deploy_infer(served: tuple[Server, Client], tmp_p
     created = httpx.post(f"{server.url}/api/v1/pipelines", json={"name": "r", "steps": [{"model": "remote@champion"}]})
     assert created.json()["spec"]["steps"][0]["model"] == "remote:1"
     assert httpx.post(f"{server.url}/api/v1/pipelines/r/deploy", json={}).status_code == 200
-    rows = X.head(2).set_axis([f"f{i}" for i in range(X.shape[1])], axis=1)
-    assert httpx.post(f"{server.url}/pipelines/r/infer", content=rows.to_json(orient="records")).status_code == 200
+    answer = httpx.post(f"{server.url}/pipelines/r/infer", content=X.head(2).to_json(orient="records"))
+    assert answer.status_code == 200 and answer.headers["finalmile-model-versions"] == "remote:1"
     bad = httpx.post(f"{server.url}/api/v1/models/remote", files={"file": ("model.joblib", b"garbage")})
     assert bad.status_code == 422 and "not a readable joblib" in bad.json()["error"]
     assert httpx.post(f"{server.url}/api/v1/pipelines/r/deploy", json={"workers": 0}).status_code == 422
