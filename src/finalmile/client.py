@@ -35,8 +35,20 @@ class Client:
     >>> client.model("fraud@champion").predict(X)
     """
 
+    def __new__(cls, *args: Any, url: str | None = None, **kwargs: Any) -> Any:
+        # `Client(url=...)` talks to a server with the same verbs; everything else is embedded.
+        if url is not None:
+            from finalmile.remote import RemoteClient
+
+            return RemoteClient(url)
+        return super().__new__(cls)
+
     def __init__(
-        self, home: str | Path | None = None, database_url: str | None = None, settings: FinalmileSettings | None = None
+        self,
+        home: str | Path | None = None,
+        database_url: str | None = None,
+        settings: FinalmileSettings | None = None,
+        url: str | None = None,
     ) -> None:
         overrides: dict[str, Any] = {}
         if home is not None:

@@ -26,7 +26,7 @@ StepLike = StepSpec | ModelVersion | str
 
 def model_step(model: str | ModelVersion) -> ModelStepSpec:
     """A step that runs a model version: `"fraud@champion"`, `"fraud:3"` or a `ModelVersion`."""
-    return ModelStepSpec(model=model.ref if isinstance(model, ModelVersion) else model)
+    return ModelStepSpec(model=model if isinstance(model, str) else model.ref)
 
 
 def check(name: str, expression: str) -> CheckStepSpec:

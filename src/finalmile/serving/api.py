@@ -7,6 +7,7 @@ The inference routes are declared here too, so they appear in the OpenAPI docume
 from __future__ import annotations
 
 import asyncio
+import json
 import tarfile
 import tempfile
 from pathlib import Path
@@ -150,8 +151,15 @@ def create_management_app(client: Client, dataplane: DataPlane) -> FastAPI:
         framework: str | None = Form(None),
         alias: str | None = Form(None),
         runtime: str = Form("auto"),
+        tags: str | None = Form(None, description="JSON object of tags"),
+        schema: str | None = Form(None, description="JSON schema of inputs/outputs"),
         sample: UploadFile | None = _SAMPLE_FILE,
     ) -> dict[str, Any]:
+        try:
+            tag_map = json.loads(tags) if tags else None
+            schema_map = json.loads(schema) if schema else None
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"tags/schema: not valid JSON ({exc})") from None
         with tempfile.TemporaryDirectory() as tmp:
             source = await _save_upload(file, Path(tmp))
             sample_table = None
@@ -172,6 +180,8 @@ def create_management_app(client: Client, dataplane: DataPlane) -> FastAPI:
                 alias=alias,
                 runtime=runtime,
                 sample=sample_table,
+                tags=tag_map,
+                schema=schema_map,
             )
         return vars(mv.record)
 
