@@ -47,7 +47,10 @@ def start_server(home: Path, env: dict[str, str] | None = None, timeout: float =
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "finalmile", "serve", "--port", str(port)],
-            env=environment, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
     server = Server(f"http://127.0.0.1:{port}", port, home, process, log)
     deadline = time.monotonic() + timeout

@@ -29,9 +29,7 @@ def test_same_verbs_remotely(tmp_path: Path, server_factory) -> None:  # type: i
         assert (mv.version, mv.runtime, mv.tags) == (1, "onnx", {"team": "risk"})
         challenger = remote.upload_model("fraud", xgb.XGBClassifier(n_estimators=5).fit(X, y), sample=X.head(50))
         assert challenger.framework == "xgboost"
-        (tmp_path / "scale.py").write_text(
-            "class Scale:\n    def predict(self, frame):\n        return frame * 1.0\n"
-        )
+        (tmp_path / "scale.py").write_text("class Scale:\n    def predict(self, frame):\n        return frame * 1.0\n")
         pipeline = (
             remote.build_pipeline("fraud")
             .add_transform_step(tmp_path / "scale.py", name="scale")

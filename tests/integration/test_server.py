@@ -70,8 +70,11 @@ def test_a_standard_v2_client_works_unchanged(served: tuple[Server, Client]) -> 
 def test_records_and_arrow_answer_like_predict(served: tuple[Server, Client]) -> None:
     server, client = served
     expected = client.model("m:1").predict(X.head(8))
-    response = httpx.post(f"{server.url}/pipelines/p/infer", content=X.head(8).to_json(orient="records"),
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{server.url}/pipelines/p/infer",
+        content=X.head(8).to_json(orient="records"),
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 200, response.text
     got = pd.DataFrame(response.json())
     np.testing.assert_allclose(got.score, expected.score)
@@ -85,28 +88,48 @@ def test_records_and_arrow_answer_like_predict(served: tuple[Server, Client]) ->
 
 
 def v2_body(frame: pd.DataFrame) -> bytes:
-    return orjson.dumps({"inputs": [
-        {"name": c, "shape": [len(frame)], "datatype": "FP64", "data": frame[c].tolist()} for c in frame.columns
-    ]})
+    return orjson.dumps(
+        {
+            "inputs": [
+                {"name": c, "shape": [len(frame)], "datatype": "FP64", "data": frame[c].tolist()} for c in frame.columns
+            ]
+        }
+    )
 
 
 @pytest.mark.parametrize(
     ("path", "body", "status", "message"),
     [
         ("/v2/models/p/infer", b"{oops", 422, "invalid JSON"),
-        ("/v2/models/p/infer", b'{"inputs": [{"name": "x0", "shape": [2], "datatype": "FP64", "data": [1]}]}', 422,
-         "needs 2 values"),
-        ("/v2/models/p/infer", b'{"inputs": [{"name": "x0", "shape": [1], "datatype": "COMPLEX", "data": [1]}]}',
-         422, "unknown datatype"),
+        (
+            "/v2/models/p/infer",
+            b'{"inputs": [{"name": "x0", "shape": [2], "datatype": "FP64", "data": [1]}]}',
+            422,
+            "needs 2 values",
+        ),
+        (
+            "/v2/models/p/infer",
+            b'{"inputs": [{"name": "x0", "shape": [1], "datatype": "COMPLEX", "data": [1]}]}',
+            422,
+            "unknown datatype",
+        ),
         ("/v2/models/p/infer", v2_body(X.head(1).drop(columns=["x3"])), 422, "column 'x3': missing"),
         ("/v2/models/p/infer", v2_body(X.head(1).assign(bonus=1.0)), 422, "column 'bonus': unexpected input"),
-        ("/v2/models/p/infer", b'{"inputs": [{"name": "x0", "shape": [0], "datatype": "FP64", "data": []}]}', 422,
-         "empty batch"),
+        (
+            "/v2/models/p/infer",
+            b'{"inputs": [{"name": "x0", "shape": [0], "datatype": "FP64", "data": []}]}',
+            422,
+            "empty batch",
+        ),
         ("/v2/models/nope/infer", v2_body(X.head(1)), 404, "pipeline 'nope' is not deployed"),
         ("/v2/models/p/versions/7/infer", v2_body(X.head(1)), 404, "version 7"),
         ("/v2/models/idle/infer", v2_body(X.head(1)), 503, "exists but is not deployed"),
-        ("/v2/models/fails/infer", b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [1]}]}',
-         422, "this model always fails"),
+        (
+            "/v2/models/fails/infer",
+            b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [1]}]}',
+            422,
+            "this model always fails",
+        ),
         ("/pipelines/p/infer", b'{"not": "records"}', 422, "JSON list of records"),
         ("/pipelines/p/infer", b"x" * (2 * 1024 * 1024), 413, "exceeds the limit"),
     ],
@@ -194,8 +217,9 @@ def test_management_api_upload_deploy_infer(served: tuple[Server, Client], tmp_p
 
     joblib.dump(LogisticRegression().fit(X, y), tmp_path / "model.joblib")
     with (tmp_path / "model.joblib").open("rb") as f:
-        uploaded = httpx.post(f"{server.url}/api/v1/models/remote", files={"file": ("model.joblib", f)},
-                              data={"alias": "champion"})
+        uploaded = httpx.post(
+            f"{server.url}/api/v1/models/remote", files={"file": ("model.joblib", f)}, data={"alias": "champion"}
+        )
     assert uploaded.status_code == 200, uploaded.text
     assert uploaded.json()["runtime"] == "onnx"
     created = httpx.post(f"{server.url}/api/v1/pipelines", json={"name": "r", "steps": [{"model": "remote@champion"}]})

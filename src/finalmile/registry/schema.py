@@ -84,12 +84,61 @@ class SchemaValidator:
     def __init__(self, schema: Schema) -> None:
         self.columns = schema.inputs
         self.expected = schema.input_arrow_schema() if schema.inputs is not None else None
+        numeric = bool(self.columns) and all(
+            not c.shape and c.dtype not in ("string", "bool") for c in self.columns or []
+        )
+        self.tensor_width = len(self.columns or []) if numeric else None
+        self._widening: dict[pa.Schema, bool] = {}
+
+    def is_tensor_form(self, table: pa.Table) -> bool:
+        """One [n, k] numeric tensor column standing for k numeric scalar inputs: how V2 clients send tabular rows.
+
+        Accepted as it is (models that take a matrix read it without a copy); runtimes that need named columns
+        call `expand_tensor`.
+        """
+        if self.tensor_width is None or table.num_columns != 1:
+            return False
+        t = table.schema.field(0).type
+        return (
+            pa.types.is_fixed_size_list(t)
+            and t.list_size == self.tensor_width
+            and (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type))
+        )
 
     def conform(self, table: pa.Table) -> pa.Table:
         if self.expected is None or self.columns is None:
             return table
-        if table.schema.equals(self.expected):
+        if table.schema.equals(self.expected) or self.is_tensor_form(table):
             return table
+        names = self.expected.names
+        if set(names) <= set(table.column_names):
+            selected = table.select(names)
+            widening = self._widening.get(selected.schema)
+            if widening is None:
+                if len(self._widening) > 64:  # clients send few distinct schemas; bound it all the same
+                    self._widening.clear()
+                widening = self._widening[selected.schema] = self._only_widening(selected.schema)
+            if widening:
+                # float32 where float64 is declared (how V2 clients send FP32), small ints where floats are: always
+                # safe, and every model converts its input matrix anyway; casting column by column costs ~1 ms.
+                return selected
+        return self._diagnose(table)
+
+    def _only_widening(self, schema: pa.Schema) -> bool:
+        for field, target in zip(schema, self.expected or [], strict=True):
+            source, wanted = field.type, target.type
+            if source.equals(wanted):
+                continue
+            if pa.types.is_floating(wanted) and (
+                (pa.types.is_integer(source) and source.bit_width <= 32)
+                or (pa.types.is_floating(source) and source.bit_width <= wanted.bit_width)
+            ):
+                continue
+            return False
+        return True
+
+    def _diagnose(self, table: pa.Table) -> pa.Table:
+        assert self.columns is not None and self.expected is not None
         problems: list[str] = []
         arrays: list[pa.ChunkedArray] = []
         for column in self.columns:
@@ -160,6 +209,17 @@ def _cast_tensor(arr: pa.ChunkedArray, column: Column, target: pa.DataType) -> t
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return arr, f"expected {column.dtype} values, got {dtype_name(values_type)} that cannot be cast safely"
     return pa.chunked_array(chunks, type=target), None
+
+
+def expand_tensor(table: pa.Table, schema: Schema) -> pa.Table:
+    """The named scalar columns behind a tensor-form table (see `SchemaValidator.is_tensor_form`)."""
+    col = table.column(0).combine_chunks()
+    width = col.type.list_size
+    matrix = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), width)
+    columns = schema.inputs or []
+    return pa.Table.from_arrays(
+        [pa.array(matrix[:, j]).cast(c.arrow_type()) for j, c in enumerate(columns)], names=[c.name for c in columns]
+    )
 
 
 def infer_schema(table: pa.Table) -> Schema:

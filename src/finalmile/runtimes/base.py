@@ -22,7 +22,7 @@ import pyarrow as pa
 from finalmile.config import FinalmileSettings
 from finalmile.errors import PredictionError
 from finalmile.frames import tensor_array
-from finalmile.registry.schema import Column, Schema, SchemaValidator
+from finalmile.registry.schema import Column, Schema, SchemaValidator, expand_tensor
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -70,6 +70,8 @@ class BaseRuntime:
     """
 
     framework = "base"
+    needs_named_columns = False
+    """True for runtimes that hand the model a DataFrame (it reads columns by name), not a matrix."""
 
     def __init__(self, context: RuntimeContext) -> None:
         self.context = context
@@ -89,6 +91,8 @@ class BaseRuntime:
         if not self.ready:
             self.load()
         conformed = self._validator.conform(table)
+        if self.needs_named_columns and self._validator.is_tensor_form(conformed):
+            conformed = expand_tensor(conformed, self.schema)
         try:
             return self._predict(conformed)
         except PredictionError:
@@ -112,8 +116,10 @@ def features(table: pa.Table, dtype: Any = np.float32) -> np.ndarray:
     if table.num_columns == 1 and pa.types.is_fixed_size_list(table.schema.field(0).type):
         col = table.column(0)
         chunk = col.chunks[0] if col.num_chunks == 1 else col.combine_chunks()
-        values = chunk.flatten().to_numpy(zero_copy_only=False)
-        return values.reshape(len(chunk), col.type.list_size).astype(dtype, copy=False)
+        k = col.type.list_size
+        # `.values` ignores a slice's offset, and `.flatten()` goes through slower generic machinery
+        values = chunk.values.slice(chunk.offset * k, len(chunk) * k).to_numpy(zero_copy_only=False)
+        return values.reshape(len(chunk), k).astype(dtype, copy=False)
     batches = table.to_batches()
     if len(batches) != 1:
         batches = table.combine_chunks().to_batches()

@@ -86,6 +86,7 @@ def _load(directory: Path) -> Any:
 
 class MLflowRuntime(BaseRuntime):
     framework = FRAMEWORK
+    needs_named_columns = True
 
     def _load(self) -> None:
         self.model = _load(self.context.artifact)

@@ -206,6 +206,7 @@ def _call(model: Any, table: pa.Table) -> Any:
 
 class PythonRuntime(BaseRuntime):
     framework = FRAMEWORK
+    needs_named_columns = True
 
     def _load(self) -> None:
         self.model = instantiate(self.context.artifact)

@@ -7,6 +7,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from sklearn.base import BaseEstimator, is_classifier, is_regressor
 
@@ -94,8 +95,12 @@ class SklearnRuntime(BaseRuntime):
         self._proba = callable(getattr(self.model, "predict_proba", None))
 
     def _matrix(self, table: pa.Table) -> Any:
+        if not self._named:
+            return features(table, np.float64)
         # A model fitted on a DataFrame checks the column names (and may select columns by name): give it one.
-        return table.to_pandas() if self._named else features(table, np.float64)
+        if self._validator.is_tensor_form(table):
+            return pd.DataFrame(features(table, np.float64), columns=self.schema.input_names())
+        return table.to_pandas()
 
     def _predict(self, table: pa.Table) -> pa.Table:
         X = self._matrix(table)

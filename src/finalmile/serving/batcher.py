@@ -1,9 +1,10 @@
 """Adaptive batching: concurrent requests to one pipeline are coalesced, run as one batch, and split back.
 
 Greedy, the way Triton batches by default: whenever a runner is free it takes everything queued, up to
-`max_batch_size` rows, and runs it now. It waits (up to `max_delay_ms`) for more only when the last batch held
-several requests, i.e. when there is concurrency to wait for; a lone client never pays the delay. A request larger
-than the batch size runs on its own. `max_delay_ms=0` turns batching off: each request runs alone.
+`max_batch_size` rows, and runs it now. It waits for more (up to `max_delay_ms`) only while the batch holds fewer
+requests than the previous one did — the previous batch is the estimate of how many clients are active — so a lone
+client never pays the delay and a full house never waits for clients that are all already in the batch. A request
+larger than the batch size runs on its own. `max_delay_ms=0` turns batching off: each request runs alone.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class Batcher:
             while rows < self.max_batch_size:
                 if queue.empty():
                     remaining = deadline - time.perf_counter()
-                    if self._last_requests <= 1 or remaining <= 0:
+                    if len(batch) >= self._last_requests or remaining <= 0:
                         break
                     try:
                         item = await asyncio.wait_for(queue.get(), remaining)

@@ -18,10 +18,12 @@ import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from finalmile.errors import FinalmileError, NotFoundError, SchemaError
+from finalmile.frames import tensor_array
 from finalmile.pipelines.checks import compile_check
 from finalmile.pipelines.executor import Batch, Route, Sequence, build
 from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, SplitStepSpec, walk
-from finalmile.registry.schema import Schema, SchemaValidator
+from finalmile.registry.schema import Schema, SchemaValidator, expand_tensor
+from finalmile.runtimes.base import features
 from finalmile.serving.batcher import Batcher
 
 if TYPE_CHECKING:
@@ -104,35 +106,37 @@ class LoadedPipeline:
             for offset, n in spans
         ]
 
+    def __post_init__(self) -> None:
+        self._validator = SchemaValidator(self.input_schema) if self.input_schema is not None else None
+
     def conform(self, table: pa.Table) -> pa.Table:
         """Requests are checked one by one before batching, so a bad request fails alone, never its batch-mates."""
-        if self.input_schema is None or self.input_schema.inputs is None:
+        validator, schema = self._validator, self.input_schema
+        if validator is None or schema is None or schema.inputs is None:
             return table
-        table = spread_tensor(table, self.input_schema)
-        names = self.input_schema.input_names()
+        if validator.is_tensor_form(table):
+            if not self.extra_inputs:
+                return table
+            table = expand_tensor(table, schema)  # checks and split keys read inputs by name
+        elif validator.tensor_width == table.num_columns and not self.extra_inputs:
+            # All-numeric named columns become the tensor form in two Arrow calls, so no step re-validates or
+            # re-stacks 29 columns one by one; anything unusual falls through to the full check below.
+            try:
+                matrix = features(table.select(schema.input_names()), np.float64)
+                return pa.Table.from_arrays([tensor_array(matrix)], names=["input"])
+            except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                pass
+        names = schema.input_names()
         unexpected = [c for c in table.column_names if c not in names and c not in self.extra_inputs]
         if unexpected:
             raise SchemaError(
                 [f"column '{c}': unexpected input (the pipeline takes {', '.join(names)})" for c in unexpected]
             )
-        conformed = SchemaValidator(self.input_schema).conform(table)
+        conformed = validator.conform(table)
         for name in self.extra_inputs:
             if name in table.column_names:
                 conformed = conformed.append_column(name, table.column(name))
         return conformed
-
-
-def spread_tensor(table: pa.Table, schema: Schema) -> pa.Table:
-    """A single [n, k] tensor (how V2 clients send tabular rows) becomes the k named scalar columns the model takes."""
-    inputs = schema.inputs or []
-    if table.num_columns != 1 or not pa.types.is_fixed_size_list(table.schema.field(0).type):
-        return table
-    if any(c.shape for c in inputs) or table.schema.field(0).type.list_size != len(inputs) or len(inputs) < 2:
-        return table
-    flat = table.column(0).combine_chunks().flatten()
-    width = len(inputs)
-    columns = [flat.take(pa.array(np.arange(j, len(flat), width))) for j in range(width)]
-    return pa.Table.from_arrays(columns, names=[c.name for c in inputs])
 
 
 class Slot:

@@ -12,11 +12,16 @@ from finalmile.serving.codecs import arrow, records, v2
 
 
 def test_v2_json_tensors_become_columns() -> None:
-    body = orjson.dumps({"id": "r1", "inputs": [
-        {"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [[1, 2, 3], [4, 5, 6]]},
-        {"name": "s", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]},
-        {"name": "n", "shape": [2], "datatype": "INT64", "data": [7, 8]},
-    ]})
+    body = orjson.dumps(
+        {
+            "id": "r1",
+            "inputs": [
+                {"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [[1, 2, 3], [4, 5, 6]]},
+                {"name": "s", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]},
+                {"name": "n", "shape": [2], "datatype": "INT64", "data": [7, 8]},
+            ],
+        }
+    )
     request = v2.decode(body)
     assert request.id == "r1"
     assert request.table.schema.field("x").type == pa.list_(pa.float32(), 3)
@@ -28,10 +33,15 @@ def test_v2_binary_extension_round_trip() -> None:
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     words = [b"hi", b"there"]
     raw_words = b"".join(struct.pack("<I", len(w)) + w for w in words)
-    head = orjson.dumps({"inputs": [
-        {"name": "x", "shape": [2, 3], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}},
-        {"name": "w", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw_words)}},
-    ], "outputs": [{"name": "x", "parameters": {"binary_data": True}}, {"name": "w"}]})
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [2, 3], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}},
+                {"name": "w", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw_words)}},
+            ],
+            "outputs": [{"name": "x", "parameters": {"binary_data": True}}, {"name": "w"}],
+        }
+    )
     request = v2.decode(head + x.tobytes() + raw_words, len(head))
     assert request.table.column("w").to_pylist() == ["hi", "there"]
     body, headers = v2.encode(request.table, "p", 1, request, {"pipeline_version": 1})
@@ -55,10 +65,15 @@ def test_v2_binary_extension_round_trip() -> None:
         (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ["a"]}]}', "does not fit datatype FP32"),
         (b'{"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}]}', "non-negative integers"),
         (b'{"inputs": [{"name": "x", "shape": [0], "datatype": "FP32", "data": []}]}', "empty batch"),
-        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]},'
-         b' {"name": "y", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}', "batch size 2 differs"),
-        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}',
-         "exceeds the binary data"),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]},'
+            b' {"name": "y", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}',
+            "batch size 2 differs",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}',
+            "exceeds the binary data",
+        ),
     ],
 )
 def test_v2_bad_requests_name_the_problem(body: bytes, message: str) -> None:

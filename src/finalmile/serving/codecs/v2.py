@@ -37,6 +37,7 @@ DATATYPES: dict[str, Any] = {
     "BYTES": object,
 }
 _NAMES = {np.dtype(v).name: k for k, v in DATATYPES.items() if v is not object}
+_DATATYPE_OF = {np.dtype(v): k for k, v in DATATYPES.items() if v is not object}
 
 
 @dataclass
@@ -169,16 +170,19 @@ def encode(
     table: pa.Table, model_name: str, model_version: int, request: V2Request, parameters: dict[str, Any]
 ) -> tuple[bytes, dict[str, str]]:
     """The V2 response body and its headers (binary tensors appended when the request asked for them)."""
-    names = request.outputs if request.outputs is not None else table.column_names
-    missing = [n for n in names if n not in table.column_names]
-    if missing:
-        raise InvalidInputError(f"requested outputs {missing} do not exist; outputs are {table.column_names}")
+    available = table.column_names
+    names = request.outputs if request.outputs is not None else available
+    if request.outputs is not None:
+        missing = [n for n in names if n not in available]
+        if missing:
+            raise InvalidInputError(f"requested outputs {missing} do not exist; outputs are {available}")
+    all_binary = "*" in request.binary_outputs
     outputs, chunks = [], []
     for name in names:
         values, shape = column_values(table.column(name))
-        datatype = "BYTES" if values.dtype == object else _NAMES.get(values.dtype.name, "FP64")
+        datatype = "BYTES" if values.dtype == object else _DATATYPE_OF.get(values.dtype, "FP64")
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
-        if "*" in request.binary_outputs or name in request.binary_outputs:
+        if all_binary or name in request.binary_outputs:
             raw = (
                 _bytes_payload(values)
                 if values.dtype == object
