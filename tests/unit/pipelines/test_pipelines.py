@@ -115,7 +115,8 @@ def test_transform_steps_and_yaml(models: Client, tmp_path: Path) -> None:
     out = p.infer(pd.DataFrame({"a": [1.0, 0.1], "b": [2.0, 0.2]}))
     assert list(out.total) == pytest.approx([3.0, 0.3])
     (tmp_path / "p.yaml").write_text(
-        "name: from-yaml\nsteps:\n  - model: m@champion\n  - kind: check\n    name: high\n    expression: out.score > 0.99\n"
+        "name: from-yaml\nsteps:\n  - model: m@champion\n"
+        "  - kind: check\n    name: high\n    expression: out.score > 0.99\n"
     )
     applied = models.apply_pipeline(tmp_path / "p.yaml", deploy=True)
     assert applied.infer(X.head(3)).shape == (3, 3)
