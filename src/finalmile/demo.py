@@ -6,6 +6,7 @@ steps to `STEPS` rather than rewriting the story.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -99,11 +100,61 @@ def step_predict(state: DemoState) -> None:
     state.console.print("Next: [bold]finalmile models show fraud@champion[/] shows the schema and parity evidence.")
 
 
+def step_deploy(state: DemoState) -> None:
+    pipeline = (
+        state.client.build_pipeline(MODEL)
+        .add_split({"champion": (0.8, f"{MODEL}@champion"), "challenger": (0.2, f"{MODEL}@challenger")})
+        .add_check("high_risk", "out.score > 0.9")
+    )
+    record = pipeline.deploy(max_batch_size=64, max_delay_ms=1)
+    steps = record.spec["steps"][0]["variants"]
+    pinned = ", ".join(f"{v['name']} → {v['steps'][0]['model']} ({v['weight']:.0%})" for v in steps)
+    state.console.print(f"Deployed pipeline [bold]{MODEL}[/] version {record.version}: {pinned}; check high_risk.")
+
+
+def step_serve(state: DemoState) -> None:
+    import httpx
+
+    from finalmile.serving.local import running_server
+
+    rows = state.test[FEATURES].head(200)
+    with running_server(state.client) as url, httpx.Client(base_url=url) as http:
+        state.console.print(f"Serving on {url}: Open Inference Protocol V2 at /v2, records and Arrow at /pipelines.")
+        body = {
+            "inputs": [
+                {"name": "input-0", "shape": [1, len(FEATURES)], "datatype": "FP64", "data": rows.iloc[0].tolist()}
+            ]
+        }
+        v2 = http.post(f"/v2/models/{MODEL}/infer", json=body).json()
+        score = next(o for o in v2["outputs"] if o["name"] == "score")["data"][0]
+        state.console.print(
+            f"V2 infer: score {score:.3f}, variant {v2['parameters']['variant'][0]}, "
+            f"models {v2['parameters']['model_versions'][0]}"
+        )
+        variants: dict[str, int] = {}
+        latencies = []
+        for i in range(len(rows)):
+            started = time.perf_counter()
+            response = http.post(
+                f"/pipelines/{MODEL}/infer",
+                content=rows.iloc[[i]].to_json(orient="records"),
+                headers={"content-type": "application/json"},
+            )
+            latencies.append((time.perf_counter() - started) * 1000)
+            variant = response.headers["finalmile-variants"]
+            variants[variant] = variants.get(variant, 0) + 1
+        p50, p99 = np.percentile(latencies, [50, 99])
+        split = ", ".join(f"{k} {v}" for k, v in sorted(variants.items()))
+        state.console.print(f"{len(rows)} records requests: {split}; latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+
+
 STEPS: list[tuple[str, Callable[[DemoState], None]]] = [
     ("Train", step_train),
     ("Register and convert", step_upload),
     ("Speed-up", step_speedup),
     ("Predict", step_predict),
+    ("Deploy a pipeline (A/B split and a check)", step_deploy),
+    ("Serve over HTTP", step_serve),
 ]
 
 

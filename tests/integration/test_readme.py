@@ -27,6 +27,23 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINALMILE_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     namespace: dict[str, object] = {}
+    background: list[subprocess.Popen[bytes]] = []
+    try:
+        run_blocks(blocks, namespace, env, background)
+    finally:
+        for process in background:
+            process.terminate()
+            process.wait(timeout=10)
+    assert (tmp_path / "predictions.parquet").exists() and (tmp_path / "scored.parquet").exists()
+    assert (tmp_path / ".finalmile" / "finalmile.db").exists()
+
+
+def run_blocks(
+    blocks: list[tuple[str, str]],
+    namespace: dict[str, object],
+    env: dict[str, str],
+    background: list[subprocess.Popen[bytes]],
+) -> None:
     for i, (lang, code) in enumerate(blocks):
         if lang == "python":
             # Register the block's text the way IPython registers a notebook cell, so classes defined in it
@@ -36,8 +53,20 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             exec(compile(code, filename, "exec"), namespace)
             continue
         for line in code.splitlines():
-            if line.strip() and not line.startswith("#"):
-                result = subprocess.run(line, shell=True, env=env, capture_output=True, text=True, timeout=300)
-                assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
-    assert (tmp_path / "predictions.parquet").exists()
-    assert (tmp_path / ".finalmile" / "finalmile.db").exists()
+            if not line.strip() or line.startswith("#"):
+                continue
+            if line.rstrip().endswith("&"):  # a server: keep it running for the blocks that follow
+                command = line.rstrip()[:-1]
+                background.append(
+                    subprocess.Popen(
+                        command,
+                        shell=True,
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                )
+                continue
+            result = subprocess.run(line, shell=True, env=env, capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"

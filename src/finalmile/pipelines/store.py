@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from finalmile.errors import ConflictError, FinalmileError, ModelNotFound, NotFoundError
-from finalmile.registry.store import MetadataStore, _now, _utc, check_model_name
+from finalmile.registry.store import MetadataStore, _now, _utc, check_model_name, valid_version
 from finalmile.registry.tables import (
     DeploymentRow,
     ModelRow,
@@ -83,6 +83,8 @@ class PipelineStore:
             pipeline = s.scalar(select(PipelineRow).where(PipelineRow.name == name))
             if pipeline is None:
                 raise PipelineNotFound(name)
+            if version is not None and not valid_version(version):
+                raise PipelineNotFound(name, version)
             q = select(PipelineVersionRow).where(PipelineVersionRow.pipeline_id == pipeline.id)
             if version is None:
                 q = q.order_by(PipelineVersionRow.version.desc()).limit(1)
@@ -111,6 +113,8 @@ class PipelineStore:
             return list(s.scalars(select(PipelineRow.name).order_by(PipelineRow.name)))
 
     def set_deployment(self, name: str, version: int, config: dict[str, Any], active: bool = True) -> DeploymentRecord:
+        if not valid_version(version):
+            raise PipelineNotFound(name, version)
         with self._sessions.begin() as s:
             pipeline = self._pipeline_for_update(s, name)
             row = s.scalar(

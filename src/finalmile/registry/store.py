@@ -229,6 +229,8 @@ class MetadataStore:
         return model
 
     def _version_row(self, s: Session, model: ModelRow, version: int) -> ModelVersionRow:
+        if not valid_version(version):
+            raise ModelNotFound(model.name, version)
         row = s.scalar(
             select(ModelVersionRow).where(ModelVersionRow.model_id == model.id, ModelVersionRow.version == version)
         )
@@ -259,6 +261,14 @@ class MetadataStore:
             created_at=_utc(row.created_at),
             aliases=sorted(self._aliases_of(s, row.id)),
         )
+
+
+MAX_VERSION = 2**31 - 1
+
+
+def valid_version(version: int) -> bool:
+    """Version numbers are positive 32-bit integers; anything else names no version (and must not reach SQL)."""
+    return 1 <= version <= MAX_VERSION
 
 
 def _now() -> datetime:

@@ -119,7 +119,7 @@ def create_management_app(client: Client, dataplane: DataPlane) -> FastAPI:
         media = headers.pop("content-type", "application/json")
         return Response(body, status_code=status, headers=headers, media_type=media)
 
-    v2_doc = _infer_doc(V2InferenceRequest.model_json_schema())
+    v2_doc = _infer_doc(_inline_refs(V2InferenceRequest.model_json_schema()))
     records_doc = _infer_doc({"type": "array", "minItems": 1, "items": {"type": "object"}}, arrow=True)
 
     @app.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=v2_doc)
@@ -152,12 +152,12 @@ def create_management_app(client: Client, dataplane: DataPlane) -> FastAPI:
         alias: str | None = Form(None),
         runtime: str = Form("auto"),
         tags: str | None = Form(None, description="JSON object of tags"),
-        schema: str | None = Form(None, description="JSON schema of inputs/outputs"),
+        model_schema: str | None = Form(None, alias="schema", description="JSON schema of inputs/outputs"),
         sample: UploadFile | None = _SAMPLE_FILE,
     ) -> dict[str, Any]:
         try:
             tag_map = json.loads(tags) if tags else None
-            schema_map = json.loads(schema) if schema else None
+            schema_map = json.loads(model_schema) if model_schema else None
         except json.JSONDecodeError as exc:
             raise InvalidInputError(f"tags/schema: not valid JSON ({exc})") from None
         with tempfile.TemporaryDirectory() as tmp:
@@ -222,6 +222,23 @@ def create_management_app(client: Client, dataplane: DataPlane) -> FastAPI:
         ]
 
     return app
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Pydantic puts nested models under `$defs`, which mean nothing once embedded in an OpenAPI operation."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return dict(resolve(schema))
 
 
 async def _save_upload(file: UploadFile, directory: Path) -> Path:

@@ -5,6 +5,7 @@ everything else — management API, V2 health and metadata, OpenAPI docs — is 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -60,7 +61,10 @@ async def respond(send: Send, status: int, body: bytes, headers: dict[str, str])
 
 
 def error_body(exc: FinalmileError) -> bytes:
-    return orjson.dumps(exc.to_dict(), default=str)
+    try:
+        return orjson.dumps(exc.to_dict(), default=str)
+    except TypeError:  # e.g. an integer wider than 64 bits echoed from the request
+        return json.dumps(exc.to_dict(), default=str).encode()
 
 
 def provenance_headers(result: RequestResult) -> dict[str, str]:

@@ -1,0 +1,51 @@
+"""Schemathesis fuzzes the HTTP API from the server's own OpenAPI document: no input may produce a 5xx."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from sklearn.linear_model import LogisticRegression
+
+from finalmile import Client
+from tests.fixtures import tabular
+
+
+def test_no_generated_request_gets_a_server_error(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    X, y = tabular(100)
+    with Client(home=tmp_path / "home") as client:
+        client.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(20), alias="champion")
+        client.build_pipeline("p").add_model_step("m@champion").deploy()
+    server = server_factory(tmp_path / "home")
+    cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    assert cli is not None
+    result = subprocess.run(
+        [
+            cli,
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--generation-deterministic",
+            "--exclude-path-regex",
+            "undeploy",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    summary = result.stdout[-3000:]
+    assert result.returncode == 0, summary
+    assert " passed" in summary and "failed" not in summary.split("Test cases:")[-1]
+    assert httpx_get(f"{server.url}/v2/health/live") == 200  # still serving
+
+
+def httpx_get(url: str) -> int:
+    import httpx
+
+    return httpx.get(url).status_code
