@@ -58,6 +58,7 @@ class Client:
         base = settings or FinalmileSettings()
         self.settings = base.model_copy(update=overrides)
         self.settings.home.mkdir(parents=True, exist_ok=True)
+        self.settings.home = self.settings.home.resolve()  # a later chdir must not move the store
         self._store = MetadataStore(self.settings.resolved_database_url())
         self._artifacts = ArtifactStore(self.settings.home / "artifacts")
         self._pipelines = PipelineStore(self._store)

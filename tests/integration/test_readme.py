@@ -8,6 +8,7 @@ from __future__ import annotations
 import linecache
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +32,8 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     try:
         run_blocks(blocks, namespace, env, background)
     finally:
-        for process in background:
-            process.terminate()
+        for process in background:  # the shell and the server it started share a process group
+            os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=10)
     assert (tmp_path / "predictions.parquet").exists() and (tmp_path / "scored.parquet").exists()
     assert (tmp_path / ".finalmile" / "finalmile.db").exists()

@@ -153,6 +153,8 @@ def test_metadata_readiness_metrics_and_openapi(served: tuple[Server, Client]) -
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'finalmile_requests_total{pipeline="p",protocol="records",status="200"}' in metrics
     assert "finalmile_batch_rows_bucket" in metrics and "finalmile_queue_seconds" in metrics
+    assert 'finalmile_step_seconds_count{pipeline="p",step="m:1"}' in metrics
+    assert 'finalmile_queue_seconds_count{pipeline="p"}' in metrics
     paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
     assert {"/v2/models/{name}/infer", "/pipelines/{name}/infer", "/api/v1/pipelines/{name}/deploy"} <= set(paths)
 

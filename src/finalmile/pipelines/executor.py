@@ -8,6 +8,7 @@ challengers' outputs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -34,6 +35,8 @@ class Batch:
     checks: dict[str, np.ndarray] = field(default_factory=dict)
     shadow: dict[str, pa.Table] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds each model step spent on this batch (for per-step metrics)."""
 
     @classmethod
     def start(cls, table: pa.Table, requests: np.ndarray | None = None) -> Batch:
@@ -71,7 +74,9 @@ class ModelStep:
         self.runtime = runtime
 
     def run(self, batch: Batch) -> Batch:
+        started = time.perf_counter()
         out = self.runtime.predict(batch.table)
+        batch.timings[self.ref] = batch.timings.get(self.ref, 0.0) + time.perf_counter() - started
         routes = [(variant, (*models, self.ref)) for variant, models in batch.routes]
         return replace(batch, table=out, routes=routes)
 

@@ -36,7 +36,7 @@ class Batcher:
         max_batch_size: int = 64,
         max_delay_ms: float = 1.0,
         workers: int = 1,
-        observe: Callable[[int, int, float], None] | None = None,
+        observe: Callable[[int, int, float, list[float]], None] | None = None,
     ) -> None:
         self.run = run
         self.split = split
@@ -68,7 +68,7 @@ class Batcher:
         started = time.perf_counter()
         result = await loop.run_in_executor(self.executor, self._run_tables, tables)
         if self.observe:
-            self.observe(sum(t.num_rows for t in tables), len(tables), time.perf_counter() - started)
+            self.observe(sum(t.num_rows for t in tables), len(tables), time.perf_counter() - started, [0.0])
         return self.split(result, _spans(tables))[0] if len(tables) == 1 else result
 
     def _run_tables(self, tables: list[pa.Table]) -> Any:
@@ -118,7 +118,8 @@ class Batcher:
                     p.future.set_exception(exc)
             return
         if self.observe:
-            self.observe(sum(t.num_rows for t in tables), len(tables), time.perf_counter() - started)
+            waits = [started - p.enqueued for p in batch]
+            self.observe(sum(t.num_rows for t in tables), len(tables), time.perf_counter() - started, waits)
         for p, part in zip(batch, parts, strict=True):
             if not p.future.done():
                 p.future.set_result(part)

@@ -9,7 +9,8 @@ import pyarrow as pa
 
 from finalmile import __version__
 from finalmile.errors import FinalmileError, NotReadyError
-from finalmile.serving.deployments import DeploymentManager, PipelineNotDeployed, RequestResult, Slot
+from finalmile.pipelines.executor import Batch
+from finalmile.serving.deployments import DeploymentManager, LoadedPipeline, PipelineNotDeployed, RequestResult, Slot
 from finalmile.serving.metrics import Metrics
 
 
@@ -18,6 +19,11 @@ class DataPlane:
         self.deployments = deployments
         self.metrics = metrics or Metrics()
         self._observers: dict[str, Any] = {}
+        deployments.hooks.append(self._observe_steps)
+
+    def _observe_steps(self, loaded: LoadedPipeline, batch: Batch) -> None:
+        for step, seconds in batch.timings.items():
+            self.metrics.step.labels(loaded.name, step).observe(seconds)
 
     async def infer(self, name: str, table: pa.Table, version: int | None = None) -> RequestResult:
         started = time.perf_counter()

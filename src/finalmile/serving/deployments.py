@@ -148,7 +148,7 @@ class Slot:
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix=f"infer-{current.name}")
         self.batcher: Batcher | None = None
 
-    def get_batcher(self, observe: Callable[[int, int, float], None] | None = None) -> Batcher:
+    def get_batcher(self, observe: Callable[[int, int, float, list[float]], None] | None = None) -> Batcher:
         if self.batcher is None:
             self.batcher = Batcher(
                 run=lambda table, requests: (self.current, self.current.run(table, requests)),

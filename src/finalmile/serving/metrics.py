@@ -44,6 +44,13 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096),
             registry=self.registry,
         )
+        self.step = Histogram(
+            "finalmile_step_seconds",
+            "Time a model step spends on a batch",
+            ["pipeline", "step"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.batch_requests = Histogram(
             "finalmile_batch_requests",
             "Requests coalesced per batch",
@@ -52,15 +59,18 @@ class Metrics:
             registry=self.registry,
         )
 
-    def observer(self, pipeline: str) -> Callable[[int, int, float], None]:
+    def observer(self, pipeline: str) -> Callable[[int, int, float, list[float]], None]:
         compute = self.compute.labels(pipeline)
+        queue = self.queue.labels(pipeline)
         rows = self.batch_rows.labels(pipeline)
         requests = self.batch_requests.labels(pipeline)
 
-        def observe(n_rows: int, n_requests: int, seconds: float) -> None:
+        def observe(n_rows: int, n_requests: int, seconds: float, waits: list[float]) -> None:
             compute.observe(seconds)
             rows.observe(n_rows)
             requests.observe(n_requests)
+            for wait in waits:
+                queue.observe(wait)
 
         return observe
 
