@@ -69,6 +69,15 @@ def client(home: Path, database_url: str) -> Iterator[Client]:
 
 
 @pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -> Path:
+    """Environment for CLI tests: a store of their own (on both backends) and a wide terminal."""
+    monkeypatch.setenv("FINALMILE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FINALMILE_DATABASE_URL", database_url)
+    monkeypatch.setenv("COLUMNS", "200")
+    return tmp_path
+
+
+@pytest.fixture
 def sqlite_client(home: Path) -> Iterator[Client]:
     """For tests about runtimes rather than the store: SQLite only."""
     with Client(home=home) as c:

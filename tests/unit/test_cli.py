@@ -19,13 +19,10 @@ X, y = tabular(200)
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -> Path:
-    monkeypatch.setenv("FINALMILE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FINALMILE_DATABASE_URL", database_url)
-    monkeypatch.setenv("COLUMNS", "200")
-    joblib.dump(LogisticRegression().fit(X, y), tmp_path / "model.joblib")
-    X.head(50).to_csv(tmp_path / "rows.csv", index=False)
-    return tmp_path
+def workdir(cli_env: Path) -> Path:
+    joblib.dump(LogisticRegression().fit(X, y), cli_env / "model.joblib")
+    X.head(50).to_csv(cli_env / "rows.csv", index=False)
+    return cli_env
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

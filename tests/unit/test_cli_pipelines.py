@@ -16,14 +16,11 @@ X, y = tabular(100)
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -> Path:
-    monkeypatch.setenv("FINALMILE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FINALMILE_DATABASE_URL", database_url)
-    monkeypatch.setenv("COLUMNS", "200")
-    joblib.dump(LogisticRegression().fit(X, y), tmp_path / "model.joblib")
-    X.head(10).to_csv(tmp_path / "rows.csv", index=False)
-    (tmp_path / "p.yaml").write_text("name: scoring\nsteps:\n  - model: m@champion\n")
-    return tmp_path
+def workdir(cli_env: Path) -> Path:
+    joblib.dump(LogisticRegression().fit(X, y), cli_env / "model.joblib")
+    X.head(10).to_csv(cli_env / "rows.csv", index=False)
+    (cli_env / "p.yaml").write_text("name: scoring\nsteps:\n  - model: m@champion\n")
+    return cli_env
 
 
 def test_apply_list_show_deploy_infer_undeploy(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
