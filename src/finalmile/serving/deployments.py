@@ -25,6 +25,7 @@ from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec,
 from finalmile.registry.schema import Schema, SchemaValidator, expand_tensor
 from finalmile.runtimes.base import features
 from finalmile.serving.batcher import Batcher
+from finalmile.serving.codecs import expand_named_tensor, named_tensor_parts
 
 if TYPE_CHECKING:
     from finalmile.client import Client
@@ -112,6 +113,20 @@ class LoadedPipeline:
     def conform(self, table: pa.Table) -> pa.Table:
         """Requests are checked one by one before batching, so a bad request fails alone, never its batch-mates."""
         validator, schema = self._validator, self.input_schema
+        parts = named_tensor_parts(table)
+        if parts is not None:
+            matrix, names = parts
+            wanted = schema.input_names() if schema is not None and schema.inputs is not None else None
+            if (
+                validator is not None
+                and validator.tensor_width
+                and not self.extra_inputs
+                and wanted is not None
+                and (sorted(names) == sorted(wanted))
+            ):
+                index = [names.index(n) for n in wanted] if names != wanted else slice(None)
+                return pa.Table.from_arrays([tensor_array(np.ascontiguousarray(matrix[:, index]))], names=["input"])
+            table = expand_named_tensor(table)  # anything else: ordinary columns, checked below
         if validator is None or schema is None or schema.inputs is None:
             return table
         if validator.is_tensor_form(table):

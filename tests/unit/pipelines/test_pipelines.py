@@ -136,3 +136,17 @@ def test_extra_and_missing_inputs_are_refused_per_request(models: Client) -> Non
         p.infer(X.head(2).drop(columns=["x0"]))
     with pytest.raises(FinalmileError, match="empty batch"):
         p.infer(X.head(0))
+
+
+def test_named_tensor_inputs_are_reordered_to_the_model_columns(models: Client) -> None:
+    from finalmile.serving.codecs import named_tensor
+
+    p = models.build_pipeline("named").add_model_step("m:1")
+    p.deploy()
+    loaded = models._deployments.get("named").current
+    reordered = X.head(4)[list(reversed(X.columns))]
+    table = loaded.conform(named_tensor(reordered.to_numpy(), list(reordered.columns)))
+    out = loaded.split(loaded.run(table), [(0, 4)])[0].table
+    np.testing.assert_allclose(out.column("score").to_numpy(), models.model("m:1").predict(X.head(4)).score)
+    with pytest.raises(SchemaError, match="column 'x0': missing"):
+        loaded.conform(named_tensor(X.head(2).drop(columns=["x0"]).to_numpy(), list(X.columns[1:])))

@@ -91,3 +91,31 @@ def test_records_and_arrow_round_trip() -> None:
             records.decode(bad)
     with pytest.raises(InvalidInputError, match="not an Arrow IPC stream"):
         arrow.decode(b"nonsense")
+
+
+def test_named_one_dimensional_inputs_decode_as_a_named_tensor() -> None:
+    from finalmile.serving.codecs import expand_named_tensor, named_tensor_parts
+
+    body = orjson.dumps(
+        {
+            "inputs": [
+                {"name": n, "shape": [2], "datatype": "FP32", "data": d} for n, d in (("b", [1, 2]), ("a", [3, 4]))
+            ]
+        }
+    )
+    table = v2.decode(body).table
+    matrix, names = named_tensor_parts(table)  # type: ignore[misc]
+    assert names == ["b", "a"] and matrix.tolist() == [[1.0, 3.0], [2.0, 4.0]]
+    expanded = expand_named_tensor(table)
+    assert expanded.column_names == ["b", "a"] and expanded.column("a").to_pylist() == [3.0, 4.0]
+    # Anything irregular takes the tensor-by-tensor path and its precise errors.
+    ragged = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "a", "shape": [2], "datatype": "FP32", "data": [1, 2]},
+                {"name": "b", "shape": [2], "datatype": "FP32", "data": [1]},
+            ]
+        }
+    )
+    with pytest.raises(InvalidInputError, match="input 'b': shape \\[2\\] needs 2 values, got 1"):
+        v2.decode(ragged)

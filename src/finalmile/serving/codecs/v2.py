@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from finalmile.errors import InvalidInputError
 from finalmile.frames import tensor_array
-from finalmile.serving.codecs import column_values, require_rows
+from finalmile.serving.codecs import column_values, named_tensor, require_rows
 
 HEADER_LENGTH = "inference-header-content-length"
 DATATYPES: dict[str, Any] = {
@@ -63,6 +63,13 @@ def decode(body: bytes, header_length: int | None = None) -> V2Request:
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInputError("'inputs': expected a non-empty list of tensors")
+    outputs, binary_outputs = _requested_outputs(request)
+    request_id = request.get("id")
+    request_id = str(request_id) if request_id is not None else None
+    if not binary:
+        fast = _named_columns(inputs)
+        if fast is not None:
+            return V2Request(fast, request_id, outputs, binary_outputs)
     columns: dict[str, pa.Array] = {}
     offset = 0
     rows: int | None = None
@@ -76,11 +83,34 @@ def decode(body: bytes, header_length: int | None = None) -> V2Request:
         columns[name] = array
     if offset != len(binary):
         raise InvalidInputError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
-    outputs, binary_outputs = _requested_outputs(request)
-    request_id = request.get("id")
-    return V2Request(
-        require_rows(pa.table(columns)), str(request_id) if request_id is not None else None, outputs, binary_outputs
-    )
+    return V2Request(require_rows(pa.table(columns)), request_id, outputs, binary_outputs)
+
+
+def _named_columns(inputs: list[Any]) -> pa.Table | None:
+    """Many one-dimensional numeric inputs of one datatype (one per feature: how V2 clients send tabular rows),
+    decoded in one numpy call into a named tensor (see `codecs.named_tensor`). None when anything is unusual, so the
+    tensor-by-tensor path reports the problem precisely."""
+    if len(inputs) < 2 or not all(isinstance(t, dict) for t in inputs):
+        return None
+    first = inputs[0]
+    datatype, shape = first.get("datatype"), first.get("shape")
+    if datatype not in DATATYPES or datatype == "BYTES" or not isinstance(shape, list) or len(shape) != 1:
+        return None
+    names = []
+    for t in inputs:
+        name = t.get("name")
+        if t.get("datatype") != datatype or t.get("shape") != shape or t.get("parameters") or not isinstance(name, str):
+            return None
+        names.append(name)
+    if len(set(names)) != len(names) or not shape[0]:
+        return None
+    try:
+        matrix = np.asarray([t["data"] for t in inputs], dtype=DATATYPES[datatype])
+    except (KeyError, ValueError, TypeError):
+        return None
+    if matrix.shape != (len(inputs), shape[0]):
+        return None
+    return named_tensor(matrix.T, names)
 
 
 def _decode_tensor(tensor: Any, index: int, binary: bytes, offset: int) -> tuple[str, pa.Array, int]:
