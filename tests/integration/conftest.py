@@ -39,14 +39,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(home: Path, env: dict[str, str] | None = None, timeout: float = 60.0) -> Server:
+def start_server(
+    home: Path, env: dict[str, str] | None = None, timeout: float = 60.0, args: tuple[str, ...] = ()
+) -> Server:
     port = free_port()
     log = home / f"server-{port}.log"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FINALMILE_")}
     environment |= {"FINALMILE_HOME": str(home), "PYTHONPATH": str(ROOT)} | (env or {})
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "finalmile", "serve", "--port", str(port)],
+            [sys.executable, "-m", "finalmile", "serve", "--port", str(port), *args],
             env=environment,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -70,8 +72,8 @@ def start_server(home: Path, env: dict[str, str] | None = None, timeout: float =
 def server_factory() -> Iterator[object]:
     started: list[Server] = []
 
-    def start(home: Path, env: dict[str, str] | None = None) -> Server:
-        server = start_server(home, env)
+    def start(home: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Server:
+        server = start_server(home, env, args=args)
         started.append(server)
         return server
 
