@@ -11,6 +11,7 @@ from finalmile.errors import (
     SchemaError,
     VersionPinnedError,
 )
+from finalmile.pipelines.pipeline import Pipeline, check, model_step, shadow, split
 from finalmile.registry.schema import Column, Schema
 from finalmile.registry.versions import ModelVersion
 
@@ -23,7 +24,12 @@ __all__ = [
     "InvalidModelError",
     "ModelNotFound",
     "ModelVersion",
+    "Pipeline",
     "Schema",
     "SchemaError",
     "VersionPinnedError",
+    "check",
+    "model_step",
+    "shadow",
+    "split",
 ]
