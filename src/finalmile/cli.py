@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from finalmile.cli_common import client_from_env, console, errors, print_table
+from finalmile.cli_logs import logs, query
 from finalmile.cli_pipelines import deploy, infer, pipelines_app, serve, undeploy
 from finalmile.errors import FinalmileError
 
@@ -22,7 +23,7 @@ app = typer.Typer(
 models_app = typer.Typer(help="Register models and manage their versions.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(pipelines_app, name="pipelines")
-for command in (deploy, undeploy, infer, serve):
+for command in (deploy, undeploy, infer, serve, logs, query):
     app.command()(command)
 _client = client_from_env
 

@@ -10,6 +10,8 @@ import pyarrow as pa
 
 from finalmile.config import FinalmileSettings
 from finalmile.errors import FinalmileError
+from finalmile.logs.query import run_query
+from finalmile.logs.writer import LogWriter
 from finalmile.pipelines.checks import compile_check
 from finalmile.pipelines.pipeline import Pipeline
 from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, walk
@@ -63,10 +65,18 @@ class Client:
         self._artifacts = ArtifactStore(self.settings.home / "artifacts")
         self._pipelines = PipelineStore(self._store)
         self._deployments = DeploymentManager(self)
+        self._logs = LogWriter(self.settings.home / "logs")
+        self._deployments.hooks.append(self._logs)
 
     def close(self) -> None:
         self._deployments.close()
+        self._logs.close()
         self._store.close()
+
+    def query(self, sql: str) -> Any:
+        """Read-only DuckDB SQL over the views `logs`, `models` and `pipelines`; returns a pandas DataFrame."""
+        self._logs.flush()
+        return run_query(self, sql).to_pandas()
 
     def _user(self) -> str:
         return self.settings.user or current_user()

@@ -31,6 +31,8 @@ def test_every_worker_serves_the_newly_deployed_version(tmp_path: Path, server_f
 
     assert versions(10) == {"1"}
     created = httpx.post(f"{server.url}/api/v1/pipelines", json={"name": "p", "steps": [{"model": "m:2"}]}).json()
-    assert httpx.post(f"{server.url}/api/v1/pipelines/p/deploy", json={"version": created["version"]}).status_code == 200
+    assert (
+        httpx.post(f"{server.url}/api/v1/pipelines/p/deploy", json={"version": created["version"]}).status_code == 200
+    )
     time.sleep(2.5)  # each worker reads the store every second
     assert versions(20) == {"2"}

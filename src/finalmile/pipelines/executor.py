@@ -37,6 +37,9 @@ class Batch:
     errors: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds each model step spent on this batch (for per-step metrics)."""
+    request_ids: list[str] = field(default_factory=list)
+    """One id per request in the batch, assigned when the pipeline has run (the log's join key for ground truth)."""
+    elapsed_s: float = 0.0
 
     @classmethod
     def start(cls, table: pa.Table, requests: np.ndarray | None = None) -> Batch:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from finalmile.errors import FinalmileError
 from finalmile.frames import to_arrow
 from finalmile.pipelines.spec import (
     CheckStepSpec,
@@ -132,6 +134,31 @@ class Pipeline:
 
     def undeploy(self) -> None:
         self._client.undeploy_pipeline(self.name)
+
+    def logs(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        version: int | None = None,
+        variant: str | None = None,
+        columns: list[str] | None = None,
+        output: str = "pandas",
+    ) -> Any:
+        """The inference log of this pipeline, newest first, as pandas (or `output="arrow"` / `"polars"`)."""
+        from finalmile.logs.query import pipeline_logs
+
+        if not hasattr(self._client, "_logs"):
+            raise FinalmileError("reading logs through Client(url=...) is not available yet: query the server's home")
+        self._client._logs.flush()
+        table = pipeline_logs(self._client, self.name, start, end, limit, version, variant, columns)
+        if output == "arrow":
+            return table
+        if output == "polars":
+            import polars as pl
+
+            return pl.from_arrow(table)
+        return table.to_pandas()
 
     def infer(self, frame: Any) -> Any:
         """Run the deployed version (in-process, or on the server for a remote client); same frame type back."""

@@ -71,7 +71,11 @@ def provenance_headers(result: RequestResult) -> dict[str, str]:
     """Which pipeline version, variants and model versions produced the rows (distinct values, in row order)."""
     variants = list(dict.fromkeys(v for v, _ in result.routes if v is not None))
     models = list(dict.fromkeys(m for _, ms in result.routes for m in ms))
-    headers = {"finalmile-pipeline-version": str(result.version), "finalmile-model-versions": ",".join(models)}
+    headers = {
+        "finalmile-request-id": result.request_id,
+        "finalmile-pipeline-version": str(result.version),
+        "finalmile-model-versions": ",".join(models),
+    }
     if variants:
         headers["finalmile-variants"] = ",".join(variants)
     return headers

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +43,10 @@ class DeploymentConfig(BaseModel):
     """Most rows coalesced into one batch."""
     max_delay_ms: float = Field(default=1.0, ge=0)
     """How long a batch may wait for more requests when there is concurrency; 0 turns batching off."""
+    logging: bool = True
+    """Record every inferred row in the inference log."""
+    durability: Literal["fast", "strict"] = "fast"
+    """`fast`: journaled off the request path, on disk within a second; `strict`: on disk before the response."""
 
 
 class PipelineNotDeployed(NotFoundError):
@@ -53,6 +59,7 @@ class PipelineNotDeployed(NotFoundError):
 class RequestResult:
     """One request's share of a batch: its outputs and what produced them."""
 
+    request_id: str
     pipeline: str
     version: int
     table: pa.Table
@@ -64,6 +71,7 @@ class RequestResult:
     def metadata(self) -> dict[str, Any]:
         """Per-row provenance for responses and the inference log."""
         return {
+            "request_id": self.request_id,
             "pipeline": self.pipeline,
             "pipeline_version": self.version,
             "variant": [variant for variant, _ in self.routes],
@@ -81,10 +89,15 @@ class LoadedPipeline:
     input_schema: Schema | None
     hooks: list[Hook] = field(default_factory=list)
     extra_inputs: frozenset[str] = frozenset()
+    config: DeploymentConfig | None = None
     """Columns the first model does not take but the pipeline reads: split keys and the checks' `in.` columns."""
 
     def run(self, table: pa.Table, requests: np.ndarray | None = None) -> Batch:
+        started = time.perf_counter()
         batch = self.steps.run(Batch.start(table, requests))
+        batch.elapsed_s = time.perf_counter() - started
+        n_requests = int(batch.requests.max()) + 1 if len(batch.requests) else 0
+        batch.request_ids = [uuid.uuid4().hex for _ in range(n_requests)]
         for hook in self.hooks:
             try:
                 hook(self, batch)
@@ -96,6 +109,7 @@ class LoadedPipeline:
         routes = batch.row_routes()
         return [
             RequestResult(
+                batch.request_ids[i] if i < len(batch.request_ids) else "",
                 self.name,
                 self.version,
                 batch.table.slice(offset, n),
@@ -104,7 +118,7 @@ class LoadedPipeline:
                 {k: v.slice(offset, n) for k, v in batch.shadow.items()},
                 batch.errors,
             )
-            for offset, n in spans
+            for i, (offset, n) in enumerate(spans)
         ]
 
     def __post_init__(self) -> None:
@@ -214,6 +228,7 @@ class DeploymentManager:
 
     def deploy(self, name: str, version: int, config: DeploymentConfig) -> Slot:
         loaded = self.load(name, version)
+        loaded.config = config
         with self._lock:
             slot = self.slots.get(name)
             if slot is None or slot.config != config:

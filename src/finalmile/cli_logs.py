@@ -1,0 +1,71 @@
+"""CLI commands over the inference log: `finalmile logs` and `finalmile query`."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from finalmile.cli_common import client_from_env, console, print_table
+from finalmile.errors import FinalmileError
+
+_SINCE = re.compile(r"^(\d+)([smhd])$")
+
+
+def logs(
+    pipeline: str,
+    since: Annotated[str | None, typer.Option(help="How far back: 30m, 1h, 7d.")] = None,
+    limit: Annotated[int, typer.Option(help="Most rows to show.")] = 20,
+    columns: Annotated[str | None, typer.Option(help="Comma-separated columns, e.g. time,out_score.")] = None,
+) -> None:
+    """Show a pipeline's most recent inference log rows."""
+    from finalmile.logs.query import pipeline_logs
+
+    start = None
+    if since is not None:
+        match = _SINCE.match(since)
+        if not match:
+            raise FinalmileError(f"--since {since!r}: expected a number and a unit, like 30m, 1h or 7d")
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+        start = datetime.now(UTC) - timedelta(**{unit: int(match.group(1))})
+    with client_from_env() as client:
+        client._logs.flush()
+        chosen = [c.strip() for c in columns.split(",")] if columns else None
+        print_table(pipeline_logs(client, pipeline, start=start, limit=limit, columns=chosen), limit=limit)
+
+
+def query(
+    sql: Annotated[str, typer.Argument(help="One read-only SQL statement over logs, models, pipelines.")],
+    format: Annotated[str, typer.Option(help="table, csv, json or parquet.")] = "table",
+    output: Annotated[Path | None, typer.Option(help="Write the result here.")] = None,
+) -> None:
+    """Run read-only DuckDB SQL over the inference log."""
+    from finalmile.files import write_table
+    from finalmile.logs.query import run_query
+
+    if format not in ("table", "csv", "json", "parquet"):
+        raise FinalmileError(f"--format {format!r}: expected table, csv, json or parquet")
+    with client_from_env() as client:
+        client._logs.flush()
+        result = run_query(client, sql)
+    if output is not None:
+        write_table(result, output)  # the format follows the file's extension
+        console.print(f"wrote {result.num_rows} rows to {output}")
+    elif format == "table":
+        print_table(result, limit=100)
+    elif format == "csv":
+        import pyarrow.csv as pcsv
+
+        buffer = io.BytesIO()
+        pcsv.write_csv(result, buffer)
+        typer.echo(buffer.getvalue().decode(), nl=False)
+    elif format == "json":
+        for row in result.to_pylist():
+            typer.echo(json.dumps(row, default=str))
+    else:
+        raise FinalmileError("--format parquet needs --output FILE.parquet")

@@ -1,0 +1,1 @@
+"""Inference logs: every served row journaled, compacted into hive-partitioned Parquet, queried with DuckDB."""

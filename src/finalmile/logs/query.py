@@ -1,0 +1,104 @@
+"""Read-only SQL over the logs with DuckDB: views `logs`, `models`, `pipelines` (and `ground_truth` later).
+
+`logs` reads the hive-partitioned Parquet files (`pipeline` and `date` come from the directory names), union by
+name, because different pipeline versions log different columns.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+import pyarrow as pa
+
+from finalmile.errors import FinalmileError
+
+if TYPE_CHECKING:
+    from finalmile.client import Client
+
+_EMPTY_LOGS = (
+    "SELECT CAST(NULL AS TIMESTAMPTZ) AS time, CAST(NULL AS VARCHAR) AS request_id, CAST(NULL AS INTEGER) AS row, "
+    "CAST(NULL AS VARCHAR) AS pipeline, CAST(NULL AS INTEGER) AS pipeline_version, CAST(NULL AS VARCHAR) AS variant, "
+    "CAST(NULL AS VARCHAR) AS model_versions, CAST(NULL AS DOUBLE) AS latency_ms, CAST(NULL AS VARCHAR) AS status, "
+    "CAST(NULL AS DATE) AS date WHERE false"
+)
+
+
+class QueryError(FinalmileError):
+    status_code = 400
+
+
+def connect(client: Client) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the views defined over this home's logs and metadata."""
+    conn = duckdb.connect()
+    root = client.settings.home / "logs"
+    files = list(Path(root).glob("pipeline=*/date=*/*.parquet"))
+    if files:
+        pattern = str(root / "pipeline=*" / "date=*" / "*.parquet").replace("'", "''")
+        source = f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
+        conn.execute(f"CREATE VIEW logs AS SELECT * FROM {source}")
+    else:
+        conn.execute(f"CREATE VIEW logs AS {_EMPTY_LOGS}")
+    models = pa.Table.from_pylist(
+        [{"name": m.name, "versions": m.versions, "latest": m.latest} for m in client.models()],
+        schema=pa.schema([("name", pa.string()), ("versions", pa.int64()), ("latest", pa.int64())]),
+    )
+    pipelines = pa.Table.from_pylist(
+        [{"name": d.name, "deployed_version": d.version} for d in client._pipelines.deployments()],
+        schema=pa.schema([("name", pa.string()), ("deployed_version", pa.int64())]),
+    )
+    conn.register("models", models)
+    conn.register("pipelines", pipelines)
+    return conn
+
+
+def run_query(client: Client, sql: str) -> pa.Table:
+    """Run one read-only statement; anything that writes is refused, a malformed one gets DuckDB's message."""
+    conn = connect(client)
+    try:
+        statements = conn.extract_statements(sql)
+        if len(statements) != 1:
+            raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
+        if statements[0].type != duckdb.StatementType.SELECT:
+            raise QueryError(f"queries are read-only: a {statements[0].type.name} statement is refused")
+        return conn.sql(sql).to_arrow_table()
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL error: {exc}") from None
+    finally:
+        conn.close()
+
+
+def pipeline_logs(
+    client: Client,
+    pipeline: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int | None = None,
+    version: int | None = None,
+    variant: str | None = None,
+    columns: list[str] | None = None,
+) -> pa.Table:
+    """A pipeline's log rows, newest first; an unknown pipeline or an empty range is an empty table, not an error."""
+    where, params = ["pipeline = ?"], [pipeline]
+    for clause, value in (
+        ("time >= ?", start),
+        ("time < ?", end),
+        ("pipeline_version = ?", version),
+        ("variant = ?", variant),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)  # type: ignore[arg-type]
+    selected = "*" if not columns else ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+    sql = f"SELECT {selected} FROM logs WHERE {' AND '.join(where)} ORDER BY time DESC, row"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    conn = connect(client)
+    try:
+        return conn.sql(sql, params=params).to_arrow_table()
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL error: {exc}") from None
+    finally:
+        conn.close()

@@ -1,0 +1,251 @@
+"""The log writer: an append-only Arrow IPC journal per pipeline, compacted into hive-partitioned Parquet.
+
+`fast` durability hands the batch to a background thread, which builds the log rows, appends them to the journal
+and flushes it to disk at least every `flush_interval_s`; `strict` appends and fsyncs in the serving thread before
+the response goes out. Compaction writes `logs/pipeline=NAME/date=YYYY-MM-DD/part-*.parquet` under a temporary
+name and renames it, so a reader never sees a partial file. Journals left by a crash are compacted at start-up;
+a torn tail (the bytes of a half-written batch) is skipped and reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from finalmile.logs.records import log_table
+
+if TYPE_CHECKING:
+    from finalmile.pipelines.executor import Batch
+    from finalmile.serving.deployments import LoadedPipeline
+
+log = logging.getLogger(__name__)
+_TICK = object()
+
+
+@dataclass
+class _Journal:
+    path: Path
+    file: BinaryIO
+    writer: pa.ipc.RecordBatchStreamWriter
+    schema: pa.Schema
+    rows: int = 0
+
+    def append(self, table: pa.Table) -> None:
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def sync(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.writer.close()
+        self.sync()
+        self.file.close()
+
+
+@dataclass
+class Recovery:
+    """What start-up found in journals left behind: rows kept, and torn tails skipped (path, bytes)."""
+
+    rows: int = 0
+    torn: list[tuple[str, int]] | None = None
+
+
+class LogWriter:
+    def __init__(self, root: Path, flush_interval_s: float = 1.0, max_journal_rows: int = 200_000) -> None:
+        self.root = root
+        self.journals = root / "_journal"
+        self.journals.mkdir(parents=True, exist_ok=True)
+        self.flush_interval_s = flush_interval_s
+        self.max_journal_rows = max_journal_rows
+        self._open: dict[str, _Journal] = {}
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[LoadedPipeline, Batch, int] | None] = queue.Queue()
+        self.recovery = self.recover()
+        self._thread = threading.Thread(target=self._background, name="finalmile-log-writer", daemon=True)
+        self._thread.start()
+
+    # -- the deployment hook ------------------------------------------------------------------------------------
+
+    def __call__(self, loaded: LoadedPipeline, batch: Batch) -> None:
+        config = loaded.config
+        if config is not None and not config.logging:
+            return
+        at_us = time.time_ns() // 1000
+        if config is not None and config.durability == "strict":
+            self._append(loaded, batch, at_us, sync=True)
+        else:
+            self._queue.put((loaded, batch, at_us))
+
+    def _append(self, loaded: LoadedPipeline, batch: Batch, at_us: int, sync: bool) -> None:
+        table = log_table(loaded, batch, at_us, batch.elapsed_s * 1000)
+        with self._lock:
+            journal = self._open.get(loaded.name)
+            if journal is not None and (
+                not journal.schema.equals(table.schema) or journal.rows > self.max_journal_rows
+            ):
+                self._compact_locked(loaded.name)
+                journal = None
+            if journal is None:
+                journal = self._open[loaded.name] = self._new_journal(loaded.name, table.schema)
+            journal.append(table)
+            if sync:
+                journal.sync()
+
+    def _new_journal(self, pipeline: str, schema: pa.Schema) -> _Journal:
+        path = self.journals / f"{pipeline}--{os.getpid()}-{uuid.uuid4().hex[:12]}.arrows"
+        file = path.open("wb")
+        return _Journal(path, file, pa.ipc.new_stream(file, schema), schema)
+
+    # -- background ---------------------------------------------------------------------------------------------
+
+    def _background(self) -> None:
+        next_compaction = time.monotonic() + self.flush_interval_s
+        while True:
+            item: Any
+            try:
+                item = self._queue.get(timeout=max(0.0, next_compaction - time.monotonic()))
+            except queue.Empty:
+                item = _TICK
+            if item is None:  # close() asked us to stop
+                self._queue.task_done()
+                return
+            if item is not _TICK:
+                try:
+                    loaded, batch, at_us = item
+                    self._append(loaded, batch, at_us, sync=False)
+                except Exception:
+                    log.exception("could not write inference logs")
+                finally:
+                    self._queue.task_done()
+            if time.monotonic() >= next_compaction:
+                try:
+                    self._compact_all()
+                except Exception:
+                    log.exception("could not compact inference logs")
+                next_compaction = time.monotonic() + self.flush_interval_s
+
+    def flush(self) -> None:
+        """Journal everything handed over so far, then turn every journal into Parquet: queryable after this."""
+        if self._thread.is_alive():
+            self._queue.join()  # waits for the batch the thread may be appending right now, too
+        else:
+            self._drain()
+        self._compact_all()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+        self._drain()
+        self._compact_all()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._queue.task_done()
+            if item is not None:
+                self._append(*item, sync=False)
+
+    def _compact_all(self) -> None:
+        with self._lock:
+            for pipeline in list(self._open):
+                self._compact_locked(pipeline)
+
+    # -- compaction and recovery ----------------------------------------------------------------------------------
+
+    def _compact_locked(self, pipeline: str) -> None:
+        journal = self._open.pop(pipeline, None)
+        if journal is None:
+            return
+        journal.close()
+        table, _ = read_journal(journal.path)
+        self._write_parquet(pipeline, table)
+        journal.path.unlink(missing_ok=True)
+
+    def _write_parquet(self, pipeline: str, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        dates = pc.strftime(table.column("time"), format="%Y-%m-%d")
+        for date in pc.unique(dates).to_pylist():
+            part = table.filter(pc.equal(dates, date))
+            directory = self.root / f"pipeline={pipeline}" / f"date={date}"
+            directory.mkdir(parents=True, exist_ok=True)
+            name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+            tmp = directory / f".{name}.tmp"
+            pq.write_table(part.drop_columns(["pipeline"]), tmp)
+            os.replace(tmp, directory / name)
+
+    def recover(self) -> Recovery:
+        """Compact journals that a previous process left (it crashed, or was killed); skip torn tails."""
+        recovery = Recovery(torn=[])
+        for path in sorted(self.journals.glob("*.arrows")):
+            pipeline, _, rest = path.name.partition("--")
+            if _alive(int(rest.split("-")[0]) if rest.split("-")[0].isdigit() else -1):
+                continue  # another live writer (another process or client) owns it
+
+            table, torn = read_journal(path)
+            if torn:
+                recovery.torn.append((str(path), torn))  # type: ignore[union-attr]
+                log.warning("inference log journal %s: skipped a torn tail of %d bytes", path.name, torn)
+            self._write_parquet(pipeline, table)
+            recovery.rows += table.num_rows
+            path.unlink()
+        return recovery
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_journal(path: Path) -> tuple[pa.Table, int]:
+    """Every complete batch of a journal, and how many trailing bytes (a torn, half-written batch) were skipped."""
+    data = path.read_bytes()
+    try:
+        reader = pa.ipc.open_stream(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError):  # died before even the schema was written
+        return pa.table({}), len(data)
+    batches: list[pa.RecordBatch] = []
+    torn = False
+    while True:
+        try:
+            batches.append(reader.read_next_batch())
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, OSError):
+            torn = True
+            break
+    table = pa.Table.from_batches(batches, schema=reader.schema)
+    return table, (len(data) - _stream_size(reader.schema, batches)) if torn else 0
+
+
+def _stream_size(schema: pa.Schema, batches: list[pa.RecordBatch]) -> int:
+    """Bytes the schema and these batches take in a stream (IPC serialisation is deterministic)."""
+    sink = pa.BufferOutputStream()
+    writer = pa.ipc.new_stream(sink, schema)
+    for batch in batches:
+        writer.write_batch(batch)
+    return int(sink.tell())

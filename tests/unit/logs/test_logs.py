@@ -1,0 +1,125 @@
+"""The inference log: what a row holds, durability, a torn journal, read-only SQL, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from finalmile import Client, FinalmileError
+from finalmile.logs.writer import LogWriter, read_journal
+from tests.fixtures import tabular
+from tests.unit.test_cli import run
+
+X, y = tabular(200)
+
+
+@pytest.fixture
+def deployed(client: Client) -> Client:
+    client.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(20))
+    client.upload_model("m", LogisticRegression(C=0.01).fit(X, y), sample=X.head(20))
+    return client
+
+
+def test_every_served_row_is_logged_with_its_provenance(deployed: Client) -> None:
+    p = deployed.build_pipeline("p").add_shadow("m:1", {"small": "m:2"}).add_check("high", "out.score > 0.9")
+    p.deploy()
+    first = p.infer_with_metadata(X.head(5))
+    p.infer(X.head(3))
+    logs = p.logs()
+    assert len(logs) == 8
+    mine = logs[logs.request_id == first.request_id].sort_values("row")
+    assert list(mine.row) == [0, 1, 2, 3, 4]
+    assert set(mine.pipeline) == {"p"} and set(mine.pipeline_version) == {1} and set(mine.model_versions) == {"m:1"}
+    np.testing.assert_allclose(mine.in_x0, X.x0.head(5))
+    expected = deployed.model("m:1").predict(X.head(5))
+    np.testing.assert_allclose(mine.out_score, expected.score)
+    np.testing.assert_allclose(mine.shadow_small_score, deployed.model("m:2").predict(X.head(5)).score)
+    assert list(mine.check_high) == list(expected.score > 0.9)
+    assert (mine.latency_ms >= 0).all() and set(mine.status) == {"ok"}
+    hourly = deployed.query(
+        "SELECT date_trunc('hour', time) AS hour, count(*) AS n, avg(out_score) AS mean_score FROM logs GROUP BY 1"
+    )
+    assert int(hourly.n.sum()) == 8
+    assert len(p.logs(limit=2, columns=["request_id", "out_score"]).columns) == 2
+    assert p.logs(version=99).empty and deployed.build_pipeline("nope").logs().empty
+
+
+def test_strict_durability_is_on_disk_before_the_answer_and_logging_can_be_off(deployed: Client) -> None:
+    strict = deployed.build_pipeline("strict").add_model_step("m:1")
+    strict.deploy()
+    deployed._deployments.get("strict").current.config.durability = "strict"  # type: ignore[union-attr]
+    strict.infer(X.head(4))
+    journals = list((deployed.settings.home / "logs" / "_journal").glob("strict--*.arrows"))
+    assert len(journals) == 1 and read_journal(journals[0])[0].num_rows == 4  # no flush was asked for
+    quiet = deployed.build_pipeline("quiet").add_model_step("m:1")
+    quiet.deploy()
+    deployed._deployments.get("quiet").current.config.logging = False  # type: ignore[union-attr]
+    quiet.infer(X.head(4))
+    assert quiet.logs().empty
+
+
+def test_a_torn_journal_tail_is_skipped_and_reported(deployed: Client, tmp_path: Path) -> None:
+    p = deployed.build_pipeline("torn").add_model_step("m:1")
+    p.deploy()
+    loaded = deployed._deployments.get("torn").current
+    writer = LogWriter(tmp_path / "logs")
+    for _ in range(3):
+        writer._append(loaded, loaded.run(loaded.conform(deployed_table(2))), 1_700_000_000_000_000, sync=True)
+    path = writer._open["torn"].path
+    data = path.read_bytes()
+    # A crash in the middle of the last batch, by a process that is gone (so recovery may take the journal).
+    writer._open.pop("torn").file.close()  # as if the process died: nobody compacts it
+    (path.parent / path.name.replace(f"--{os.getpid()}-", "--999999999-")).write_bytes(data[:-40])
+    path.unlink()
+    recovered = LogWriter(tmp_path / "logs")
+    assert recovered.recovery.rows == 4  # two complete batches of two rows
+    assert recovered.recovery.torn and recovered.recovery.torn[0][1] > 0
+    files = list((tmp_path / "logs" / "pipeline=torn").rglob("*.parquet"))
+    assert len(files) == 1 and not list((tmp_path / "logs" / "_journal").iterdir())
+    recovered.close()
+    writer.close()
+
+
+def deployed_table(n: int):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(X.head(n), preserve_index=False)
+
+
+def test_queries_are_read_only_and_errors_say_where(deployed: Client) -> None:
+    for sql in ("DROP TABLE logs", "CREATE TABLE x (a INT)", "INSERT INTO models VALUES ('a', 1, 1)"):
+        with pytest.raises(FinalmileError, match="read-only"):
+            deployed.query(sql)
+    with pytest.raises(FinalmileError, match="syntax error at or near"):
+        deployed.query("SELEC 1")
+    assert list(deployed.query("SELECT * FROM logs").columns)[:3] == ["time", "request_id", "row"]
+    assert deployed.query("SELECT name, latest FROM models").set_index("name").latest["m"] == 2
+
+
+def test_cli_query_and_logs(
+    deployed: Client, cli_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = deployed.build_pipeline("p").add_model_step("m:1")
+    p.deploy()
+    p.infer(X.head(3))
+    deployed._logs.flush()
+    home = deployed.settings.home
+    monkeypatch.setenv("FINALMILE_HOME", str(home))
+    monkeypatch.setenv("FINALMILE_DATABASE_URL", deployed.settings.resolved_database_url())
+    code, out, _ = run(capsys, "query", "SELECT count(*) AS n FROM logs", "--format", "json")
+    assert code == 0 and json.loads(out.strip()) == {"n": 3}
+    code, out, _ = run(
+        capsys, "query", "SELECT request_id, out_score FROM logs", "--output", str(cli_env / "q.parquet")
+    )
+    assert code == 0 and "wrote 3 rows" in out
+    code, out, _ = run(capsys, "logs", "p", "--since", "1h", "--columns", "row,out_score")
+    assert code == 0 and "out_score" in out
+    code, _, err = run(capsys, "query", "DELETE FROM logs")
+    assert code == 1 and "read-only" in err and "Traceback" not in err
+    code, _, err = run(capsys, "logs", "p", "--since", "yesterday")
+    assert code == 1 and "expected a number and a unit" in err
