@@ -148,6 +148,20 @@ def step_serve(state: DemoState) -> None:
         state.console.print(f"{len(rows)} records requests: {split}; latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
 
 
+def step_query(state: DemoState) -> None:
+    sql = (
+        f"SELECT variant, model_versions, count(*) AS rows, round(avg(out_score), 4) AS mean_score, "
+        f"sum(CAST(check_high_risk AS INTEGER)) AS flagged FROM logs WHERE pipeline = '{MODEL}' "
+        "GROUP BY ALL ORDER BY rows DESC"
+    )
+    result = state.client.query(sql)
+    table = Table(*result.columns, title="SQL over the inference log (DuckDB)")
+    for row in result.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    state.console.print(f"[dim]{sql}[/]")
+    state.console.print(table)
+
+
 STEPS: list[tuple[str, Callable[[DemoState], None]]] = [
     ("Train", step_train),
     ("Register and convert", step_upload),
@@ -155,6 +169,7 @@ STEPS: list[tuple[str, Callable[[DemoState], None]]] = [
     ("Predict", step_predict),
     ("Deploy a pipeline (A/B split and a check)", step_deploy),
     ("Serve over HTTP", step_serve),
+    ("Query the inference log", step_query),
 ]
 
 
