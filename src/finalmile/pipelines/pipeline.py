@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from finalmile.errors import FinalmileError
 from finalmile.frames import to_arrow
@@ -120,16 +120,29 @@ class Pipeline:
     # -- deployment ---------------------------------------------------------------------------------------------
 
     def deploy(
-        self, version: int | None = None, workers: int = 1, max_batch_size: int = 64, max_delay_ms: float = 1.0
+        self,
+        version: int | None = None,
+        workers: int = 1,
+        max_batch_size: int = 64,
+        max_delay_ms: float = 1.0,
+        logging: bool = True,
+        durability: Literal["fast", "strict"] = "fast",
     ) -> PipelineVersionRecord:
         """Deploy `version` (default: the draft, stored as a new version if it changed): load, warm, then swap.
 
         Batching: concurrent requests are coalesced up to `max_batch_size` rows; a batch waits up to
-        `max_delay_ms` for more only under concurrency; `max_delay_ms=0` turns batching off.
+        `max_delay_ms` for more only under concurrency; `max_delay_ms=0` turns batching off. Logging: every row
+        goes to the inference log unless `logging=False`; `durability="strict"` puts it on disk before the response.
         """
         if version is None:
             version = self.create_version().version
-        config = DeploymentConfig(workers=workers, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms)
+        config = DeploymentConfig(
+            workers=workers,
+            max_batch_size=max_batch_size,
+            max_delay_ms=max_delay_ms,
+            logging=logging,
+            durability=durability,
+        )
         return self._client.deploy_pipeline(self.name, version, config)
 
     def undeploy(self) -> None:

@@ -205,9 +205,7 @@ def create_management_app(client: Client, dataplane: DataPlane) -> FastAPI:
 
     @app.post("/api/v1/pipelines/{name}/deploy", tags=["pipelines"])
     async def deploy(name: str, body: DeployRequest) -> dict[str, Any]:
-        config = DeploymentConfig(
-            workers=body.workers, max_batch_size=body.max_batch_size, max_delay_ms=body.max_delay_ms
-        )
+        config = DeploymentConfig.model_validate(body.model_dump(exclude={"version"}))
         return vars(await run(client.deploy_pipeline, name, body.version, config))
 
     @app.post("/api/v1/pipelines/{name}/undeploy", tags=["pipelines"])
