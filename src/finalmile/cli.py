@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from finalmile.cli_common import client_from_env, console, errors, print_table
-from finalmile.cli_logs import logs, query
+from finalmile.cli_logs import ground_truth, logs, query
 from finalmile.cli_pipelines import deploy, infer, pipelines_app, serve, undeploy
 from finalmile.errors import FinalmileError
 
@@ -25,6 +25,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(pipelines_app, name="pipelines")
 for command in (deploy, undeploy, infer, serve, logs, query):
     app.command()(command)
+app.command("ground-truth")(ground_truth)
 _client = client_from_env
 
 

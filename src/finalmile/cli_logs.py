@@ -69,3 +69,17 @@ def query(
             typer.echo(json.dumps(row, default=str))
     else:
         raise FinalmileError("--format parquet needs --output FILE.parquet")
+
+
+def ground_truth(
+    pipeline: str,
+    path: Annotated[Path, typer.Argument(help="Labels: CSV, Parquet or JSON lines with the key and label columns.")],
+    key: Annotated[str, typer.Option(help="request_id, or a logged input column.")] = "request_id",
+) -> None:
+    """Add labels that arrived later; they join the log in SQL (`ground_truth` view, newest label wins)."""
+    from finalmile.files import read_table
+
+    labels = read_table(path)
+    with client_from_env() as client:
+        receipt = client.pipeline(pipeline).add_ground_truth(labels, key=key)
+    console.print(f"{receipt.received} labels: {receipt.matched} keys matched the log, {receipt.unknown} unknown")

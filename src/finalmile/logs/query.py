@@ -1,4 +1,4 @@
-"""Read-only SQL over the logs with DuckDB: views `logs`, `models`, `pipelines` (and `ground_truth` later).
+"""Read-only SQL over the logs with DuckDB: views `logs`, `ground_truth`, `models`, `pipelines`.
 
 `logs` reads the hive-partitioned Parquet files (`pipeline` and `date` come from the directory names), union by
 name, because different pipeline versions log different columns.
@@ -41,6 +41,19 @@ def connect(client: Client) -> duckdb.DuckDBPyConnection:
         conn.execute(f"CREATE VIEW logs AS SELECT * FROM {source}")
     else:
         conn.execute(f"CREATE VIEW logs AS {_EMPTY_LOGS}")
+    truth = client.settings.home / "ground_truth"
+    if list(Path(truth).glob("pipeline=*/*.parquet")):
+        pattern = str(truth / "pipeline=*" / "*.parquet").replace("'", "''")
+        conn.execute(
+            "CREATE VIEW ground_truth AS SELECT * EXCLUDE (newest) FROM ("
+            f"SELECT *, row_number() OVER (PARTITION BY pipeline, key ORDER BY received_at DESC) AS newest "
+            f"FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)) WHERE newest = 1"
+        )
+    else:
+        conn.execute(
+            "CREATE VIEW ground_truth AS SELECT CAST(NULL AS VARCHAR) AS pipeline, CAST(NULL AS VARCHAR) AS key, "
+            "CAST(NULL AS VARCHAR) AS key_column, CAST(NULL AS TIMESTAMPTZ) AS received_at WHERE false"
+        )
     models = pa.Table.from_pylist(
         [{"name": m.name, "versions": m.versions, "latest": m.latest} for m in client.models()],
         schema=pa.schema([("name", pa.string()), ("versions", pa.int64()), ("latest", pa.int64())]),

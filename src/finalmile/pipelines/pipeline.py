@@ -173,6 +173,18 @@ class Pipeline:
             return pl.from_arrow(table)
         return table.to_pandas()
 
+    def add_ground_truth(self, frame: Any, key: str = "request_id") -> Any:
+        """Labels that arrived later, keyed by `request_id` or by a logged input column; the newest label wins.
+
+        Returns counts of rows received, keys matched in the log, and unknown keys (stored all the same).
+        """
+        from finalmile.logs.ground_truth import add_ground_truth
+
+        if not hasattr(self._client, "_logs"):
+            raise FinalmileError("ground truth through Client(url=...) is not available yet: use the server's home")
+        self._client._logs.flush()
+        return add_ground_truth(self._client, self.name, frame, key)
+
     def infer(self, frame: Any) -> Any:
         """Run the deployed version (in-process, or on the server for a remote client); same frame type back."""
         table, back = to_arrow(frame)

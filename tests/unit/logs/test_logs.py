@@ -121,5 +121,13 @@ def test_cli_query_and_logs(
     assert code == 0 and "out_score" in out
     code, _, err = run(capsys, "query", "DELETE FROM logs")
     assert code == 1 and "read-only" in err and "Traceback" not in err
+    ids = deployed.query("SELECT DISTINCT request_id FROM logs").request_id
+    import pandas as pd
+
+    pd.DataFrame({"request_id": list(ids) + ["stranger"], "is_fraud": [1] * (len(ids) + 1)}).to_csv(
+        cli_env / "labels.csv", index=False
+    )
+    code, out, _ = run(capsys, "ground-truth", "p", str(cli_env / "labels.csv"))
+    assert code == 0 and "2 labels: 1 keys matched the log, 1 unknown" in out
     code, _, err = run(capsys, "logs", "p", "--since", "yesterday")
     assert code == 1 and "expected a number and a unit" in err

@@ -1,0 +1,75 @@
+"""Ground truth: labels that arrive later, stored as Parquet and joined to the log in SQL.
+
+Labels are keyed by the `request_id` the server returned, or by an input column the pipeline logs (a transaction
+id, say: matched against `in_<column>`). Every upload is kept; the `ground_truth` view shows the newest label per
+key, so a corrected label simply wins.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from finalmile.errors import InvalidInputError
+from finalmile.frames import to_arrow
+
+if TYPE_CHECKING:
+    from finalmile.client import Client
+
+
+@dataclass
+class GroundTruthReceipt:
+    received: int
+    matched: int
+    unknown: int
+    """Keys not (yet) found in the log: stored all the same, reported so a wrong key column shows at once."""
+
+
+def add_ground_truth(client: Client, pipeline: str, frame: Any, key: str = "request_id") -> GroundTruthReceipt:
+    table = to_arrow(frame)[0]
+    if key not in table.column_names:
+        raise InvalidInputError(
+            f"ground truth: column '{key}' (the key) is missing; have {', '.join(table.column_names)}"
+        )
+    labels = [c for c in table.column_names if c != key]
+    if not labels:
+        raise InvalidInputError("ground truth: no label columns beside the key")
+    if table.num_rows == 0:
+        return GroundTruthReceipt(0, 0, 0)
+    keys = pc.cast(table.column(key), pa.string())
+    stored = pa.table(
+        {"key": keys, "key_column": pa.array([key if key == "request_id" else f"in_{key}"] * table.num_rows)}
+        | {c: table.column(c) for c in labels}
+        | {"received_at": pa.array([time.time_ns() // 1000] * table.num_rows).cast(pa.timestamp("us", tz="UTC"))}
+    )
+    directory = client.settings.home / "ground_truth" / f"pipeline={pipeline}"
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+    pq.write_table(stored, directory / f".{name}.tmp")
+    os.replace(directory / f".{name}.tmp", directory / name)
+    column = "request_id" if key == "request_id" else f"in_{key}"
+    from finalmile.logs.query import connect
+
+    conn = connect(client)
+    try:
+        conn.register("incoming", pa.table({"key": keys}))
+        try:
+            matched = conn.execute(
+                f'SELECT count(DISTINCT i.key) FROM incoming i JOIN logs l ON CAST(l."{column}" AS VARCHAR) = i.key '
+                "WHERE l.pipeline = ?",
+                [pipeline],
+            ).fetchone()
+        except Exception:  # the log has no such column (yet): nothing matches
+            matched = (0,)
+    finally:
+        conn.close()
+    distinct = len(set(keys.to_pylist()))
+    found = int(matched[0]) if matched else 0
+    return GroundTruthReceipt(table.num_rows, found, distinct - found)

@@ -1,0 +1,50 @@
+"""Ground truth joins the log in SQL, by request id or by a logged key column; the newest label wins."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from finalmile import Client
+from finalmile.errors import InvalidInputError
+from tests.fixtures import tabular
+
+X, y = tabular(200)
+
+
+@pytest.fixture
+def pipeline(client: Client):  # type: ignore[no-untyped-def]
+    client.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(10))
+    p = client.build_pipeline("p").add_model_step("m:1").add_check("any", "in.txn != ''")
+    p.deploy()
+    return p
+
+
+def test_labels_by_request_id_join_and_the_newest_wins(client: Client, pipeline) -> None:  # type: ignore[no-untyped-def]
+    ids = [pipeline.infer_with_metadata(X.iloc[[i]].assign(txn=f"t{i}")).request_id for i in range(20)]
+    truth = pd.DataFrame({"request_id": ids, "is_fraud": y.head(20).to_numpy()})
+    receipt = pipeline.add_ground_truth(pd.concat([truth, pd.DataFrame({"request_id": ["nope"], "is_fraud": [1]})]))
+    assert (receipt.received, receipt.matched, receipt.unknown) == (21, 20, 1)
+    accuracy = client.query(
+        "SELECT avg(CAST(l.out_label = g.is_fraud AS DOUBLE)) AS accuracy, count(*) AS n "
+        "FROM logs l JOIN ground_truth g ON g.key = l.request_id AND g.pipeline = l.pipeline"
+    )
+    expected = (client.model("m:1").predict(X.head(20)).label.to_numpy() == y.head(20).to_numpy()).mean()
+    assert accuracy.n[0] == 20 and accuracy.accuracy[0] == pytest.approx(expected)
+    # A late correction: flip the first label; the view shows only the newest.
+    pipeline.add_ground_truth(pd.DataFrame({"request_id": [ids[0]], "is_fraud": [1 - int(y.iloc[0])]}))
+    label = client.query(f"SELECT is_fraud FROM ground_truth WHERE key = '{ids[0]}'")
+    assert list(label.is_fraud) == [1 - int(y.iloc[0])]
+
+
+def test_labels_by_a_logged_key_column(client: Client, pipeline) -> None:  # type: ignore[no-untyped-def]
+    pipeline.infer(X.head(5).assign(txn=[f"t{i}" for i in range(5)]))
+    receipt = pipeline.add_ground_truth(pd.DataFrame({"txn": ["t0", "t1", "zz"], "is_fraud": [1, 0, 1]}), key="txn")
+    assert (receipt.matched, receipt.unknown) == (2, 1)
+    joined = client.query("SELECT l.in_txn, g.is_fraud FROM logs l JOIN ground_truth g ON g.key = l.in_txn ORDER BY 1")
+    assert list(joined.in_txn) == ["t0", "t1"]
+    with pytest.raises(InvalidInputError, match="column 'order' \\(the key\\) is missing"):
+        pipeline.add_ground_truth(pd.DataFrame({"txn": ["t0"]}), key="order")
+    with pytest.raises(InvalidInputError, match="no label columns"):
+        pipeline.add_ground_truth(pd.DataFrame({"txn": ["t0"]}), key="txn")
