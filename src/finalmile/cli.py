@@ -12,6 +12,7 @@ from rich.table import Table
 
 from finalmile.cli_common import client_from_env, console, errors, print_table
 from finalmile.cli_logs import ground_truth, logs, query
+from finalmile.cli_logs import infer_file as infer_file_command
 from finalmile.cli_pipelines import deploy, infer, pipelines_app, serve, undeploy
 from finalmile.errors import FinalmileError
 
@@ -26,6 +27,7 @@ app.add_typer(pipelines_app, name="pipelines")
 for command in (deploy, undeploy, infer, serve, logs, query):
     app.command()(command)
 app.command("ground-truth")(ground_truth)
+app.command("infer-file")(infer_file_command)
 _client = client_from_env
 
 

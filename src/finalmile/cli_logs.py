@@ -83,3 +83,18 @@ def ground_truth(
     with client_from_env() as client:
         receipt = client.pipeline(pipeline).add_ground_truth(labels, key=key)
     console.print(f"{receipt.received} labels: {receipt.matched} keys matched the log, {receipt.unknown} unknown")
+
+
+def infer_file(
+    pipeline: str,
+    source: Annotated[Path, typer.Argument(help="Input: CSV, Parquet or JSON lines, any size.")],
+    output: Annotated[Path, typer.Argument(help="Output file (same formats): inputs with the outputs beside them.")],
+    batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 10_000,
+    log: Annotated[bool, typer.Option("--log", help="Also record the rows in the inference log.")] = False,
+) -> None:
+    """Score a file through a deployed pipeline; rerun after an interruption to resume."""
+    with client_from_env() as client:
+        client._deployments.sync()
+        result = client.pipeline(pipeline).infer_file(source, output, batch_size=batch_size, log=log)
+    resumed = f" ({result.resumed_batches} batches already done)" if result.resumed_batches else ""
+    console.print(f"wrote {result.rows:,} rows to {result.output}{resumed}")

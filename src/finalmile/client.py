@@ -191,10 +191,10 @@ class Client:
         self._pipelines.deactivate(name)
         self._deployments.undeploy(name)
 
-    def infer_pipeline(self, name: str, table: pa.Table) -> RequestResult:
+    def infer_pipeline(self, name: str, table: pa.Table, log: bool = True) -> RequestResult:
         """Run a deployed pipeline in this process (no batching: the caller's thread runs it)."""
         current = self._deployments.get(name).current
-        batch = current.run(current.conform(require_rows(table)))
+        batch = current.run(current.conform(require_rows(table)), hooks=log)
         return current.split(batch, [(0, table.num_rows)])[0]
 
     def apply_pipeline(self, definition: str | Path | dict[str, Any], deploy: bool = False) -> Pipeline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from finalmile.errors import FinalmileError
@@ -184,6 +185,18 @@ class Pipeline:
             raise FinalmileError("ground truth through Client(url=...) is not available yet: use the server's home")
         self._client._logs.flush()
         return add_ground_truth(self._client, self.name, frame, key)
+
+    def infer_file(
+        self, source: str | Path, output: str | Path, batch_size: int = 10_000, log: bool = False, progress: bool = True
+    ) -> Any:
+        """Score a CSV, Parquet or JSON-lines file of any size into `output` (inputs and outputs side by side).
+
+        Streamed in batches with bounded memory and a progress bar; rerunning after an interruption resumes where it
+        stopped without duplicating rows. `log=True` also records the rows in the inference log.
+        """
+        from finalmile.logs.batch import infer_file
+
+        return infer_file(self._client, self.name, source, output, batch_size, log, progress)
 
     def infer(self, frame: Any) -> Any:
         """Run the deployed version (in-process, or on the server for a remote client); same frame type back."""
