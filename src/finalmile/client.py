@@ -10,7 +10,8 @@ import pyarrow as pa
 
 from finalmile.config import FinalmileSettings
 from finalmile.errors import FinalmileError
-from finalmile.logs.query import run_query
+from finalmile.logs.ground_truth import GroundTruthReceipt, add_ground_truth
+from finalmile.logs.query import pipeline_logs, run_query
 from finalmile.logs.writer import LogWriter
 from finalmile.pipelines.checks import compile_check
 from finalmile.pipelines.pipeline import Pipeline
@@ -74,9 +75,18 @@ class Client:
         self._store.close()
 
     def query(self, sql: str) -> Any:
-        """Read-only DuckDB SQL over the views `logs`, `models` and `pipelines`; returns a pandas DataFrame."""
+        """Read-only DuckDB SQL over `logs`, `ground_truth`, `models`, `pipelines`; returns a pandas DataFrame."""
         self._logs.flush()
         return run_query(self, sql).to_pandas()
+
+    def pipeline_logs(self, name: str, *args: Any) -> pa.Table:
+        """A pipeline's log rows (what `Pipeline.logs` returns, as Arrow)."""
+        self._logs.flush()
+        return pipeline_logs(self, name, *args)
+
+    def add_ground_truth(self, name: str, frame: Any, key: str = "request_id") -> GroundTruthReceipt:
+        self._logs.flush()
+        return add_ground_truth(self, name, frame, key)
 
     def _user(self) -> str:
         return self.settings.user or current_user()

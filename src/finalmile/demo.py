@@ -34,6 +34,8 @@ class DemoState:
     test: pd.DataFrame = field(default_factory=pd.DataFrame)
     natives: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, ModelVersion] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+    """request id -> the true label of the row served under it (ground truth that "arrives later")."""
 
 
 def fraud_dataset(rows: int = 20_000, seed: int = 7) -> pd.DataFrame:
@@ -141,6 +143,7 @@ def step_serve(state: DemoState) -> None:
                 headers={"content-type": "application/json"},
             )
             latencies.append((time.perf_counter() - started) * 1000)
+            state.labels[response.headers["finalmile-request-id"]] = int(state.test.is_fraud.iloc[i])
             variant = response.headers["finalmile-variants"]
             variants[variant] = variants.get(variant, 0) + 1
         p50, p99 = np.percentile(latencies, [50, 99])
@@ -162,6 +165,21 @@ def step_query(state: DemoState) -> None:
     state.console.print(table)
 
 
+def step_ground_truth(state: DemoState) -> None:
+    truth = pd.DataFrame({"request_id": list(state.labels), "is_fraud": list(state.labels.values())})
+    receipt = state.client.pipeline(MODEL).add_ground_truth(truth)
+    state.console.print(f"Ground truth arrived for {receipt.received} requests ({receipt.matched} found in the log).")
+    result = state.client.query(
+        "SELECT l.variant, count(*) AS rows, round(avg(CAST(l.out_label = g.is_fraud AS DOUBLE)), 4) AS accuracy, "
+        "sum(g.is_fraud) AS frauds FROM logs l JOIN ground_truth g ON g.key = l.request_id "
+        f"WHERE l.pipeline = '{MODEL}' GROUP BY ALL ORDER BY rows DESC"
+    )
+    table = Table(*result.columns, title="Accuracy per A/B variant, from the log joined to ground truth")
+    for row in result.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    state.console.print(table)
+
+
 STEPS: list[tuple[str, Callable[[DemoState], None]]] = [
     ("Train", step_train),
     ("Register and convert", step_upload),
@@ -170,6 +188,7 @@ STEPS: list[tuple[str, Callable[[DemoState], None]]] = [
     ("Deploy a pipeline (A/B split and a check)", step_deploy),
     ("Serve over HTTP", step_serve),
     ("Query the inference log", step_query),
+    ("Join late ground truth", step_ground_truth),
 ]
 
 

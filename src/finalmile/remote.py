@@ -63,6 +63,7 @@ class RemoteResult:
     def metadata(self) -> dict[str, Any]:
         """Provenance as the server sent it in headers (distinct values; V2 responses carry it per row)."""
         return {
+            "request_id": self.headers.get("finalmile-request-id", ""),
             "pipeline_version": int(self.headers["finalmile-pipeline-version"]),
             "variants": [v for v in self.headers.get("finalmile-variants", "").split(",") if v],
             "model_versions": [m for m in self.headers.get("finalmile-model-versions", "").split(",") if m],
@@ -166,6 +167,35 @@ class RemoteClient:
             headers={"content-type": ARROW_STREAM},
         )
         return RemoteResult(arrow_codec.decode(response.content), dict(response.headers))
+
+    # -- logs -------------------------------------------------------------------------------------------------------
+
+    def query(self, sql: str) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self._call("POST", "/api/v1/query", json={"sql": sql}).json())
+
+    def pipeline_logs(
+        self,
+        name: str,
+        start: Any = None,
+        end: Any = None,
+        limit: int | None = None,
+        version: int | None = None,
+        variant: str | None = None,
+        columns: Any = None,
+    ) -> pa.Table:
+        if start is not None or end is not None or columns is not None:
+            raise FinalmileError("start/end/columns are not supported remotely yet: use query() with SQL")
+        params = {k: v for k, v in {"limit": limit or 100, "version": version, "variant": variant}.items() if v}
+        return pa.Table.from_pylist(self._call("GET", f"/api/v1/pipelines/{name}/logs", params=params).json())
+
+    def add_ground_truth(self, name: str, frame: Any, key: str = "request_id") -> Any:
+        from finalmile.logs.ground_truth import GroundTruthReceipt
+
+        rows = to_arrow(frame)[0].to_pylist()
+        body = self._call("POST", f"/api/v1/pipelines/{name}/ground_truth", json={"key": key, "rows": rows}).json()
+        return GroundTruthReceipt(**body)
 
 
 def _pipeline_record(body: dict[str, Any]) -> PipelineVersionRecord:

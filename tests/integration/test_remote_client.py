@@ -54,3 +54,23 @@ def test_same_verbs_remotely(tmp_path: Path, server_factory) -> None:  # type: i
     # The server wrote to the same store an embedded client reads.
     with Client(home=home) as local:
         assert local.model("fraud@champion").tags == {"team": "risk"}
+
+
+def test_logs_query_and_ground_truth_remotely(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    home = tmp_path / "home"
+    with Client(home=home) as local:
+        local.upload_model("m", RandomForestClassifier(5, random_state=0).fit(X, y), sample=X.head(20))
+        local.build_pipeline("p").add_model_step("m:1").deploy()
+    server = server_factory(home)
+    with Client(url=server.url) as remote:
+        pipeline = remote.pipeline("p")
+        ids = [pipeline.infer_with_metadata(X.iloc[[i]]).metadata()["request_id"] for i in range(3)]
+        assert all(ids)
+        logs = pipeline.logs(limit=10)
+        assert len(logs) == 3 and set(logs.request_id) == set(ids)
+        receipt = pipeline.add_ground_truth(pd.DataFrame({"request_id": ids, "label": [1, 0, 1]}))
+        assert (receipt.matched, receipt.unknown) == (3, 0)
+        joined = remote.query("SELECT count(*) AS n FROM logs l JOIN ground_truth g ON g.key = l.request_id")
+        assert joined.n[0] == 3
+        with pytest.raises(RemoteError, match="read-only"):
+            remote.query("DROP VIEW logs")

@@ -33,7 +33,11 @@ class GroundTruthReceipt:
 
 
 def add_ground_truth(client: Client, pipeline: str, frame: Any, key: str = "request_id") -> GroundTruthReceipt:
-    table = to_arrow(frame)[0]
+    client._pipelines.get_version(pipeline)  # labels for a pipeline that does not exist are a 404, not a new folder
+    try:
+        table = frame if isinstance(frame, pa.Table) else to_arrow(frame)[0]
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        raise InvalidInputError(f"ground truth: the labels do not form a table: {exc}") from None
     if key not in table.column_names:
         raise InvalidInputError(
             f"ground truth: column '{key}' (the key) is missing; have {', '.join(table.column_names)}"
@@ -43,7 +47,10 @@ def add_ground_truth(client: Client, pipeline: str, frame: Any, key: str = "requ
         raise InvalidInputError("ground truth: no label columns beside the key")
     if table.num_rows == 0:
         return GroundTruthReceipt(0, 0, 0)
-    keys = pc.cast(table.column(key), pa.string())
+    try:
+        keys = pc.cast(table.column(key), pa.string())
+    except (pa.ArrowException, ValueError) as exc:
+        raise InvalidInputError(f"ground truth: key column '{key}' cannot be read as text: {exc}") from None
     stored = pa.table(
         {"key": keys, "key_column": pa.array([key if key == "request_id" else f"in_{key}"] * table.num_rows)}
         | {c: table.column(c) for c in labels}
@@ -52,7 +59,11 @@ def add_ground_truth(client: Client, pipeline: str, frame: Any, key: str = "requ
     directory = client.settings.home / "ground_truth" / f"pipeline={pipeline}"
     directory.mkdir(parents=True, exist_ok=True)
     name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
-    pq.write_table(stored, directory / f".{name}.tmp")
+    try:
+        pq.write_table(stored, directory / f".{name}.tmp")
+    except (pa.ArrowException, ValueError, TypeError, UnicodeError) as exc:
+        (directory / f".{name}.tmp").unlink(missing_ok=True)
+        raise InvalidInputError(f"ground truth: these labels cannot be stored: {exc}") from None
     os.replace(directory / f".{name}.tmp", directory / name)
     column = "request_id" if key == "request_id" else f"in_{key}"
     from finalmile.logs.query import connect

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -71,6 +73,7 @@ class LogWriter:
         self.flush_interval_s = flush_interval_s
         self.max_journal_rows = max_journal_rows
         self._open: dict[str, _Journal] = {}
+        self._retention: dict[str, int] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[tuple[LoadedPipeline, Batch, int] | None] = queue.Queue()
         self.recovery = self.recover()
@@ -83,6 +86,8 @@ class LogWriter:
         config = loaded.config
         if config is not None and not config.logging:
             return
+        if config is not None and config.retention_days:
+            self._retention[loaded.name] = config.retention_days
         at_us = time.time_ns() // 1000
         if config is not None and config.durability == "strict":
             self._append(loaded, batch, at_us, sync=True)
@@ -166,6 +171,19 @@ class LogWriter:
         with self._lock:
             for pipeline in list(self._open):
                 self._compact_locked(pipeline)
+            for pipeline, days in self._retention.items():
+                self.expire(pipeline, days)
+
+    def expire(self, pipeline: str, days: int) -> list[str]:
+        """Remove `date=` partitions older than `days` days; returns the dates removed."""
+        cutoff = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%d")
+        removed = []
+        for partition in (self.root / f"pipeline={pipeline}").glob("date=*"):
+            date = partition.name.removeprefix("date=")
+            if date < cutoff:
+                shutil.rmtree(partition, ignore_errors=True)
+                removed.append(date)
+        return sorted(removed)
 
     # -- compaction and recovery ----------------------------------------------------------------------------------
 

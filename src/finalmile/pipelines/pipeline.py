@@ -6,7 +6,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from finalmile.errors import FinalmileError
 from finalmile.frames import to_arrow
 from finalmile.pipelines.spec import (
     CheckStepSpec,
@@ -160,12 +159,7 @@ class Pipeline:
         output: str = "pandas",
     ) -> Any:
         """The inference log of this pipeline, newest first, as pandas (or `output="arrow"` / `"polars"`)."""
-        from finalmile.logs.query import pipeline_logs
-
-        if not hasattr(self._client, "_logs"):
-            raise FinalmileError("reading logs through Client(url=...) is not available yet: query the server's home")
-        self._client._logs.flush()
-        table = pipeline_logs(self._client, self.name, start, end, limit, version, variant, columns)
+        table = self._client.pipeline_logs(self.name, start, end, limit, version, variant, columns)
         if output == "arrow":
             return table
         if output == "polars":
@@ -179,12 +173,7 @@ class Pipeline:
 
         Returns counts of rows received, keys matched in the log, and unknown keys (stored all the same).
         """
-        from finalmile.logs.ground_truth import add_ground_truth
-
-        if not hasattr(self._client, "_logs"):
-            raise FinalmileError("ground truth through Client(url=...) is not available yet: use the server's home")
-        self._client._logs.flush()
-        return add_ground_truth(self._client, self.name, frame, key)
+        return self._client.add_ground_truth(self.name, frame, key)
 
     def infer_file(
         self, source: str | Path, output: str | Path, batch_size: int = 10_000, log: bool = False, progress: bool = True

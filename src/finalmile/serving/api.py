@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+import pyarrow as pa
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -47,6 +48,15 @@ class V2InferenceRequest(BaseModel):
     inputs: list[V2Tensor] = Field(min_length=1)
     outputs: list[V2RequestedOutput] | None = None
     parameters: dict[str, Any] | None = None
+
+
+class QueryRequest(BaseModel):
+    sql: str
+
+
+class GroundTruthRequest(BaseModel):
+    key: str = "request_id"
+    rows: list[dict[str, Any]] = Field(min_length=1)
 
 
 class DeployRequest(DeploymentConfig):
@@ -212,6 +222,27 @@ def create_management_app(client: Client, dataplane: DataPlane) -> FastAPI:
     async def undeploy(name: str) -> dict[str, str]:
         await run(client.undeploy_pipeline, name)
         return {"name": name, "status": "undeployed"}
+
+    @app.post("/api/v1/query", tags=["logs"])
+    async def query(body: QueryRequest) -> Response:
+        table = await run(client.query, body.sql)
+        return Response(table.to_json(orient="records", date_format="iso"), media_type="application/json")
+
+    @app.get("/api/v1/pipelines/{name}/logs", tags=["logs"])
+    async def logs(
+        name: str, limit: int = Query(100, ge=1, le=100_000), version: int | None = None, variant: str | None = None
+    ) -> Response:
+        table = await run(client.pipeline_logs, name, None, None, limit, version, variant, None)
+        return Response(table.to_pandas().to_json(orient="records", date_format="iso"), media_type="application/json")
+
+    @app.post("/api/v1/pipelines/{name}/ground_truth", tags=["logs"])
+    async def ground_truth(name: str, body: GroundTruthRequest) -> dict[str, int]:
+        try:
+            rows = pa.Table.from_pylist(body.rows)
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            raise InvalidInputError(f"rows: the labels do not form a table: {exc}") from None
+        receipt = await run(client.add_ground_truth, name, rows, body.key)
+        return vars(receipt)
 
     @app.get("/api/v1/deployments", tags=["pipelines"])
     async def deployments() -> list[dict[str, Any]]:

@@ -47,6 +47,8 @@ class DeploymentConfig(BaseModel):
     """Record every inferred row in the inference log."""
     durability: Literal["fast", "strict"] = "fast"
     """`fast`: journaled off the request path, on disk within a second; `strict`: on disk before the response."""
+    retention_days: int | None = Field(default=None, ge=1)
+    """Delete this pipeline's log partitions older than this many days (at compaction); keep everything when unset."""
 
 
 class PipelineNotDeployed(NotFoundError):

@@ -131,3 +131,12 @@ def test_cli_query_and_logs(
     assert code == 0 and "2 labels: 1 keys matched the log, 1 unknown" in out
     code, _, err = run(capsys, "logs", "p", "--since", "yesterday")
     assert code == 1 and "expected a number and a unit" in err
+
+
+def test_retention_removes_old_partitions_only(deployed: Client) -> None:
+    root = deployed.settings.home / "logs" / "pipeline=p"
+    for date in ("2020-01-01", "2099-01-01"):
+        (root / f"date={date}").mkdir(parents=True)
+        (root / f"date={date}" / "part-0.parquet").write_bytes(b"")
+    assert deployed._logs.expire("p", days=30) == ["2020-01-01"]
+    assert [p.name for p in root.iterdir()] == ["date=2099-01-01"]

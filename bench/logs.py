@@ -1,0 +1,158 @@
+"""Inference-log benchmarks (figures in bench/README.md).
+
+    apt-get install wrk
+    .venv/bin/python bench/logs.py [--duration 10] [--query-rows 10000000] [--file-rows 2000000]
+
+1. Serving throughput with logging on vs off, 1 and 1,000 rows per request, side by side (wrk, V2 JSON).
+2. Hourly row counts and mean score over `--query-rows` logged rows (DuckDB over the Parquet log).
+3. File inference through the 100-tree forest vs the in-process runtime, and peak memory for two file sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sklearn.ensemble import RandomForestClassifier
+
+from finalmile import Client
+
+sys.path.insert(0, str(Path(__file__).parent))
+from runtimes import data  # noqa: E402
+from serving import v2_tensor, wrk  # noqa: E402
+
+
+def serving(home: Path, duration: int, workdir: Path) -> dict[str, float]:
+    X, _ = data()
+    port = 18090
+    server = subprocess.Popen(
+        [sys.executable, "-m", "finalmile", "serve", "--port", str(port)],
+        env={"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent)},
+    )
+    results = {}
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/models/quiet/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        for rows in (1, 1000):
+            body = v2_tensor(X.head(rows))
+            for name in ("logged", "quiet", "logged", "quiet"):  # interleaved, to share the machine's noise
+                r = wrk(
+                    f"http://127.0.0.1:{port}/v2/models/{name}/infer", body, "application/json", duration, 16, workdir
+                )
+                key = f"{name}, {rows} rows/request"
+                results[key] = max(results.get(key, 0.0), r["rps"] * rows)
+    finally:
+        server.terminate()
+        server.wait()
+    return results
+
+
+def query(rows: int, workdir: Path) -> float:
+    """Write `rows` synthetic log rows in the log's own layout, then time the hourly query."""
+    home = workdir / "query-home"
+    rng = np.random.default_rng(0)
+    per_file = 1_000_000
+    start = 1_763_000_000_000_000
+    for i in range(0, rows, per_file):
+        n = min(per_file, rows - i)
+        day = f"2026-11-{10 + (i // (4 * per_file)):02d}"
+        directory = home / "logs" / "pipeline=fraud" / f"date={day}"
+        directory.mkdir(parents=True, exist_ok=True)
+        pq.write_table(
+            pa.table(
+                {
+                    "time": pa.array(start + rng.integers(0, 86_400_000_000, n)).cast(pa.timestamp("us", tz="UTC")),
+                    "request_id": pa.array(np.char.mod("%032x", rng.integers(0, 2**62, n))),
+                    "row": pa.array(np.zeros(n, dtype=np.int32)),
+                    "pipeline_version": pa.array(np.ones(n, dtype=np.int32)),
+                    "out_score": pa.array(rng.random(n)),
+                    "in_amount": pa.array(rng.lognormal(3, 1, n)),
+                }
+            ),
+            directory / f"part-{i}.parquet",
+        )
+    with Client(home=home) as client:
+        sql = "SELECT date_trunc('hour', time) AS hour, count(*) AS n, avg(out_score) AS mean FROM logs GROUP BY 1"
+        client.query(sql)  # warm the file cache
+        started = time.perf_counter()
+        result = client.query(sql)
+        elapsed = time.perf_counter() - started
+        assert int(result.n.sum()) == rows
+    return elapsed
+
+
+def file_inference(rows: int, workdir: Path) -> dict[str, float]:
+    script = f"""
+import resource, time, sys, json
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+from sklearn.ensemble import RandomForestClassifier
+from finalmile import Client
+from runtimes import data
+X, y = data()
+home = {str(workdir)!r} + "/file-home-{rows}"
+with Client(home=home) as c:
+    forest = RandomForestClassifier(100, max_depth=8, n_jobs=1, random_state=0).fit(X, y)
+    mv = c.upload_model("forest", forest, sample=X.head(200))
+    p = c.build_pipeline("forest").add_model_step(mv)
+    p.deploy()
+    src = home + "/in.parquet"
+    rng = np.random.default_rng(1)
+    with pq.ParquetWriter(src, pa.Table.from_pandas(X.head(1), preserve_index=False).schema) as w:
+        for i in range(0, {rows}, 500_000):
+            n = min(500_000, {rows} - i)
+            w.write_table(pa.Table.from_pandas(X.sample(n, replace=True, random_state=i), preserve_index=False))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    p.infer_file(src, home + "/out.parquet", batch_size=50_000, progress=False)
+    elapsed = time.perf_counter() - started
+    table = pa.Table.from_pandas(X.head(50_000), preserve_index=False)
+    runtime = mv.load()
+    started2 = time.perf_counter(); runtime.predict(table); runtime.predict(table); runtime.predict(table)
+    in_process = 150_000 / (time.perf_counter() - started2)
+    print(json.dumps({{"rows_per_s": {rows} / elapsed, "in_process_rows_per_s": in_process,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "rss_before_mb": before / 1024}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--query-rows", type=int, default=10_000_000)
+    parser.add_argument("--file-rows", type=int, default=2_000_000)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp())
+    X, y = data()
+    home = workdir / "serve-home"
+    with Client(home=home) as client:
+        mv = client.upload_model(
+            "forest", RandomForestClassifier(100, max_depth=8, n_jobs=1, random_state=0).fit(X, y), sample=X.head(200)
+        )
+        client.build_pipeline("logged").add_model_step(mv).deploy(max_batch_size=1000)
+        client.build_pipeline("quiet").add_model_step(mv).deploy(max_batch_size=1000, logging=False)
+    report = {"serving rows/s": serving(home, args.duration, workdir)}
+    report["hourly query seconds"] = {f"{args.query_rows:,} rows": query(args.query_rows, workdir)}
+    report["file inference"] = {
+        f"{n:,} rows": file_inference(n, workdir) for n in (args.file_rows // 4, args.file_rows)
+    }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
