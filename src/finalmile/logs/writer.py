@@ -1,9 +1,10 @@
 """The log writer: an append-only Arrow IPC journal per pipeline, compacted into hive-partitioned Parquet.
 
 `fast` durability hands the batch to a background thread, which builds the log rows, appends them to the journal
-and flushes it to disk at least every `flush_interval_s`; `strict` appends and fsyncs in the serving thread before
-the response goes out. Compaction writes `logs/pipeline=NAME/date=YYYY-MM-DD/part-*.parquet` under a temporary
-name and renames it, so a reader never sees a partial file. Journals left by a crash are compacted at start-up;
+and syncs it to disk every `flush_interval_s` (compacting to Parquet every `compact_interval_s`); `strict` appends
+and fsyncs in the serving thread before the response goes out. Compaction writes
+`logs/pipeline=NAME/date=YYYY-MM-DD/part-*.parquet` under a temporary name and renames it, so a reader never sees a
+partial file. Journals left by a crash are compacted at start-up;
 a torn tail (the bytes of a half-written batch) is skipped and reported, never fatal.
 """
 
@@ -66,11 +67,18 @@ class Recovery:
 
 
 class LogWriter:
-    def __init__(self, root: Path, flush_interval_s: float = 1.0, max_journal_rows: int = 200_000) -> None:
+    def __init__(
+        self,
+        root: Path,
+        flush_interval_s: float = 1.0,
+        compact_interval_s: float = 10.0,
+        max_journal_rows: int = 200_000,
+    ) -> None:
         self.root = root
         self.journals = root / "_journal"
         self.journals.mkdir(parents=True, exist_ok=True)
         self.flush_interval_s = flush_interval_s
+        self.compact_interval_s = compact_interval_s
         self.max_journal_rows = max_journal_rows
         self._open: dict[str, _Journal] = {}
         self._retention: dict[str, int] = {}
@@ -117,11 +125,14 @@ class LogWriter:
     # -- background ---------------------------------------------------------------------------------------------
 
     def _background(self) -> None:
-        next_compaction = time.monotonic() + self.flush_interval_s
+        # The journal is synced every `flush_interval_s` (the `fast` durability promise); Parquet files are written
+        # less often, since each compaction costs more than the sync, and every query flushes first anyway.
+        next_compaction = time.monotonic() + self.compact_interval_s
+        next_sync = time.monotonic() + self.flush_interval_s
         while True:
             item: Any
             try:
-                item = self._queue.get(timeout=max(0.0, next_compaction - time.monotonic()))
+                item = self._queue.get(timeout=max(0.0, min(next_sync, next_compaction) - time.monotonic()))
             except queue.Empty:
                 item = _TICK
             if item is None:  # close() asked us to stop
@@ -135,12 +146,19 @@ class LogWriter:
                     log.exception("could not write inference logs")
                 finally:
                     self._queue.task_done()
-            if time.monotonic() >= next_compaction:
+            now = time.monotonic()
+            if now >= next_sync:
+                try:
+                    self._sync_all()
+                except Exception:
+                    log.exception("could not sync inference log journals")
+                next_sync = now + self.flush_interval_s
+            if now >= next_compaction:
                 try:
                     self._compact_all()
                 except Exception:
                     log.exception("could not compact inference logs")
-                next_compaction = time.monotonic() + self.flush_interval_s
+                next_compaction = now + self.compact_interval_s
 
     def flush(self) -> None:
         """Journal everything handed over so far, then turn every journal into Parquet: queryable after this."""
@@ -166,6 +184,11 @@ class LogWriter:
             self._queue.task_done()
             if item is not None:
                 self._append(*item, sync=False)
+
+    def _sync_all(self) -> None:
+        with self._lock:
+            for journal in self._open.values():
+                journal.sync()
 
     def _compact_all(self) -> None:
         with self._lock:
