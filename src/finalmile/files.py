@@ -10,6 +10,7 @@ import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from finalmile.errors import InvalidInputError
+from finalmile.frames import list_matrix
 
 FORMATS = {
     ".csv": "csv",
@@ -74,10 +75,9 @@ def _flatten_tensors(table: pa.Table) -> pa.Table:
     columns: dict[str, pa.Array] = {}
     for name, col in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_fixed_size_list(col.type):
-            flat = col.combine_chunks().flatten()
-            k = col.type.list_size
-            for i in range(k):
-                columns[f"{name}_{i}"] = flat.take(pa.array(range(i, len(flat), k)))
+            matrix = list_matrix(col)
+            for i in range(matrix.shape[1]):
+                columns[f"{name}_{i}"] = pa.array(matrix[:, i])
         else:
             columns[name] = col
     return pa.table(columns)

@@ -60,16 +60,26 @@ def tensor_array(arr: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
 
 
+def list_matrix(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The rows of a fixed-size-list (tensor) column as an (n, k) numpy array, a view where Arrow allows.
+
+    Used on the serving path, so it reads the child values directly: `.values` ignores a slice's offset (hence the
+    window), and `.flatten()` goes through slower generic machinery.
+    """
+    if isinstance(col, pa.ChunkedArray):
+        col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    k = col.type.list_size
+    return col.values.slice(col.offset * k, len(col) * k).to_numpy(zero_copy_only=False).reshape(len(col), k)
+
+
+def column_numpy(col: pa.ChunkedArray) -> np.ndarray:
+    """A column as numpy: tensor columns as 2-D arrays, others as 1-D."""
+    return list_matrix(col) if pa.types.is_fixed_size_list(col.type) else col.to_numpy()
+
+
 def to_numpy_dict(table: pa.Table) -> dict[str, np.ndarray]:
     """Columns as numpy arrays; tensor columns as 2-D arrays."""
-    out: dict[str, np.ndarray] = {}
-    for name, col in zip(table.column_names, table.columns, strict=True):
-        if pa.types.is_fixed_size_list(col.type):
-            flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            out[name] = flat.reshape(len(col), col.type.list_size)
-        else:
-            out[name] = col.to_numpy()
-    return out
+    return {name: column_numpy(col) for name, col in zip(table.column_names, table.columns, strict=True)}
 
 
 def _identity(table: pa.Table) -> pa.Table:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from finalmile.registry.schema import SchemaValidator, expand_tensor
+from finalmile.registry.schema import expand_tensor
 from finalmile.serving.codecs import expand_named_tensor
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def log_table(loaded: LoadedPipeline, batch: Batch, at_us: int, latency_ms: floa
 def _named(inputs: pa.Table, loaded: LoadedPipeline) -> pa.Table:
     """Inputs as named columns (analysts query `in_amount`, not a tensor), whatever form the request used."""
     inputs = expand_named_tensor(inputs)
-    schema = loaded.input_schema
-    if schema is not None and schema.inputs is not None and SchemaValidator(schema).is_tensor_form(inputs):
+    validator, schema = loaded._validator, loaded.input_schema
+    if validator is not None and schema is not None and validator.is_tensor_form(inputs):
         return expand_tensor(inputs, schema)
     return inputs

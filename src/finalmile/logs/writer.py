@@ -17,7 +17,7 @@ import shutil
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -63,7 +63,7 @@ class Recovery:
     """What start-up found in journals left behind: rows kept, and torn tails skipped (path, bytes)."""
 
     rows: int = 0
-    torn: list[tuple[str, int]] | None = None
+    torn: list[tuple[str, int]] = field(default_factory=list)
 
 
 class LogWriter:
@@ -234,7 +234,7 @@ class LogWriter:
 
     def recover(self) -> Recovery:
         """Compact journals that a previous process left (it crashed, or was killed); skip torn tails."""
-        recovery = Recovery(torn=[])
+        recovery = Recovery()
         for path in sorted(self.journals.glob("*.arrows")):
             pipeline, _, rest = path.name.partition("--")
             if _alive(int(rest.split("-")[0]) if rest.split("-")[0].isdigit() else -1):
@@ -242,7 +242,7 @@ class LogWriter:
 
             table, torn = read_journal(path)
             if torn:
-                recovery.torn.append((str(path), torn))  # type: ignore[union-attr]
+                recovery.torn.append((str(path), torn))
                 log.warning("inference log journal %s: skipped a torn tail of %d bytes", path.name, torn)
             self._write_parquet(pipeline, table)
             recovery.rows += table.num_rows

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from finalmile.errors import SchemaError
+from finalmile.frames import list_matrix
 
 
 def arrow_type(dtype: str) -> pa.DataType:
@@ -213,9 +214,7 @@ def _cast_tensor(arr: pa.ChunkedArray, column: Column, target: pa.DataType) -> t
 
 def expand_tensor(table: pa.Table, schema: Schema) -> pa.Table:
     """The named scalar columns behind a tensor-form table (see `SchemaValidator.is_tensor_form`)."""
-    col = table.column(0).combine_chunks()
-    width = col.type.list_size
-    matrix = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), width)
+    matrix = list_matrix(table.column(0))
     columns = schema.inputs or []
     return pa.Table.from_arrays(
         [pa.array(matrix[:, j]).cast(c.arrow_type()) for j, c in enumerate(columns)], names=[c.name for c in columns]

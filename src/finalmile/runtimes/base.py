@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from finalmile.config import FinalmileSettings
 from finalmile.errors import PredictionError
-from finalmile.frames import tensor_array
+from finalmile.frames import list_matrix, tensor_array
 from finalmile.registry.schema import Column, Schema, SchemaValidator, expand_tensor
 
 CLASSIFICATION = "classification"
@@ -114,12 +114,7 @@ def features(table: pa.Table, dtype: Any = np.float32) -> np.ndarray:
     tensor conversion (one C++ call, where stacking columns one by one costs microseconds per column).
     """
     if table.num_columns == 1 and pa.types.is_fixed_size_list(table.schema.field(0).type):
-        col = table.column(0)
-        chunk = col.chunks[0] if col.num_chunks == 1 else col.combine_chunks()
-        k = col.type.list_size
-        # `.values` ignores a slice's offset, and `.flatten()` goes through slower generic machinery
-        values = chunk.values.slice(chunk.offset * k, len(chunk) * k).to_numpy(zero_copy_only=False)
-        return values.reshape(len(chunk), k).astype(dtype, copy=False)
+        return list_matrix(table.column(0)).astype(dtype, copy=False)
     batches = table.to_batches()
     if len(batches) != 1:
         batches = table.combine_chunks().to_batches()

@@ -17,6 +17,7 @@ import onnx
 import pyarrow as pa
 
 from finalmile.config import FinalmileSettings
+from finalmile.frames import column_numpy
 from finalmile.registry.schema import Column
 from finalmile.runtimes.base import CLASSIFICATION, BaseRuntime, Packaged, RuntimeContext
 
@@ -159,7 +160,4 @@ def check_parity(packaged: Packaged, onnx_path: Path, sample: pa.Table, settings
 
 
 def _values(table: pa.Table, name: str) -> np.ndarray:
-    col = table.column(name).combine_chunks()
-    if pa.types.is_fixed_size_list(col.type):
-        return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1)
-    return col.to_numpy(zero_copy_only=False)
+    return column_numpy(table.column(name))

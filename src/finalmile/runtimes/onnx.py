@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from finalmile.config import FinalmileSettings
 from finalmile.errors import InvalidModelError
-from finalmile.frames import tensor_array
+from finalmile.frames import list_matrix, tensor_array
 from finalmile.registry.schema import Column, Schema
 from finalmile.runtimes.base import CLASSIFICATION, REGRESSION, BaseRuntime, Packaged, classification_table, features
 
@@ -132,7 +132,7 @@ class OnnxRuntime(BaseRuntime):
             col = table.column(graph_input.name)
             dtype = _NUMPY_OF_ORT.get(graph_input.type)
             if pa.types.is_fixed_size_list(col.type):
-                values = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+                values = list_matrix(col).reshape(-1)
             elif dtype is None:  # strings
                 values = np.asarray(col.to_pylist(), dtype=object)
             else:

@@ -91,8 +91,9 @@ class LoadedPipeline:
     input_schema: Schema | None
     hooks: list[Hook] = field(default_factory=list)
     extra_inputs: frozenset[str] = frozenset()
-    config: DeploymentConfig | None = None
     """Columns the first model does not take but the pipeline reads: split keys and the checks' `in.` columns."""
+    config: DeploymentConfig | None = None
+    """How this version is deployed (batching, logging); set by `DeploymentManager.deploy`."""
 
     def run(self, table: pa.Table, requests: np.ndarray | None = None, hooks: bool = True) -> Batch:
         started = time.perf_counter()

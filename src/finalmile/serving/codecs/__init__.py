@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from finalmile.errors import InvalidInputError
-from finalmile.frames import tensor_array
+from finalmile.frames import list_matrix, tensor_array
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
@@ -22,10 +22,7 @@ def column_values(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[int
         arr = col
     t = arr.type
     if t.id == _FIXED_SIZE_LIST:
-        k = t.list_size
-        # .values ignores a slice's offset: take the window of this slice ourselves
-        values = arr.values.slice(arr.offset * k, len(arr) * k).to_numpy(zero_copy_only=False)
-        return values, [len(arr), k]
+        return list_matrix(arr).reshape(-1), [len(arr), t.list_size]
     if t.id in _STRINGS:
         return np.asarray(arr.to_pylist(), dtype=object), [len(arr)]
     return arr.to_numpy(zero_copy_only=False), [len(arr)]
@@ -59,10 +56,7 @@ def named_tensor_parts(table: pa.Table) -> tuple[np.ndarray, list[str]] | None:
     field = table.schema.field(0)
     if field.name != NAMED_TENSOR or not field.metadata:
         return None
-    col = table.column(0).combine_chunks()
-    k = field.type.list_size
-    matrix = col.values.slice(col.offset * k, len(col) * k).to_numpy(zero_copy_only=False).reshape(len(col), k)
-    return matrix, field.metadata[b"names"].decode().split("\x1f")
+    return list_matrix(table.column(0)), field.metadata[b"names"].decode().split("\x1f")
 
 
 def expand_named_tensor(table: pa.Table) -> pa.Table:
