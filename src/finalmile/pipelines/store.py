@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from finalmile.errors import ConflictError, FinalmileError, ModelNotFound, NotFoundError
-from finalmile.registry.store import MetadataStore, _now, _utc, check_model_name, valid_version
+from finalmile.registry.store import MetadataStore, _now, _utc, check_model_name, named_row_for_update, valid_version
 from finalmile.registry.tables import (
     DeploymentRow,
     ModelRow,
@@ -159,17 +159,7 @@ class PipelineStore:
             ]
 
     def _pipeline_for_update(self, s: Session, name: str, create: bool = False) -> PipelineRow:
-        q = select(PipelineRow).where(PipelineRow.name == name)
-        if self.engine.dialect.name == "postgresql":
-            q = q.with_for_update()
-        pipeline = s.scalar(q)
-        if pipeline is None:
-            if not create:
-                raise PipelineNotFound(name)
-            pipeline = PipelineRow(name=name, last_version=0, created_at=_now())
-            s.add(pipeline)
-            s.flush()
-        return pipeline
+        return named_row_for_update(s, PipelineRow, name, create, PipelineNotFound)
 
     def _model_version_id(self, s: Session, model: str, version: int) -> int:
         found = s.scalar(

@@ -6,9 +6,10 @@ Callers get plain `VersionRecord`s back, never ORM objects, so nothing outside l
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy import exc as sa_exc
@@ -215,18 +216,7 @@ class MetadataStore:
     # -- helpers ------------------------------------------------------------------------------------------------
 
     def _model_for_update(self, s: Session, name: str, create: bool = False) -> ModelRow:
-        q = select(ModelRow).where(ModelRow.name == name)
-        if self.engine.dialect.name == "postgresql":
-            q = q.with_for_update()
-        model = s.scalar(q)
-        if model is None:
-            if not create:
-                raise ModelNotFound(name)
-            check_model_name(name)
-            model = ModelRow(name=name, last_version=0, created_at=_now())
-            s.add(model)
-            s.flush()
-        return model
+        return named_row_for_update(s, ModelRow, name, create, ModelNotFound)
 
     def _version_row(self, s: Session, model: ModelRow, version: int) -> ModelVersionRow:
         if not valid_version(version):
@@ -261,6 +251,32 @@ class MetadataStore:
             created_at=_utc(row.created_at),
             aliases=sorted(self._aliases_of(s, row.id)),
         )
+
+
+Named = TypeVar("Named", ModelRow, PipelineRow)
+
+
+def named_row_for_update(
+    s: Session, row_class: type[Named], name: str, create: bool, not_found: Callable[[str], Exception]
+) -> Named:
+    """The row called `name` (a model or a pipeline), locked while its version counter moves.
+
+    PostgreSQL takes a row lock (FOR UPDATE); SQLite already holds the database's write lock from BEGIN IMMEDIATE.
+    With `create`, a missing row is made (two first uploads racing to create it meet the unique constraint, and the
+    caller retries).
+    """
+    q = select(row_class).where(row_class.name == name)
+    if s.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    row = s.scalar(q)
+    if row is None:
+        if not create:
+            raise not_found(name)
+        check_model_name(name)
+        row = row_class(name=name, last_version=0, created_at=_now())
+        s.add(row)
+        s.flush()
+    return row
 
 
 MAX_VERSION = 2**31 - 1
