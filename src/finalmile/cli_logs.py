@@ -20,23 +20,35 @@ _SINCE = re.compile(r"^(\d+)([smhd])$")
 def logs(
     pipeline: str,
     since: Annotated[str | None, typer.Option(help="How far back: 30m, 1h, 7d.")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to how long ago: 30m, 1h, 7d (default: now).")] = None,
     limit: Annotated[int, typer.Option(help="Most rows to show.")] = 20,
     columns: Annotated[str | None, typer.Option(help="Comma-separated columns, e.g. time,out_score.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Export every row in the range to this .parquet, .csv or .jsonl file.")
+    ] = None,
 ) -> None:
-    """Show a pipeline's most recent inference log rows."""
+    """Show a pipeline's most recent inference log rows, or export a time range of them."""
     from finalmile.logs.query import pipeline_logs
 
-    start = None
-    if since is not None:
-        match = _SINCE.match(since)
-        if not match:
-            raise FinalmileError(f"--since {since!r}: expected a number and a unit, like 30m, 1h or 7d")
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-        start = datetime.now(UTC) - timedelta(**{unit: int(match.group(1))})
+    start, end = _ago(since, "--since"), _ago(until, "--until")
     with client_from_env() as client:
+        if output is not None:
+            rows = client.export_logs(pipeline, output, start, end)
+            console.print(f"wrote {rows:,} rows to {output}")
+            return
         client._logs.flush()
         chosen = [c.strip() for c in columns.split(",")] if columns else None
-        print_table(pipeline_logs(client, pipeline, start=start, limit=limit, columns=chosen), limit=limit)
+        print_table(pipeline_logs(client, pipeline, start=start, end=end, limit=limit, columns=chosen), limit=limit)
+
+
+def _ago(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    match = _SINCE.match(text)
+    if not match:
+        raise FinalmileError(f"{option} {text!r}: expected a number and a unit, like 30m, 1h or 7d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return datetime.now(UTC) - timedelta(**{unit: int(match.group(1))})
 
 
 def query(

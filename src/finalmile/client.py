@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,10 @@ import pyarrow as pa
 from finalmile.config import FinalmileSettings
 from finalmile.errors import FinalmileError
 from finalmile.logs.ground_truth import GroundTruthReceipt, add_ground_truth
-from finalmile.logs.query import pipeline_logs, run_query
+from finalmile.logs.query import export_logs, pipeline_logs, run_query
 from finalmile.logs.writer import LogWriter
+from finalmile.monitoring.monitor import Monitor, build_monitor, run_monitor
+from finalmile.monitoring.store import MonitorStore
 from finalmile.pipelines.checks import compile_check
 from finalmile.pipelines.pipeline import Pipeline
 from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, walk
@@ -68,6 +71,8 @@ class Client:
         self._deployments = DeploymentManager(self)
         self._logs = LogWriter(self.settings.home / "logs")
         self._deployments.hooks.append(self._logs)
+        self._deployments.failure_hooks.append(self._logs.failed)
+        self._monitors = MonitorStore(self._store)
 
     def close(self) -> None:
         self._deployments.close()
@@ -84,9 +89,121 @@ class Client:
         self._logs.flush()
         return pipeline_logs(self, name, *args)
 
+    def export_logs(self, name: str, path: str | Path, start: Any = None, end: Any = None) -> int:
+        """Write a time range of a pipeline's log to Parquet, CSV or JSON lines (by extension); returns the rows."""
+        self._logs.flush()
+        return export_logs(self, name, path, start, end)
+
     def add_ground_truth(self, name: str, frame: Any, key: str = "request_id") -> GroundTruthReceipt:
         self._logs.flush()
         return add_ground_truth(self, name, frame, key)
+
+    # -- monitoring -----------------------------------------------------------------------------------------------
+
+    def build_assay(
+        self,
+        name: str,
+        pipeline: str,
+        column: str,
+        baseline: Any,
+        window: Any = "1d",
+        interval: Any = None,
+        metric: str = "psi",
+        warning: float | None = None,
+        alert: float | None = None,
+        bins: int = 5,
+        binning: str = "quantile",
+        edges: list[float] | None = None,
+        variant: str | None = None,
+        group_by: str | None = None,
+        actions: list[dict[str, Any]] | None = None,
+    ) -> Monitor:
+        """A drift assay on one logged column (`in_amount`, `out_score`), checked now, saved with `.save()`.
+
+        `baseline`: a DataFrame, Series or array (say, the training data), a `(start, end)` range of the pipeline's
+        own log, or a model reference whose stored sample is used (`"fraud:1"`). `window`/`interval`: seconds,
+        a `timedelta` or `"1h"`; a window ends every interval (default: the window). Metrics: psi (default),
+        max_diff, sum_diff, jensen_shannon, ks, ks_pvalue, wasserstein, chi_squared (categories). `actions`:
+        `{"kind": "webhook", "url": …}`, `{"kind": "rollback"}`, `{"kind": "route", "variant": …}`,
+        `{"kind": "undeploy"}`.
+        """
+        return build_monitor(
+            self,
+            name=name,
+            pipeline=pipeline,
+            kind="drift",
+            column=column,
+            baseline=baseline,
+            window=window,
+            interval=interval if interval is not None else window,
+            metric=metric,
+            warning=warning,
+            alert=alert,
+            binning={"mode": binning, "bins": bins, "edges": edges},
+            variant=variant,
+            group_by=group_by,
+            actions=actions,
+        )
+
+    def build_monitor(
+        self,
+        name: str,
+        pipeline: str,
+        kind: str,
+        metric: str | None = None,
+        column: str | None = None,
+        window: Any = "1d",
+        interval: Any = None,
+        warning: float | None = None,
+        alert: float | None = None,
+        label: str | None = None,
+        variant: str | None = None,
+        group_by: str | None = None,
+        actions: list[dict[str, Any]] | None = None,
+        **options: Any,
+    ) -> Monitor:
+        """A monitor of `kind` `check_rate` (column = the check's name), `performance` (metric: accuracy, precision,
+        recall, f1, roc_auc, log_loss, rmse, mae, r2; `label` = the ground-truth column), `error_rate` or
+        `latency_p99` (milliseconds); thresholds, windows and actions as for `build_assay`."""
+        return build_monitor(
+            self,
+            name=name,
+            pipeline=pipeline,
+            kind=kind,
+            metric=metric or kind,
+            column=column,
+            window=window,
+            interval=interval if interval is not None else window,
+            warning=warning,
+            alert=alert,
+            label=label,
+            variant=variant,
+            group_by=group_by,
+            actions=actions,
+            **options,
+        )
+
+    def monitor(self, name: str) -> Monitor:
+        saved = self._monitors.get(name)
+        return Monitor(self, saved.config, saved)
+
+    def monitors(self, pipeline: str | None = None) -> list[Monitor]:
+        return [Monitor(self, s.config, s) for s in self._monitors.all(pipeline)]
+
+    def alerts(self, monitor: str | None = None) -> Any:
+        """Alerts raised so far (every monitor, or one), oldest first, as a DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame([vars(a) for a in self._monitors.alerts(monitor)])
+
+    def run_monitors(self, now: Any = None) -> int:
+        """Compute every saved, enabled monitor's windows that have ended (what `finalmile serve` does every few
+        seconds); returns how many results were stored."""
+        stored = 0
+        for saved in self._monitors.all():
+            if saved.enabled:
+                stored += len(run_monitor(self, self._monitors, saved, now))
+        return stored
 
     def _user(self) -> str:
         return self.settings.user or current_user()
@@ -204,7 +321,13 @@ class Client:
     def infer_pipeline(self, name: str, table: pa.Table, log: bool = True) -> RequestResult:
         """Run a deployed pipeline in this process (no batching: the caller's thread runs it)."""
         current = self._deployments.get(name).current
-        batch = current.run(current.conform(require_rows(table)), hooks=log)
+        started = time.perf_counter()
+        try:
+            batch = current.run(current.conform(require_rows(table)), hooks=log)
+        except Exception as exc:
+            if log:
+                self._deployments.failed(current, table.num_rows, exc, started)
+            raise
         return current.split(batch, [(0, table.num_rows)])[0]
 
     def apply_pipeline(self, definition: str | Path | dict[str, Any], deploy: bool = False) -> Pipeline:

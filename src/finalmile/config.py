@@ -42,6 +42,9 @@ class FinalmileSettings(BaseSettings):
     parity_rows: int = 256
     """Rows drawn from the schema for the parity check when no sample is given."""
 
+    monitor_poll_s: float = 5.0
+    """How often the server looks for monitor windows that have ended (each monitor has its own interval)."""
+
     def resolved_database_url(self) -> str:
         """The metadata store's URL: the configured one, or SQLite under the home."""
         if self.database_url:

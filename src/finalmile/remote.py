@@ -178,17 +178,33 @@ class RemoteClient:
     def pipeline_logs(
         self,
         name: str,
-        start: Any = None,
-        end: Any = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
         limit: int | None = None,
         version: int | None = None,
         variant: str | None = None,
-        columns: Any = None,
+        columns: list[str] | None = None,
     ) -> pa.Table:
-        if start is not None or end is not None or columns is not None:
-            raise FinalmileError("start/end/columns are not supported remotely yet: use query() with SQL")
-        params = {k: v for k, v in {"limit": limit or 100, "version": version, "variant": variant}.items() if v}
-        return pa.Table.from_pylist(self._call("GET", f"/api/v1/pipelines/{name}/logs", params=params).json())
+        params: dict[str, Any] = {"limit": limit or 10_000_000, "version": version, "variant": variant}
+        params |= {"start": start and start.isoformat(), "end": end and end.isoformat()}
+        params["columns"] = ",".join(columns) if columns else None
+        response = self._call(
+            "GET",
+            f"/api/v1/pipelines/{name}/logs",
+            params={k: v for k, v in params.items() if v is not None},
+            headers={"accept": ARROW_STREAM},
+        )
+        return pa.ipc.open_stream(response.content).read_all()  # may be empty: not a request to validate
+
+    def export_logs(
+        self, name: str, path: str | Path, start: datetime | None = None, end: datetime | None = None
+    ) -> int:
+        from finalmile.files import write_table
+
+        table = self.pipeline_logs(name, start, end)
+        table = table.take(pa.array(range(table.num_rows - 1, -1, -1)))  # oldest first, as the embedded export
+        write_table(table, path)
+        return table.num_rows
 
     def add_ground_truth(self, name: str, frame: Any, key: str = "request_id") -> Any:
         from finalmile.logs.ground_truth import GroundTruthReceipt

@@ -68,6 +68,12 @@ def test_logs_query_and_ground_truth_remotely(tmp_path: Path, server_factory) ->
         assert all(ids)
         logs = pipeline.logs(limit=10)
         assert len(logs) == 3 and set(logs.request_id) == set(ids)
+        newest = logs.time.max().to_pydatetime()
+        recent = pipeline.logs(start=newest, columns=["request_id", "out_score"])
+        assert list(recent.columns) == ["request_id", "out_score"] and 1 <= len(recent) <= 3
+        assert pipeline.logs(end=logs.time.min().to_pydatetime()).empty
+        assert pipeline.export_logs(tmp_path / "export.csv") == 3
+        assert set(pd.read_csv(tmp_path / "export.csv").request_id) == set(ids)
         receipt = pipeline.add_ground_truth(pd.DataFrame({"request_id": ids, "label": [1, 0, 1]}))
         assert (receipt.matched, receipt.unknown) == (3, 0)
         joined = remote.query("SELECT count(*) AS n FROM logs l JOIN ground_truth g ON g.key = l.request_id")

@@ -1,16 +1,24 @@
 """Batch inference over files of any size: streamed in record batches, with a progress bar, resumable.
 
-Each input batch's result is written as its own part (`OUTPUT.partial/part-000042.parquet`, atomically) before the
-next is read, so an interrupted run resumes at the first missing part and never duplicates a row. When every part
-is there they are joined into OUTPUT under a temporary name and renamed. A malformed input stops the run, names the
+Each input batch's result is written as its own part (`OUTPUT.partial/part-000042.arrow`, an uncompressed Arrow IPC
+file, written atomically) and handed to the output's writer, which encodes it in a thread while the next batch is
+scored. OUTPUT appears (renamed from a temporary name) only when every batch is in; an interrupted run resumes by
+streaming the parts it finds (memory-mapped) and scoring only the rest, so no row is duplicated or scored twice, and
+memory stays bounded by the batch size.
+A malformed input stops the run, names the
 file and the batch, and leaves no output file.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +30,7 @@ import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from finalmile.errors import FinalmileError, InvalidInputError
-from finalmile.files import file_format, write_table
+from finalmile.files import TableWriter, file_format
 
 if TYPE_CHECKING:
     from finalmile.client import Client
@@ -42,7 +50,8 @@ def _batches(path: Path, batch_size: int) -> tuple[Iterator[pa.RecordBatch], int
         raise InvalidInputError(f"{path}: no such file")
     try:
         if fmt == "parquet":
-            parquet = pq.ParquetFile(path)
+            # Pre-buffering keeps every row group it has read: memory would grow with the file.
+            parquet = pq.ParquetFile(path, pre_buffer=False)
             return parquet.iter_batches(batch_size=batch_size), parquet.metadata.num_rows
         if fmt == "csv":
             reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=max(1 << 20, batch_size * 64)))
@@ -76,38 +85,100 @@ def infer_file(
         TextColumn("{task.fields[rate]} rows/s"),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("rows", total=total, rate="-")
-        while True:
-            part = parts / f"part-{index:06d}.parquet"
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            except (pa.ArrowInvalid, OSError) as exc:  # a malformed block: nothing partial may survive
-                shutil.rmtree(parts, ignore_errors=True)
-                raise InvalidInputError(f"{source}: batch {index} (rows after {rows}) is malformed: {exc}") from None
-            if part.exists():
-                resumed += 1
-            else:
-                table = pa.Table.from_batches([batch])
-                try:
-                    result = client.infer_pipeline(pipeline, table, log=log).table
-                except FinalmileError as exc:
-                    raise FinalmileError(
-                        f"{source}: batch {index} (rows {rows}–{rows + table.num_rows - 1}): {exc.message}"
-                    ) from None
-                joined = _join(table, result)
-                tmp = part.with_name(f".{part.name}.tmp")
-                pq.write_table(joined, tmp)
-                os.replace(tmp, part)
-            rows += batch.num_rows
-            index += 1
-            elapsed = bar.tasks[0].elapsed or 0
-            bar.update(task, completed=rows, rate=f"{rows / elapsed:,.0f}" if elapsed else "-")
-    _assemble(parts, output, index)
+    # Reading the next batch and encoding the output run in two helper threads while the model runs (ONNX Runtime
+    # releases the GIL), so a run costs about what the model costs; at most two batches wait at either end.
+    encoder = ThreadPoolExecutor(1, thread_name_prefix="finalmile-infer-file-writer")
+    pending: deque[Future[None]] = deque()
+    with TableWriter(output) as writer:
+        try:
+            with (
+                Progress(*columns, disable=not progress, transient=False) as bar,
+                _prefetch(batches) as ahead,
+            ):
+                task = bar.add_task("rows", total=total, rate="-")
+                while True:
+                    part = parts / f"part-{index:06d}.arrow"
+                    try:
+                        batch = next(ahead)
+                    except StopIteration:
+                        break
+                    except (pa.ArrowInvalid, OSError) as exc:  # a malformed block: nothing partial may survive
+                        shutil.rmtree(parts, ignore_errors=True)
+                        raise InvalidInputError(
+                            f"{source}: batch {index} (rows after {rows}) is malformed: {exc}"
+                        ) from None
+                    if part.exists():
+                        resumed += 1
+                        with pa.memory_map(str(part)) as mapped:
+                            joined = pa.ipc.open_file(mapped).read_all()
+                    else:
+                        table = pa.Table.from_batches([batch])
+                        try:
+                            result = client.infer_pipeline(pipeline, table, log=log).table
+                        except FinalmileError as exc:
+                            raise FinalmileError(
+                                f"{source}: batch {index} (rows {rows}–{rows + table.num_rows - 1}): {exc.message}"
+                            ) from None
+                        joined = _join(table, result)
+                        tmp = part.with_name(f".{part.name}.tmp")
+                        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, joined.schema) as ipc:
+                            ipc.write_table(joined)
+                        os.replace(tmp, part)
+                    pending.append(encoder.submit(writer.write, joined))
+                    while len(pending) > 2 or (pending and pending[0].done()):
+                        pending.popleft().result()
+                    rows += batch.num_rows
+                    index += 1
+                    elapsed = bar.tasks[0].elapsed or 0
+                    bar.update(task, completed=rows, rate=f"{rows / elapsed:,.0f}" if elapsed else "-")
+                while pending:
+                    pending.popleft().result()
+                if index == 0:
+                    writer.write(pa.table({}))
+        finally:
+            encoder.shutdown(wait=True, cancel_futures=True)  # before the writer closes, even on failure
     shutil.rmtree(parts, ignore_errors=True)
     return FileInferenceResult(rows, index, resumed, output)
+
+
+@contextmanager
+def _prefetch(batches: Iterator[pa.RecordBatch]) -> Iterator[Iterator[pa.RecordBatch]]:
+    """Read the next batches in a thread while the current one is scored (errors surface in order, at `next`)."""
+    ready: queue.Queue[tuple[pa.RecordBatch | None, BaseException | None]] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                item: tuple[pa.RecordBatch | None, BaseException | None] = (next(batches), None)
+            except BaseException as exc:  # StopIteration included: handed over, raised in the consumer
+                item = (None, exc)
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if item[1] is not None:
+                return
+
+    def consume() -> Iterator[pa.RecordBatch]:
+        while True:
+            batch, error = ready.get()
+            if error is not None:
+                if isinstance(error, StopIteration):
+                    return
+                raise error
+            assert batch is not None
+            yield batch
+
+    reader = threading.Thread(target=read, name="finalmile-infer-file-reader", daemon=True)
+    reader.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        reader.join()
 
 
 def _join(inputs: pa.Table, outputs: pa.Table) -> pa.Table:
@@ -116,18 +187,3 @@ def _join(inputs: pa.Table, outputs: pa.Table) -> pa.Table:
     for name, col in zip(outputs.column_names, outputs.columns, strict=True):
         table = table.append_column(f"out_{name}" if name in inputs.column_names else name, col)
     return table
-
-
-def _assemble(parts: Path, output: Path, count: int) -> None:
-    files = [parts / f"part-{i:06d}.parquet" for i in range(count)]
-    tmp = output.with_name(f".{output.name}.partial-file")
-    fmt = file_format(output)
-    if fmt == "parquet" and files:
-        schema = pq.read_schema(files[0])
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for f in files:
-                writer.write_table(pq.read_table(f))
-        os.replace(tmp, output)
-        return
-    table = pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
-    write_table(table, output)

@@ -94,6 +94,52 @@ def pipeline_logs(
     columns: list[str] | None = None,
 ) -> pa.Table:
     """A pipeline's log rows, newest first; an unknown pipeline or an empty range is an empty table, not an error."""
+    sql, params = _logs_sql(pipeline, start, end, version, variant, columns)
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    conn = connect(client)
+    try:
+        return conn.sql(sql, params=params).to_arrow_table()
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL error: {exc}") from None
+    finally:
+        conn.close()
+
+
+def export_logs(
+    client: Client, pipeline: str, path: str | Path, start: datetime | None = None, end: datetime | None = None
+) -> int:
+    """Write a time range of a pipeline's log to Parquet, CSV or JSON lines (by extension), streamed in record
+    batches so the range may be larger than memory; returns the rows written."""
+    from finalmile.files import TableWriter
+
+    sql, params = _logs_sql(pipeline, start, end, None, None, None, newest_first=False)
+    conn = connect(client)
+    rows = 0
+    try:
+        reader = conn.sql(sql, params=params).to_arrow_reader(100_000)
+        with TableWriter(path) as writer:
+            for batch in reader:
+                writer.write(pa.Table.from_batches([batch]))
+                rows += batch.num_rows
+            if rows == 0:
+                writer.write(reader.schema.empty_table())
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL error: {exc}") from None
+    finally:
+        conn.close()
+    return rows
+
+
+def _logs_sql(
+    pipeline: str,
+    start: datetime | None,
+    end: datetime | None,
+    version: int | None,
+    variant: str | None,
+    columns: list[str] | None,
+    newest_first: bool = True,
+) -> tuple[str, list[object]]:
     where, params = ["pipeline = ?"], [pipeline]
     for clause, value in (
         ("time >= ?", start),
@@ -105,13 +151,5 @@ def pipeline_logs(
             where.append(clause)
             params.append(value)  # type: ignore[arg-type]
     selected = "*" if not columns else ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
-    sql = f"SELECT {selected} FROM logs WHERE {' AND '.join(where)} ORDER BY time DESC, row"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    conn = connect(client)
-    try:
-        return conn.sql(sql, params=params).to_arrow_table()
-    except duckdb.Error as exc:
-        raise QueryError(f"SQL error: {exc}") from None
-    finally:
-        conn.close()
+    order = "time DESC, row" if newest_first else "time, request_id, row"
+    return f"SELECT {selected} FROM logs WHERE {' AND '.join(where)} ORDER BY {order}", list(params)

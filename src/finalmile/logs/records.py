@@ -1,12 +1,17 @@
-"""The log row layout: one row per inferred row, built from the very Arrow batch that was served.
+"""The log row layout: one row per inferred row, built from the very Arrow batches that were served.
 
 Columns: `time`, `request_id`, `row`, `pipeline`, `pipeline_version`, `variant`, `model_versions`, `latency_ms`,
 `status`, then `in_<column>` for every input, `out_<column>` for every output, `shadow_<challenger>_<column>` for
 every shadow output and `check_<name>` for every check flag.
+
+Rows are built for many served batches at once (`log_table` over a run of batches of one deployed version): the
+tables are concatenated, and every per-row column comes from a handful of numpy calls, so logging costs a few
+microseconds a batch instead of a few hundred.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,36 +25,87 @@ if TYPE_CHECKING:
     from finalmile.serving.deployments import LoadedPipeline
 
 
-def log_table(loaded: LoadedPipeline, batch: Batch, at_us: int, latency_ms: float) -> pa.Table:
-    n = batch.table.num_rows
-    requests = batch.requests
-    starts = np.zeros(int(requests.max()) + 1 if n else 0, dtype=np.int64)
-    if n:
-        first = np.r_[True, requests[1:] != requests[:-1]]
-        starts[requests[first]] = np.flatnonzero(first)
-    ids = np.asarray(batch.request_ids, dtype=object)
-    routes = batch.row_routes()
+@dataclass
+class Served:
+    """One served batch waiting to be logged: what ran, when it was answered, and how long it took."""
+
+    loaded: LoadedPipeline
+    batch: Batch
+    at_us: int
+
+    def group_key(self) -> tuple[object, ...]:
+        """Batches with equal keys have the same columns, so their log rows are built together."""
+        b = self.batch
+        return (
+            id(self.loaded),
+            b.inputs.schema,
+            b.table.schema,
+            tuple((k, t.schema) for k, t in b.shadow.items()),
+            tuple(b.checks),
+        )
+
+
+def log_tables(served: list[Served]) -> list[tuple[str, pa.Table]]:
+    """The log rows of `served`, one table per run of batches that share a layout, as (pipeline, table)."""
+    tables: list[tuple[str, pa.Table]] = []
+    start = 0
+    for i in range(1, len(served) + 1):
+        if i == len(served) or served[i].group_key() != served[start].group_key():
+            group = served[start:i]
+            tables.append((group[0].loaded.name, log_table(group)))
+            start = i
+    return tables
+
+
+def log_table(group: list[Served]) -> pa.Table:
+    """The log rows of batches of one deployed version with one layout (see `Served.group_key`)."""
+    loaded = group[0].loaded
+    batches = [s.batch for s in group]
+    sizes = np.array([b.table.num_rows for b in batches], dtype=np.int64)
+    n = int(sizes.sum())
+
+    # Request ids and row numbers: each batch's request indices, offset into one list of ids.
+    n_requests = np.array([len(b.request_ids) for b in batches], dtype=np.int64)
+    offsets = np.repeat(np.concatenate([[0], np.cumsum(n_requests)[:-1]]), sizes)
+    requests = np.concatenate([b.requests for b in batches]).astype(np.int64) + offsets if n else np.zeros(0, np.int64)
+    ids = np.array([i for b in batches for i in b.request_ids], dtype=object)
+    first = np.r_[True, requests[1:] != requests[:-1]] if n else np.zeros(0, dtype=bool)
+    starts = np.zeros(int(n_requests.sum()), dtype=np.int64)
+    starts[requests[first]] = np.flatnonzero(first)
+
+    # Routes (variant + model versions) as codes into one small list of distinct routes.
+    distinct: dict[tuple[str | None, tuple[str, ...]], int] = {}
+    codes = []
+    for b in batches:
+        local = np.array([distinct.setdefault(r, len(distinct)) for r in b.routes], dtype=np.int32)
+        codes.append(local[b.route_index] if b.route_index is not None else np.full(b.table.num_rows, local[0]))
+    route_codes = pa.array(np.concatenate(codes) if codes else np.zeros(0, np.int32))
+    variants = pa.array([v for v, _ in distinct], type=pa.string())
+    models = pa.array([",".join(m) for _, m in distinct], type=pa.string())
+
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
-        "time": pa.array(np.full(n, at_us, dtype=np.int64)).cast(pa.timestamp("us", tz="UTC")),
-        "request_id": pa.array(ids[requests] if n else [], type=pa.string()),
-        "row": pa.array(np.arange(n, dtype=np.int64) - starts[requests] if n else [], type=pa.int32()),
-        "pipeline": pa.array([loaded.name] * n, type=pa.string()),
+        "time": pa.array(np.repeat([s.at_us for s in group], sizes)).cast(pa.timestamp("us", tz="UTC")),
+        "request_id": pa.array(ids[requests], type=pa.string()),
+        "row": pa.array((np.arange(n, dtype=np.int64) - starts[requests]).astype(np.int32)),
+        "pipeline": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [loaded.name]).cast(pa.string()),
         "pipeline_version": pa.array(np.full(n, loaded.version, dtype=np.int32)),
-        "variant": pa.array([variant for variant, _ in routes], type=pa.string()),
-        "model_versions": pa.array([",".join(models) for _, models in routes], type=pa.string()),
-        "latency_ms": pa.array(np.full(n, latency_ms, dtype=np.float64)),
-        "status": pa.array(["ok"] * n, type=pa.string()),
+        "variant": variants.take(route_codes),
+        "model_versions": models.take(route_codes),
+        "latency_ms": pa.array(np.repeat([b.elapsed_s * 1000 for b in batches], sizes)),
+        "status": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), ["ok"]).cast(pa.string()),
     }
-    inputs = _named(batch.inputs, loaded)
+    inputs = _named(pa.concat_tables([b.inputs for b in batches]), loaded)
     for name, col in zip(inputs.column_names, inputs.columns, strict=True):
         columns[f"in_{name}"] = col
-    for name, col in zip(batch.table.column_names, batch.table.columns, strict=True):
+    outputs = pa.concat_tables([b.table for b in batches])
+    for name, col in zip(outputs.column_names, outputs.columns, strict=True):
         columns[f"out_{name}"] = col
-    for challenger, table in batch.shadow.items():
-        for name, col in zip(table.column_names, table.columns, strict=True):
+    for challenger in batches[0].shadow:
+        shadow = pa.concat_tables([b.shadow[challenger] for b in batches])
+        for name, col in zip(shadow.column_names, shadow.columns, strict=True):
             columns[f"shadow_{challenger}_{name}"] = col
-    for name, flags in batch.checks.items():
-        columns[f"check_{name}"] = pa.array(flags, type=pa.bool_())
+    for name in batches[0].checks:
+        columns[f"check_{name}"] = pa.array(np.concatenate([b.checks[name] for b in batches]), type=pa.bool_())
     return pa.table(columns)
 
 

@@ -1,8 +1,8 @@
 """The log writer: an append-only Arrow IPC journal per pipeline, compacted into hive-partitioned Parquet.
 
-`fast` durability hands the batch to a background thread, which builds the log rows, appends them to the journal
-and syncs it to disk every `flush_interval_s` (compacting to Parquet every `compact_interval_s`); `strict` appends
-and fsyncs in the serving thread before the response goes out. Compaction writes
+`fast` durability hands the batch to a background thread, which every `flush_interval_s` builds the log rows of
+all batches served since, appends them to the journal and syncs it (compacting to Parquet every
+`compact_interval_s`); `strict` appends and fsyncs in the serving thread before the response goes out. Compaction writes
 `logs/pipeline=NAME/date=YYYY-MM-DD/part-*.parquet` under a temporary name and renames it, so a reader never sees a
 partial file. Journals left by a crash are compacted at start-up;
 a torn tail (the bytes of a half-written batch) is skipped and reported, never fatal.
@@ -20,20 +20,32 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from finalmile.logs.records import log_table
+from finalmile.files import dictionary_columns
+from finalmile.logs.records import Served, log_tables
 
 if TYPE_CHECKING:
     from finalmile.pipelines.executor import Batch
     from finalmile.serving.deployments import LoadedPipeline
 
 log = logging.getLogger(__name__)
-_TICK = object()
+_FAILURE_SCHEMA = pa.schema(
+    [
+        ("time", pa.timestamp("us", tz="UTC")),
+        ("request_id", pa.string()),
+        ("row", pa.int32()),
+        ("pipeline_version", pa.int32()),
+        ("latency_ms", pa.float64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("rows", pa.int64()),
+    ]
+)
 
 
 @dataclass
@@ -82,8 +94,10 @@ class LogWriter:
         self.max_journal_rows = max_journal_rows
         self._open: dict[str, _Journal] = {}
         self._retention: dict[str, int] = {}
+        self._failures: dict[str, list[dict[str, object]]] = {}
         self._lock = threading.Lock()
-        self._queue: queue.Queue[tuple[LoadedPipeline, Batch, int] | None] = queue.Queue()
+        self._queue: queue.Queue[Served | None] = queue.Queue()
+        self._wake = threading.Event()
         self.recovery = self.recover()
         self._thread = threading.Thread(target=self._background, name="finalmile-log-writer", daemon=True)
         self._thread.start()
@@ -96,26 +110,54 @@ class LogWriter:
             return
         if config is not None and config.retention_days:
             self._retention[loaded.name] = config.retention_days
-        at_us = time.time_ns() // 1000
+        served = Served(loaded, batch, time.time_ns() // 1000)
         if config is not None and config.durability == "strict":
-            self._append(loaded, batch, at_us, sync=True)
+            self._append([served], sync=True)
         else:
-            self._queue.put((loaded, batch, at_us))
+            self._queue.put(served)
 
-    def _append(self, loaded: LoadedPipeline, batch: Batch, at_us: int, sync: bool) -> None:
-        table = log_table(loaded, batch, at_us, batch.elapsed_s * 1000)
+    def failed(self, loaded: LoadedPipeline, rows: int, error: str, latency_ms: float) -> None:
+        """A request that got an error instead of outputs: one log row with `status` 'error' and the message.
+
+        Error rows have no inputs or outputs (they may not even be a table), so they collect in memory and go
+        straight to their own Parquet part at each tick: the journal keeps one layout per pipeline."""
+        config = loaded.config
+        if config is not None and not config.logging:
+            return
+        row = {
+            "time": time.time_ns() // 1000,
+            "request_id": uuid.uuid4().hex,
+            "row": 0,
+            "pipeline_version": loaded.version,
+            "latency_ms": latency_ms,
+            "status": "error",
+            "error": error[:2000],
+            "rows": rows,
+        }
         with self._lock:
-            journal = self._open.get(loaded.name)
-            if journal is not None and (
-                not journal.schema.equals(table.schema) or journal.rows > self.max_journal_rows
-            ):
-                self._compact_locked(loaded.name)
-                journal = None
-            if journal is None:
-                journal = self._open[loaded.name] = self._new_journal(loaded.name, table.schema)
-            journal.append(table)
-            if sync:
-                journal.sync()
+            self._failures.setdefault(loaded.name, []).append(row)
+
+    def _write_failures(self) -> None:
+        with self._lock:
+            failures, self._failures = self._failures, {}
+        for pipeline, rows in failures.items():
+            table = pa.Table.from_pylist(rows, schema=_FAILURE_SCHEMA)
+            self._write_parquet(pipeline, table.append_column("pipeline", pa.array([pipeline] * len(rows))))
+
+    def _append(self, served: list[Served], sync: bool) -> None:
+        for pipeline, table in log_tables(served):
+            with self._lock:
+                journal = self._open.get(pipeline)
+                if journal is not None and (
+                    not journal.schema.equals(table.schema) or journal.rows > self.max_journal_rows
+                ):
+                    self._compact_locked(pipeline)
+                    journal = None
+                if journal is None:
+                    journal = self._open[pipeline] = self._new_journal(pipeline, table.schema)
+                journal.append(table)
+                if sync:
+                    journal.sync()
 
     def _new_journal(self, pipeline: str, schema: pa.Schema) -> _Journal:
         path = self.journals / f"{pipeline}--{os.getpid()}-{uuid.uuid4().hex[:12]}.arrows"
@@ -125,45 +167,57 @@ class LogWriter:
     # -- background ---------------------------------------------------------------------------------------------
 
     def _background(self) -> None:
-        # The journal is synced every `flush_interval_s` (the `fast` durability promise); Parquet files are written
-        # less often, since each compaction costs more than the sync, and every query flushes first anyway.
+        # Served batches wait in the queue and are logged together once per `flush_interval_s` (the `fast`
+        # durability promise), so the log rows of hundreds of batches cost a few numpy calls, not a few hundred
+        # per batch beside the serving threads. Parquet files are written less often, since each compaction costs
+        # more than the sync, and every query flushes first anyway.
         next_compaction = time.monotonic() + self.compact_interval_s
-        next_sync = time.monotonic() + self.flush_interval_s
         while True:
-            item: Any
+            self._wake.wait(timeout=self.flush_interval_s)
+            self._wake.clear()
+            stop = self._drain()
             try:
-                item = self._queue.get(timeout=max(0.0, min(next_sync, next_compaction) - time.monotonic()))
-            except queue.Empty:
-                item = _TICK
-            if item is None:  # close() asked us to stop
-                self._queue.task_done()
+                self._write_failures()
+                self._sync_all()
+            except Exception:
+                log.exception("could not sync inference log journals")
+            if stop:
                 return
-            if item is not _TICK:
-                try:
-                    loaded, batch, at_us = item
-                    self._append(loaded, batch, at_us, sync=False)
-                except Exception:
-                    log.exception("could not write inference logs")
-                finally:
-                    self._queue.task_done()
-            now = time.monotonic()
-            if now >= next_sync:
-                try:
-                    self._sync_all()
-                except Exception:
-                    log.exception("could not sync inference log journals")
-                next_sync = now + self.flush_interval_s
-            if now >= next_compaction:
+            if time.monotonic() >= next_compaction:
                 try:
                     self._compact_all()
                 except Exception:
                     log.exception("could not compact inference logs")
-                next_compaction = now + self.compact_interval_s
+                next_compaction = time.monotonic() + self.compact_interval_s
+
+    def _drain(self) -> bool:
+        """Journal everything queued; True when `close()` asked the background thread to stop."""
+        served: list[Served] = []
+        stop = False
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+            else:
+                served.append(item)
+        try:
+            if served:
+                self._append(served, sync=False)
+        except Exception:
+            log.exception("could not write inference logs")
+        finally:
+            for _ in range(len(served) + stop):
+                self._queue.task_done()
+        return stop
 
     def flush(self) -> None:
         """Journal everything handed over so far, then turn every journal into Parquet: queryable after this."""
         if self._thread.is_alive():
-            self._queue.join()  # waits for the batch the thread may be appending right now, too
+            self._wake.set()
+            self._queue.join()  # waits for the batches the thread may be appending right now, too
         else:
             self._drain()
         self._compact_all()
@@ -171,19 +225,10 @@ class LogWriter:
     def close(self) -> None:
         if self._thread.is_alive():
             self._queue.put(None)
+            self._wake.set()
             self._thread.join(timeout=30)
         self._drain()
         self._compact_all()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            self._queue.task_done()
-            if item is not None:
-                self._append(*item, sync=False)
 
     def _sync_all(self) -> None:
         with self._lock:
@@ -191,6 +236,7 @@ class LogWriter:
                 journal.sync()
 
     def _compact_all(self) -> None:
+        self._write_failures()
         with self._lock:
             for pipeline in list(self._open):
                 self._compact_locked(pipeline)
@@ -229,7 +275,8 @@ class LogWriter:
             directory.mkdir(parents=True, exist_ok=True)
             name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
             tmp = directory / f".{name}.tmp"
-            pq.write_table(part.drop_columns(["pipeline"]), tmp)
+            part = part.drop_columns(["pipeline"])
+            pq.write_table(part, tmp, use_dictionary=dictionary_columns(part.schema))
             os.replace(tmp, directory / name)
 
     def recover(self) -> Recovery:

@@ -168,6 +168,11 @@ class Pipeline:
             return pl.from_arrow(table)
         return table.to_pandas()
 
+    def export_logs(self, path: str | Path, start: datetime | None = None, end: datetime | None = None) -> int:
+        """Write the log rows from `start` to `end` (oldest first) to a Parquet, CSV or JSON-lines file, streamed;
+        returns the number of rows written."""
+        return self._client.export_logs(self.name, path, start, end)
+
     def add_ground_truth(self, frame: Any, key: str = "request_id") -> Any:
         """Labels that arrived later, keyed by `request_id` or by a logged input column; the newest label wins.
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import tarfile
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from finalmile import __version__
 from finalmile.errors import FinalmileError, InvalidInputError
 from finalmile.serving.app import InferenceHandlers, error_body
 from finalmile.serving.codecs import ARROW_STREAM
+from finalmile.serving.codecs import arrow as arrow_codec
 from finalmile.serving.deployments import DeploymentConfig
 
 if TYPE_CHECKING:
@@ -230,9 +232,21 @@ def create_management_app(client: Client, dataplane: DataPlane) -> FastAPI:
 
     @app.get("/api/v1/pipelines/{name}/logs", tags=["logs"])
     async def logs(
-        name: str, limit: int = Query(100, ge=1, le=100_000), version: int | None = None, variant: str | None = None
+        request: Request,
+        name: str,
+        limit: int | None = Query(100, ge=1, le=10_000_000),
+        version: int | None = None,
+        variant: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        columns: str | None = None,
     ) -> Response:
-        table = await run(client.pipeline_logs, name, None, None, limit, version, variant, None)
+        """Log rows, newest first, from `start` (ISO 8601, inclusive) to `end` (exclusive), optionally only the
+        comma-separated `columns`: JSON records, or an Arrow IPC stream when the request accepts one."""
+        chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+        table = await run(client.pipeline_logs, name, start, end, limit, version, variant, chosen)
+        if ARROW_STREAM in request.headers.get("accept", ""):
+            return Response(arrow_codec.encode(table), media_type=ARROW_STREAM)
         return Response(table.to_pandas().to_json(orient="records", date_format="iso"), media_type="application/json")
 
     @app.post("/api/v1/pipelines/{name}/ground_truth", tags=["logs"])

@@ -28,11 +28,15 @@ class DataPlane:
     async def infer(self, name: str, table: pa.Table, version: int | None = None) -> RequestResult:
         started = time.perf_counter()
         slot = self.slot(name, version)
-        conformed = slot.current.conform(table)
         observer = self._observers.get(name)
         if observer is None:
             observer = self._observers[name] = self.metrics.observer(name)
-        result: RequestResult = await slot.get_batcher(observer).submit(conformed)
+        try:
+            conformed = slot.current.conform(table)
+            result: RequestResult = await slot.get_batcher(observer).submit(conformed)
+        except Exception as exc:  # logged as an error row (the error-rate monitor reads them), then answered
+            self.deployments.failed(slot.current, table.num_rows, exc, started)
+            raise
         self.metrics.rows.labels(name).inc(table.num_rows)
         self.metrics.latency.labels(name).observe(time.perf_counter() - started)
         return result

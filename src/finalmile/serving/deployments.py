@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Hook = Callable[["LoadedPipeline", Batch], None]
+FailureHook = Callable[["LoadedPipeline", int, str, float], None]
+"""Called with the deployment, the rows of a request that failed, the error and the milliseconds it took."""
 
 
 class DeploymentConfig(BaseModel):
@@ -166,7 +168,7 @@ class LoadedPipeline:
             )
         conformed = validator.conform(table)
         for name in self.extra_inputs:
-            if name in table.column_names:
+            if name in table.column_names and name not in conformed.column_names:
                 conformed = conformed.append_column(name, table.column(name))
         return conformed
 
@@ -201,7 +203,17 @@ class DeploymentManager:
         self.client = client
         self.slots: dict[str, Slot] = {}
         self.hooks: list[Hook] = []
+        self.failure_hooks: list[FailureHook] = []
         self._lock = threading.Lock()
+
+    def failed(self, loaded: LoadedPipeline, rows: int, error: BaseException, started: float) -> None:
+        """Tell the failure hooks (the log's error rows) that a request failed; never raises."""
+        message = error.message if isinstance(error, FinalmileError) else f"{type(error).__name__}: {error}"
+        for hook in self.failure_hooks:
+            try:
+                hook(loaded, rows, message, (time.perf_counter() - started) * 1000)
+            except Exception:
+                log.exception("failure hook failed for %s:%s", loaded.name, loaded.version)
 
     def load(self, name: str, version: int) -> LoadedPipeline:
         """Build and warm a pipeline version without touching what is serving."""

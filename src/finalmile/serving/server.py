@@ -36,11 +36,21 @@ def create_app(client: Client | None = None) -> FinalmileApp:
                 except Exception:
                     log.exception("could not read deployments from the store")
 
-        task = loop.create_task(converge())
+        async def monitor() -> None:
+            # Several workers may all look; storing a window's result is guarded, so only one records it and acts.
+            while True:
+                await asyncio.sleep(client.settings.monitor_poll_s)
+                try:
+                    await loop.run_in_executor(None, client.run_monitors)
+                except Exception:
+                    log.exception("could not run the monitors")
+
+        tasks = [loop.create_task(converge()), loop.create_task(monitor())]
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
             if owned:
                 client.close()
 

@@ -63,7 +63,7 @@ def test_an_interrupted_run_resumes_without_duplicates(
     with pytest.raises(KeyboardInterrupt):
         pipeline.infer_file(tmp_path / "in.parquet", tmp_path / "out.parquet", batch_size=500, progress=False)
     assert not (tmp_path / "out.parquet").exists()
-    assert len(list((tmp_path / "out.parquet.partial").glob("part-*.parquet"))) == 3
+    assert len(list((tmp_path / "out.parquet.partial").glob("part-*.arrow"))) == 3
     monkeypatch.setattr(client, "infer_pipeline", original)
     result = pipeline.infer_file(tmp_path / "in.parquet", tmp_path / "out.parquet", batch_size=500, progress=False)
     assert (result.rows, result.batches, result.resumed_batches) == (3000, 6, 3)

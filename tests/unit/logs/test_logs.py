@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client, FinalmileError
+from finalmile.logs.records import Served, log_table
 from finalmile.logs.writer import LogWriter, read_journal
 from tests.fixtures import tabular
 from tests.unit.test_cli import run
@@ -63,13 +68,58 @@ def test_strict_durability_is_on_disk_before_the_answer_and_logging_can_be_off(d
     assert quiet.logs().empty
 
 
+def test_batches_logged_together_keep_each_request_and_route(deployed: Client) -> None:
+    p = deployed.build_pipeline("ab").add_split({"a": (0.5, "m:1"), "b": (0.5, "m:2")}, key="x0")
+    p.deploy()
+    loaded = deployed._deployments.get("ab").current
+    served = [Served(loaded, loaded.run(loaded.conform(deployed_table(n)), hooks=False), 1_000 + n) for n in (3, 1, 4)]
+    served[1].batch.requests[:] = 0
+    table = log_table(served)
+    ids = [i for s in served for i in s.batch.request_ids]
+    assert table.column("request_id").to_pylist() == [ids[0]] * 3 + [ids[1]] + [ids[2]] * 4
+    assert table.column("row").to_pylist() == [0, 1, 2, 0, 0, 1, 2, 3]
+    routes = [r for s in served for r in s.batch.row_routes()]
+    assert table.column("variant").to_pylist() == [v for v, _ in routes]
+    assert table.column("model_versions").to_pylist() == [",".join(m) for _, m in routes]
+    assert set(table.column("variant").to_pylist()) == {"a", "b"}
+    np.testing.assert_allclose(table.column("in_x0").to_numpy(), np.r_[X.x0[:3], X.x0[:1], X.x0[:4]])
+
+
+def test_failed_requests_are_logged_as_errors(deployed: Client) -> None:
+    p = deployed.build_pipeline("p").add_model_step("m:1")
+    p.deploy()
+    p.infer(X.head(2))
+    with pytest.raises(FinalmileError):
+        p.infer(X.head(2).drop(columns=["x0"]))
+    logs = p.logs()
+    assert sorted(logs.status) == ["error", "ok", "ok"]
+    error = logs[logs.status == "error"].iloc[0]
+    assert "x0" in error.error and error.rows == 2 and error.pipeline_version == 1
+
+
+def test_a_time_range_exports_to_parquet_and_csv(deployed: Client, tmp_path: Path) -> None:
+    p = deployed.build_pipeline("p").add_model_step("m:1")
+    p.deploy()
+    p.infer(X.head(3))
+    middle = datetime.now(UTC)
+    time.sleep(0.01)
+    p.infer(X.head(2))
+    assert p.export_logs(tmp_path / "all.parquet") == 5
+    assert p.export_logs(tmp_path / "late.csv", start=middle) == 2
+    late = pd.read_csv(tmp_path / "late.csv")
+    assert len(late) == 2 and list(late.row) == [0, 1]
+    assert p.export_logs(tmp_path / "none.parquet", end=middle - timedelta(days=1)) == 0
+    assert pq.read_table(tmp_path / "none.parquet").num_rows == 0
+
+
 def test_a_torn_journal_tail_is_skipped_and_reported(deployed: Client, tmp_path: Path) -> None:
     p = deployed.build_pipeline("torn").add_model_step("m:1")
     p.deploy()
     loaded = deployed._deployments.get("torn").current
     writer = LogWriter(tmp_path / "logs")
     for _ in range(3):
-        writer._append(loaded, loaded.run(loaded.conform(deployed_table(2))), 1_700_000_000_000_000, sync=True)
+        served = Served(loaded, loaded.run(loaded.conform(deployed_table(2))), 1_700_000_000_000_000)
+        writer._append([served], sync=True)
     path = writer._open["torn"].path
     data = path.read_bytes()
     # A crash in the middle of the last batch, by a process that is gone (so recovery may take the journal).
@@ -119,6 +169,8 @@ def test_cli_query_and_logs(
     assert code == 0 and "wrote 3 rows" in out
     code, out, _ = run(capsys, "logs", "p", "--since", "1h", "--columns", "row,out_score")
     assert code == 0 and "out_score" in out
+    code, out, _ = run(capsys, "logs", "p", "--since", "1h", "--output", str(cli_env / "range.jsonl"))
+    assert code == 0 and "wrote 3 rows" in out and len((cli_env / "range.jsonl").read_text().splitlines()) == 3
     code, _, err = run(capsys, "query", "DELETE FROM logs")
     assert code == 1 and "read-only" in err and "Traceback" not in err
     ids = deployed.query("SELECT DISTINCT request_id FROM logs").request_id

@@ -1,0 +1,112 @@
+"""What a monitor does about an alert: call a webhook, roll back, route all traffic to a variant, undeploy.
+
+Each action runs on its own (a failing webhook never blocks a rollback), respects its cooldown, and is recorded
+with its outcome in `action_runs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import httpx
+
+from finalmile.errors import FinalmileError
+from finalmile.monitoring.config import Action, RollbackAction, RouteAction, UndeployAction, WebhookAction
+from finalmile.monitoring.store import AlertRecord, MonitorStore, SavedMonitor
+from finalmile.pipelines.spec import PipelineSpec, SplitStepSpec, walk
+from finalmile.pipelines.store import DeploymentRecord
+from finalmile.registry.store import _now
+from finalmile.serving.deployments import DeploymentConfig
+
+if TYPE_CHECKING:
+    from finalmile.client import Client
+
+log = logging.getLogger(__name__)
+
+
+def take_actions(client: Client, store: MonitorStore, monitor: SavedMonitor, alerts: list[AlertRecord]) -> None:
+    """Run the monitor's actions for the worst of `alerts` at the monitor's action level (once per run)."""
+    level = monitor.config.action_level
+    firing = [a for a in alerts if a.level == "alert" or (level == "warning" and a.level == "warning")]
+    if not firing:
+        return
+    alert = firing[-1]
+    due = []
+    for action in monitor.config.actions:
+        last = store.last_action(monitor, action.kind)
+        if last is not None and _now() - last < timedelta(seconds=action.cooldown_s):
+            store.record_action(monitor, alert, action.kind, "cooldown", f"ran at {last.isoformat()}")
+        else:
+            due.append(action)
+    if due:  # each in its own thread: a webhook retrying with back-off never delays a rollback
+        with ThreadPoolExecutor(len(due), thread_name_prefix="finalmile-action") as pool:
+            for action in due:
+                pool.submit(_take, client, store, monitor, alert, action)
+
+
+def _take(client: Client, store: MonitorStore, monitor: SavedMonitor, alert: AlertRecord, action: Action) -> None:
+    try:
+        detail = _run(client, monitor, alert, action)
+        store.record_action(monitor, alert, action.kind, "done", detail)
+    except Exception as exc:  # one failing action must not stop the others
+        log.warning("monitor %s: action %s failed: %s", monitor.config.name, action.kind, exc)
+        store.record_action(monitor, alert, action.kind, "failed", str(exc))
+
+
+def _run(client: Client, monitor: SavedMonitor, alert: AlertRecord, action: Action) -> str:
+    pipeline = monitor.config.pipeline
+    if isinstance(action, WebhookAction):
+        return post_webhook(action, alert.payload())
+    if isinstance(action, UndeployAction):
+        client.undeploy_pipeline(pipeline)
+        return f"undeployed {pipeline}"
+    current = _deployed(client, pipeline)
+    config = DeploymentConfig.model_validate(current.config)
+    if isinstance(action, RollbackAction):
+        earlier = [v.version for v in client._pipelines.list_versions(pipeline) if v.version < current.version]
+        if not earlier:
+            raise FinalmileError(f"{pipeline} version {current.version} has no earlier version to roll back to")
+        client.deploy_pipeline(pipeline, max(earlier), config)
+        return f"rolled {pipeline} back from version {current.version} to {max(earlier)}"
+    assert isinstance(action, RouteAction)
+    spec = PipelineSpec.model_validate(client._pipelines.get_version(pipeline, current.version).spec)
+    splits = [s for s in walk(list(spec.steps)) if isinstance(s, SplitStepSpec)]
+    if not any(v.name == action.variant for s in splits for v in s.variants):
+        raise FinalmileError(f"{pipeline} version {current.version} has no A/B variant '{action.variant}'")
+    for split in splits:
+        if any(v.name == action.variant for v in split.variants):
+            for variant in split.variants:
+                variant.weight = 1.0 if variant.name == action.variant else 0.0
+    record = client.create_pipeline_version(spec.model_dump(mode="json"))
+    client.deploy_pipeline(pipeline, record.version, config)
+    return f"sent all traffic of {pipeline} to variant '{action.variant}' (version {record.version})"
+
+
+def _deployed(client: Client, pipeline: str) -> DeploymentRecord:
+    for deployment in client._pipelines.deployments():
+        if deployment.name == pipeline:
+            return deployment
+    raise FinalmileError(f"pipeline '{pipeline}' is not deployed")
+
+
+def post_webhook(action: WebhookAction, payload: dict[str, object]) -> str:
+    """POST the alert as JSON; retried with exponential back-off (0.5 s, 1 s, 2 s, …) on errors and 5xx."""
+    error = ""
+    for attempt in range(action.retries + 1):
+        if attempt:
+            time.sleep(0.5 * 2 ** (attempt - 1))
+        try:
+            response = httpx.post(action.url, json=payload, headers=action.headers, timeout=10)
+            if response.status_code < 500:
+                response.raise_for_status()
+                return f"POST {action.url}: {response.status_code} after {attempt + 1} attempt(s)"
+            error = f"HTTP {response.status_code}"
+        except httpx.HTTPStatusError as exc:  # 4xx: the receiver refuses it; retrying will not help
+            raise FinalmileError(f"webhook {action.url} refused the alert: HTTP {exc.response.status_code}") from None
+        except httpx.HTTPError as exc:
+            error = str(exc) or type(exc).__name__
+    raise FinalmileError(f"webhook {action.url} failed after {action.retries + 1} attempts: {error}")
