@@ -13,6 +13,7 @@ from rich.table import Table
 from finalmile.cli_common import client_from_env, console, errors, print_table
 from finalmile.cli_logs import ground_truth, logs, query
 from finalmile.cli_logs import infer_file as infer_file_command
+from finalmile.cli_monitors import alerts, assays_app
 from finalmile.cli_pipelines import deploy, infer, pipelines_app, serve, undeploy
 from finalmile.errors import FinalmileError
 
@@ -24,9 +25,11 @@ app = typer.Typer(
 models_app = typer.Typer(help="Register models and manage their versions.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(assays_app, name="assays")
 for command in (deploy, undeploy, infer, serve, logs, query):
     app.command()(command)
 app.command("ground-truth")(ground_truth)
+app.command("alerts")(alerts)
 app.command("infer-file")(infer_file_command)
 _client = client_from_env
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -13,8 +12,6 @@ import typer
 
 from finalmile.cli_common import client_from_env, console, print_table
 from finalmile.errors import FinalmileError
-
-_SINCE = re.compile(r"^(\d+)([smhd])$")
 
 
 def logs(
@@ -30,7 +27,7 @@ def logs(
     """Show a pipeline's most recent inference log rows, or export a time range of them."""
     from finalmile.logs.query import pipeline_logs
 
-    start, end = _ago(since, "--since"), _ago(until, "--until")
+    start, end = ago(since, "--since"), ago(until, "--until")
     with client_from_env() as client:
         if output is not None:
             rows = client.export_logs(pipeline, output, start, end)
@@ -41,14 +38,11 @@ def logs(
         print_table(pipeline_logs(client, pipeline, start=start, end=end, limit=limit, columns=chosen), limit=limit)
 
 
-def _ago(text: str | None, option: str) -> datetime | None:
-    if text is None:
-        return None
-    match = _SINCE.match(text)
-    if not match:
-        raise FinalmileError(f"{option} {text!r}: expected a number and a unit, like 30m, 1h or 7d")
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-    return datetime.now(UTC) - timedelta(**{unit: int(match.group(1))})
+def ago(text: str | None, option: str) -> datetime | None:
+    """The moment `text` (30m, 1h, 7d) before now; None stays None."""
+    from finalmile.monitoring.config import parse_duration
+
+    return None if text is None else datetime.now(UTC) - timedelta(seconds=parse_duration(text, option))
 
 
 def query(

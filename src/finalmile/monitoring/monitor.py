@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from finalmile.errors import InvalidInputError
 from finalmile.monitoring.actions import take_actions
 from finalmile.monitoring.compute import MonitorResult, baseline_values, compute, source_column, window_ends
-from finalmile.monitoring.config import Baseline, MonitorConfig
+from finalmile.monitoring.config import Baseline, MonitorConfig, parse_duration
 from finalmile.monitoring.store import MonitorStore, SavedMonitor
 from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, ShadowStepSpec, walk
 
@@ -139,9 +139,8 @@ def build_monitor(client: Client, **fields: Any) -> Monitor:
                 fields[f"{key}_s"] = parse_duration(value, key)
     fields = {k: v for k, v in fields.items() if v is not None}
     client._pipelines.get_version(fields["pipeline"])  # an unknown pipeline is a 404 now
-    frame_values = None
-    if baseline is not None:
-        fields["baseline"], frame_values = _baseline(client, baseline, fields.get("column"))
+    if baseline is not None:  # checked after the column: a frame is stored only for a monitor that can exist
+        fields["baseline"] = {"kind": "frame"} if _is_frame(baseline) else _baseline_spec(client, baseline)
     try:
         config = MonitorConfig.model_validate(fields)
     except ValidationError as exc:
@@ -153,8 +152,9 @@ def build_monitor(client: Client, **fields: Any) -> Monitor:
     _check_column(client, config)
     monitor = Monitor(client, config)
     if config.kind == "drift":
-        if frame_values is not None:
-            monitor._baseline = frame_values
+        if _is_frame(baseline):
+            assert config.baseline is not None and config.column is not None
+            config.baseline.artifact, monitor._baseline = _store_frame(client, baseline, config.column)
         values = monitor.baseline()  # no rows: an error now
         if values is not None and values.dtype == object and config.metric != "chi_squared":
             raise InvalidInputError(
@@ -163,17 +163,21 @@ def build_monitor(client: Client, **fields: Any) -> Monitor:
     return monitor
 
 
-def _baseline(client: Client, baseline: Any, column: str | None) -> tuple[dict[str, Any], np.ndarray | None]:
+def _is_frame(baseline: Any) -> bool:
+    return baseline is not None and not isinstance(baseline, (str, tuple, dict, Baseline))
+
+
+def _baseline_spec(client: Client, baseline: Any) -> dict[str, Any]:
     if isinstance(baseline, str):
-        client.model(baseline)  # a model that does not exist is an error now
-        return {"kind": "model_sample", "model": client.model(baseline).ref}, None
+        return {"kind": "model_sample", "model": client.model(baseline).ref}  # an unknown model: an error now
     if isinstance(baseline, tuple) and len(baseline) == 2:
         start, end = baseline
-        return {"kind": "log", "start": start and _utc(start), "end": end and _utc(end)}, None
-    if isinstance(baseline, (Baseline, dict)):
-        return (baseline.model_dump() if isinstance(baseline, Baseline) else baseline), None
-    if column is None:
-        raise InvalidInputError("column: a drift assay needs the logged column it watches")
+        return {"kind": "log", "start": start and _utc(start), "end": end and _utc(end)}
+    return baseline.model_dump() if isinstance(baseline, Baseline) else dict(baseline)
+
+
+def _store_frame(client: Client, baseline: Any, column: str) -> tuple[str, np.ndarray]:
+    """The baseline column of a DataFrame, Series or array, stored as Parquet in the artifact store."""
     if isinstance(baseline, (pd.Series, np.ndarray, list)):
         values = pa.table({"value": pa.array(np.asarray(baseline))})
     else:
@@ -185,9 +189,8 @@ def _baseline(client: Client, baseline: Any, column: str | None) -> tuple[dict[s
         raise InvalidInputError("baseline: the baseline frame has no rows")
     buffer = io.BytesIO()
     pq.write_table(values, buffer)
-    digest = _put_bytes(client, buffer.getvalue())
-    array = values.column("value").to_numpy()
-    return {"kind": "frame", "artifact": digest}, (
+    array = values.column("value").to_numpy(zero_copy_only=False)
+    return _put_bytes(client, buffer.getvalue()), (
         array.astype(np.float64) if array.dtype.kind in "iuf" else array.astype(object)
     )
 
@@ -235,22 +238,6 @@ def logged_columns(client: Client, pipeline: str) -> set[str]:
     for part in (client.settings.home / "logs" / f"pipeline={pipeline}").glob("date=*/*.parquet"):
         columns |= set(pq.read_schema(part).names)
     return columns
-
-
-def parse_duration(value: Any, field: str = "duration") -> float:
-    """Seconds from a number, a `timedelta`, or text such as `90s`, `15m`, `1h`, `7d`."""
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-    if text and text[-1] in units:
-        try:
-            return float(text[:-1]) * units[text[-1]]
-        except ValueError:
-            pass
-    raise InvalidInputError(f"{field}: expected seconds or a duration like 30m, 1h or 7d, got {value!r}")
 
 
 def _utc(moment: datetime) -> datetime:
