@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from finalmile.client import Client
 
 _UNGROUPED = ""
+MAX_WINDOWS = 10_000
+"""Most windows one preview or run computes (a run picks up the rest at the next poll)."""
 
 
 @dataclass
@@ -41,11 +43,13 @@ class MonitorResult:
 
 def window_ends(config: MonitorConfig, start: datetime, end: datetime) -> list[datetime]:
     step = timedelta(seconds=config.interval_s)
-    ends, at = [], start + step
-    while at <= end:
-        ends.append(at)
-        at += step
-    return ends
+    count = int((end - start) / step)
+    if count > MAX_WINDOWS:
+        raise InvalidInputError(
+            f"start/end: {count:,} windows of {config.interval_s:g} s; "
+            f"at most {MAX_WINDOWS:,} at once (narrow the range)"
+        )
+    return [start + step * (k + 1) for k in range(max(count, 0))]
 
 
 def compute(

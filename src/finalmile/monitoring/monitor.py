@@ -22,7 +22,14 @@ from pydantic import ValidationError
 
 from finalmile.errors import InvalidInputError
 from finalmile.monitoring.actions import take_actions
-from finalmile.monitoring.compute import MonitorResult, baseline_values, compute, source_column, window_ends
+from finalmile.monitoring.compute import (
+    MAX_WINDOWS,
+    MonitorResult,
+    baseline_values,
+    compute,
+    source_column,
+    window_ends,
+)
 from finalmile.monitoring.config import Baseline, MonitorConfig, parse_duration
 from finalmile.monitoring.store import MonitorStore, SavedMonitor
 from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, ShadowStepSpec, walk
@@ -105,9 +112,9 @@ def run_monitor(
 ) -> list[MonitorResult]:
     now = _utc(now or datetime.now(UTC))
     step = timedelta(seconds=saved.config.interval_s)
-    ends = []
+    ends: list[datetime] = []
     at = saved.next_window_end
-    while at <= now:
+    while at <= now and len(ends) < MAX_WINDOWS:
         ends.append(at)
         at += step
     if not ends:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from finalmile import __version__
 from finalmile.errors import FinalmileError, InvalidInputError
+from finalmile.serving.api_monitors import add_monitor_routes
 from finalmile.serving.app import InferenceHandlers, error_body
 from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.codecs import arrow as arrow_codec
@@ -257,6 +258,8 @@ def create_management_app(client: Client, dataplane: DataPlane) -> FastAPI:
             raise InvalidInputError(f"rows: the labels do not form a table: {exc}") from None
         receipt = await run(client.add_ground_truth, name, rows, body.key)
         return vars(receipt)
+
+    add_monitor_routes(app, client, run)
 
     @app.get("/api/v1/deployments", tags=["pipelines"])
     async def deployments() -> list[dict[str, Any]]:

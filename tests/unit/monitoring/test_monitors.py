@@ -131,9 +131,12 @@ def test_check_rate_error_rate_latency_and_performance(logged: Client) -> None:
     is_a = (log.variant[:100] == "a").to_numpy()
     assert list(result.group) == ["variant=a", "variant=b"]
     assert result.score[0] == pytest.approx(float((labels == predicted)[is_a].mean()))
-    assert logged.build_monitor("acc2", "p", "performance", metric="accuracy", window="1h").preview(
-        T0 + HOUR, T0 + 2 * HOUR
-    ).status[0] == "no data"  # no labels yet for the second hour
+    assert (
+        logged.build_monitor("acc2", "p", "performance", metric="accuracy", window="1h")
+        .preview(T0 + HOUR, T0 + 2 * HOUR)
+        .status[0]
+        == "no data"
+    )  # no labels yet for the second hour
 
 
 def test_regression_metrics_against_ground_truth(client: Client) -> None:
@@ -261,7 +264,9 @@ def test_cli_apply_list_preview_run_results_chart_alerts(
     assert code == 0 and "amount-drift" in out
     windows = len(logged.monitor("amount-drift").results())
     alert_index = list(logged.monitor("amount-drift").results().status).index("alert")
-    code, out, _ = run(capsys, "assays", "chart", "amount-drift", "-o", str(cli_env / "c.png"), "--window", str(alert_index))
+    code, out, _ = run(
+        capsys, "assays", "chart", "amount-drift", "-o", str(cli_env / "c.png"), "--window", str(alert_index)
+    )
     assert code == 0 and (cli_env / "c.png").stat().st_size > 10_000 and windows > 2
     code, _, err = run(capsys, "assays", "results", "nope")
     assert code == 1 and "not found" in err and "Traceback" not in err
