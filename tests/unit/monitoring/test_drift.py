@@ -60,13 +60,15 @@ def test_binned_metrics_match_the_formulas() -> None:
     p = [c / len(BASE) for c in textbook_counts(BASE, edges)]
     q = [c / len(WINDOW) for c in textbook_counts(WINDOW, edges)]
     floor = 1e-4
-    expected_psi = sum((max(b, floor) - max(a, floor)) * math.log(max(b, floor) / max(a, floor)) for a, b in zip(p, q))
+    expected_psi = sum(
+        (max(b, floor) - max(a, floor)) * math.log(max(b, floor) / max(a, floor)) for a, b in zip(p, q, strict=True)
+    )
     pa_, qa_ = np.array(p), np.array(q)
     assert drift.psi(pa_, qa_) == pytest.approx(expected_psi, abs=1e-9)
-    assert drift.max_diff(pa_, qa_) == pytest.approx(max(abs(a - b) for a, b in zip(p, q)), abs=1e-12)
-    assert drift.sum_diff(pa_, qa_) == pytest.approx(sum(abs(a - b) for a, b in zip(p, q)), abs=1e-12)
-    m = [(a + b) / 2 for a, b in zip(p, q)]
-    kl = lambda x, y: sum(a * math.log2(a / b) for a, b in zip(x, y) if a > 0)  # noqa: E731
+    assert drift.max_diff(pa_, qa_) == pytest.approx(max(abs(a - b) for a, b in zip(p, q, strict=True)), abs=1e-12)
+    assert drift.sum_diff(pa_, qa_) == pytest.approx(sum(abs(a - b) for a, b in zip(p, q, strict=True)), abs=1e-12)
+    m = [(a + b) / 2 for a, b in zip(p, q, strict=True)]
+    kl = lambda x, y: sum(a * math.log2(a / b) for a, b in zip(x, y, strict=True) if a > 0)  # noqa: E731
     assert drift.jensen_shannon(pa_, qa_) == pytest.approx(math.sqrt((kl(p, m) + kl(q, m)) / 2), abs=1e-9)
 
 
@@ -92,7 +94,7 @@ def test_ks_and_wasserstein_match_the_definitions() -> None:
     got, pvalue = drift.ks(a, b)
     assert got == pytest.approx(statistic, abs=1e-12)
     assert pvalue == pytest.approx(stats.ks_2samp(a, b).pvalue, abs=1e-12)
-    area = sum(abs(cdf(a, t0) - cdf(b, t0)) * (t1 - t0) for t0, t1 in zip(points, points[1:]))
+    area = sum(abs(cdf(a, t0) - cdf(b, t0)) * (t1 - t0) for t0, t1 in zip(points, points[1:], strict=False))
     assert drift.wasserstein(a, b) == pytest.approx(area, abs=1e-9)
 
 
