@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from finalmile.client import Client
+from finalmile.demo_monitoring import step_act, step_chart, step_monitor, step_traffic
 from finalmile.registry.versions import ModelVersion
 from finalmile.timing import calls_per_second
 
@@ -36,6 +38,8 @@ class DemoState:
     versions: dict[str, ModelVersion] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
     """request id -> the true label of the row served under it (ground truth that "arrives later")."""
+    monitor_start: datetime = field(default_factory=lambda: datetime.now(UTC))
+    """When the monitors' first window starts."""
 
 
 def fraud_dataset(rows: int = 20_000, seed: int = 7) -> pd.DataFrame:
@@ -189,6 +193,10 @@ STEPS: list[tuple[str, Callable[[DemoState], None]]] = [
     ("Serve over HTTP", step_serve),
     ("Query the inference log", step_query),
     ("Join late ground truth", step_ground_truth),
+    ("Monitor the challenger", step_monitor),
+    ("Traffic drifts", step_traffic),
+    ("Monitors alert and act", step_act),
+    ("What happened, as a chart", step_chart),
 ]
 
 

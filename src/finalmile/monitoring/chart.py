@@ -18,6 +18,7 @@ def draw(config: MonitorConfig, results: pd.DataFrame, path: Path, window: int =
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a server
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     if results.empty:
@@ -37,10 +38,12 @@ def draw(config: MonitorConfig, results: pd.DataFrame, path: Path, window: int =
             ax.axhline(threshold, color=colour, ls="--", lw=1, label=f"{level} {threshold:g}")
     ax.axvline(chosen["window_end"], color="#555", lw=0.8, ls=":")
     ax.set_title(f"{config.name}: {config.metric} of {config.column or config.kind} on {config.pipeline}")
-    ax.set_xlabel("window end")
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_xlabel("window end (UTC)")
     ax.set_ylabel(config.metric)
     ax.legend(fontsize=8)
-    fig.autofmt_xdate()
     if shares:
         evidence = chosen["evidence"]
         edges = evidence["edges"]
