@@ -96,6 +96,8 @@ def test_ks_and_wasserstein_match_the_definitions() -> None:
     assert pvalue == pytest.approx(stats.ks_2samp(a, b).pvalue, abs=1e-12)
     area = sum(abs(cdf(a, t0) - cdf(b, t0)) * (t1 - t0) for t0, t1 in zip(points, points[1:], strict=False))
     assert drift.wasserstein(a, b) == pytest.approx(area, abs=1e-9)
+    assert drift.wasserstein(BASE, WINDOW) == pytest.approx(stats.wasserstein_distance(BASE, WINDOW), abs=1e-12)
+    assert drift.wasserstein(a, a) == 0.0
 
 
 def test_chi_squared_matches_the_contingency_formula() -> None:
