@@ -19,7 +19,9 @@ def client_from_env() -> Any:
 
 
 def print_table(result: pa.Table, limit: int = 20) -> None:
-    table = Table(*result.column_names)
+    table = Table()
+    for name in result.column_names:
+        table.add_column(name, overflow="fold")  # a narrow terminal wraps long names rather than cutting them
     for row in result.slice(0, limit).to_pylist():
         table.add_row(*(_cell(v) for v in row.values()))
     console.print(table)

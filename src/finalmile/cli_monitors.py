@@ -56,16 +56,14 @@ def list_monitors() -> None:
             results = client._monitors.results(monitor.name)
             last = results[-1] if results else None
             c = monitor.config
+            watched = c.column or (c.label if c.kind == "performance" else c.kind)
             rows.append(
                 {
                     "name": c.name,
                     "pipeline": c.pipeline,
-                    "kind": c.kind,
-                    "metric": c.metric,
-                    "column": c.column or "",
-                    "window": f"{c.window_s:g}s",
-                    "last window end": last.window_end.isoformat(timespec="seconds") if last else "",
-                    "last score": last.score if last else None,
+                    "watches": f"{c.metric} of {watched}",
+                    "last window end": last.window_end.strftime("%m-%d %H:%M:%S") if last else "",
+                    "score": last.score if last else None,
                     "status": last.status if last else "",
                 }
             )
