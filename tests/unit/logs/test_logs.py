@@ -85,6 +85,21 @@ def test_batches_logged_together_keep_each_request_and_route(deployed: Client) -
     np.testing.assert_allclose(table.column("in_x0").to_numpy(), np.r_[X.x0[:3], X.x0[:1], X.x0[:4]])
 
 
+def test_a_heavy_tick_goes_straight_to_parquet(deployed: Client, tmp_path: Path) -> None:
+    p = deployed.build_pipeline("heavy").add_model_step("m:1")
+    p.deploy()
+    loaded = deployed._deployments.get("heavy").current
+    writer = LogWriter(tmp_path / "logs", direct_rows=5)
+    batches = [Served(loaded, loaded.run(loaded.conform(deployed_table(n)), hooks=False), 1_000) for n in (2, 4)]
+    writer._append(batches, sync=False)  # one tick: 6 rows >= 5, no journal
+    assert "heavy" not in writer._open
+    files = list((tmp_path / "logs" / "pipeline=heavy").rglob("*.parquet"))
+    assert len(files) == 1 and pq.read_table(files[0]).num_rows == 6
+    writer._append(batches[:1], sync=False)  # a light tick is journaled
+    assert writer._open["heavy"].rows == 2
+    writer.close()
+
+
 def test_failed_requests_are_logged_as_errors(deployed: Client) -> None:
     p = deployed.build_pipeline("p").add_model_step("m:1")
     p.deploy()
