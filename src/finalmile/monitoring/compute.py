@@ -104,7 +104,7 @@ def _score(
         flags = _values(table, "value", rows).astype(bool)
         return float(flags.mean()), {"flagged": int(flags.sum())}
     if config.kind == "error_rate":
-        errors = _values(table, "value", rows) != "ok"
+        errors = _values(table, "value", rows) > 0
         return float(errors.mean()), {"errors": int(errors.sum())}
     if config.kind == "latency_p99":
         return float(np.percentile(_values(table, "value", rows).astype(np.float64), 99)), {}
@@ -168,7 +168,7 @@ def _read(client: Client, config: MonitorConfig, start: datetime, end: datetime)
     elif config.kind == "check_rate":
         select, where = f"l.{_quote('check_' + (config.column or ''))} AS value", [*where, "l.status = 'ok'"]
     elif config.kind == "error_rate":
-        select = "l.status AS value"
+        select = "CAST(l.status <> 'ok' AS INTEGER) AS value"
     elif config.kind == "latency_p99":
         select, where = "l.latency_ms AS value", [*where, "l.row = 0"]  # one row per request
     else:

@@ -119,6 +119,7 @@ def test_check_rate_error_rate_latency_and_performance(logged: Client) -> None:
         "accuracy": float((labels == predicted).mean()),
         "precision": tp / int((predicted == 1).sum()),
         "recall": tp / int((labels == 1).sum()),
+        "f1": 2 * tp / (int((predicted == 1).sum()) + int((labels == 1).sum())),
         "log_loss": float(-np.mean(labels * np.log(scores) + (1 - labels) * np.log(1 - scores))),
     }
     pairs = [(s, t) for s in scores[labels == 1] for t in scores[labels == 0]]
