@@ -33,6 +33,7 @@ class QueryError(FinalmileError):
 def connect(client: Client) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the views defined over this home's logs and metadata."""
     conn = duckdb.connect()
+    conn.execute("SET TimeZone = 'UTC'")  # hourly and daily buckets are UTC's, whatever the server's local zone
     root = client.settings.home / "logs"
     files = list(Path(root).glob("pipeline=*/date=*/*.parquet"))
     if files:
