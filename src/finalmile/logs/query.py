@@ -1,12 +1,14 @@
 """Read-only SQL over the logs with DuckDB: views `logs`, `ground_truth`, `models`, `pipelines`.
 
 `logs` reads the hive-partitioned Parquet files (`pipeline` and `date` come from the directory names), union by
-name, because different pipeline versions log different columns.
+name, because different pipeline versions log different columns. Its `time` is a UTC `TIMESTAMP`: truncating a
+zoned timestamp goes through ICU for every row (an hourly count over 10 million rows: 0.9 s instead of 0.2 s), and
+the SDK hands `time` back zoned as UTC.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from finalmile.client import Client
 
 _EMPTY_LOGS = (
-    "SELECT CAST(NULL AS TIMESTAMPTZ) AS time, CAST(NULL AS VARCHAR) AS request_id, CAST(NULL AS INTEGER) AS row, "
+    "SELECT CAST(NULL AS TIMESTAMP) AS time, CAST(NULL AS VARCHAR) AS request_id, CAST(NULL AS INTEGER) AS row, "
     "CAST(NULL AS VARCHAR) AS pipeline, CAST(NULL AS INTEGER) AS pipeline_version, CAST(NULL AS VARCHAR) AS variant, "
     "CAST(NULL AS VARCHAR) AS model_versions, CAST(NULL AS DOUBLE) AS latency_ms, CAST(NULL AS VARCHAR) AS status, "
     "CAST(NULL AS DATE) AS date WHERE false"
@@ -39,7 +41,7 @@ def connect(client: Client) -> duckdb.DuckDBPyConnection:
     if files:
         pattern = str(root / "pipeline=*" / "date=*" / "*.parquet").replace("'", "''")
         source = f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
-        conn.execute(f"CREATE VIEW logs AS SELECT * FROM {source}")
+        conn.execute(f"CREATE VIEW logs AS SELECT * REPLACE (make_timestamp(epoch_us(time)) AS time) FROM {source}")
     else:
         conn.execute(f"CREATE VIEW logs AS {_EMPTY_LOGS}")
     truth = client.settings.home / "ground_truth"
@@ -100,11 +102,24 @@ def pipeline_logs(
         sql += f" LIMIT {int(limit)}"
     conn = connect(client)
     try:
-        return conn.sql(sql, params=params).to_arrow_table()
+        return zoned(conn.sql(sql, params=params).to_arrow_table())
     except duckdb.Error as exc:
         raise QueryError(f"SQL error: {exc}") from None
     finally:
         conn.close()
+
+
+def utc(moment: datetime) -> datetime:
+    """A moment as the naive UTC datetime the `logs` view's `time` compares with (naive ones are taken as UTC)."""
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def zoned(table: pa.Table) -> pa.Table:
+    """The `time` column marked as UTC again, for the SDK (a cast of the type only: the values are UTC already)."""
+    if "time" in table.column_names and table.schema.field("time").type == pa.timestamp("us"):
+        index = table.column_names.index("time")
+        return table.set_column(index, "time", table.column("time").cast(pa.timestamp("us", tz="UTC")))
+    return table
 
 
 def export_logs(
@@ -121,10 +136,10 @@ def export_logs(
         reader = conn.sql(sql, params=params).to_arrow_reader(100_000)
         with TableWriter(path) as writer:
             for batch in reader:
-                writer.write(pa.Table.from_batches([batch]))
+                writer.write(zoned(pa.Table.from_batches([batch])))
                 rows += batch.num_rows
             if rows == 0:
-                writer.write(reader.schema.empty_table())
+                writer.write(zoned(reader.schema.empty_table()))
     except duckdb.Error as exc:
         raise QueryError(f"SQL error: {exc}") from None
     finally:
@@ -150,7 +165,7 @@ def _logs_sql(
     ):
         if value is not None:
             where.append(clause)
-            params.append(value)  # type: ignore[arg-type]
+            params.append(utc(value) if isinstance(value, datetime) else value)  # type: ignore[arg-type]
     selected = "*" if not columns else ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
     order = "time DESC, row" if newest_first else "time, request_id, row"
     return f"SELECT {selected} FROM logs WHERE {' AND '.join(where)} ORDER BY {order}", list(params)

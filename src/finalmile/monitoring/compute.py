@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from finalmile.errors import InvalidInputError
-from finalmile.logs.query import QueryError, connect
+from finalmile.logs.query import QueryError, connect, utc
 from finalmile.monitoring import drift
 from finalmile.monitoring.config import MonitorConfig, Status
 
@@ -81,7 +81,7 @@ def compute(
 def _span(times: np.ndarray | None, start: datetime, end: datetime) -> tuple[int, int]:
     if times is None:
         return 0, 0
-    lo, hi = (int(np.datetime64(t.replace(tzinfo=None), "us").astype(np.int64)) for t in (_utc(start), _utc(end)))
+    lo, hi = (int(np.datetime64(utc(t), "us").astype(np.int64)) for t in (start, end))
     return int(np.searchsorted(times, lo, "left")), int(np.searchsorted(times, hi, "left"))
 
 
@@ -158,7 +158,7 @@ def _quote(name: str) -> str:
 def _read(client: Client, config: MonitorConfig, start: datetime, end: datetime) -> pa.Table:
     """`time`, `value` (and `truth` for performance, the group column when grouped) of the rows in [start, end)."""
     where = ["l.pipeline = ?", "l.time >= ?", "l.time < ?"]
-    params: list[Any] = [config.pipeline, _utc(start), _utc(end)]
+    params: list[Any] = [config.pipeline, utc(start), utc(end)]
     if config.variant is not None:
         where.append("l.variant = ?")
         params.append(config.variant)
@@ -235,7 +235,7 @@ def baseline_values(client: Client, config: MonitorConfig) -> np.ndarray:
         for clause, value in (("time >= ?", base.start), ("time < ?", base.end)):
             if value is not None:
                 where.append(clause)
-                params.append(_utc(value))
+                params.append(utc(value))
         if config.variant is not None:
             where.append("variant = ?")
             params.append(config.variant)
@@ -263,9 +263,3 @@ def source_column(column: str, available: list[str]) -> str:
         if candidate in available:
             return candidate
     raise InvalidInputError(f"baseline: no column '{column}' in the baseline; it has {', '.join(available)}")
-
-
-def _utc(moment: datetime) -> datetime:
-    from datetime import UTC
-
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
