@@ -214,10 +214,13 @@ def _cast_tensor(arr: pa.ChunkedArray, column: Column, target: pa.DataType) -> t
 
 def expand_tensor(table: pa.Table, schema: Schema) -> pa.Table:
     """The named scalar columns behind a tensor-form table (see `SchemaValidator.is_tensor_form`)."""
-    matrix = list_matrix(table.column(0))
+    tensor = table.column(0)
+    chunks = tensor.chunks if isinstance(tensor, pa.ChunkedArray) else [tensor]
+    # Transposed chunk by chunk (small, cache-friendly blocks): each row of `by_column` is one contiguous column.
+    by_column = np.concatenate([list_matrix(c).T for c in chunks], axis=1) if chunks else list_matrix(tensor).T
     columns = schema.inputs or []
     return pa.Table.from_arrays(
-        [pa.array(matrix[:, j]).cast(c.arrow_type()) for j, c in enumerate(columns)], names=[c.name for c in columns]
+        [pa.array(by_column[j]).cast(c.arrow_type()) for j, c in enumerate(columns)], names=[c.name for c in columns]
     )
 
 
