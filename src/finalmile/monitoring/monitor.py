@@ -151,8 +151,8 @@ def build_monitor(client: Client, **fields: Any) -> Monitor:
     try:
         config = MonitorConfig.model_validate(fields)
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc']) or 'monitor'}: {e['msg'].removeprefix('Value error, ')}"
+        problems = [  # checks across fields name their fields in the message; single fields get their name here
+            (f"{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
             for e in exc.errors()
         ]
         raise InvalidInputError("; ".join(problems), problems) from None
