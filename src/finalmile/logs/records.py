@@ -11,6 +11,7 @@ microseconds a batch instead of a few hundred.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -68,7 +69,7 @@ def log_table(group: list[Served]) -> pa.Table:
     n_requests = np.array([len(b.request_ids) for b in batches], dtype=np.int64)
     offsets = np.repeat(np.concatenate([[0], np.cumsum(n_requests)[:-1]]), sizes)
     requests = np.concatenate([b.requests for b in batches]).astype(np.int64) + offsets if n else np.zeros(0, np.int64)
-    ids = np.array([i for b in batches for i in b.request_ids], dtype=object)
+    ids = [i for b in batches for i in b.request_ids]
     first = np.r_[True, requests[1:] != requests[:-1]] if n else np.zeros(0, dtype=bool)
     starts = np.zeros(int(n_requests.sum()), dtype=np.int64)
     starts[requests[first]] = np.flatnonzero(first)
@@ -79,20 +80,18 @@ def log_table(group: list[Served]) -> pa.Table:
     for b in batches:
         local = np.array([distinct.setdefault(r, len(distinct)) for r in b.routes], dtype=np.int32)
         codes.append(local[b.route_index] if b.route_index is not None else np.full(b.table.num_rows, local[0]))
-    route_codes = pa.array(np.concatenate(codes) if codes else np.zeros(0, np.int32))
-    variants = pa.array([v for v, _ in distinct], type=pa.string())
-    models = pa.array([",".join(m) for _, m in distinct], type=pa.string())
+    route_codes = np.concatenate(codes) if codes else np.zeros(0, np.int32)
 
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
-        "time": pa.array(np.repeat([s.at_us for s in group], sizes)).cast(pa.timestamp("us", tz="UTC")),
-        "request_id": pa.array(ids[requests], type=pa.string()),
-        "row": pa.array((np.arange(n, dtype=np.int64) - starts[requests]).astype(np.int32)),
-        "pipeline": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [loaded.name]).cast(pa.string()),
-        "pipeline_version": pa.array(np.full(n, loaded.version, dtype=np.int32)),
-        "variant": variants.take(route_codes),
-        "model_versions": models.take(route_codes),
-        "latency_ms": pa.array(np.repeat([b.elapsed_s * 1000 for b in batches], sizes)),
-        "status": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), ["ok"]).cast(pa.string()),
+        "time": _wrap(pa.timestamp("us", tz="UTC"), np.repeat(np.array([s.at_us for s in group], np.int64), sizes)),
+        "request_id": take_strings(ids, requests),
+        "row": _wrap(pa.int32(), (np.arange(n, dtype=np.int64) - starts[requests]).astype(np.int32)),
+        "pipeline": take_strings([loaded.name], np.zeros(n, np.int64)),
+        "pipeline_version": _wrap(pa.int32(), np.full(n, loaded.version, dtype=np.int32)),
+        "variant": take_strings([v for v, _ in distinct], route_codes),
+        "model_versions": take_strings([",".join(m) for _, m in distinct], route_codes),
+        "latency_ms": _wrap(pa.float64(), np.repeat(np.array([b.elapsed_s * 1000 for b in batches]), sizes)),
+        "status": take_strings(["ok"], np.zeros(n, np.int64)),
     }
     inputs = _named(pa.concat_tables([b.inputs for b in batches]), loaded)
     for name, col in zip(inputs.column_names, inputs.columns, strict=True):
@@ -107,6 +106,25 @@ def log_table(group: list[Served]) -> pa.Table:
     for name in batches[0].checks:
         columns[f"check_{name}"] = pa.array(np.concatenate([b.checks[name] for b in batches]), type=pa.bool_())
     return pa.table(columns)
+
+
+def _wrap(arrow_type: pa.DataType, values: np.ndarray) -> pa.Array:
+    """A numpy array as an Arrow array of `arrow_type` without a copy (the buffer keeps the array alive)."""
+    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(np.ascontiguousarray(values))])
+
+
+def take_strings(values: Sequence[str | None], index: np.ndarray) -> pa.Array:
+    """`values[index]` as an Arrow string array. Request ids, variants and model versions have equal lengths within
+    a list, so the bytes are gathered as rows of a numpy matrix: no Python string per row."""
+    if all(v is None for v in values):
+        return pa.nulls(len(index), pa.string())
+    encoded = [v.encode() for v in values if v is not None]
+    width = len(encoded[0])
+    if len(encoded) < len(values) or any(len(e) != width for e in encoded) or width == 0:
+        return pa.array(values, pa.string()).take(pa.array(index))
+    data = np.frombuffer(b"".join(encoded), dtype=np.uint8).reshape(len(encoded), width)[index]
+    offsets = np.arange(len(index) + 1, dtype=np.int32) * width
+    return pa.Array.from_buffers(pa.string(), len(index), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def _named(inputs: pa.Table, loaded: LoadedPipeline) -> pa.Table:

@@ -216,12 +216,19 @@ def expand_tensor(table: pa.Table, schema: Schema) -> pa.Table:
     """The named scalar columns behind a tensor-form table (see `SchemaValidator.is_tensor_form`)."""
     tensor = table.column(0)
     chunks = tensor.chunks if isinstance(tensor, pa.ChunkedArray) else [tensor]
-    # Transposed chunk by chunk (small, cache-friendly blocks): each row of `by_column` is one contiguous column.
-    by_column = np.concatenate([list_matrix(c).T for c in chunks], axis=1) if chunks else list_matrix(tensor).T
     columns = schema.inputs or []
-    return pa.Table.from_arrays(
-        [pa.array(by_column[j]).cast(c.arrow_type()) for j, c in enumerate(columns)], names=[c.name for c in columns]
-    )
+    types = [c.arrow_type() for c in columns]
+    common = types[0].to_pandas_dtype() if types and all(t == types[0] for t in types) else None
+    # Transposed chunk by chunk (small, cache-friendly blocks) and converted on the way: each row of `by_column`
+    # is one contiguous column, which Arrow then wraps without copying.
+    matrices = [list_matrix(c).T for c in chunks] if chunks else [list_matrix(tensor).T]
+    by_column = np.empty((matrices[0].shape[0], sum(m.shape[1] for m in matrices)), dtype=common or matrices[0].dtype)
+    np.concatenate(matrices, axis=1, out=by_column, casting="same_kind")
+    if common is not None:
+        arrays = [pa.Array.from_buffers(types[0], len(row), [None, pa.py_buffer(row)]) for row in by_column]
+    else:
+        arrays = [pa.array(by_column[j]).cast(t) for j, t in enumerate(types)]
+    return pa.Table.from_arrays(arrays, names=[c.name for c in columns])
 
 
 def infer_schema(table: pa.Table) -> Schema:

@@ -15,7 +15,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client, FinalmileError
-from finalmile.logs.records import Served, log_table
+from finalmile.logs.records import Served, log_table, take_strings
 from finalmile.logs.writer import LogWriter, read_journal
 from tests.fixtures import tabular
 from tests.unit.test_cli import run
@@ -83,6 +83,15 @@ def test_batches_logged_together_keep_each_request_and_route(deployed: Client) -
     assert table.column("model_versions").to_pylist() == [",".join(m) for _, m in routes]
     assert set(table.column("variant").to_pylist()) == {"a", "b"}
     np.testing.assert_allclose(table.column("in_x0").to_numpy(), np.r_[X.x0[:3], X.x0[:1], X.x0[:4]])
+
+
+def test_string_columns_gather_any_values() -> None:
+    index = np.array([2, 0, 2, 1])
+    assert take_strings(["aa", "bb", "cc"], index).to_pylist() == ["cc", "aa", "cc", "bb"]
+    assert take_strings(["a", "bbb", None], index).to_pylist() == [None, "a", None, "bbb"]
+    assert take_strings([None], np.zeros(2, np.int64)).to_pylist() == [None, None]
+    assert take_strings(["", ""], np.array([1, 0])).to_pylist() == ["", ""]
+    assert take_strings(["é", "x"], np.array([0])).to_pylist() == ["é"]  # widths in bytes differ: the general path
 
 
 def test_a_heavy_tick_goes_straight_to_parquet(deployed: Client, tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ import pyarrow as pa
 import pytest
 
 from finalmile.errors import SchemaError
-from finalmile.registry.schema import Column, Schema, SchemaValidator, infer_schema
+from finalmile.frames import tensor_array
+from finalmile.registry.schema import Column, Schema, SchemaValidator, expand_tensor, infer_schema
 
 SCHEMA = Schema(
     inputs=[
@@ -87,3 +88,23 @@ def test_infer_schema_from_a_sample_keeps_types_and_tensor_shapes() -> None:
         ("embedding", "float32", (3,)),
     ]
     assert Schema.model_validate(schema.model_dump(mode="json")) == schema
+
+
+def test_a_tensor_expands_to_the_schemas_named_columns_and_types() -> None:
+    matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
+    chunked = pa.chunked_array([tensor_array(matrix[:1]), tensor_array(matrix[1:])])
+    same = Schema.model_validate({"inputs": [{"name": n, "dtype": "float64"} for n in "abc"]})
+    table = expand_tensor(pa.table({"input": chunked}), same)
+    assert table.column_names == ["a", "b", "c"] and table.schema.field("a").type == pa.float64()
+    assert table.column("b").to_pylist() == [1.0, 4.0, 7.0, 10.0]
+    mixed = Schema.model_validate(
+        {
+            "inputs": [
+                {"name": "a", "dtype": "float64"},
+                {"name": "b", "dtype": "float32"},
+                {"name": "c", "dtype": "float64"},
+            ]
+        }
+    )
+    table = expand_tensor(pa.table({"input": chunked}), mixed)
+    assert table.schema.field("b").type == pa.float32() and table.column("c").to_pylist() == [2.0, 5.0, 8.0, 11.0]
