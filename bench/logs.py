@@ -48,7 +48,7 @@ def serving(home: Path, duration: int, workdir: Path) -> dict[str, float]:
                 time.sleep(0.2)
         for rows in (1, 1000):
             body = v2_tensor(X.head(rows))
-            for name in ("logged", "quiet", "logged", "quiet"):  # interleaved, to share the machine's noise
+            for name in ("logged", "quiet") * 3:  # interleaved, to share the machine's noise; best of three each
                 r = wrk(
                     f"http://127.0.0.1:{port}/v2/models/{name}/infer", body, "application/json", duration, 16, workdir
                 )
