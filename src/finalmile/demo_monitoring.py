@@ -18,6 +18,13 @@ PHASE_S = 2.0
 """Each phase of traffic lasts one monitor window; windows are seconds long so the demo runs in seconds too."""
 
 
+def _folding(table: Table) -> Table:
+    """Long monitor names wrap on a narrow terminal instead of being cut."""
+    for column in table.columns:
+        column.overflow = "fold"
+    return table
+
+
 def step_monitor(state: DemoState) -> None:
     from finalmile.demo import FEATURES, MODEL
 
@@ -50,7 +57,9 @@ def step_monitor(state: DemoState) -> None:
     client.build_monitor("high-risk-rate", MODEL, "check_rate", column="high_risk", window=PHASE_S, alert=0.2).save(
         state.monitor_start
     )
-    table = Table("monitor", "kind", "watches", "thresholds (warning / alert)", "action", title="Monitors saved")
+    table = _folding(
+        Table("monitor", "kind", "watches", "thresholds (warning / alert)", "action", title="Monitors saved")
+    )
     for m in client.monitors(MODEL):
         c = m.config
         watches = f"{c.metric} of {c.column or c.label}" + (f", variant {c.variant}" if c.variant else "")
@@ -93,7 +102,7 @@ def step_act(state: DemoState) -> None:
     client = state.client
     before = client._pipelines.deployments()[0].version
     stored = client.run_monitors(state.monitor_start + timedelta(seconds=2 * PHASE_S))
-    table = Table("monitor", "window", "group", "rows", "score", "status", title=f"{stored} monitor results")
+    table = _folding(Table("monitor", "window", "group", "rows", "score", "status", title=f"{stored} monitor results"))
     colours = {"ok": "green", "warning": "yellow", "alert": "bold red", "no data": "dim"}
     for m in client.monitors(MODEL):
         for r in m.results().itertuples():
