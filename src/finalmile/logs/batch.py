@@ -87,58 +87,91 @@ def infer_file(
     ]
     # Reading the next batch and encoding the output run in two helper threads while the model runs (ONNX Runtime
     # releases the GIL), so a run costs about what the model costs; at most two batches wait at either end.
-    encoder = ThreadPoolExecutor(1, thread_name_prefix="finalmile-infer-file-writer")
-    pending: deque[Future[None]] = deque()
-    with TableWriter(output) as writer:
-        try:
-            with (
-                Progress(*columns, disable=not progress, transient=False) as bar,
-                _prefetch(batches) as ahead,
-            ):
-                task = bar.add_task("rows", total=total, rate="-")
-                while True:
-                    part = parts / f"part-{index:06d}.arrow"
-                    try:
-                        batch = next(ahead)
-                    except StopIteration:
-                        break
-                    except (pa.ArrowInvalid, OSError) as exc:  # a malformed block: nothing partial may survive
-                        shutil.rmtree(parts, ignore_errors=True)
-                        raise InvalidInputError(
-                            f"{source}: batch {index} (rows after {rows}) is malformed: {exc}"
-                        ) from None
-                    if part.exists():
-                        resumed += 1
-                        with pa.memory_map(str(part)) as mapped:
-                            joined = pa.ipc.open_file(mapped).read_all()
-                    else:
-                        table = pa.Table.from_batches([batch])
-                        try:
-                            result = client.infer_pipeline(pipeline, table, log=log).table
-                        except FinalmileError as exc:
-                            raise FinalmileError(
-                                f"{source}: batch {index} (rows {rows}–{rows + table.num_rows - 1}): {exc.message}"
-                            ) from None
-                        joined = _join(table, result)
-                        tmp = part.with_name(f".{part.name}.tmp")
-                        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, joined.schema) as ipc:
-                            ipc.write_table(joined)
-                        os.replace(tmp, part)
-                    pending.append(encoder.submit(writer.write, joined))
-                    while len(pending) > 2 or (pending and pending[0].done()):
-                        pending.popleft().result()
-                    rows += batch.num_rows
-                    index += 1
-                    elapsed = bar.tasks[0].elapsed or 0
-                    bar.update(task, completed=rows, rate=f"{rows / elapsed:,.0f}" if elapsed else "-")
-                while pending:
-                    pending.popleft().result()
-                if index == 0:
-                    writer.write(pa.table({}))
-        finally:
-            encoder.shutdown(wait=True, cancel_futures=True)  # before the writer closes, even on failure
+    with (
+        _BackgroundWriter(output) as writer,
+        Progress(*columns, disable=not progress, transient=False) as bar,
+        _prefetch(batches) as ahead,
+    ):
+        task = bar.add_task("rows", total=total, rate="-")
+        while True:
+            try:
+                batch = next(ahead)
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, OSError) as exc:  # a malformed block: nothing partial may survive
+                shutil.rmtree(parts, ignore_errors=True)
+                raise InvalidInputError(f"{source}: batch {index} (rows after {rows}) is malformed: {exc}") from None
+            part = parts / f"part-{index:06d}.arrow"
+            if part.exists():
+                resumed += 1
+                with pa.memory_map(str(part)) as mapped:
+                    writer.write(pa.ipc.open_file(mapped).read_all())
+            else:
+                writer.write(
+                    _score(
+                        client,
+                        pipeline,
+                        pa.Table.from_batches([batch]),
+                        part,
+                        log,
+                        f"{source}: batch {index} (rows {rows}–{rows + batch.num_rows - 1})",
+                    )
+                )
+            rows += batch.num_rows
+            index += 1
+            elapsed = bar.tasks[0].elapsed or 0
+            bar.update(task, completed=rows, rate=f"{rows / elapsed:,.0f}" if elapsed else "-")
     shutil.rmtree(parts, ignore_errors=True)
     return FileInferenceResult(rows, index, resumed, output)
+
+
+def _score(client: Client, pipeline: str, table: pa.Table, part: Path, log: bool, where: str) -> pa.Table:
+    """Inputs and outputs side by side, saved as `part` (atomically) before anything else is read."""
+    try:
+        result = client.infer_pipeline(pipeline, table, log=log).table
+    except FinalmileError as exc:
+        raise FinalmileError(f"{where}: {exc.message}") from None
+    joined = _join(table, result)
+    tmp = part.with_name(f".{part.name}.tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, joined.schema) as ipc:
+        ipc.write_table(joined)
+    os.replace(tmp, part)
+    return joined
+
+
+class _BackgroundWriter:
+    """A `TableWriter` fed from a thread, in order, with at most two tables waiting; the file appears only when
+    every table is in and nothing failed."""
+
+    def __init__(self, output: Path) -> None:
+        self._file = TableWriter(output)
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="finalmile-infer-file-writer")
+        self._pending: deque[Future[None]] = deque()
+        self._written = 0
+
+    def write(self, table: pa.Table) -> None:
+        self._pending.append(self._encoder.submit(self._file.write, table))
+        self._written += 1
+        while len(self._pending) > 2 or (self._pending and self._pending[0].done()):
+            self._pending.popleft().result()
+
+    def __enter__(self) -> _BackgroundWriter:
+        self._file.__enter__()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        try:
+            if kind is None:
+                while self._pending:
+                    self._pending.popleft().result()
+                if self._written == 0:
+                    self._file.write(pa.table({}))
+        except BaseException as exc:
+            kind, error = type(exc), exc
+            raise
+        finally:
+            self._encoder.shutdown(wait=True, cancel_futures=True)  # before the file closes, even on failure
+            self._file.__exit__(kind, error, tb)
 
 
 @contextmanager
