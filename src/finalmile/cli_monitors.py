@@ -40,9 +40,6 @@ def apply(
     with client_from_env() as client:
         from finalmile.monitoring.monitor import build_monitor
 
-        fields.setdefault("kind", "drift")
-        fields.setdefault("metric", "psi" if fields["kind"] == "drift" else fields["kind"])
-        fields.setdefault("interval", fields.get("window"))
         monitor = build_monitor(client, **fields).save(ago(start, "--start"))
     console.print(f"saved monitor [bold]{monitor.name}[/] ({monitor.config.kind}, {monitor.config.metric})")
 

@@ -60,6 +60,12 @@ def tensor_array(arr: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
 
 
+def wrap_numpy(arrow_type: pa.DataType, values: np.ndarray) -> pa.Array:
+    """A 1-D numpy array of fixed-width values as an Arrow array of `arrow_type` without a copy (the Arrow buffer
+    keeps the numpy array alive)."""
+    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(np.ascontiguousarray(values))])
+
+
 def list_matrix(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The rows of a fixed-size-list (tensor) column as an (n, k) numpy array, a view where Arrow allows.
 

@@ -4,9 +4,8 @@ Each input batch's result is written as its own part (`OUTPUT.partial/part-00004
 file, written atomically) and handed to the output's writer, which encodes it in a thread while the next batch is
 scored. OUTPUT appears (renamed from a temporary name) only when every batch is in; an interrupted run resumes by
 streaming the parts it finds (memory-mapped) and scoring only the rest, so no row is duplicated or scored twice, and
-memory stays bounded by the batch size.
-A malformed input stops the run, names the
-file and the batch, and leaves no output file.
+memory stays bounded by the batch size. A malformed input stops the run, names the file and the batch, and leaves
+no output file.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from finalmile.frames import wrap_numpy
 from finalmile.registry.schema import expand_tensor
 from finalmile.serving.codecs import expand_named_tensor
 
@@ -85,14 +86,16 @@ def log_table(group: list[Served]) -> pa.Table:
     route_codes = np.concatenate(codes) if codes else np.zeros(0, np.int32)
 
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
-        "time": _wrap(pa.timestamp("us", tz="UTC"), np.repeat(np.array([s.at_us for s in group], np.int64), sizes)),
+        "time": wrap_numpy(
+            pa.timestamp("us", tz="UTC"), np.repeat(np.array([s.at_us for s in group], np.int64), sizes)
+        ),
         "request_id": take_strings(ids, requests),
-        "row": _wrap(pa.int32(), (np.arange(n, dtype=np.int64) - starts[requests]).astype(np.int32)),
+        "row": wrap_numpy(pa.int32(), (np.arange(n, dtype=np.int64) - starts[requests]).astype(np.int32)),
         "pipeline": take_strings([loaded.name], np.zeros(n, np.int64)),
-        "pipeline_version": _wrap(pa.int32(), np.full(n, loaded.version, dtype=np.int32)),
+        "pipeline_version": wrap_numpy(pa.int32(), np.full(n, loaded.version, dtype=np.int32)),
         "variant": take_strings([v for v, _ in distinct], route_codes),
         "model_versions": take_strings([",".join(m) for _, m in distinct], route_codes),
-        "latency_ms": _wrap(pa.float64(), np.repeat(np.array([b.elapsed_s * 1000 for b in batches]), sizes)),
+        "latency_ms": wrap_numpy(pa.float64(), np.repeat(np.array([b.elapsed_s * 1000 for b in batches]), sizes)),
         "status": take_strings(["ok"], np.zeros(n, np.int64)),
     }
     # Many small batches (one-row requests) are joined into single chunks first: one Arrow call instead of a Python
@@ -116,11 +119,6 @@ def log_table(group: list[Served]) -> pa.Table:
     for name in batches[0].checks:
         columns[f"check_{name}"] = pa.array(np.concatenate([b.checks[name] for b in batches]), type=pa.bool_())
     return pa.table(columns)
-
-
-def _wrap(arrow_type: pa.DataType, values: np.ndarray) -> pa.Array:
-    """A numpy array as an Arrow array of `arrow_type` without a copy (the buffer keeps the array alive)."""
-    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(np.ascontiguousarray(values))])
 
 
 def take_strings(values: Sequence[str | None], index: np.ndarray) -> pa.Array:

@@ -168,9 +168,6 @@ class MonitorConfig(BaseModel):
             return "warning"
         return "ok"
 
-    def describe(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
 
 def parse_duration(value: Any, field: str = "duration") -> float:
     """Seconds from a number, a `timedelta`, or text such as `90s`, `15m`, `1h`, `7d`."""

@@ -139,12 +139,16 @@ def results_frame(results: list[MonitorResult]) -> pd.DataFrame:
 def build_monitor(client: Client, **fields: Any) -> Monitor:
     """Check a monitor's configuration now — thresholds, windows, the column, the baseline — not when it runs."""
     baseline = fields.pop("baseline", None)
+    fields = {k: v for k, v in fields.items() if v is not None}
+    # The defaults every front end (SDK, CLI, REST) shares: a window ends every window unless told otherwise, and a
+    # monitor other than a drift assay is named by its kind (`error_rate`, `latency_p99`, …).
+    fields.setdefault("kind", "drift")
+    fields.setdefault("metric", "psi" if fields["kind"] == "drift" else fields["kind"])
+    if "window" in fields:
+        fields.setdefault("interval", fields["window"])
     for key in ("window", "interval"):
         if key in fields:
-            value = fields.pop(key)
-            if value is not None:
-                fields[f"{key}_s"] = parse_duration(value, key)
-    fields = {k: v for k, v in fields.items() if v is not None}
+            fields[f"{key}_s"] = parse_duration(fields.pop(key), key)
     client._pipelines.get_version(fields["pipeline"])  # an unknown pipeline is a 404 now
     if baseline is not None:  # checked after the column: a frame is stored only for a monitor that can exist
         fields["baseline"] = {"kind": "frame"} if _is_frame(baseline) else _baseline_spec(client, baseline)

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from finalmile.errors import SchemaError
-from finalmile.frames import list_matrix
+from finalmile.frames import list_matrix, wrap_numpy
 
 
 def arrow_type(dtype: str) -> pa.DataType:
@@ -225,7 +225,7 @@ def expand_tensor(table: pa.Table, schema: Schema) -> pa.Table:
     by_column = np.empty((matrices[0].shape[0], sum(m.shape[1] for m in matrices)), dtype=common or matrices[0].dtype)
     np.concatenate(matrices, axis=1, out=by_column, casting="same_kind")
     if common is not None:
-        arrays = [pa.Array.from_buffers(types[0], len(row), [None, pa.py_buffer(row)]) for row in by_column]
+        arrays = [wrap_numpy(types[0], row) for row in by_column]
     else:
         arrays = [pa.array(by_column[j]).cast(t) for j, t in enumerate(types)]
     return pa.Table.from_arrays(arrays, names=[c.name for c in columns])

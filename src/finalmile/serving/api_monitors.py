@@ -60,8 +60,6 @@ def add_monitor_routes(app: FastAPI, client: Client, run: Callable[..., Awaitabl
 
     def _create(body: MonitorRequest) -> dict[str, Any]:
         fields = body.model_dump(exclude={"baseline_values", "start"}, exclude_none=True)
-        fields.setdefault("metric", "psi" if body.kind == "drift" else body.kind)
-        fields["interval"] = body.interval if body.interval is not None else body.window
         if body.baseline_values is not None:
             import numpy as np
 
