@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -180,7 +181,7 @@ def _read(client: Client, config: MonitorConfig, start: datetime, end: datetime)
 def _read_with_truth(
     client: Client, config: MonitorConfig, where: list[str], params: list[Any], extra: str
 ) -> pa.Table:
-    conn = connect(client)
+    conn = connect(client)  # one connection (one scan of the log's file list) for the key columns and the join
     try:
         keys = [
             r[0]
@@ -188,20 +189,20 @@ def _read_with_truth(
                 "SELECT DISTINCT key_column FROM ground_truth WHERE pipeline = ?", [config.pipeline]
             ).fetchall()
         ]
+        if not keys:
+            return pa.table({"time": pa.array([], pa.timestamp("us", tz="UTC")), "value": [], "truth": []})
+        prediction = prediction_column(config.metric, config.prediction)
+        joins = [
+            f"SELECT l.time, l.{_quote(prediction)} AS value, g.{_quote(config.label)} AS truth{extra} FROM logs l "
+            f"JOIN ground_truth g ON g.pipeline = l.pipeline AND g.key_column = '{k.replace(chr(39), '')}' "
+            f"AND g.key = CAST(l.{_quote(k)} AS VARCHAR) WHERE {' AND '.join(where)} AND l.status = 'ok' "
+            f"AND g.{_quote(config.label)} IS NOT NULL"
+            for k in keys
+        ]
+        sql = " UNION ALL ".join(f"({j})" for j in joins) + " ORDER BY time"
+        return _fetch(conn, sql, params * len(keys))
     finally:
         conn.close()
-    if not keys:
-        return pa.table({"time": pa.array([], pa.timestamp("us", tz="UTC")), "value": [], "truth": []})
-    prediction = prediction_column(config.metric, config.prediction)
-    joins = [
-        f"SELECT l.time, l.{_quote(prediction)} AS value, g.{_quote(config.label)} AS truth{extra} FROM logs l "
-        f"JOIN ground_truth g ON g.pipeline = l.pipeline AND g.key_column = '{k.replace(chr(39), '')}' "
-        f"AND g.key = CAST(l.{_quote(k)} AS VARCHAR) WHERE {' AND '.join(where)} AND l.status = 'ok' "
-        f"AND g.{_quote(config.label)} IS NOT NULL"
-        for k in keys
-    ]
-    sql = " UNION ALL ".join(f"({j})" for j in joins) + " ORDER BY time"
-    return _run(client, sql, params * len(keys))
 
 
 def prediction_column(metric: str, override: str | None = None) -> str:
@@ -218,11 +219,16 @@ def prediction_column(metric: str, override: str | None = None) -> str:
 def _run(client: Client, sql: str, params: list[Any]) -> pa.Table:
     conn = connect(client)
     try:
+        return _fetch(conn, sql, params)
+    finally:
+        conn.close()
+
+
+def _fetch(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pa.Table:
+    try:
         return conn.sql(sql, params=params).to_arrow_table()
     except Exception as exc:  # duckdb.Error: a column the log lacks, a label missing from the ground truth
         raise QueryError(f"monitor query failed: {exc}") from None
-    finally:
-        conn.close()
 
 
 def baseline_values(client: Client, config: MonitorConfig) -> np.ndarray:
