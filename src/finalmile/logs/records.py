@@ -11,7 +11,7 @@ microseconds a batch instead of a few hundred.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ from finalmile.registry.schema import expand_tensor
 from finalmile.serving.codecs import expand_named_tensor
 
 _SMALL_BATCH_ROWS = 256
+PIECE_ROWS = 32_768
 
 if TYPE_CHECKING:
     from finalmile.pipelines.executor import Batch
@@ -49,16 +50,31 @@ class Served:
         )
 
 
-def log_tables(served: list[Served]) -> list[tuple[str, pa.Table]]:
-    """The log rows of `served`, one table per run of batches that share a layout, as (pipeline, table)."""
-    tables: list[tuple[str, pa.Table]] = []
-    start = 0
-    for i in range(1, len(served) + 1):
-        if i == len(served) or served[i].group_key() != served[start].group_key():
-            group = served[start:i]
-            tables.append((group[0].loaded.name, log_table(group)))
-            start = i
-    return tables
+def layout_runs(served: list[Served]) -> list[list[Served]]:
+    """`served` cut into runs of consecutive batches that share a layout (see `Served.group_key`)."""
+    runs: list[list[Served]] = []
+    previous: tuple[object, ...] | None = None
+    for s in served:
+        key = s.group_key()
+        if key != previous:
+            runs.append([])
+            previous = key
+        runs[-1].append(s)
+    return runs
+
+
+def log_tables(run: list[Served], max_rows: int = PIECE_ROWS) -> Iterator[pa.Table]:
+    """The log rows of one run of batches, built lazily in pieces of about `max_rows` rows (a batch is never cut).
+
+    Pieces keep each build's memory under glibc's mmap threshold, so it is reused from one second to the next; a
+    whole second of heavy traffic built at once (70 MB) was mapped fresh and page-faulted in every time, which cost
+    more than building it."""
+    start, rows = 0, 0
+    for i, s in enumerate(run):
+        rows += s.batch.table.num_rows
+        if rows >= max_rows or i == len(run) - 1:
+            yield log_table(run[start : i + 1])
+            start, rows = i + 1, 0
 
 
 def log_table(group: list[Served]) -> pa.Table:
@@ -77,13 +93,16 @@ def log_table(group: list[Served]) -> pa.Table:
     starts = np.zeros(int(n_requests.sum()), dtype=np.int64)
     starts[requests[first]] = np.flatnonzero(first)
 
-    # Routes (variant + model versions) as codes into one small list of distinct routes.
+    # Routes (variant + model versions) as codes into one small list of distinct routes. Most batches took one
+    # route (no A/B split), so theirs is one code repeated; a split batch's rows are filled in afterwards.
     distinct: dict[tuple[str | None, tuple[str, ...]], int] = {}
-    codes = []
-    for b in batches:
-        local = np.array([distinct.setdefault(r, len(distinct)) for r in b.routes], dtype=np.int32)
-        codes.append(local[b.route_index] if b.route_index is not None else np.full(b.table.num_rows, local[0]))
-    route_codes = np.concatenate(codes) if codes else np.zeros(0, np.int32)
+    one_route = np.array([distinct.setdefault(b.routes[0], len(distinct)) for b in batches], dtype=np.int32)
+    route_codes = np.repeat(one_route, sizes)
+    batch_starts = np.cumsum(sizes) - sizes
+    for b, at in zip(batches, batch_starts.tolist(), strict=True):
+        if b.route_index is not None:
+            local = np.array([distinct.setdefault(r, len(distinct)) for r in b.routes], dtype=np.int32)
+            route_codes[at : at + len(b.route_index)] = local[b.route_index]
 
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
         "time": wrap_numpy(
@@ -121,18 +140,14 @@ def log_table(group: list[Served]) -> pa.Table:
     return pa.table(columns)
 
 
-def take_strings(values: Sequence[str | None], index: np.ndarray) -> pa.Array:
-    """`values[index]` as an Arrow string array. Request ids, variants and model versions have equal lengths within
-    a list, so the bytes are gathered as rows of a numpy matrix: no Python string per row."""
-    if all(v is None for v in values):
-        return pa.nulls(len(index), pa.string())
-    encoded = [v.encode() for v in values if v is not None]
-    width = len(encoded[0])
-    if len(encoded) < len(values) or any(len(e) != width for e in encoded) or width == 0:
-        return pa.array(values, pa.string()).take(pa.array(index))
-    data = np.frombuffer(b"".join(encoded), dtype=np.uint8).reshape(len(encoded), width)[index]
-    offsets = np.arange(len(index) + 1, dtype=np.int32) * width
-    return pa.Array.from_buffers(pa.string(), len(index), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+def take_strings(values: Sequence[str | None], index: np.ndarray) -> pa.DictionaryArray:
+    """`values[index]` as an Arrow dictionary array: each row holds a small integer code (no string is copied),
+    and Parquet writes the dictionary as it is instead of hashing every row's string to build one."""
+    present = np.array([v is not None for v in values], dtype=bool)
+    codes = index.astype(np.int32)
+    indices = wrap_numpy(pa.int32(), codes) if present.all() else pa.array(codes, mask=~present[index])
+    # A missing value is a null code, never a null in the dictionary (which Parquet cannot write).
+    return pa.DictionaryArray.from_arrays(indices, pa.array([v or "" for v in values], pa.string()))
 
 
 def _named(inputs: pa.Table, loaded: LoadedPipeline) -> pa.Table:

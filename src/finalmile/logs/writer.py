@@ -17,6 +17,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,14 +27,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from finalmile.files import dictionary_columns
-from finalmile.logs.records import Served, log_tables
+from finalmile.files import log_parquet_options
+from finalmile.logs.records import PIECE_ROWS, Served, layout_runs, log_tables
 
 if TYPE_CHECKING:
     from finalmile.pipelines.executor import Batch
     from finalmile.serving.deployments import LoadedPipeline
 
 log = logging.getLogger(__name__)
+_DAY_US = 86_400_000_000
 _FAILURE_SCHEMA = pa.schema(
     [
         ("time", pa.timestamp("us", tz="UTC")),
@@ -86,6 +88,7 @@ class LogWriter:
         compact_interval_s: float = 10.0,
         max_journal_rows: int = 200_000,
         direct_rows: int = 50_000,
+        piece_rows: int = PIECE_ROWS,
     ) -> None:
         self.root = root
         self.journals = root / "_journal"
@@ -94,6 +97,7 @@ class LogWriter:
         self.compact_interval_s = compact_interval_s
         self.max_journal_rows = max_journal_rows
         self.direct_rows = direct_rows
+        self.piece_rows = piece_rows
         self._open: dict[str, _Journal] = {}
         self._retention: dict[str, int] = {}
         self._failures: dict[str, list[dict[str, object]]] = {}
@@ -144,27 +148,33 @@ class LogWriter:
             failures, self._failures = self._failures, {}
         for pipeline, rows in failures.items():
             table = pa.Table.from_pylist(rows, schema=_FAILURE_SCHEMA)
-            self._write_parquet(pipeline, table.append_column("pipeline", pa.array([pipeline] * len(rows))))
+            self._write_parquet(pipeline, [table])
 
     def _append(self, served: list[Served], sync: bool) -> None:
-        for pipeline, table in log_tables(served):
-            if not sync and table.num_rows >= self.direct_rows:
+        for run in layout_runs(served):
+            pipeline = run[0].loaded.name
+            tables = log_tables(run, self.piece_rows)
+            if not sync and sum(s.batch.table.num_rows for s in run) >= self.direct_rows:
                 # A second of heavy traffic is a Parquet file of its own: written once, instead of journaled, read
                 # back and written again. Durable as soon as it is renamed into place, like a compaction.
-                self._write_parquet(pipeline, table)
+                self._write_parquet(pipeline, tables)
                 continue
-            with self._lock:
-                journal = self._open.get(pipeline)
-                if journal is not None and (
-                    not journal.schema.equals(table.schema) or journal.rows > self.max_journal_rows
-                ):
-                    self._compact_locked(pipeline)
-                    journal = None
-                if journal is None:
-                    journal = self._open[pipeline] = self._new_journal(pipeline, table.schema)
-                journal.append(table)
-                if sync:
-                    journal.sync()
+            for table in tables:
+                self._journal(pipeline, table, sync)
+
+    def _journal(self, pipeline: str, table: pa.Table, sync: bool) -> None:
+        with self._lock:
+            journal = self._open.get(pipeline)
+            if journal is not None and (
+                not journal.schema.equals(table.schema) or journal.rows > self.max_journal_rows
+            ):
+                self._compact_locked(pipeline)
+                journal = None
+            if journal is None:
+                journal = self._open[pipeline] = self._new_journal(pipeline, table.schema)
+            journal.append(table)
+            if sync:
+                journal.sync()
 
     def _new_journal(self, pipeline: str, schema: pa.Schema) -> _Journal:
         path = self.journals / f"{pipeline}--{os.getpid()}-{uuid.uuid4().hex[:12]}.arrows"
@@ -269,25 +279,47 @@ class LogWriter:
             return
         journal.close()
         table, _ = read_journal(journal.path)
-        self._write_parquet(pipeline, table)
+        self._write_parquet(pipeline, [table])
         journal.path.unlink(missing_ok=True)
 
-    def _write_parquet(self, pipeline: str, table: pa.Table) -> None:
-        if table.num_rows == 0:
-            return
-        dates = pc.strftime(table.column("time"), format="%Y-%m-%d")
-        for date in pc.unique(dates).to_pylist():
-            part = table.filter(pc.equal(dates, date))
-            directory = self.root / f"pipeline={pipeline}" / f"date={date}"
-            directory.mkdir(parents=True, exist_ok=True)
-            name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
-            tmp = directory / f".{name}.tmp"
-            part = part.drop_columns(["pipeline"])
-            with tmp.open("wb") as file:
-                pq.write_table(part, file, use_dictionary=dictionary_columns(part.schema))
-                file.flush()
-                os.fsync(file.fileno())  # on disk before the journal it replaces is removed
-            os.replace(tmp, directory / name)
+    def _write_parquet(self, pipeline: str, tables: Iterable[pa.Table]) -> None:
+        """One Parquet file per day the rows fall on, a row group per table; each appears (renamed from a
+        temporary name, after an fsync) only once complete, so a reader never sees a partial file."""
+        open_files: dict[int, tuple[Path, BinaryIO, pq.ParquetWriter]] = {}
+        try:
+            for table in tables:
+                if table.num_rows == 0:
+                    continue
+                if "pipeline" in table.column_names:  # the partition's name says it
+                    table = table.drop_columns(["pipeline"])
+                # Days as integers, not strftime (which formats every row), and a filter only when the rows span
+                # midnight (filtering copies every column even when every row is kept).
+                days = pc.divide(table.column("time").cast(pa.int64()), _DAY_US)
+                distinct = pc.unique(days).to_pylist()
+                for day in distinct:
+                    if day not in open_files:
+                        open_files[day] = self._open_part(pipeline, day, table.schema)
+                    part = table if len(distinct) == 1 else table.filter(pc.equal(days, day))
+                    open_files[day][2].write_table(part)
+        except BaseException:
+            for tmp, file, _ in open_files.values():
+                file.close()
+                tmp.unlink(missing_ok=True)
+            raise
+        for tmp, file, writer in open_files.values():
+            writer.close()
+            file.flush()
+            os.fsync(file.fileno())  # on disk before the journal it replaces is removed
+            file.close()
+            os.replace(tmp, tmp.with_name(tmp.name.removeprefix(".").removesuffix(".tmp")))
+
+    def _open_part(self, pipeline: str, day: int, schema: pa.Schema) -> tuple[Path, BinaryIO, pq.ParquetWriter]:
+        date = datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
+        directory = self.root / f"pipeline={pipeline}" / f"date={date}"
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet.tmp"
+        file = tmp.open("wb")
+        return tmp, file, pq.ParquetWriter(file, schema, **log_parquet_options(schema))
 
     def recover(self) -> Recovery:
         """Compact journals that a previous process left (it crashed, or was killed); skip torn tails."""
@@ -301,7 +333,7 @@ class LogWriter:
             if torn:
                 recovery.torn.append((str(path), torn))
                 log.warning("inference log journal %s: skipped a torn tail of %d bytes", path.name, torn)
-            self._write_parquet(pipeline, table)
+            self._write_parquet(pipeline, [table])
             recovery.rows += table.num_rows
             path.unlink()
         return recovery

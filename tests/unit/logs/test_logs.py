@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -91,7 +92,7 @@ def test_string_columns_gather_any_values() -> None:
     assert take_strings(["a", "bbb", None], index).to_pylist() == [None, "a", None, "bbb"]
     assert take_strings([None], np.zeros(2, np.int64)).to_pylist() == [None, None]
     assert take_strings(["", ""], np.array([1, 0])).to_pylist() == ["", ""]
-    assert take_strings(["é", "x"], np.array([0])).to_pylist() == ["é"]  # widths in bytes differ: the general path
+    assert take_strings(["é", "x"], np.array([0])).to_pylist() == ["é"]
 
 
 def test_a_heavy_tick_goes_straight_to_parquet(deployed: Client, tmp_path: Path) -> None:
@@ -106,6 +107,29 @@ def test_a_heavy_tick_goes_straight_to_parquet(deployed: Client, tmp_path: Path)
     assert len(files) == 1 and pq.read_table(files[0]).num_rows == 6
     writer._append(batches[:1], sync=False)  # a light tick is journaled
     assert writer._open["heavy"].rows == 2
+    writer.close()
+
+
+def test_a_heavy_tick_over_midnight_is_built_in_pieces_into_one_file_a_day(deployed: Client, tmp_path: Path) -> None:
+    p = deployed.build_pipeline("night").add_model_step("m:1")
+    p.deploy()
+    loaded = deployed._deployments.get("night").current
+    writer = LogWriter(tmp_path / "logs", direct_rows=5, piece_rows=3)
+    midnight = 1_700_006_400_000_000  # 2023-11-15 00:00 UTC
+    batches = [
+        Served(loaded, loaded.run(loaded.conform(deployed_table(n)), hooks=False), midnight + offset)
+        for n, offset in ((2, -1), (2, 0), (3, 1), (1, 5))
+    ]
+    writer._append(batches, sync=False)
+    day = {f.parent.name: pq.ParquetFile(f) for f in (tmp_path / "logs" / "pipeline=night").rglob("*.parquet")}
+    assert sorted(day) == ["date=2023-11-14", "date=2023-11-15"]
+    assert day["date=2023-11-14"].metadata.num_rows == 2 and day["date=2023-11-15"].metadata.num_rows == 6
+    # Pieces of 3 rows or more: batches [2, 2] (across midnight), [3], [1]; a row group per piece and day.
+    assert day["date=2023-11-15"].metadata.num_row_groups == 3
+    ids = [i for s in batches for i in s.batch.request_ids]
+    written = pa.concat_tables([day["date=2023-11-14"].read(), day["date=2023-11-15"].read()])
+    assert written.column("request_id").to_pylist() == [ids[0]] * 2 + [ids[1]] * 2 + [ids[2]] * 3 + [ids[3]]
+    assert not list((tmp_path / "logs" / "pipeline=night").rglob("*.tmp"))
     writer.close()
 
 
