@@ -151,9 +151,11 @@ def take_strings(values: Sequence[str | None], index: np.ndarray) -> pa.Dictiona
 
 
 def _named(inputs: pa.Table, loaded: LoadedPipeline) -> pa.Table:
-    """Inputs as named columns (analysts query `in_amount`, not a tensor), whatever form the request used."""
+    """Inputs as named columns (analysts query `in_amount`, not a tensor), whatever form the request used, in
+    the float type they were served in (a V2 client's FP32 tensor is logged as float32: `logs` reads it as
+    DOUBLE where other parts of the log hold float64)."""
     inputs = expand_named_tensor(inputs)
     validator, schema = loaded._validator, loaded.input_schema
     if validator is not None and schema is not None and validator.is_tensor_form(inputs):
-        return expand_tensor(inputs, schema)
+        return expand_tensor(inputs, schema, as_served=True)
     return inputs

@@ -212,12 +212,18 @@ def _cast_tensor(arr: pa.ChunkedArray, column: Column, target: pa.DataType) -> t
     return pa.chunked_array(chunks, type=target), None
 
 
-def expand_tensor(table: pa.Table, schema: Schema) -> pa.Table:
-    """The named scalar columns behind a tensor-form table (see `SchemaValidator.is_tensor_form`)."""
+def expand_tensor(table: pa.Table, schema: Schema, as_served: bool = False) -> pa.Table:
+    """The named scalar columns behind a tensor-form table (see `SchemaValidator.is_tensor_form`).
+
+    `as_served` keeps a float tensor's own type where the schema's columns are all floats: the inference log
+    stores what the model was served, and widening float32 to float64 doubled the bytes it encodes."""
     tensor = table.column(0)
     chunks = tensor.chunks if isinstance(tensor, pa.ChunkedArray) else [tensor]
     columns = schema.inputs or []
     types = [c.arrow_type() for c in columns]
+    served = tensor.type.value_type
+    if as_served and pa.types.is_floating(served) and all(pa.types.is_floating(t) for t in types):
+        types = [served] * len(types)
     common = types[0].to_pandas_dtype() if types and all(t == types[0] for t in types) else None
     # Transposed chunk by chunk (small, cache-friendly blocks) and converted on the way: each row of `by_column`
     # is one contiguous column, which Arrow then wraps without copying.

@@ -16,6 +16,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client, FinalmileError
+from finalmile.frames import tensor_array
 from finalmile.logs.records import Served, log_table, take_strings
 from finalmile.logs.writer import LogWriter, read_journal
 from tests.fixtures import tabular
@@ -184,9 +185,22 @@ def test_a_torn_journal_tail_is_skipped_and_reported(deployed: Client, tmp_path:
 
 
 def deployed_table(n: int):  # type: ignore[no-untyped-def]
-    import pyarrow as pa
-
     return pa.Table.from_pandas(X.head(n), preserve_index=False)
+
+
+def test_inputs_are_logged_in_the_float_type_they_were_served_in(deployed: Client) -> None:
+    p = deployed.build_pipeline("fp32").add_model_step("m:1")
+    p.deploy()
+    loaded = deployed._deployments.get("fp32").current
+    values = X.head(3).to_numpy(np.float32)  # how a V2 client sends rows: one FP32 tensor
+    loaded.run(loaded.conform(pa.table({"input-0": tensor_array(values)})))
+    deployed._logs.flush()
+    (part,) = (deployed.settings.home / "logs" / "pipeline=fp32").rglob("*.parquet")
+    assert pq.read_schema(part).field("in_x0").type == pa.float32()  # not widened to the schema's float64
+    loaded.run(loaded.conform(deployed_table(2)))  # named float64 columns: logged as float64
+    logged = deployed.query("SELECT in_x0, typeof(in_x0) AS type FROM logs WHERE pipeline = 'fp32' ORDER BY time")
+    assert set(logged.type) == {"DOUBLE"}  # one column type for the reader, whatever each part holds
+    np.testing.assert_array_equal(logged.in_x0, np.r_[values[:, 0].astype(np.float64), X.x0[:2]])
 
 
 def test_queries_are_read_only_and_errors_say_where(deployed: Client) -> None:
