@@ -10,6 +10,7 @@ a torn tail (the bytes of a half-written batch) is skipped and reported, never f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -53,7 +54,8 @@ _FAILURE_SCHEMA = pa.schema(
 @dataclass
 class _Journal:
     path: Path
-    file: BinaryIO
+    raw: pa.OSFile
+    file: pa.BufferedOutputStream
     writer: pa.ipc.RecordBatchStreamWriter
     schema: pa.Schema
     rows: int = 0
@@ -64,7 +66,7 @@ class _Journal:
 
     def sync(self) -> None:
         self.file.flush()
-        os.fsync(self.file.fileno())
+        os.fsync(self.raw.fileno())
 
     def close(self) -> None:
         self.writer.close()
@@ -177,9 +179,12 @@ class LogWriter:
                 journal.sync()
 
     def _new_journal(self, pipeline: str, schema: pa.Schema) -> _Journal:
+        # Arrow's own files, not Python file objects: every write through a Python file takes the GIL, which the
+        # serving threads need.
         path = self.journals / f"{pipeline}--{os.getpid()}-{uuid.uuid4().hex[:12]}.arrows"
-        file = path.open("wb")
-        return _Journal(path, file, pa.ipc.new_stream(file, schema), schema)
+        raw = pa.OSFile(str(path), "wb")
+        file = pa.BufferedOutputStream(raw, buffer_size=1 << 20)
+        return _Journal(path, raw, file, pa.ipc.new_stream(file, schema), schema)
 
     # -- background ---------------------------------------------------------------------------------------------
 
@@ -285,7 +290,7 @@ class LogWriter:
     def _write_parquet(self, pipeline: str, tables: Iterable[pa.Table]) -> None:
         """One Parquet file per day the rows fall on, a row group per table; each appears (renamed from a
         temporary name, after an fsync) only once complete, so a reader never sees a partial file."""
-        open_files: dict[int, tuple[Path, BinaryIO, pq.ParquetWriter]] = {}
+        parts: dict[int, tuple[Path, pq.ParquetWriter]] = {}
         try:
             for table in tables:
                 if table.num_rows == 0:
@@ -297,29 +302,27 @@ class LogWriter:
                 days = pc.divide(table.column("time").cast(pa.int64()), _DAY_US)
                 distinct = pc.unique(days).to_pylist()
                 for day in distinct:
-                    if day not in open_files:
-                        open_files[day] = self._open_part(pipeline, day, table.schema)
-                    part = table if len(distinct) == 1 else table.filter(pc.equal(days, day))
-                    open_files[day][2].write_table(part)
+                    if day not in parts:
+                        parts[day] = self._open_part(pipeline, day, table.schema)
+                    parts[day][1].write_table(table if len(distinct) == 1 else table.filter(pc.equal(days, day)))
         except BaseException:
-            for tmp, file, _ in open_files.values():
-                file.close()
+            for tmp, writer in parts.values():
+                with contextlib.suppress(Exception):
+                    writer.close()
                 tmp.unlink(missing_ok=True)
             raise
-        for tmp, file, writer in open_files.values():
+        for tmp, writer in parts.values():
             writer.close()
-            file.flush()
-            os.fsync(file.fileno())  # on disk before the journal it replaces is removed
-            file.close()
+            _fsync(tmp)  # on disk before the journal it replaces is removed
             os.replace(tmp, tmp.with_name(tmp.name.removeprefix(".").removesuffix(".tmp")))
 
-    def _open_part(self, pipeline: str, day: int, schema: pa.Schema) -> tuple[Path, BinaryIO, pq.ParquetWriter]:
+    def _open_part(self, pipeline: str, day: int, schema: pa.Schema) -> tuple[Path, pq.ParquetWriter]:
         date = datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
         directory = self.root / f"pipeline={pipeline}" / f"date={date}"
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet.tmp"
-        file = tmp.open("wb")
-        return tmp, file, pq.ParquetWriter(file, schema, **log_parquet_options(schema))
+        # A path, not a Python file object, so Arrow writes it natively without taking the GIL for each page.
+        return tmp, pq.ParquetWriter(str(tmp), schema, **log_parquet_options(schema))
 
     def recover(self) -> Recovery:
         """Compact journals that a previous process left (it crashed, or was killed); skip torn tails."""
@@ -337,6 +340,14 @@ class LogWriter:
             recovery.rows += table.num_rows
             path.unlink()
         return recovery
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _alive(pid: int) -> bool:
