@@ -1,11 +1,12 @@
 """The log writer: an append-only Arrow IPC journal per pipeline, compacted into hive-partitioned Parquet.
 
-`fast` durability hands the batch to a background thread, which every `flush_interval_s` builds the log rows of
-all batches served since, appends them to the journal and syncs it (compacting to Parquet every
-`compact_interval_s`); `strict` appends and fsyncs in the serving thread before the response goes out. Compaction writes
-`logs/pipeline=NAME/date=YYYY-MM-DD/part-*.parquet` under a temporary name and renames it, so a reader never sees a
-partial file. Journals left by a crash are compacted at start-up;
-a torn tail (the bytes of a half-written batch) is skipped and reported, never fatal.
+`fast` durability hands the batch to a background thread, which every `build_interval_s` (0.1 s) builds the log rows
+of the batches served since, and every `flush_interval_s` (1 s) puts them on disk: a second of heavy traffic as a
+Parquet file of its own, anything lighter appended to the journal, which is then synced (and compacted to Parquet
+every `compact_interval_s`). `strict` appends and fsyncs in the serving thread before the response goes out.
+Parquet files are written under a temporary name and renamed into `logs/pipeline=NAME/date=YYYY-MM-DD/`, so a
+reader never sees a partial file. Journals left by a crash are compacted at start-up; a torn tail (the bytes of a
+half-written batch) is skipped and reported, never fatal.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class LogWriter:
         self,
         root: Path,
         flush_interval_s: float = 1.0,
+        build_interval_s: float = 0.1,
         compact_interval_s: float = 10.0,
         max_journal_rows: int = 200_000,
         direct_rows: int = 50_000,
@@ -96,6 +98,7 @@ class LogWriter:
         self.journals = root / "_journal"
         self.journals.mkdir(parents=True, exist_ok=True)
         self.flush_interval_s = flush_interval_s
+        self.build_interval_s = build_interval_s
         self.compact_interval_s = compact_interval_s
         self.max_journal_rows = max_journal_rows
         self.direct_rows = direct_rows
@@ -106,6 +109,9 @@ class LogWriter:
         self._lock = threading.Lock()
         self._queue: queue.Queue[Served | None] = queue.Queue()
         self._wake = threading.Event()
+        self._flush_now = threading.Event()
+        self._built: list[tuple[str, pa.Table]] = []  # log rows built but not on disk yet (at most a flush interval)
+        self._unpersisted = 0  # queue items whose rows are in `_built`: `flush()` waits for them to be on disk
         self.recovery = self.recover()
         self._thread = threading.Thread(target=self._background, name="finalmile-log-writer", daemon=True)
         self._thread.start()
@@ -153,16 +159,29 @@ class LogWriter:
             self._write_parquet(pipeline, [table])
 
     def _append(self, served: list[Served], sync: bool) -> None:
+        """Build the log rows of `served`: on disk at once (and synced) when `sync`, else kept for `_persist`."""
         for run in layout_runs(served):
             pipeline = run[0].loaded.name
-            tables = log_tables(run, self.piece_rows)
-            if not sync and sum(s.batch.table.num_rows for s in run) >= self.direct_rows:
-                # A second of heavy traffic is a Parquet file of its own: written once, instead of journaled, read
-                # back and written again. Durable as soon as it is renamed into place, like a compaction.
+            for table in log_tables(run, self.piece_rows):
+                if sync:
+                    self._journal(pipeline, table, sync=True)
+                else:
+                    self._built.append((pipeline, table))
+
+    def _persist(self) -> None:
+        """Put the rows built since the last call on disk: a pipeline's second of heavy traffic is a Parquet file of
+        its own (written once, instead of journaled, read back and written again; durable once renamed into place,
+        like a compaction); lighter traffic is appended to its journal."""
+        built, self._built = self._built, []
+        by_pipeline: dict[str, list[pa.Table]] = {}
+        for pipeline, table in built:
+            by_pipeline.setdefault(pipeline, []).append(table)
+        for pipeline, tables in by_pipeline.items():
+            if sum(t.num_rows for t in tables) >= self.direct_rows:
                 self._write_parquet(pipeline, tables)
-                continue
-            for table in tables:
-                self._journal(pipeline, table, sync)
+            else:
+                for table in tables:
+                    self._journal(pipeline, table, sync=False)
 
     def _journal(self, pipeline: str, table: pa.Table, sync: bool) -> None:
         with self._lock:
@@ -189,20 +208,22 @@ class LogWriter:
     # -- background ---------------------------------------------------------------------------------------------
 
     def _background(self) -> None:
-        # Served batches wait in the queue and are logged together once per `flush_interval_s` (the `fast`
-        # durability promise), so the log rows of hundreds of batches cost a few numpy calls, not a few hundred
-        # per batch beside the serving threads. Parquet files are written less often, since each compaction costs
-        # more than the sync, and every query flushes first anyway.
+        # Served batches are built into log rows every `build_interval_s`, many at once (a few numpy calls for
+        # hundreds of batches, not a few hundred per batch beside the serving threads), and soon: a served batch
+        # kept longer holds memory the serving threads would otherwise reuse while it is still in cache. The rows go
+        # to disk every `flush_interval_s` (the `fast` durability promise), or at once when `flush()` asks. Parquet
+        # files from journals are written less often, since each compaction costs more than the sync, and every
+        # query flushes first anyway.
+        next_flush = time.monotonic() + self.flush_interval_s
         next_compaction = time.monotonic() + self.compact_interval_s
         while True:
-            self._wake.wait(timeout=self.flush_interval_s)
+            self._wake.wait(timeout=self.build_interval_s)
             self._wake.clear()
             stop = self._drain()
-            try:
-                self._write_failures()
-                self._sync_all()
-            except Exception:
-                log.exception("could not sync inference log journals")
+            if stop or self._flush_now.is_set() or time.monotonic() >= next_flush:
+                self._flush_now.clear()
+                self._persist_and_sync()
+                next_flush = time.monotonic() + self.flush_interval_s
             if stop:
                 return
             if time.monotonic() >= next_compaction:
@@ -213,7 +234,7 @@ class LogWriter:
                 next_compaction = time.monotonic() + self.compact_interval_s
 
     def _drain(self) -> bool:
-        """Journal everything queued; True when `close()` asked the background thread to stop."""
+        """Build the log rows of everything queued; True when `close()` asked the background thread to stop."""
         served: list[Served] = []
         stop = False
         while True:
@@ -225,23 +246,35 @@ class LogWriter:
                 stop = True
             else:
                 served.append(item)
+        self._unpersisted += len(served) + stop
         try:
             if served:
                 self._append(served, sync=False)
         except Exception:
-            log.exception("could not write inference logs")
-        finally:
-            for _ in range(len(served) + stop):
-                self._queue.task_done()
+            log.exception("could not build inference log rows")
         return stop
 
+    def _persist_and_sync(self) -> None:
+        try:
+            self._persist()
+            self._write_failures()
+            self._sync_all()
+        except Exception:
+            log.exception("could not write inference logs")
+        finally:
+            for _ in range(self._unpersisted):
+                self._queue.task_done()
+            self._unpersisted = 0
+
     def flush(self) -> None:
-        """Journal everything handed over so far, then turn every journal into Parquet: queryable after this."""
+        """Put everything handed over so far on disk, then turn every journal into Parquet: queryable after this."""
         if self._thread.is_alive():
+            self._flush_now.set()
             self._wake.set()
-            self._queue.join()  # waits for the batches the thread may be appending right now, too
+            self._queue.join()  # done when the thread has put every batch handed over so far on disk
         else:
             self._drain()
+            self._persist_and_sync()
         self._compact_all()
 
     def close(self) -> None:
@@ -250,6 +283,7 @@ class LogWriter:
             self._wake.set()
             self._thread.join(timeout=30)
         self._drain()
+        self._persist_and_sync()
         self._compact_all()
 
     def _sync_all(self) -> None:
@@ -288,9 +322,9 @@ class LogWriter:
         journal.path.unlink(missing_ok=True)
 
     def _write_parquet(self, pipeline: str, tables: Iterable[pa.Table]) -> None:
-        """One Parquet file per day the rows fall on, a row group per table; each appears (renamed from a
-        temporary name, after an fsync) only once complete, so a reader never sees a partial file."""
-        parts: dict[int, tuple[Path, pq.ParquetWriter]] = {}
+        """One Parquet file per day the rows fall on (and per layout), a row group per table; each appears (renamed
+        from a temporary name, after an fsync) only once complete, so a reader never sees a partial file."""
+        parts: dict[tuple[int, pa.Schema], tuple[Path, pq.ParquetWriter]] = {}  # a new layout starts a new file
         try:
             for table in tables:
                 if table.num_rows == 0:
@@ -302,9 +336,10 @@ class LogWriter:
                 days = pc.divide(table.column("time").cast(pa.int64()), _DAY_US)
                 distinct = pc.unique(days).to_pylist()
                 for day in distinct:
-                    if day not in parts:
-                        parts[day] = self._open_part(pipeline, day, table.schema)
-                    parts[day][1].write_table(table if len(distinct) == 1 else table.filter(pc.equal(days, day)))
+                    key = (day, table.schema)
+                    if key not in parts:
+                        parts[key] = self._open_part(pipeline, day, table.schema)
+                    parts[key][1].write_table(table if len(distinct) == 1 else table.filter(pc.equal(days, day)))
         except BaseException:
             for tmp, writer in parts.values():
                 with contextlib.suppress(Exception):

@@ -100,13 +100,16 @@ def test_a_heavy_tick_goes_straight_to_parquet(deployed: Client, tmp_path: Path)
     p = deployed.build_pipeline("heavy").add_model_step("m:1")
     p.deploy()
     loaded = deployed._deployments.get("heavy").current
-    writer = LogWriter(tmp_path / "logs", direct_rows=5)
+    writer = LogWriter(tmp_path / "logs", direct_rows=5, flush_interval_s=3600)  # this test persists by hand
     batches = [Served(loaded, loaded.run(loaded.conform(deployed_table(n)), hooks=False), 1_000) for n in (2, 4)]
-    writer._append(batches, sync=False)  # one tick: 6 rows >= 5, no journal
+    writer._append(batches, sync=False)
+    assert not list((tmp_path / "logs" / "pipeline=heavy").rglob("*.parquet"))  # built, not on disk yet
+    writer._persist()  # one second's rows: 6 >= 5, no journal
     assert "heavy" not in writer._open
     files = list((tmp_path / "logs" / "pipeline=heavy").rglob("*.parquet"))
     assert len(files) == 1 and pq.read_table(files[0]).num_rows == 6
-    writer._append(batches[:1], sync=False)  # a light tick is journaled
+    writer._append(batches[:1], sync=False)  # a light second is journaled
+    writer._persist()
     assert writer._open["heavy"].rows == 2
     writer.close()
 
@@ -115,13 +118,14 @@ def test_a_heavy_tick_over_midnight_is_built_in_pieces_into_one_file_a_day(deplo
     p = deployed.build_pipeline("night").add_model_step("m:1")
     p.deploy()
     loaded = deployed._deployments.get("night").current
-    writer = LogWriter(tmp_path / "logs", direct_rows=5, piece_rows=3)
+    writer = LogWriter(tmp_path / "logs", direct_rows=5, piece_rows=3, flush_interval_s=3600)
     midnight = 1_700_006_400_000_000  # 2023-11-15 00:00 UTC
     batches = [
         Served(loaded, loaded.run(loaded.conform(deployed_table(n)), hooks=False), midnight + offset)
         for n, offset in ((2, -1), (2, 0), (3, 1), (1, 5))
     ]
     writer._append(batches, sync=False)
+    writer._persist()
     day = {f.parent.name: pq.ParquetFile(f) for f in (tmp_path / "logs" / "pipeline=night").rglob("*.parquet")}
     assert sorted(day) == ["date=2023-11-14", "date=2023-11-15"]
     assert day["date=2023-11-14"].metadata.num_rows == 2 and day["date=2023-11-15"].metadata.num_rows == 6
@@ -159,6 +163,20 @@ def test_a_time_range_exports_to_parquet_and_csv(deployed: Client, tmp_path: Pat
     assert len(late) == 2 and list(late.row) == [0, 1]
     assert p.export_logs(tmp_path / "none.parquet", end=middle - timedelta(days=1)) == 0
     assert pq.read_table(tmp_path / "none.parquet").num_rows == 0
+
+
+def test_a_heavy_second_with_two_layouts_is_two_files(deployed: Client, tmp_path: Path) -> None:
+    p = deployed.build_pipeline("mix").add_model_step("m:1")
+    p.deploy()
+    loaded = deployed._deployments.get("mix").current
+    writer = LogWriter(tmp_path / "logs", direct_rows=1, flush_interval_s=3600)
+    fp32 = pa.table({"input-0": tensor_array(X.head(2).to_numpy(np.float32))})
+    tables = [fp32, deployed_table(3), fp32]  # float32 inputs, then float64, then float32 again
+    writer._append([Served(loaded, loaded.run(loaded.conform(t), hooks=False), 1_000) for t in tables], sync=False)
+    writer._persist()
+    files = sorted((tmp_path / "logs" / "pipeline=mix").rglob("*.parquet"))
+    assert sorted(pq.read_metadata(f).num_rows for f in files) == [3, 4]
+    writer.close()
 
 
 def test_a_torn_journal_tail_is_skipped_and_reported(deployed: Client, tmp_path: Path) -> None:
