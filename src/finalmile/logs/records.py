@@ -1,8 +1,9 @@
 """The log row layout: one row per inferred row, built from the very Arrow batches that were served.
 
-Columns: `time`, `request_id`, `row`, `pipeline`, `pipeline_version`, `variant`, `model_versions`, `latency_ms`,
-`status`, then `in_<column>` for every input, `out_<column>` for every output, `shadow_<challenger>_<column>` for
-every shadow output and `check_<name>` for every check flag.
+Columns: `time`, `request_id`, `row`, `pipeline_version`, `variant`, `model_versions`, `latency_ms`, `status`,
+then `in_<column>` for every input, `out_<column>` for every output, `shadow_<challenger>_<column>` for every shadow
+output and `check_<name>` for every check flag. The pipeline is named by the journal's file name and the Parquet
+partition (`pipeline=…`), where the `logs` view reads it, not by a column.
 
 Rows are built for many served batches at once (`log_table` over a run of batches of one deployed version): the
 tables are concatenated, and every per-row column comes from a handful of numpy calls, so logging costs a few
@@ -110,7 +111,6 @@ def log_table(group: list[Served]) -> pa.Table:
         ),
         "request_id": take_strings(ids, requests),
         "row": wrap_numpy(pa.int32(), (np.arange(n, dtype=np.int64) - starts[requests]).astype(np.int32)),
-        "pipeline": take_strings([loaded.name], np.zeros(n, np.int64)),
         "pipeline_version": wrap_numpy(pa.int32(), np.full(n, loaded.version, dtype=np.int32)),
         "variant": take_strings([v for v, _ in distinct], route_codes),
         "model_versions": take_strings([",".join(m) for _, m in distinct], route_codes),

@@ -329,7 +329,7 @@ class LogWriter:
             for table in tables:
                 if table.num_rows == 0:
                     continue
-                if "pipeline" in table.column_names:  # the partition's name says it
+                if "pipeline" in table.column_names:  # journals from before 2026-11-23 carry it; the partition says it
                     table = table.drop_columns(["pipeline"])
                 # Days as integers, not strftime (which formats every row), and a filter only when the rows span
                 # midnight (filtering copies every column even when every row is kept).
