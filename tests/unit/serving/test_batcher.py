@@ -17,6 +17,7 @@ class Recorder:
 
     def __init__(self, delay: float = 0.01, fail_on: float | None = None) -> None:
         self.batches: list[int] = []
+        self.chunks: list[int] = []
         self.delay = delay
         self.fail_on = fail_on
         self.lock = threading.Lock()
@@ -24,6 +25,7 @@ class Recorder:
     def run(self, table: pa.Table, requests: np.ndarray) -> tuple[pa.Table, np.ndarray]:
         with self.lock:
             self.batches.append(table.num_rows)
+            self.chunks.append(table.column("x").num_chunks)
         if self.fail_on is not None and self.fail_on in table.column("x").to_pylist():
             raise ValueError("poisoned row")
         time.sleep(self.delay)
@@ -49,6 +51,7 @@ def test_concurrent_requests_are_coalesced_and_split_back() -> None:
     results = asyncio.run(submit_many(batcher, [float(i) for i in range(20)]))
     assert [r.column("y").to_pylist() for r in results] == [[2.0 * i] for i in range(20)]
     assert len(recorder.batches) < 20 and max(recorder.batches) <= 8 and sum(recorder.batches) == 20
+    assert set(recorder.chunks) == {1}  # joined: the model and the log read one array, not one per request
 
 
 def test_delay_zero_turns_batching_off_and_big_requests_run_alone() -> None:
