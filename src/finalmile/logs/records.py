@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from finalmile.frames import wrap_numpy
 from finalmile.registry.schema import expand_tensor
@@ -89,7 +91,7 @@ def log_table(group: list[Served]) -> pa.Table:
     n_requests = np.array([len(b.request_ids) for b in batches], dtype=np.int64)
     offsets = np.repeat(np.concatenate([[0], np.cumsum(n_requests)[:-1]]), sizes)
     requests = np.concatenate([b.requests for b in batches]).astype(np.int64) + offsets if n else np.zeros(0, np.int64)
-    ids = [i for b in batches for i in b.request_ids]
+    ids = list(chain.from_iterable(b.request_ids for b in batches))
     first = np.r_[True, requests[1:] != requests[:-1]] if n else np.zeros(0, dtype=bool)
     starts = np.zeros(int(n_requests.sum()), dtype=np.int64)
     starts[requests[first]] = np.flatnonzero(first)
@@ -143,11 +145,12 @@ def log_table(group: list[Served]) -> pa.Table:
 def take_strings(values: Sequence[str | None], index: np.ndarray) -> pa.DictionaryArray:
     """`values[index]` as an Arrow dictionary array: each row holds a small integer code (no string is copied),
     and Parquet writes the dictionary as it is instead of hashing every row's string to build one."""
-    present = np.array([v is not None for v in values], dtype=bool)
-    codes = index.astype(np.int32)
-    indices = wrap_numpy(pa.int32(), codes) if present.all() else pa.array(codes, mask=~present[index])
-    # A missing value is a null code, never a null in the dictionary (which Parquet cannot write).
-    return pa.DictionaryArray.from_arrays(indices, pa.array([v or "" for v in values], pa.string()))
+    dictionary = pa.array(values, pa.string())
+    codes = wrap_numpy(pa.int32(), index.astype(np.int32))
+    if dictionary.null_count:  # a missing value is a null code, never a null in the dictionary (Parquet can't write it)
+        codes = pc.if_else(pc.take(dictionary.is_null(), codes), None, codes)
+        dictionary = dictionary.fill_null("")
+    return pa.DictionaryArray.from_arrays(codes, dictionary)
 
 
 def _named(inputs: pa.Table, loaded: LoadedPipeline) -> pa.Table:

@@ -1,9 +1,10 @@
 """The log writer: an append-only Arrow IPC journal per pipeline, compacted into hive-partitioned Parquet.
 
-`fast` durability hands the batch to a background thread, which every `build_interval_s` (0.1 s) builds the log rows
-of the batches served since, and every `flush_interval_s` (1 s) puts them on disk: a second of heavy traffic as a
-Parquet file of its own, anything lighter appended to the journal, which is then synced (and compacted to Parquet
-every `compact_interval_s`). `strict` appends and fsyncs in the serving thread before the response goes out.
+`fast` durability hands the batch to a background thread, which builds the log rows of the batches served since
+whenever a piece's worth of rows (`piece_rows`) waits, and every `flush_interval_s` (1 s) builds the rest and puts
+them on disk: a second of heavy traffic as a Parquet file of its own, anything lighter appended to the journal, which
+is then synced (and compacted to Parquet every `compact_interval_s`). `strict` appends and fsyncs in the serving
+thread before the response goes out.
 Parquet files are written under a temporary name and renamed into `logs/pipeline=NAME/date=YYYY-MM-DD/`, so a
 reader never sees a partial file. Journals left by a crash are compacted at start-up; a torn tail (the bytes of a
 half-written batch) is skipped and reported, never fatal.
@@ -14,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import shutil
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -88,7 +89,6 @@ class LogWriter:
         self,
         root: Path,
         flush_interval_s: float = 1.0,
-        build_interval_s: float = 0.1,
         compact_interval_s: float = 10.0,
         max_journal_rows: int = 200_000,
         direct_rows: int = 50_000,
@@ -98,7 +98,6 @@ class LogWriter:
         self.journals = root / "_journal"
         self.journals.mkdir(parents=True, exist_ok=True)
         self.flush_interval_s = flush_interval_s
-        self.build_interval_s = build_interval_s
         self.compact_interval_s = compact_interval_s
         self.max_journal_rows = max_journal_rows
         self.direct_rows = direct_rows
@@ -107,11 +106,12 @@ class LogWriter:
         self._retention: dict[str, int] = {}
         self._failures: dict[str, list[dict[str, object]]] = {}
         self._lock = threading.Lock()
-        self._queue: queue.Queue[Served | None] = queue.Queue()
+        # Handed-over batches, and markers: an Event that `flush()` waits on, None from `close()`. A deque, not a
+        # queue.Queue: appending is one atomic call, with no lock for the serving thread to take.
+        self._handed: deque[Served | threading.Event | None] = deque()
         self._wake = threading.Event()
-        self._flush_now = threading.Event()
         self._built: list[tuple[str, pa.Table]] = []  # log rows built but not on disk yet (at most a flush interval)
-        self._unpersisted = 0  # queue items whose rows are in `_built`: `flush()` waits for them to be on disk
+        self._waiting_rows = 0  # rows handed over since the last build: a hint that wakes the builder, not a count
         self.recovery = self.recover()
         self._thread = threading.Thread(target=self._background, name="finalmile-log-writer", daemon=True)
         self._thread.start()
@@ -128,7 +128,12 @@ class LogWriter:
         if config is not None and config.durability == "strict":
             self._append([served], sync=True)
         else:
-            self._queue.put(served)
+            self._handed.append(served)
+            # Unlocked (serving threads may race and lose an addition): it only decides when to wake the builder,
+            # and the flush interval bounds the wait anyway.
+            self._waiting_rows += batch.table.num_rows
+            if self._waiting_rows >= self.piece_rows and not self._wake.is_set():
+                self._wake.set()
 
     def failed(self, loaded: LoadedPipeline, rows: int, error: str, latency_ms: float) -> None:
         """A request that got an error instead of outputs: one log row with `status` 'error' and the message.
@@ -208,22 +213,25 @@ class LogWriter:
     # -- background ---------------------------------------------------------------------------------------------
 
     def _background(self) -> None:
-        # Served batches are built into log rows every `build_interval_s`, many at once (a few numpy calls for
-        # hundreds of batches, not a few hundred per batch beside the serving threads), and soon: a served batch
-        # kept longer holds memory the serving threads would otherwise reuse while it is still in cache. The rows go
-        # to disk every `flush_interval_s` (the `fast` durability promise), or at once when `flush()` asks. Parquet
-        # files from journals are written less often, since each compaction costs more than the sync, and every
-        # query flushes first anyway.
+        # Served batches are built into log rows many at once (a few numpy and Arrow calls for hundreds of batches,
+        # not a few hundred per batch beside the serving threads): as soon as a piece's worth of rows waits, since a
+        # served batch kept longer holds memory the serving threads would otherwise reuse while it is still in
+        # cache, and otherwise once per flush. Each build gives the GIL up a dozen times, each time a switch that
+        # costs the event loop, so light traffic (one-row requests) is built once a second, not ten times. The rows
+        # go to disk every `flush_interval_s` (the `fast` durability promise), or at once when `flush()` asks.
+        # Parquet files from journals are written less often, since each compaction costs more than the sync, and
+        # every query flushes first anyway.
         next_flush = time.monotonic() + self.flush_interval_s
         next_compaction = time.monotonic() + self.compact_interval_s
         while True:
-            self._wake.wait(timeout=self.build_interval_s)
+            self._wake.wait(timeout=max(0.0, next_flush - time.monotonic()))
             self._wake.clear()
-            stop = self._drain()
-            if stop or self._flush_now.is_set() or time.monotonic() >= next_flush:
-                self._flush_now.clear()
+            stop, flushes = self._drain()
+            if stop or flushes or time.monotonic() >= next_flush:
                 self._persist_and_sync()
                 next_flush = time.monotonic() + self.flush_interval_s
+                for done in flushes:
+                    done.set()
             if stop:
                 return
             if time.monotonic() >= next_compaction:
@@ -233,26 +241,27 @@ class LogWriter:
                     log.exception("could not compact inference logs")
                 next_compaction = time.monotonic() + self.compact_interval_s
 
-    def _drain(self) -> bool:
-        """Build the log rows of everything queued; True when `close()` asked the background thread to stop."""
+    def _drain(self) -> tuple[bool, list[threading.Event]]:
+        """Build the log rows of everything handed over; whether `close()` asked the thread to stop, and the
+        `flush()` calls waiting for these rows to be on disk."""
+        self._waiting_rows = 0
         served: list[Served] = []
+        flushes: list[threading.Event] = []
         stop = False
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
+        while self._handed:
+            item = self._handed.popleft()
             if item is None:
                 stop = True
+            elif isinstance(item, threading.Event):
+                flushes.append(item)
             else:
                 served.append(item)
-        self._unpersisted += len(served) + stop
         try:
             if served:
                 self._append(served, sync=False)
         except Exception:
             log.exception("could not build inference log rows")
-        return stop
+        return stop, flushes
 
     def _persist_and_sync(self) -> None:
         try:
@@ -261,17 +270,14 @@ class LogWriter:
             self._sync_all()
         except Exception:
             log.exception("could not write inference logs")
-        finally:
-            for _ in range(self._unpersisted):
-                self._queue.task_done()
-            self._unpersisted = 0
 
     def flush(self) -> None:
         """Put everything handed over so far on disk, then turn every journal into Parquet: queryable after this."""
         if self._thread.is_alive():
-            self._flush_now.set()
+            done = threading.Event()
+            self._handed.append(done)  # behind every batch handed over so far
             self._wake.set()
-            self._queue.join()  # done when the thread has put every batch handed over so far on disk
+            done.wait()
         else:
             self._drain()
             self._persist_and_sync()
@@ -279,7 +285,7 @@ class LogWriter:
 
     def close(self) -> None:
         if self._thread.is_alive():
-            self._queue.put(None)
+            self._handed.append(None)
             self._wake.set()
             self._thread.join(timeout=30)
         self._drain()

@@ -114,6 +114,37 @@ def test_a_heavy_tick_goes_straight_to_parquet(deployed: Client, tmp_path: Path)
     writer.close()
 
 
+def test_served_batches_are_built_once_a_piece_waits_and_put_on_disk_each_flush(
+    deployed: Client, tmp_path: Path
+) -> None:
+    p = deployed.build_pipeline("pieces").add_model_step("m:1")
+    p.deploy()
+    loaded = deployed._deployments.get("pieces").current
+    writer = LogWriter(tmp_path / "logs", piece_rows=6, flush_interval_s=3600)
+
+    def serve(n: int) -> None:
+        writer(loaded, loaded.run(loaded.conform(deployed_table(n)), hooks=False))
+
+    def settled(check) -> bool:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 5
+        while not check() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return bool(check())
+
+    serve(2)
+    serve(3)
+    time.sleep(0.3)
+    assert len(writer._handed) == 2 and not writer._built  # under a piece: left for the flush
+    serve(1)  # a piece's worth: built now, not on disk until the flush
+    assert settled(lambda: not writer._handed and writer._built)
+    assert not list((tmp_path / "logs" / "pipeline=pieces").rglob("*.parquet"))
+    serve(4)
+    writer.flush()  # returns once everything handed over before it is on disk
+    (part,) = (tmp_path / "logs" / "pipeline=pieces").rglob("*.parquet")
+    assert pq.read_table(part).num_rows == 10 and not writer._built
+    writer.close()
+
+
 def test_a_heavy_tick_over_midnight_is_built_in_pieces_into_one_file_a_day(deployed: Client, tmp_path: Path) -> None:
     p = deployed.build_pipeline("night").add_model_step("m:1")
     p.deploy()
