@@ -1,10 +1,12 @@
 """Inference-log benchmarks (figures in bench/README.md).
 
     apt-get install wrk
-    .venv/bin/python bench/logs.py [--only serving|query|file] [--duration 5] [--pairs 12] [--file-rows 10000000]
+    .venv/bin/python bench/logs.py [--only serving|query|file] [--duration 2] [--pairs 30] [--control-pairs 20]
+        [--file-rows 10000000]
 
 1. Serving throughput with logging on vs off, 1 and 1,000 rows per request, in alternating back-to-back pairs
-   (wrk, V2 JSON); the cost is the median of the pairs' costs.
+   (wrk, V2 JSON); the cost is the median of the pairs' costs. A control measures two pipelines without logging
+   the same way: its cost is the benchmark's own noise.
 2. Hourly row counts and mean score over `--query-rows` logged rows (DuckDB over the Parquet log).
 3. File inference through the 100-tree forest vs the in-process runtime, and peak memory for two file sizes.
 """
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -32,51 +36,76 @@ from runtimes import data  # noqa: E402
 from serving import v2_tensor, wrk  # noqa: E402
 
 
-def serving(home: Path, duration: int, pairs: int, workdir: Path) -> dict[str, dict[str, float]]:
+def serving(home: Path, duration: int, pairs: int, control_pairs: int, workdir: Path) -> dict[str, dict[str, float]]:
     """Throughput of the `logged` and `quiet` pipelines of one server, measured in `pairs` back-to-back pairs whose
     order alternates (logged first, then quiet first): each pair shares the machine's noise of the moment, and the
-    cost of logging is the median of the pairs' costs."""
+    cost of logging is the median of the pairs' costs. The same is measured for `quiet` against `quiet-b`, a second
+    pipeline without logging: that control's cost is the benchmark's own noise and bias. wrk is pinned to the last
+    core; the server's CPU time per row (from /proc) is reported beside the throughput."""
     X, _ = data()
     port = 18090
     server = subprocess.Popen(
         [sys.executable, "-m", "finalmile", "serve", "--port", str(port)],
         env={"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent)},
     )
+    cores = sorted(os.sched_getaffinity(0))
+    wrk_cpus = {cores[-1]} if len(cores) > 1 else None
     results = {}
     try:
         for _ in range(300):
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/models/quiet/ready").status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/models/quiet-b/ready").status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
         for rows in (1, 1000):
             body = v2_tensor(X.head(rows))
 
-            def rate(name: str, seconds: int, body: bytes = body, rows: int = rows) -> float:
+            def run(name: str, seconds: int, body: bytes = body, rows: int = rows) -> tuple[float, float]:
+                """Rows per second, and the server's CPU microseconds per row."""
                 url = f"http://127.0.0.1:{port}/v2/models/{name}/infer"
-                return wrk(url, body, "application/json", seconds, 16, workdir)["rps"] * rows
+                cpu = _cpu_seconds(server.pid)
+                rate = wrk(url, body, "application/json", seconds, 16, workdir, wrk_cpus)["rps"] * rows
+                return rate, (_cpu_seconds(server.pid) - cpu) / (rate * seconds) * 1e6
 
-            rate("logged", 2), rate("quiet", 2)  # warm-up
-            logged, quiet = [], []
-            for i in range(pairs):
-                order = ("logged", "quiet") if i % 2 == 0 else ("quiet", "logged")
-                pair = {name: rate(name, duration) for name in order}
-                logged.append(pair["logged"])
-                quiet.append(pair["quiet"])
-            costs = np.sort(1 - np.array(logged) / np.array(quiet))
-            results[f"{rows} rows/request"] = {
-                "logged rows/s (median)": float(np.median(logged)),
-                "quiet rows/s (median)": float(np.median(quiet)),
-                "cost of logging (median of pairs)": float(np.median(costs)),
-                "cost, 25th percentile": float(np.quantile(costs, 0.25)),
-                "cost, 75th percentile": float(np.quantile(costs, 0.75)),
-                "pairs": pairs,
-            }
+            for name in ("logged", "quiet", "quiet-b"):  # warm-up
+                run(name, 2)
+            results[f"{rows} rows/request"] = _paired(run, "logged", "quiet", pairs, duration)
+            if control_pairs:
+                results[f"{rows} rows/request, control"] = _paired(run, "quiet-b", "quiet", control_pairs, duration)
     finally:
         server.terminate()
         server.wait()
     return results
+
+
+def _paired(run: Callable[[str, int], tuple[float, float]], a: str, b: str, pairs: int, duration: int) -> dict:
+    """`a` against `b` in `pairs` back-to-back pairs of alternating order: the cost of `a` (1 − its rate over b's)
+    as the median of the pairs' costs with their quartiles, and the medians of each one's rate and CPU per row."""
+    measured: dict[str, list[tuple[float, float]]] = {a: [], b: []}
+    for i in range(pairs):
+        for name in (a, b) if i % 2 == 0 else (b, a):
+            measured[name].append(run(name, duration))
+    rate = {name: np.array([r for r, _ in m]) for name, m in measured.items()}
+    cpu = {name: np.array([c for _, c in m]) for name, m in measured.items()}
+    costs = 1 - rate[a] / rate[b]
+    return {
+        f"{a} rows/s (median)": float(np.median(rate[a])),
+        f"{b} rows/s (median)": float(np.median(rate[b])),
+        f"cost of {a} (median of pairs)": float(np.median(costs)),
+        "cost, 25th percentile": float(np.quantile(costs, 0.25)),
+        "cost, 75th percentile": float(np.quantile(costs, 0.75)),
+        f"{a} server CPU us/row (median)": float(np.median(cpu[a])),
+        f"{b} server CPU us/row (median)": float(np.median(cpu[b])),
+        "extra server CPU per row (median of pairs)": float(np.median(cpu[a] / cpu[b] - 1)),
+        "pairs": pairs,
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process `pid`, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def query(rows: int, workdir: Path) -> dict[str, float]:
@@ -167,8 +196,9 @@ with Client(home={str(home)!r}) as c:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--pairs", type=int, default=12, help="logged/quiet pairs per request size")
+    parser.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
+    parser.add_argument("--pairs", type=int, default=30, help="logged/quiet pairs per request size")
+    parser.add_argument("--control-pairs", type=int, default=20, help="quiet/quiet-b pairs (0: no control)")
     parser.add_argument("--query-rows", type=int, default=10_000_000)
     parser.add_argument("--file-rows", type=int, default=10_000_000)
     parser.add_argument("--only", choices=["serving", "query", "file"], help="run one part")
@@ -183,7 +213,8 @@ def main() -> None:
             mv = client.upload_model("forest", forest, sample=X.head(200))
             client.build_pipeline("logged").add_model_step(mv).deploy(max_batch_size=1000)
             client.build_pipeline("quiet").add_model_step(mv).deploy(max_batch_size=1000, logging=False)
-        report["serving"] = serving(home, args.duration, args.pairs, workdir)
+            client.build_pipeline("quiet-b").add_model_step(mv).deploy(max_batch_size=1000, logging=False)
+        report["serving"] = serving(home, args.duration, args.pairs, args.control_pairs, workdir)
     if args.only in (None, "query"):
         report["hourly query seconds"] = {f"{args.query_rows:,} rows": query(args.query_rows, workdir)}
     if args.only in (None, "file"):

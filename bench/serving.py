@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -74,7 +75,16 @@ def v2_tensor(frame: pd.DataFrame) -> bytes:
     )
 
 
-def wrk(url: str, body: bytes, content_type: str, seconds: int, connections: int, workdir: Path) -> dict[str, float]:
+def wrk(
+    url: str,
+    body: bytes,
+    content_type: str,
+    seconds: int,
+    connections: int,
+    workdir: Path,
+    cpus: set[int] | None = None,
+) -> dict[str, float]:
+    """wrk's throughput, p99 and errors; `cpus` pins it (the server then has the other cores to itself)."""
     body_file = workdir / f"body-{abs(hash(body))}.bin"
     body_file.write_bytes(body)
     script = workdir / "post.lua"
@@ -84,6 +94,7 @@ def wrk(url: str, body: bytes, content_type: str, seconds: int, connections: int
         capture_output=True,
         text=True,
         check=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
