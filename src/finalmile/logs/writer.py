@@ -228,10 +228,8 @@ class LogWriter:
             self._wake.clear()
             stop, flushes = self._drain()
             if stop or flushes or time.monotonic() >= next_flush:
-                self._persist_and_sync()
+                self._persist_and_sync(flushes)
                 next_flush = time.monotonic() + self.flush_interval_s
-                for done in flushes:
-                    done.set()
             if stop:
                 return
             if time.monotonic() >= next_compaction:
@@ -263,13 +261,18 @@ class LogWriter:
             log.exception("could not build inference log rows")
         return stop, flushes
 
-    def _persist_and_sync(self) -> None:
+    def _persist_and_sync(self, flushes: Iterable[threading.Event] = ()) -> None:
+        """Put the built rows on disk, then release the `flush()` calls waiting for them (even if writing failed:
+        the error is logged, and a caller must not hang)."""
         try:
             self._persist()
             self._write_failures()
             self._sync_all()
         except Exception:
             log.exception("could not write inference logs")
+        finally:
+            for done in flushes:
+                done.set()
 
     def flush(self) -> None:
         """Put everything handed over so far on disk, then turn every journal into Parquet: queryable after this."""
@@ -279,8 +282,7 @@ class LogWriter:
             self._wake.set()
             done.wait()
         else:
-            self._drain()
-            self._persist_and_sync()
+            self._persist_and_sync(self._drain()[1])
         self._compact_all()
 
     def close(self) -> None:
@@ -288,8 +290,7 @@ class LogWriter:
             self._handed.append(None)
             self._wake.set()
             self._thread.join(timeout=30)
-        self._drain()
-        self._persist_and_sync()
+        self._persist_and_sync(self._drain()[1])
         self._compact_all()
 
     def _sync_all(self) -> None:
