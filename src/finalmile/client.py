@@ -310,8 +310,9 @@ class Client:
     def deploy_pipeline(self, name: str, version: int | None, config: DeploymentConfig) -> PipelineVersionRecord:
         """Load and warm `version` (default: the latest) beside what is serving, swap it in, record the deployment."""
         record = self._pipelines.get_version(name, version)
-        self._deployments.deploy(name, record.version, config)
+        loaded = self._deployments.load(name, record.version)  # a version that cannot load is never recorded
         self._pipelines.set_deployment(name, record.version, config.model_dump())
+        self._deployments.install(name, loaded, config)  # after the record, so that a concurrent sync keeps it
         return record
 
     def undeploy_pipeline(self, name: str) -> None:

@@ -205,6 +205,8 @@ class DeploymentManager:
         self.hooks: list[Hook] = []
         self.failure_hooks: list[FailureHook] = []
         self._lock = threading.Lock()
+        self._changes = 0  # counts deploys and undeploys in this process
+        self._changed: dict[str, int] = {}  # the count at each pipeline's last change
 
     def failed(self, loaded: LoadedPipeline, rows: int, error: BaseException, started: float) -> None:
         """Tell the failure hooks (the log's error rows) that a request failed; never raises."""
@@ -241,10 +243,16 @@ class DeploymentManager:
                 runtime_.predict(sample.slice(0, 1))
         return LoadedPipeline(name, version, spec, steps, schema, self.hooks, frozenset(extras))
 
-    def deploy(self, name: str, version: int, config: DeploymentConfig) -> Slot:
-        loaded = self.load(name, version)
+    def install(
+        self, name: str, loaded: LoadedPipeline, config: DeploymentConfig, unchanged_since: int | None = None
+    ) -> Slot | None:
+        """Serve a loaded version: a new slot when the deployment config changed, else a swap in the old one.
+        With `unchanged_since`, only if this process has not deployed or undeployed `name` since (else None)."""
         loaded.config = config
         with self._lock:
+            if unchanged_since is not None and self._changed.get(name, 0) > unchanged_since:
+                return None
+            self._mark_changed(name)
             slot = self.slots.get(name)
             if slot is None or slot.config != config:
                 new = Slot(loaded, config)
@@ -255,8 +263,11 @@ class DeploymentManager:
             slot.current = loaded  # the swap: one reference assignment
             return slot
 
-    def undeploy(self, name: str) -> None:
+    def undeploy(self, name: str, unchanged_since: int | None = None) -> None:
         with self._lock:
+            if unchanged_since is not None and self._changed.get(name, 0) > unchanged_since:
+                return
+            self._mark_changed(name)
             slot = self.slots.pop(name, None)
         if slot is not None:
             _retire(slot)
@@ -269,18 +280,29 @@ class DeploymentManager:
             raise PipelineNotDeployed(name, version)
         return slot
 
+    def _mark_changed(self, name: str) -> None:
+        self._changes += 1
+        self._changed[name] = self._changes
+
     def sync(self) -> None:
-        """Converge on the deployments recorded in the store (used by servers, which may share a store)."""
+        """Converge on the deployments recorded in the store (used by servers, which may share a store).
+
+        A pipeline deployed or undeployed in this process after the store was read is left alone: the read predates
+        the change, and acting on it would undo a deployment that was just made (the next sync sees it)."""
+        with self._lock:
+            read_at = self._changes
         wanted = {d.name: d for d in self.client._pipelines.deployments()}
         for name in list(self.slots):
             if name not in wanted:
-                self.undeploy(name)
+                self.undeploy(name, unchanged_since=read_at)
         for name, record in wanted.items():
+            if self._changed.get(name, 0) > read_at:
+                continue  # changed here since the read (checked again, under the lock, when installing)
             slot = self.slots.get(name)
             config = DeploymentConfig.model_validate(record.config)
             if slot is None or slot.current.version != record.version or slot.config != config:
                 try:
-                    self.deploy(name, record.version, config)
+                    self.install(name, self.load(name, record.version), config, unchanged_since=read_at)
                 except FinalmileError as exc:
                     log.error("cannot deploy %s:%s: %s", name, record.version, exc.message)
 

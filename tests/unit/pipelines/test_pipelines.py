@@ -49,6 +49,33 @@ def test_deploy_and_infer_in_process_matches_the_model(models: Client) -> None:
     assert meta["checks"]["confident"] == list(expected.score > 0.9)
 
 
+def test_a_sync_that_read_the_store_before_a_deploy_does_not_undo_it(
+    models: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, manager = models._pipelines, models._deployments
+    read = store.deployments
+    stale: dict[str, object] = {}
+
+    def read_then_wait():  # type: ignore[no-untyped-def]
+        records = stale.setdefault("records", read())
+        stale["deploy"]()  # type: ignore[operator]  # the deploy lands after the read, before the sync acts on it
+        return records
+
+    monkeypatch.setattr(store, "deployments", read_then_wait)
+    p = models.build_pipeline("fraud").add_model_step("m:1")
+    stale["deploy"] = p.deploy
+    manager.sync()  # read: nothing deployed; then `fraud` is deployed; the sync must not undeploy it
+    assert "fraud" in manager.slots and p.infer(X.head(2)).shape[0] == 2
+
+    stale.clear()
+    stale["deploy"] = p.undeploy
+    manager.sync()  # read: `fraud` deployed; then undeployed; the sync must not bring it back
+    assert "fraud" not in manager.slots
+    monkeypatch.setattr(store, "deployments", read)
+    manager.sync()
+    assert "fraud" not in manager.slots
+
+
 def test_weighted_split_holds_over_ten_thousand_requests(models: Client) -> None:
     p = models.build_pipeline("ab").add_split({"a": (0.8, "m:1"), "b": (0.2, "m:2")})
     p.deploy()
