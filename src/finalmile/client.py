@@ -308,7 +308,7 @@ class Client:
         return self._pipelines.create_version(parsed.name, stored, refs, self._user())
 
     def deploy_pipeline(self, name: str, version: int | None, config: DeploymentConfig) -> PipelineVersionRecord:
-        """Load and warm `version` (default: the latest) beside what is serving, swap it in, record the deployment."""
+        """Load and warm `version` (default: the latest) beside what is serving, record the deployment, swap it in."""
         record = self._pipelines.get_version(name, version)
         loaded = self._deployments.load(name, record.version)  # a version that cannot load is never recorded
         self._pipelines.set_deployment(name, record.version, config.model_dump())

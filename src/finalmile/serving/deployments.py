@@ -250,7 +250,7 @@ class DeploymentManager:
         With `unchanged_since`, only if this process has not deployed or undeployed `name` since (else None)."""
         loaded.config = config
         with self._lock:
-            if unchanged_since is not None and self._changed.get(name, 0) > unchanged_since:
+            if self._changed_after(name, unchanged_since):
                 return None
             self._mark_changed(name)
             slot = self.slots.get(name)
@@ -265,7 +265,7 @@ class DeploymentManager:
 
     def undeploy(self, name: str, unchanged_since: int | None = None) -> None:
         with self._lock:
-            if unchanged_since is not None and self._changed.get(name, 0) > unchanged_since:
+            if self._changed_after(name, unchanged_since):
                 return
             self._mark_changed(name)
             slot = self.slots.pop(name, None)
@@ -284,6 +284,10 @@ class DeploymentManager:
         self._changes += 1
         self._changed[name] = self._changes
 
+    def _changed_after(self, name: str, count: int | None) -> bool:
+        """Whether this process deployed or undeployed `name` after the change count was `count` (None: never asks)."""
+        return count is not None and self._changed.get(name, 0) > count
+
     def sync(self) -> None:
         """Converge on the deployments recorded in the store (used by servers, which may share a store).
 
@@ -296,8 +300,8 @@ class DeploymentManager:
             if name not in wanted:
                 self.undeploy(name, unchanged_since=read_at)
         for name, record in wanted.items():
-            if self._changed.get(name, 0) > read_at:
-                continue  # changed here since the read (checked again, under the lock, when installing)
+            if self._changed_after(name, read_at):
+                continue  # changed here since the read: skip the load (checked again, under the lock, by install)
             slot = self.slots.get(name)
             config = DeploymentConfig.model_validate(record.config)
             if slot is None or slot.current.version != record.version or slot.config != config:

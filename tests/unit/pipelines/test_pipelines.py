@@ -54,21 +54,19 @@ def test_a_sync_that_read_the_store_before_a_deploy_does_not_undo_it(
 ) -> None:
     store, manager = models._pipelines, models._deployments
     read = store.deployments
-    stale: dict[str, object] = {}
+    p = models.build_pipeline("fraud").add_model_step("m:1")
+    change = p.deploy
 
-    def read_then_wait():  # type: ignore[no-untyped-def]
-        records = stale.setdefault("records", read())
-        stale["deploy"]()  # type: ignore[operator]  # the deploy lands after the read, before the sync acts on it
+    def read_then_change():  # type: ignore[no-untyped-def]
+        records = read()
+        change()  # lands after the sync's read of the store, before the sync acts on it
         return records
 
-    monkeypatch.setattr(store, "deployments", read_then_wait)
-    p = models.build_pipeline("fraud").add_model_step("m:1")
-    stale["deploy"] = p.deploy
+    monkeypatch.setattr(store, "deployments", read_then_change)
     manager.sync()  # read: nothing deployed; then `fraud` is deployed; the sync must not undeploy it
     assert "fraud" in manager.slots and p.infer(X.head(2)).shape[0] == 2
 
-    stale.clear()
-    stale["deploy"] = p.undeploy
+    change = p.undeploy
     manager.sync()  # read: `fraud` deployed; then undeployed; the sync must not bring it back
     assert "fraud" not in manager.slots
     monkeypatch.setattr(store, "deployments", read)
