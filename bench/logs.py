@@ -1,7 +1,7 @@
 """Inference-log benchmarks (figures in bench/README.md).
 
     apt-get install wrk
-    .venv/bin/python bench/logs.py [--only serving|query|file] [--duration 2] [--pairs 30] [--control-pairs 20]
+    .venv/bin/python bench/logs.py [--only serving|query|file] [--duration 1] [--pairs 80] [--control-pairs 40]
         [--file-rows 10000000]
 
 1. Serving throughput with logging on vs off, 1 and 1,000 rows per request, in alternating back-to-back pairs
@@ -81,7 +81,8 @@ def serving(home: Path, duration: int, pairs: int, control_pairs: int, workdir: 
 
 def _paired(run: Callable[[str, int], tuple[float, float]], a: str, b: str, pairs: int, duration: int) -> dict:
     """`a` against `b` in `pairs` back-to-back pairs of alternating order: the cost of `a` (1 − its rate over b's)
-    as the median of the pairs' costs with their quartiles, and the medians of each one's rate and CPU per row."""
+    as the median of the pairs' costs with their quartiles and a bootstrap interval for the median, and the medians
+    of each one's rate and CPU per row."""
     measured: dict[str, list[tuple[float, float]]] = {a: [], b: []}
     for i in range(pairs):
         for name in (a, b) if i % 2 == 0 else (b, a):
@@ -89,12 +90,15 @@ def _paired(run: Callable[[str, int], tuple[float, float]], a: str, b: str, pair
     rate = {name: np.array([r for r, _ in m]) for name, m in measured.items()}
     cpu = {name: np.array([c for _, c in m]) for name, m in measured.items()}
     costs = 1 - rate[a] / rate[b]
+    # How far the median could be off by chance: the 5th and 95th percentiles of the medians of 10,000 resamples.
+    resampled = np.median(np.random.default_rng(0).choice(costs, (10_000, len(costs))), axis=1)
     return {
         f"{a} rows/s (median)": float(np.median(rate[a])),
         f"{b} rows/s (median)": float(np.median(rate[b])),
         f"cost of {a} (median of pairs)": float(np.median(costs)),
         "cost, 25th percentile": float(np.quantile(costs, 0.25)),
         "cost, 75th percentile": float(np.quantile(costs, 0.75)),
+        "median cost, 90% interval (bootstrap)": [float(np.quantile(resampled, q)) for q in (0.05, 0.95)],
         f"{a} server CPU us/row (median)": float(np.median(cpu[a])),
         f"{b} server CPU us/row (median)": float(np.median(cpu[b])),
         "extra server CPU per row (median of pairs)": float(np.median(cpu[a] / cpu[b] - 1)),
@@ -196,9 +200,9 @@ with Client(home={str(home)!r}) as c:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
-    parser.add_argument("--pairs", type=int, default=30, help="logged/quiet pairs per request size")
-    parser.add_argument("--control-pairs", type=int, default=20, help="quiet/quiet-b pairs (0: no control)")
+    parser.add_argument("--duration", type=int, default=1, help="seconds per wrk run")
+    parser.add_argument("--pairs", type=int, default=80, help="logged/quiet pairs per request size")
+    parser.add_argument("--control-pairs", type=int, default=40, help="quiet/quiet-b pairs (0: no control)")
     parser.add_argument("--query-rows", type=int, default=10_000_000)
     parser.add_argument("--file-rows", type=int, default=10_000_000)
     parser.add_argument("--only", choices=["serving", "query", "file"], help="run one part")

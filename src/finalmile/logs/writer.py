@@ -105,6 +105,7 @@ class LogWriter:
         self._open: dict[str, _Journal] = {}
         self._retention: dict[str, int] = {}
         self._failures: dict[str, list[dict[str, object]]] = {}
+        self._nullable: dict[str, set[str]] = {}  # per pipeline, the columns that have held a null (see `_required`)
         self._lock = threading.Lock()
         # Handed-over batches, and markers: an Event that `flush()` waits on, None from `close()`. A deque, not a
         # queue.Queue: appending is one atomic call, with no lock for the serving thread to take.
@@ -168,10 +169,24 @@ class LogWriter:
         for run in layout_runs(served):
             pipeline = run[0].loaded.name
             for table in log_tables(run, self.piece_rows):
+                table = self._required(pipeline, table)
                 if sync:
                     self._journal(pipeline, table, sync=True)
                 else:
                     self._built.append((pipeline, table))
+
+    def _required(self, pipeline: str, table: pa.Table) -> pa.Table:
+        """`table` with its columns marked required (not nullable) where the pipeline's log has never held a null.
+
+        Parquet stores no definition levels for a required column, which takes a quarter off encoding the log. A
+        column stays optional once it has held a null, so a pipeline's layout (and with it the journal) changes at
+        most once per column; the `logs` view reads files by name, whichever way a column is marked."""
+        nullable = self._nullable.setdefault(pipeline, set())
+        nullable.update(f.name for f, column in zip(table.schema, table.columns, strict=True) if column.null_count)
+        fields = [f.with_nullable(f.name in nullable) for f in table.schema]
+        if all(f.nullable == old.nullable for f, old in zip(fields, table.schema, strict=True)):
+            return table
+        return pa.Table.from_arrays(table.columns, schema=pa.schema(fields, table.schema.metadata))
 
     def _persist(self) -> None:
         """Put the rows built since the last call on disk: a pipeline's second of heavy traffic is a Parquet file of

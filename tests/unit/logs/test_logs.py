@@ -210,6 +210,26 @@ def test_a_heavy_second_with_two_layouts_is_two_files(deployed: Client, tmp_path
     writer.close()
 
 
+def test_columns_without_nulls_are_written_required_until_one_holds_a_null(deployed: Client, tmp_path: Path) -> None:
+    p = deployed.build_pipeline("req").add_model_step("m:1")
+    p.deploy()
+    p.infer(X.head(3))
+    deployed._logs.flush()
+    (part,) = (deployed.settings.home / "logs" / "pipeline=req").rglob("*.parquet")
+    schema = pq.read_schema(part)
+    assert not schema.field("time").nullable and not schema.field("out_score").nullable
+    assert schema.field("variant").nullable  # no A/B split: every row's variant is null
+
+    writer = LogWriter(tmp_path / "logs", flush_interval_s=3600)
+    plain = pa.table({"a": [1.0, 2.0], "b": ["x", "y"]})
+    assert [f.nullable for f in writer._required("q", plain).schema] == [False, False]
+    holed = writer._required("q", pa.table({"a": [1.0, None], "b": ["x", "y"]}))
+    assert [f.nullable for f in holed.schema] == [True, False] and holed.column("a").to_pylist() == [1.0, None]
+    assert [f.nullable for f in writer._required("q", plain).schema] == [True, False]  # optional from then on
+    assert [f.nullable for f in writer._required("other", plain).schema] == [False, False]  # per pipeline
+    writer.close()
+
+
 def test_a_torn_journal_tail_is_skipped_and_reported(deployed: Client, tmp_path: Path) -> None:
     p = deployed.build_pipeline("torn").add_model_step("m:1")
     p.deploy()
