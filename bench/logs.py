@@ -2,11 +2,12 @@
 
     apt-get install wrk
     .venv/bin/python bench/logs.py [--only serving|query|file] [--duration 1] [--pairs 80] [--control-pairs 40]
+        [--servers 8]
         [--file-rows 10000000]
 
 1. Serving throughput with logging on vs off, 1 and 1,000 rows per request, in alternating back-to-back pairs
-   (wrk, V2 JSON); the cost is the median of the pairs' costs. A control measures two pipelines without logging
-   the same way: its cost is the benchmark's own noise.
+   (wrk, V2 JSON), spread over several server starts; the cost is the median of the pairs' costs. A control
+   measures two pipelines without logging the same way: its cost is the benchmark's own noise.
 2. Hourly row counts and mean score over `--query-rows` logged rows (DuckDB over the Parquet log).
 3. File inference through the 100-tree forest vs the in-process runtime, and peak memory for two file sizes.
 """
@@ -20,13 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from rich.progress import track
 from sklearn.ensemble import RandomForestClassifier
 
 from finalmile import Client
@@ -35,60 +36,106 @@ sys.path.insert(0, str(Path(__file__).parent))
 from runtimes import data  # noqa: E402
 from serving import v2_tensor, wrk  # noqa: E402
 
+PIPELINES = ("a", "b", "c")
 
-def serving(home: Path, duration: int, pairs: int, control_pairs: int, workdir: Path) -> dict[str, dict[str, float]]:
-    """Throughput of the `logged` and `quiet` pipelines of one server, measured in `pairs` back-to-back pairs whose
-    order alternates (logged first, then quiet first): each pair shares the machine's noise of the moment, and the
-    cost of logging is the median of the pairs' costs. The same is measured for `quiet` against `quiet-b`, a second
-    pipeline without logging: that control's cost is the benchmark's own noise and bias. wrk is pinned to the last
-    core; the server's CPU time per row (from /proc) is reported beside the throughput."""
+
+def serving_home(home: Path) -> Path:
+    """A store with the 100-tree forest behind three pipelines, `a`, `b` and `c` (see `assign_roles`)."""
+    X, y = data()
+    with Client(home=home) as client:
+        forest = RandomForestClassifier(100, max_depth=8, n_jobs=1, random_state=0).fit(X, y)
+        mv = client.upload_model("forest", forest, sample=X.head(200))
+        for name in PIPELINES:
+            client.build_pipeline(name).add_model_step(mv).deploy(max_batch_size=1000)
+    return home
+
+
+def assign_roles(home: Path, start: int) -> dict[str, str]:
+    """Deploy the pipelines with logging on for one of them: roles `logged`, `quiet` and `quiet-b` rotate with
+    `start`, so that what is peculiar to one pipeline of one server (where its model landed in memory, say) is not
+    always on the same side."""
+    roles = dict(zip(("logged", "quiet", "quiet-b"), PIPELINES[start:] + PIPELINES[:start], strict=True))
+    with Client(home=home) as client:
+        for name in PIPELINES:
+            client.pipeline(name).deploy(version=1, max_batch_size=1000, logging=name == roles["logged"])
+    return roles
+
+
+def serving(
+    home: Path, duration: int, pairs: int, control_pairs: int, servers: int, workdir: Path
+) -> dict[str, dict[str, float]]:
+    """Throughput with logging on (`logged`) and off (`quiet`), measured in back-to-back pairs whose order
+    alternates (logged first, then quiet first): each pair shares the machine's noise of the moment, and the cost of
+    logging is the median of the pairs' costs. The pairs are spread over `servers` server starts, with the roles
+    rotating over three pipelines: one server's two pipelines differ by a few percent even when neither logs (the
+    control, below, found 3–7% within one server), and that difference changes from one start to the next. The
+    control measures `quiet-b` against `quiet`, both without logging: its cost is the benchmark's own noise and
+    bias. wrk is pinned to the last core; the server's CPU time per row (from /proc) is reported beside throughput."""
     X, _ = data()
     port = 18090
-    server = subprocess.Popen(
-        [sys.executable, "-m", "finalmile", "serve", "--port", str(port)],
-        env={"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent)},
-    )
     cores = sorted(os.sched_getaffinity(0))
     wrk_cpus = {cores[-1]} if len(cores) > 1 else None
-    results = {}
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/models/quiet-b/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        for rows in (1, 1000):
-            body = v2_tensor(X.head(rows))
+    measured: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for number in track(range(servers), description="servers"):
+        roles = assign_roles(home, number % len(PIPELINES))
+        server = subprocess.Popen(
+            [sys.executable, "-m", "finalmile", "serve", "--port", str(port)],
+            env={"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent)},
+        )
+        try:
+            wait_ready(port, PIPELINES)
+            for rows in (1, 1000):
+                body = v2_tensor(X.head(rows))
 
-            def run(name: str, seconds: int, body: bytes = body, rows: int = rows) -> tuple[float, float]:
-                """Rows per second, and the server's CPU microseconds per row."""
-                url = f"http://127.0.0.1:{port}/v2/models/{name}/infer"
-                cpu = _cpu_seconds(server.pid)
-                rate = wrk(url, body, "application/json", seconds, 16, workdir, wrk_cpus)["rps"] * rows
-                return rate, (_cpu_seconds(server.pid) - cpu) / (rate * seconds) * 1e6
+                def run(
+                    role: str,
+                    seconds: int,
+                    body: bytes = body,
+                    rows: int = rows,
+                    roles: dict[str, str] = roles,
+                    pid: int = server.pid,
+                ) -> tuple[float, float]:
+                    """Rows per second, and the server's CPU microseconds per row."""
+                    url = f"http://127.0.0.1:{port}/v2/models/{roles[role]}/infer"
+                    cpu = _cpu_seconds(pid)
+                    rate = wrk(url, body, "application/json", seconds, 16, workdir, wrk_cpus)["rps"] * rows
+                    return rate, (_cpu_seconds(pid) - cpu) / (rate * seconds) * 1e6
 
-            for name in ("logged", "quiet", "quiet-b"):  # warm-up
-                run(name, 2)
-            results[f"{rows} rows/request"] = _paired(run, "logged", "quiet", pairs, duration)
-            if control_pairs:
-                results[f"{rows} rows/request, control"] = _paired(run, "quiet-b", "quiet", control_pairs, duration)
-    finally:
-        server.terminate()
-        server.wait()
-    return results
+                for role in roles:  # warm-up
+                    run(role, 2)
+                for kind, (a, b), n in (
+                    ("", ("logged", "quiet"), pairs),
+                    (", control", ("quiet-b", "quiet"), control_pairs),
+                ):
+                    runs = measured.setdefault(f"{rows} rows/request{kind}", {a: [], b: []})
+                    share = n // servers + (number < n % servers)  # n pairs in all
+                    for i in range(share):
+                        for role in (a, b) if i % 2 == 0 else (b, a):
+                            runs[role].append(run(role, duration))
+        finally:
+            server.terminate()
+            server.wait()
+    return {key: _summary(*runs.items()) for key, runs in measured.items() if all(runs.values())}
 
 
-def _paired(run: Callable[[str, int], tuple[float, float]], a: str, b: str, pairs: int, duration: int) -> dict:
-    """`a` against `b` in `pairs` back-to-back pairs of alternating order: the cost of `a` (1 − its rate over b's)
-    as the median of the pairs' costs with their quartiles and a bootstrap interval for the median, and the medians
-    of each one's rate and CPU per row."""
-    measured: dict[str, list[tuple[float, float]]] = {a: [], b: []}
-    for i in range(pairs):
-        for name in (a, b) if i % 2 == 0 else (b, a):
-            measured[name].append(run(name, duration))
-    rate = {name: np.array([r for r, _ in m]) for name, m in measured.items()}
-    cpu = {name: np.array([c for _, c in m]) for name, m in measured.items()}
+def wait_ready(port: int, names: tuple[str, ...]) -> None:
+    for _ in range(300):
+        try:
+            if all(httpx.get(f"http://127.0.0.1:{port}/v2/models/{n}/ready").status_code == 200 for n in names):
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("the server did not get ready")
+
+
+def _summary(a_runs: tuple[str, list[tuple[float, float]]], b_runs: tuple[str, list[tuple[float, float]]]) -> dict:
+    """`a` against `b` over pairs of runs: the cost of `a` (1 − its rate over b's) as the median of the pairs'
+    costs with their quartiles and a bootstrap interval for the median, and the medians of each one's rate and CPU
+    per row."""
+    (a, a_measured), (b, b_measured) = a_runs, b_runs
+    rate = {a: np.array([r for r, _ in a_measured]), b: np.array([r for r, _ in b_measured])}
+    cpu = {a: np.array([c for _, c in a_measured]), b: np.array([c for _, c in b_measured])}
     costs = 1 - rate[a] / rate[b]
     # How far the median could be off by chance: the 5th and 95th percentiles of the medians of 10,000 resamples.
     resampled = np.median(np.random.default_rng(0).choice(costs, (10_000, len(costs))), axis=1)
@@ -102,7 +149,7 @@ def _paired(run: Callable[[str, int], tuple[float, float]], a: str, b: str, pair
         f"{a} server CPU us/row (median)": float(np.median(cpu[a])),
         f"{b} server CPU us/row (median)": float(np.median(cpu[b])),
         "extra server CPU per row (median of pairs)": float(np.median(cpu[a] / cpu[b] - 1)),
-        "pairs": pairs,
+        "pairs": len(costs),
     }
 
 
@@ -203,6 +250,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=1, help="seconds per wrk run")
     parser.add_argument("--pairs", type=int, default=80, help="logged/quiet pairs per request size")
     parser.add_argument("--control-pairs", type=int, default=40, help="quiet/quiet-b pairs (0: no control)")
+    parser.add_argument("--servers", type=int, default=8, help="server starts the pairs are spread over")
     parser.add_argument("--query-rows", type=int, default=10_000_000)
     parser.add_argument("--file-rows", type=int, default=10_000_000)
     parser.add_argument("--only", choices=["serving", "query", "file"], help="run one part")
@@ -210,15 +258,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp())
     report: dict[str, object] = {}
     if args.only in (None, "serving"):
-        X, y = data()
-        home = workdir / "serve-home"
-        with Client(home=home) as client:
-            forest = RandomForestClassifier(100, max_depth=8, n_jobs=1, random_state=0).fit(X, y)
-            mv = client.upload_model("forest", forest, sample=X.head(200))
-            client.build_pipeline("logged").add_model_step(mv).deploy(max_batch_size=1000)
-            client.build_pipeline("quiet").add_model_step(mv).deploy(max_batch_size=1000, logging=False)
-            client.build_pipeline("quiet-b").add_model_step(mv).deploy(max_batch_size=1000, logging=False)
-        report["serving"] = serving(home, args.duration, args.pairs, args.control_pairs, workdir)
+        home = serving_home(workdir / "serve-home")
+        report["serving"] = serving(home, args.duration, args.pairs, args.control_pairs, args.servers, workdir)
     if args.only in (None, "query"):
         report["hourly query seconds"] = {f"{args.query_rows:,} rows": query(args.query_rows, workdir)}
     if args.only in (None, "file"):
