@@ -219,6 +219,15 @@ def test_columns_without_nulls_are_written_required_until_one_holds_a_null(deplo
     schema = pq.read_schema(part)
     assert not schema.field("time").nullable and not schema.field("out_score").nullable
     assert schema.field("variant").nullable  # no A/B split: every row's variant is null
+    split = deployed.build_pipeline("flip").add_split({"a": (1.0, "m:1")})
+    split.deploy()
+    split.infer(X.head(2))
+    deployed._logs.flush()  # variant required in this file...
+    deployed.build_pipeline("flip").add_model_step("m:1").deploy()
+    split.infer(X.head(3))  # ...and optional in the next (no split, so null): the log reads both
+    assert sorted(split.logs().variant.fillna("-")) == ["-", "-", "-", "a", "a"]
+    parts = (deployed.settings.home / "logs" / "pipeline=flip").rglob("*.parquet")
+    assert sorted(pq.read_schema(f).field("variant").nullable for f in parts) == [False, True]
 
     writer = LogWriter(tmp_path / "logs", flush_interval_s=3600)
     plain = pa.table({"a": [1.0, 2.0], "b": ["x", "y"]})
