@@ -16,7 +16,6 @@ import gc
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,7 +25,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from logs import PIPELINES, assign_roles, serving_home, wait_ready  # noqa: E402
+from logs import (  # noqa: E402
+    PIPELINES,
+    alternating,
+    assign_roles,
+    cpu_seconds,
+    last_core,
+    serving_home,
+    start_server,
+    wait_ready,
+)
 from runtimes import data  # noqa: E402
 from serving import v2_tensor, wrk  # noqa: E402
 
@@ -82,9 +90,8 @@ def serve_instrumented(port: int, stats_path: Path) -> None:
         }
         threads: dict[str, float] = {}
         for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
             name = "thread " + names.get(int(task.name), "native")
-            threads[name] = threads.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            threads[name] = threads.get(name, 0.0) + cpu_seconds(task / "stat")
         stats_path.with_suffix(".tmp").write_text(json.dumps({**counters, **threads}))
         os.replace(stats_path.with_suffix(".tmp"), stats_path)
 
@@ -115,11 +122,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp())
     home, stats, port = serving_home(workdir / "home"), workdir / "stats.json", 18092
     roles = assign_roles(home, 0)
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), str(stats)],
-        env={"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent)},
-    )
-    cores = sorted(os.sched_getaffinity(0))
+    server = start_server(home, [__file__, "--serve", str(port), str(stats)])
     body = v2_tensor(data()[0].head(args.rows))
     try:
         wait_ready(port, PIPELINES)
@@ -128,7 +131,7 @@ def main() -> None:
             """Microseconds per request for every counter (thread CPU, writer phases, GC) over one wrk run."""
             before = snapshot(server.pid, stats)
             url = f"http://127.0.0.1:{port}/v2/models/{roles[name]}/infer"
-            rate = wrk(url, body, "application/json", args.duration, 16, workdir, {cores[-1]})["rps"]
+            rate = wrk(url, body, "application/json", args.duration, 16, workdir, last_core())["rps"]
             after = snapshot(server.pid, stats)
             requests = rate * args.duration
             per_request = {
@@ -140,9 +143,8 @@ def main() -> None:
         for name in ("logged", "quiet"):  # warm-up
             run(name)
         measured: dict[str, list[dict[str, float]]] = {"logged": [], "quiet": []}
-        for i in range(args.pairs):
-            for name in ("logged", "quiet") if i % 2 == 0 else ("quiet", "logged"):
-                measured[name].append(run(name))
+        for name in alternating(args.pairs, "logged", "quiet"):
+            measured[name].append(run(name))
     finally:
         server.terminate()
         server.wait()

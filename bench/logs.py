@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -73,15 +74,11 @@ def serving(
     bias. wrk is pinned to the last core; the server's CPU time per row (from /proc) is reported beside throughput."""
     X, _ = data()
     port = 18090
-    cores = sorted(os.sched_getaffinity(0))
-    wrk_cpus = {cores[-1]} if len(cores) > 1 else None
+    wrk_cpus = last_core()
     measured: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for number in track(range(servers), description="servers"):
         roles = assign_roles(home, number % len(PIPELINES))
-        server = subprocess.Popen(
-            [sys.executable, "-m", "finalmile", "serve", "--port", str(port)],
-            env={"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent)},
-        )
+        server = start_server(home, ["-m", "finalmile", "serve", "--port", str(port)])
         try:
             wait_ready(port, PIPELINES)
             for rows in (1, 1000):
@@ -97,9 +94,9 @@ def serving(
                 ) -> tuple[float, float]:
                     """Rows per second, and the server's CPU microseconds per row."""
                     url = f"http://127.0.0.1:{port}/v2/models/{roles[role]}/infer"
-                    cpu = _cpu_seconds(pid)
+                    cpu = cpu_seconds(Path(f"/proc/{pid}/stat"))
                     rate = wrk(url, body, "application/json", seconds, 16, workdir, wrk_cpus)["rps"] * rows
-                    return rate, (_cpu_seconds(pid) - cpu) / (rate * seconds) * 1e6
+                    return rate, (cpu_seconds(Path(f"/proc/{pid}/stat")) - cpu) / (rate * seconds) * 1e6
 
                 for role in roles:  # warm-up
                     run(role, 2)
@@ -109,13 +106,31 @@ def serving(
                 ):
                     runs = measured.setdefault(f"{rows} rows/request{kind}", {a: [], b: []})
                     share = n // servers + (number < n % servers)  # n pairs in all
-                    for i in range(share):
-                        for role in (a, b) if i % 2 == 0 else (b, a):
-                            runs[role].append(run(role, duration))
+                    for role in alternating(share, a, b):
+                        runs[role].append(run(role, duration))
         finally:
             server.terminate()
             server.wait()
     return {key: _summary(*runs.items()) for key, runs in measured.items() if all(runs.values())}
+
+
+def alternating(pairs: int, a: str, b: str) -> Iterator[str]:
+    """`a` and `b` in `pairs` back-to-back pairs whose order alternates (a first, then b first)."""
+    for i in range(pairs):
+        yield from (a, b) if i % 2 == 0 else (b, a)
+
+
+def start_server(home: Path, arguments: list[str]) -> subprocess.Popen[bytes]:
+    """This Python run with `arguments` (a server) on the store at `home`."""
+    return subprocess.Popen(
+        [sys.executable, *arguments], env={"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent)}
+    )
+
+
+def last_core() -> set[int] | None:
+    """The core wrk is pinned to, leaving the others to the server (None on a single core)."""
+    cores = sorted(os.sched_getaffinity(0))
+    return {cores[-1]} if len(cores) > 1 else None
 
 
 def wait_ready(port: int, names: tuple[str, ...]) -> None:
@@ -153,9 +168,9 @@ def _summary(a_runs: tuple[str, list[tuple[float, float]]], b_runs: tuple[str, l
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of process `pid`, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def cpu_seconds(stat: Path) -> float:
+    """User and system CPU seconds from a /proc `stat` file: a process's (all its threads) or one thread's."""
+    fields = stat.read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -95,7 +95,7 @@ class LoadedPipeline:
     extra_inputs: frozenset[str] = frozenset()
     """Columns the first model does not take but the pipeline reads: split keys and the checks' `in.` columns."""
     config: DeploymentConfig | None = None
-    """How this version is deployed (batching, logging); set by `DeploymentManager.deploy`."""
+    """How this version is deployed (batching, logging); set by `DeploymentManager.install`."""
 
     def run(self, table: pa.Table, requests: np.ndarray | None = None, hooks: bool = True) -> Batch:
         started = time.perf_counter()
