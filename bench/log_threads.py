@@ -44,7 +44,7 @@ PHASES = ("_append", "_persist", "_sync_all", "_compact_all")
 def serve_instrumented(port: int, stats_path: Path) -> None:
     """`finalmile serve`, writing its counters to `stats_path` whenever it gets SIGUSR1."""
     from finalmile.logs.writer import LogWriter
-    from finalmile.serving.server import serve
+    from finalmile.serving.http.server import serve
 
     counters: dict[str, float] = {}
 
@@ -62,7 +62,7 @@ def serve_instrumented(port: int, stats_path: Path) -> None:
 
     for name in PHASES:
         timed(name)
-    from finalmile.serving.batcher import Batcher
+    from finalmile.backends.batcher import Batcher
 
     run_tables = Batcher._run_tables
 

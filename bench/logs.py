@@ -238,7 +238,7 @@ import json, resource, time
 import pyarrow as pa, pyarrow.parquet as pq
 from finalmile import Client
 with Client(home={str(home)!r}) as c:
-    c._deployments.sync()
+    c.services.sync()
     p = c.pipeline("forest")
     started = time.perf_counter()
     p.infer_file({str(home / "in.parquet")!r}, {str(home / "out.parquet")!r}, batch_size=50_000, progress=False)

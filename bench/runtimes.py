@@ -26,8 +26,8 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
+from finalmile.cli.demo.timing import calls_per_second
 from finalmile.runtimes.onnx import make_session
-from finalmile.timing import calls_per_second
 
 FEATURES = [f"v{i}" for i in range(29)]
 
@@ -70,7 +70,7 @@ def main() -> None:
             assert mv.runtime == "onnx", mv.conversion
             native, converted = mv.load("native"), mv.load()
             session = make_session(
-                client._artifacts.verified_path(mv.record.onnx_sha256 or "").read_bytes(), client.settings
+                client.services.artifacts.verified_path(mv.record.onnx_sha256 or "").read_bytes(), client.settings
             )
             for batch in (1, 1000):
                 frame = X.head(batch)

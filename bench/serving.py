@@ -2,6 +2,11 @@
 
     apt-get install wrk            # the load generator (Debian package)
     .venv/bin/python bench/serving.py [--duration 10] [--connections 16]
+    .venv/bin/python bench/serving.py --against OTHER/.venv/bin/python [--rounds 3]
+
+`--against` runs a second server from another checkout's environment (say, the previous commit, installed in a
+venv of its own) on the same store, one server at a time, alternating which goes first in each round, and reports
+the median of each side and their ratio: a code change measured side by side in one run.
 
 Scenarios (the 29-feature, 100-tree random forest and a logistic regression, as in the issue):
 V2 JSON one row per request (29 named FP32 inputs, and one [1, 29] tensor as generic V2 clients send),
@@ -11,6 +16,7 @@ V2 JSON 1,000 rows per request, Arrow IPC 1,000 rows per request, logistic regre
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -19,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -32,9 +39,9 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
+from finalmile.cli.demo.timing import calls_per_second
 from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.codecs import arrow as arrow_codec
-from finalmile.timing import calls_per_second
 
 sys.path.insert(0, str(Path(__file__).parent))
 from runtimes import data  # noqa: E402
@@ -111,6 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--against", help="the python of another environment whose finalmile serves the same store")
+    parser.add_argument("--rounds", type=int, default=1, help="server starts per side (alternating order)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -130,9 +139,85 @@ def main() -> None:
         thousand = pa.Table.from_pandas(X.head(1000).astype(np.float32), preserve_index=False)
         in_process_1 = calls_per_second(lambda: runtime.predict(one), 2.0)
         in_process_1000 = calls_per_second(lambda: runtime.predict(thousand), 2.0) * 1000
-    port = 18080
-    env = {"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent)}
-    server = subprocess.Popen([sys.executable, "-m", "finalmile", "serve", "--port", str(port)], env=env)
+    scenarios = _scenarios(X)
+    servers = {"this": sys.executable} | ({"against": args.against} if args.against else {})
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {side: {} for side in servers}
+    try:
+        for round_ in range(args.rounds):
+            order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+            for side in order:
+                with _server(servers[side], home) as base:
+                    for name, path, body, content_type, _ in scenarios:
+                        url = base + path
+                        check = httpx.post(url, content=body, headers={"content-type": content_type})
+                        assert check.status_code == 200, check.text
+                        r = wrk(url, body, content_type, args.duration, args.connections, workdir)
+                        runs[side].setdefault(name, []).append(r)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    columns = ["scenario", "requests/s", "rows/s", "p99 ms", "errors", "vs in-process"]
+    if args.against:
+        columns += ["against req/s", "against p99 ms", "this / against"]
+    table = Table(
+        *columns,
+        title=f"wrk -t1 -c{args.connections} -d{args.duration}s on loopback, median of "
+        f"{args.rounds} (bench/serving.py)",
+    )
+    results = {}
+    for name, _, _, _, rows in scenarios:
+        mine = _median(runs["this"][name])
+        limit = in_process_1 if rows == 1 else in_process_1000
+        cells = [
+            name,
+            f"{mine['rps']:,.0f}",
+            f"{mine['rps'] * rows:,.0f}",
+            f"{mine['p99_ms']:.2f}",
+            f"{mine['errors']:.0f}",
+            f"{mine['rps'] * rows / limit:.0%}",
+        ]
+        results[name] = mine | {"rows_per_s": mine["rps"] * rows}
+        if args.against:
+            other = _median(runs["against"][name])
+            cells += [f"{other['rps']:,.0f}", f"{other['p99_ms']:.2f}", f"{mine['rps'] / other['rps']:.3f}"]
+            results[name] |= {"against": other, "each_round": {side: runs[side][name] for side in runs}}
+        table.add_row(*cells)
+        console.print(table)
+        console.print(
+            f"in-process runtime limit (forest): {in_process_1:,.0f} rows/s at 1 row, "
+            f"{in_process_1000:,.0f} rows/s at 1,000 rows"
+        )
+    print(json.dumps(results, indent=1))
+
+
+def _scenarios(X: pd.DataFrame) -> list[tuple[str, str, bytes, str, int]]:
+    frame1, frame1000 = X.head(1), X.head(1000)
+    arrow_1000 = arrow_codec.encode(pa.Table.from_pandas(frame1000.astype(np.float32), preserve_index=False))
+    return [
+        (
+            "forest, V2 JSON, 1 row (29 named inputs)",
+            "/v2/models/forest/infer",
+            v2_named(frame1),
+            "application/json",
+            1,
+        ),
+        (
+            "forest, V2 JSON, 1 row ([1, 29] tensor)",
+            "/v2/models/forest/infer",
+            v2_tensor(frame1),
+            "application/json",
+            1,
+        ),
+        ("forest, V2 JSON, 1,000 rows", "/v2/models/forest/infer", v2_tensor(frame1000), "application/json", 1000),
+        ("forest, Arrow IPC, 1,000 rows", "/pipelines/forest/infer", arrow_1000, ARROW_STREAM, 1000),
+        ("logistic regression, V2 JSON, 1 row", "/v2/models/logreg/infer", v2_named(frame1), "application/json", 1),
+    ]
+
+
+@contextlib.contextmanager
+def _server(python: str, home: Path, port: int = 18080) -> Iterator[str]:
+    """`finalmile serve` from the environment of `python` over `home`, until the block ends."""
+    env = {"FINALMILE_HOME": str(home), "PATH": str(Path(python).parent)}
+    server = subprocess.Popen([python, "-m", "finalmile", "serve", "--port", str(port)], env=env)
     try:
         for _ in range(300):
             try:
@@ -141,79 +226,14 @@ def main() -> None:
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        base = f"http://127.0.0.1:{port}"
-        frame1, frame1000 = X.head(1), X.head(1000)
-        scenarios = [
-            (
-                "forest, V2 JSON, 1 row (29 named inputs)",
-                f"{base}/v2/models/forest/infer",
-                v2_named(frame1),
-                "application/json",
-                1,
-            ),
-            (
-                "forest, V2 JSON, 1 row ([1, 29] tensor)",
-                f"{base}/v2/models/forest/infer",
-                v2_tensor(frame1),
-                "application/json",
-                1,
-            ),
-            (
-                "forest, V2 JSON, 1,000 rows",
-                f"{base}/v2/models/forest/infer",
-                v2_tensor(frame1000),
-                "application/json",
-                1000,
-            ),
-            (
-                "forest, Arrow IPC, 1,000 rows",
-                f"{base}/pipelines/forest/infer",
-                arrow_codec.encode(pa.Table.from_pandas(frame1000.astype(np.float32), preserve_index=False)),
-                ARROW_STREAM,
-                1000,
-            ),
-            (
-                "logistic regression, V2 JSON, 1 row",
-                f"{base}/v2/models/logreg/infer",
-                v2_named(frame1),
-                "application/json",
-                1,
-            ),
-        ]
-        table = Table(
-            "scenario",
-            "requests/s",
-            "rows/s",
-            "p99 ms",
-            "errors",
-            "vs in-process",
-            title=f"wrk -t1 -c{args.connections} -d{args.duration}s on loopback (bench/serving.py)",
-        )
-        results = {}
-        for name, url, body, content_type, rows in scenarios:
-            check = httpx.post(url, content=body, headers={"content-type": content_type})
-            assert check.status_code == 200, check.text
-            r = wrk(url, body, content_type, args.duration, args.connections, workdir)
-            limit = in_process_1 if rows == 1 else in_process_1000
-            results[name] = r | {"rows_per_s": r["rps"] * rows}
-            table.add_row(
-                name,
-                f"{r['rps']:,.0f}",
-                f"{r['rps'] * rows:,.0f}",
-                f"{r['p99_ms']:.2f}",
-                f"{r['errors']:.0f}",
-                f"{r['rps'] * rows / limit:.0%}",
-            )
-        console.print(table)
-        console.print(
-            f"in-process runtime limit (forest): {in_process_1:,.0f} rows/s at 1 row, "
-            f"{in_process_1000:,.0f} rows/s at 1,000 rows"
-        )
-        print(json.dumps(results, indent=1))
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         server.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from finalmile._version import __version__
 from finalmile.client import Client
 from finalmile.errors import (
     FinalmileError,
@@ -11,12 +12,12 @@ from finalmile.errors import (
     SchemaError,
     VersionPinnedError,
 )
-from finalmile.pipelines.pipeline import Pipeline, check, model_step, shadow, split
 from finalmile.registry.schema import Column, Schema
-from finalmile.registry.versions import ModelVersion
+from finalmile.sdk.models import ModelVersion
+from finalmile.sdk.pipelines import Pipeline, check, model_step, shadow, split
 
-__version__ = "0.1.0"
 __all__ = [
+    "__version__",
     "Client",
     "Column",
     "FinalmileError",

@@ -1,34 +1,28 @@
-"""The SDK facade. Embedded for now: metadata, artifacts and models live under `FINALMILE_HOME`."""
+"""The SDK facade: `finalmile.Client()` works on the files under `FINALMILE_HOME` in this process;
+`finalmile.Client(url=...)` speaks the same verbs to a server (`sdk/remote.py`)."""
 
 from __future__ import annotations
 
-import re
-import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from finalmile.backends.config import DeploymentConfig
 from finalmile.config import FinalmileSettings
-from finalmile.errors import FinalmileError
+from finalmile.jobs.files import FileInferenceResult, infer_file
 from finalmile.logs.ground_truth import GroundTruthReceipt, add_ground_truth
-from finalmile.logs.query import export_logs, pipeline_logs, run_query
-from finalmile.logs.writer import LogWriter
-from finalmile.monitoring.monitor import Monitor, build_monitor, run_monitor
-from finalmile.monitoring.store import MonitorStore
-from finalmile.pipelines.checks import compile_check
-from finalmile.pipelines.pipeline import Pipeline
-from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, walk
-from finalmile.pipelines.store import PipelineStore, PipelineVersionRecord
-from finalmile.registry.artifacts import ArtifactStore
+from finalmile.monitoring.build import build_config
+from finalmile.pipelines.loaded import RequestResult
+from finalmile.pipelines.spec import PipelineSpec
+from finalmile.pipelines.store import PipelineVersionRecord
 from finalmile.registry.schema import Schema
-from finalmile.registry.store import MetadataStore, ModelSummary
-from finalmile.registry.upload import current_user, upload_model
-from finalmile.registry.versions import ModelVersion
-from finalmile.serving.codecs import require_rows
-from finalmile.serving.deployments import DeploymentConfig, DeploymentManager, RequestResult
-
-_REF = re.compile(r"^(?P<name>[^:@]+)(?::(?P<version>\d+)|@(?P<alias>[^:@]+))?$")
+from finalmile.registry.store import ModelSummary
+from finalmile.sdk.models import ModelVersion
+from finalmile.sdk.monitors import Monitor
+from finalmile.sdk.pipelines import Pipeline
+from finalmile.services import Services
 
 
 class Client:
@@ -44,7 +38,7 @@ class Client:
     def __new__(cls, *args: Any, url: str | None = None, **kwargs: Any) -> Any:
         # `Client(url=...)` talks to a server with the same verbs; everything else is embedded.
         if url is not None:
-            from finalmile.remote import RemoteClient
+            from finalmile.sdk.remote import RemoteClient
 
             return RemoteClient(url)
         return super().__new__(cls)
@@ -55,50 +49,157 @@ class Client:
         database_url: str | None = None,
         settings: FinalmileSettings | None = None,
         url: str | None = None,
+        services: Services | None = None,
     ) -> None:
-        overrides: dict[str, Any] = {}
-        if home is not None:
-            overrides["home"] = Path(home)
-        if database_url is not None:
-            overrides["database_url"] = database_url
-        base = settings or FinalmileSettings()
-        self.settings = base.model_copy(update=overrides)
-        self.settings.home.mkdir(parents=True, exist_ok=True)
-        self.settings.home = self.settings.home.resolve()  # a later chdir must not move the store
-        self._store = MetadataStore(self.settings.resolved_database_url())
-        self._artifacts = ArtifactStore(self.settings.home / "artifacts")
-        self._pipelines = PipelineStore(self._store)
-        self._deployments = DeploymentManager(self)
-        self._logs = LogWriter(self.settings.home / "logs")
-        self._deployments.hooks.append(self._logs)
-        self._deployments.failure_hooks.append(self._logs.failed)
-        self._monitors = MonitorStore(self._store)
+        self.services = services or Services.from_settings(home, database_url, settings)
+        """The composition root this client works through (shared with a server started from it)."""
+        self.settings = self.services.settings
 
     def close(self) -> None:
-        self._deployments.close()
-        self._logs.close()
-        self._store.close()
+        self.services.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- models -------------------------------------------------------------------------------------------------
+
+    def upload_model(
+        self,
+        name: str,
+        source: Any,
+        framework: str | None = None,
+        schema: Schema | dict[str, Any] | None = None,
+        sample: Any = None,
+        alias: str | None = None,
+        tags: dict[str, str] | None = None,
+        runtime: str = "auto",
+    ) -> ModelVersion:
+        """Register a new immutable version of model `name`.
+
+        `source` is an in-memory model (scikit-learn, XGBoost, LightGBM, PyTorch `nn.Module`, ONNX `ModelProto`, or a
+        class/instance with `predict(self, frame)`) or a path (`.onnx`, `.joblib`/`.pkl`, `.json`/`.ubj`, `.txt`,
+        `.pt`/`.pt2`, `.py`, an MLflow model directory). Tree and linear models are converted to ONNX and served
+        that way only when the converted outputs match on `sample` (or on rows drawn from the schema);
+        `runtime="native"` keeps the original framework.
+        """
+        record = self.services.upload_model(
+            name, source, framework=framework, schema=schema, sample=sample, alias=alias, tags=tags, runtime=runtime
+        )
+        return ModelVersion(self.services.loader, record)
+
+    def model(self, ref: str) -> ModelVersion:
+        """A version by reference: `name` (latest), `name:3`, or `name@champion`."""
+        return ModelVersion(self.services.loader, self.services.metadata.get_by_ref(ref))
+
+    def models(self) -> list[ModelSummary]:
+        return self.services.metadata.list_models()
+
+    def model_versions(self, name: str) -> list[ModelVersion]:
+        return [ModelVersion(self.services.loader, r) for r in self.services.metadata.list_versions(name)]
+
+    def set_alias(self, name: str, version: int, alias: str) -> ModelVersion:
+        """Point `alias` (say `champion`) at `version`, moving it if it pointed elsewhere."""
+        return ModelVersion(self.services.loader, self.services.metadata.set_alias(name, version, alias))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.services.metadata.delete_alias(name, alias)
+
+    def delete_model_version(self, name: str, version: int) -> None:
+        """Delete a version and its artifacts (unless another version shares them); refused while pinned."""
+        self.services.delete_model_version(name, version)
+
+    # -- pipelines ----------------------------------------------------------------------------------------------
+
+    def build_pipeline(self, name: str) -> Pipeline:
+        """A new pipeline definition (an empty draft); `deploy()` stores it as the next version of `name`."""
+        return Pipeline(self, name)
+
+    def pipeline(self, name: str, version: int | None = None) -> Pipeline:
+        """An existing pipeline, its draft set to the steps of `version` (default: the latest)."""
+        record = self.services.pipelines.get_version(name, version)
+        return Pipeline(self, name, PipelineSpec.model_validate(record.spec).steps)
+
+    def pipelines(self) -> list[str]:
+        return self.services.pipelines.list_pipelines()
+
+    def pipeline_versions(self, name: str) -> list[PipelineVersionRecord]:
+        return self.services.pipelines.list_versions(name)
+
+    def create_pipeline_version(self, spec: dict[str, Any]) -> PipelineVersionRecord:
+        """Store a pipeline definition as its next version, pinning every model reference to an exact version."""
+        return self.services.create_pipeline_version(spec)
+
+    def deploy_pipeline(self, name: str, version: int | None, config: DeploymentConfig) -> PipelineVersionRecord:
+        """Load and warm `version` (default: the latest) beside what is serving, record the deployment, swap it in."""
+        return self.services.deploy(name, version, config)
+
+    def undeploy_pipeline(self, name: str) -> None:
+        self.services.undeploy(name)
+
+    def infer_pipeline(self, name: str, table: pa.Table, log: bool = True) -> RequestResult:
+        """Run a deployed pipeline in this process, through the same batching, metrics and log as a server."""
+        return self.services.infer(name, table, log=log)
+
+    def infer_file(
+        self,
+        name: str,
+        source: str | Path,
+        output: str | Path,
+        batch_size: int = 10_000,
+        log: bool = False,
+        progress: bool = True,
+    ) -> FileInferenceResult:
+        """Score a CSV, Parquet or JSON-lines file into `output` (see `Pipeline.infer_file`)."""
+        self.services.dataplane.serving(name)  # not deployed: said before any file is touched
+
+        def score(table: pa.Table) -> pa.Table:
+            return self.services.infer(name, table, log=log).table
+
+        return infer_file(score, name, source, output, batch_size, progress)
+
+    def apply_pipeline(self, definition: str | Path | dict[str, Any], deploy: bool = False) -> Pipeline:
+        """Create a pipeline version from YAML (a path) or a dict, as `finalmile pipelines apply` does."""
+        spec = (
+            PipelineSpec.from_dict(definition) if isinstance(definition, dict) else PipelineSpec.from_yaml(definition)
+        )
+        pipeline = Pipeline(self, spec.name, spec.steps)
+        version = pipeline.create_version()
+        if deploy:
+            pipeline.deploy(version.version)
+        return pipeline
+
+    # -- logs ---------------------------------------------------------------------------------------------------
 
     def query(self, sql: str) -> Any:
         """Read-only DuckDB SQL over `logs`, `ground_truth`, `models`, `pipelines`; returns a pandas DataFrame."""
-        self._logs.flush()
-        return run_query(self, sql).to_pandas()
+        return self.services.reader.query(sql).to_pandas()
 
-    def pipeline_logs(self, name: str, *args: Any) -> pa.Table:
+    def pipeline_logs(
+        self,
+        name: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        version: int | None = None,
+        variant: str | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
         """A pipeline's log rows (what `Pipeline.logs` returns, as Arrow)."""
-        self._logs.flush()
-        return pipeline_logs(self, name, *args)
+        return self.services.reader.pipeline_logs(name, start, end, limit, version, variant, columns)
 
-    def export_logs(self, name: str, path: str | Path, start: Any = None, end: Any = None) -> int:
+    def export_logs(
+        self, name: str, path: str | Path, start: datetime | None = None, end: datetime | None = None
+    ) -> int:
         """Write a time range of a pipeline's log to Parquet, CSV or JSON lines (by extension); returns the rows."""
-        self._logs.flush()
-        return export_logs(self, name, path, start, end)
+        return self.services.reader.export(name, path, start, end)
 
     def add_ground_truth(self, name: str, frame: Any, key: str = "request_id") -> GroundTruthReceipt:
-        self._logs.flush()
-        return add_ground_truth(self, name, frame, key)
+        return add_ground_truth(self.services.reader, name, frame, key)
 
-    # -- monitoring -----------------------------------------------------------------------------------------------
+    # -- monitoring ---------------------------------------------------------------------------------------------
 
     def build_assay(
         self,
@@ -127,22 +228,21 @@ class Client:
         `{"kind": "webhook", "url": …}`, `{"kind": "rollback"}`, `{"kind": "route", "variant": …}`,
         `{"kind": "undeploy"}`.
         """
-        return build_monitor(
-            self,
-            name=name,
-            pipeline=pipeline,
-            kind="drift",
+        return self.build_monitor(
+            name,
+            pipeline,
+            "drift",
+            metric=metric,
             column=column,
-            baseline=baseline,
             window=window,
             interval=interval,
-            metric=metric,
             warning=warning,
             alert=alert,
-            binning={"mode": binning, "bins": bins, "edges": edges},
             variant=variant,
             group_by=group_by,
             actions=actions,
+            baseline=baseline,
+            binning={"mode": binning, "bins": bins, "edges": edges},
         )
 
     def build_monitor(
@@ -165,8 +265,8 @@ class Client:
         """A monitor of `kind` `check_rate` (column = the check's name), `performance` (metric: accuracy, precision,
         recall, f1, roc_auc, log_loss, rmse, mae, r2; `label` = the ground-truth column), `error_rate` or
         `latency_p99` (milliseconds); thresholds, windows and actions as for `build_assay`."""
-        return build_monitor(
-            self,
+        config, baseline = build_config(
+            self.services.monitoring,
             name=name,
             pipeline=pipeline,
             kind=kind,
@@ -182,171 +282,22 @@ class Client:
             actions=actions,
             **options,
         )
+        return Monitor(self.services.monitoring, config, baseline=baseline)
 
     def monitor(self, name: str) -> Monitor:
-        saved = self._monitors.get(name)
-        return Monitor(self, saved.config, saved)
+        saved = self.services.monitors.get(name)
+        return Monitor(self.services.monitoring, saved.config, saved)
 
     def monitors(self, pipeline: str | None = None) -> list[Monitor]:
-        return [Monitor(self, s.config, s) for s in self._monitors.all(pipeline)]
+        return [Monitor(self.services.monitoring, s.config, s) for s in self.services.monitors.all(pipeline)]
 
     def alerts(self, monitor: str | None = None) -> Any:
         """Alerts raised so far (every monitor, or one), oldest first, as a DataFrame."""
         import pandas as pd
 
-        return pd.DataFrame([vars(a) for a in self._monitors.alerts(monitor)])
+        return pd.DataFrame([vars(a) for a in self.services.monitors.alerts(monitor)])
 
     def run_monitors(self, now: Any = None) -> int:
         """Compute every saved, enabled monitor's windows that have ended (what `finalmile serve` does every few
         seconds); returns how many results were stored."""
-        stored = 0
-        for saved in self._monitors.all():
-            if saved.enabled:
-                stored += len(run_monitor(self, self._monitors, saved, now))
-        return stored
-
-    def _user(self) -> str:
-        return self.settings.user or current_user()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def upload_model(
-        self,
-        name: str,
-        source: Any,
-        framework: str | None = None,
-        schema: Schema | dict[str, Any] | None = None,
-        sample: Any = None,
-        alias: str | None = None,
-        tags: dict[str, str] | None = None,
-        runtime: str = "auto",
-    ) -> ModelVersion:
-        """Register a new immutable version of model `name`.
-
-        `source` is an in-memory model (scikit-learn, XGBoost, LightGBM, PyTorch `nn.Module`, ONNX `ModelProto`, or a
-        class/instance with `predict(self, frame)`) or a path (`.onnx`, `.joblib`/`.pkl`, `.json`/`.ubj`, `.txt`,
-        `.pt`/`.pt2`, `.py`, an MLflow model directory). Tree and linear models are converted to ONNX and served
-        that way only when the converted outputs match on `sample` (or on rows drawn from the schema);
-        `runtime="native"` keeps the original framework.
-        """
-        record = upload_model(
-            self._store,
-            self._artifacts,
-            self.settings,
-            name,
-            source,
-            framework=framework,
-            schema=schema,
-            sample=sample,
-            alias=alias,
-            tags=tags,
-            runtime=runtime,
-        )
-        return ModelVersion(self, record)
-
-    def model(self, ref: str) -> ModelVersion:
-        """A version by reference: `name` (latest), `name:3`, or `name@champion`."""
-        name, version, alias = parse_ref(ref)
-        return ModelVersion(self, self._store.get_version(name, version=version, alias=alias))
-
-    def models(self) -> list[ModelSummary]:
-        return self._store.list_models()
-
-    def model_versions(self, name: str) -> list[ModelVersion]:
-        return [ModelVersion(self, r) for r in self._store.list_versions(name)]
-
-    def set_alias(self, name: str, version: int, alias: str) -> ModelVersion:
-        """Point `alias` (say `champion`) at `version`, moving it if it pointed elsewhere."""
-        return ModelVersion(self, self._store.set_alias(name, version, alias))
-
-    def delete_alias(self, name: str, alias: str) -> None:
-        self._store.delete_alias(name, alias)
-
-    def delete_model_version(self, name: str, version: int) -> None:
-        """Delete a version and its artifacts (unless another version shares them); refused while pinned."""
-        record = self._store.delete_version(name, version)
-        for digest in (record.artifact_sha256, record.onnx_sha256, record.sample_sha256):
-            if digest and not self._store.artifact_in_use(digest):
-                self._artifacts.delete(digest)
-
-    # -- pipelines ----------------------------------------------------------------------------------------------
-
-    def build_pipeline(self, name: str) -> Pipeline:
-        """A new pipeline definition (an empty draft); `deploy()` stores it as the next version of `name`."""
-        return Pipeline(self, name)
-
-    def pipeline(self, name: str, version: int | None = None) -> Pipeline:
-        """An existing pipeline, its draft set to the steps of `version` (default: the latest)."""
-        record = self._pipelines.get_version(name, version)
-        return Pipeline(self, name, PipelineSpec.model_validate(record.spec).steps)
-
-    def pipelines(self) -> list[str]:
-        return self._pipelines.list_pipelines()
-
-    def create_pipeline_version(self, spec: dict[str, Any]) -> PipelineVersionRecord:
-        """Store a pipeline definition as its next version, pinning every model reference to an exact version."""
-        parsed = PipelineSpec.from_dict(spec)
-        refs = []
-        for step in walk(list(parsed.steps)):
-            if isinstance(step, ModelStepSpec):
-                mv = self.model(step.model)
-                step.model = mv.ref
-                refs.append((mv.name, mv.version))
-            elif isinstance(step, CheckStepSpec):
-                compile_check(step.expression)  # refuse a malformed rule now, not while serving
-        stored = parsed.model_dump(mode="json")
-        try:
-            latest = self._pipelines.get_version(parsed.name)
-            if latest.spec == stored:
-                return latest
-        except FinalmileError:
-            pass
-        return self._pipelines.create_version(parsed.name, stored, refs, self._user())
-
-    def deploy_pipeline(self, name: str, version: int | None, config: DeploymentConfig) -> PipelineVersionRecord:
-        """Load and warm `version` (default: the latest) beside what is serving, record the deployment, swap it in."""
-        record = self._pipelines.get_version(name, version)
-        loaded = self._deployments.load(name, record.version)  # a version that cannot load is never recorded
-        self._pipelines.set_deployment(name, record.version, config.model_dump())
-        self._deployments.install(name, loaded, config)  # after the record, so that a concurrent sync keeps it
-        return record
-
-    def undeploy_pipeline(self, name: str) -> None:
-        self._pipelines.deactivate(name)
-        self._deployments.undeploy(name)
-
-    def infer_pipeline(self, name: str, table: pa.Table, log: bool = True) -> RequestResult:
-        """Run a deployed pipeline in this process (no batching: the caller's thread runs it)."""
-        current = self._deployments.get(name).current
-        started = time.perf_counter()
-        try:
-            batch = current.run(current.conform(require_rows(table)), hooks=log)
-        except Exception as exc:
-            if log:
-                self._deployments.failed(current, table.num_rows, exc, started)
-            raise
-        return current.split(batch, [(0, table.num_rows)])[0]
-
-    def apply_pipeline(self, definition: str | Path | dict[str, Any], deploy: bool = False) -> Pipeline:
-        """Create a pipeline version from YAML (a path) or a dict, as `finalmile pipelines apply` does."""
-        spec = (
-            PipelineSpec.from_dict(definition) if isinstance(definition, dict) else PipelineSpec.from_yaml(definition)
-        )
-        pipeline = Pipeline(self, spec.name, spec.steps)
-        version = pipeline.create_version()
-        if deploy:
-            pipeline.deploy(version.version)
-        return pipeline
-
-
-def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
-    """`fraud` -> latest; `fraud:3` -> version 3; `fraud@champion` -> what the alias points at."""
-    match = _REF.match(ref.strip())
-    if not match:
-        raise FinalmileError(f"invalid model reference {ref!r}: use NAME, NAME:VERSION or NAME@ALIAS")
-    version = match.group("version")
-    return match.group("name"), int(version) if version else None, match.group("alias")
+        return self.services.run_monitors(now)

@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class FinalmileSettings(BaseSettings):
+    """Every `FINALMILE_*` setting, read once when a client or server starts."""
+
     model_config = SettingsConfigDict(env_prefix="FINALMILE_", extra="ignore")
 
     home: Path = Field(default=Path(".finalmile"))

@@ -24,26 +24,99 @@ class FinalmileError(Exception):
         return {"error": self.message, "detail": self.detail}
 
 
+class BadRequestError(FinalmileError):
+    """A request that is malformed before it reaches a model: a header, a path segment, an option's value."""
+
+    status_code = 400
+
+
+class InvalidNameError(BadRequestError):
+    """A model, pipeline or alias name, or a `NAME:VERSION`/`NAME@ALIAS` reference, that cannot be stored."""
+
+
+class InvalidCheckError(BadRequestError):
+    """A check expression outside the small language `pipelines.checks` accepts."""
+
+
+class PipelineDefinitionError(BadRequestError):
+    """A pipeline definition (YAML or dict) that cannot be read or run as written."""
+
+
+class ActionFailed(BadRequestError):
+    """A monitor's action (webhook, rollback, route, undeploy) that could not be carried out."""
+
+
+class QueryError(BadRequestError):
+    """SQL the sandbox refuses or DuckDB cannot run; carries DuckDB's message."""
+
+
+class ServerUnreachable(FinalmileError):
+    """The remote client could not reach its finalmile server at all (no HTTP answer)."""
+
+    status_code = 503
+
+
+class RemoteError(FinalmileError):
+    """An error a finalmile server answered with; keeps its HTTP status so callers can tell 404 from 422."""
+
+    def __init__(self, status_code: int, message: str, detail: Any = None) -> None:
+        super().__init__(message, detail)
+        self.status_code = status_code
+
+
 class NotFoundError(FinalmileError):
+    """Something named in the request does not exist."""
+
     status_code = 404
 
 
 class ModelNotFound(NotFoundError):
+    """No model of that name, or no such version of it."""
+
     def __init__(self, name: str, version: int | str | None = None) -> None:
         what = f"model '{name}'" if version is None else f"model '{name}' version {version}"
         super().__init__(f"{what} not found", {"name": name, "version": version})
 
 
 class AliasNotFound(NotFoundError):
+    """A `NAME@ALIAS` reference to an alias the model does not have."""
+
     def __init__(self, name: str, alias: str) -> None:
         super().__init__(f"model '{name}' has no alias '{alias}'", {"name": name, "alias": alias})
 
 
+class PipelineNotFound(NotFoundError):
+    """No pipeline of that name, or no such version of it."""
+
+    def __init__(self, name: str, version: int | None = None) -> None:
+        what = f"pipeline '{name}'" if version is None else f"pipeline '{name}' version {version}"
+        super().__init__(f"{what} not found", {"name": name, "version": version})
+
+
+class PipelineNotDeployed(NotFoundError):
+    """A pipeline (or a version of it) that is not serving in this process."""
+
+    def __init__(self, name: str, version: int | None = None) -> None:
+        what = f"pipeline '{name}'" + (f" version {version}" if version is not None else "")
+        super().__init__(f"{what} is not deployed", {"name": name, "version": version})
+
+
+class MonitorNotFound(NotFoundError):
+    """No saved monitor of that name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"monitor '{name}' not found", {"name": name})
+
+
 class ConflictError(FinalmileError):
+    """The request clashes with what is stored (a name taken, a concurrent change)."""
+
     status_code = 409
 
 
 class VersionPinnedError(ConflictError):
+    """A model version that an alias or a pipeline version still pins cannot be deleted."""
+
     def __init__(self, name: str, version: int, pinned_by: list[str]) -> None:
         super().__init__(
             f"model '{name}' version {version} is pinned by {', '.join(pinned_by)}; unpin it first",
@@ -105,8 +178,12 @@ class PredictionError(FinalmileError):
 
 
 class NotReadyError(FinalmileError):
+    """The thing exists but cannot answer yet (a pipeline that is stored but not deployed)."""
+
     status_code = 503
 
 
 class PayloadTooLarge(FinalmileError):
+    """A request body over `max_body_bytes`, refused before it is read whole."""
+
     status_code = 413

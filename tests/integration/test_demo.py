@@ -8,17 +8,17 @@ from pathlib import Path
 from rich.console import Console
 
 from finalmile import Client
-from finalmile.demo import run_demo
+from finalmile.cli.demo.run import run_demo
 
 
 def test_the_demo_detects_the_drift_and_routes_traffic_back(tmp_path: Path) -> None:
     out = io.StringIO()
     with Client(home=tmp_path / "home") as client:
         run_demo(client, Console(file=out, width=160))
-        deployed = client._pipelines.deployments()[0]
+        deployed = client.services.pipelines.deployments()[0]
         weights = {
             v["name"]: v["weight"]
-            for v in client._pipelines.get_version("fraud", deployed.version).spec["steps"][0]["variants"]
+            for v in client.services.pipelines.get_version("fraud", deployed.version).spec["steps"][0]["variants"]
         }
         assert deployed.version == 2 and weights == {"champion": 1.0, "challenger": 0.0}
         drift = client.monitor("challenger-amount-drift").results()

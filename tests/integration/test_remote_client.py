@@ -12,7 +12,8 @@ import xgboost as xgb
 from sklearn.ensemble import RandomForestClassifier
 
 from finalmile import Client
-from finalmile.remote import RemoteClient, RemoteError
+from finalmile.errors import RemoteError
+from finalmile.sdk.remote import RemoteClient
 from tests.fixtures import tabular
 
 X, y = tabular(300)

@@ -186,7 +186,7 @@ def test_hot_swap_under_load_drops_nothing(served: tuple[Server, Client]) -> Non
         t.join()
     assert statuses and set(statuses) == {200}
     assert versions[0] == "1" and versions[-1] == str(created["version"])
-    client._pipelines.set_deployment("p", 1, {})  # leave the module's server as it was for other tests
+    client.services.pipelines.set_deployment("p", 1, {})  # leave the module's server as it was for other tests
 
 
 def test_a_batch_of_concurrent_requests_is_coalesced(served: tuple[Server, Client]) -> None:

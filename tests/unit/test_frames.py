@@ -6,8 +6,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from finalmile.arrow.frames import table_from_arrays, to_arrow, to_numpy_dict
 from finalmile.errors import InvalidInputError
-from finalmile.frames import table_from_arrays, to_arrow, to_numpy_dict
 from finalmile.runtimes.base import features
 
 

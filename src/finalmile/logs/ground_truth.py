@@ -11,29 +11,30 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from finalmile.arrow.frames import to_arrow
 from finalmile.errors import InvalidInputError
-from finalmile.frames import to_arrow
-
-if TYPE_CHECKING:
-    from finalmile.client import Client
+from finalmile.logs.query import LogReader
 
 
 @dataclass
 class GroundTruthReceipt:
+    """What an upload of labels did: rows received, keys found in the log, keys not (yet) found."""
+
     received: int
     matched: int
     unknown: int
     """Keys not (yet) found in the log: stored all the same, reported so a wrong key column shows at once."""
 
 
-def add_ground_truth(client: Client, pipeline: str, frame: Any, key: str = "request_id") -> GroundTruthReceipt:
-    client._pipelines.get_version(pipeline)  # labels for a pipeline that does not exist are a 404, not a new folder
+def add_ground_truth(reader: LogReader, pipeline: str, frame: Any, key: str = "request_id") -> GroundTruthReceipt:
+    """Store labels for a pipeline's logged rows (every upload kept; the newest label per key wins in SQL)."""
+    reader.pipelines.get_version(pipeline)  # labels for a pipeline that does not exist are a 404, not a new folder
     try:
         table = frame if isinstance(frame, pa.Table) else to_arrow(frame)[0]
     except (pa.ArrowException, ValueError, TypeError) as exc:
@@ -56,7 +57,7 @@ def add_ground_truth(client: Client, pipeline: str, frame: Any, key: str = "requ
         | {c: table.column(c) for c in labels}
         | {"received_at": pa.array([time.time_ns() // 1000] * table.num_rows).cast(pa.timestamp("us", tz="UTC"))}
     )
-    directory = client.settings.home / "ground_truth" / f"pipeline={pipeline}"
+    directory = reader.home / "ground_truth" / f"pipeline={pipeline}"
     directory.mkdir(parents=True, exist_ok=True)
     name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
     try:
@@ -66,9 +67,7 @@ def add_ground_truth(client: Client, pipeline: str, frame: Any, key: str = "requ
         raise InvalidInputError(f"ground truth: these labels cannot be stored: {exc}") from None
     os.replace(directory / f".{name}.tmp", directory / name)
     column = "request_id" if key == "request_id" else f"in_{key}"
-    from finalmile.logs.query import connect
-
-    conn = connect(client)
+    conn = reader.connect()
     try:
         conn.register("incoming", pa.table({"key": keys}))
         try:

@@ -8,17 +8,17 @@ the SDK hands `time` back zoned as UTC.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from finalmile.errors import FinalmileError
-
-if TYPE_CHECKING:
-    from finalmile.client import Client
+from finalmile.errors import QueryError
+from finalmile.pipelines.store import PipelineStore
+from finalmile.registry.store import MetadataStore
 
 _EMPTY_LOGS = (
     "SELECT CAST(NULL AS TIMESTAMP) AS time, CAST(NULL AS VARCHAR) AS request_id, CAST(NULL AS INTEGER) AS row, "
@@ -28,85 +28,124 @@ _EMPTY_LOGS = (
 )
 
 
-class QueryError(FinalmileError):
-    status_code = 400
+class LogReader:
+    """DuckDB over this home's logs, ground truth and metadata; flushes the writer first, so reads see what was
+    served (the SDK, the API, monitors and the CLI all read through it)."""
 
+    def __init__(
+        self, home: Path, metadata: MetadataStore, pipelines: PipelineStore, flush: Callable[[], None]
+    ) -> None:
+        self.home = home
+        self.metadata = metadata
+        self.pipelines = pipelines
+        self.flush = flush
 
-def connect(client: Client) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the views defined over this home's logs and metadata."""
-    conn = duckdb.connect()
-    conn.execute("SET TimeZone = 'UTC'")  # hourly and daily buckets are UTC's, whatever the server's local zone
-    root = client.settings.home / "logs"
-    files = list(Path(root).glob("pipeline=*/date=*/*.parquet"))
-    if files:
-        pattern = str(root / "pipeline=*" / "date=*" / "*.parquet").replace("'", "''")
-        source = f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
-        conn.execute(f"CREATE VIEW logs AS SELECT * REPLACE (make_timestamp(epoch_us(time)) AS time) FROM {source}")
-    else:
-        conn.execute(f"CREATE VIEW logs AS {_EMPTY_LOGS}")
-    truth = client.settings.home / "ground_truth"
-    if list(Path(truth).glob("pipeline=*/*.parquet")):
-        pattern = str(truth / "pipeline=*" / "*.parquet").replace("'", "''")
-        conn.execute(
-            "CREATE VIEW ground_truth AS SELECT * EXCLUDE (newest) FROM ("
-            f"SELECT *, row_number() OVER (PARTITION BY pipeline, key ORDER BY received_at DESC) AS newest "
-            f"FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)) WHERE newest = 1"
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with the views defined over this home's logs and metadata."""
+        self.flush()
+        conn = duckdb.connect()
+        conn.execute("SET TimeZone = 'UTC'")  # hourly and daily buckets are UTC's, whatever the server's local zone
+        root = self.home / "logs"
+        files = list(Path(root).glob("pipeline=*/date=*/*.parquet"))
+        if files:
+            pattern = str(root / "pipeline=*" / "date=*" / "*.parquet").replace("'", "''")
+            source = f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
+            conn.execute(f"CREATE VIEW logs AS SELECT * REPLACE (make_timestamp(epoch_us(time)) AS time) FROM {source}")
+        else:
+            conn.execute(f"CREATE VIEW logs AS {_EMPTY_LOGS}")
+        truth = self.home / "ground_truth"
+        if list(Path(truth).glob("pipeline=*/*.parquet")):
+            pattern = str(truth / "pipeline=*" / "*.parquet").replace("'", "''")
+            conn.execute(
+                "CREATE VIEW ground_truth AS SELECT * EXCLUDE (newest) FROM ("
+                f"SELECT *, row_number() OVER (PARTITION BY pipeline, key ORDER BY received_at DESC) AS newest "
+                f"FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)) WHERE newest = 1"
+            )
+        else:
+            conn.execute(
+                "CREATE VIEW ground_truth AS SELECT CAST(NULL AS VARCHAR) AS pipeline, CAST(NULL AS VARCHAR) AS key, "
+                "CAST(NULL AS VARCHAR) AS key_column, CAST(NULL AS TIMESTAMPTZ) AS received_at WHERE false"
+            )
+        models = pa.Table.from_pylist(
+            [{"name": m.name, "versions": m.versions, "latest": m.latest} for m in self.metadata.list_models()],
+            schema=pa.schema([("name", pa.string()), ("versions", pa.int64()), ("latest", pa.int64())]),
         )
-    else:
-        conn.execute(
-            "CREATE VIEW ground_truth AS SELECT CAST(NULL AS VARCHAR) AS pipeline, CAST(NULL AS VARCHAR) AS key, "
-            "CAST(NULL AS VARCHAR) AS key_column, CAST(NULL AS TIMESTAMPTZ) AS received_at WHERE false"
+        pipelines = pa.Table.from_pylist(
+            [{"name": d.name, "deployed_version": d.version} for d in self.pipelines.deployments()],
+            schema=pa.schema([("name", pa.string()), ("deployed_version", pa.int64())]),
         )
-    models = pa.Table.from_pylist(
-        [{"name": m.name, "versions": m.versions, "latest": m.latest} for m in client.models()],
-        schema=pa.schema([("name", pa.string()), ("versions", pa.int64()), ("latest", pa.int64())]),
-    )
-    pipelines = pa.Table.from_pylist(
-        [{"name": d.name, "deployed_version": d.version} for d in client._pipelines.deployments()],
-        schema=pa.schema([("name", pa.string()), ("deployed_version", pa.int64())]),
-    )
-    conn.register("models", models)
-    conn.register("pipelines", pipelines)
-    return conn
+        conn.register("models", models)
+        conn.register("pipelines", pipelines)
+        return conn
 
+    def query(self, sql: str) -> pa.Table:
+        """Run one read-only statement; anything that writes is refused, a malformed one gets DuckDB's message."""
+        conn = self.connect()
+        try:
+            statements = conn.extract_statements(sql)
+            if len(statements) != 1:
+                raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
+            if statements[0].type != duckdb.StatementType.SELECT:
+                raise QueryError(f"queries are read-only: a {statements[0].type.name} statement is refused")
+            return conn.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise QueryError(f"SQL error: {exc}") from None
+        finally:
+            conn.close()
 
-def run_query(client: Client, sql: str) -> pa.Table:
-    """Run one read-only statement; anything that writes is refused, a malformed one gets DuckDB's message."""
-    conn = connect(client)
-    try:
-        statements = conn.extract_statements(sql)
-        if len(statements) != 1:
-            raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
-        if statements[0].type != duckdb.StatementType.SELECT:
-            raise QueryError(f"queries are read-only: a {statements[0].type.name} statement is refused")
-        return conn.sql(sql).to_arrow_table()
-    except duckdb.Error as exc:
-        raise QueryError(f"SQL error: {exc}") from None
-    finally:
-        conn.close()
+    def pipeline_logs(
+        self,
+        pipeline: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        version: int | None = None,
+        variant: str | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
+        """A pipeline's log rows, newest first; an unknown pipeline or an empty range is an empty table."""
+        sql, params = _logs_sql(pipeline, start, end, version, variant, columns)
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        conn = self.connect()
+        try:
+            return zoned(conn.sql(sql, params=params).to_arrow_table())
+        except duckdb.Error as exc:
+            raise QueryError(f"SQL error: {exc}") from None
+        finally:
+            conn.close()
 
+    def export(
+        self, pipeline: str, path: str | Path, start: datetime | None = None, end: datetime | None = None
+    ) -> int:
+        """Write a time range of a pipeline's log to Parquet, CSV or JSON lines (by extension), streamed in record
+        batches so the range may be larger than memory; returns the rows written."""
+        from finalmile.arrow.files import TableWriter
 
-def pipeline_logs(
-    client: Client,
-    pipeline: str,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    limit: int | None = None,
-    version: int | None = None,
-    variant: str | None = None,
-    columns: list[str] | None = None,
-) -> pa.Table:
-    """A pipeline's log rows, newest first; an unknown pipeline or an empty range is an empty table, not an error."""
-    sql, params = _logs_sql(pipeline, start, end, version, variant, columns)
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    conn = connect(client)
-    try:
-        return zoned(conn.sql(sql, params=params).to_arrow_table())
-    except duckdb.Error as exc:
-        raise QueryError(f"SQL error: {exc}") from None
-    finally:
-        conn.close()
+        sql, params = _logs_sql(pipeline, start, end, None, None, None, newest_first=False)
+        conn = self.connect()
+        rows = 0
+        try:
+            reader = conn.sql(sql, params=params).to_arrow_reader(100_000)
+            with TableWriter(path) as writer:
+                for batch in reader:
+                    writer.write(zoned(pa.Table.from_batches([batch])))
+                    rows += batch.num_rows
+                if rows == 0:
+                    writer.write(zoned(reader.schema.empty_table()))
+        except duckdb.Error as exc:
+            raise QueryError(f"SQL error: {exc}") from None
+        finally:
+            conn.close()
+        return rows
+
+    def logged_columns(self, pipeline: str) -> set[str]:
+        """Every column name in the Parquet parts of a pipeline's log so far."""
+        self.flush()
+        names: set[str] = set()
+        for part in (self.home / "logs" / f"pipeline={pipeline}").glob("date=*/*.parquet"):
+            names |= set(pq.read_schema(part).names)
+        return names
 
 
 def utc(moment: datetime) -> datetime:
@@ -120,31 +159,6 @@ def zoned(table: pa.Table) -> pa.Table:
         index = table.column_names.index("time")
         return table.set_column(index, "time", table.column("time").cast(pa.timestamp("us", tz="UTC")))
     return table
-
-
-def export_logs(
-    client: Client, pipeline: str, path: str | Path, start: datetime | None = None, end: datetime | None = None
-) -> int:
-    """Write a time range of a pipeline's log to Parquet, CSV or JSON lines (by extension), streamed in record
-    batches so the range may be larger than memory; returns the rows written."""
-    from finalmile.files import TableWriter
-
-    sql, params = _logs_sql(pipeline, start, end, None, None, None, newest_first=False)
-    conn = connect(client)
-    rows = 0
-    try:
-        reader = conn.sql(sql, params=params).to_arrow_reader(100_000)
-        with TableWriter(path) as writer:
-            for batch in reader:
-                writer.write(zoned(pa.Table.from_batches([batch])))
-                rows += batch.num_rows
-            if rows == 0:
-                writer.write(zoned(reader.schema.empty_table()))
-    except duckdb.Error as exc:
-        raise QueryError(f"SQL error: {exc}") from None
-    finally:
-        conn.close()
-    return rows
 
 
 def _logs_sql(

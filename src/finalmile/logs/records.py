@@ -21,16 +21,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from finalmile.frames import wrap_numpy
+from finalmile.arrow.frames import wrap_numpy
+from finalmile.arrow.tensors import expand_named_tensor
 from finalmile.registry.schema import expand_tensor
-from finalmile.serving.codecs import expand_named_tensor
 
 _SMALL_BATCH_ROWS = 256
 PIECE_ROWS = 32_768
 
 if TYPE_CHECKING:
     from finalmile.pipelines.executor import Batch
-    from finalmile.serving.deployments import LoadedPipeline
+    from finalmile.pipelines.loaded import LoadedPipeline
 
 
 @dataclass
@@ -158,7 +158,7 @@ def _named(inputs: pa.Table, loaded: LoadedPipeline) -> pa.Table:
     the float type they were served in (a V2 client's FP32 tensor is logged as float32: `logs` reads it as
     DOUBLE where other parts of the log hold float64)."""
     inputs = expand_named_tensor(inputs)
-    validator, schema = loaded._validator, loaded.input_schema
+    validator, schema = loaded.validator, loaded.input_schema
     if validator is not None and schema is not None and validator.is_tensor_form(inputs):
         return expand_tensor(inputs, schema, as_served=True)
     return inputs

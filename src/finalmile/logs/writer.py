@@ -30,12 +30,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from finalmile.files import log_parquet_options
+from finalmile.arrow.files import log_parquet_options
+from finalmile.logs.journal import Journal, fsync_path, process_alive, read_journal
 from finalmile.logs.records import PIECE_ROWS, Served, layout_runs, log_tables
 
 if TYPE_CHECKING:
     from finalmile.pipelines.executor import Batch
-    from finalmile.serving.deployments import LoadedPipeline
+    from finalmile.pipelines.loaded import LoadedPipeline
 
 log = logging.getLogger(__name__)
 _DAY_US = 86_400_000_000
@@ -54,29 +55,6 @@ _FAILURE_SCHEMA = pa.schema(
 
 
 @dataclass
-class _Journal:
-    path: Path
-    raw: pa.OSFile
-    file: pa.BufferedOutputStream
-    writer: pa.ipc.RecordBatchStreamWriter
-    schema: pa.Schema
-    rows: int = 0
-
-    def append(self, table: pa.Table) -> None:
-        self.writer.write_table(table)
-        self.rows += table.num_rows
-
-    def sync(self) -> None:
-        self.file.flush()
-        os.fsync(self.raw.fileno())
-
-    def close(self) -> None:
-        self.writer.close()
-        self.sync()
-        self.file.close()
-
-
-@dataclass
 class Recovery:
     """What start-up found in journals left behind: rows kept, and torn tails skipped (path, bytes)."""
 
@@ -85,6 +63,9 @@ class Recovery:
 
 
 class LogWriter:
+    """Takes every served batch off the request path and puts it in the log within a second (or before the
+    response, under `strict`); the one writer of this process's journals and Parquet parts."""
+
     def __init__(
         self,
         root: Path,
@@ -102,7 +83,7 @@ class LogWriter:
         self.max_journal_rows = max_journal_rows
         self.direct_rows = direct_rows
         self.piece_rows = piece_rows
-        self._open: dict[str, _Journal] = {}
+        self._open: dict[str, Journal] = {}
         self._retention: dict[str, int] = {}
         self._failures: dict[str, list[dict[str, object]]] = {}
         self._nullable: dict[str, set[str]] = {}  # per pipeline, the columns that have held a null (see `_required`)
@@ -217,13 +198,13 @@ class LogWriter:
             if sync:
                 journal.sync()
 
-    def _new_journal(self, pipeline: str, schema: pa.Schema) -> _Journal:
+    def _new_journal(self, pipeline: str, schema: pa.Schema) -> Journal:
         # Arrow's own files, not Python file objects: every write through a Python file takes the GIL, which the
         # serving threads need.
         path = self.journals / f"{pipeline}--{os.getpid()}-{uuid.uuid4().hex[:12]}.arrows"
         raw = pa.OSFile(str(path), "wb")
         file = pa.BufferedOutputStream(raw, buffer_size=1 << 20)
-        return _Journal(path, raw, file, pa.ipc.new_stream(file, schema), schema)
+        return Journal(path, raw, file, pa.ipc.new_stream(file, schema), schema)
 
     # -- background ---------------------------------------------------------------------------------------------
 
@@ -370,7 +351,7 @@ class LogWriter:
             raise
         for tmp, writer in parts.values():
             writer.close()
-            _fsync(tmp)  # on disk before the journal it replaces is removed
+            fsync_path(tmp)  # on disk before the journal it replaces is removed
             os.replace(tmp, tmp.with_name(tmp.name.removeprefix(".").removesuffix(".tmp")))
 
     def _open_part(self, pipeline: str, day: int, schema: pa.Schema) -> tuple[Path, pq.ParquetWriter]:
@@ -386,7 +367,7 @@ class LogWriter:
         recovery = Recovery()
         for path in sorted(self.journals.glob("*.arrows")):
             pipeline, _, rest = path.name.partition("--")
-            if _alive(int(rest.split("-")[0]) if rest.split("-")[0].isdigit() else -1):
+            if process_alive(int(rest.split("-")[0]) if rest.split("-")[0].isdigit() else -1):
                 continue  # another live writer (another process or client) owns it
 
             table, torn = read_journal(path)
@@ -397,55 +378,3 @@ class LogWriter:
             recovery.rows += table.num_rows
             path.unlink()
         return recovery
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def read_journal(path: Path) -> tuple[pa.Table, int]:
-    """Every complete batch of a journal, and how many trailing bytes (a torn, half-written batch) were skipped.
-
-    The journal is memory-mapped, so its batches are read without a copy."""
-    size = path.stat().st_size
-    try:
-        reader = pa.ipc.open_stream(pa.memory_map(str(path)))
-    except (pa.ArrowInvalid, OSError):  # died before even the schema was written
-        return pa.table({}), size
-    batches: list[pa.RecordBatch] = []
-    torn = False
-    while True:
-        try:
-            batches.append(reader.read_next_batch())
-        except StopIteration:
-            break
-        except (pa.ArrowInvalid, OSError):
-            torn = True
-            break
-    table = pa.Table.from_batches(batches, schema=reader.schema)
-    return table, (size - _stream_size(reader.schema, batches)) if torn else 0
-
-
-def _stream_size(schema: pa.Schema, batches: list[pa.RecordBatch]) -> int:
-    """Bytes the schema and these batches take in a stream (IPC serialisation is deterministic)."""
-    sink = pa.BufferOutputStream()
-    writer = pa.ipc.new_stream(sink, schema)
-    for batch in batches:
-        writer.write_batch(batch)
-    return int(sink.tell())

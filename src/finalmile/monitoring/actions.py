@@ -10,25 +10,34 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import httpx
 
-from finalmile.errors import FinalmileError
+from finalmile.errors import ActionFailed
 from finalmile.monitoring.config import Action, RollbackAction, RouteAction, UndeployAction, WebhookAction
 from finalmile.monitoring.store import AlertRecord, MonitorStore, SavedMonitor
 from finalmile.pipelines.spec import PipelineSpec, SplitStepSpec, walk
-from finalmile.pipelines.store import DeploymentRecord
+from finalmile.pipelines.store import DeploymentRecord, PipelineStore, PipelineVersionRecord
 from finalmile.registry.store import _now
-from finalmile.serving.deployments import DeploymentConfig
-
-if TYPE_CHECKING:
-    from finalmile.client import Client
 
 log = logging.getLogger(__name__)
 
 
-def take_actions(client: Client, store: MonitorStore, monitor: SavedMonitor, alerts: list[AlertRecord]) -> None:
+class Deployer(Protocol):
+    """What actions change: the composition root implements it (monitors never hold a `Client`)."""
+
+    pipelines: PipelineStore
+
+    def deploy(self, name: str, version: int | None = None, config: Any = None) -> PipelineVersionRecord:
+        """Deploy `version`; `config=None` keeps the settings of the deployment serving now."""
+
+    def undeploy(self, name: str) -> None: ...
+
+    def create_pipeline_version(self, spec: dict[str, Any]) -> PipelineVersionRecord: ...
+
+
+def take_actions(deployer: Deployer, store: MonitorStore, monitor: SavedMonitor, alerts: list[AlertRecord]) -> None:
     """Run the monitor's actions for the worst of `alerts` at the monitor's action level (once per run)."""
     level = monitor.config.action_level
     firing = [a for a in alerts if a.level == "alert" or (level == "warning" and a.level == "warning")]
@@ -45,52 +54,51 @@ def take_actions(client: Client, store: MonitorStore, monitor: SavedMonitor, ale
     if due:  # each in its own thread: a webhook retrying with back-off never delays a rollback
         with ThreadPoolExecutor(len(due), thread_name_prefix="finalmile-action") as pool:
             for action in due:
-                pool.submit(_take, client, store, monitor, alert, action)
+                pool.submit(_take, deployer, store, monitor, alert, action)
 
 
-def _take(client: Client, store: MonitorStore, monitor: SavedMonitor, alert: AlertRecord, action: Action) -> None:
+def _take(deployer: Deployer, store: MonitorStore, monitor: SavedMonitor, alert: AlertRecord, action: Action) -> None:
     try:
-        detail = _run(client, monitor, alert, action)
+        detail = _run(deployer, monitor, alert, action)
         store.record_action(monitor, alert, action.kind, "done", detail)
     except Exception as exc:  # one failing action must not stop the others
         log.warning("monitor %s: action %s failed: %s", monitor.config.name, action.kind, exc)
         store.record_action(monitor, alert, action.kind, "failed", str(exc))
 
 
-def _run(client: Client, monitor: SavedMonitor, alert: AlertRecord, action: Action) -> str:
+def _run(deployer: Deployer, monitor: SavedMonitor, alert: AlertRecord, action: Action) -> str:
     pipeline = monitor.config.pipeline
     if isinstance(action, WebhookAction):
         return post_webhook(action, alert.payload())
     if isinstance(action, UndeployAction):
-        client.undeploy_pipeline(pipeline)
+        deployer.undeploy(pipeline)
         return f"undeployed {pipeline}"
-    current = _deployed(client, pipeline)
-    config = DeploymentConfig.model_validate(current.config)
+    current = _deployed(deployer.pipelines, pipeline)
     if isinstance(action, RollbackAction):
-        earlier = [v.version for v in client._pipelines.list_versions(pipeline) if v.version < current.version]
+        earlier = [v.version for v in deployer.pipelines.list_versions(pipeline) if v.version < current.version]
         if not earlier:
-            raise FinalmileError(f"{pipeline} version {current.version} has no earlier version to roll back to")
-        client.deploy_pipeline(pipeline, max(earlier), config)
+            raise ActionFailed(f"{pipeline} version {current.version} has no earlier version to roll back to")
+        deployer.deploy(pipeline, max(earlier))
         return f"rolled {pipeline} back from version {current.version} to {max(earlier)}"
     assert isinstance(action, RouteAction)
-    spec = PipelineSpec.model_validate(client._pipelines.get_version(pipeline, current.version).spec)
+    spec = PipelineSpec.model_validate(deployer.pipelines.get_version(pipeline, current.version).spec)
     splits = [s for s in walk(list(spec.steps)) if isinstance(s, SplitStepSpec)]
     if not any(v.name == action.variant for s in splits for v in s.variants):
-        raise FinalmileError(f"{pipeline} version {current.version} has no A/B variant '{action.variant}'")
+        raise ActionFailed(f"{pipeline} version {current.version} has no A/B variant '{action.variant}'")
     for split in splits:
         if any(v.name == action.variant for v in split.variants):
             for variant in split.variants:
                 variant.weight = 1.0 if variant.name == action.variant else 0.0
-    record = client.create_pipeline_version(spec.model_dump(mode="json"))
-    client.deploy_pipeline(pipeline, record.version, config)
+    record = deployer.create_pipeline_version(spec.model_dump(mode="json"))
+    deployer.deploy(pipeline, record.version)
     return f"sent all traffic of {pipeline} to variant '{action.variant}' (version {record.version})"
 
 
-def _deployed(client: Client, pipeline: str) -> DeploymentRecord:
-    for deployment in client._pipelines.deployments():
+def _deployed(pipelines: PipelineStore, pipeline: str) -> DeploymentRecord:
+    for deployment in pipelines.deployments():
         if deployment.name == pipeline:
             return deployment
-    raise FinalmileError(f"pipeline '{pipeline}' is not deployed")
+    raise ActionFailed(f"pipeline '{pipeline}' is not deployed")
 
 
 def post_webhook(action: WebhookAction, payload: dict[str, object]) -> str:
@@ -106,7 +114,7 @@ def post_webhook(action: WebhookAction, payload: dict[str, object]) -> str:
                 return f"POST {action.url}: {response.status_code} after {attempt + 1} attempt(s)"
             error = f"HTTP {response.status_code}"
         except httpx.HTTPStatusError as exc:  # 4xx: the receiver refuses it; retrying will not help
-            raise FinalmileError(f"webhook {action.url} refused the alert: HTTP {exc.response.status_code}") from None
+            raise ActionFailed(f"webhook {action.url} refused the alert: HTTP {exc.response.status_code}") from None
         except httpx.HTTPError as exc:
             error = str(exc) or type(exc).__name__
-    raise FinalmileError(f"webhook {action.url} failed after {action.retries + 1} attempts: {error}")
+    raise ActionFailed(f"webhook {action.url} failed after {action.retries + 1} attempts: {error}")

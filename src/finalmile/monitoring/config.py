@@ -1,37 +1,27 @@
 """Monitor configuration: serialisable pydantic models, checked when a monitor is built, never when it runs.
 
 One `MonitorConfig` serves every kind: a drift assay on a logged column, the rate of a pipeline check, model
-performance against ground truth, the error rate and the p99 latency. The computation lives in `compute.py`.
+performance against ground truth, the error rate and the p99 latency. Each kind's rules and computation live in
+`kinds/`; `windows.py` cuts the log into windows.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from finalmile.errors import InvalidInputError
-from finalmile.monitoring.drift import DRIFT_METRICS, BinMode
+from finalmile.monitoring.drift import BinMode
 
 Kind = Literal["drift", "check_rate", "performance", "error_rate", "latency_p99"]
 Status = Literal["ok", "warning", "alert", "no data"]
 
-PERFORMANCE_METRICS: dict[str, bool] = {
-    # name -> higher is worse
-    "accuracy": False,
-    "precision": False,
-    "recall": False,
-    "f1": False,
-    "roc_auc": False,
-    "log_loss": True,
-    "rmse": True,
-    "mae": True,
-    "r2": False,
-}
-
 
 class Binning(BaseModel):
+    """How a drift assay bins numeric values (the baseline decides the edges)."""
+
     mode: BinMode = "quantile"
     """`quantile`: edges at the baseline's quantiles; `equal`: equal width over its range; `edges`: as given."""
     bins: int = Field(default=5, ge=1, le=1000)
@@ -52,6 +42,8 @@ class Baseline(BaseModel):
 
 
 class WebhookAction(BaseModel):
+    """POST the alert as JSON to `url`, retried with back-off."""
+
     kind: Literal["webhook"] = "webhook"
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
@@ -75,6 +67,8 @@ class RouteAction(BaseModel):
 
 
 class UndeployAction(BaseModel):
+    """Stop serving the pipeline: the last resort for a model that must not answer."""
+
     kind: Literal["undeploy"] = "undeploy"
     cooldown_s: float = Field(default=3600, ge=0)
 
@@ -83,6 +77,8 @@ Action = WebhookAction | RollbackAction | RouteAction | UndeployAction
 
 
 class MonitorConfig(BaseModel):
+    """A monitor as stored: what it watches, how it windows and scores, when it alerts and what it then does."""
+
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     pipeline: str
     kind: Kind = "drift"
@@ -119,54 +115,7 @@ class MonitorConfig(BaseModel):
                 f"window_s: a window ({self.window_s:g} s) shorter than its interval ({self.interval_s:g} s) "
                 "would leave traffic unmonitored"
             )
-        if self.kind == "drift":
-            if self.metric not in DRIFT_METRICS:
-                raise ValueError(f"metric: unknown drift metric {self.metric!r}; use {', '.join(DRIFT_METRICS)}")
-            if not self.column:
-                raise ValueError("column: a drift assay needs the logged column it watches")
-            if self.baseline is None:
-                raise ValueError("baseline: a drift assay needs a baseline")
-            if self.binning.mode == "edges" and not self.binning.edges:
-                raise ValueError("binning.edges: binning 'edges' needs at least one edge")
-        elif self.kind == "performance" and self.metric not in PERFORMANCE_METRICS:
-            raise ValueError(
-                f"metric: unknown performance metric {self.metric!r}; use {', '.join(PERFORMANCE_METRICS)}"
-            )
-        elif self.kind == "check_rate" and not self.column:
-            raise ValueError("column: a check-rate monitor needs the check's name")
-        if self.warning is not None and self.alert is not None:
-            worse = self.higher_is_worse
-            if (worse and self.warning > self.alert) or (not worse and self.warning < self.alert):
-                direction = "higher" if worse else "lower"
-                raise ValueError(
-                    f"warning/alert: for {self.metric} {direction} is worse, so the warning threshold "
-                    f"({self.warning:g}) must come before the alert threshold ({self.alert:g})"
-                )
         return self
-
-    @property
-    def higher_is_worse(self) -> bool:
-        if self.kind == "drift":
-            return DRIFT_METRICS[self.metric].higher_is_worse
-        if self.kind == "performance":
-            return PERFORMANCE_METRICS[self.metric]
-        return True
-
-    def status(self, score: float | None, rows: int) -> Status:
-        """`alert` at or beyond the alert threshold, `warning` at or beyond the warning threshold, else `ok`."""
-        if score is None or rows < self.min_rows:
-            return "no data"
-
-        def crossed(threshold: float | None) -> bool:
-            if threshold is None:
-                return False
-            return score >= threshold if self.higher_is_worse else score <= threshold
-
-        if crossed(self.alert):
-            return "alert"
-        if crossed(self.warning):
-            return "warning"
-        return "ok"
 
 
 def parse_duration(value: Any, field: str = "duration") -> float:
@@ -183,3 +132,8 @@ def parse_duration(value: Any, field: str = "duration") -> float:
         except ValueError:
             pass
     raise InvalidInputError(f"{field} {value!r}: expected a number and a unit, like 30m, 1h or 7d (or seconds)")
+
+
+def aware_utc(moment: datetime) -> datetime:
+    """A moment as an aware UTC datetime (naive ones are taken as UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

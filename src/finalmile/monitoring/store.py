@@ -9,20 +9,17 @@ from typing import Any, cast
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
-from finalmile.errors import ConflictError, NotFoundError
-from finalmile.monitoring.compute import MonitorResult
+from finalmile.errors import ConflictError, MonitorNotFound
 from finalmile.monitoring.config import MonitorConfig, Status
+from finalmile.monitoring.windows import MonitorResult
 from finalmile.registry.store import MetadataStore, _now, _utc
 from finalmile.registry.tables import ActionRunRow, AlertRow, MonitorResultRow, MonitorRow
 
 
-class MonitorNotFound(NotFoundError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"monitor '{name}' not found", {"name": name})
-
-
 @dataclass(frozen=True)
 class SavedMonitor:
+    """A stored monitor: its config, whether it runs, and where its next window ends."""
+
     id: int
     config: MonitorConfig
     enabled: bool
@@ -32,6 +29,8 @@ class SavedMonitor:
 
 @dataclass(frozen=True)
 class AlertRecord:
+    """A window whose status crossed a threshold: what the webhook and the alerts API send."""
+
     id: int
     monitor: str
     level: str
@@ -58,8 +57,10 @@ class AlertRecord:
 
 
 class MonitorStore:
+    """Monitors, their results, alerts and actions taken, in the metadata database."""
+
     def __init__(self, metadata: MetadataStore) -> None:
-        self._sessions = metadata._sessions
+        self._sessions = metadata.sessions
 
     def create(self, config: MonitorConfig, first_window_end: datetime) -> SavedMonitor:
         try:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from finalmile.errors import FinalmileError
+from finalmile.errors import InvalidCheckError
 
 Evaluator = Callable[[pa.Table, pa.Table], np.ndarray]
 
@@ -35,7 +35,7 @@ def compile_check(expression: str) -> tuple[Evaluator, set[str], set[str]]:
     try:
         tree = ast.parse(source, mode="eval").body
     except SyntaxError as exc:
-        raise FinalmileError(f"check {expression!r}: not a valid expression ({exc.msg})") from None
+        raise InvalidCheckError(f"check {expression!r}: not a valid expression ({exc.msg})") from None
     inputs: set[str] = set()
     outputs: set[str] = set()
     fn = _compile(tree, expression, inputs, outputs)
@@ -65,7 +65,7 @@ def _compile(node: ast.AST, text: str, inputs: set[str], outputs: set[str]) -> C
         ops: list[Callable[[Any, Any], Any]] = []
         for cmp in node.ops:
             if type(cmp) not in _COMPARE:
-                raise FinalmileError(f"check {text!r}: operator {type(cmp).__name__} is not allowed")
+                raise InvalidCheckError(f"check {text!r}: operator {type(cmp).__name__} is not allowed")
             ops.append(_COMPARE[type(cmp)])
 
         def compare(i: pa.Table, o: pa.Table) -> Any:
@@ -92,7 +92,7 @@ def _compile(node: ast.AST, text: str, inputs: set[str], outputs: set[str]) -> C
             _ARITH[type(node.op)],
         )
         return lambda i, o: op(left(i, o), right(i, o))
-    raise FinalmileError(
+    raise InvalidCheckError(
         f"check {text!r}: only in.<column>, out.<column>, numbers, comparisons, and/or/not and arithmetic are allowed"
     )
 
@@ -106,7 +106,7 @@ def _reduce(fn: Any, values: list[Any]) -> Any:
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
     if name not in table.column_names:
-        raise FinalmileError(
+        raise InvalidCheckError(
             f"check refers to column '{name}', which is not there (have: {', '.join(table.column_names)})"
         )
     return table.column(name).to_numpy()

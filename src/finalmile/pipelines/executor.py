@@ -27,6 +27,8 @@ Route = tuple[str | None, tuple[str, ...]]
 
 @dataclass
 class Batch:
+    """Rows travelling through the steps, with the routes, checks, shadows and timings they gather."""
+
     inputs: pa.Table
     table: pa.Table
     requests: np.ndarray
@@ -68,10 +70,14 @@ class Batch:
 
 
 class Step(Protocol):
+    """Anything that runs a batch and returns it: models, checks, splits and shadows all compose."""
+
     def run(self, batch: Batch) -> Batch: ...
 
 
 class ModelStep:
+    """Runs one model version on the batch's current table and replaces it with the outputs."""
+
     def __init__(self, ref: str, runtime: Runtime) -> None:
         self.ref = ref
         self.runtime = runtime
@@ -104,6 +110,8 @@ class CheckStep:
 
 
 class Sequence:
+    """Steps run one after another; itself a step, so variants and shadows nest."""
+
     def __init__(self, steps: list[Step]) -> None:
         self.steps = steps
 

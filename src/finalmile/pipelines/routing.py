@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from finalmile.errors import FinalmileError, SchemaError
+from finalmile.errors import PipelineDefinitionError, SchemaError
 
 if TYPE_CHECKING:
     from finalmile.pipelines.executor import Batch, Sequence
@@ -66,7 +66,9 @@ def merge(original: Batch, parts: list[tuple[np.ndarray, Batch]]) -> Batch:
     try:
         table = pa.concat_tables([b.table for _, b in parts], promote_options="permissive").take(pa.array(inverse))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise FinalmileError(f"the A/B variants return different outputs and cannot be merged: {exc}") from None
+        raise PipelineDefinitionError(
+            f"the A/B variants return different outputs and cannot be merged: {exc}"
+        ) from None
     routes: list = []
     route_index = []
     for _, b in parts:

@@ -4,22 +4,28 @@ runs. Model references inside a stored pipeline version are always exact (`name:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
 
-from finalmile.errors import FinalmileError
+from finalmile.errors import PipelineDefinitionError
+from finalmile.pipelines.checks import compile_check
 
 
 class ModelStepSpec(BaseModel):
+    """A step that runs a model version."""
+
     kind: Literal["model"] = "model"
     model: str
     """`name`, `name:version` or `name@alias` when building; always `name:version` once a version is created."""
 
 
 class CheckStepSpec(BaseModel):
+    """A named rule that flags rows without failing them."""
+
     kind: Literal["check"] = "check"
     name: str
     expression: str
@@ -27,12 +33,16 @@ class CheckStepSpec(BaseModel):
 
 
 class VariantSpec(BaseModel):
+    """One arm of an A/B split: its share of traffic and its steps."""
+
     name: str
     weight: float = Field(ge=0)
     steps: list[StepSpec]
 
 
 class SplitStepSpec(BaseModel):
+    """An A/B split: each row goes to one variant, by weight or by a hashed key."""
+
     kind: Literal["split"] = "split"
     variants: list[VariantSpec] = Field(min_length=1)
     key: str | None = None
@@ -48,6 +58,8 @@ class SplitStepSpec(BaseModel):
 
 
 class ShadowStepSpec(BaseModel):
+    """The champion answers; challengers see the same rows and write only to the log."""
+
     kind: Literal["shadow"] = "shadow"
     champion: list[StepSpec] = Field(min_length=1)
     challengers: dict[str, list[StepSpec]] = Field(min_length=1)
@@ -71,6 +83,8 @@ ShadowStepSpec.model_rebuild()
 
 
 class PipelineSpec(BaseModel):
+    """A whole pipeline definition, as YAML or a dict; stored versions pin exact model versions."""
+
     name: str
     steps: list[StepSpec] = Field(min_length=1)
 
@@ -80,7 +94,7 @@ class PipelineSpec(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-            raise FinalmileError(
+            raise PipelineDefinitionError(
                 "invalid pipeline definition: " + "; ".join(problems), {"problems": problems}
             ) from None
 
@@ -89,9 +103,9 @@ class PipelineSpec(BaseModel):
         try:
             data = yaml.safe_load(Path(path).read_text())
         except OSError as exc:
-            raise FinalmileError(f"{path}: {exc.strerror}") from None
+            raise PipelineDefinitionError(f"{path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise FinalmileError(f"{path}: not valid YAML: {exc}") from None
+            raise PipelineDefinitionError(f"{path}: not valid YAML: {exc}") from None
         return cls.from_dict(data)
 
 
@@ -108,3 +122,26 @@ def walk(steps: list[Any]) -> list[Any]:
             for challenger in step.challengers.values():
                 found.extend(walk(challenger))
     return found
+
+
+class _Version(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+
+def pin_spec(spec: dict[str, Any], resolve: Callable[[str], _Version]) -> tuple[PipelineSpec, list[tuple[str, int]]]:
+    """A definition with every model reference pinned to `name:version` (aliases resolved now), and the pins;
+    check expressions are compiled, so a malformed rule is refused now rather than while serving."""
+    parsed = PipelineSpec.from_dict(spec)
+    refs = []
+    for step in walk(list(parsed.steps)):
+        if isinstance(step, ModelStepSpec):
+            found = resolve(step.model)
+            step.model = f"{found.name}:{found.version}"
+            refs.append((found.name, found.version))
+        elif isinstance(step, CheckStepSpec):
+            compile_check(step.expression)
+    return parsed, refs

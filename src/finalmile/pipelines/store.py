@@ -11,7 +11,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from finalmile.errors import ConflictError, FinalmileError, ModelNotFound, NotFoundError
+from finalmile.errors import ConflictError, ModelNotFound, PipelineNotDeployed, PipelineNotFound
 from finalmile.registry.store import MetadataStore, _now, _utc, check_model_name, named_row_for_update, valid_version
 from finalmile.registry.tables import (
     DeploymentRow,
@@ -23,14 +23,10 @@ from finalmile.registry.tables import (
 )
 
 
-class PipelineNotFound(NotFoundError):
-    def __init__(self, name: str, version: int | None = None) -> None:
-        what = f"pipeline '{name}'" if version is None else f"pipeline '{name}' version {version}"
-        super().__init__(f"{what} not found", {"name": name, "version": version})
-
-
 @dataclass(frozen=True)
 class PipelineVersionRecord:
+    """One immutable pipeline version as stored: its spec, who made it, when."""
+
     name: str
     version: int
     spec: dict[str, Any]
@@ -40,6 +36,8 @@ class PipelineVersionRecord:
 
 @dataclass(frozen=True)
 class DeploymentRecord:
+    """Which version of a pipeline is deployed, with what settings (shared by every server)."""
+
     name: str
     version: int
     config: dict[str, Any]
@@ -48,9 +46,11 @@ class DeploymentRecord:
 
 
 class PipelineStore:
+    """Pipeline versions and deployments in the metadata database."""
+
     def __init__(self, metadata: MetadataStore) -> None:
         self.engine = metadata.engine
-        self._sessions = metadata._sessions
+        self._sessions = metadata.sessions
 
     def create_version(
         self, name: str, spec: dict[str, Any], model_refs: list[tuple[str, int]], created_by: str
@@ -94,6 +94,17 @@ class PipelineStore:
             if row is None:
                 raise PipelineNotFound(name, version)
             return _record(name, row)
+
+    def latest(self, name: str) -> PipelineVersionRecord | None:
+        """The latest version of `name`, or None for a pipeline that has none yet."""
+        try:
+            return self.get_version(name)
+        except PipelineNotFound:
+            return None
+
+    def deployment(self, name: str) -> DeploymentRecord | None:
+        """The active deployment of `name`, if any."""
+        return next((d for d in self.deployments() if d.name == name), None)
 
     def list_versions(self, name: str) -> list[PipelineVersionRecord]:
         with self._sessions() as s:
@@ -140,7 +151,7 @@ class PipelineStore:
             pipeline = self._pipeline_for_update(s, name)
             deployment = s.scalar(select(DeploymentRow).where(DeploymentRow.pipeline_id == pipeline.id))
             if deployment is None or not deployment.active:
-                raise FinalmileError(f"pipeline '{name}' is not deployed", {"name": name})
+                raise PipelineNotDeployed(name)
             deployment.active = False
             deployment.updated_at = _now()
 

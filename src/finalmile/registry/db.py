@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
-from finalmile.errors import FinalmileError
+from finalmile.errors import MissingDependencyError
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant works: it only has to be the same for every process that migrates this database.
@@ -32,9 +32,7 @@ def create_store_engine(url: str) -> Engine:
     try:
         return create_engine(url, pool_pre_ping=True)
     except ModuleNotFoundError as exc:
-        raise FinalmileError(
-            f"no driver for {parsed.get_backend_name()}: {exc}; pip install 'finalmile[postgres]'"
-        ) from None
+        raise MissingDependencyError(exc.name or "psycopg", "postgres") from None
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
+from finalmile.arrow.frames import list_matrix, wrap_numpy
 from finalmile.errors import SchemaError
-from finalmile.frames import list_matrix, wrap_numpy
 
 
 def arrow_type(dtype: str) -> pa.DataType:
@@ -34,6 +34,8 @@ def dtype_name(t: pa.DataType) -> str:
 
 
 class Column(BaseModel):
+    """One named, typed input or output column (a tensor when `shape` is set)."""
+
     name: str
     dtype: str
     shape: tuple[int, ...] = ()

@@ -5,6 +5,7 @@ Callers get plain `VersionRecord`s back, never ORM objects, so nothing outside l
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -15,7 +16,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from finalmile.errors import AliasNotFound, ConflictError, FinalmileError, ModelNotFound, VersionPinnedError
+from finalmile.errors import AliasNotFound, ConflictError, InvalidNameError, ModelNotFound, VersionPinnedError
 from finalmile.registry.db import create_store_engine, migrate
 from finalmile.registry.tables import (
     ModelAliasRow,
@@ -60,6 +61,8 @@ _UPLOADED = [f.name for f in fields(NewVersion)]
 
 @dataclass(frozen=True)
 class ModelSummary:
+    """A registered model at a glance: how many versions, the latest, its aliases."""
+
     name: str
     versions: int
     latest: int
@@ -74,7 +77,8 @@ class MetadataStore:
         self.url = url
         self.engine: Engine = create_store_engine(url)
         migrate(self.engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        """Sessions on the one engine; the pipeline and monitor stores share it (one pool, one migration)."""
 
     def close(self) -> None:
         self.engine.dispose()
@@ -90,7 +94,7 @@ class MetadataStore:
         """
         for attempt in range(20):
             try:
-                with self._sessions.begin() as s:
+                with self.sessions.begin() as s:
                     model = self._model_for_update(s, name, create=True)
                     model.last_version += 1
                     uploaded = {("model_schema" if f == "schema" else f): getattr(new, f) for f in _UPLOADED}
@@ -106,14 +110,14 @@ class MetadataStore:
 
     def set_alias(self, name: str, version: int, alias: str) -> VersionRecord:
         check_alias_name(alias)
-        with self._sessions.begin() as s:
+        with self.sessions.begin() as s:
             model = self._model_for_update(s, name)
             row = self._version_row(s, model, version)
             self._point_alias(s, model, alias, row)
             return self._record(s, name, row)
 
     def delete_alias(self, name: str, alias: str) -> None:
-        with self._sessions.begin() as s:
+        with self.sessions.begin() as s:
             model = self._model_for_update(s, name)
             row = s.scalar(
                 select(ModelAliasRow).where(ModelAliasRow.model_id == model.id, ModelAliasRow.alias == alias)
@@ -124,7 +128,7 @@ class MetadataStore:
 
     def delete_version(self, name: str, version: int) -> VersionRecord:
         """Delete one version; refused while an alias or a pipeline version pins it."""
-        with self._sessions.begin() as s:
+        with self.sessions.begin() as s:
             model = self._model_for_update(s, name)
             row = self._version_row(s, model, version)
             pins = [f"alias '{a}'" for a in self._aliases_of(s, row.id)]
@@ -144,7 +148,7 @@ class MetadataStore:
             return record
 
     def artifact_in_use(self, sha256: str) -> bool:
-        with self._sessions() as s:
+        with self.sessions() as s:
             q = select(func.count()).where(
                 (ModelVersionRow.artifact_sha256 == sha256)
                 | (ModelVersionRow.onnx_sha256 == sha256)
@@ -156,7 +160,7 @@ class MetadataStore:
 
     def get_version(self, name: str, version: int | None = None, alias: str | None = None) -> VersionRecord:
         """A version by number, by alias, or the latest when neither is given."""
-        with self._sessions() as s:
+        with self.sessions() as s:
             model = s.scalar(select(ModelRow).where(ModelRow.name == name))
             if model is None:
                 raise ModelNotFound(name)
@@ -181,8 +185,13 @@ class MetadataStore:
                     raise ModelNotFound(name, "latest")
             return self._record(s, name, row)
 
+    def get_by_ref(self, ref: str) -> VersionRecord:
+        """A version by reference: `name` (latest), `name:3`, or `name@champion`."""
+        name, version, alias = parse_ref(ref)
+        return self.get_version(name, version=version, alias=alias)
+
     def list_versions(self, name: str) -> list[VersionRecord]:
-        with self._sessions() as s:
+        with self.sessions() as s:
             model = s.scalar(select(ModelRow).where(ModelRow.name == name))
             if model is None:
                 raise ModelNotFound(name)
@@ -192,7 +201,7 @@ class MetadataStore:
             return [self._record(s, name, r) for r in rows]
 
     def list_models(self) -> list[ModelSummary]:
-        with self._sessions() as s:
+        with self.sessions() as s:
             stats = {
                 model_id: (count, latest)
                 for model_id, count, latest in s.execute(
@@ -298,7 +307,7 @@ def _utc(moment: datetime) -> datetime:
 
 def check_model_name(name: str) -> None:
     if not name or len(name) > 200 or any(c in name for c in ":@/\\ \t\n") or name.startswith("."):
-        raise FinalmileError(
+        raise InvalidNameError(
             f"invalid model name {name!r}: use 1-200 characters without spaces, ':', '@' or slashes",
             {"name": name},
         )
@@ -306,7 +315,19 @@ def check_model_name(name: str) -> None:
 
 def check_alias_name(alias: str) -> None:
     if not alias or len(alias) > 100 or alias.isdigit() or any(c in alias for c in ":@/\\ \t\n"):
-        raise FinalmileError(
+        raise InvalidNameError(
             f"invalid alias {alias!r}: use 1-100 characters, not only digits, without spaces, ':', '@' or slashes",
             {"alias": alias},
         )
+
+
+_REF = re.compile(r"^(?P<name>[^:@]+)(?::(?P<version>\d+)|@(?P<alias>[^:@]+))?$")
+
+
+def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
+    """`fraud` -> latest; `fraud:3` -> version 3; `fraud@champion` -> what the alias points at."""
+    match = _REF.match(ref.strip())
+    if not match:
+        raise InvalidNameError(f"invalid model reference {ref!r}: use NAME, NAME:VERSION or NAME@ALIAS")
+    version = match.group("version")
+    return match.group("name"), int(version) if version else None, match.group("alias")

@@ -10,10 +10,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
+    """The declarative base of every metadata table."""
+
     pass
 
 
 class ModelRow(Base):
+    """A registered model name."""
+
     __tablename__ = "models"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -25,6 +29,8 @@ class ModelRow(Base):
 
 
 class ModelVersionRow(Base):
+    """One immutable model version and its artifacts."""
+
     __tablename__ = "model_versions"
     __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_versions_model_version"),)
 
@@ -47,6 +53,8 @@ class ModelVersionRow(Base):
 
 
 class ModelAliasRow(Base):
+    """An alias pointing at one version of a model."""
+
     __tablename__ = "model_aliases"
     __table_args__ = (UniqueConstraint("model_id", "alias", name="uq_model_aliases_model_alias"),)
 
@@ -57,6 +65,8 @@ class ModelAliasRow(Base):
 
 
 class PipelineRow(Base):
+    """A pipeline name."""
+
     __tablename__ = "pipelines"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -66,6 +76,8 @@ class PipelineRow(Base):
 
 
 class PipelineVersionRow(Base):
+    """One immutable pipeline version."""
+
     __tablename__ = "pipeline_versions"
     __table_args__ = (UniqueConstraint("pipeline_id", "version", name="uq_pipeline_versions_pipeline_version"),)
 
@@ -117,6 +129,8 @@ class MonitorRow(Base):
 
 
 class MonitorResultRow(Base):
+    """One window's result of a monitor."""
+
     __tablename__ = "monitor_results"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -132,6 +146,8 @@ class MonitorResultRow(Base):
 
 
 class AlertRow(Base):
+    """An alert a monitor raised."""
+
     __tablename__ = "alerts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -17,9 +17,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from finalmile.arrow.frames import to_arrow
 from finalmile.config import FinalmileSettings
-from finalmile.errors import FinalmileError
-from finalmile.frames import to_arrow
+from finalmile.errors import BadRequestError
 from finalmile.registry.artifacts import ArtifactStore, pack_directory
 from finalmile.registry.schema import Schema, SchemaValidator
 from finalmile.registry.store import MetadataStore, NewVersion, VersionRecord, check_alias_name, check_model_name
@@ -52,7 +52,7 @@ def upload_model(
     runtime: str = "auto",
 ) -> VersionRecord:
     if runtime not in ("auto", "native"):
-        raise FinalmileError(f"runtime must be 'auto' or 'native', got {runtime!r}")
+        raise BadRequestError(f"runtime must be 'auto' or 'native', got {runtime!r}")
     check_model_name(name)
     if alias is not None:
         check_alias_name(alias)

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
+from finalmile.arrow.frames import list_matrix, tensor_array
 from finalmile.config import FinalmileSettings
 from finalmile.errors import PredictionError
-from finalmile.frames import list_matrix, tensor_array
 from finalmile.registry.schema import Column, Schema, SchemaValidator, expand_tensor
 
 CLASSIFICATION = "classification"
@@ -53,6 +53,8 @@ class RuntimeContext:
 
 
 class Runtime(Protocol):
+    """What every framework's runtime does: load once, predict Arrow to Arrow, unload."""
+
     schema: Schema
     ready: bool
 

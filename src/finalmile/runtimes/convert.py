@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 import pyarrow as pa
 
+from finalmile.arrow.frames import column_numpy
 from finalmile.config import FinalmileSettings
-from finalmile.frames import column_numpy
 from finalmile.registry.schema import Column
 from finalmile.runtimes.base import CLASSIFICATION, BaseRuntime, Packaged, RuntimeContext
 

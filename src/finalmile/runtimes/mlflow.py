@@ -85,6 +85,8 @@ def _load(directory: Path) -> Any:
 
 
 class MLflowRuntime(BaseRuntime):
+    """An MLflow pyfunc model directory, loaded with MLflow."""
+
     framework = FRAMEWORK
     needs_named_columns = True
 

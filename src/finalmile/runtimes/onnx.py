@@ -12,9 +12,9 @@ import onnx
 import onnxruntime as ort
 import pyarrow as pa
 
+from finalmile.arrow.frames import list_matrix, tensor_array
 from finalmile.config import FinalmileSettings
 from finalmile.errors import InvalidModelError
-from finalmile.frames import list_matrix, tensor_array
 from finalmile.registry.schema import Column, Schema
 from finalmile.runtimes.base import CLASSIFICATION, REGRESSION, BaseRuntime, Packaged, classification_table, features
 
@@ -105,6 +105,8 @@ def make_session(model_bytes: bytes, settings: FinalmileSettings) -> ort.Inferen
 
 
 class OnnxRuntime(BaseRuntime):
+    """ONNX Runtime: what converted tree and linear models serve with."""
+
     framework = FRAMEWORK
 
     def _load(self) -> None:

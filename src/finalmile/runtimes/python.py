@@ -205,6 +205,8 @@ def _call(model: Any, table: pa.Table) -> Any:
 
 
 class PythonRuntime(BaseRuntime):
+    """Plain Python: a class with `predict(self, frame)`, given pandas."""
+
     framework = FRAMEWORK
     needs_named_columns = True
 

@@ -86,6 +86,8 @@ def tabular_inputs(names: list[str] | None, n_features: int | None, sample: pa.T
 
 
 class SklearnRuntime(BaseRuntime):
+    """scikit-learn's own predict, for models that did not convert."""
+
     framework = FRAMEWORK
 
     def _load(self) -> None:

@@ -93,6 +93,8 @@ def _run(model: Any, table: pa.Table, inputs: list[Column]) -> pa.Table:
 
 
 class TorchRuntime(BaseRuntime):
+    """TorchScript or an exported program, run on the CPU or CUDA."""
+
     framework = FRAMEWORK
 
     def _load(self) -> None:

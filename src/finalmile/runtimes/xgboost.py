@@ -67,6 +67,8 @@ def _task(booster: xgb.Booster, objective: str) -> tuple[str, list[Any] | None]:
 
 
 class XGBoostRuntime(BaseRuntime):
+    """XGBoost's own predictor (faster than ONNX Runtime on large batches)."""
+
     framework = FRAMEWORK
 
     def _load(self) -> None:

@@ -1,1 +1,1 @@
-"""Serving: deployments, adaptive batching, the transport-free data plane, codecs and the HTTP adapter."""
+"""Serving: the transport-free data plane over a backend, codecs by content type, metrics, and `http/`."""

@@ -10,6 +10,8 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.
 
 
 class Metrics:
+    """The process's Prometheus collectors (requests, rows, latency, batches, steps), served at `/metrics`."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(

@@ -50,7 +50,7 @@ def test_an_interrupted_run_resumes_without_duplicates(
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     X.to_parquet(tmp_path / "in.parquet")
-    original = client.infer_pipeline
+    original = client.services.infer
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -59,7 +59,7 @@ def test_an_interrupted_run_resumes_without_duplicates(
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(client, "infer_pipeline", flaky)
+    monkeypatch.setattr(client.services, "infer", flaky)
     with pytest.raises(KeyboardInterrupt):
         pipeline.infer_file(tmp_path / "in.parquet", tmp_path / "out.parquet", batch_size=500, progress=False)
     assert not (tmp_path / "out.parquet").exists()

@@ -200,7 +200,7 @@ def test_saved_monitors_run_store_results_and_alert(logged: Client, tmp_path: Pa
 
 
 def test_actions_route_roll_back_and_respect_cooldowns(logged: Client) -> None:
-    served = lambda: logged._pipelines.deployments()[0].version  # noqa: E731
+    served = lambda: logged.services.pipelines.deployments()[0].version  # noqa: E731
     assert served() == 1
     closed = "http://127.0.0.1:9/hook"  # nothing listens there: the webhook fails, the route still happens
     monitor = logged.build_monitor(
@@ -214,9 +214,9 @@ def test_actions_route_roll_back_and_respect_cooldowns(logged: Client) -> None:
     monitor.save(start=T0)
     monitor.run(now=T0 + 2 * HOUR)
     assert served() == 2
-    spec = logged._pipelines.get_version("p", 2).spec
+    spec = logged.services.pipelines.get_version("p", 2).spec
     assert {v["name"]: v["weight"] for v in spec["steps"][0]["variants"]} == {"a": 1.0, "b": 0.0}
-    assert logged._deployments.get("p").current.version == 2  # the live deployment, not only the record
+    assert logged.services.backend.get("p").current.version == 2  # the live deployment, not only the record
     actions = monitor.actions().set_index("action")
     assert actions.outcome["route"] == "done" and actions.outcome["webhook"] == "failed"
     assert "failed after 2 attempts" in actions.detail["webhook"]
@@ -231,11 +231,12 @@ def test_actions_route_roll_back_and_respect_cooldowns(logged: Client) -> None:
     again.run(now=T0 + HOUR)  # hour 0 has no errors: no alert, nothing done
     assert again.actions().empty
     again.run(now=T0 + 2 * HOUR)
-    assert logged._pipelines.deployments() == []
+    assert logged.services.pipelines.deployments() == []
     logged.build_pipeline("p").add_model_step("m:1").deploy()
-    logged._monitors.record(logged._monitors.get("again"), [], T0 + HOUR, set())  # rewind: compute hour 1 again
+    monitors = logged.services.monitors
+    monitors.record(monitors.get("again"), [], T0 + HOUR, set())  # rewind: compute hour 1 again
     logged.monitor("again").run(now=T0 + 2 * HOUR)
-    assert list(again.actions().outcome) == ["done", "cooldown"] and len(logged._pipelines.deployments()) == 1
+    assert list(again.actions().outcome) == ["done", "cooldown"] and len(logged.services.pipelines.deployments()) == 1
 
 
 def test_cli_apply_list_preview_run_results_chart_alerts(

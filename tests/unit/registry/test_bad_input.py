@@ -17,7 +17,7 @@ X, y = tabular(100)
 
 
 def stored_files(client: Client) -> list[Path]:
-    root = client._artifacts.root / "sha256"
+    root = client.services.artifacts.root / "sha256"
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
@@ -89,7 +89,7 @@ def test_a_failed_insert_removes_the_artifacts_it_wrote(client: Client, monkeypa
     def broken_insert(*args: object, **kwargs: object) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(client._store, "create_version", broken_insert)
+    monkeypatch.setattr(client.services.metadata, "create_version", broken_insert)
     with pytest.raises(RuntimeError, match="database went away"):
         client.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(10))
     assert stored_files(client) == []
@@ -97,7 +97,7 @@ def test_a_failed_insert_removes_the_artifacts_it_wrote(client: Client, monkeypa
 
 def test_a_tampered_artifact_is_refused_at_load(client: Client) -> None:
     mv = client.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(10))
-    path = client._artifacts.path_of(mv.record.onnx_sha256 or "")
+    path = client.services.artifacts.path_of(mv.record.onnx_sha256 or "")
     os.chmod(path, 0o644)
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")
     with pytest.raises(IntegrityError, match="tampered"):

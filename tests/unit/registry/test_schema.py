@@ -4,8 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from finalmile.arrow.frames import tensor_array
 from finalmile.errors import SchemaError
-from finalmile.frames import tensor_array
 from finalmile.registry.schema import Column, Schema, SchemaValidator, expand_tensor, infer_schema
 
 SCHEMA = Schema(

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from finalmile.serving.batcher import Batcher
+from finalmile.backends.batcher import Batcher
 
 
 class Recorder:

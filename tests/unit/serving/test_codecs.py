@@ -94,7 +94,7 @@ def test_records_and_arrow_round_trip() -> None:
 
 
 def test_named_one_dimensional_inputs_decode_as_a_named_tensor() -> None:
-    from finalmile.serving.codecs import expand_named_tensor, named_tensor_parts
+    from finalmile.arrow.tensors import expand_named_tensor, named_tensor_parts
 
     body = orjson.dumps(
         {

@@ -4,11 +4,11 @@ import asyncio
 import gc
 
 from finalmile import Client
-from finalmile.serving.server import create_app
+from finalmile.serving.http.server import create_app
 
 
 def test_the_server_freezes_what_lives_as_long_as_it_out_of_the_gc(client: Client) -> None:
-    app = create_app(client)
+    app = create_app(client.services)
 
     async def serve() -> int:
         async with app.management.router.lifespan_context(app.management):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pyarrow as pa
 
+from finalmile.arrow.frames import require_rows
 from finalmile.errors import InvalidInputError
-from finalmile.serving.codecs import require_rows
+from finalmile.serving.codecs.base import ARROW_STREAM, Answer, Decoded
 
 
 def decode(body: bytes) -> pa.Table:
@@ -21,3 +24,15 @@ def encode(table: pa.Table) -> bytes:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
+
+
+class ArrowCodec:
+    """Arrow IPC stream in, Arrow IPC stream out: the column buffers pass through untouched."""
+
+    content_type = ARROW_STREAM
+
+    def decode(self, body: bytes, headers: Mapping[str, str]) -> Decoded:
+        return Decoded(decode(body))
+
+    def encode(self, answer: Answer, decoded: Decoded) -> tuple[bytes, dict[str, str]]:
+        return encode(answer.table), {"content-type": self.content_type}

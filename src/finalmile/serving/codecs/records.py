@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
+from finalmile.arrow.frames import require_rows
 from finalmile.errors import InvalidInputError
-from finalmile.serving.codecs import require_rows
+from finalmile.serving.codecs.base import Answer, Decoded
 
 
 def decode(body: bytes) -> pa.Table:
@@ -27,3 +29,15 @@ def decode(body: bytes) -> pa.Table:
 def encode(table: pa.Table) -> bytes:
     rows: list[dict[str, Any]] = table.to_pylist()
     return orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+class RecordsCodec:
+    """pandas-records JSON in, the same shape out."""
+
+    content_type = "application/json"
+
+    def decode(self, body: bytes, headers: Mapping[str, str]) -> Decoded:
+        return Decoded(decode(body))
+
+    def encode(self, answer: Answer, decoded: Decoded) -> tuple[bytes, dict[str, str]]:
+        return encode(answer.table), {"content-type": self.content_type}

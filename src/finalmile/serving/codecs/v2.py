@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +17,10 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from finalmile.errors import InvalidInputError
-from finalmile.frames import tensor_array
-from finalmile.serving.codecs import column_values, named_tensor, require_rows
+from finalmile.arrow.frames import require_rows, tensor_array
+from finalmile.arrow.tensors import named_tensor
+from finalmile.errors import BadRequestError, InvalidInputError
+from finalmile.serving.codecs.base import Answer, Decoded, column_values
 
 HEADER_LENGTH = "inference-header-content-length"
 DATATYPES: dict[str, Any] = {
@@ -36,12 +38,14 @@ DATATYPES: dict[str, Any] = {
     "FP64": np.float64,
     "BYTES": object,
 }
-_NAMES = {np.dtype(v).name: k for k, v in DATATYPES.items() if v is not object}
+DATATYPE_NAMES = {np.dtype(v).name: k for k, v in DATATYPES.items() if v is not object}
 _DATATYPE_OF = {np.dtype(v): k for k, v in DATATYPES.items() if v is not object}
 
 
 @dataclass
 class V2Request:
+    """A decoded V2 request: its rows, and the id and outputs it asked for (echoed in the answer)."""
+
     table: pa.Table
     id: str | None = None
     outputs: list[str] | None = None
@@ -88,7 +92,7 @@ def decode(body: bytes, header_length: int | None = None) -> V2Request:
 
 def _named_columns(inputs: list[Any]) -> pa.Table | None:
     """Many one-dimensional numeric inputs of one datatype (one per feature: how V2 clients send tabular rows),
-    decoded in one numpy call into a named tensor (see `codecs.named_tensor`). None when anything is unusual, so the
+    decoded in one numpy call into a named tensor (see `arrow.tensors`). None when anything is unusual, so the
     tensor-by-tensor path reports the problem precisely."""
     if len(inputs) < 2 or not all(isinstance(t, dict) for t in inputs):
         return None
@@ -243,3 +247,19 @@ def _bytes_payload(values: np.ndarray) -> bytes:
         data = v if isinstance(v, bytes) else str(v).encode()
         out += struct.pack("<I", len(data)) + data
     return bytes(out)
+
+
+class V2Codec:
+    """Open Inference Protocol V2 JSON, with the binary tensor extension when the length header is sent."""
+
+    content_type = "application/json"
+
+    def decode(self, body: bytes, headers: Mapping[str, str]) -> Decoded:
+        length = headers.get(HEADER_LENGTH)
+        if length is not None and not length.isdigit():
+            raise BadRequestError(f"Inference-Header-Content-Length must be an integer, got {length!r}")
+        request = decode(body, int(length) if length else None)
+        return Decoded(request.table, request)
+
+    def encode(self, answer: Answer, decoded: Decoded) -> tuple[bytes, dict[str, str]]:
+        return encode(answer.table, answer.pipeline, answer.version, decoded.request, answer.metadata())

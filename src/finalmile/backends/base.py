@@ -1,0 +1,56 @@
+"""The `Backend` protocol: where deployed pipeline versions run. The data plane, the SDK and the server's sync talk
+to a backend only through it, so a Ray backend slots in beside the local one with no change elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import pyarrow as pa
+
+from finalmile.backends.config import DeploymentConfig
+from finalmile.pipelines.loaded import RequestResult
+from finalmile.registry.schema import Schema
+
+Wanted = Callable[[], Mapping[str, tuple[int, DeploymentConfig]]]
+"""Reads the deployments recorded in the store: pipeline name -> (version, config)."""
+
+
+class Serving(Protocol):
+    """What a backend says of the version serving a pipeline (V2 metadata reads the schema)."""
+
+    name: str
+    version: int
+    input_schema: Schema | None
+
+
+class Backend(Protocol):
+    """Installs pipeline versions with their deployment config, serves inference, and converges on the store."""
+
+    name: str
+
+    def deploy(
+        self, pipeline: str, version: int, config: DeploymentConfig, record: Callable[[], object] | None = None
+    ) -> None:
+        """Load and warm `version` beside what serves `pipeline`, call `record` (the store's deployment row), then
+        swap it in; a version that cannot load raises before `record` runs, so it is never recorded."""
+
+    def undeploy(self, pipeline: str) -> None:
+        """Stop serving `pipeline`; requests already accepted finish."""
+
+    def sync(self) -> None:
+        """Converge on the deployments the store records (servers sharing a store each do this every second)."""
+
+    def serving(self, pipeline: str, version: int | None = None) -> Serving:
+        """The version serving `pipeline` (optionally required to be `version`); `PipelineNotDeployed` otherwise."""
+
+    def deployed(self) -> dict[str, int]:
+        """Pipeline name -> the version serving it now."""
+
+    async def infer(
+        self, pipeline: str, table: pa.Table, version: int | None = None, log: bool = True
+    ) -> RequestResult:
+        """Conform, batch and run one request; failures are logged (when `log`) and raised."""
+
+    def close(self) -> None:
+        """Undeploy everything this backend serves."""

@@ -1,0 +1,81 @@
+"""The `finalmile` command line (Typer + rich). User errors print one line and exit non-zero, without a traceback."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from finalmile.cli.common import client_from_env, console, errors, print_table
+from finalmile.cli.logs import ground_truth, logs, query
+from finalmile.cli.logs import infer_file as infer_file_command
+from finalmile.cli.models import models_app
+from finalmile.cli.monitors import alerts, assays_app
+from finalmile.cli.pipelines import deploy, infer, pipelines_app, serve, undeploy
+from finalmile.errors import FinalmileError
+
+app = typer.Typer(
+    help="finalmile: deploy any trained model, run it fast, watch it.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(models_app, name="models")
+app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(assays_app, name="assays")
+for command in (deploy, undeploy, infer, serve, logs, query):
+    app.command()(command)
+app.command("ground-truth")(ground_truth)
+app.command("alerts")(alerts)
+app.command("infer-file")(infer_file_command)
+_client = client_from_env
+
+
+@app.command("predict")
+def predict(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Rows to score: CSV, Parquet or JSON lines.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write predictions here (same formats).")
+    ] = None,
+    native: Annotated[bool, typer.Option("--native", help="Run the original framework, not ONNX.")] = False,
+) -> None:
+    """Predict with a model version in-process."""
+    from finalmile.arrow.files import file_format, read_table, write_table
+
+    if output is not None:
+        file_format(output)  # refuse an unknown output type before doing the work
+    rows = read_table(input)
+    with _client() as client:
+        result = client.model(ref).predict(rows, runtime="native" if native else "auto")
+    if output is not None:
+        write_table(result, output)
+        console.print(f"wrote {result.num_rows} predictions to {output}")
+        return
+    print_table(result)
+
+
+@app.command("demo")
+def demo() -> None:
+    """Train a fraud model, register it, show the ONNX speed-up, and predict."""
+    from finalmile.cli.demo.run import run_demo
+
+    with _client() as client:
+        run_demo(client, console)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the finalmile version."""
+    from finalmile._version import __version__
+
+    console.print(__version__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="finalmile")
+    except FinalmileError as exc:
+        errors.print(f"[red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        sys.exit(1)

@@ -1,0 +1,210 @@
+"""`finalmile demo`: the product end to end on embedded defaults, one step at a time.
+
+Each step is a function over a shared `DemoState`; later capabilities (deployment, serving, logs, monitoring) add
+steps to `STEPS` rather than rewriting the story.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
+
+from finalmile.cli.demo.monitoring import step_act, step_chart, step_monitor, step_traffic
+from finalmile.cli.demo.timing import calls_per_second
+from finalmile.client import Client
+from finalmile.sdk.models import ModelVersion
+
+MODEL = "fraud"
+FEATURES = [f"v{i}" for i in range(1, 29)] + ["amount"]
+
+
+@dataclass
+class DemoState:
+    """What the demo's steps hand each other: the client, the console, the versions, the timings."""
+
+    client: Client
+    console: Console
+    train: pd.DataFrame = field(default_factory=pd.DataFrame)
+    test: pd.DataFrame = field(default_factory=pd.DataFrame)
+    natives: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, ModelVersion] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+    """request id -> the true label of the row served under it (ground truth that "arrives later")."""
+    monitor_start: datetime = field(default_factory=lambda: datetime.now(UTC))
+    """When the monitors' first window starts."""
+
+
+def fraud_dataset(rows: int = 20_000, seed: int = 7) -> pd.DataFrame:
+    """A credit-card-fraud-like table: 28 anonymised components, an amount, and a rare `is_fraud` label."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((rows, 28))
+    amount = rng.lognormal(3.5, 1.2, rows)
+    risk = 1.8 * X[:, 0] - 1.4 * X[:, 2] + 0.9 * X[:, 3] * X[:, 4] + 0.004 * amount + rng.normal(0, 1.0, rows)
+    frame = pd.DataFrame(X, columns=FEATURES[:-1])
+    frame["amount"] = amount.round(2)
+    frame["is_fraud"] = (risk > np.quantile(risk, 0.97)).astype(np.int64)
+    return frame
+
+
+def step_train(state: DemoState) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+    from xgboost import XGBClassifier
+
+    data = fraud_dataset()
+    state.train, state.test = data.iloc[:16_000], data.iloc[16_000:]
+    X, y = state.train[FEATURES], state.train["is_fraud"]
+    with state.console.status("Training a 100-tree random forest and a 100-tree XGBoost model…"):
+        state.natives["forest"] = RandomForestClassifier(n_estimators=100, max_depth=8, n_jobs=1, random_state=0).fit(
+            X, y
+        )
+        state.natives["xgboost"] = XGBClassifier(n_estimators=100, max_depth=6, n_jobs=1, random_state=0).fit(X, y)
+    state.console.print(f"Trained on {len(X):,} transactions ({y.mean():.1%} fraud).")
+
+
+def step_upload(state: DemoState) -> None:
+    sample = state.train[FEATURES].head(500)
+    for alias, key in [("champion", "forest"), ("challenger", "xgboost")]:
+        with state.console.status(f"Uploading the {key} model (ONNX conversion and parity check)…"):
+            state.versions[key] = state.client.upload_model(
+                MODEL, state.natives[key], sample=sample, alias=alias, tags={"demo": "true", "algorithm": key}
+            )
+    table = Table("version", "alias", "framework", "serving runtime", "ONNX verdict", title="Registered")
+    for mv in state.versions.values():
+        table.add_row(mv.ref, ", ".join(mv.aliases), mv.framework, mv.runtime, mv.conversion["reason"])
+    state.console.print(table)
+
+
+def step_speedup(state: DemoState) -> None:
+    X = state.test[FEATURES]
+    table = Table("model", "batch", "native rows/s", "finalmile (ONNX) rows/s", "speed-up", title="Measured speed-up")
+    for key, mv in state.versions.items():
+        native, onnx = mv.load("native"), mv.load()
+        for batch in (1, 1000):
+            arrow = pa.Table.from_pandas(X.head(batch), preserve_index=False)
+            slow = calls_per_second(partial(native.predict, arrow), 0.5) * batch
+            fast = calls_per_second(partial(onnx.predict, arrow), 0.5) * batch
+            table.add_row(key, str(batch), f"{slow:,.0f}", f"{fast:,.0f}", f"[bold green]{fast / slow:,.1f}×[/]")
+    state.console.print(table)
+
+
+def step_predict(state: DemoState) -> None:
+    champion = state.client.model(f"{MODEL}@champion")
+    rows = pd.concat([state.test[state.test.is_fraud == 1].head(3), state.test[state.test.is_fraud == 0].head(3)])
+    result = champion.predict(rows[FEATURES])
+    table = Table("amount", "actual", "predicted", "fraud score", title=f"{champion.ref} (champion) on held-out rows")
+    for amount, actual, label, score in zip(rows.amount, rows.is_fraud, result.label, result.score, strict=True):
+        table.add_row(f"{amount:,.2f}", "fraud" if actual else "ok", "fraud" if label else "ok", f"{score:.3f}")
+    state.console.print(table)
+    state.console.print("Next: [bold]finalmile models show fraud@champion[/] shows the schema and parity evidence.")
+
+
+def step_deploy(state: DemoState) -> None:
+    pipeline = (
+        state.client.build_pipeline(MODEL)
+        .add_split({"champion": (0.8, f"{MODEL}@champion"), "challenger": (0.2, f"{MODEL}@challenger")})
+        .add_check("high_risk", "out.score > 0.9")
+    )
+    record = pipeline.deploy(max_batch_size=64, max_delay_ms=1)
+    steps = record.spec["steps"][0]["variants"]
+    pinned = ", ".join(f"{v['name']} → {v['steps'][0]['model']} ({v['weight']:.0%})" for v in steps)
+    state.console.print(f"Deployed pipeline [bold]{MODEL}[/] version {record.version}: {pinned}; check high_risk.")
+
+
+def step_serve(state: DemoState) -> None:
+    import httpx
+
+    from finalmile.serving.http.server import running_server
+
+    rows = state.test[FEATURES].head(200)
+    with running_server(state.client.services) as url, httpx.Client(base_url=url) as http:
+        state.console.print(f"Serving on {url}: Open Inference Protocol V2 at /v2, records and Arrow at /pipelines.")
+        body = {
+            "inputs": [
+                {"name": "input-0", "shape": [1, len(FEATURES)], "datatype": "FP64", "data": rows.iloc[0].tolist()}
+            ]
+        }
+        v2 = http.post(f"/v2/models/{MODEL}/infer", json=body).json()
+        score = next(o for o in v2["outputs"] if o["name"] == "score")["data"][0]
+        state.console.print(
+            f"V2 infer: score {score:.3f}, variant {v2['parameters']['variant'][0]}, "
+            f"models {v2['parameters']['model_versions'][0]}"
+        )
+        variants: dict[str, int] = {}
+        latencies = []
+        for i in range(len(rows)):
+            started = time.perf_counter()
+            response = http.post(
+                f"/pipelines/{MODEL}/infer",
+                content=rows.iloc[[i]].to_json(orient="records"),
+                headers={"content-type": "application/json"},
+            )
+            latencies.append((time.perf_counter() - started) * 1000)
+            state.labels[response.headers["finalmile-request-id"]] = int(state.test.is_fraud.iloc[i])
+            variant = response.headers["finalmile-variants"]
+            variants[variant] = variants.get(variant, 0) + 1
+        p50, p99 = np.percentile(latencies, [50, 99])
+        split = ", ".join(f"{k} {v}" for k, v in sorted(variants.items()))
+        state.console.print(f"{len(rows)} records requests: {split}; latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+
+
+def step_query(state: DemoState) -> None:
+    sql = (
+        f"SELECT variant, model_versions, count(*) AS rows, round(avg(out_score), 4) AS mean_score, "
+        f"sum(CAST(check_high_risk AS INTEGER)) AS flagged FROM logs WHERE pipeline = '{MODEL}' "
+        "GROUP BY ALL ORDER BY rows DESC"
+    )
+    result = state.client.query(sql)
+    table = Table(*result.columns, title="SQL over the inference log (DuckDB)")
+    for row in result.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    state.console.print(f"[dim]{sql}[/]")
+    state.console.print(table)
+
+
+def step_ground_truth(state: DemoState) -> None:
+    truth = pd.DataFrame({"request_id": list(state.labels), "is_fraud": list(state.labels.values())})
+    receipt = state.client.pipeline(MODEL).add_ground_truth(truth)
+    state.console.print(f"Ground truth arrived for {receipt.received} requests ({receipt.matched} found in the log).")
+    result = state.client.query(
+        "SELECT l.variant, count(*) AS rows, round(avg(CAST(l.out_label = g.is_fraud AS DOUBLE)), 4) AS accuracy, "
+        "sum(g.is_fraud) AS frauds FROM logs l JOIN ground_truth g ON g.key = l.request_id "
+        f"WHERE l.pipeline = '{MODEL}' GROUP BY ALL ORDER BY rows DESC"
+    )
+    table = Table(*result.columns, title="Accuracy per A/B variant, from the log joined to ground truth")
+    for row in result.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    state.console.print(table)
+
+
+STEPS: list[tuple[str, Callable[[DemoState], None]]] = [
+    ("Train", step_train),
+    ("Register and convert", step_upload),
+    ("Speed-up", step_speedup),
+    ("Predict", step_predict),
+    ("Deploy a pipeline (A/B split and a check)", step_deploy),
+    ("Serve over HTTP", step_serve),
+    ("Query the inference log", step_query),
+    ("Join late ground truth", step_ground_truth),
+    ("Monitor the challenger", step_monitor),
+    ("Traffic drifts", step_traffic),
+    ("Monitors alert and act", step_act),
+    ("What happened, as a chart", step_chart),
+]
+
+
+def run_demo(client: Client, console: Console) -> DemoState:
+    state = DemoState(client, console)
+    for i, (title, step) in enumerate(STEPS, 1):
+        console.rule(f"[bold]{i}. {title}")
+        step(state)
+    return state

@@ -1,0 +1,108 @@
+"""CLI commands for pipelines, deployments and the server (registered on the main `finalmile` app)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from finalmile.cli.common import client_from_env, console
+
+pipelines_app = typer.Typer(help="Define pipelines and manage their versions.", no_args_is_help=True)
+
+
+@pipelines_app.command("apply")
+def apply(
+    path: Annotated[Path, typer.Argument(help="Pipeline definition (YAML).")],
+    deploy: Annotated[bool, typer.Option("--deploy", help="Deploy the new version right away.")] = False,
+) -> None:
+    """Create a pipeline version from a YAML definition (no new version when nothing changed)."""
+    with client_from_env() as client:
+        pipeline = client.apply_pipeline(path, deploy=deploy)
+        version = client.services.pipelines.get_version(pipeline.name)
+    console.print(f"{pipeline.name}: version {version.version}" + (" deployed" if deploy else ""))
+
+
+@pipelines_app.command("list")
+def list_pipelines() -> None:
+    """List pipelines with their latest and deployed versions."""
+    with client_from_env() as client:
+        store = client.services.pipelines
+        deployed = {d.name: d.version for d in store.deployments()}
+        table = Table("pipeline", "latest", "deployed")
+        for name in client.pipelines():
+            table.add_row(name, str(store.get_version(name).version), str(deployed.get(name, "-")))
+    console.print(table)
+
+
+@pipelines_app.command("show")
+def show(name: str, version: Annotated[int | None, typer.Option(help="Default: the latest.")] = None) -> None:
+    """Show a pipeline version's definition (exact model versions)."""
+    import yaml
+
+    with client_from_env() as client:
+        record = client.services.pipelines.get_version(name, version)
+    console.print(
+        f"[bold]{name}[/] version {record.version}, created {record.created_at:%Y-%m-%d %H:%M} by {record.created_by}"
+    )
+    console.print(yaml.safe_dump(record.spec, sort_keys=False), highlight=False)
+
+
+def deploy(
+    name: str,
+    version: Annotated[int | None, typer.Option(help="Default: the latest version.")] = None,
+    workers: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    max_batch_size: Annotated[int, typer.Option(help="Most rows per batch.")] = 64,
+    max_delay_ms: Annotated[float, typer.Option(help="Batch wait under concurrency; 0 turns batching off.")] = 1.0,
+) -> None:
+    """Deploy a pipeline version (a running server picks it up within a second)."""
+    from finalmile.backends.config import DeploymentConfig
+
+    with client_from_env() as client:
+        chosen = version or client.services.pipelines.get_version(name).version
+        config = DeploymentConfig(workers=workers, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms)
+        client.deploy_pipeline(name, chosen, config)
+    console.print(f"deployed {name} version {chosen}")
+
+
+def undeploy(name: str) -> None:
+    """Stop serving a pipeline."""
+    with client_from_env() as client:
+        client.undeploy_pipeline(name)
+    console.print(f"undeployed {name}")
+
+
+def infer(
+    name: str,
+    input: Annotated[Path, typer.Option("--input", "-i", help="Rows: CSV, Parquet or JSON lines.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results here.")] = None,
+) -> None:
+    """Run a deployed pipeline in-process on a file."""
+    from finalmile.arrow.files import file_format, read_table, write_table
+    from finalmile.cli.common import print_table
+
+    if output is not None:
+        file_format(output)
+    rows = read_table(input)
+    with client_from_env() as client:
+        client.services.sync()
+        result = client.infer_pipeline(name, rows).table
+    if output is None:
+        print_table(result)
+    else:
+        write_table(result, output)
+        console.print(f"wrote {result.num_rows} rows to {output}")
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    workers: Annotated[int, typer.Option(help="Server processes.")] = 1,
+) -> None:
+    """Serve every deployed pipeline: Open Inference Protocol V2, records/Arrow, management API, /metrics."""
+    from finalmile.serving.http.server import serve as run_server
+
+    console.print(f"finalmile serving on http://{host}:{port} (docs at /docs)")
+    run_server(host, port, workers)

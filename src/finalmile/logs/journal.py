@@ -1,0 +1,86 @@
+"""The journal: an append-only Arrow IPC stream per pipeline, fsynced by descriptor, read back up to a torn tail."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+
+@dataclass
+class Journal:
+    """One open journal file: the IPC stream writer over a buffered native file, and the rows written."""
+
+    path: Path
+    raw: pa.OSFile
+    file: pa.BufferedOutputStream
+    writer: pa.ipc.RecordBatchStreamWriter
+    schema: pa.Schema
+    rows: int = 0
+
+    def append(self, table: pa.Table) -> None:
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def sync(self) -> None:
+        self.file.flush()
+        os.fsync(self.raw.fileno())
+
+    def close(self) -> None:
+        self.writer.close()
+        self.sync()
+        self.file.close()
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_journal(path: Path) -> tuple[pa.Table, int]:
+    """Every complete batch of a journal, and how many trailing bytes (a torn, half-written batch) were skipped.
+
+    The journal is memory-mapped, so its batches are read without a copy."""
+    size = path.stat().st_size
+    try:
+        reader = pa.ipc.open_stream(pa.memory_map(str(path)))
+    except (pa.ArrowInvalid, OSError):  # died before even the schema was written
+        return pa.table({}), size
+    batches: list[pa.RecordBatch] = []
+    torn = False
+    while True:
+        try:
+            batches.append(reader.read_next_batch())
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, OSError):
+            torn = True
+            break
+    table = pa.Table.from_batches(batches, schema=reader.schema)
+    return table, (size - _stream_size(reader.schema, batches)) if torn else 0
+
+
+def _stream_size(schema: pa.Schema, batches: list[pa.RecordBatch]) -> int:
+    """Bytes the schema and these batches take in a stream (IPC serialisation is deterministic)."""
+    sink = pa.BufferOutputStream()
+    writer = pa.ipc.new_stream(sink, schema)
+    for batch in batches:
+        writer.write_batch(batch)
+    return int(sink.tell())

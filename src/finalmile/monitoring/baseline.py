@@ -1,0 +1,99 @@
+"""Drift baselines: a stored frame, a range of the pipeline's own log, or a model version's upload sample."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from finalmile.arrow.frames import to_arrow
+from finalmile.errors import InvalidInputError
+from finalmile.logs.query import utc
+from finalmile.monitoring.config import Baseline, MonitorConfig, aware_utc
+from finalmile.monitoring.context import MonitorContext
+from finalmile.monitoring.kinds.base import quote, run_sql, values
+from finalmile.registry.artifacts import ArtifactStore
+
+
+def is_frame(baseline: Any) -> bool:
+    """Whether `baseline` is data (a DataFrame, Series, array) rather than a reference to data."""
+    return baseline is not None and not isinstance(baseline, (str, tuple, dict, Baseline))
+
+
+def baseline_spec(ctx: MonitorContext, baseline: Any) -> dict[str, Any]:
+    """The stored form of a baseline reference: a model sample (`"fraud:1"`), a `(start, end)` log range, a dict."""
+    if isinstance(baseline, str):
+        return {"kind": "model_sample", "model": _ref(ctx.models.get_by_ref(baseline))}  # unknown: an error now
+    if isinstance(baseline, tuple) and len(baseline) == 2:
+        start, end = baseline
+        return {"kind": "log", "start": start and aware_utc(start), "end": end and aware_utc(end)}
+    return baseline.model_dump() if isinstance(baseline, Baseline) else dict(baseline)
+
+
+def store_frame(artifacts: ArtifactStore, baseline: Any, column: str) -> tuple[str, np.ndarray]:
+    """The baseline column of a DataFrame, Series or array, stored as Parquet in the artifact store."""
+    if isinstance(baseline, (pd.Series, np.ndarray, list)):
+        table = pa.table({"value": pa.array(np.asarray(baseline))})
+    else:
+        frame = to_arrow(baseline)[0]
+        table = frame.select([source_column(column, frame.column_names)]).rename_columns(["value"])
+    if table.num_rows == 0:
+        raise InvalidInputError("baseline: the baseline frame has no rows")
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    with tempfile.NamedTemporaryFile(suffix=".parquet") as tmp:
+        tmp.write(buffer.getvalue())
+        tmp.flush()
+        digest, _ = artifacts.put_file(Path(tmp.name))
+    array = table.column("value").to_numpy(zero_copy_only=False)
+    return digest, array.astype(np.float64) if array.dtype.kind in "iuf" else array.astype(object)
+
+
+def baseline_values(ctx: MonitorContext, config: MonitorConfig) -> np.ndarray:
+    """The baseline as a 1-D array: floats for numeric columns, objects for categories."""
+    base = config.baseline
+    assert base is not None and config.column is not None
+    if base.kind == "log":
+        where = ["pipeline = ?", "status = 'ok'"]
+        params: list[Any] = [config.pipeline]
+        for clause, value in (("time >= ?", base.start), ("time < ?", base.end)):
+            if value is not None:
+                where.append(clause)
+                params.append(utc(value))
+        if config.variant is not None:
+            where.append("variant = ?")
+            params.append(config.variant)
+        sql = f"SELECT {quote(config.column)} AS value FROM logs WHERE {' AND '.join(where)}"
+        table = run_sql(ctx.reader, sql, params)
+    elif base.kind == "frame":
+        assert base.artifact is not None
+        table = pq.read_table(ctx.artifacts.verified_path(base.artifact))
+    else:
+        assert base.model is not None
+        sample = ctx.loader.sample(ctx.models.get_by_ref(base.model))
+        if sample is None:
+            raise InvalidInputError(f"baseline: model {base.model} was uploaded without a sample")
+        name = source_column(config.column, sample.column_names)
+        table = sample.select([name]).rename_columns(["value"])
+    found = values(table, "value", np.arange(table.num_rows))
+    if len(found) == 0:
+        raise InvalidInputError(f"baseline: no rows of '{config.column}' in the baseline ({base.kind})")
+    return found
+
+
+def source_column(column: str, available: list[str]) -> str:
+    """A log column's name in a frame: `in_amount` is `amount` in training data, `out_score` is `score`."""
+    for candidate in (column, column.removeprefix("in_"), column.removeprefix("out_")):
+        if candidate in available:
+            return candidate
+    raise InvalidInputError(f"baseline: no column '{column}' in the baseline; it has {', '.join(available)}")
+
+
+def _ref(record: Any) -> str:
+    return f"{record.name}:{record.version}"

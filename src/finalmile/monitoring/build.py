@@ -1,0 +1,96 @@
+"""Building a monitor: its configuration checked now — thresholds, windows, the column, the baseline — not when
+it runs. Every front end (SDK, CLI, REST) builds through `build_config`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from finalmile.errors import InvalidInputError
+from finalmile.monitoring.baseline import baseline_spec, baseline_values, is_frame, store_frame
+from finalmile.monitoring.config import MonitorConfig, parse_duration
+from finalmile.monitoring.context import MonitorContext
+from finalmile.monitoring.kinds import kind_of, problems
+from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, ShadowStepSpec, walk
+from finalmile.registry.schema import Schema
+
+FIXED_COLUMNS = {"time", "request_id", "row", "pipeline", "pipeline_version", "variant", "model_versions", "latency_ms"}
+"""Columns every log row has, whatever the pipeline."""
+
+
+def build_config(ctx: MonitorContext, **fields: Any) -> tuple[MonitorConfig, np.ndarray | None]:
+    """A checked configuration, and the baseline values of a drift assay (its frame stored as an artifact)."""
+    baseline = fields.pop("baseline", None)
+    fields = {k: v for k, v in fields.items() if v is not None}
+    # The defaults every front end shares: a window ends every window unless told otherwise, and a monitor other
+    # than a drift assay is named by its kind (`error_rate`, `latency_p99`, …).
+    fields.setdefault("kind", "drift")
+    fields.setdefault("metric", "psi" if fields["kind"] == "drift" else fields["kind"])
+    if "window" in fields:
+        fields.setdefault("interval", fields["window"])
+    for key in ("window", "interval"):
+        if key in fields:
+            fields[f"{key}_s"] = parse_duration(fields.pop(key), key)
+    ctx.pipelines.get_version(fields["pipeline"])  # an unknown pipeline is a 404 now
+    if baseline is not None:  # checked after the column: a frame is stored only for a monitor that can exist
+        fields["baseline"] = {"kind": "frame"} if is_frame(baseline) else baseline_spec(ctx, baseline)
+    try:
+        config = MonitorConfig.model_validate(fields)
+    except ValidationError as exc:
+        found = [  # checks across fields name their fields in the message; single fields get their name here
+            (f"{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        ]
+        raise InvalidInputError("; ".join(found), found) from None
+    found = problems(config)
+    if found:
+        raise InvalidInputError("; ".join(found), found)
+    _check_column(ctx, config)
+    if not kind_of(config).needs_baseline:
+        return config, None
+    if is_frame(baseline):
+        assert config.baseline is not None and config.column is not None
+        config.baseline.artifact, values = store_frame(ctx.artifacts, baseline, config.column)
+    else:
+        values = baseline_values(ctx, config)  # no rows: an error now
+    if values.dtype == object and config.metric != "chi_squared":
+        raise InvalidInputError(f"metric: '{config.column}' holds categories, not numbers; use metric='chi_squared'")
+    return config, values
+
+
+def _check_column(ctx: MonitorContext, config: MonitorConfig) -> None:
+    kind = kind_of(config)
+    wanted = kind.logged_column(config)
+    if wanted is None:
+        return
+    logged = logged_columns(ctx, config.pipeline)
+    if wanted not in logged:
+        options = sorted(c for c in logged if c not in FIXED_COLUMNS)
+        raise InvalidInputError(
+            f"column: pipeline '{config.pipeline}' does not log {kind.column_noun} '{config.column}'; "
+            f"it logs {', '.join(options)}"
+        )
+
+
+def logged_columns(ctx: MonitorContext, pipeline: str) -> set[str]:
+    """The columns a pipeline's log has, or will have: its log so far, and what its latest version produces."""
+    columns = set(FIXED_COLUMNS) | {"status"}
+    spec = PipelineSpec.model_validate(ctx.pipelines.get_version(pipeline).spec)
+
+    def schema(ref: str) -> Schema:
+        return Schema.model_validate(ctx.models.get_by_ref(ref).schema)
+
+    for step in walk(list(spec.steps)):
+        if isinstance(step, ModelStepSpec):
+            columns |= {f"in_{c.name}" for c in schema(step.model).inputs or []}
+            columns |= {f"out_{c.name}" for c in schema(step.model).outputs}
+        elif isinstance(step, CheckStepSpec):
+            columns.add(f"check_{step.name}")
+        elif isinstance(step, ShadowStepSpec):
+            for challenger, steps in step.challengers.items():
+                for s in walk(list(steps)):
+                    if isinstance(s, ModelStepSpec):
+                        columns |= {f"shadow_{challenger}_{c.name}" for c in schema(s.model).outputs}
+    return columns | ctx.reader.logged_columns(pipeline)

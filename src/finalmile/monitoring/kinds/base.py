@@ -1,0 +1,99 @@
+"""`MonitorKind`: how one kind of monitor reads its rows from the log and scores a window of them.
+
+A kind is configuration-free: it gets the monitor's `MonitorConfig` with every call, so one instance serves every
+monitor of its kind, and the config stays a plain serialisable model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from finalmile.errors import QueryError
+from finalmile.logs.query import LogReader
+from finalmile.monitoring.config import MonitorConfig, Status
+
+
+class MonitorKind:
+    """One kind of monitor. Subclasses name the value they read (`select`) and score a window of it (`score`)."""
+
+    name: ClassVar[str]
+    column_noun: ClassVar[str] = "column"
+    """What `MonitorConfig.column` names for this kind, in messages."""
+    needs_baseline: ClassVar[bool] = False
+
+    def check(self, config: MonitorConfig) -> list[str]:
+        """Problems with a configuration of this kind, each naming its field; checked when a monitor is built."""
+        return []
+
+    def higher_is_worse(self, config: MonitorConfig) -> bool:
+        return True
+
+    def logged_column(self, config: MonitorConfig) -> str | None:
+        """The log column the monitor reads, which must exist (or be produced by the pipeline) when it is built."""
+        return None
+
+    def select(self, config: MonitorConfig) -> tuple[str, list[str]]:
+        """The SQL expression read `AS value` from the log `l`, and conditions beyond pipeline, time and variant."""
+        raise NotImplementedError
+
+    def read(
+        self, reader: LogReader, config: MonitorConfig, where: list[str], params: list[Any], extra: str
+    ) -> pa.Table:
+        """`time`, `value` (and whatever `score` needs) of the rows matching `where`, ordered by time."""
+        select, more = self.select(config)
+        sql = f"SELECT l.time, {select}{extra} FROM logs l WHERE {' AND '.join([*where, *more])} ORDER BY l.time"
+        return run_sql(reader, sql, params)
+
+    def score(
+        self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None
+    ) -> tuple[float | None, dict[str, Any]]:
+        """The window's score and its evidence, from the rows `rows` of `table`."""
+        raise NotImplementedError
+
+    def status(self, config: MonitorConfig, score: float | None, rows: int) -> Status:
+        """`alert` at or beyond the alert threshold, `warning` at or beyond the warning threshold, else `ok`."""
+        if score is None or rows < config.min_rows:
+            return "no data"
+        worse = self.higher_is_worse(config)
+
+        def crossed(threshold: float | None) -> bool:
+            if threshold is None:
+                return False
+            return score >= threshold if worse else score <= threshold
+
+        if crossed(config.alert):
+            return "alert"
+        if crossed(config.warning):
+            return "warning"
+        return "ok"
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def values(table: pa.Table, column: str, rows: np.ndarray) -> np.ndarray:
+    """The chosen rows of a column: floats for numbers, objects for anything else."""
+    col = table.column(column).take(pa.array(rows))
+    if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
+        return col.to_numpy().astype(np.float64)
+    return np.asarray(col.to_pylist(), dtype=object)
+
+
+def run_sql(reader: LogReader, sql: str, params: list[Any]) -> pa.Table:
+    conn = reader.connect()
+    try:
+        return fetch(conn, sql, params)
+    finally:
+        conn.close()
+
+
+def fetch(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pa.Table:
+    try:
+        return conn.sql(sql, params=params).to_arrow_table()
+    except Exception as exc:  # duckdb.Error: a column the log lacks, a label missing from the ground truth
+        raise QueryError(f"monitor query failed: {exc}") from None

@@ -1,0 +1,62 @@
+"""The monitors of served traffic itself: the rate of a check's flags, the error rate, the p99 latency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from finalmile.monitoring.config import MonitorConfig
+from finalmile.monitoring.kinds.base import MonitorKind, quote, values
+
+
+class CheckRateKind(MonitorKind):
+    """The share of rows a pipeline check flagged (`column` is the check's name)."""
+
+    name = "check_rate"
+    column_noun = "check"
+
+    def check(self, config: MonitorConfig) -> list[str]:
+        return [] if config.column else ["column: a check-rate monitor needs the check's name"]
+
+    def logged_column(self, config: MonitorConfig) -> str | None:
+        return f"check_{config.column}"
+
+    def select(self, config: MonitorConfig) -> tuple[str, list[str]]:
+        return f"l.{quote('check_' + (config.column or ''))} AS value", ["l.status = 'ok'"]
+
+    def score(
+        self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None
+    ) -> tuple[float | None, dict[str, Any]]:
+        flags = values(table, "value", rows).astype(bool)
+        return float(flags.mean()), {"flagged": int(flags.sum())}
+
+
+class ErrorRateKind(MonitorKind):
+    """The share of requests answered with an error (the log's error rows)."""
+
+    name = "error_rate"
+
+    def select(self, config: MonitorConfig) -> tuple[str, list[str]]:
+        return "CAST(l.status <> 'ok' AS INTEGER) AS value", []
+
+    def score(
+        self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None
+    ) -> tuple[float | None, dict[str, Any]]:
+        errors = values(table, "value", rows) > 0
+        return float(errors.mean()), {"errors": int(errors.sum())}
+
+
+class LatencyKind(MonitorKind):
+    """The 99th percentile of request latency in milliseconds (one value per request, not per row)."""
+
+    name = "latency_p99"
+
+    def select(self, config: MonitorConfig) -> tuple[str, list[str]]:
+        return "l.latency_ms AS value", ["l.row = 0"]
+
+    def score(
+        self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None
+    ) -> tuple[float | None, dict[str, Any]]:
+        return float(np.percentile(values(table, "value", rows).astype(np.float64), 99)), {}

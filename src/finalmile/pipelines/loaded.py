@@ -1,0 +1,192 @@
+"""A pipeline version loaded and warmed: its steps over live runtimes, input conforming, and per-request results.
+
+Whatever backend serves it (this process's threads, a Ray replica), a `LoadedPipeline` is what runs a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from finalmile.arrow.frames import tensor_array
+from finalmile.arrow.tensors import expand_named_tensor, named_tensor_parts
+from finalmile.errors import SchemaError
+from finalmile.pipelines.checks import compile_check
+from finalmile.pipelines.executor import Batch, Route, Sequence, build
+from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, SplitStepSpec, walk
+from finalmile.pipelines.store import PipelineVersionRecord
+from finalmile.registry.loader import RuntimeLoader
+from finalmile.registry.schema import Schema, SchemaValidator, expand_tensor
+from finalmile.registry.store import MetadataStore
+from finalmile.runtimes.base import Runtime, features
+
+logger = logging.getLogger(__name__)
+Hook = Callable[["LoadedPipeline", Batch], None]
+"""Called with every batch a deployment ran: the log writer, step metrics."""
+FailureHook = Callable[["LoadedPipeline", int, str, float], None]
+"""Called with the deployment, the rows of a request that failed, the error and the milliseconds it took."""
+
+
+class LogSettings(Protocol):
+    """The part of a deployment's configuration the log writer reads (a `DeploymentConfig` has it)."""
+
+    @property
+    def logging(self) -> bool: ...
+
+    @property
+    def durability(self) -> str: ...
+
+    @property
+    def retention_days(self) -> int | None: ...
+
+
+@dataclass
+class RequestResult:
+    """One request's share of a batch: its outputs and what produced them."""
+
+    request_id: str
+    pipeline: str
+    version: int
+    table: pa.Table
+    routes: list[Route]
+    checks: dict[str, np.ndarray]
+    shadow: dict[str, pa.Table]
+    errors: dict[str, str]
+
+    def metadata(self) -> dict[str, Any]:
+        """Per-row provenance for responses and the inference log."""
+        return {
+            "request_id": self.request_id,
+            "pipeline": self.pipeline,
+            "pipeline_version": self.version,
+            "variant": [variant for variant, _ in self.routes],
+            "model_versions": [list(models) for _, models in self.routes],
+            "checks": {name: flags.tolist() for name, flags in self.checks.items()},
+        }
+
+
+@dataclass
+class LoadedPipeline:
+    """One pipeline version ready to run: built steps, the input schema it conforms requests to, its hooks."""
+
+    name: str
+    version: int
+    spec: PipelineSpec
+    steps: Sequence
+    input_schema: Schema | None
+    hooks: list[Hook] = field(default_factory=list)
+    """Called with every batch logged (the log writer); skipped for batches run with `log=False`."""
+    observers: list[Hook] = field(default_factory=list)
+    """Called with every batch (step metrics)."""
+    extra_inputs: frozenset[str] = frozenset()
+    """Columns the first model does not take but the pipeline reads: split keys and the checks' `in.` columns."""
+    config: LogSettings | None = None
+    """How this version is deployed (batching, logging); set by the backend that installs it."""
+
+    def __post_init__(self) -> None:
+        self.validator = SchemaValidator(self.input_schema) if self.input_schema is not None else None
+
+    def run(self, table: pa.Table, requests: np.ndarray | None = None, log: bool = True) -> Batch:
+        started = time.perf_counter()
+        batch = self.steps.run(Batch.start(table, requests))
+        batch.elapsed_s = time.perf_counter() - started
+        n_requests = int(batch.requests.max()) + 1 if len(batch.requests) else 0
+        batch.request_ids = [uuid.uuid4().hex for _ in range(n_requests)]
+        for hook in [*self.observers, *self.hooks] if log else self.observers:
+            try:
+                hook(self, batch)
+            except Exception:  # a broken hook (say, a full disk for logs) must not fail inference
+                logger.exception("deployment hook failed for %s:%s", self.name, self.version)
+        return batch
+
+    def split(self, batch: Batch, spans: list[tuple[int, int]]) -> list[RequestResult]:
+        routes = batch.row_routes()
+        return [
+            RequestResult(
+                batch.request_ids[i] if i < len(batch.request_ids) else "",
+                self.name,
+                self.version,
+                batch.table.slice(offset, n),
+                routes[offset : offset + n],
+                {k: v[offset : offset + n] for k, v in batch.checks.items()},
+                {k: v.slice(offset, n) for k, v in batch.shadow.items()},
+                batch.errors,
+            )
+            for i, (offset, n) in enumerate(spans)
+        ]
+
+    def conform(self, table: pa.Table) -> pa.Table:
+        """Requests are checked one by one before batching, so a bad request fails alone, never its batch-mates."""
+        validator, schema = self.validator, self.input_schema
+        parts = named_tensor_parts(table)
+        if parts is not None:
+            matrix, names = parts
+            wanted = schema.input_names() if schema is not None and schema.inputs is not None else None
+            if (
+                validator is not None
+                and validator.tensor_width
+                and not self.extra_inputs
+                and wanted is not None
+                and (sorted(names) == sorted(wanted))
+            ):
+                index = [names.index(n) for n in wanted] if names != wanted else slice(None)
+                return pa.Table.from_arrays([tensor_array(np.ascontiguousarray(matrix[:, index]))], names=["input"])
+            table = expand_named_tensor(table)  # anything else: ordinary columns, checked below
+        if validator is None or schema is None or schema.inputs is None:
+            return table
+        if validator.is_tensor_form(table):
+            if not self.extra_inputs:
+                return table
+            table = expand_tensor(table, schema)  # checks and split keys read inputs by name
+        elif validator.tensor_width == table.num_columns and not self.extra_inputs:
+            # All-numeric named columns become the tensor form in two Arrow calls, so no step re-validates or
+            # re-stacks 29 columns one by one; anything unusual falls through to the full check below.
+            try:
+                matrix = features(table.select(schema.input_names()), np.float64)
+                return pa.Table.from_arrays([tensor_array(matrix)], names=["input"])
+            except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                pass
+        names = schema.input_names()
+        unexpected = [c for c in table.column_names if c not in names and c not in self.extra_inputs]
+        if unexpected:
+            raise SchemaError(
+                [f"column '{c}': unexpected input (the pipeline takes {', '.join(names)})" for c in unexpected]
+            )
+        conformed = validator.conform(table)
+        for name in self.extra_inputs:
+            if name in table.column_names and name not in conformed.column_names:
+                conformed = conformed.append_column(name, table.column(name))
+        return conformed
+
+
+def load_pipeline(record: PipelineVersionRecord, models: MetadataStore, loader: RuntimeLoader) -> LoadedPipeline:
+    """Build and warm a pipeline version: every model loaded (challengers too) and run once on a sample row."""
+    spec = PipelineSpec.model_validate(record.spec)
+    runtimes: dict[str, Runtime] = {}
+
+    def runtime(ref: str) -> Runtime:
+        if ref not in runtimes:
+            runtimes[ref] = loader.load(models.get_by_ref(ref))
+        return runtimes[ref]
+
+    steps = build(spec, runtime)
+    first = next((s for s in walk(list(spec.steps)) if isinstance(s, ModelStepSpec)), None)
+    schema = Schema.model_validate(models.get_by_ref(first.model).schema) if first else None
+    extras: set[str] = set()
+    for step in walk(list(spec.steps)):
+        if isinstance(step, SplitStepSpec) and step.key:
+            extras.add(step.key)
+        elif isinstance(step, CheckStepSpec):
+            extras |= compile_check(step.expression)[1]
+    for ref, runtime_ in runtimes.items():
+        sample = loader.sample(models.get_by_ref(ref))
+        if sample is not None and sample.num_rows:
+            runtime_.predict(sample.slice(0, 1))
+    return LoadedPipeline(record.name, record.version, spec, steps, schema, extra_inputs=frozenset(extras))

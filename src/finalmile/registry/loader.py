@@ -1,0 +1,57 @@
+"""Loading a registered version's runtime: the artifact found, its hash verified, the framework's runtime loaded."""
+
+from __future__ import annotations
+
+import shutil
+import weakref
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from finalmile.config import FinalmileSettings
+from finalmile.registry.artifacts import ArtifactStore
+from finalmile.registry.schema import Schema
+from finalmile.registry.store import VersionRecord
+from finalmile.runtimes import DIRECTORY_FRAMEWORKS, runtime_class
+from finalmile.runtimes.base import Runtime, RuntimeContext
+
+
+class RuntimeLoader:
+    """Turns version records into loaded runtimes; the one place that knows which artifact a runtime reads."""
+
+    def __init__(self, artifacts: ArtifactStore, settings: FinalmileSettings) -> None:
+        self.artifacts = artifacts
+        self.settings = settings
+
+    def load(self, record: VersionRecord, runtime: str = "auto") -> Runtime:
+        """A new loaded runtime: ONNX when the version was converted, the native framework otherwise.
+
+        `runtime="native"` runs the original framework even for a converted version.
+        """
+        key = runtime_key(record, runtime)
+        cleanup = None
+        if key == "onnx" and record.onnx_sha256:
+            artifact = self.artifacts.verified_path(record.onnx_sha256)
+        elif record.framework in DIRECTORY_FRAMEWORKS:
+            artifact = cleanup = self.artifacts.unpack(record.artifact_sha256)
+        else:
+            artifact = self.artifacts.verified_path(record.artifact_sha256)
+        context = RuntimeContext(
+            artifact, Schema.model_validate(record.schema), record.task, record.classes, self.settings
+        )
+        loaded: Runtime = runtime_class(key)(context)
+        if cleanup is not None:  # the unpacked files live as long as the runtime that reads them
+            weakref.finalize(loaded, shutil.rmtree, cleanup, ignore_errors=True)
+        loaded.load()
+        return loaded
+
+    def sample(self, record: VersionRecord) -> pa.Table | None:
+        """The sample stored at upload (the parity rows, and a baseline for drift monitors)."""
+        if record.sample_sha256 is None:
+            return None
+        return pq.read_table(self.artifacts.verified_path(record.sample_sha256))
+
+
+def runtime_key(record: VersionRecord, runtime: str = "auto") -> str:
+    """The runtime a request for `runtime` means: `auto` is what the version serves with, `native` its framework."""
+    return record.runtime if runtime == "auto" else (record.framework if runtime == "native" else runtime)

@@ -1,0 +1,200 @@
+"""`Pipeline`: the SDK handle to build, version, deploy and call a pipeline."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from finalmile.arrow.frames import to_arrow
+from finalmile.backends.config import DeploymentConfig
+from finalmile.pipelines.spec import (
+    CheckStepSpec,
+    ModelStepSpec,
+    PipelineSpec,
+    ShadowStepSpec,
+    SplitStepSpec,
+    StepSpec,
+    VariantSpec,
+)
+from finalmile.pipelines.store import PipelineVersionRecord
+from finalmile.sdk.models import ModelVersion
+
+if TYPE_CHECKING:
+    from finalmile.sdk.protocol import ClientProtocol
+
+StepLike = StepSpec | ModelVersion | str
+
+
+def model_step(model: str | ModelVersion) -> ModelStepSpec:
+    """A step that runs a model version: `"fraud@champion"`, `"fraud:3"` or a `ModelVersion`."""
+    return ModelStepSpec(model=model if isinstance(model, str) else model.ref)
+
+
+def check(name: str, expression: str) -> CheckStepSpec:
+    """A rule that flags rows without failing them, e.g. `check("high", "out.score > 0.95")`."""
+    return CheckStepSpec(name=name, expression=expression)
+
+
+def split(variants: dict[str, tuple[float, list[StepLike] | StepLike]], key: str | None = None) -> SplitStepSpec:
+    """An A/B split: `split({"a": (0.9, "fraud:1"), "b": (0.1, "fraud:2")}, key="customer")`."""
+    return SplitStepSpec(
+        variants=[VariantSpec(name=n, weight=w, steps=_steps(s)) for n, (w, s) in variants.items()], key=key
+    )
+
+
+def shadow(champion: list[StepLike] | StepLike, challengers: dict[str, list[StepLike] | StepLike]) -> ShadowStepSpec:
+    """The champion answers; challengers see the same input and go to the log only."""
+    return ShadowStepSpec(champion=_steps(champion), challengers={n: _steps(s) for n, s in challengers.items()})
+
+
+def _steps(steps: list[StepLike] | StepLike) -> list[StepSpec]:
+    items = steps if isinstance(steps, list) else [steps]
+    return [
+        s if isinstance(s, (ModelStepSpec, CheckStepSpec, SplitStepSpec, ShadowStepSpec)) else model_step(s)
+        for s in items
+    ]
+
+
+class Pipeline:
+    """A named pipeline: a draft of steps, its immutable versions, and its deployment.
+
+    >>> p = client.build_pipeline("fraud").add_model_step("fraud@champion").add_check("high", "out.score > 0.95")
+    >>> p.deploy(max_batch_size=64)       # creates version 1 (pinning fraud:N), loads, warms, serves
+    >>> p.infer(frame)                    # pandas in, pandas out
+    """
+
+    def __init__(self, client: ClientProtocol, name: str, steps: list[StepSpec] | None = None) -> None:
+        self._client = client
+        self.name = name
+        self.steps: list[StepSpec] = list(steps or [])
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name}, {len(self.steps)} steps)"
+
+    # -- building -----------------------------------------------------------------------------------------------
+
+    def add_step(self, step: StepSpec) -> Pipeline:
+        self.steps.append(step)
+        return self
+
+    def add_model_step(self, model: str | ModelVersion) -> Pipeline:
+        return self.add_step(model_step(model))
+
+    def add_transform_step(self, source: Any, name: str | None = None) -> Pipeline:
+        """Pre/post-processing code (a class with `predict(self, frame)`), stored and versioned like a Python model."""
+        transform = self._client.upload_model(name or f"{self.name}-transform-{len(self.steps) + 1}", source)
+        return self.add_model_step(transform)
+
+    def add_check(self, name: str, expression: str) -> Pipeline:
+        return self.add_step(check(name, expression))
+
+    def add_split(
+        self, variants: dict[str, tuple[float, list[StepLike] | StepLike]], key: str | None = None
+    ) -> Pipeline:
+        return self.add_step(split(variants, key))
+
+    def add_shadow(
+        self, champion: list[StepLike] | StepLike, challengers: dict[str, list[StepLike] | StepLike]
+    ) -> Pipeline:
+        return self.add_step(shadow(champion, challengers))
+
+    def clear(self) -> Pipeline:
+        self.steps = []
+        return self
+
+    # -- versions -----------------------------------------------------------------------------------------------
+
+    def create_version(self) -> PipelineVersionRecord:
+        """Store the draft as the next version, every model reference pinned to an exact version.
+
+        If the draft is exactly the latest version, that version is returned instead of a duplicate.
+        """
+        return self._client.create_pipeline_version(
+            PipelineSpec(name=self.name, steps=self.steps).model_dump(mode="json")
+        )
+
+    def versions(self) -> list[PipelineVersionRecord]:
+        return self._client.pipeline_versions(self.name)
+
+    # -- deployment ---------------------------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        version: int | None = None,
+        workers: int = 1,
+        max_batch_size: int = 64,
+        max_delay_ms: float = 1.0,
+        logging: bool = True,
+        durability: Literal["fast", "strict"] = "fast",
+    ) -> PipelineVersionRecord:
+        """Deploy `version` (default: the draft, stored as a new version if it changed): load, warm, then swap.
+
+        Batching: concurrent requests are coalesced up to `max_batch_size` rows; a batch waits up to
+        `max_delay_ms` for more only under concurrency; `max_delay_ms=0` turns batching off. Logging: every row
+        goes to the inference log unless `logging=False`; `durability="strict"` puts it on disk before the response.
+        """
+        if version is None:
+            version = self.create_version().version
+        config = DeploymentConfig(
+            workers=workers,
+            max_batch_size=max_batch_size,
+            max_delay_ms=max_delay_ms,
+            logging=logging,
+            durability=durability,
+        )
+        return self._client.deploy_pipeline(self.name, version, config)
+
+    def undeploy(self) -> None:
+        self._client.undeploy_pipeline(self.name)
+
+    def logs(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        version: int | None = None,
+        variant: str | None = None,
+        columns: list[str] | None = None,
+        output: str = "pandas",
+    ) -> Any:
+        """The inference log of this pipeline, newest first, as pandas (or `output="arrow"` / `"polars"`)."""
+        table = self._client.pipeline_logs(self.name, start, end, limit, version, variant, columns)
+        if output == "arrow":
+            return table
+        if output == "polars":
+            import polars as pl
+
+            return pl.from_arrow(table)
+        return table.to_pandas()
+
+    def export_logs(self, path: str | Path, start: datetime | None = None, end: datetime | None = None) -> int:
+        """Write the log rows from `start` to `end` (oldest first) to a Parquet, CSV or JSON-lines file, streamed;
+        returns the number of rows written."""
+        return self._client.export_logs(self.name, path, start, end)
+
+    def add_ground_truth(self, frame: Any, key: str = "request_id") -> Any:
+        """Labels that arrived later, keyed by `request_id` or by a logged input column; the newest label wins.
+
+        Returns counts of rows received, keys matched in the log, and unknown keys (stored all the same).
+        """
+        return self._client.add_ground_truth(self.name, frame, key)
+
+    def infer_file(
+        self, source: str | Path, output: str | Path, batch_size: int = 10_000, log: bool = False, progress: bool = True
+    ) -> Any:
+        """Score a CSV, Parquet or JSON-lines file of any size into `output` (inputs and outputs side by side).
+
+        Streamed in batches with bounded memory and a progress bar; rerunning after an interruption resumes where it
+        stopped without duplicating rows. `log=True` also records the rows in the inference log.
+        """
+        return self._client.infer_file(self.name, source, output, batch_size, log, progress)
+
+    def infer(self, frame: Any) -> Any:
+        """Run the deployed version (in-process, or on the server for a remote client); same frame type back."""
+        table, back = to_arrow(frame)
+        return back(self._client.infer_pipeline(self.name, table).table)
+
+    def infer_with_metadata(self, frame: Any) -> Any:
+        """The result with its provenance: `.table`, `.metadata()` (version, variant and model versions per row)."""
+        return self._client.infer_pipeline(self.name, to_arrow(frame)[0])

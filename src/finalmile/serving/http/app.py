@@ -1,0 +1,155 @@
+"""The one ASGI app. Inference routes are matched directly on the ASGI scope (no framework on the hot path);
+everything else — management API, V2 health and metadata, OpenAPI docs — is a FastAPI app behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import orjson
+
+from finalmile.errors import BadRequestError, FinalmileError, PayloadTooLarge
+from finalmile.pipelines.loaded import RequestResult
+from finalmile.serving.codecs import codec_for
+from finalmile.serving.dataplane import DataPlane
+from finalmile.serving.http.errors import error_body
+
+log = logging.getLogger(__name__)
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+V2_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+RECORDS_INFER = re.compile(r"^/pipelines/([^/]+)/infer$")
+
+
+class BodyReader:
+    """Reads a request body, refusing one over the limit before reading it all."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    async def read(self, scope: Scope, receive: Receive) -> bytes:
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                raise PayloadTooLarge(f"request body of {int(value)} bytes exceeds the limit of {self.limit} bytes")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+async def respond(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def provenance_headers(result: RequestResult) -> dict[str, str]:
+    """Which pipeline version, variants and model versions produced the rows (distinct values, in row order)."""
+    variants = list(dict.fromkeys(v for v, _ in result.routes if v is not None))
+    models = list(dict.fromkeys(m for _, ms in result.routes for m in ms))
+    headers = {
+        "finalmile-request-id": result.request_id,
+        "finalmile-pipeline-version": str(result.version),
+        "finalmile-model-versions": ",".join(models),
+    }
+    if variants:
+        headers["finalmile-variants"] = ",".join(variants)
+    return headers
+
+
+class InferenceHandlers:
+    """The inference endpoints as one async function over (headers, body): shared by the raw router and FastAPI."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+
+    async def infer(
+        self, route: str, name: str, version: str | None, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """`route` is `v2` (Open Inference Protocol) or `records` (pandas records or Arrow, by content type)."""
+        number = _version(version)
+        self.dataplane.serving(name, number)  # an unknown pipeline is a 404 whatever the body
+        codec = codec_for(route, headers.get("content-type"))
+        decoded = codec.decode(body, headers)
+        result = await self.dataplane.infer(name, decoded.table, number)
+        payload, out_headers = codec.encode(result, decoded)
+        return 200, payload, out_headers | provenance_headers(result)
+
+
+def _version(version: str | None) -> int | None:
+    if version is None:
+        return None
+    if not version.isdigit():
+        raise BadRequestError(f"pipeline version must be a number, got {version!r}")
+    return int(version)
+
+
+class FinalmileApp:
+    """ASGI entry point: fast inference routes, `/metrics`, then the management app for everything else."""
+
+    def __init__(self, dataplane: DataPlane, management: Any, max_body_bytes: int) -> None:
+        self.dataplane = dataplane
+        self.handlers = InferenceHandlers(dataplane)
+        self.management = management
+        self.body = BodyReader(max_body_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path, method = scope["path"], scope["method"]
+            if method == "POST":
+                v2 = V2_INFER.match(path)
+                if v2:
+                    name, version = v2.group(1), v2.group(2)
+                    handler = partial(self.handlers.infer, "v2", name, version)
+                    await self._serve(scope, receive, send, "v2", name, handler)
+                    return
+                records = RECORDS_INFER.match(path)
+                if records:
+                    name = records.group(1)
+                    handler = partial(self.handlers.infer, "records", name, None)
+                    await self._serve(scope, receive, send, "records", name, handler)
+                    return
+            elif method == "GET" and path == "/metrics":
+                await respond(
+                    send, 200, self.dataplane.metrics.exposition(), {"content-type": "text/plain; version=0.0.4"}
+                )
+                return
+        await self.management(scope, receive, send)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        protocol: str,
+        name: str,
+        handler: Callable[[dict[str, str], bytes], Awaitable[tuple[int, bytes, dict[str, str]]]],
+    ) -> None:
+        try:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            status, body, out_headers = await handler(headers, await self.body.read(scope, receive))
+        except FinalmileError as exc:
+            status, body, out_headers = exc.status_code, error_body(exc), {"content-type": "application/json"}
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug of ours: say so, keep serving
+            log.exception("inference failed on %s", scope["path"])
+            status, body = 500, orjson.dumps({"error": f"internal error: {type(exc).__name__}", "detail": None})
+            out_headers = {"content-type": "application/json"}
+        known = name if self.dataplane.ready(name) else "_unknown"  # bounded label values
+        self.dataplane.metrics.requests.labels(known, protocol, str(status)).inc()
+        await respond(send, status, body, out_headers)

@@ -1,0 +1,18 @@
+"""Management routes, one module per resource; each builds an `APIRouter` over the composition root."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi.responses import Response
+
+
+async def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Blocking store or DuckDB work off the event loop (the inference routes never wait behind it)."""
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+
+
+def json_frame(frame: Any) -> Response:
+    """A pandas DataFrame as JSON records, timestamps in ISO 8601."""
+    return Response(frame.to_json(orient="records", date_format="iso"), media_type="application/json")

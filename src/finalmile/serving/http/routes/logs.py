@@ -1,0 +1,71 @@
+"""`/api/v1/query`, a pipeline's log rows, and its late ground truth."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from finalmile.errors import InvalidInputError
+from finalmile.logs.ground_truth import add_ground_truth
+from finalmile.services import Services
+from finalmile.serving.codecs import ARROW_STREAM
+from finalmile.serving.codecs import arrow as arrow_codec
+from finalmile.serving.http.routes import json_frame, run
+
+
+class QueryRequest(BaseModel):
+    """One read-only SQL statement over the documented views."""
+
+    sql: str
+
+
+class GroundTruthRequest(BaseModel):
+    """Labels keyed by `request_id` or by a logged input column."""
+
+    key: str = "request_id"
+    rows: list[dict[str, Any]] = Field(min_length=1)
+
+
+def router(services: Services) -> APIRouter:
+    api = APIRouter(tags=["logs"])
+    reader = services.reader
+
+    @api.post("/api/v1/query")
+    async def query(body: QueryRequest) -> Response:
+        table = await run(reader.query, body.sql)
+        return json_frame(table.to_pandas())
+
+    @api.get("/api/v1/pipelines/{name}/logs")
+    async def logs(
+        request: Request,
+        name: str,
+        limit: int | None = Query(100, ge=1, le=10_000_000),
+        version: int | None = None,
+        variant: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        columns: str | None = None,
+    ) -> Response:
+        """Log rows, newest first, from `start` (ISO 8601, inclusive) to `end` (exclusive), optionally only the
+        comma-separated `columns`: JSON records, or an Arrow IPC stream when the request accepts one."""
+        chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+        table = await run(reader.pipeline_logs, name, start, end, limit, version, variant, chosen)
+        if ARROW_STREAM in request.headers.get("accept", ""):
+            return Response(arrow_codec.encode(table), media_type=ARROW_STREAM)
+        return json_frame(table.to_pandas())
+
+    @api.post("/api/v1/pipelines/{name}/ground_truth")
+    async def ground_truth(name: str, body: GroundTruthRequest) -> dict[str, int]:
+        try:
+            rows = pa.Table.from_pylist(body.rows)
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            raise InvalidInputError(f"rows: the labels do not form a table: {exc}") from None
+        receipt = await run(add_ground_truth, reader, name, rows, body.key)
+        return vars(receipt)
+
+    return api

@@ -1,0 +1,89 @@
+"""`/api/v1/models`: the registry — list, read, upload (a file, or a .tar.gz of a model directory)."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from finalmile.errors import InvalidInputError
+from finalmile.services import Services
+from finalmile.serving.http.routes import run
+
+_MODEL_FILE = File(..., description="the model file, or a .tar.gz of a model directory")
+_SAMPLE_FILE = File(None, description="sample rows as Parquet")
+
+
+def router(services: Services) -> APIRouter:
+    api = APIRouter(tags=["models"])
+
+    @api.get("/api/v1/models")
+    async def list_models() -> list[dict[str, Any]]:
+        return [vars(m) for m in await run(services.metadata.list_models)]
+
+    @api.get("/api/v1/models/{ref}")
+    async def get_model(ref: str) -> dict[str, Any]:
+        return vars(await run(services.metadata.get_by_ref, ref))
+
+    @api.post("/api/v1/models/{name}")
+    async def upload_model(
+        name: str,
+        file: UploadFile = _MODEL_FILE,
+        framework: str | None = Form(None),
+        alias: str | None = Form(None),
+        runtime: str = Form("auto"),
+        tags: str | None = Form(None, description="JSON object of tags"),
+        model_schema: str | None = Form(None, alias="schema", description="JSON schema of inputs/outputs"),
+        sample: UploadFile | None = _SAMPLE_FILE,
+    ) -> dict[str, Any]:
+        try:
+            tag_map = json.loads(tags) if tags else None
+            schema_map = json.loads(model_schema) if model_schema else None
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"tags/schema: not valid JSON ({exc})") from None
+        with tempfile.TemporaryDirectory() as tmp:
+            source = await _save_upload(file, Path(tmp))
+            sample_table = None
+            if sample is not None:
+                import pyarrow.parquet as pq
+
+                sample_path = Path(tmp) / "sample.parquet"
+                sample_path.write_bytes(await sample.read())
+                try:
+                    sample_table = pq.read_table(sample_path)
+                except Exception as exc:
+                    raise InvalidInputError(f"sample: not a Parquet file ({exc})") from None
+            record = await run(
+                services.upload_model,
+                name,
+                source,
+                framework=framework,
+                alias=alias,
+                runtime=runtime,
+                sample=sample_table,
+                tags=tag_map,
+                schema=schema_map,
+            )
+        return vars(record)
+
+    return api
+
+
+async def _save_upload(file: UploadFile, directory: Path) -> Path:
+    filename = Path(file.filename or "model").name
+    target = directory / filename
+    target.write_bytes(await file.read())
+    if filename.endswith((".tar.gz", ".tgz", ".tar")):
+        unpacked = directory / "unpacked"
+        try:
+            with tarfile.open(target) as tar:
+                tar.extractall(unpacked, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise InvalidInputError(f"{filename}: not a readable tar archive ({exc})") from None
+        entries = list(unpacked.iterdir())
+        return entries[0] if len(entries) == 1 and entries[0].is_dir() else unpacked
+    return target

@@ -1,0 +1,112 @@
+"""Management API for monitors: `/api/v1/assays` (drift assays and every other monitor kind) and `/api/v1/alerts`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter
+from fastapi.responses import Response
+from pyarrow import ArrowException
+from pydantic import BaseModel, Field
+
+from finalmile.errors import InvalidInputError
+from finalmile.monitoring.build import build_config
+from finalmile.monitoring.runs import preview, results_frame, save
+from finalmile.services import Services
+from finalmile.serving.http.routes import json_frame, run
+
+
+class MonitorRequest(BaseModel):
+    """A monitor as `Client.build_assay`/`build_monitor` take it; `baseline_values` stands for a DataFrame."""
+
+    name: str
+    pipeline: str
+    kind: str = "drift"
+    column: str | None = None
+    metric: str | None = None
+    baseline: dict[str, Any] | None = Field(
+        default=None, description='{"kind": "log", "start": …, "end": …} or {"kind": "model_sample", "model": "m:1"}'
+    )
+    baseline_values: list[Any] | None = Field(default=None, description="the baseline column's values (training data)")
+    window: str | float = "1d"
+    interval: str | float | None = None
+    warning: float | None = None
+    alert: float | None = None
+    variant: str | None = None
+    group_by: str | None = None
+    label: str | None = None
+    binning: dict[str, Any] | None = None
+    actions: list[dict[str, Any]] = Field(default_factory=list)
+    start: datetime | None = Field(default=None, description="the first window ends one interval after this")
+
+
+def router(services: Services) -> APIRouter:
+    api = APIRouter(tags=["monitoring"])
+    ctx, store = services.monitoring, services.monitors
+
+    def describe(name: str) -> dict[str, Any]:
+        saved = store.get(name)
+        return {
+            "config": saved.config.model_dump(mode="json"),
+            "enabled": saved.enabled,
+            "next_window_end": saved.next_window_end.isoformat(),
+        }
+
+    def create(body: MonitorRequest) -> dict[str, Any]:
+        fields = body.model_dump(exclude={"baseline_values", "start"}, exclude_none=True)
+        try:
+            if body.baseline_values is not None:
+                fields["baseline"] = np.asarray(body.baseline_values)
+            config, _ = build_config(ctx, **fields)
+        except (ValueError, TypeError, OverflowError, ArrowException) as exc:  # values no monitor can be built from
+            raise InvalidInputError(f"invalid monitor: {exc}") from None
+        save(ctx, config, body.start)
+        return describe(body.name)
+
+    def preview_frame(name: str, start: datetime, end: datetime) -> Any:
+        return results_frame(preview(ctx, store.get(name).config, start, end))
+
+    @api.post("/api/v1/assays", status_code=201)
+    async def create_assay(body: MonitorRequest) -> dict[str, Any]:
+        return await run(create, body)
+
+    @api.get("/api/v1/assays")
+    async def list_assays() -> list[dict[str, Any]]:
+        return [describe(m.config.name) for m in await run(store.all)]
+
+    @api.get("/api/v1/assays/{name}")
+    async def get_assay(name: str) -> dict[str, Any]:
+        return await run(describe, name)
+
+    @api.get("/api/v1/assays/{name}/results")
+    async def assay_results(name: str) -> Response:
+        return json_frame(results_frame(await run(store.results, name)))
+
+    @api.get("/api/v1/assays/{name}/preview")
+    async def assay_preview(name: str, start: datetime, end: datetime | None = None) -> Response:
+        return json_frame(await run(preview_frame, name, start, end or datetime.now(UTC)))
+
+    @api.delete("/api/v1/assays/{name}")
+    async def delete_assay(name: str) -> dict[str, str]:
+        await run(store.delete, name)
+        return {"name": name, "status": "deleted"}
+
+    @api.get("/api/v1/alerts")
+    async def alerts(monitor: str | None = None) -> list[dict[str, Any]]:
+        raised = await run(store.alerts, monitor)
+        taken = await run(store.actions, monitor)
+        return [
+            a.payload()
+            | {
+                "actions": [
+                    {"action": t["action"], "outcome": t["outcome"], "detail": t["detail"], "at": t["at"].isoformat()}
+                    for t in taken
+                    if t["alert_id"] == a.id
+                ]
+            }
+            for a in raised
+        ]
+
+    return api
