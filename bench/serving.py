@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--against", help="the python of another environment whose finalmile serves the same store")
     parser.add_argument("--rounds", type=int, default=1, help="server starts per side (alternating order)")
+    parser.add_argument("--only", default="", help="run only the scenarios whose name contains this text")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -139,7 +140,7 @@ def main() -> None:
         thousand = pa.Table.from_pandas(X.head(1000).astype(np.float32), preserve_index=False)
         in_process_1 = calls_per_second(lambda: runtime.predict(one), 2.0)
         in_process_1000 = calls_per_second(lambda: runtime.predict(thousand), 2.0) * 1000
-    scenarios = _scenarios(X)
+    scenarios = [s for s in _scenarios(X) if args.only in s[0]]
     servers = {"this": sys.executable} | ({"against": args.against} if args.against else {})
     runs: dict[str, dict[str, list[dict[str, float]]]] = {side: {} for side in servers}
     try:

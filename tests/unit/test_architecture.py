@@ -172,3 +172,25 @@ def test_every_public_class_says_why_it_exists() -> None:
             if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and ast.get_docstring(node) is None:
                 missing.append(f"{path.relative_to(SRC)}:{node.lineno}: {node.name}")
     assert not missing, "public classes without a docstring:\n" + "\n".join(missing)
+
+
+def test_every_user_facing_error_class_lives_in_errors_py() -> None:
+    """One hierarchy, one file: a class raised to users is declared in `errors.py`, and raised by its own name."""
+    stray = []
+    for _, path in _modules():
+        if path.name == "errors.py" and path.parent == SRC:
+            continue
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(b, ast.Name) and b.id.endswith(("Error", "NotFound", "Failed")) for b in node.bases
+            ):
+                stray.append(f"{path.relative_to(SRC)}:{node.lineno}: class {node.name}")
+            if (
+                isinstance(node, ast.Raise)
+                and isinstance(node.exc, ast.Call)
+                and isinstance(node.exc.func, ast.Name)
+                and node.exc.func.id == "FinalmileError"
+            ):
+                stray.append(f"{path.relative_to(SRC)}:{node.lineno}: raise FinalmileError(...)")
+    assert not stray, "\n".join(stray)
