@@ -10,7 +10,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from tests.fixtures import tabular
-from tests.unit.test_cli import run
+from tests.unit.cli.test_cli import run
 
 X, y = tabular(100)
 

@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from finalmile import Client
 from finalmile.errors import InvalidInputError
 from tests.fixtures import tabular
-from tests.unit.test_cli import run
+from tests.unit.cli.test_cli import run
 
 X, y = tabular(3000)
 

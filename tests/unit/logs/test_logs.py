@@ -20,7 +20,7 @@ from finalmile.arrow.frames import tensor_array
 from finalmile.logs.records import Served, log_table, take_strings
 from finalmile.logs.writer import LogWriter, read_journal
 from tests.fixtures import tabular
-from tests.unit.test_cli import run
+from tests.unit.cli.test_cli import run
 
 X, y = tabular(200)
 

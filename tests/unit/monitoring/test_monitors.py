@@ -242,7 +242,7 @@ def test_actions_route_roll_back_and_respect_cooldowns(logged: Client) -> None:
 def test_cli_apply_list_preview_run_results_chart_alerts(
     logged: Client, cli_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.unit.test_cli import run
+    from tests.unit.cli.test_cli import run
 
     monkeypatch.setenv("FINALMILE_HOME", str(logged.settings.home))
     monkeypatch.setenv("FINALMILE_DATABASE_URL", logged.settings.resolved_database_url())
