@@ -218,6 +218,8 @@ def _scenarios(X: pd.DataFrame) -> list[tuple[str, str, bytes, str, int]]:
 def _server(python: str, home: Path, port: int = 18080) -> Iterator[str]:
     """`finalmile serve` from the environment of `python` over `home`, until the block ends."""
     env = {"FINALMILE_HOME": str(home), "PATH": str(Path(python).parent)}
+    if python == sys.executable and "PYTHONPATH" in os.environ:  # this side may run a checkout of its own
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     server = subprocess.Popen([python, "-m", "finalmile", "serve", "--port", str(port)], env=env)
     try:
         for _ in range(300):
