@@ -44,6 +44,12 @@ class FinalmileSettings(BaseSettings):
     parity_rows: int = 256
     """Rows drawn from the schema for the parity check when no sample is given."""
 
+    query_timeout_s: float = 30.0
+    """Longest a query of the SQL surface may run before it is stopped."""
+
+    query_max_rows: int = 100_000
+    """Most rows a query of the SQL surface returns; a larger result is refused with a message, not cut."""
+
     monitor_poll_s: float = 5.0
     """How often the server looks for monitor windows that have ended (each monitor has its own interval)."""
 

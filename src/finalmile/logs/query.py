@@ -17,7 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from finalmile.errors import QueryError
+from finalmile.logs import sandbox
+from finalmile.pipelines.spec import ModelStepSpec, PipelineSpec, walk
 from finalmile.pipelines.store import PipelineStore
+from finalmile.registry.schema import Schema
 from finalmile.registry.store import MetadataStore
 
 _EMPTY_LOGS = (
@@ -33,15 +36,23 @@ class LogReader:
     served (the SDK, the API, monitors and the CLI all read through it)."""
 
     def __init__(
-        self, home: Path, metadata: MetadataStore, pipelines: PipelineStore, flush: Callable[[], None]
+        self,
+        home: Path,
+        metadata: MetadataStore,
+        pipelines: PipelineStore,
+        flush: Callable[[], None],
+        timeout_s: float = 30.0,
+        max_rows: int = 100_000,
     ) -> None:
         self.home = home
         self.metadata = metadata
         self.pipelines = pipelines
         self.flush = flush
+        self.timeout_s = timeout_s
+        self.max_rows = max_rows
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB with the views defined over this home's logs and metadata."""
+        """An in-memory DuckDB with the views defined over this home's logs and metadata, locked down (`sandbox`)."""
         self.flush()
         conn = duckdb.connect()
         conn.execute("SET TimeZone = 'UTC'")  # hourly and daily buckets are UTC's, whatever the server's local zone
@@ -76,20 +87,15 @@ class LogReader:
         )
         conn.register("models", models)
         conn.register("pipelines", pipelines)
+        sandbox.lock_down(conn, [root, truth])
         return conn
 
     def query(self, sql: str) -> pa.Table:
-        """Run one read-only statement; anything that writes is refused, a malformed one gets DuckDB's message."""
+        """Run one SELECT over the documented views in the sandbox (no files, a time limit and a row cap)."""
         conn = self.connect()
         try:
-            statements = conn.extract_statements(sql)
-            if len(statements) != 1:
-                raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
-            if statements[0].type != duckdb.StatementType.SELECT:
-                raise QueryError(f"queries are read-only: a {statements[0].type.name} statement is refused")
-            return conn.sql(sql).to_arrow_table()
-        except duckdb.Error as exc:
-            raise QueryError(f"SQL error: {exc}") from None
+            sandbox.check(conn, sql)
+            return sandbox.run(conn, sql, self.timeout_s, self.max_rows)
         finally:
             conn.close()
 
@@ -138,6 +144,16 @@ class LogReader:
         finally:
             conn.close()
         return rows
+
+    def input_columns(self, pipeline: str) -> set[str]:
+        """The `in_*` columns a pipeline's log has or will have: its models' inputs, and its log so far."""
+        spec = PipelineSpec.model_validate(self.pipelines.get_version(pipeline).spec)
+        columns = {c for c in self.logged_columns(pipeline) if c.startswith("in_")}
+        for step in walk(list(spec.steps)):
+            if isinstance(step, ModelStepSpec):
+                inputs = Schema.model_validate(self.metadata.get_by_ref(step.model).schema).inputs or []
+                columns |= {f"in_{c.name}" for c in inputs}
+        return columns
 
     def logged_columns(self, pipeline: str) -> set[str]:
         """Every column name in the Parquet parts of a pipeline's log so far."""

@@ -1,0 +1,82 @@
+"""The SQL surface reads the documented views and nothing else: no files, no settings, bounded in time and rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finalmile import Client
+from finalmile.errors import QueryError
+from finalmile.logs.sandbox import VIEWS
+from tests.fixtures import SumModel, tabular
+
+X, _ = tabular(20)
+
+
+@pytest.fixture
+def served(sqlite_client: Client) -> Client:
+    sqlite_client.upload_model("sum", SumModel, sample=X.head(5))
+    p = sqlite_client.build_pipeline("p").add_model_step("sum:1")
+    p.deploy()
+    p.infer(X.head(3))
+    return sqlite_client
+
+
+def test_the_views_answer(served: Client) -> None:
+    assert served.query("SELECT count(*) AS n FROM logs").n[0] == 3
+    assert served.query("WITH recent AS (SELECT * FROM logs) SELECT count(*) AS n FROM recent").n[0] == 3
+    assert served.query("SELECT count(*) AS n FROM range(5)").n[0] == 5  # harmless table functions stay
+    assert set(VIEWS) == {"logs", "ground_truth", "models", "pipelines"}
+
+
+@pytest.mark.parametrize(
+    ("sql", "refusal"),
+    [
+        ("SELECT * FROM read_csv('/etc/passwd')", "read_csv() is not allowed"),
+        ("SELECT * FROM read_text('/etc/passwd')", "read_text() is not allowed"),
+        ("SELECT * FROM read_blob('/etc/passwd')", "read_blob() is not allowed"),
+        ("SELECT * FROM glob('/etc/*')", "glob() is not allowed"),
+        ("SELECT * FROM '/etc/passwd'", "is not one of the views"),
+        ("SELECT * FROM logs WHERE request_id IN (SELECT column0 FROM read_csv('/etc/hosts'))", "read_csv()"),
+        ("SELECT * FROM information_schema.tables", "'tables' is not one of the views"),
+        ("SELECT getenv('HOME')", "getenv() is not allowed"),
+        ("SELECT current_setting('allowed_directories')", "current_setting() is not allowed"),
+        ("COPY (SELECT 1) TO '/tmp/out.csv'", "read-only"),
+        ("ATTACH '/tmp/other.db'", "read-only"),
+        ("INSTALL httpfs", "read-only"),
+        ("LOAD httpfs", "read-only"),
+        ("SET enable_external_access = true", "read-only"),
+        ("SELECT 1; SELECT 2", "exactly one SQL statement"),
+    ],
+)
+def test_files_settings_and_writes_are_refused_naming_why(served: Client, sql: str, refusal: str) -> None:
+    with pytest.raises(QueryError, match="sql: .*" + refusal.replace("(", r"\(").replace(")", r"\)")) as raised:
+        served.query(sql)
+    assert raised.value.status_code == 400 and raised.value.detail["field"] == "sql"
+
+
+def test_the_connection_itself_cannot_read_files(served: Client, tmp_path: Path) -> None:
+    """The second wall: even a query that got past the checks could not open a file outside the views' folders."""
+    (tmp_path / "secret.csv").write_text("a\n1\n")
+    conn = served.services.reader.connect()
+    try:
+        with pytest.raises(Exception, match="disabled by configuration|Permission"):
+            conn.sql(f"SELECT * FROM read_csv('{tmp_path / 'secret.csv'}')").fetchall()
+        with pytest.raises(Exception, match="lock|configuration"):
+            conn.execute("SET enable_external_access = true")
+    finally:
+        conn.close()
+
+
+def test_a_result_over_the_row_cap_is_refused_not_cut(served: Client) -> None:
+    served.services.reader.max_rows = 10
+    assert len(served.query("SELECT * FROM range(10)")) == 10
+    with pytest.raises(QueryError, match="more than 10 rows; aggregate, filter or add LIMIT"):
+        served.query("SELECT * FROM range(11)")
+
+
+def test_a_query_past_the_time_limit_is_stopped(served: Client) -> None:
+    served.services.reader.timeout_s = 0.2
+    with pytest.raises(QueryError, match="ran past the 0.2 s limit"):
+        served.query("SELECT count(*) FROM range(100000000000) a, range(10) b")
