@@ -7,6 +7,7 @@ stores (upload, version, deploy, undeploy) live here once, so every front end do
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from finalmile.serving.dataplane import DataPlane
 from finalmile.serving.loop import LoopThread
 from finalmile.serving.metrics import Metrics
 
+log = logging.getLogger(__name__)
+
 
 class Services:
     """Everything one process needs to register, deploy, serve, log and monitor, wired once."""
@@ -46,7 +49,14 @@ class Services:
         self.pipelines = PipelineStore(self.metadata)
         self.monitors = MonitorStore(self.metadata)
         self.logs = LogWriter(settings.home / "logs")
-        self.reader = LogReader(settings.home, self.metadata, self.pipelines, self.logs.flush)
+        self.reader = LogReader(
+            settings.home,
+            self.metadata,
+            self.pipelines,
+            self.logs.flush,
+            settings.query_timeout_s,
+            settings.query_max_rows,
+        )
         self.metrics = Metrics()
         self.backend = LocalBackend(self._load, self._wanted, self.metrics.observer)
         self.backend.hooks.append(self.logs)
@@ -146,9 +156,13 @@ class Services:
     # -- monitors -----------------------------------------------------------------------------------------------
 
     def run_monitors(self, now: Any = None) -> int:
-        """Compute every saved, enabled monitor's windows that have ended; returns how many results were stored."""
+        """Compute every saved, enabled monitor's windows that have ended; returns how many results were stored.
+        A monitor that fails is logged and retried at the next poll; it never stops the others."""
         stored = 0
         for saved in self.monitors.all():
             if saved.enabled:
-                stored += len(run_monitor(self.monitoring, saved, now))
+                try:
+                    stored += len(run_monitor(self.monitoring, saved, now))
+                except Exception:
+                    log.exception("monitor %s failed; the others go on", saved.config.name)
         return stored

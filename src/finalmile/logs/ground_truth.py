@@ -43,6 +43,13 @@ def add_ground_truth(reader: LogReader, pipeline: str, frame: Any, key: str = "r
         raise InvalidInputError(
             f"ground truth: column '{key}' (the key) is missing; have {', '.join(table.column_names)}"
         )
+    if key != "request_id" and f"in_{key}" not in reader.input_columns(pipeline):
+        logged = sorted(c.removeprefix("in_") for c in reader.input_columns(pipeline))
+        raise InvalidInputError(
+            f"key: pipeline '{pipeline}' logs no input column '{key}' to match labels on; use request_id or one of "
+            f"{', '.join(logged) or '(none yet)'}",
+            {"field": "key"},
+        )
     labels = [c for c in table.column_names if c != key]
     if not labels:
         raise InvalidInputError("ground truth: no label columns beside the key")

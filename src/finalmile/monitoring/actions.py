@@ -19,7 +19,7 @@ from finalmile.monitoring.config import Action, RollbackAction, RouteAction, Und
 from finalmile.monitoring.store import AlertRecord, MonitorStore, SavedMonitor
 from finalmile.pipelines.spec import PipelineSpec, SplitStepSpec, walk
 from finalmile.pipelines.store import DeploymentRecord, PipelineStore, PipelineVersionRecord
-from finalmile.registry.store import _now
+from finalmile.registry.store import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def take_actions(deployer: Deployer, store: MonitorStore, monitor: SavedMonitor,
     due = []
     for action in monitor.config.actions:
         last = store.last_action(monitor, action.kind)
-        if last is not None and _now() - last < timedelta(seconds=action.cooldown_s):
+        if last is not None and utc_now() - last < timedelta(seconds=action.cooldown_s):
             store.record_action(monitor, alert, action.kind, "cooldown", f"ran at {last.isoformat()}")
         else:
             due.append(action)

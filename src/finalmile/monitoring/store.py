@@ -12,7 +12,7 @@ from sqlalchemy import select
 from finalmile.errors import ConflictError, MonitorNotFound
 from finalmile.monitoring.config import MonitorConfig, Status
 from finalmile.monitoring.windows import MonitorResult
-from finalmile.registry.store import MetadataStore, _now, _utc
+from finalmile.registry.store import MetadataStore, stored_utc, utc_now
 from finalmile.registry.tables import ActionRunRow, AlertRow, MonitorResultRow, MonitorRow
 
 
@@ -71,7 +71,7 @@ class MonitorStore:
                     config=config.model_dump(mode="json"),
                     enabled=True,
                     next_window_end=first_window_end,
-                    created_at=_now(),
+                    created_at=utc_now(),
                 )
                 s.add(row)
                 s.flush()
@@ -118,9 +118,9 @@ class MonitorStore:
         alerts = []
         with self._sessions.begin() as s:
             row = s.get(MonitorRow, monitor.id, with_for_update=True)
-            if row is None or _utc(row.next_window_end) != _utc(monitor.next_window_end):
+            if row is None or stored_utc(row.next_window_end) != stored_utc(monitor.next_window_end):
                 return []  # deleted, or another process has just computed these windows
-            now = _now()
+            now = utc_now()
             for r in results:
                 result = MonitorResultRow(
                     monitor_id=row.id,
@@ -167,8 +167,8 @@ class MonitorStore:
             )
             return [
                 MonitorResult(
-                    _utc(r.window_start),
-                    _utc(r.window_end),
+                    stored_utc(r.window_start),
+                    stored_utc(r.window_end),
                     r.rows,
                     r.score,
                     cast(Status, r.status),
@@ -195,10 +195,10 @@ class MonitorStore:
                     a.level,
                     a.value,
                     r.group,
-                    _utc(r.window_start),
-                    _utc(r.window_end),
+                    stored_utc(r.window_start),
+                    stored_utc(r.window_end),
                     r.evidence,
-                    _utc(a.created_at),
+                    stored_utc(a.created_at),
                 )
                 for a, r, monitor in s.execute(query)
             ]
@@ -216,7 +216,7 @@ class MonitorStore:
                 .order_by(ActionRunRow.id.desc())
                 .limit(1)
             )
-            return _utc(at) if at is not None else None
+            return stored_utc(at) if at is not None else None
 
     def record_action(self, monitor: SavedMonitor, alert: AlertRecord, action: str, outcome: str, detail: str) -> None:
         with self._sessions.begin() as s:
@@ -227,7 +227,7 @@ class MonitorStore:
                     action=action,
                     outcome=outcome,
                     detail=detail,
-                    created_at=_now(),
+                    created_at=utc_now(),
                 )
             )
 
@@ -247,7 +247,7 @@ class MonitorStore:
                     "action": r.action,
                     "outcome": r.outcome,
                     "detail": r.detail,
-                    "at": _utc(r.created_at),
+                    "at": stored_utc(r.created_at),
                 }
                 for r, monitor in s.execute(query)
             ]
@@ -255,5 +255,9 @@ class MonitorStore:
 
 def _saved(row: MonitorRow) -> SavedMonitor:
     return SavedMonitor(
-        row.id, MonitorConfig.model_validate(row.config), row.enabled, _utc(row.next_window_end), _utc(row.created_at)
+        row.id,
+        MonitorConfig.model_validate(row.config),
+        row.enabled,
+        stored_utc(row.next_window_end),
+        stored_utc(row.created_at),
     )

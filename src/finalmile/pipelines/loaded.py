@@ -149,7 +149,7 @@ class LoadedPipeline:
             # All-numeric named columns become the tensor form in two Arrow calls, so no step re-validates or
             # re-stacks 29 columns one by one; anything unusual falls through to the full check below.
             try:
-                matrix = features(table.select(schema.input_names()), np.float64)
+                matrix = features(table.select(schema.input_names()), np.float64, nulls=False)  # nulls: checked below
                 return pa.Table.from_arrays([tensor_array(matrix)], names=["input"])
             except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
                 pass

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Protocol
 import yaml
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
 
-from finalmile.errors import PipelineDefinitionError
+from finalmile.errors import InvalidCheckError, PipelineDefinitionError
 from finalmile.pipelines.checks import compile_check
 
 
@@ -131,17 +131,29 @@ class _Version(Protocol):
     @property
     def version(self) -> int: ...
 
+    @property
+    def schema(self) -> dict[str, Any]: ...
+
 
 def pin_spec(spec: dict[str, Any], resolve: Callable[[str], _Version]) -> tuple[PipelineSpec, list[tuple[str, int]]]:
     """A definition with every model reference pinned to `name:version` (aliases resolved now), and the pins;
     check expressions are compiled, so a malformed rule is refused now rather than while serving."""
     parsed = PipelineSpec.from_dict(spec)
     refs = []
+    outputs: set[str] = set()
     for step in walk(list(parsed.steps)):
         if isinstance(step, ModelStepSpec):
             found = resolve(step.model)
             step.model = f"{found.name}:{found.version}"
             refs.append((found.name, found.version))
-        elif isinstance(step, CheckStepSpec):
-            compile_check(step.expression)
+            outputs |= {c["name"] for c in found.schema.get("outputs", [])}
+    for step in walk(list(parsed.steps)):
+        if isinstance(step, CheckStepSpec):
+            missing = sorted(compile_check(step.expression)[2] - outputs)
+            if missing and outputs:  # a model that declares no outputs cannot be checked against
+                raise InvalidCheckError(
+                    f"check '{step.name}': no model of the pipeline outputs {', '.join(missing)} "
+                    f"(outputs: {', '.join(sorted(outputs))})",
+                    {"field": "expression", "check": step.name},
+                )
     return parsed, refs

@@ -12,7 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from finalmile.errors import ConflictError, ModelNotFound, PipelineNotDeployed, PipelineNotFound
-from finalmile.registry.store import MetadataStore, _now, _utc, check_model_name, named_row_for_update, valid_version
+from finalmile.registry.store import (
+    MetadataStore,
+    check_model_name,
+    named_row_for_update,
+    stored_utc,
+    utc_now,
+    valid_version,
+)
 from finalmile.registry.tables import (
     DeploymentRow,
     ModelRow,
@@ -68,7 +75,7 @@ class PipelineStore:
                         version=pipeline.last_version,
                         spec=spec,
                         created_by=created_by,
-                        created_at=_now(),
+                        created_at=utc_now(),
                     )
                     s.add(row)
                     s.flush()
@@ -142,9 +149,9 @@ class PipelineStore:
             deployment.pipeline_version_id = row.id
             deployment.config = config
             deployment.active = active
-            deployment.updated_at = _now()
+            deployment.updated_at = utc_now()
             s.flush()
-            return DeploymentRecord(name, version, config, active, _utc(deployment.updated_at))
+            return DeploymentRecord(name, version, config, active, stored_utc(deployment.updated_at))
 
     def deactivate(self, name: str) -> None:
         with self._sessions.begin() as s:
@@ -153,7 +160,7 @@ class PipelineStore:
             if deployment is None or not deployment.active:
                 raise PipelineNotDeployed(name)
             deployment.active = False
-            deployment.updated_at = _now()
+            deployment.updated_at = utc_now()
 
     def deployments(self, active_only: bool = True) -> list[DeploymentRecord]:
         with self._sessions() as s:
@@ -165,7 +172,7 @@ class PipelineStore:
             if active_only:
                 q = q.where(DeploymentRow.active.is_(True))
             return [
-                DeploymentRecord(name, version, d.config, d.active, _utc(d.updated_at))
+                DeploymentRecord(name, version, d.config, d.active, stored_utc(d.updated_at))
                 for name, version, d in s.execute(q)
             ]
 
@@ -184,4 +191,4 @@ class PipelineStore:
 
 
 def _record(name: str, row: PipelineVersionRow) -> PipelineVersionRecord:
-    return PipelineVersionRecord(name, row.version, row.spec, row.created_by, _utc(row.created_at))
+    return PipelineVersionRecord(name, row.version, row.spec, row.created_by, stored_utc(row.created_at))

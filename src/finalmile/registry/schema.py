@@ -39,6 +39,8 @@ class Column(BaseModel):
     name: str
     dtype: str
     shape: tuple[int, ...] = ()
+    nullable: bool = False
+    """Whether rows may leave it empty (JSON null, a missing key, NaN from pandas); set when the sample had gaps."""
 
     def arrow_type(self) -> pa.DataType:
         """Scalars map to their type, tensors to a fixed-size list of `prod(shape)` values."""
@@ -92,6 +94,7 @@ class SchemaValidator:
         )
         self.tensor_width = len(self.columns or []) if numeric else None
         self._widening: dict[pa.Schema, bool] = {}
+        self._required = [c.name for c in self.columns or [] if not c.nullable and not c.shape]
 
     def is_tensor_form(self, table: pa.Table) -> bool:
         """One [n, k] numeric tensor column standing for k numeric scalar inputs: how V2 clients send tabular rows.
@@ -111,8 +114,10 @@ class SchemaValidator:
     def conform(self, table: pa.Table) -> pa.Table:
         if self.expected is None or self.columns is None:
             return table
-        if table.schema.equals(self.expected) or self.is_tensor_form(table):
+        if self.is_tensor_form(table):
             return table
+        if table.schema.equals(self.expected):
+            return self.refuse_gaps(table)
         names = self.expected.names
         if set(names) <= set(table.column_names):
             selected = table.select(names)
@@ -124,8 +129,23 @@ class SchemaValidator:
             if widening:
                 # float32 where float64 is declared (how V2 clients send FP32), small ints where floats are: always
                 # safe, and every model converts its input matrix anyway; casting column by column costs ~1 ms.
-                return selected
-        return self._diagnose(table)
+                return self.refuse_gaps(selected)
+        return self.refuse_gaps(self._diagnose(table))
+
+    def refuse_gaps(self, table: pa.Table) -> pa.Table:
+        """Empty values (JSON null, a missing key) where the schema does not allow them, named by row and column."""
+        problems = []
+        for name in self._required:
+            column = table.column(name)
+            if column.null_count:
+                row = pc.index(pc.is_null(column), True).as_py()
+                problems.append(
+                    f"row {row}, column '{name}': missing or null ({column.null_count} rows), and the schema does "
+                    "not mark it nullable"
+                )
+        if problems:
+            raise SchemaError(problems)
+        return table
 
     def _only_widening(self, schema: pa.Schema) -> bool:
         for field, target in zip(schema, self.expected or [], strict=True):
@@ -180,7 +200,7 @@ def _cast_scalar(arr: pa.ChunkedArray, dtype: str, target: pa.DataType) -> tuple
     if pa.types.is_list(source) or pa.types.is_fixed_size_list(source) or pa.types.is_large_list(source):
         return arr, f"expected a scalar {dtype}, got a list"
     numeric_target = pa.types.is_integer(target) or pa.types.is_floating(target)
-    numeric_source = pa.types.is_integer(source) or pa.types.is_floating(source) or pa.types.is_boolean(source)
+    numeric_source = pa.types.is_integer(source) or pa.types.is_floating(source)  # true is not a number
     if not (numeric_target and numeric_source) and not (pa.types.is_boolean(target) and pa.types.is_boolean(source)):
         return arr, f"expected {dtype}, got {got}"
     try:
@@ -240,5 +260,8 @@ def expand_tensor(table: pa.Table, schema: Schema, as_served: bool = False) -> p
 
 
 def infer_schema(table: pa.Table) -> Schema:
-    """A schema whose inputs are exactly the columns of `table` (used for samples)."""
-    return Schema.from_arrow(table.schema)
+    """A schema whose inputs are exactly the columns of `table` (used for samples); columns with gaps are nullable."""
+    schema = Schema.from_arrow(table.schema)
+    for column in schema.inputs or []:
+        column.nullable = table.column(column.name).null_count > 0
+    return schema

@@ -98,7 +98,9 @@ class MetadataStore:
                     model = self._model_for_update(s, name, create=True)
                     model.last_version += 1
                     uploaded = {("model_schema" if f == "schema" else f): getattr(new, f) for f in _UPLOADED}
-                    row = ModelVersionRow(model_id=model.id, version=model.last_version, created_at=_now(), **uploaded)
+                    row = ModelVersionRow(
+                        model_id=model.id, version=model.last_version, created_at=utc_now(), **uploaded
+                    )
                     s.add(row)
                     s.flush()
                     if alias:
@@ -218,7 +220,7 @@ class MetadataStore:
             ):
                 aliases.setdefault(model_id, {})[alias] = version
             return [
-                ModelSummary(m.name, *stats.get(m.id, (0, 0)), aliases.get(m.id, {}), _utc(m.created_at))
+                ModelSummary(m.name, *stats.get(m.id, (0, 0)), aliases.get(m.id, {}), stored_utc(m.created_at))
                 for m in s.scalars(select(ModelRow).order_by(ModelRow.name))
             ]
 
@@ -257,7 +259,7 @@ class MetadataStore:
             **uploaded,
             name=name,
             version=row.version,
-            created_at=_utc(row.created_at),
+            created_at=stored_utc(row.created_at),
             aliases=sorted(self._aliases_of(s, row.id)),
         )
 
@@ -282,7 +284,7 @@ def named_row_for_update(
         if not create:
             raise not_found(name)
         check_model_name(name)
-        row = row_class(name=name, last_version=0, created_at=_now())
+        row = row_class(name=name, last_version=0, created_at=utc_now())
         s.add(row)
         s.flush()
     return row
@@ -296,32 +298,46 @@ def valid_version(version: int) -> bool:
     return 1 <= version <= MAX_VERSION
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _utc(moment: datetime) -> datetime:
+def stored_utc(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes; everything we store is UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def check_model_name(name: str) -> None:
-    if not name or len(name) > 200 or any(c in name for c in ":@/\\ \t\n") or name.startswith("."):
+    """Names become path segments, log partitions and SQL values: printable, no separators, no leading dot."""
+    if (
+        not name
+        or len(name) > 200
+        or any(c in name for c in ":@/\\ \t\n")
+        or name.startswith(".")
+        or not name.isprintable()
+    ):
         raise InvalidNameError(
-            f"invalid model name {name!r}: use 1-200 characters without spaces, ':', '@' or slashes",
+            f"invalid model name {name!r}: use 1-200 printable characters without spaces, ':', '@' or slashes",
             {"name": name},
         )
 
 
 def check_alias_name(alias: str) -> None:
-    if not alias or len(alias) > 100 or alias.isdigit() or any(c in alias for c in ":@/\\ \t\n"):
+    if (
+        not alias
+        or len(alias) > 100
+        or alias.isdigit()
+        or any(c in alias for c in ":@/\\ \t\n")
+        or not alias.isprintable()
+    ):
         raise InvalidNameError(
-            f"invalid alias {alias!r}: use 1-100 characters, not only digits, without spaces, ':', '@' or slashes",
+            f"invalid alias {alias!r}: use 1-100 printable characters, not only digits, without spaces, ':', '@' "
+            "or slashes",
             {"alias": alias},
         )
 
 
-_REF = re.compile(r"^(?P<name>[^:@]+)(?::(?P<version>\d+)|@(?P<alias>[^:@]+))?$")
+_REF = re.compile(r"^(?P<name>[^:@]+)(?::(?P<version>\d+)|@(?P<alias>[^:@]+))?$", re.ASCII)
 
 
 def parse_ref(ref: str) -> tuple[str, int | None, str | None]:

@@ -10,16 +10,19 @@ from __future__ import annotations
 import getpass
 import platform
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from finalmile.arrow.frames import to_arrow
 from finalmile.config import FinalmileSettings
-from finalmile.errors import BadRequestError
+from finalmile.errors import BadRequestError, FinalmileError, InvalidInputError
 from finalmile.registry.artifacts import ArtifactStore, pack_directory
 from finalmile.registry.schema import Schema, SchemaValidator
 from finalmile.registry.store import MetadataStore, NewVersion, VersionRecord, check_alias_name, check_model_name
@@ -52,18 +55,19 @@ def upload_model(
     runtime: str = "auto",
 ) -> VersionRecord:
     if runtime not in ("auto", "native"):
-        raise BadRequestError(f"runtime must be 'auto' or 'native', got {runtime!r}")
+        raise BadRequestError(f"runtime: must be 'auto' or 'native', got {runtime!r}", {"field": "runtime"})
     check_model_name(name)
     if alias is not None:
         check_alias_name(alias)
+    tags = checked_tags(tags)  # every option is checked before any of the model's own code can run
+    given = checked_schema(schema)
     sample_table = to_arrow(sample)[0] if sample is not None else None
     artifacts.tmp.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=artifacts.tmp, prefix="upload-") as scratch:
+    with tempfile.TemporaryDirectory(dir=artifacts.tmp, prefix="upload-") as scratch, hide_paths(scratch):
         workdir = Path(scratch)
         framework = framework or detect_framework(source)
         packaged: Packaged = framework_module(framework).package(source, workdir, sample_table)
-        if schema is not None:
-            given = schema if isinstance(schema, Schema) else Schema.model_validate(schema)
+        if given is not None:
             packaged.schema = Schema(inputs=given.inputs, outputs=given.outputs or packaged.schema.outputs)
         if sample_table is not None and packaged.schema.inputs is not None:
             # The sample must fit the schema; this also catches a sample of the wrong model early.
@@ -139,6 +143,51 @@ def _libraries(framework: str) -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return found
+
+
+def checked_tags(tags: Any) -> dict[str, str] | None:
+    """Tags are a mapping of names to text; numbers and booleans are written as text, anything else refused."""
+    if tags is None:
+        return None
+    if not isinstance(tags, dict):
+        raise InvalidInputError(
+            f"tags: expected an object of name -> text, got {type(tags).__name__}", {"field": "tags"}
+        )
+    checked = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key or not key.isprintable():
+            raise InvalidInputError(f"tags: {key!r} is not a tag name", {"field": "tags"})
+        if isinstance(value, (dict, list)) or value is None:
+            raise InvalidInputError(f"tags.{key}: expected text, got {type(value).__name__}", {"field": f"tags.{key}"})
+        checked[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return checked
+
+
+def checked_schema(schema: Schema | dict[str, Any] | None) -> Schema | None:
+    """A schema given as a dict, validated, its problems named by field."""
+    if schema is None or isinstance(schema, Schema):
+        return schema
+    if not isinstance(schema, dict):
+        raise InvalidInputError(
+            f"schema: expected an object with inputs and outputs, got {type(schema).__name__}", {"field": "schema"}
+        )
+    try:
+        return Schema.model_validate(schema)
+    except ValidationError as exc:
+        problems = [f"schema.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise InvalidInputError("; ".join(problems), {"field": "schema", "problems": problems}) from None
+
+
+@contextmanager
+def hide_paths(*paths: str | Path) -> Iterator[None]:
+    """Errors raised inside say `model.pkl`, not where the server keeps its scratch files."""
+    try:
+        yield
+    except FinalmileError as exc:
+        for path in paths:
+            exc.message = exc.message.replace(str(path).rstrip("/") + "/", "").replace(str(path), "<upload>")
+        exc.args = (exc.message,)
+        raise
 
 
 def current_user() -> str:

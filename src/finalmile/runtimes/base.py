@@ -109,11 +109,12 @@ class BaseRuntime:
         raise NotImplementedError
 
 
-def features(table: pa.Table, dtype: Any = np.float32) -> np.ndarray:
+def features(table: pa.Table, dtype: Any = np.float32, nulls: bool = True) -> np.ndarray:
     """The table as one 2-D (or n-d, for a single tensor column) numpy array for models that take a matrix.
 
     A single fixed-size-list column is viewed without a copy; scalar columns go through Arrow's own row-major
     tensor conversion (one C++ call, where stacking columns one by one costs microseconds per column).
+    Nulls become NaN, or with `nulls=False` an `ArrowTypeError` (for callers that must refuse them).
     """
     if table.num_columns == 1 and pa.types.is_fixed_size_list(table.schema.field(0).type):
         return list_matrix(table.column(0)).astype(dtype, copy=False)
@@ -122,7 +123,7 @@ def features(table: pa.Table, dtype: Any = np.float32) -> np.ndarray:
         batches = table.combine_chunks().to_batches()
     if not batches:  # an empty table has no batch at all
         return np.empty((0, table.num_columns), dtype=dtype)
-    return np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=True)).astype(dtype, copy=False)
+    return np.asarray(batches[0].to_tensor(null_to_nan=nulls, row_major=True)).astype(dtype, copy=False)
 
 
 def classification_table(

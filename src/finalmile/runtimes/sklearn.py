@@ -73,6 +73,7 @@ def tabular_inputs(names: list[str] | None, n_features: int | None, sample: pa.T
             return None
         names = sample.column_names
     sample_types = {} if sample is None else {f.name: f.type for f in sample.schema}
+    gaps = set() if sample is None else {n for n in sample.column_names if sample.column(n).null_count}
     columns = []
     for name in names:
         t = sample_types.get(name)
@@ -81,7 +82,7 @@ def tabular_inputs(names: list[str] | None, n_features: int | None, sample: pa.T
             dtype = "string" if pa.types.is_string(t) or pa.types.is_large_string(t) else "float64"
         elif t is not None and pa.types.is_floating(t):
             dtype = "float32" if pa.types.is_float32(t) else "float64"
-        columns.append(Column(name=name, dtype=dtype))
+        columns.append(Column(name=name, dtype=dtype, nullable=name in gaps))
     return columns
 
 

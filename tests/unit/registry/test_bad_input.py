@@ -80,7 +80,7 @@ def test_bad_names_aliases_and_samples_register_nothing(client: Client) -> None:
         client.upload_model("ok", model, alias="12")
     with pytest.raises(SchemaError, match="column 'x0': missing"):
         client.upload_model("ok", model, sample=X.drop(columns=["x0"]))
-    with pytest.raises(FinalmileError, match="runtime must be"):
+    with pytest.raises(FinalmileError, match="runtime: must be"):
         client.upload_model("ok", model, runtime="gpu")
     assert_nothing_registered(client)
 

@@ -52,6 +52,11 @@ class V2Request:
     binary_outputs: set[str] = field(default_factory=set)
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits only: `str.isdigit` also takes '²' and other digits `int()` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def decode(body: bytes, header_length: int | None = None) -> V2Request:
     if header_length is not None and not 0 < header_length <= len(body):
         raise InvalidInputError(
@@ -110,11 +115,11 @@ def _named_columns(inputs: list[Any]) -> pa.Table | None:
         return None
     try:
         matrix = np.asarray([t["data"] for t in inputs], dtype=DATATYPES[datatype])
-    except (KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError, OverflowError):
         return None
     if matrix.shape != (len(inputs), shape[0]):
         return None
-    return named_tensor(matrix.T, names)
+    return named_tensor(_widened(matrix).T, names)
 
 
 def _decode_tensor(tensor: Any, index: int, binary: bytes, offset: int) -> tuple[str, pa.Array, int]:
@@ -149,13 +154,18 @@ def _decode_tensor(tensor: Any, index: int, binary: bytes, offset: int) -> tuple
             raise InvalidInputError(f"input '{name}': 'data' is missing")
         try:
             values = np.asarray(data, dtype=dtype).reshape(-1)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: 300 as INT8, -1 as UINT64
             raise InvalidInputError(f"input '{name}': data does not fit datatype {datatype}: {exc}") from None
     if values.size != size:
         raise InvalidInputError(f"input '{name}': shape {shape} needs {size} values, got {values.size}")
     if dtype is object:
         values = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=object)
-    return name, _to_arrow(values, shape), offset
+    return name, _to_arrow(_widened(values), shape), offset
+
+
+def _widened(values: np.ndarray) -> np.ndarray:
+    """FP16 as FP32: exact, and what every runtime takes (no model is compiled for half floats on a CPU)."""
+    return values.astype(np.float32) if values.dtype == np.float16 else values
 
 
 def _frombuffer(raw: bytes, dtype: Any, name: str) -> np.ndarray:
@@ -256,7 +266,7 @@ class V2Codec:
 
     def decode(self, body: bytes, headers: Mapping[str, str]) -> Decoded:
         length = headers.get(HEADER_LENGTH)
-        if length is not None and not length.isdigit():
+        if length is not None and not is_number(length):
             raise BadRequestError(f"Inference-Header-Content-Length must be an integer, got {length!r}")
         request = decode(body, int(length) if length else None)
         return Decoded(request.table, request)

@@ -16,6 +16,7 @@ import orjson
 from finalmile.errors import BadRequestError, FinalmileError, PayloadTooLarge
 from finalmile.pipelines.loaded import RequestResult
 from finalmile.serving.codecs import codec_for
+from finalmile.serving.codecs.v2 import is_number
 from finalmile.serving.dataplane import DataPlane
 from finalmile.serving.http.errors import error_body
 
@@ -36,7 +37,7 @@ class BodyReader:
 
     async def read(self, scope: Scope, receive: Receive) -> bytes:
         for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+            if key == b"content-length" and value.isascii() and value.isdigit() and int(value) > self.limit:
                 raise PayloadTooLarge(f"request body of {int(value)} bytes exceeds the limit of {self.limit} bytes")
         chunks, size = [], 0
         while True:
@@ -93,9 +94,26 @@ class InferenceHandlers:
 def _version(version: str | None) -> int | None:
     if version is None:
         return None
-    if not version.isdigit():
-        raise BadRequestError(f"pipeline version must be a number, got {version!r}")
+    if not is_number(version):
+        raise BadRequestError(f"version: a pipeline version is a number, got {version!r}", {"field": "version"})
     return int(version)
+
+
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands over a body already read, then listens to the client as before."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class FinalmileApp:
@@ -128,6 +146,13 @@ class FinalmileApp:
                     send, 200, self.dataplane.metrics.exposition(), {"content-type": "text/plain; version=0.0.4"}
                 )
                 return
+            if method in _WITH_BODY:  # the body limit covers every route: read it bounded, then hand it on
+                try:
+                    body = await self.body.read(scope, receive)
+                except PayloadTooLarge as exc:
+                    await respond(send, exc.status_code, error_body(exc), {"content-type": "application/json"})
+                    return
+                receive = _replay(body, receive)
         await self.management(scope, receive, send)
 
     async def _serve(

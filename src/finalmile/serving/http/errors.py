@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from finalmile.errors import FinalmileError
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a message that names the field and the problem, and structured detail."""
+
+    error: str
+    detail: Any = None
 
 
 def error_body(exc: FinalmileError) -> bytes:
@@ -30,3 +40,26 @@ def add_error_handlers(app: FastAPI) -> None:
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"error": "invalid request: " + "; ".join(problems), "detail": {"problems": problems}}, 422)
+
+
+def document_errors(app: FastAPI) -> None:
+    """The OpenAPI document describes the error bodies the handlers really send (not FastAPI's own 422 shape)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["ErrorBody"] = ErrorBody.model_json_schema()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    answers = operation.get("responses", {})
+                    answers["422"] = {
+                        "description": "The request is invalid: the message names the field",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                    }
+            for unused in ("HTTPValidationError", "ValidationError"):
+                components.pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -19,7 +19,7 @@ from finalmile.errors import NotReadyError
 from finalmile.jobs.scheduler import Periodic, Scheduler
 from finalmile.services import Services
 from finalmile.serving.http.app import FinalmileApp, InferenceHandlers
-from finalmile.serving.http.errors import add_error_handlers
+from finalmile.serving.http.errors import add_error_handlers, document_errors
 from finalmile.serving.http.routes import logs, models, monitors, pipelines, v2
 
 SYNC_INTERVAL_S = 1.0
@@ -60,6 +60,7 @@ def create_app(services: Services | None = None) -> FinalmileApp:
         title="finalmile", version=__version__, docs_url="/docs", openapi_url="/openapi.json", lifespan=lifespan
     )
     add_error_handlers(management)
+    document_errors(management)
     management.include_router(v2.router(handlers))
     management.include_router(models.router(root))
     management.include_router(pipelines.router(root, root.dataplane))

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, File, Form, UploadFile
 
 from finalmile.errors import InvalidInputError
+from finalmile.registry.upload import hide_paths
 from finalmile.services import Services
 from finalmile.serving.http.routes import run
 
@@ -40,12 +41,9 @@ def router(services: Services) -> APIRouter:
         model_schema: str | None = Form(None, alias="schema", description="JSON schema of inputs/outputs"),
         sample: UploadFile | None = _SAMPLE_FILE,
     ) -> dict[str, Any]:
-        try:
-            tag_map = json.loads(tags) if tags else None
-            schema_map = json.loads(model_schema) if model_schema else None
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"tags/schema: not valid JSON ({exc})") from None
-        with tempfile.TemporaryDirectory() as tmp:
+        tag_map = _json_field("tags", tags)
+        schema_map = _json_field("schema", model_schema)
+        with tempfile.TemporaryDirectory() as tmp, hide_paths(tmp):
             source = await _save_upload(file, Path(tmp))
             sample_table = None
             if sample is not None:
@@ -71,6 +69,13 @@ def router(services: Services) -> APIRouter:
         return vars(record)
 
     return api
+
+
+def _json_field(field: str, text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{field}: not valid JSON ({exc.msg})", {"field": field}) from None
 
 
 async def _save_upload(file: UploadFile, directory: Path) -> Path:
