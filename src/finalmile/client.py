@@ -22,6 +22,7 @@ from finalmile.registry.store import ModelSummary
 from finalmile.sdk.models import ModelVersion
 from finalmile.sdk.monitors import Monitor
 from finalmile.sdk.pipelines import Pipeline
+from finalmile.sdk.refs import model_ref, pipeline_name
 from finalmile.services import Services
 
 
@@ -90,9 +91,9 @@ class Client:
         )
         return ModelVersion(self.services.loader, record)
 
-    def model(self, ref: str) -> ModelVersion:
-        """A version by reference: `name` (latest), `name:3`, or `name@champion`."""
-        return ModelVersion(self.services.loader, self.services.metadata.get_by_ref(ref))
+    def model(self, ref: str | ModelVersion) -> ModelVersion:
+        """A version by reference: `name` (latest), `name:3`, or `name@champion` (or a handle: a fresh copy)."""
+        return ModelVersion(self.services.loader, self.services.metadata.get_by_ref(model_ref(ref)))
 
     def models(self) -> list[ModelSummary]:
         return self.services.metadata.list_models()
@@ -117,10 +118,10 @@ class Client:
         """A new pipeline definition (an empty draft); `deploy()` stores it as the next version of `name`."""
         return Pipeline(self, name)
 
-    def pipeline(self, name: str, version: int | None = None) -> Pipeline:
+    def pipeline(self, name: str | Pipeline, version: int | None = None) -> Pipeline:
         """An existing pipeline, its draft set to the steps of `version` (default: the latest)."""
-        record = self.services.pipelines.get_version(name, version)
-        return Pipeline(self, name, PipelineSpec.model_validate(record.spec).steps)
+        record = self.services.pipelines.get_version(pipeline_name(name), version)
+        return Pipeline(self, record.name, PipelineSpec.model_validate(record.spec).steps)
 
     def pipelines(self) -> list[str]:
         return self.services.pipelines.list_pipelines()
@@ -204,7 +205,7 @@ class Client:
     def build_assay(
         self,
         name: str,
-        pipeline: str,
+        pipeline: str | Pipeline,
         column: str,
         baseline: Any,
         window: Any = "1d",
@@ -248,7 +249,7 @@ class Client:
     def build_monitor(
         self,
         name: str,
-        pipeline: str,
+        pipeline: str | Pipeline,
         kind: str,
         metric: str | None = None,
         column: str | None = None,
@@ -265,10 +266,12 @@ class Client:
         """A monitor of `kind` `check_rate` (column = the check's name), `performance` (metric: accuracy, precision,
         recall, f1, roc_auc, log_loss, rmse, mae, r2; `label` = the ground-truth column), `error_rate` or
         `latency_p99` (milliseconds); thresholds, windows and actions as for `build_assay`."""
+        if isinstance(options.get("baseline"), ModelVersion):
+            options["baseline"] = model_ref(options["baseline"])  # its stored sample
         config, baseline = build_config(
             self.services.monitoring,
             name=name,
-            pipeline=pipeline,
+            pipeline=pipeline_name(pipeline),
             kind=kind,
             metric=metric,
             column=column,
@@ -288,8 +291,9 @@ class Client:
         saved = self.services.monitors.get(name)
         return Monitor(self.services.monitoring, saved.config, saved)
 
-    def monitors(self, pipeline: str | None = None) -> list[Monitor]:
-        return [Monitor(self.services.monitoring, s.config, s) for s in self.services.monitors.all(pipeline)]
+    def monitors(self, pipeline: str | Pipeline | None = None) -> list[Monitor]:
+        chosen = pipeline_name(pipeline) if pipeline is not None else None
+        return [Monitor(self.services.monitoring, s.config, s) for s in self.services.monitors.all(chosen)]
 
     def alerts(self, monitor: str | None = None) -> Any:
         """Alerts raised so far (every monitor, or one), oldest first, as a DataFrame."""

@@ -35,9 +35,23 @@ def to_arrow(frame: Any) -> tuple[pa.Table, Callable[[pa.Table], Any]]:
             return frame.to_arrow(), _to_polars
     if isinstance(frame, Mapping):
         return table_from_arrays(frame), to_numpy_dict
+    if isinstance(frame, np.ndarray) and frame.ndim == 2:
+        # Rows of features in the schema's order: the tensor form every pipeline and runtime takes as it is.
+        if frame.dtype.kind not in "iuf":
+            raise InvalidInputError(f"a 2-D array of numbers is a frame; this one holds {frame.dtype}")
+        return pa.Table.from_arrays([tensor_array(np.ascontiguousarray(frame))], names=["input"]), to_numpy_dict
     raise InvalidInputError(
-        f"cannot read a {type(frame).__name__}: pass a pandas or Polars DataFrame, a pyarrow Table or a dict of arrays"
+        f"cannot read a {type(frame).__name__}: pass a pandas or Polars DataFrame, a pyarrow Table, a dict of arrays "
+        "or a 2-D numpy array"
     )
+
+
+def named_rows(matrix: np.ndarray, names: list[str] | None) -> pa.Table:
+    """A 2-D array as named columns: `names` (a model's own feature names) or f0, f1, … (XGBoost's convention)."""
+    if matrix.ndim != 2:
+        raise InvalidInputError(f"sample: expected a 2-D array of rows, got {matrix.ndim} dimensions")
+    names = names if names is not None and len(names) == matrix.shape[1] else [f"f{i}" for i in range(matrix.shape[1])]
+    return pa.Table.from_arrays([pa.array(matrix[:, j]) for j in range(matrix.shape[1])], names=names)
 
 
 def table_from_arrays(columns: Mapping[str, Any]) -> pa.Table:

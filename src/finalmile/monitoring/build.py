@@ -66,6 +66,16 @@ def _check_column(ctx: MonitorContext, config: MonitorConfig) -> None:
     if wanted is None:
         return
     logged = logged_columns(ctx, config.pipeline)
+    if wanted not in logged and kind.name == "drift":  # `amount` for `in_amount`, where only one of them exists
+        found = [c for c in (f"in_{wanted}", f"out_{wanted}") if c in logged]
+        if len(found) > 1:
+            raise InvalidInputError(
+                f"column: '{wanted}' is both an input and an output of pipeline '{config.pipeline}'; "
+                f"name {' or '.join(found)}",
+                {"field": "column"},
+            )
+        if found:
+            config.column = wanted = found[0]
     if wanted not in logged:
         options = sorted(c for c in logged if c not in FIXED_COLUMNS)
         raise InvalidInputError(

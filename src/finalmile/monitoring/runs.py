@@ -44,12 +44,14 @@ def save(ctx: MonitorContext, config: MonitorConfig, start: datetime | None = No
 def preview(
     ctx: MonitorContext,
     config: MonitorConfig,
-    start: datetime,
+    start: datetime | None = None,
     end: datetime | None = None,
     baseline: np.ndarray | None = None,
 ) -> list[MonitorResult]:
-    """Every window ending between `start` + interval and `end` (default now), computed at once, not stored."""
-    ends = window_ends(config, aware_utc(start), aware_utc(end or datetime.now(UTC)))
+    """Every window ending between `start` + interval and `end` (default now), computed at once, not stored;
+    `start` defaults to a day before `end`."""
+    end = aware_utc(end or datetime.now(UTC))
+    ends = window_ends(config, aware_utc(start) if start is not None else end - timedelta(days=1), end)
     if baseline is None and kind_of(config).needs_baseline:
         baseline = baseline_values(ctx, config)
     return compute(ctx.reader, config, ends, baseline)

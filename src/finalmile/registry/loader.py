@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import weakref
 
 import pyarrow as pa
@@ -17,18 +18,30 @@ from finalmile.runtimes.base import Runtime, RuntimeContext
 
 
 class RuntimeLoader:
-    """Turns version records into loaded runtimes; the one place that knows which artifact a runtime reads."""
+    """Turns version records into loaded runtimes; the one place that knows which artifact a runtime reads.
+
+    One load per process: every pipeline (and handle) that pins the same version and runtime shares the runtime,
+    for as long as any of them holds it (a runtime already serves a slot's several threads at once)."""
 
     def __init__(self, artifacts: ArtifactStore, settings: FinalmileSettings) -> None:
         self.artifacts = artifacts
         self.settings = settings
+        self._loaded: weakref.WeakValueDictionary[tuple[str, int, str], Runtime] = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()
 
     def load(self, record: VersionRecord, runtime: str = "auto") -> Runtime:
-        """A new loaded runtime: ONNX when the version was converted, the native framework otherwise.
+        """The loaded runtime: ONNX when the version was converted, the native framework otherwise.
 
         `runtime="native"` runs the original framework even for a converted version.
         """
         key = runtime_key(record, runtime)
+        with self._lock:  # one load at a time per process: two deployments of one model never load it twice
+            loaded = self._loaded.get((record.name, record.version, key))
+            if loaded is None:
+                loaded = self._loaded[(record.name, record.version, key)] = self._load(record, key)
+            return loaded
+
+    def _load(self, record: VersionRecord, key: str) -> Runtime:
         cleanup = None
         if key == "onnx" and record.onnx_sha256:
             artifact = self.artifacts.verified_path(record.onnx_sha256)

@@ -17,10 +17,11 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from finalmile.arrow.frames import to_arrow
+from finalmile.arrow.frames import named_rows, to_arrow
 from finalmile.config import FinalmileSettings
 from finalmile.errors import BadRequestError, FinalmileError, InvalidInputError
 from finalmile.registry.artifacts import ArtifactStore, pack_directory
@@ -61,6 +62,9 @@ def upload_model(
         check_alias_name(alias)
     tags = checked_tags(tags)  # every option is checked before any of the model's own code can run
     given = checked_schema(schema)
+    if isinstance(sample, np.ndarray):  # named as the model names its features
+        names = getattr(source, "feature_names_in_", None)
+        sample = named_rows(sample, [str(n) for n in names] if names is not None else None)
     sample_table = to_arrow(sample)[0] if sample is not None else None
     artifacts.tmp.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=artifacts.tmp, prefix="upload-") as scratch, hide_paths(scratch):

@@ -56,8 +56,9 @@ class Monitor:
             self._baseline = baseline_values(self._ctx, self.config)
         return self._baseline
 
-    def preview(self, start: datetime, end: datetime | None = None) -> pd.DataFrame:
-        """Every window ending between `start` + interval and `end` (default now), computed at once, not stored."""
+    def preview(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+        """Every window ending between `start` + interval and `end` (default now), computed at once, not stored;
+        with no `start`, the day before `end`."""
         return results_frame(preview(self._ctx, self.config, start, end, self.baseline()))
 
     def save(self, start: datetime | None = None) -> Monitor:

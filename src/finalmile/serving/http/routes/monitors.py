@@ -65,7 +65,7 @@ def router(services: Services) -> APIRouter:
         save(ctx, config, body.start)
         return describe(body.name)
 
-    def preview_frame(name: str, start: datetime, end: datetime) -> Any:
+    def preview_frame(name: str, start: datetime | None, end: datetime) -> Any:
         return results_frame(preview(ctx, store.get(name).config, start, end))
 
     @api.post("/api/v1/assays", status_code=201)
@@ -85,7 +85,8 @@ def router(services: Services) -> APIRouter:
         return json_frame(results_frame(await run(store.results, name)))
 
     @api.get("/api/v1/assays/{name}/preview")
-    async def assay_preview(name: str, start: datetime, end: datetime | None = None) -> Response:
+    async def assay_preview(name: str, start: datetime | None = None, end: datetime | None = None) -> Response:
+        """Windows from `start` (default: a day before `end`) to `end` (default: now), computed, not stored."""
         return json_frame(await run(preview_frame, name, start, end or datetime.now(UTC)))
 
     @api.delete("/api/v1/assays/{name}")
