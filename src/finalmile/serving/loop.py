@@ -4,6 +4,7 @@ same async data plane as the server: batched with each other, measured, logged."
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ class LoopThread:
                 self._thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
                 self._thread.start()
                 self._loop = loop
+                atexit.register(self.close)  # a client never closed: its waiting tasks still end cleanly
             return self._loop
 
     def close(self) -> None:
@@ -38,6 +40,7 @@ class LoopThread:
             loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
         if loop is None or thread is None:
             return
+        atexit.unregister(self.close)
         # Cancel what still waits there (batcher runners) and let it unwind, so no task dies pending.
         asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
