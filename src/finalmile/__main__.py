@@ -1,3 +1,4 @@
 from finalmile.cli import main
 
-main()
+if __name__ == "__main__":  # a spawned child (an isolated upload) imports this module without running the CLI
+    main()

@@ -103,10 +103,10 @@ class Client:
 
     def set_alias(self, name: str, version: int, alias: str) -> ModelVersion:
         """Point `alias` (say `champion`) at `version`, moving it if it pointed elsewhere."""
-        return ModelVersion(self.services.loader, self.services.metadata.set_alias(name, version, alias))
+        return ModelVersion(self.services.loader, self.services.set_alias(name, version, alias))
 
     def delete_alias(self, name: str, alias: str) -> None:
-        self.services.metadata.delete_alias(name, alias)
+        self.services.delete_alias(name, alias)
 
     def delete_model_version(self, name: str, version: int) -> None:
         """Delete a version and its artifacts (unless another version shares them); refused while pinned."""
@@ -300,6 +300,13 @@ class Client:
         import pandas as pd
 
         return pd.DataFrame([vars(a) for a in self.services.monitors.alerts(monitor)])
+
+    def audit(self, target: str | None = None) -> Any:
+        """Every state change (upload, alias, version, deploy, undeploy, rollback or route by a monitor), oldest
+        first, as a DataFrame: at, actor, action, target, before, after; `target` filters (`"pipeline fraud"`)."""
+        import pandas as pd
+
+        return pd.DataFrame([vars(e) for e in self.services.audit.entries(target)])
 
     def run_monitors(self, now: Any = None) -> int:
         """Compute every saved, enabled monitor's windows that have ended (what `finalmile serve` does every few

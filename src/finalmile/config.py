@@ -44,6 +44,9 @@ class FinalmileSettings(BaseSettings):
     parity_rows: int = 256
     """Rows drawn from the schema for the parity check when no sample is given."""
 
+    upload_timeout_s: float = 300.0
+    """Longest an upload over HTTP may take to load and check the model in its child process."""
+
     query_timeout_s: float = 30.0
     """Longest a query of the SQL surface may run before it is stopped."""
 

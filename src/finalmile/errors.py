@@ -57,7 +57,8 @@ class ServerUnreachable(FinalmileError):
 
 
 class RemoteError(FinalmileError):
-    """An error a finalmile server answered with; keeps its HTTP status so callers can tell 404 from 422."""
+    """An error raised elsewhere — a finalmile server, an upload's child process — with its HTTP status kept, so
+    callers can tell 404 from 422 (exceptions do not travel whole between processes)."""
 
     def __init__(self, status_code: int, message: str, detail: Any = None) -> None:
         super().__init__(message, detail)

@@ -13,9 +13,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from finalmile.access.audit import AuditTrail
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
 from finalmile.config import FinalmileSettings
+from finalmile.errors import FinalmileError
 from finalmile.logs.query import LogReader
 from finalmile.logs.writer import LogWriter
 from finalmile.monitoring.context import MonitorContext
@@ -26,6 +28,7 @@ from finalmile.pipelines.loaded import LoadedPipeline, RequestResult, load_pipel
 from finalmile.pipelines.spec import pin_spec
 from finalmile.pipelines.store import PipelineStore, PipelineVersionRecord
 from finalmile.registry.artifacts import ArtifactStore
+from finalmile.registry.isolation import upload_in_child
 from finalmile.registry.loader import RuntimeLoader
 from finalmile.registry.store import MetadataStore, VersionRecord
 from finalmile.registry.upload import current_user, upload_model
@@ -49,6 +52,7 @@ class Services:
         self.pipelines = PipelineStore(self.metadata)
         self.monitors = MonitorStore(self.metadata)
         self.logs = LogWriter(settings.home / "logs")
+        self.audit = AuditTrail(self.metadata)
         self.reader = LogReader(
             settings.home,
             self.metadata,
@@ -56,6 +60,7 @@ class Services:
             self.logs.flush,
             settings.query_timeout_s,
             settings.query_max_rows,
+            {"audit": self.audit.table},
         )
         self.metrics = Metrics()
         self.backend = LocalBackend(self._load, self._wanted, self.metrics.observer)
@@ -91,8 +96,35 @@ class Services:
 
     # -- models -------------------------------------------------------------------------------------------------
 
-    def upload_model(self, name: str, source: Any, **options: Any) -> VersionRecord:
-        return upload_model(self.metadata, self.artifacts, self.settings, name, source, **options)
+    def upload_model(self, name: str, source: Any, isolated: bool = False, **options: Any) -> VersionRecord:
+        """Register a new version. `isolated` (the server's uploads) loads and checks it in a child process, so the
+        uploaded code never runs in this one."""
+        if isolated:
+            record = upload_in_child(self.settings, name, source, options, self.settings.upload_timeout_s)
+        else:
+            record = upload_model(self.metadata, self.artifacts, self.settings, name, source, **options)
+        alias = f" (alias {options['alias']})" if options.get("alias") else ""
+        self.audit.record(self.user, "upload", f"model {name}", None, f"{name}:{record.version}{alias}")
+        return record
+
+    def set_alias(self, name: str, version: int, alias: str) -> VersionRecord:
+        """Point `alias` at `version`, moving it if it pointed elsewhere."""
+        before = self._alias_target(name, alias)
+        record = self.metadata.set_alias(name, version, alias)
+        self.audit.record(self.user, "alias", f"model {name}@{alias}", before, f"{name}:{version}")
+        return record
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        before = self._alias_target(name, alias)
+        self.metadata.delete_alias(name, alias)
+        self.audit.record(self.user, "delete alias", f"model {name}@{alias}", before, None)
+
+    def _alias_target(self, name: str, alias: str) -> str | None:
+        try:
+            found = self.metadata.get_by_ref(f"{name}@{alias}")
+            return f"{found.name}:{found.version}"
+        except FinalmileError:
+            return None
 
     def delete_model_version(self, name: str, version: int) -> None:
         """Delete a version and its artifacts (unless another version shares them); refused while pinned."""
@@ -100,10 +132,11 @@ class Services:
         for digest in (record.artifact_sha256, record.onnx_sha256, record.sample_sha256):
             if digest and not self.metadata.artifact_in_use(digest):
                 self.artifacts.delete(digest)
+        self.audit.record(self.user, "delete", f"model {name}", f"{name}:{version}", None)
 
     # -- pipelines and deployments ------------------------------------------------------------------------------
 
-    def create_pipeline_version(self, spec: dict[str, Any]) -> PipelineVersionRecord:
+    def create_pipeline_version(self, spec: dict[str, Any], actor: str | None = None) -> PipelineVersionRecord:
         """Store a definition as its pipeline's next version, every model reference pinned to an exact version;
         a definition equal to the latest version is that version, not a duplicate."""
         parsed, refs = pin_spec(spec, self.metadata.get_by_ref)
@@ -111,16 +144,25 @@ class Services:
         latest = self.pipelines.latest(parsed.name)
         if latest is not None and latest.spec == stored:
             return latest
-        return self.pipelines.create_version(parsed.name, stored, refs, self.user)
+        record = self.pipelines.create_version(parsed.name, stored, refs, actor or self.user)
+        before = latest.version if latest else None
+        self.audit.record(actor or self.user, "version", f"pipeline {parsed.name}", before, record.version)
+        return record
 
     def deploy(
-        self, name: str, version: int | None = None, config: DeploymentConfig | None = None
+        self,
+        name: str,
+        version: int | None = None,
+        config: DeploymentConfig | None = None,
+        actor: str | None = None,
+        action: str = "deploy",
     ) -> PipelineVersionRecord:
         """Load and warm `version` (default: the latest) beside what is serving, record the deployment, swap it in.
-        `config=None` keeps the settings of the deployment serving now (the defaults for a first deployment)."""
+        `config=None` keeps the settings of the deployment serving now (the defaults for a first deployment);
+        `actor` and `action` say who did it in the audit trail (a monitor's rollback, say)."""
         record = self.pipelines.get_version(name, version)
+        current = self.pipelines.deployment(name)
         if config is None:
-            current = self.pipelines.deployment(name)
             config = DeploymentConfig.model_validate(current.config) if current else DeploymentConfig()
         chosen = config
         self.backend.deploy(
@@ -129,11 +171,15 @@ class Services:
             chosen,
             lambda: self.pipelines.set_deployment(name, record.version, chosen.model_dump()),
         )
+        before = current.version if current else None
+        self.audit.record(actor or self.user, action, f"pipeline {name}", before, record.version)
         return record
 
-    def undeploy(self, name: str) -> None:
+    def undeploy(self, name: str, actor: str | None = None) -> None:
+        current = self.pipelines.deployment(name)
         self.pipelines.deactivate(name)
         self.backend.undeploy(name)
+        self.audit.record(actor or self.user, "undeploy", f"pipeline {name}", current.version if current else None)
 
     def sync(self) -> None:
         """Converge this process's backend on the deployments the store records."""

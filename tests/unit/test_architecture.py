@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"registry"},
     {"pipelines"},
     {"logs"},
-    {"backends", "monitoring", "jobs"},
+    {"backends", "monitoring", "jobs", "access"},
     {"serving"},  # the transport-free data plane, codecs, metrics: it infers through the Backend protocol
     {"services"},  # the composition root
     {"sdk"},

@@ -65,6 +65,22 @@ def demo() -> None:
         run_demo(client, console)
 
 
+@app.command("audit")
+def audit(
+    target: Annotated[str | None, typer.Option(help="Only targets starting with this, e.g. 'pipeline fraud'.")] = None,
+    limit: Annotated[int, typer.Option(help="The most recent this many.")] = 50,
+) -> None:
+    """Every state change: who, when, what, before -> after."""
+    from rich.table import Table
+
+    with _client() as client:
+        entries = client.services.audit.entries(target, limit)
+    table = Table("at (UTC)", "actor", "action", "target", "before", "after")
+    for e in entries:
+        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.target, e.before or "-", e.after or "-")
+    console.print(table)
+
+
 @app.command("version")
 def version() -> None:
     """Print the finalmile version."""

@@ -43,6 +43,7 @@ class LogReader:
         flush: Callable[[], None],
         timeout_s: float = 30.0,
         max_rows: int = 100_000,
+        views: dict[str, Callable[[], pa.Table]] | None = None,
     ) -> None:
         self.home = home
         self.metadata = metadata
@@ -50,6 +51,8 @@ class LogReader:
         self.flush = flush
         self.timeout_s = timeout_s
         self.max_rows = max_rows
+        self.views = views or {}
+        """More views, built from the stores when a connection opens (the audit trail)."""
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with the views defined over this home's logs and metadata, locked down (`sandbox`)."""
@@ -87,6 +90,8 @@ class LogReader:
         )
         conn.register("models", models)
         conn.register("pipelines", pipelines)
+        for name, build in self.views.items():
+            conn.register(name, build())
         sandbox.lock_down(conn, [root, truth])
         return conn
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from finalmile.errors import QueryError
 
-VIEWS = frozenset({"logs", "ground_truth", "models", "pipelines"})
+VIEWS = frozenset({"logs", "ground_truth", "models", "pipelines", "audit"})
 """What a query may read (documented in the README)."""
 _HARMLESS_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 _REFUSED_FUNCTIONS = frozenset({"getenv", "current_setting"})

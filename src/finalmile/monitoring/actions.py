@@ -29,12 +29,14 @@ class Deployer(Protocol):
 
     pipelines: PipelineStore
 
-    def deploy(self, name: str, version: int | None = None, config: Any = None) -> PipelineVersionRecord:
+    def deploy(
+        self, name: str, version: int | None = None, config: Any = None, actor: str | None = None, action: str = ""
+    ) -> PipelineVersionRecord:
         """Deploy `version`; `config=None` keeps the settings of the deployment serving now."""
 
-    def undeploy(self, name: str) -> None: ...
+    def undeploy(self, name: str, actor: str | None = None) -> None: ...
 
-    def create_pipeline_version(self, spec: dict[str, Any]) -> PipelineVersionRecord: ...
+    def create_pipeline_version(self, spec: dict[str, Any], actor: str | None = None) -> PipelineVersionRecord: ...
 
 
 def take_actions(deployer: Deployer, store: MonitorStore, monitor: SavedMonitor, alerts: list[AlertRecord]) -> None:
@@ -71,14 +73,14 @@ def _run(deployer: Deployer, monitor: SavedMonitor, alert: AlertRecord, action: 
     if isinstance(action, WebhookAction):
         return post_webhook(action, alert.payload())
     if isinstance(action, UndeployAction):
-        deployer.undeploy(pipeline)
+        deployer.undeploy(pipeline, actor=_actor(monitor))
         return f"undeployed {pipeline}"
     current = _deployed(deployer.pipelines, pipeline)
     if isinstance(action, RollbackAction):
         earlier = [v.version for v in deployer.pipelines.list_versions(pipeline) if v.version < current.version]
         if not earlier:
             raise ActionFailed(f"{pipeline} version {current.version} has no earlier version to roll back to")
-        deployer.deploy(pipeline, max(earlier))
+        deployer.deploy(pipeline, max(earlier), actor=_actor(monitor), action="rollback")
         return f"rolled {pipeline} back from version {current.version} to {max(earlier)}"
     assert isinstance(action, RouteAction)
     spec = PipelineSpec.model_validate(deployer.pipelines.get_version(pipeline, current.version).spec)
@@ -89,9 +91,13 @@ def _run(deployer: Deployer, monitor: SavedMonitor, alert: AlertRecord, action: 
         if any(v.name == action.variant for v in split.variants):
             for variant in split.variants:
                 variant.weight = 1.0 if variant.name == action.variant else 0.0
-    record = deployer.create_pipeline_version(spec.model_dump(mode="json"))
-    deployer.deploy(pipeline, record.version)
+    record = deployer.create_pipeline_version(spec.model_dump(mode="json"), actor=_actor(monitor))
+    deployer.deploy(pipeline, record.version, actor=_actor(monitor), action="route")
     return f"sent all traffic of {pipeline} to variant '{action.variant}' (version {record.version})"
+
+
+def _actor(monitor: SavedMonitor) -> str:
+    return f"monitor {monitor.config.name}"
 
 
 def _deployed(pipelines: PipelineStore, pipeline: str) -> DeploymentRecord:

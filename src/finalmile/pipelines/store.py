@@ -111,7 +111,8 @@ class PipelineStore:
 
     def deployment(self, name: str) -> DeploymentRecord | None:
         """The active deployment of `name`, if any."""
-        return next((d for d in self.deployments() if d.name == name), None)
+        found = self._deployments(name)
+        return found[0] if found else None
 
     def list_versions(self, name: str) -> list[PipelineVersionRecord]:
         with self._sessions() as s:
@@ -163,12 +164,18 @@ class PipelineStore:
             deployment.updated_at = utc_now()
 
     def deployments(self, active_only: bool = True) -> list[DeploymentRecord]:
+        """Every deployment (the active ones by default): what the servers converge on."""
+        return self._deployments(None, active_only)
+
+    def _deployments(self, name: str | None, active_only: bool = True) -> list[DeploymentRecord]:
         with self._sessions() as s:
             q = (
                 select(PipelineRow.name, PipelineVersionRow.version, DeploymentRow)
                 .join(DeploymentRow, DeploymentRow.pipeline_id == PipelineRow.id)
                 .join(PipelineVersionRow, PipelineVersionRow.id == DeploymentRow.pipeline_version_id)
             )
+            if name is not None:
+                q = q.where(PipelineRow.name == name)
             if active_only:
                 q = q.where(DeploymentRow.active.is_(True))
             return [

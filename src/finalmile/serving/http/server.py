@@ -20,7 +20,7 @@ from finalmile.jobs.scheduler import Periodic, Scheduler
 from finalmile.services import Services
 from finalmile.serving.http.app import FinalmileApp, InferenceHandlers
 from finalmile.serving.http.errors import add_error_handlers, document_errors
-from finalmile.serving.http.routes import logs, models, monitors, pipelines, v2
+from finalmile.serving.http.routes import audit, logs, models, monitors, pipelines, v2
 
 SYNC_INTERVAL_S = 1.0
 
@@ -66,6 +66,7 @@ def create_app(services: Services | None = None) -> FinalmileApp:
     management.include_router(pipelines.router(root, root.dataplane))
     management.include_router(logs.router(root))
     management.include_router(monitors.router(root))
+    management.include_router(audit.router(root))
     return FinalmileApp(root.dataplane, management, root.settings.max_body_bytes)
 
 

@@ -59,6 +59,7 @@ def router(services: Services) -> APIRouter:
                 services.upload_model,
                 name,
                 source,
+                isolated=True,
                 framework=framework,
                 alias=alias,
                 runtime=runtime,
