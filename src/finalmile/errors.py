@@ -19,6 +19,11 @@ class FinalmileError(Exception):
         self.message = message
         self.detail = detail
 
+    def reword(self, message: str) -> None:
+        """Say the same error in other words (where it happened, without server paths), keeping its class."""
+        self.message = message
+        self.args = (message,)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON body an HTTP adapter sends: `{"error": ..., "detail": ...}`."""
         return {"error": self.message, "detail": self.detail}

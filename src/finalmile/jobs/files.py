@@ -128,8 +128,7 @@ def _score(score: Score, table: pa.Table, part: Path, where: str) -> pa.Table:
     try:
         result = score(table)
     except FinalmileError as exc:
-        exc.message = f"{where}: {exc.message}"  # the same error class, now saying where in the file
-        exc.args = (exc.message,)
+        exc.reword(f"{where}: {exc.message}")  # the same error class, now saying where in the file
         raise
     joined = _join(table, result)
     tmp = part.with_name(f".{part.name}.tmp")

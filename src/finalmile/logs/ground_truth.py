@@ -43,8 +43,9 @@ def add_ground_truth(reader: LogReader, pipeline: str, frame: Any, key: str = "r
         raise InvalidInputError(
             f"ground truth: column '{key}' (the key) is missing; have {', '.join(table.column_names)}"
         )
-    if key != "request_id" and f"in_{key}" not in reader.input_columns(pipeline):
-        logged = sorted(c.removeprefix("in_") for c in reader.input_columns(pipeline))
+    inputs = reader.input_columns(pipeline) if key != "request_id" else set()
+    if key != "request_id" and f"in_{key}" not in inputs:
+        logged = sorted(c.removeprefix("in_") for c in inputs)
         raise InvalidInputError(
             f"key: pipeline '{pipeline}' logs no input column '{key}' to match labels on; use request_id or one of "
             f"{', '.join(logged) or '(none yet)'}",

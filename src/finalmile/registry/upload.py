@@ -189,8 +189,7 @@ def hide_paths(*paths: str | Path) -> Iterator[None]:
         yield
     except FinalmileError as exc:
         for path in paths:
-            exc.message = exc.message.replace(str(path).rstrip("/") + "/", "").replace(str(path), "<upload>")
-        exc.args = (exc.message,)
+            exc.reword(exc.message.replace(str(path).rstrip("/") + "/", "").replace(str(path), "<upload>"))
         raise
 
 

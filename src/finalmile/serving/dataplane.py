@@ -27,8 +27,11 @@ class DataPlane:
 
     async def infer(self, name: str, table: pa.Table, version: int | None = None, log: bool = True) -> RequestResult:
         started = time.perf_counter()
-        self.serving(name, version)  # 404 or 503 before any work
-        result = await self.backend.infer(name, table, version, log)
+        try:
+            result = await self.backend.infer(name, table, version, log)
+        except PipelineNotDeployed:
+            self.serving(name, version)  # 503 for a stored pipeline that is not deployed, 404 otherwise
+            raise
         self.metrics.rows.labels(name).inc(table.num_rows)
         self.metrics.latency.labels(name).observe(time.perf_counter() - started)
         return result
