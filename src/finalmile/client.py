@@ -36,12 +36,12 @@ class Client:
     >>> client.model("fraud@champion").predict(X)
     """
 
-    def __new__(cls, *args: Any, url: str | None = None, **kwargs: Any) -> Any:
-        # `Client(url=...)` talks to a server with the same verbs; everything else is embedded.
+    def __new__(cls, *args: Any, url: str | None = None, token: str | None = None, **kwargs: Any) -> Any:
+        # `Client(url=..., token=...)` talks to a server with the same verbs; everything else is embedded.
         if url is not None:
             from finalmile.sdk.remote import RemoteClient
 
-            return RemoteClient(url)
+            return RemoteClient(url, token)
         return super().__new__(cls)
 
     def __init__(
@@ -51,6 +51,7 @@ class Client:
         settings: FinalmileSettings | None = None,
         url: str | None = None,
         services: Services | None = None,
+        token: str | None = None,
     ) -> None:
         self.services = services or Services.from_settings(home, database_url, settings)
         """The composition root this client works through (shared with a server started from it)."""

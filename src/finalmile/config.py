@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from finalmile.errors import InvalidInputError
 
 
 class FinalmileSettings(BaseSettings):
@@ -53,6 +57,9 @@ class FinalmileSettings(BaseSettings):
     query_max_rows: int = 100_000
     """Most rows a query of the SQL surface returns; a larger result is refused with a message, not cut."""
 
+    auth: bool = True
+    """Check an API token on every route but health and the API's docs. `finalmile serve --no-auth` turns it off,
+    and only on a loopback address (a laptop)."""
     monitor_poll_s: float = 5.0
     """How often the server looks for monitor windows that have ended (each monitor has its own interval)."""
 
@@ -61,3 +68,19 @@ class FinalmileSettings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'finalmile.db').resolve()}"
+
+
+def parse_duration(value: Any, field: str = "duration") -> float:
+    """Seconds from a number, a `timedelta`, or text such as `90s`, `15m`, `1h`, `7d`."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    if text and text[-1] in units:
+        try:
+            return float(text[:-1]) * units[text[-1]]
+        except ValueError:
+            pass
+    raise InvalidInputError(f"{field} {value!r}: expected a number and a unit, like 30m, 1h or 7d (or seconds)")

@@ -193,3 +193,16 @@ class PayloadTooLarge(FinalmileError):
     """A request body over `max_body_bytes`, refused before it is read whole."""
 
     status_code = 413
+
+
+class Unauthorized(FinalmileError):
+    """A request to a server with authentication on that carries no token, or one that is unknown, expired or
+    revoked."""
+
+    status_code = 401
+
+
+class Forbidden(FinalmileError):
+    """A valid token whose role in its workspace does not allow what the request asks."""
+
+    status_code = 403

@@ -8,16 +8,18 @@ stores (upload, version, deploy, undeploy) live here once, so every front end do
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from finalmile.access.audit import AuditTrail
+from finalmile.access.store import AccessStore, MemberRecord, TokenRecord
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
 from finalmile.config import FinalmileSettings
-from finalmile.errors import FinalmileError
+from finalmile.errors import ConflictError, FinalmileError
 from finalmile.logs.query import LogReader
 from finalmile.logs.writer import LogWriter
 from finalmile.monitoring.context import MonitorContext
@@ -53,6 +55,7 @@ class Services:
         self.monitors = MonitorStore(self.metadata)
         self.logs = LogWriter(settings.home / "logs")
         self.audit = AuditTrail(self.metadata)
+        self.access = AccessStore(self.metadata)
         self.reader = LogReader(
             settings.home,
             self.metadata,
@@ -96,7 +99,9 @@ class Services:
 
     # -- models -------------------------------------------------------------------------------------------------
 
-    def upload_model(self, name: str, source: Any, isolated: bool = False, **options: Any) -> VersionRecord:
+    def upload_model(
+        self, name: str, source: Any, isolated: bool = False, actor: str | None = None, **options: Any
+    ) -> VersionRecord:
         """Register a new version. `isolated` (the server's uploads) loads and checks it in a child process, so the
         uploaded code never runs in this one."""
         if isolated:
@@ -104,20 +109,20 @@ class Services:
         else:
             record = upload_model(self.metadata, self.artifacts, self.settings, name, source, **options)
         alias = f" (alias {options['alias']})" if options.get("alias") else ""
-        self.audit.record(self.user, "upload", f"model {name}", None, f"{name}:{record.version}{alias}")
+        self.audit.record(actor or self.user, "upload", f"model {name}", None, f"{name}:{record.version}{alias}")
         return record
 
-    def set_alias(self, name: str, version: int, alias: str) -> VersionRecord:
+    def set_alias(self, name: str, version: int, alias: str, actor: str | None = None) -> VersionRecord:
         """Point `alias` at `version`, moving it if it pointed elsewhere."""
         before = self._alias_target(name, alias)
         record = self.metadata.set_alias(name, version, alias)
-        self.audit.record(self.user, "alias", f"model {name}@{alias}", before, f"{name}:{version}")
+        self.audit.record(actor or self.user, "alias", f"model {name}@{alias}", before, f"{name}:{version}")
         return record
 
-    def delete_alias(self, name: str, alias: str) -> None:
+    def delete_alias(self, name: str, alias: str, actor: str | None = None) -> None:
         before = self._alias_target(name, alias)
         self.metadata.delete_alias(name, alias)
-        self.audit.record(self.user, "delete alias", f"model {name}@{alias}", before, None)
+        self.audit.record(actor or self.user, "delete alias", f"model {name}@{alias}", before, None)
 
     def _alias_target(self, name: str, alias: str) -> str | None:
         try:
@@ -126,13 +131,13 @@ class Services:
         except FinalmileError:
             return None
 
-    def delete_model_version(self, name: str, version: int) -> None:
+    def delete_model_version(self, name: str, version: int, actor: str | None = None) -> None:
         """Delete a version and its artifacts (unless another version shares them); refused while pinned."""
         record = self.metadata.delete_version(name, version)
         for digest in (record.artifact_sha256, record.onnx_sha256, record.sample_sha256):
             if digest and not self.metadata.artifact_in_use(digest):
                 self.artifacts.delete(digest)
-        self.audit.record(self.user, "delete", f"model {name}", f"{name}:{version}", None)
+        self.audit.record(actor or self.user, "delete", f"model {name}", f"{name}:{version}", None)
 
     # -- pipelines and deployments ------------------------------------------------------------------------------
 
@@ -198,6 +203,52 @@ class Services:
     def _observe_steps(self, loaded: LoadedPipeline, batch: Batch) -> None:
         for step, seconds in batch.timings.items():
             self.metrics.step.labels(loaded.name, step).observe(seconds)
+
+    # -- access ---------------------------------------------------------------------------------------------------
+
+    def init_access(self, user: str = "admin") -> tuple[TokenRecord, str]:
+        """The first owner token (of `user` in `default`), printed once by `finalmile admin init` or the first
+        `serve` with auth on; refused once any token exists, so it cannot be used to take over a store."""
+        if self.access.has_tokens():
+            raise ConflictError("access is already set up: an owner makes more tokens with `finalmile tokens create`")
+        self.set_member(user, "default", "owner", actor=self.user)
+        return self.create_token(user, "default", "owner", "bootstrap", actor=self.user)
+
+    def set_member(self, user: str, workspace: str, role: str, actor: str | None = None) -> MemberRecord:
+        before = self.access.role_of(user, workspace)
+        member = self.access.set_member(user, workspace, role)
+        self.audit.record(actor or self.user, "member", f"workspace {workspace} user {user}", before, role)
+        return member
+
+    def remove_member(self, user: str, workspace: str, actor: str | None = None) -> None:
+        before = self.access.role_of(user, workspace)
+        self.access.remove_member(user, workspace)
+        self.audit.record(actor or self.user, "remove member", f"workspace {workspace} user {user}", before, None)
+
+    def create_workspace(self, name: str, actor: str | None = None) -> str:
+        self.access.create_workspace(name)
+        self.audit.record(actor or self.user, "create workspace", f"workspace {name}", None, name)
+        return name
+
+    def create_token(
+        self,
+        user: str,
+        workspace: str,
+        role: str,
+        name: str = "",
+        expires_in: timedelta | None = None,
+        actor: str | None = None,
+    ) -> tuple[TokenRecord, str]:
+        """A new token and its secret, shown once; the audit trail records the token, never the secret."""
+        record, secret = self.access.create_token(user, workspace, role, name, expires_in)
+        after = f"{record.role} in {record.workspace} for {record.user} ({record.prefix}…)"
+        self.audit.record(actor or self.user, "create token", f"token {record.id}", None, after)
+        return record, secret
+
+    def revoke_token(self, token_id: int, actor: str | None = None) -> TokenRecord:
+        record = self.access.revoke(token_id)
+        self.audit.record(actor or self.user, "revoke token", f"token {record.id}", "active", "revoked")
+        return record
 
     # -- monitors -----------------------------------------------------------------------------------------------
 

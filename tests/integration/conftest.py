@@ -40,9 +40,17 @@ def free_port() -> int:
 
 
 def start_server(
-    home: Path, env: dict[str, str] | None = None, timeout: float = 60.0, args: tuple[str, ...] = ()
+    home: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    args: tuple[str, ...] = (),
+    auth: bool = False,
 ) -> Server:
+    """`auth=False` serves with `--no-auth` (loopback), for tests about something else; tests/integration/test_auth.py
+    and the fuzz test serve with tokens."""
     port = free_port()
+    if not auth:
+        args = ("--no-auth", *args)
     log = home / f"server-{port}.log"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FINALMILE_")}
     environment |= {"FINALMILE_HOME": str(home), "PYTHONPATH": str(ROOT)} | (env or {})
@@ -72,8 +80,8 @@ def start_server(
 def server_factory() -> Iterator[object]:
     started: list[Server] = []
 
-    def start(home: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Server:
-        server = start_server(home, env, args=args)
+    def start(home: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = (), auth: bool = False) -> Server:
+        server = start_server(home, env, args=args, auth=auth)
         started.append(server)
         return server
 

@@ -17,6 +17,7 @@ import pytest
 
 README = Path(__file__).parents[2] / "README.md"
 BLOCK = re.compile(r"```(python|bash)\n(.*?)```", re.DOTALL)
+EXPORT = re.compile(r"^export ([A-Z_]+)=(.+)$")
 
 
 def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,6 +26,7 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FINALMILE_HOME", raising=False)
     monkeypatch.delenv("FINALMILE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("FINALMILE_TOKEN", "")  # set by the README's `export`, restored after the test
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINALMILE_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     namespace: dict[str, object] = {}
@@ -55,6 +57,14 @@ def run_blocks(
             continue
         for line in code.splitlines():
             if not line.strip() or line.startswith("#"):
+                continue
+            exported = EXPORT.match(line)
+            if exported:  # `export NAME=$(command)`: later lines and the Python blocks see it
+                value = subprocess.run(
+                    f"printf %s {exported.group(2)}", shell=True, env=env, capture_output=True, text=True, timeout=300
+                )
+                assert value.returncode == 0 and value.stdout, f"{line}\n{value.stderr}"
+                env[exported.group(1)] = os.environ[exported.group(1)] = value.stdout.strip()
                 continue
             if line.rstrip().endswith("&"):  # a server: keep it running for the blocks that follow
                 command = line.rstrip()[:-1]

@@ -220,7 +220,10 @@ def test_management_api_upload_deploy_infer(served: tuple[Server, Client], tmp_p
     joblib.dump(LogisticRegression().fit(X, y), tmp_path / "model.joblib")
     with (tmp_path / "model.joblib").open("rb") as f:
         uploaded = httpx.post(
-            f"{server.url}/api/v1/models/remote", files={"file": ("model.joblib", f)}, data={"alias": "champion"}
+            f"{server.url}/api/v1/models/remote",
+            files={"file": ("model.joblib", f)},
+            data={"alias": "champion"},
+            timeout=60,  # loaded and checked in a child process, which imports scikit-learn afresh
         )
     assert uploaded.status_code == 200, uploaded.text
     assert uploaded.json()["runtime"] == "onnx"

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from finalmile.cli.access import admin_app, tokens_app, users_app, workspaces_app
 from finalmile.cli.common import client_from_env, console, errors, print_table
 from finalmile.cli.logs import ground_truth, logs, query
 from finalmile.cli.logs import infer_file as infer_file_command
@@ -24,6 +25,10 @@ app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(pipelines_app, name="pipelines")
 app.add_typer(assays_app, name="assays")
+app.add_typer(admin_app, name="admin")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(users_app, name="users")
+app.add_typer(workspaces_app, name="workspaces")
 for command in (deploy, undeploy, infer, serve, logs, query):
     app.command()(command)
 app.command("ground-truth")(ground_truth)

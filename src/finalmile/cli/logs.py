@@ -37,7 +37,7 @@ def logs(
 
 def ago(text: str | None, option: str) -> datetime | None:
     """The moment `text` (30m, 1h, 7d) before now; None stays None."""
-    from finalmile.monitoring.config import parse_duration
+    from finalmile.config import parse_duration
 
     return None if text is None else datetime.now(UTC) - timedelta(seconds=parse_duration(text, option))
 

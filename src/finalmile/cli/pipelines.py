@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from finalmile.cli.common import client_from_env, console
+from finalmile.errors import BadRequestError
 
 pipelines_app = typer.Typer(help="Define pipelines and manage their versions.", no_args_is_help=True)
 
@@ -100,9 +101,44 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
     workers: Annotated[int, typer.Option(help="Server processes.")] = 1,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Laptop use: no tokens. Refused unless the host is a loopback address.")
+    ] = False,
 ) -> None:
-    """Serve every deployed pipeline: Open Inference Protocol V2, records/Arrow, management API, /metrics."""
+    """Serve every deployed pipeline: Open Inference Protocol V2, records/Arrow, management API, /metrics.
+
+    Every route but health and docs needs a bearer token; the first serve of a store prints an owner token."""
+    import os
+
+    from finalmile.config import FinalmileSettings
     from finalmile.serving.http.server import serve as run_server
 
-    console.print(f"finalmile serving on http://{host}:{port} (docs at /docs)")
+    auth = not no_auth and FinalmileSettings().auth
+    if not auth and not is_loopback(host):
+        raise BadRequestError(
+            f"--no-auth on {host}: auth is on whenever the server listens beyond loopback; "
+            "serve on 127.0.0.1, or use tokens (finalmile admin init)",
+            {"field": "no_auth"},
+        )
+    os.environ["FINALMILE_AUTH"] = "true" if auth else "false"  # the worker processes read it
+    if auth:
+        with client_from_env() as client:
+            if not client.services.access.has_tokens():
+                record, secret = client.services.init_access()
+                console.print(f"No tokens yet: owner token {record.id} for {record.user} (shown once):")
+                print(secret, flush=True)
+    mode = "tokens required" if auth else "no auth (--no-auth, loopback only)"
+    console.print(f"finalmile serving on http://{host}:{port} (docs at /docs; {mode})")
     run_server(host, port, workers)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and `localhost`: only this machine can reach them."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

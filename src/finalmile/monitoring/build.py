@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from finalmile.config import parse_duration
 from finalmile.errors import InvalidInputError
 from finalmile.monitoring.baseline import baseline_spec, baseline_values, is_frame, store_frame
-from finalmile.monitoring.config import MonitorConfig, parse_duration
+from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.kinds import kind_of, problems
 from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, ShadowStepSpec, walk

@@ -7,12 +7,11 @@ performance against ground truth, the error rate and the p99 latency. Each kind'
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from finalmile.errors import InvalidInputError
 from finalmile.monitoring.drift import BinMode
 
 Kind = Literal["drift", "check_rate", "performance", "error_rate", "latency_p99"]
@@ -116,22 +115,6 @@ class MonitorConfig(BaseModel):
                 "would leave traffic unmonitored"
             )
         return self
-
-
-def parse_duration(value: Any, field: str = "duration") -> float:
-    """Seconds from a number, a `timedelta`, or text such as `90s`, `15m`, `1h`, `7d`."""
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-    if text and text[-1] in units:
-        try:
-            return float(text[:-1]) * units[text[-1]]
-        except ValueError:
-            pass
-    raise InvalidInputError(f"{field} {value!r}: expected a number and a unit, like 30m, 1h or 7d (or seconds)")
 
 
 def aware_utc(moment: datetime) -> datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -69,9 +70,12 @@ class RemoteResult:
 class RemoteClient:
     """`Client(url=...)`: the embedded client's verbs, carried out by a finalmile server over HTTP."""
 
-    def __init__(self, url: str, timeout: float = 120.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 120.0) -> None:
+        """`token` (default: `FINALMILE_TOKEN`) is sent as `Authorization: Bearer …` on every request."""
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        token = token if token is not None else os.environ.get("FINALMILE_TOKEN")
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -94,6 +98,25 @@ class RemoteClient:
             except (ValueError, AttributeError):
                 raise RemoteError(response.status_code, response.text) from None
         return response
+
+    # -- access (the token's workspace) -------------------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        """The user, workspace and role this client's token acts as."""
+        return dict(self._call("GET", "/api/v1/whoami").json())
+
+    def create_token(
+        self, role: str, name: str = "", expires: str | None = None, user: str | None = None
+    ) -> dict[str, Any]:
+        """A new token in this workspace (owners only); its `token` secret is in this answer only."""
+        body = {"role": role, "name": name, "expires": expires, "user": user}
+        return dict(self._call("POST", "/api/v1/tokens", json=body).json())
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/api/v1/tokens").json())
+
+    def revoke_token(self, token_id: int) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/api/v1/tokens/{token_id}").json())
 
     # -- models -------------------------------------------------------------------------------------------------
 

@@ -70,7 +70,7 @@ def test_the_cli_and_the_api_show_the_trail(cli_env, capsys) -> None:  # type: i
 
     from finalmile.serving.http.server import running_server
 
-    with Client() as client, running_server(client.services) as url:
+    with Client() as client, running_server(client.services, auth=False) as url:
         entries = httpx.get(f"{url}/api/v1/audit", params={"target": "pipeline"}).json()
         assert [e["action"] for e in entries] == ["version", "deploy"] and entries[1]["after"] == "1"
         refused = httpx.get(f"{url}/api/v1/audit", params={"limit": 0})

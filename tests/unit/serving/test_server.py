@@ -8,7 +8,7 @@ from finalmile.serving.http.server import create_app
 
 
 def test_the_server_freezes_what_lives_as_long_as_it_out_of_the_gc(client: Client) -> None:
-    app = create_app(client.services)
+    app = create_app(client.services, auth=False)
 
     async def serve() -> int:
         async with app.management.router.lifespan_context(app.management):

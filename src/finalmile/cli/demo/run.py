@@ -126,8 +126,11 @@ def step_serve(state: DemoState) -> None:
     from finalmile.serving.http.server import running_server
 
     rows = state.test[FEATURES].head(200)
-    with running_server(state.client.services) as url, httpx.Client(base_url=url) as http:
+    token = demo_token(state.client.services)
+    auth = {"authorization": f"Bearer {token}"}
+    with running_server(state.client.services) as url, httpx.Client(base_url=url, headers=auth) as http:
         state.console.print(f"Serving on {url}: Open Inference Protocol V2 at /v2, records and Arrow at /pipelines.")
+        state.console.print("Every request carries a viewer token (Authorization: Bearer fm_…), made for this demo.")
         body = {
             "inputs": [
                 {"name": "input-0", "shape": [1, len(FEATURES)], "datatype": "FP64", "data": rows.iloc[0].tolist()}
@@ -155,6 +158,14 @@ def step_serve(state: DemoState) -> None:
         p50, p99 = np.percentile(latencies, [50, 99])
         split = ", ".join(f"{k} {v}" for k, v in sorted(variants.items()))
         state.console.print(f"{len(rows)} records requests: {split}; latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+
+
+def demo_token(services: Any) -> str:
+    """A viewer token of the demo's own user, valid for a day: the server asks for one on every request."""
+    from datetime import timedelta
+
+    services.set_member("demo", "default", "viewer")
+    return str(services.create_token("demo", "default", "viewer", "demo", timedelta(days=1))[1])
 
 
 def step_query(state: DemoState) -> None:

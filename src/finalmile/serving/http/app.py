@@ -13,12 +13,14 @@ from typing import Any
 
 import orjson
 
+from finalmile.access.roles import Permission
 from finalmile.errors import BadRequestError, FinalmileError, PayloadTooLarge
 from finalmile.pipelines.loaded import RequestResult
 from finalmile.serving.codecs import codec_for
 from finalmile.serving.codecs.v2 import is_number
 from finalmile.serving.dataplane import DataPlane
-from finalmile.serving.http.errors import error_body
+from finalmile.serving.http.auth import Authenticator
+from finalmile.serving.http.errors import challenge, error_body
 
 log = logging.getLogger(__name__)
 Scope = dict[str, Any]
@@ -99,6 +101,17 @@ def _version(version: str | None) -> int | None:
     return int(version)
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _error_headers(exc: FinalmileError) -> dict[str, str]:
+    return {"content-type": "application/json"} | challenge(exc)
+
+
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -119,8 +132,17 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 class FinalmileApp:
     """ASGI entry point: fast inference routes, `/metrics`, then the management app for everything else."""
 
-    def __init__(self, dataplane: DataPlane, management: Any, max_body_bytes: int) -> None:
+    RAW_ROUTES: dict[str, Permission] = {
+        "POST /v2/models/{name}/infer": "read",
+        "POST /v2/models/{name}/versions/{version}/infer": "read",
+        "POST /pipelines/{name}/infer": "read",
+        "GET /metrics": "read",
+    }
+    """The routes answered here, before the management app, and the permission each needs."""
+
+    def __init__(self, dataplane: DataPlane, management: Any, max_body_bytes: int, auth: Authenticator) -> None:
         self.dataplane = dataplane
+        self.auth = auth
         self.handlers = InferenceHandlers(dataplane)
         self.management = management
         self.body = BodyReader(max_body_bytes)
@@ -142,6 +164,11 @@ class FinalmileApp:
                     await self._serve(scope, receive, send, "records", name, handler)
                     return
             elif method == "GET" and path == "/metrics":
+                try:
+                    await self.auth.authorize(_header(scope, b"authorization"), self.RAW_ROUTES["GET /metrics"])
+                except FinalmileError as exc:
+                    await respond(send, exc.status_code, error_body(exc), _error_headers(exc))
+                    return
                 await respond(
                     send, 200, self.dataplane.metrics.exposition(), {"content-type": "text/plain; version=0.0.4"}
                 )
@@ -166,9 +193,10 @@ class FinalmileApp:
     ) -> None:
         try:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            await self.auth.authorize(headers.get("authorization"), "read")  # inference: see RAW_ROUTES
             status, body, out_headers = await handler(headers, await self.body.read(scope, receive))
         except FinalmileError as exc:
-            status, body, out_headers = exc.status_code, error_body(exc), {"content-type": "application/json"}
+            status, body, out_headers = exc.status_code, error_body(exc), _error_headers(exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours: say so, keep serving

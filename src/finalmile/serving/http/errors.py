@@ -29,17 +29,31 @@ def error_body(exc: FinalmileError) -> bytes:
         return json.dumps(exc.to_dict(), default=str).encode()
 
 
+def challenge(exc: FinalmileError) -> dict[str, str]:
+    """A 401 names the scheme it wants (RFC 9110), so clients know to send a bearer token."""
+    return {"www-authenticate": 'Bearer realm="finalmile"'} if exc.status_code == 401 else {}
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Our errors keep their status and message; FastAPI's own validation errors name every field at fault."""
 
     @app.exception_handler(FinalmileError)
     async def _finalmile_error(_: Request, exc: FinalmileError) -> Response:
-        return Response(error_body(exc), status_code=exc.status_code, media_type="application/json")
+        return Response(
+            error_body(exc), status_code=exc.status_code, media_type="application/json", headers=challenge(exc)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"error": "invalid request: " + "; ".join(problems), "detail": {"problems": problems}}, 422)
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
 
 
 def document_errors(app: FastAPI) -> None:
@@ -53,6 +67,10 @@ def document_errors(app: FastAPI) -> None:
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     answers = operation.get("responses", {})
+                    security = "401" if operation.get("security") else None
+                    if security:
+                        answers["401"] = _error("No token, or one that is unknown, expired or revoked")
+                        answers["403"] = _error("The token's role does not allow this")
                     answers["422"] = {
                         "description": "The request is invalid: the message names the field",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},

@@ -15,20 +15,29 @@ from typing import Any
 from fastapi import FastAPI
 
 from finalmile._version import __version__
+from finalmile.access.roles import local_principal
 from finalmile.errors import NotReadyError
 from finalmile.jobs.scheduler import Periodic, Scheduler
 from finalmile.services import Services
 from finalmile.serving.http.app import FinalmileApp, InferenceHandlers
+from finalmile.serving.http.auth import Authenticator, Guards
 from finalmile.serving.http.errors import add_error_handlers, document_errors
-from finalmile.serving.http.routes import audit, logs, models, monitors, pipelines, v2
+from finalmile.serving.http.routes import access, audit, logs, models, monitors, pipelines, v2
 
 SYNC_INTERVAL_S = 1.0
 
 
-def create_app(services: Services | None = None) -> FinalmileApp:
-    """The server app. With several worker processes each converges on the store's deployments every second."""
+PUBLIC_DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+"""FastAPI's own pages (the API's documentation): readable without a token, they change nothing."""
+
+
+def create_app(services: Services | None = None, auth: bool | None = None) -> FinalmileApp:
+    """The server app. With several worker processes each converges on the store's deployments every second.
+    `auth` (default: the `auth` setting) checks a bearer token on every route but health and docs."""
     owned = services is None
     root = services or Services.from_settings()
+    authenticator = Authenticator(root.access, root.settings.auth if auth is None else auth, local_principal(root.user))
+    guards = Guards(authenticator)
     scheduler = Scheduler(
         [
             Periodic("deployments", SYNC_INTERVAL_S, root.sync),
@@ -61,13 +70,14 @@ def create_app(services: Services | None = None) -> FinalmileApp:
     )
     add_error_handlers(management)
     document_errors(management)
-    management.include_router(v2.router(handlers))
-    management.include_router(models.router(root))
-    management.include_router(pipelines.router(root, root.dataplane))
-    management.include_router(logs.router(root))
-    management.include_router(monitors.router(root))
-    management.include_router(audit.router(root))
-    return FinalmileApp(root.dataplane, management, root.settings.max_body_bytes)
+    management.include_router(v2.router(handlers, guards))
+    management.include_router(models.router(root, guards))
+    management.include_router(pipelines.router(root, root.dataplane, guards))
+    management.include_router(logs.router(root, guards))
+    management.include_router(monitors.router(root, guards))
+    management.include_router(audit.router(root, guards))
+    management.include_router(access.router(root, guards))
+    return FinalmileApp(root.dataplane, management, root.settings.max_body_bytes, authenticator)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1) -> None:
@@ -87,8 +97,11 @@ def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1) -> None:
 
 
 @contextlib.contextmanager
-def running_server(services: Services, host: str = "127.0.0.1", port: int | None = None) -> Iterator[str]:
-    """Serve `services`' deployments in a background thread until the block ends; yields the base URL."""
+def running_server(
+    services: Services, host: str = "127.0.0.1", port: int | None = None, auth: bool | None = None
+) -> Iterator[str]:
+    """Serve `services`' deployments in a background thread until the block ends; yields the base URL.
+    `auth` as for `create_app`."""
     import uvicorn
 
     if port is None:
@@ -96,7 +109,7 @@ def running_server(services: Services, host: str = "127.0.0.1", port: int | None
             s.bind((host, 0))
             port = int(s.getsockname()[1])
     config = uvicorn.Config(
-        create_app(services),
+        create_app(services, auth),
         host=host,
         port=port,
         log_level="warning",

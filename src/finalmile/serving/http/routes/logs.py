@@ -6,15 +6,17 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from finalmile.access.roles import Principal
 from finalmile.errors import InvalidInputError
 from finalmile.logs.ground_truth import add_ground_truth
 from finalmile.services import Services
 from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.codecs import arrow as arrow_codec
+from finalmile.serving.http.auth import Guards
 from finalmile.serving.http.routes import json_frame, run
 
 
@@ -31,12 +33,12 @@ class GroundTruthRequest(BaseModel):
     rows: list[dict[str, Any]] = Field(min_length=1)
 
 
-def router(services: Services) -> APIRouter:
+def router(services: Services, guards: Guards) -> APIRouter:
     api = APIRouter(tags=["logs"])
     reader = services.reader
 
     @api.post("/api/v1/query")
-    async def query(body: QueryRequest) -> Response:
+    async def query(body: QueryRequest, who: Principal = Depends(guards.read)) -> Response:
         table = await run(reader.query, body.sql)
         return json_frame(table.to_pandas())
 
@@ -50,6 +52,7 @@ def router(services: Services) -> APIRouter:
         start: datetime | None = None,
         end: datetime | None = None,
         columns: str | None = None,
+        who: Principal = Depends(guards.read),
     ) -> Response:
         """Log rows, newest first, from `start` (ISO 8601, inclusive) to `end` (exclusive), optionally only the
         comma-separated `columns`: JSON records, or an Arrow IPC stream when the request accepts one."""
@@ -60,7 +63,9 @@ def router(services: Services) -> APIRouter:
         return json_frame(table.to_pandas())
 
     @api.post("/api/v1/pipelines/{name}/ground_truth")
-    async def ground_truth(name: str, body: GroundTruthRequest) -> dict[str, int]:
+    async def ground_truth(
+        name: str, body: GroundTruthRequest, who: Principal = Depends(guards.write)
+    ) -> dict[str, int]:
         try:
             rows = pa.Table.from_pylist(body.rows)
         except (pa.ArrowException, ValueError, TypeError) as exc:

@@ -6,15 +6,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from pyarrow import ArrowException
 from pydantic import BaseModel, Field
 
+from finalmile.access.roles import Principal
 from finalmile.errors import InvalidInputError
 from finalmile.monitoring.build import build_config
 from finalmile.monitoring.runs import preview, results_frame, save
 from finalmile.services import Services
+from finalmile.serving.http.auth import Guards
 from finalmile.serving.http.routes import json_frame, run
 
 
@@ -42,7 +44,7 @@ class MonitorRequest(BaseModel):
     start: datetime | None = Field(default=None, description="the first window ends one interval after this")
 
 
-def router(services: Services) -> APIRouter:
+def router(services: Services, guards: Guards) -> APIRouter:
     api = APIRouter(tags=["monitoring"])
     ctx, store = services.monitoring, services.monitors
 
@@ -69,33 +71,38 @@ def router(services: Services) -> APIRouter:
         return results_frame(preview(ctx, store.get(name).config, start, end))
 
     @api.post("/api/v1/assays", status_code=201)
-    async def create_assay(body: MonitorRequest) -> dict[str, Any]:
+    async def create_assay(body: MonitorRequest, who: Principal = Depends(guards.write)) -> dict[str, Any]:
         return await run(create, body)
 
     @api.get("/api/v1/assays")
-    async def list_assays() -> list[dict[str, Any]]:
+    async def list_assays(who: Principal = Depends(guards.read)) -> list[dict[str, Any]]:
         return [describe(m.config.name) for m in await run(store.all)]
 
     @api.get("/api/v1/assays/{name}")
-    async def get_assay(name: str) -> dict[str, Any]:
+    async def get_assay(name: str, who: Principal = Depends(guards.read)) -> dict[str, Any]:
         return await run(describe, name)
 
     @api.get("/api/v1/assays/{name}/results")
-    async def assay_results(name: str) -> Response:
+    async def assay_results(name: str, who: Principal = Depends(guards.read)) -> Response:
         return json_frame(results_frame(await run(store.results, name)))
 
     @api.get("/api/v1/assays/{name}/preview")
-    async def assay_preview(name: str, start: datetime | None = None, end: datetime | None = None) -> Response:
+    async def assay_preview(
+        name: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        who: Principal = Depends(guards.read),
+    ) -> Response:
         """Windows from `start` (default: a day before `end`) to `end` (default: now), computed, not stored."""
         return json_frame(await run(preview_frame, name, start, end or datetime.now(UTC)))
 
     @api.delete("/api/v1/assays/{name}")
-    async def delete_assay(name: str) -> dict[str, str]:
+    async def delete_assay(name: str, who: Principal = Depends(guards.write)) -> dict[str, str]:
         await run(store.delete, name)
         return {"name": name, "status": "deleted"}
 
     @api.get("/api/v1/alerts")
-    async def alerts(monitor: str | None = None) -> list[dict[str, Any]]:
+    async def alerts(monitor: str | None = None, who: Principal = Depends(guards.read)) -> list[dict[str, Any]]:
         raised = await run(store.alerts, monitor)
         taken = await run(store.actions, monitor)
         return [

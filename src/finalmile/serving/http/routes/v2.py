@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from finalmile.access.roles import Principal
 from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.http.app import InferenceHandlers
+from finalmile.serving.http.auth import Guards
 
 
 class V2Tensor(BaseModel):
@@ -69,37 +71,37 @@ async def _answer(result: tuple[int, bytes, dict[str, str]]) -> Response:
     return Response(body, status_code=status, headers=headers, media_type=media)
 
 
-def router(handlers: InferenceHandlers) -> APIRouter:
+def router(handlers: InferenceHandlers, guards: Guards) -> APIRouter:
     dataplane = handlers.dataplane
     api = APIRouter()
 
     @api.get("/v2/health/live", tags=["v2"])
-    async def live() -> dict[str, bool]:
+    async def live(who: Principal = Depends(guards.public)) -> dict[str, bool]:
         return {"live": dataplane.live()}
 
     @api.get("/v2/health/ready", tags=["v2"])
-    async def ready() -> dict[str, bool]:
+    async def ready(who: Principal = Depends(guards.public)) -> dict[str, bool]:
         return {"ready": dataplane.ready()}
 
     @api.get("/v2", tags=["v2"])
-    async def server_metadata() -> dict[str, Any]:
+    async def server_metadata(who: Principal = Depends(guards.public)) -> dict[str, Any]:
         return dataplane.server_metadata()
 
     @api.get("/v2/models/{name}", tags=["v2"])
-    async def model_metadata(name: str) -> dict[str, Any]:
+    async def model_metadata(name: str, who: Principal = Depends(guards.read)) -> dict[str, Any]:
         return dataplane.model_metadata(name)
 
     @api.get("/v2/models/{name}/versions/{version}", tags=["v2"])
-    async def model_version_metadata(name: str, version: int) -> dict[str, Any]:
+    async def model_version_metadata(name: str, version: int, who: Principal = Depends(guards.read)) -> dict[str, Any]:
         return dataplane.model_metadata(name, version)
 
     @api.get("/v2/models/{name}/ready", tags=["v2"])
-    async def model_ready(name: str) -> dict[str, Any]:
+    async def model_ready(name: str, who: Principal = Depends(guards.read)) -> dict[str, Any]:
         dataplane.serving(name)
         return {"name": name, "ready": True}
 
     @api.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"])
-    async def model_version_ready(name: str, version: int) -> dict[str, Any]:
+    async def model_version_ready(name: str, version: int, who: Principal = Depends(guards.read)) -> dict[str, Any]:
         dataplane.serving(name, version)
         return {"name": name, "ready": True}
 
@@ -107,15 +109,17 @@ def router(handlers: InferenceHandlers) -> APIRouter:
     records_doc = _infer_doc({"type": "array", "minItems": 1, "items": {"type": "object"}}, arrow=True)
 
     @api.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=v2_doc)
-    async def v2_infer(name: str, request: Request) -> Response:
+    async def v2_infer(name: str, request: Request, who: Principal = Depends(guards.read)) -> Response:
         return await _answer(await handlers.infer("v2", name, None, dict(request.headers), await request.body()))
 
     @api.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=v2_doc)
-    async def v2_version_infer(name: str, version: str, request: Request) -> Response:
+    async def v2_version_infer(
+        name: str, version: str, request: Request, who: Principal = Depends(guards.read)
+    ) -> Response:
         return await _answer(await handlers.infer("v2", name, version, dict(request.headers), await request.body()))
 
     @api.post("/pipelines/{name}/infer", tags=["inference"], openapi_extra=records_doc)
-    async def records_infer(name: str, request: Request) -> Response:
+    async def records_infer(name: str, request: Request, who: Principal = Depends(guards.read)) -> Response:
         body = await request.body()
         return await _answer(await handlers.infer("records", name, None, dict(request.headers), body))
 
