@@ -96,6 +96,7 @@ def serve_instrumented(port: int, stats_path: Path) -> None:
         os.replace(stats_path.with_suffix(".tmp"), stats_path)
 
     signal.signal(signal.SIGUSR1, dump)
+    os.environ["FINALMILE_AUTH"] = "false"  # loopback; this measures logging, not tokens
     serve(port=port)
 
 

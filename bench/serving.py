@@ -49,6 +49,7 @@ from runtimes import data  # noqa: E402
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "{content_type}"
+wrk.headers["Authorization"] = "Bearer {token}"
 local f = io.open("{body}", "rb")
 wrk.body = f:read("*all")
 f:close()
@@ -90,12 +91,13 @@ def wrk(
     connections: int,
     workdir: Path,
     cpus: set[int] | None = None,
+    token: str = "",
 ) -> dict[str, float]:
     """wrk's throughput, p99 and errors; `cpus` pins it (the server then has the other cores to itself)."""
     body_file = workdir / f"body-{abs(hash(body))}.bin"
     body_file.write_bytes(body)
     script = workdir / "post.lua"
-    script.write_text(LUA.format(content_type=content_type, body=body_file))
+    script.write_text(LUA.format(content_type=content_type, body=body_file, token=token))
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
@@ -119,6 +121,11 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--against", help="the python of another environment whose finalmile serves the same store")
+    parser.add_argument(
+        "--against-no-auth",
+        action="store_true",
+        help="the other side is this checkout with --no-auth: what checking tokens costs",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="server starts per side (alternating order)")
     parser.add_argument("--only", default="", help="run only the scenarios whose name contains this text")
     args = parser.parse_args()
@@ -135,29 +142,35 @@ def main() -> None:
         logreg = client.upload_model("logreg", LogisticRegression(max_iter=500).fit(X, y), sample=X.head(500))
         client.build_pipeline("forest").add_model_step(forest).deploy(max_batch_size=1000, max_delay_ms=1)
         client.build_pipeline("logreg").add_model_step(logreg).deploy(max_batch_size=1000, max_delay_ms=1)
+        _, token = client.services.init_access()  # every request carries an owner token (ignored by --no-auth)
         runtime = forest.load()
         one = pa.Table.from_pandas(X.head(1).astype(np.float32), preserve_index=False)
         thousand = pa.Table.from_pandas(X.head(1000).astype(np.float32), preserve_index=False)
         in_process_1 = calls_per_second(lambda: runtime.predict(one), 2.0)
         in_process_1000 = calls_per_second(lambda: runtime.predict(thousand), 2.0) * 1000
     scenarios = [s for s in _scenarios(X) if args.only in s[0]]
-    servers = {"this": sys.executable} | ({"against": args.against} if args.against else {})
+    servers: dict[str, tuple[str, tuple[str, ...]]] = {"this": (sys.executable, ())}
+    if args.against:
+        servers["against"] = (args.against, ())
+    elif args.against_no_auth:
+        servers["against"] = (sys.executable, ("--no-auth",))
+    auth = {"authorization": f"Bearer {token}"}
     runs: dict[str, dict[str, list[dict[str, float]]]] = {side: {} for side in servers}
     try:
         for round_ in range(args.rounds):
             order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
             for side in order:
-                with _server(servers[side], home) as base:
+                with _server(*servers[side], home, auth) as base:
                     for name, path, body, content_type, _ in scenarios:
                         url = base + path
-                        check = httpx.post(url, content=body, headers={"content-type": content_type})
+                        check = httpx.post(url, content=body, headers={"content-type": content_type} | auth)
                         assert check.status_code == 200, check.text
-                        r = wrk(url, body, content_type, args.duration, args.connections, workdir)
+                        r = wrk(url, body, content_type, args.duration, args.connections, workdir, token=token)
                         runs[side].setdefault(name, []).append(r)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     columns = ["scenario", "requests/s", "rows/s", "p99 ms", "errors", "vs in-process"]
-    if args.against:
+    if "against" in servers:
         columns += ["against req/s", "against p99 ms", "this / against"]
     table = Table(
         *columns,
@@ -177,7 +190,7 @@ def main() -> None:
             f"{mine['rps'] * rows / limit:.0%}",
         ]
         results[name] = mine | {"rows_per_s": mine["rps"] * rows}
-        if args.against:
+        if "against" in servers:
             other = _median(runs["against"][name])
             cells += [f"{other['rps']:,.0f}", f"{other['p99_ms']:.2f}", f"{mine['rps'] / other['rps']:.3f}"]
             results[name] |= {"against": other, "each_round": {side: runs[side][name] for side in runs}}
@@ -215,16 +228,18 @@ def _scenarios(X: pd.DataFrame) -> list[tuple[str, str, bytes, str, int]]:
 
 
 @contextlib.contextmanager
-def _server(python: str, home: Path, port: int = 18080) -> Iterator[str]:
+def _server(
+    python: str, args: tuple[str, ...], home: Path, headers: dict[str, str], port: int = 18080
+) -> Iterator[str]:
     """`finalmile serve` from the environment of `python` over `home`, until the block ends."""
     env = {"FINALMILE_HOME": str(home), "PATH": str(Path(python).parent)}
     if python == sys.executable and "PYTHONPATH" in os.environ:  # this side may run a checkout of its own
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    server = subprocess.Popen([python, "-m", "finalmile", "serve", "--port", str(port)], env=env)
+    server = subprocess.Popen([python, "-m", "finalmile", "serve", "--port", str(port), *args], env=env)
     try:
         for _ in range(300):
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/models/logreg/ready").status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/models/logreg/ready", headers=headers).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -194,8 +194,9 @@ class Services:
         """Infer from synchronous code through the data plane (batched, measured and logged like HTTP requests)."""
         return self._loop.run(self.dataplane.infer(name, table, version, log))
 
-    def _load(self, name: str, version: int) -> LoadedPipeline:
-        return load_pipeline(self.pipelines.get_version(name, version), self.metadata, self.loader)
+    def _load(self, name: str, version: int, config: DeploymentConfig) -> LoadedPipeline:
+        record = self.pipelines.get_version(name, version)
+        return load_pipeline(record, self.metadata, self.loader, config.max_batch_size)
 
     def _wanted(self) -> dict[str, tuple[int, DeploymentConfig]]:
         return {d.name: (d.version, DeploymentConfig.model_validate(d.config)) for d in self.pipelines.deployments()}

@@ -71,7 +71,7 @@ class LocalBackend:
 
     def __init__(
         self,
-        load: Callable[[str, int], LoadedPipeline],
+        load: Callable[[str, int, DeploymentConfig], LoadedPipeline],
         wanted: Wanted,
         observe: Callable[[str], Observer] | None = None,
     ) -> None:
@@ -90,16 +90,16 @@ class LocalBackend:
 
     # -- deploying ----------------------------------------------------------------------------------------------
 
-    def load(self, name: str, version: int) -> LoadedPipeline:
-        """Build and warm a pipeline version without touching what is serving."""
-        loaded = self._load_version(name, version)
+    def load(self, name: str, version: int, config: DeploymentConfig) -> LoadedPipeline:
+        """Build and warm a pipeline version for `config` (its batch size picks runtimes), touching nothing serving."""
+        loaded = self._load_version(name, version, config)
         loaded.hooks, loaded.observers = self.hooks, self.observers
         return loaded
 
     def deploy(
         self, pipeline: str, version: int, config: DeploymentConfig, record: Callable[[], object] | None = None
     ) -> None:
-        loaded = self.load(pipeline, version)  # a version that cannot load is never recorded
+        loaded = self.load(pipeline, version, config)  # a version that cannot load is never recorded
         if record is not None:
             record()
         self.install(pipeline, loaded, config)  # after the record, so that a concurrent sync keeps it
@@ -151,7 +151,7 @@ class LocalBackend:
             slot = self.slots.get(name)
             if slot is None or slot.current.version != version or slot.config != config:
                 try:
-                    self.install(name, self.load(name, version), config, unchanged_since=read_at)
+                    self.install(name, self.load(name, version, config), config, unchanged_since=read_at)
                 except FinalmileError as exc:
                     log.error("cannot deploy %s:%s: %s", name, version, exc.message)
 

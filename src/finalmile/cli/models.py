@@ -11,6 +11,7 @@ from rich.table import Table
 
 from finalmile.cli.common import client_from_env, console
 from finalmile.errors import BadRequestError
+from finalmile.runtimes.selection import fastest
 
 models_app = typer.Typer(help="Register models and manage their versions.", no_args_is_help=True)
 _client = client_from_env
@@ -100,6 +101,15 @@ def models_show(ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or N
             f"  parity on {c['rows_checked']} rows ({c['sample']}): {c['label_mismatches']} label mismatches, "
             f"max |Δ| {c['max_abs_diff']:.3g}, tolerance atol {c['atol']:g} + rtol {c['rtol']:g}; {c['converter']}"
         )
+    timings = c.get("timings_us") or {}
+    if timings:
+        sizes = list(next(iter(timings.values())))
+        measured = Table("runtime", *(f"{s} rows (µs)" for s in sizes), title="measured", title_justify="left")
+        for runtime, by_size in timings.items():
+            cells = [f"{by_size[s]:,.0f}" + (" ★" if fastest(timings, int(s)) == runtime else "") for s in sizes]
+            measured.add_row(runtime, *cells)
+        console.print(measured)
+        console.print("  ★ fastest: a deployment serves the runtime fastest at the size nearest its max_batch_size")
 
 
 @models_app.command("alias")

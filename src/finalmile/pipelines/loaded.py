@@ -166,14 +166,17 @@ class LoadedPipeline:
         return conformed
 
 
-def load_pipeline(record: PipelineVersionRecord, models: MetadataStore, loader: RuntimeLoader) -> LoadedPipeline:
-    """Build and warm a pipeline version: every model loaded (challengers too) and run once on a sample row."""
+def load_pipeline(
+    record: PipelineVersionRecord, models: MetadataStore, loader: RuntimeLoader, batch_rows: int = 1
+) -> LoadedPipeline:
+    """Build and warm a pipeline version: every model loaded (challengers too) and run once on a sample row.
+    Each model runs on the runtime measured fastest at about `batch_rows` rows (the deployment's batch size)."""
     spec = PipelineSpec.model_validate(record.spec)
     runtimes: dict[str, Runtime] = {}
 
     def runtime(ref: str) -> Runtime:
         if ref not in runtimes:
-            runtimes[ref] = loader.load(models.get_by_ref(ref))
+            runtimes[ref] = loader.load(models.get_by_ref(ref), batch_rows=batch_rows)
         return runtimes[ref]
 
     steps = build(spec, runtime)

@@ -15,6 +15,7 @@ from finalmile.registry.schema import Schema
 from finalmile.registry.store import VersionRecord
 from finalmile.runtimes import DIRECTORY_FRAMEWORKS, runtime_class
 from finalmile.runtimes.base import Runtime, RuntimeContext
+from finalmile.runtimes.selection import fastest
 
 
 class RuntimeLoader:
@@ -29,12 +30,10 @@ class RuntimeLoader:
         self._loaded: weakref.WeakValueDictionary[tuple[str, int, str], Runtime] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
 
-    def load(self, record: VersionRecord, runtime: str = "auto") -> Runtime:
-        """The loaded runtime: ONNX when the version was converted, the native framework otherwise.
-
-        `runtime="native"` runs the original framework even for a converted version.
-        """
-        key = runtime_key(record, runtime)
+    def load(self, record: VersionRecord, runtime: str = "auto", batch_rows: int = 1) -> Runtime:
+        """The loaded runtime: for `auto`, the one measured fastest at about `batch_rows` rows among those whose
+        outputs match (ONNX or the framework's own); `runtime="native"` runs the original framework."""
+        key = runtime_key(record, runtime, batch_rows)
         with self._lock:  # one load at a time per process: two deployments of one model never load it twice
             loaded = self._loaded.get((record.name, record.version, key))
             if loaded is None:
@@ -65,6 +64,14 @@ class RuntimeLoader:
         return pq.read_table(self.artifacts.verified_path(record.sample_sha256))
 
 
-def runtime_key(record: VersionRecord, runtime: str = "auto") -> str:
-    """The runtime a request for `runtime` means: `auto` is what the version serves with, `native` its framework."""
-    return record.runtime if runtime == "auto" else (record.framework if runtime == "native" else runtime)
+def runtime_key(record: VersionRecord, runtime: str = "auto", batch_rows: int = 1) -> str:
+    """The runtime a request for `runtime` means: `auto` the fastest measured at about `batch_rows` rows (what the
+    version serves with when it has no timings), `native` its framework."""
+    if runtime == "native":
+        return record.framework
+    if runtime != "auto":
+        return runtime
+    timings = (record.conversion or {}).get("timings_us")
+    if timings and record.onnx_sha256:
+        return fastest(timings, batch_rows)
+    return record.runtime

@@ -30,6 +30,7 @@ from finalmile.registry.store import MetadataStore, NewVersion, VersionRecord, c
 from finalmile.runtimes import CONVERTIBLE, DIRECTORY_FRAMEWORKS, detect_framework, framework_module
 from finalmile.runtimes.base import Packaged
 from finalmile.runtimes.convert import Conversion, convert
+from finalmile.runtimes.selection import fastest
 
 _LIBRARIES = {
     "sklearn": ["scikit-learn", "skl2onnx"],
@@ -88,7 +89,8 @@ def upload_model(
             artifact_file = pack_directory(packaged.artifact, workdir / "artifact.tar")
         new_version = NewVersion(
             framework=framework,
-            runtime="onnx" if onnx_path is not None else framework,
+            # A one-row request is the common case; a deployment with large batches may choose otherwise.
+            runtime=fastest(conversion.timings_us, 1) if onnx_path is not None else framework,
             artifact_sha256="",
             onnx_sha256=None,
             sample_sha256=None,

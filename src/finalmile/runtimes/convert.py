@@ -20,6 +20,7 @@ from finalmile.arrow.frames import column_numpy
 from finalmile.config import FinalmileSettings
 from finalmile.registry.schema import Column
 from finalmile.runtimes.base import CLASSIFICATION, BaseRuntime, Packaged, RuntimeContext
+from finalmile.runtimes.selection import BATCH_ROWS, fastest, measure
 
 TARGET_OPSET = 17
 _ML_OPSET = 3
@@ -40,6 +41,8 @@ class Conversion:
     sample: str = ""  # "given" | "drawn from the schema"
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    timings_us: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Median µs per call of each matching runtime at each measured batch size (`runtimes.selection`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,7 +159,18 @@ def check_parity(packaged: Packaged, onnx_path: Path, sample: pa.Table, settings
         if not close:
             what.append(f"{numeric} differ by up to {max_diff:.3g} (tolerance {atol:g} + {rtol:g}·|native|)")
         return Conversion("mismatch", "kept native: ONNX output mismatch: " + "; ".join(what), **common)
-    return Conversion("converted", f"serving through ONNX Runtime: outputs match on {sample.num_rows} rows", **common)
+    timings = measure({packaged.framework: native, "onnx": converted}, sample)
+    return Conversion("converted", choice_reason(timings, sample.num_rows), **common, timings_us=timings)
+
+
+def choice_reason(timings: dict[str, dict[str, float]], rows: int) -> str:
+    """Which runtime serves which batch sizes, and the measured times behind it."""
+    parts = []
+    for size in BATCH_ROWS:
+        winner = fastest(timings, size)
+        others = ", ".join(f"{n} {t[str(size)]:,.0f} µs" for n, t in timings.items() if n != winner)
+        parts.append(f"{size} rows: {winner} ({timings[winner][str(size)]:,.0f} µs vs {others})")
+    return f"outputs match on {rows} rows; fastest by measurement at " + "; ".join(parts)
 
 
 def _values(table: pa.Table, name: str) -> np.ndarray:

@@ -59,12 +59,10 @@ class ModelVersion:
         """The sample stored at upload (the parity rows, and a baseline for drift monitors)."""
         return self._loader.sample(self.record)
 
-    def load(self, runtime: str = "auto") -> Runtime:
-        """The loaded runtime (cached on this handle): ONNX when the version was converted, else the framework's.
-
-        `runtime="native"` runs the original framework even for a converted version.
-        """
-        key = runtime_key(self.record, runtime)
+    def load(self, runtime: str = "auto", batch_rows: int = 1) -> Runtime:
+        """The loaded runtime (cached on this handle): for `auto`, the one measured fastest at about `batch_rows`
+        rows (ONNX or the framework's own); `runtime="native"` runs the original framework."""
+        key = runtime_key(self.record, runtime, batch_rows)
         with self._lock:
             if key not in self._runtimes:
                 self._runtimes[key] = self._loader.load(self.record, key)
@@ -73,4 +71,4 @@ class ModelVersion:
     def predict(self, frame: Any, runtime: str = "auto") -> Any:
         """Predict in-process. Takes pandas, Polars, pyarrow or a dict of numpy arrays; returns the same type."""
         table, back = to_arrow(frame)
-        return back(self.load(runtime).predict(table))
+        return back(self.load(runtime, table.num_rows).predict(table))

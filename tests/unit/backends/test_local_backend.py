@@ -30,7 +30,7 @@ def test_the_local_backend_has_every_member_of_the_protocol_with_the_same_parame
 def test_a_version_that_cannot_load_is_never_recorded() -> None:
     recorded: list[int] = []
 
-    def broken(name: str, version: int):  # type: ignore[no-untyped-def]
+    def broken(name: str, version: int, config: DeploymentConfig):  # type: ignore[no-untyped-def]
         raise PipelineNotDeployed(name, version)
 
     backend = LocalBackend(broken, dict)
