@@ -43,8 +43,10 @@ def _postgres_schema_url() -> Iterator[str]:
     try:
         yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
     finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        with admin.begin() as conn:  # and the schemas of the workspaces the test made beside it
+            made = conn.execute(text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"), {"p": f"{schema}_ws_%"})
+            for name in [schema, *made.scalars()]:
+                conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
         admin.dispose()
 
 

@@ -1,5 +1,6 @@
-"""The SDK facade: `finalmile.Client()` works on the files under `FINALMILE_HOME` in this process;
-`finalmile.Client(url=...)` speaks the same verbs to a server (`sdk/remote.py`)."""
+"""The SDK facade: `finalmile.Client()` works on the files under `FINALMILE_HOME` in this process (no token: it has
+the store's own rights); `finalmile.Client(url=..., token=...)` speaks the same verbs to a server (`sdk/remote.py`),
+the token defaulting to `FINALMILE_TOKEN`."""
 
 from __future__ import annotations
 
@@ -52,13 +53,16 @@ class Client:
         url: str | None = None,
         services: Services | None = None,
         token: str | None = None,
+        workspace: str | None = None,
     ) -> None:
-        self.services = services or Services.from_settings(home, database_url, settings)
-        """The composition root this client works through (shared with a server started from it)."""
+        self._root = services or Services.from_settings(home, database_url, settings)
+        self.services = self._root.for_workspace(workspace or self._root.settings.workspace)
+        """The composition root of the workspace this client works in (`workspace`, default `FINALMILE_WORKSPACE`
+        or `default`), shared with a server started from it."""
         self.settings = self.services.settings
 
     def close(self) -> None:
-        self.services.close()
+        self._root.close()
 
     def __enter__(self) -> Client:
         return self

@@ -57,6 +57,8 @@ class FinalmileSettings(BaseSettings):
     query_max_rows: int = 100_000
     """Most rows a query of the SQL surface returns; a larger result is refused with a message, not cut."""
 
+    workspace: str = "default"
+    """The workspace the embedded `Client` and the local CLI work in."""
     auth: bool = True
     """Check an API token on every route but health and the API's docs. `finalmile serve --no-auth` turns it off,
     and only on a loopback address (a laptop)."""

@@ -8,6 +8,7 @@ stores (upload, version, deploy, undeploy) live here once, so every front end do
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from finalmile.access.store import AccessStore, MemberRecord, TokenRecord
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
 from finalmile.config import FinalmileSettings
-from finalmile.errors import ConflictError, FinalmileError
+from finalmile.errors import ConflictError, FinalmileError, NotFoundError
 from finalmile.logs.query import LogReader
 from finalmile.logs.writer import LogWriter
 from finalmile.monitoring.context import MonitorContext
@@ -30,6 +31,7 @@ from finalmile.pipelines.loaded import LoadedPipeline, RequestResult, load_pipel
 from finalmile.pipelines.spec import pin_spec
 from finalmile.pipelines.store import PipelineStore, PipelineVersionRecord
 from finalmile.registry.artifacts import ArtifactStore
+from finalmile.registry.db import workspace_database_url
 from finalmile.registry.isolation import upload_in_child
 from finalmile.registry.loader import RuntimeLoader
 from finalmile.registry.store import MetadataStore, VersionRecord
@@ -44,10 +46,15 @@ log = logging.getLogger(__name__)
 class Services:
     """Everything one process needs to register, deploy, serve, log and monitor, wired once."""
 
-    def __init__(self, settings: FinalmileSettings) -> None:
+    def __init__(self, settings: FinalmileSettings, parent: Services | None = None, workspace: str = "default") -> None:
         settings.home.mkdir(parents=True, exist_ok=True)
         settings.home = settings.home.resolve()  # a later chdir must not move the store
         self.settings = settings
+        self.workspace = workspace
+        """Whose models, pipelines, logs and monitors these are; `default` is the root (the store at the home)."""
+        self._parent = parent
+        self._children: dict[str, Services] = {}
+        self._children_lock = threading.Lock()
         self.metadata = MetadataStore(settings.resolved_database_url())
         self.artifacts = ArtifactStore(settings.home / "artifacts")
         self.loader = RuntimeLoader(self.artifacts, settings)
@@ -55,7 +62,8 @@ class Services:
         self.monitors = MonitorStore(self.metadata)
         self.logs = LogWriter(settings.home / "logs")
         self.audit = AuditTrail(self.metadata)
-        self.access = AccessStore(self.metadata)
+        self.access: AccessStore = parent.access if parent is not None else AccessStore(self.metadata)
+        """Workspaces, members and tokens: always the root's, whichever workspace these services are."""
         self.reader = LogReader(
             settings.home,
             self.metadata,
@@ -87,6 +95,10 @@ class Services:
         return cls((settings or FinalmileSettings()).model_copy(update=overrides))
 
     def close(self) -> None:
+        with self._children_lock:
+            children, self._children = list(self._children.values()), {}
+        for child in children:
+            child.close()
         self.backend.close()
         self._loop.close()
         self.logs.close()
@@ -96,6 +108,36 @@ class Services:
     def user(self) -> str:
         """Recorded as who created what this process stores."""
         return self.settings.user or current_user()
+
+    # -- workspaces -----------------------------------------------------------------------------------------------
+
+    def for_workspace(self, name: str) -> Services:
+        """The services of workspace `name`, made on first use: a metadata store of its own (a PostgreSQL schema
+        beside the root's, or a SQLite file), and its own artifacts, logs, backend and monitors under
+        `home/workspaces/NAME`. Nothing of another workspace can be read or changed through them, as no query of
+        theirs can reach another workspace's tables. `default` is the root."""
+        if self._parent is not None:
+            return self._parent.for_workspace(name)
+        if name == self.workspace:
+            return self
+        child = self._children.get(name)
+        if child is not None:
+            return child
+        with self._children_lock:
+            child = self._children.get(name)
+            if child is None:
+                if name not in self.access.workspaces():
+                    raise NotFoundError(f"no workspace named {name!r}", {"workspace": name})
+                home = self.settings.home / "workspaces" / name
+                url = workspace_database_url(self.settings.resolved_database_url(), name)
+                settings = self.settings.model_copy(update={"home": home, "database_url": url})
+                child = self._children[name] = Services(settings, parent=self, workspace=name)
+            return child
+
+    def every_workspace(self) -> list[Services]:
+        """The services of every workspace (the scheduler converges and monitors each)."""
+        root = self._parent or self
+        return [root.for_workspace(name) for name in root.access.workspaces()]
 
     # -- models -------------------------------------------------------------------------------------------------
 
@@ -215,16 +257,21 @@ class Services:
         self.set_member(user, "default", "owner", actor=self.user)
         return self.create_token(user, "default", "owner", "bootstrap", actor=self.user)
 
+    def _trail(self, workspace: str) -> AuditTrail:
+        """Access changes are recorded in the audit trail of the workspace they concern."""
+        return self.for_workspace(workspace).audit
+
     def set_member(self, user: str, workspace: str, role: str, actor: str | None = None) -> MemberRecord:
         before = self.access.role_of(user, workspace)
         member = self.access.set_member(user, workspace, role)
-        self.audit.record(actor or self.user, "member", f"workspace {workspace} user {user}", before, role)
+        self._trail(workspace).record(actor or self.user, "member", f"workspace {workspace} user {user}", before, role)
         return member
 
     def remove_member(self, user: str, workspace: str, actor: str | None = None) -> None:
         before = self.access.role_of(user, workspace)
         self.access.remove_member(user, workspace)
-        self.audit.record(actor or self.user, "remove member", f"workspace {workspace} user {user}", before, None)
+        target = f"workspace {workspace} user {user}"
+        self._trail(workspace).record(actor or self.user, "remove member", target, before, None)
 
     def create_workspace(self, name: str, actor: str | None = None) -> str:
         self.access.create_workspace(name)
@@ -243,12 +290,14 @@ class Services:
         """A new token and its secret, shown once; the audit trail records the token, never the secret."""
         record, secret = self.access.create_token(user, workspace, role, name, expires_in)
         after = f"{record.role} in {record.workspace} for {record.user} ({record.prefix}…)"
-        self.audit.record(actor or self.user, "create token", f"token {record.id}", None, after)
+        self._trail(workspace).record(actor or self.user, "create token", f"token {record.id}", None, after)
         return record, secret
 
     def revoke_token(self, token_id: int, actor: str | None = None) -> TokenRecord:
         record = self.access.revoke(token_id)
-        self.audit.record(actor or self.user, "revoke token", f"token {record.id}", "active", "revoked")
+        self._trail(record.workspace).record(
+            actor or self.user, "revoke token", f"token {record.id}", "active", "revoked"
+        )
         return record
 
     # -- monitors -----------------------------------------------------------------------------------------------

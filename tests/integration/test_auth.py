@@ -177,3 +177,41 @@ def test_the_first_serve_prints_an_owner_token(tmp_path: Path, server_factory) -
     assert printed is not None
     whoami = httpx.get(f"{server.url}/api/v1/whoami", headers={"authorization": f"Bearer {printed.group(1)}"})
     assert whoami.json() == {"user": "admin", "workspace": "default", "role": "owner", "token": 1}
+
+
+def test_a_workspace_sees_only_its_own_models_pipelines_logs_and_metrics(
+    tmp_path: Path,
+    server_factory: Any,
+    database_url: str,
+) -> None:
+    """On SQLite and PostgreSQL (where a workspace's metadata is a schema of its own)."""
+    home = tmp_path / "home"
+    X, y = tabular(60)
+    with Client(home=home, database_url=database_url) as client:
+        client.services.init_access("alice")
+        _, default_editor = client.services.create_token("alice", "default", "editor")
+        client.services.create_workspace("risk")
+        client.services.set_member("rita", "risk", "owner")
+        _, risk_owner = client.services.create_token("rita", "risk", "owner")
+    server = server_factory(home, env={"FINALMILE_DATABASE_URL": database_url}, auth=True)
+    with Client(url=server.url, token=risk_owner) as rita:
+        rita.upload_model("fraud", LogisticRegression().fit(X, y), sample=X.head(20), alias="champion")
+        rita.build_pipeline("p").add_model_step("fraud@champion").deploy()
+        assert len(rita.pipeline("p").infer(X.head(3))) == 3
+        assert rita.query("SELECT count(*) AS n FROM logs")["n"][0] == 3
+        assert rita.whoami()["workspace"] == "risk"
+        assert {t["workspace"] for t in rita.tokens()} == {"risk"}  # not the default workspace's tokens
+    body = {"inputs": [{"name": c, "shape": [1], "datatype": "FP64", "data": [0.1]} for c in X.columns]}
+    risk_headers = {"authorization": f"Bearer {risk_owner}"}
+    assert httpx.post(f"{server.url}/v2/models/p/infer", json=body, headers=risk_headers).status_code == 200
+    with Client(url=server.url, token=default_editor) as alice:
+        assert alice.models() == [] and alice.pipelines() == []
+        assert alice.query("SELECT count(*) AS n FROM logs")["n"][0] == 0
+        assert all(e["target"] != "pipeline p" for e in alice._call("GET", "/api/v1/audit").json())
+        alice.upload_model("fraud", LogisticRegression().fit(X, 1 - y), sample=X.head(20))  # the same name: another
+    default_headers = {"authorization": f"Bearer {default_editor}"}
+    refused = httpx.post(f"{server.url}/v2/models/p/infer", json=body, headers=default_headers)
+    assert refused.status_code == 404
+    assert httpx.get(f"{server.url}/api/v1/models/fraud", headers=default_headers).json()["version"] == 1
+    assert 'pipeline="p"' in httpx.get(f"{server.url}/metrics", headers=risk_headers).text
+    assert 'pipeline="p"' not in httpx.get(f"{server.url}/metrics", headers=default_headers).text

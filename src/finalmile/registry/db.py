@@ -69,3 +69,21 @@ def migrate(engine: Engine) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def workspace_database_url(url: str, workspace: str) -> str | None:
+    """Where workspace `workspace` keeps its metadata when the root store is at `url`: a schema of its own beside
+    the root's on PostgreSQL (made if missing), or None for SQLite (a database file under the workspace's home)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return None
+    engine = create_store_engine(url)
+    try:
+        with engine.begin() as conn:
+            base = conn.execute(text("SELECT current_schema()")).scalar() or "public"
+            schema = f"{base}_ws_{workspace}"[:63]
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})  # two first uses
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    finally:
+        engine.dispose()
+    return parsed.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)

@@ -16,10 +16,11 @@ import orjson
 from finalmile.access.roles import Permission
 from finalmile.errors import BadRequestError, FinalmileError, PayloadTooLarge
 from finalmile.pipelines.loaded import RequestResult
+from finalmile.services import Services
 from finalmile.serving.codecs import codec_for
 from finalmile.serving.codecs.v2 import is_number
 from finalmile.serving.dataplane import DataPlane
-from finalmile.serving.http.auth import Authenticator
+from finalmile.serving.http.auth import Authenticator, services_of
 from finalmile.serving.http.errors import challenge, error_body
 
 log = logging.getLogger(__name__)
@@ -77,18 +78,16 @@ def provenance_headers(result: RequestResult) -> dict[str, str]:
 class InferenceHandlers:
     """The inference endpoints as one async function over (headers, body): shared by the raw router and FastAPI."""
 
-    def __init__(self, dataplane: DataPlane) -> None:
-        self.dataplane = dataplane
-
     async def infer(
-        self, route: str, name: str, version: str | None, headers: dict[str, str], body: bytes
+        self, dataplane: DataPlane, route: str, name: str, version: str | None, headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes, dict[str, str]]:
-        """`route` is `v2` (Open Inference Protocol) or `records` (pandas records or Arrow, by content type)."""
+        """`route` is `v2` (Open Inference Protocol) or `records` (pandas records or Arrow, by content type), on
+        the data plane of the caller's workspace."""
         number = _version(version)
-        self.dataplane.serving(name, number)  # an unknown pipeline is a 404 whatever the body
+        dataplane.serving(name, number)  # an unknown pipeline is a 404 whatever the body
         codec = codec_for(route, headers.get("content-type"))
         decoded = codec.decode(body, headers)
-        result = await self.dataplane.infer(name, decoded.table, number)
+        result = await dataplane.infer(name, decoded.table, number)
         payload, out_headers = codec.encode(result, decoded)
         return 200, payload, out_headers | provenance_headers(result)
 
@@ -140,10 +139,10 @@ class FinalmileApp:
     }
     """The routes answered here, before the management app, and the permission each needs."""
 
-    def __init__(self, dataplane: DataPlane, management: Any, max_body_bytes: int, auth: Authenticator) -> None:
-        self.dataplane = dataplane
+    def __init__(self, root: Services, management: Any, max_body_bytes: int, auth: Authenticator) -> None:
+        self.root = root
         self.auth = auth
-        self.handlers = InferenceHandlers(dataplane)
+        self.handlers = InferenceHandlers()
         self.management = management
         self.body = BodyReader(max_body_bytes)
 
@@ -154,24 +153,23 @@ class FinalmileApp:
                 v2 = V2_INFER.match(path)
                 if v2:
                     name, version = v2.group(1), v2.group(2)
-                    handler = partial(self.handlers.infer, "v2", name, version)
-                    await self._serve(scope, receive, send, "v2", name, handler)
+                    await self._serve(scope, receive, send, "v2", name, partial(self._infer, "v2", name, version))
                     return
                 records = RECORDS_INFER.match(path)
                 if records:
                     name = records.group(1)
-                    handler = partial(self.handlers.infer, "records", name, None)
-                    await self._serve(scope, receive, send, "records", name, handler)
+                    await self._serve(
+                        scope, receive, send, "records", name, partial(self._infer, "records", name, None)
+                    )
                     return
             elif method == "GET" and path == "/metrics":
-                try:
-                    await self.auth.authorize(_header(scope, b"authorization"), self.RAW_ROUTES["GET /metrics"])
+                try:  # the caller's workspace's metrics: pipeline names are not another workspace's to see
+                    who = await self.auth.authorize(_header(scope, b"authorization"), self.RAW_ROUTES["GET /metrics"])
+                    metrics = (await services_of(self.root, who)).metrics
                 except FinalmileError as exc:
                     await respond(send, exc.status_code, error_body(exc), _error_headers(exc))
                     return
-                await respond(
-                    send, 200, self.dataplane.metrics.exposition(), {"content-type": "text/plain; version=0.0.4"}
-                )
+                await respond(send, 200, metrics.exposition(), {"content-type": "text/plain; version=0.0.4"})
                 return
             if method in _WITH_BODY:  # the body limit covers every route: read it bounded, then hand it on
                 try:
@@ -182,6 +180,11 @@ class FinalmileApp:
                 receive = _replay(body, receive)
         await self.management(scope, receive, send)
 
+    async def _infer(
+        self, route: str, name: str, version: str | None, dataplane: DataPlane, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        return await self.handlers.infer(dataplane, route, name, version, headers, body)
+
     async def _serve(
         self,
         scope: Scope,
@@ -189,12 +192,15 @@ class FinalmileApp:
         send: Send,
         protocol: str,
         name: str,
-        handler: Callable[[dict[str, str], bytes], Awaitable[tuple[int, bytes, dict[str, str]]]],
+        handler: Callable[[DataPlane, dict[str, str], bytes], Awaitable[tuple[int, bytes, dict[str, str]]]],
     ) -> None:
+        dataplane = self.root.dataplane
         try:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            await self.auth.authorize(headers.get("authorization"), "read")  # inference: see RAW_ROUTES
-            status, body, out_headers = await handler(headers, await self.body.read(scope, receive))
+            who = await self.auth.authorize(headers.get("authorization"), "read")  # inference: see RAW_ROUTES
+            if who.workspace != self.root.workspace:
+                dataplane = (await services_of(self.root, who)).dataplane
+            status, body, out_headers = await handler(dataplane, headers, await self.body.read(scope, receive))
         except FinalmileError as exc:
             status, body, out_headers = exc.status_code, error_body(exc), _error_headers(exc)
         except asyncio.CancelledError:
@@ -203,6 +209,6 @@ class FinalmileApp:
             log.exception("inference failed on %s", scope["path"])
             status, body = 500, orjson.dumps({"error": f"internal error: {type(exc).__name__}", "detail": None})
             out_headers = {"content-type": "application/json"}
-        known = name if self.dataplane.ready(name) else "_unknown"  # bounded label values
-        self.dataplane.metrics.requests.labels(known, protocol, str(status)).inc()
+        known = name if dataplane.ready(name) else "_unknown"  # bounded label values
+        dataplane.metrics.requests.labels(known, protocol, str(status)).inc()
         await respond(send, status, body, out_headers)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from finalmile.access.roles import Permission, Principal, allows
 from finalmile.access.store import AccessStore
 from finalmile.errors import Forbidden, Unauthorized
+from finalmile.services import Services
 
 CACHE_S = 5.0
 _MAX_CACHED = 10_000
@@ -82,16 +84,37 @@ def _bearer(authorization: str | None) -> str:
 _scheme = HTTPBearer(auto_error=False, description="an API token from `finalmile tokens create`")
 
 
-class Guard:
-    """A route's declared permission: a dependency that authenticates the caller and returns its `Principal`."""
+@dataclass(frozen=True)
+class Caller:
+    """Who a request acts as, and the services of their workspace: a route reaches no other workspace's data."""
 
-    def __init__(self, auth: Authenticator, permission: Permission) -> None:
+    principal: Principal
+    services: Services
+
+    @property
+    def actor(self) -> str:
+        return self.principal.actor
+
+
+async def services_of(root: Services, principal: Principal) -> Services:
+    """The caller's workspace's services; the first request of a workspace opens its store off the event loop."""
+    if principal.workspace == root.workspace:
+        return root
+    return await asyncio.get_running_loop().run_in_executor(None, root.for_workspace, principal.workspace)
+
+
+class Guard:
+    """A route's declared permission: a dependency that authenticates the caller and returns a `Caller`."""
+
+    def __init__(self, auth: Authenticator, root: Services, permission: Permission) -> None:
         self.auth = auth
+        self.root = root
         self.permission = permission
 
-    async def __call__(self, credentials: HTTPAuthorizationCredentials | None = Depends(_scheme)) -> Principal:
+    async def __call__(self, credentials: HTTPAuthorizationCredentials | None = Depends(_scheme)) -> Caller:
         header = f"{credentials.scheme} {credentials.credentials}" if credentials is not None else None
-        return await self.auth.authorize(header, self.permission)
+        principal = await self.auth.authorize(header, self.permission)
+        return Caller(principal, await services_of(self.root, principal))
 
 
 class OpenGuard:
@@ -99,19 +122,20 @@ class OpenGuard:
 
     permission: Permission = "public"
 
-    def __init__(self, auth: Authenticator) -> None:
+    def __init__(self, auth: Authenticator, root: Services) -> None:
         self.auth = auth
+        self.root = root
 
-    async def __call__(self) -> Principal:
-        return await self.auth.authorize(None, "public")
+    async def __call__(self) -> Caller:
+        return Caller(await self.auth.authorize(None, "public"), self.root)
 
 
 class Guards:
-    """One `Guard` per permission, for routers to declare theirs: `who: Principal = Depends(guards.write)`."""
+    """One `Guard` per permission, for routers to declare theirs: `who: Caller = Depends(guards.write)`."""
 
-    def __init__(self, auth: Authenticator) -> None:
+    def __init__(self, auth: Authenticator, root: Services) -> None:
         self.auth = auth
-        self.public = OpenGuard(auth)
-        self.read = Guard(auth, "read")
-        self.write = Guard(auth, "write")
-        self.admin = Guard(auth, "admin")
+        self.public = OpenGuard(auth, root)
+        self.read = Guard(auth, root, "read")
+        self.write = Guard(auth, root, "write")
+        self.admin = Guard(auth, root, "admin")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ from finalmile.serving.http.errors import add_error_handlers, document_errors
 from finalmile.serving.http.routes import access, audit, logs, models, monitors, pipelines, v2
 
 SYNC_INTERVAL_S = 1.0
+log = logging.getLogger(__name__)
 
 
 PUBLIC_DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
@@ -35,20 +37,20 @@ def create_app(services: Services | None = None, auth: bool | None = None) -> Fi
     """The server app. With several worker processes each converges on the store's deployments every second.
     `auth` (default: the `auth` setting) checks a bearer token on every route but health and docs."""
     owned = services is None
-    root = services or Services.from_settings()
+    root = (services or Services.from_settings()).for_workspace("default")  # the root, whichever workspace given
     authenticator = Authenticator(root.access, root.settings.auth if auth is None else auth, local_principal(root.user))
-    guards = Guards(authenticator)
+    guards = Guards(authenticator, root)
     scheduler = Scheduler(
         [
-            Periodic("deployments", SYNC_INTERVAL_S, root.sync),
+            Periodic("deployments", SYNC_INTERVAL_S, lambda: _each(root, Services.sync)),
             # Several workers may all look; storing a window's result is guarded, so only one records it and acts.
-            Periodic("monitors", root.settings.monitor_poll_s, root.run_monitors),
+            Periodic("monitors", root.settings.monitor_poll_s, lambda: _each(root, Services.run_monitors)),
         ]
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
-        await asyncio.get_running_loop().run_in_executor(None, root.sync)
+        await asyncio.get_running_loop().run_in_executor(None, _each, root, Services.sync)
         # What is alive now (imported libraries, loaded models: ~220,000 objects) lives as long as the server.
         # Frozen out of the cyclic GC, a full collection walks only what was made since: it took 120 ms of the
         # event loop's time (every 10-20 s under load with logging on, whose batches wait up to a second and so
@@ -64,20 +66,29 @@ def create_app(services: Services | None = None, auth: bool | None = None) -> Fi
                 root.close()
             gc.unfreeze()  # so that exit collects them (native bindings report frozen objects as leaked)
 
-    handlers = InferenceHandlers(root.dataplane)
+    handlers = InferenceHandlers()
     management = FastAPI(
         title="finalmile", version=__version__, docs_url="/docs", openapi_url="/openapi.json", lifespan=lifespan
     )
     add_error_handlers(management)
     document_errors(management)
     management.include_router(v2.router(handlers, guards))
-    management.include_router(models.router(root, guards))
-    management.include_router(pipelines.router(root, root.dataplane, guards))
-    management.include_router(logs.router(root, guards))
-    management.include_router(monitors.router(root, guards))
-    management.include_router(audit.router(root, guards))
+    management.include_router(models.router(guards))
+    management.include_router(pipelines.router(guards))
+    management.include_router(logs.router(guards))
+    management.include_router(monitors.router(guards))
+    management.include_router(audit.router(guards))
     management.include_router(access.router(root, guards))
-    return FinalmileApp(root.dataplane, management, root.settings.max_body_bytes, authenticator)
+    return FinalmileApp(root, management, root.settings.max_body_bytes, authenticator)
+
+
+def _each(root: Services, job: Any) -> None:
+    """Run `job` on every workspace's services; one workspace failing never stops the others."""
+    for services in root.every_workspace():
+        try:
+            job(services)
+        except Exception:
+            log.exception("%s failed in workspace %s", getattr(job, "__name__", job), services.workspace)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1) -> None:

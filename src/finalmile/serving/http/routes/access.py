@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from finalmile.access.roles import Principal, Role
+from finalmile.access.roles import Role
 from finalmile.config import parse_duration
 from finalmile.errors import NotFoundError
 from finalmile.services import Services
-from finalmile.serving.http.auth import Guards
+from finalmile.serving.http.auth import Caller, Guards
 from finalmile.serving.http.routes import run
 
 
@@ -35,45 +35,56 @@ def router(services: Services, guards: Guards) -> APIRouter:
     api = APIRouter(tags=["access"])
 
     @api.get("/api/v1/whoami")
-    async def whoami(who: Principal = Depends(guards.read)) -> dict[str, Any]:
-        return {"user": who.user, "workspace": who.workspace, "role": who.role, "token": who.token_id}
+    async def whoami(who: Caller = Depends(guards.read)) -> dict[str, Any]:
+        return {
+            "user": who.principal.user,
+            "workspace": who.principal.workspace,
+            "role": who.principal.role,
+            "token": who.principal.token_id,
+        }
 
     @api.get("/api/v1/tokens")
-    async def list_tokens(who: Principal = Depends(guards.admin)) -> list[dict[str, Any]]:
-        return [vars(t) for t in await run(services.access.tokens, who.workspace)]
+    async def list_tokens(who: Caller = Depends(guards.admin)) -> list[dict[str, Any]]:
+        return [vars(t) for t in await run(services.access.tokens, who.principal.workspace)]
 
     @api.post("/api/v1/tokens", status_code=201)
-    async def create_token(body: TokenRequest, who: Principal = Depends(guards.admin)) -> dict[str, Any]:
+    async def create_token(body: TokenRequest, who: Caller = Depends(guards.admin)) -> dict[str, Any]:
         """The secret is in this answer only; the server keeps its hash."""
         expires = timedelta(seconds=parse_duration(body.expires, "expires")) if body.expires else None
         record, secret = await run(
-            services.create_token, body.user or who.user, who.workspace, body.role, body.name, expires, who.actor
+            services.create_token,
+            body.user or who.principal.user,
+            who.principal.workspace,
+            body.role,
+            body.name,
+            expires,
+            who.actor,
         )
         return vars(record) | {"token": secret}
 
     @api.delete("/api/v1/tokens/{token_id}")
-    async def revoke_token(token_id: int, who: Principal = Depends(guards.admin)) -> dict[str, Any]:
+    async def revoke_token(token_id: int, who: Caller = Depends(guards.admin)) -> dict[str, Any]:
         record = await run(services.access.token, token_id)
-        if record.workspace != who.workspace:  # another workspace's token is not the caller's to see
+        if record.workspace != who.principal.workspace:  # another workspace's token is not the caller's to see
             raise NotFoundError(f"no token with id {token_id}", {"token": token_id})
         revoked = await run(services.revoke_token, token_id, who.actor)
         guards.auth.forget()
         return vars(revoked)
 
     @api.get("/api/v1/members")
-    async def members(who: Principal = Depends(guards.admin)) -> list[dict[str, Any]]:
-        return [vars(m) for m in await run(services.access.members, who.workspace)]
+    async def members(who: Caller = Depends(guards.admin)) -> list[dict[str, Any]]:
+        return [vars(m) for m in await run(services.access.members, who.principal.workspace)]
 
     @api.put("/api/v1/members/{user}")
-    async def set_member(user: str, body: MemberRequest, who: Principal = Depends(guards.admin)) -> dict[str, Any]:
-        member = await run(services.set_member, user, who.workspace, body.role, who.actor)
+    async def set_member(user: str, body: MemberRequest, who: Caller = Depends(guards.admin)) -> dict[str, Any]:
+        member = await run(services.set_member, user, who.principal.workspace, body.role, who.actor)
         guards.auth.forget()
         return vars(member)
 
     @api.delete("/api/v1/members/{user}")
-    async def remove_member(user: str, who: Principal = Depends(guards.admin)) -> dict[str, str]:
-        await run(services.remove_member, user, who.workspace, who.actor)
+    async def remove_member(user: str, who: Caller = Depends(guards.admin)) -> dict[str, str]:
+        await run(services.remove_member, user, who.principal.workspace, who.actor)
         guards.auth.forget()
-        return {"user": user, "workspace": who.workspace, "status": "removed"}
+        return {"user": user, "workspace": who.principal.workspace, "status": "removed"}
 
     return api

@@ -6,23 +6,21 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from finalmile.access.roles import Principal
-from finalmile.services import Services
-from finalmile.serving.http.auth import Guards
+from finalmile.serving.http.auth import Caller, Guards
 from finalmile.serving.http.routes import run
 
 
-def router(services: Services, guards: Guards) -> APIRouter:
+def router(guards: Guards) -> APIRouter:
     api = APIRouter(tags=["audit"])
 
     @api.get("/api/v1/audit")
     async def audit(
         target: str | None = Query(None, max_length=400, description="keep targets starting with this"),
         limit: int | None = Query(None, ge=1, le=100_000, description="the most recent this many"),
-        who: Principal = Depends(guards.read),
+        who: Caller = Depends(guards.read),
     ) -> list[dict[str, Any]]:
         """Changes oldest first: upload, alias, version, deploy, undeploy, and a monitor's rollback or route."""
-        entries = await run(services.audit.entries, target, limit)
+        entries = await run(who.services.audit.entries, target, limit)
         return [vars(e) | {"at": e.at.isoformat()} for e in entries]
 
     return api

@@ -10,13 +10,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from finalmile.access.roles import Principal
 from finalmile.errors import InvalidInputError
 from finalmile.logs.ground_truth import add_ground_truth
-from finalmile.services import Services
 from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.codecs import arrow as arrow_codec
-from finalmile.serving.http.auth import Guards
+from finalmile.serving.http.auth import Caller, Guards
 from finalmile.serving.http.routes import json_frame, run
 
 
@@ -33,13 +31,12 @@ class GroundTruthRequest(BaseModel):
     rows: list[dict[str, Any]] = Field(min_length=1)
 
 
-def router(services: Services, guards: Guards) -> APIRouter:
+def router(guards: Guards) -> APIRouter:
     api = APIRouter(tags=["logs"])
-    reader = services.reader
 
     @api.post("/api/v1/query")
-    async def query(body: QueryRequest, who: Principal = Depends(guards.read)) -> Response:
-        table = await run(reader.query, body.sql)
+    async def query(body: QueryRequest, who: Caller = Depends(guards.read)) -> Response:
+        table = await run(who.services.reader.query, body.sql)
         return json_frame(table.to_pandas())
 
     @api.get("/api/v1/pipelines/{name}/logs")
@@ -52,25 +49,23 @@ def router(services: Services, guards: Guards) -> APIRouter:
         start: datetime | None = None,
         end: datetime | None = None,
         columns: str | None = None,
-        who: Principal = Depends(guards.read),
+        who: Caller = Depends(guards.read),
     ) -> Response:
         """Log rows, newest first, from `start` (ISO 8601, inclusive) to `end` (exclusive), optionally only the
         comma-separated `columns`: JSON records, or an Arrow IPC stream when the request accepts one."""
         chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-        table = await run(reader.pipeline_logs, name, start, end, limit, version, variant, chosen)
+        table = await run(who.services.reader.pipeline_logs, name, start, end, limit, version, variant, chosen)
         if ARROW_STREAM in request.headers.get("accept", ""):
             return Response(arrow_codec.encode(table), media_type=ARROW_STREAM)
         return json_frame(table.to_pandas())
 
     @api.post("/api/v1/pipelines/{name}/ground_truth")
-    async def ground_truth(
-        name: str, body: GroundTruthRequest, who: Principal = Depends(guards.write)
-    ) -> dict[str, int]:
+    async def ground_truth(name: str, body: GroundTruthRequest, who: Caller = Depends(guards.write)) -> dict[str, int]:
         try:
             rows = pa.Table.from_pylist(body.rows)
         except (pa.ArrowException, ValueError, TypeError) as exc:
             raise InvalidInputError(f"rows: the labels do not form a table: {exc}") from None
-        receipt = await run(add_ground_truth, reader, name, rows, body.key)
+        receipt = await run(add_ground_truth, who.services.reader, name, rows, body.key)
         return vars(receipt)
 
     return api

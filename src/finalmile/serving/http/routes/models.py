@@ -10,27 +10,25 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
-from finalmile.access.roles import Principal
 from finalmile.errors import InvalidInputError
 from finalmile.registry.upload import hide_paths
-from finalmile.services import Services
-from finalmile.serving.http.auth import Guards
+from finalmile.serving.http.auth import Caller, Guards
 from finalmile.serving.http.routes import run
 
 _MODEL_FILE = File(..., description="the model file, or a .tar.gz of a model directory")
 _SAMPLE_FILE = File(None, description="sample rows as Parquet")
 
 
-def router(services: Services, guards: Guards) -> APIRouter:
+def router(guards: Guards) -> APIRouter:
     api = APIRouter(tags=["models"])
 
     @api.get("/api/v1/models")
-    async def list_models(who: Principal = Depends(guards.read)) -> list[dict[str, Any]]:
-        return [vars(m) for m in await run(services.metadata.list_models)]
+    async def list_models(who: Caller = Depends(guards.read)) -> list[dict[str, Any]]:
+        return [vars(m) for m in await run(who.services.metadata.list_models)]
 
     @api.get("/api/v1/models/{ref}")
-    async def get_model(ref: str, who: Principal = Depends(guards.read)) -> dict[str, Any]:
-        return vars(await run(services.metadata.get_by_ref, ref))
+    async def get_model(ref: str, who: Caller = Depends(guards.read)) -> dict[str, Any]:
+        return vars(await run(who.services.metadata.get_by_ref, ref))
 
     @api.post("/api/v1/models/{name}")
     async def upload_model(
@@ -42,7 +40,7 @@ def router(services: Services, guards: Guards) -> APIRouter:
         tags: str | None = Form(None, description="JSON object of tags"),
         model_schema: str | None = Form(None, alias="schema", description="JSON schema of inputs/outputs"),
         sample: UploadFile | None = _SAMPLE_FILE,
-        who: Principal = Depends(guards.write),
+        who: Caller = Depends(guards.write),
     ) -> dict[str, Any]:
         tag_map = _json_field("tags", tags)
         schema_map = _json_field("schema", model_schema)
@@ -59,7 +57,7 @@ def router(services: Services, guards: Guards) -> APIRouter:
                 except Exception as exc:
                     raise InvalidInputError(f"sample: not a Parquet file ({exc})") from None
             record = await run(
-                services.upload_model,
+                who.services.upload_model,
                 name,
                 source,
                 isolated=True,

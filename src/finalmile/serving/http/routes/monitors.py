@@ -11,12 +11,11 @@ from fastapi.responses import Response
 from pyarrow import ArrowException
 from pydantic import BaseModel, Field
 
-from finalmile.access.roles import Principal
 from finalmile.errors import InvalidInputError
 from finalmile.monitoring.build import build_config
 from finalmile.monitoring.runs import preview, results_frame, save
 from finalmile.services import Services
-from finalmile.serving.http.auth import Guards
+from finalmile.serving.http.auth import Caller, Guards
 from finalmile.serving.http.routes import json_frame, run
 
 
@@ -44,19 +43,19 @@ class MonitorRequest(BaseModel):
     start: datetime | None = Field(default=None, description="the first window ends one interval after this")
 
 
-def router(services: Services, guards: Guards) -> APIRouter:
+def router(guards: Guards) -> APIRouter:
     api = APIRouter(tags=["monitoring"])
-    ctx, store = services.monitoring, services.monitors
 
-    def describe(name: str) -> dict[str, Any]:
-        saved = store.get(name)
+    def describe(services: Services, name: str) -> dict[str, Any]:
+        saved = services.monitors.get(name)
         return {
             "config": saved.config.model_dump(mode="json"),
             "enabled": saved.enabled,
             "next_window_end": saved.next_window_end.isoformat(),
         }
 
-    def create(body: MonitorRequest) -> dict[str, Any]:
+    def create(services: Services, body: MonitorRequest) -> dict[str, Any]:
+        ctx = services.monitoring
         fields = body.model_dump(exclude={"baseline_values", "start"}, exclude_none=True)
         try:
             if body.baseline_values is not None:
@@ -65,46 +64,46 @@ def router(services: Services, guards: Guards) -> APIRouter:
         except (ValueError, TypeError, OverflowError, ArrowException) as exc:  # values no monitor can be built from
             raise InvalidInputError(f"invalid monitor: {exc}") from None
         save(ctx, config, body.start)
-        return describe(body.name)
+        return describe(services, body.name)
 
-    def preview_frame(name: str, start: datetime | None, end: datetime) -> Any:
-        return results_frame(preview(ctx, store.get(name).config, start, end))
+    def preview_frame(services: Services, name: str, start: datetime | None, end: datetime) -> Any:
+        return results_frame(preview(services.monitoring, services.monitors.get(name).config, start, end))
 
     @api.post("/api/v1/assays", status_code=201)
-    async def create_assay(body: MonitorRequest, who: Principal = Depends(guards.write)) -> dict[str, Any]:
-        return await run(create, body)
+    async def create_assay(body: MonitorRequest, who: Caller = Depends(guards.write)) -> dict[str, Any]:
+        return await run(create, who.services, body)
 
     @api.get("/api/v1/assays")
-    async def list_assays(who: Principal = Depends(guards.read)) -> list[dict[str, Any]]:
-        return [describe(m.config.name) for m in await run(store.all)]
+    async def list_assays(who: Caller = Depends(guards.read)) -> list[dict[str, Any]]:
+        return [describe(who.services, m.config.name) for m in await run(who.services.monitors.all)]
 
     @api.get("/api/v1/assays/{name}")
-    async def get_assay(name: str, who: Principal = Depends(guards.read)) -> dict[str, Any]:
-        return await run(describe, name)
+    async def get_assay(name: str, who: Caller = Depends(guards.read)) -> dict[str, Any]:
+        return await run(describe, who.services, name)
 
     @api.get("/api/v1/assays/{name}/results")
-    async def assay_results(name: str, who: Principal = Depends(guards.read)) -> Response:
-        return json_frame(results_frame(await run(store.results, name)))
+    async def assay_results(name: str, who: Caller = Depends(guards.read)) -> Response:
+        return json_frame(results_frame(await run(who.services.monitors.results, name)))
 
     @api.get("/api/v1/assays/{name}/preview")
     async def assay_preview(
         name: str,
         start: datetime | None = None,
         end: datetime | None = None,
-        who: Principal = Depends(guards.read),
+        who: Caller = Depends(guards.read),
     ) -> Response:
         """Windows from `start` (default: a day before `end`) to `end` (default: now), computed, not stored."""
-        return json_frame(await run(preview_frame, name, start, end or datetime.now(UTC)))
+        return json_frame(await run(preview_frame, who.services, name, start, end or datetime.now(UTC)))
 
     @api.delete("/api/v1/assays/{name}")
-    async def delete_assay(name: str, who: Principal = Depends(guards.write)) -> dict[str, str]:
-        await run(store.delete, name)
+    async def delete_assay(name: str, who: Caller = Depends(guards.write)) -> dict[str, str]:
+        await run(who.services.monitors.delete, name)
         return {"name": name, "status": "deleted"}
 
     @api.get("/api/v1/alerts")
-    async def alerts(monitor: str | None = None, who: Principal = Depends(guards.read)) -> list[dict[str, Any]]:
-        raised = await run(store.alerts, monitor)
-        taken = await run(store.actions, monitor)
+    async def alerts(monitor: str | None = None, who: Caller = Depends(guards.read)) -> list[dict[str, Any]]:
+        raised = await run(who.services.monitors.alerts, monitor)
+        taken = await run(who.services.monitors.actions, monitor)
         return [
             a.payload()
             | {

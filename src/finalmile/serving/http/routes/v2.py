@@ -9,10 +9,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from finalmile.access.roles import Principal
 from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.http.app import InferenceHandlers
-from finalmile.serving.http.auth import Guards
+from finalmile.serving.http.auth import Caller, Guards
 
 
 class V2Tensor(BaseModel):
@@ -72,55 +71,62 @@ async def _answer(result: tuple[int, bytes, dict[str, str]]) -> Response:
 
 
 def router(handlers: InferenceHandlers, guards: Guards) -> APIRouter:
-    dataplane = handlers.dataplane
     api = APIRouter()
 
     @api.get("/v2/health/live", tags=["v2"])
-    async def live(who: Principal = Depends(guards.public)) -> dict[str, bool]:
-        return {"live": dataplane.live()}
+    async def live(who: Caller = Depends(guards.public)) -> dict[str, bool]:
+        return {"live": who.services.dataplane.live()}
 
     @api.get("/v2/health/ready", tags=["v2"])
-    async def ready(who: Principal = Depends(guards.public)) -> dict[str, bool]:
-        return {"ready": dataplane.ready()}
+    async def ready(who: Caller = Depends(guards.public)) -> dict[str, bool]:
+        return {"ready": who.services.dataplane.ready()}
 
     @api.get("/v2", tags=["v2"])
-    async def server_metadata(who: Principal = Depends(guards.public)) -> dict[str, Any]:
-        return dataplane.server_metadata()
+    async def server_metadata(who: Caller = Depends(guards.public)) -> dict[str, Any]:
+        return who.services.dataplane.server_metadata()
 
     @api.get("/v2/models/{name}", tags=["v2"])
-    async def model_metadata(name: str, who: Principal = Depends(guards.read)) -> dict[str, Any]:
-        return dataplane.model_metadata(name)
+    async def model_metadata(name: str, who: Caller = Depends(guards.read)) -> dict[str, Any]:
+        return who.services.dataplane.model_metadata(name)
 
     @api.get("/v2/models/{name}/versions/{version}", tags=["v2"])
-    async def model_version_metadata(name: str, version: int, who: Principal = Depends(guards.read)) -> dict[str, Any]:
-        return dataplane.model_metadata(name, version)
+    async def model_version_metadata(name: str, version: int, who: Caller = Depends(guards.read)) -> dict[str, Any]:
+        return who.services.dataplane.model_metadata(name, version)
 
     @api.get("/v2/models/{name}/ready", tags=["v2"])
-    async def model_ready(name: str, who: Principal = Depends(guards.read)) -> dict[str, Any]:
-        dataplane.serving(name)
+    async def model_ready(name: str, who: Caller = Depends(guards.read)) -> dict[str, Any]:
+        who.services.dataplane.serving(name)
         return {"name": name, "ready": True}
 
     @api.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"])
-    async def model_version_ready(name: str, version: int, who: Principal = Depends(guards.read)) -> dict[str, Any]:
-        dataplane.serving(name, version)
+    async def model_version_ready(name: str, version: int, who: Caller = Depends(guards.read)) -> dict[str, Any]:
+        who.services.dataplane.serving(name, version)
         return {"name": name, "ready": True}
 
     v2_doc = _infer_doc(_inline_refs(V2InferenceRequest.model_json_schema()))
     records_doc = _infer_doc({"type": "array", "minItems": 1, "items": {"type": "object"}}, arrow=True)
 
     @api.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=v2_doc)
-    async def v2_infer(name: str, request: Request, who: Principal = Depends(guards.read)) -> Response:
-        return await _answer(await handlers.infer("v2", name, None, dict(request.headers), await request.body()))
+    async def v2_infer(name: str, request: Request, who: Caller = Depends(guards.read)) -> Response:
+        return await _answer(
+            await handlers.infer(who.services.dataplane, "v2", name, None, dict(request.headers), await request.body())
+        )
 
     @api.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=v2_doc)
     async def v2_version_infer(
-        name: str, version: str, request: Request, who: Principal = Depends(guards.read)
+        name: str, version: str, request: Request, who: Caller = Depends(guards.read)
     ) -> Response:
-        return await _answer(await handlers.infer("v2", name, version, dict(request.headers), await request.body()))
+        return await _answer(
+            await handlers.infer(
+                who.services.dataplane, "v2", name, version, dict(request.headers), await request.body()
+            )
+        )
 
     @api.post("/pipelines/{name}/infer", tags=["inference"], openapi_extra=records_doc)
-    async def records_infer(name: str, request: Request, who: Principal = Depends(guards.read)) -> Response:
+    async def records_infer(name: str, request: Request, who: Caller = Depends(guards.read)) -> Response:
         body = await request.body()
-        return await _answer(await handlers.infer("records", name, None, dict(request.headers), body))
+        return await _answer(
+            await handlers.infer(who.services.dataplane, "records", name, None, dict(request.headers), body)
+        )
 
     return api
