@@ -126,6 +126,7 @@ def main() -> None:
         action="store_true",
         help="the other side is this checkout with --no-auth: what checking tokens costs",
     )
+    parser.add_argument("--workers", type=int, default=1, help="server processes on this side (--workers)")
     parser.add_argument("--rounds", type=int, default=1, help="server starts per side (alternating order)")
     parser.add_argument("--only", default="", help="run only the scenarios whose name contains this text")
     args = parser.parse_args()
@@ -149,7 +150,8 @@ def main() -> None:
         in_process_1 = calls_per_second(lambda: runtime.predict(one), 2.0)
         in_process_1000 = calls_per_second(lambda: runtime.predict(thousand), 2.0) * 1000
     scenarios = [s for s in _scenarios(X) if args.only in s[0]]
-    servers: dict[str, tuple[str, tuple[str, ...]]] = {"this": (sys.executable, ())}
+    mine = ("--workers", str(args.workers)) if args.workers > 1 else ()
+    servers: dict[str, tuple[str, tuple[str, ...]]] = {"this": (sys.executable, mine)}
     if args.against:
         servers["against"] = (args.against, ())
     elif args.against_no_auth:

@@ -42,6 +42,7 @@ class Batcher:
         max_delay_ms: float = 1.0,
         workers: int = 1,
         observe: Callable[[int, int, float, list[float]], None] | None = None,
+        inline: Callable[[int], bool] | None = None,
     ) -> None:
         self.run = run
         self.split = split
@@ -50,6 +51,9 @@ class Batcher:
         self.max_delay = max_delay_ms / 1000.0
         self.workers = workers
         self.observe = observe
+        self.inline = inline
+        """Told a batch's rows, says whether to run it on the event loop itself: for a tiny model the hop to a
+        thread and back costs more than the model."""
         self._queues: dict[asyncio.AbstractEventLoop, asyncio.Queue[_Pending]] = {}
         self._tasks: dict[asyncio.AbstractEventLoop, list[asyncio.Task[None]]] = {}
         self._last_requests = 1
@@ -72,10 +76,15 @@ class Batcher:
 
     async def _run_now(self, loop: asyncio.AbstractEventLoop, tables: list[pa.Table]) -> Any:
         started = time.perf_counter()
-        result = await loop.run_in_executor(self.executor, self._run_tables, tables)
+        result = await self._execute(loop, tables)
         if self.observe:
             self.observe(sum(t.num_rows for t in tables), len(tables), time.perf_counter() - started, [0.0])
         return self.split(result, _spans(tables))[0] if len(tables) == 1 else result
+
+    async def _execute(self, loop: asyncio.AbstractEventLoop, tables: list[pa.Table]) -> Any:
+        if self.inline is not None and self.inline(sum(t.num_rows for t in tables)):
+            return self._run_tables(tables)
+        return await loop.run_in_executor(self.executor, self._run_tables, tables)
 
     def _run_tables(self, tables: list[pa.Table]) -> Any:
         # Joined into one chunk per column: every later step (the model's input matrix, the log) would otherwise
@@ -115,7 +124,7 @@ class Batcher:
         tables = [p.table for p in batch]
         started = time.perf_counter()
         try:
-            result = await loop.run_in_executor(self.executor, self._run_tables, tables)
+            result = await self._execute(loop, tables)
             parts = self.split(result, _spans(tables))
         except Exception as exc:
             if len(batch) > 1:  # find the culprit: each request alone, so one bad request fails only itself

@@ -22,6 +22,8 @@ from finalmile.errors import FinalmileError, PipelineNotDeployed
 from finalmile.pipelines.loaded import FailureHook, Hook, LoadedPipeline, RequestResult
 
 log = logging.getLogger(__name__)
+INLINE_ROWS = 16
+INLINE_BELOW_S = 250e-6
 Observer = Callable[[int, int, float, list[float]], None]
 """Told of every batch: rows, requests, seconds computing, each request's wait (the batch metrics)."""
 
@@ -48,8 +50,19 @@ class Slot:
                 max_delay_ms=self.config.max_delay_ms,
                 workers=self.config.workers,
                 observe=self._observe,
+                inline=self._inline,
             )
         return batcher
+
+    def _inline(self, rows: int) -> bool:
+        """Small batches of a pipeline measured at under `INLINE_BELOW_S` a row run on the event loop: the thread
+        hop would cost more than the work. Not with strict durability (it waits for the disk) or several workers."""
+        return (
+            rows <= INLINE_ROWS
+            and self.current.one_row_s < INLINE_BELOW_S
+            and self.config.durability != "strict"
+            and self.config.workers == 1
+        )
 
     def retire(self, grace_s: float = 30.0) -> None:
         """Stop the threads once the requests already accepted have had time to finish."""

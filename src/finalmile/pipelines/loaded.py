@@ -89,6 +89,8 @@ class LoadedPipeline:
     """Columns the first model does not take but the pipeline reads: split keys and the checks' `in.` columns."""
     config: LogSettings | None = None
     """How this version is deployed (batching, logging); set by the backend that installs it."""
+    one_row_s: float = float("inf")
+    """The steps' measured cost on one row (median, at load); inf when no sample row could be run."""
 
     def __post_init__(self) -> None:
         self.validator = SchemaValidator(self.input_schema) if self.input_schema is not None else None
@@ -192,4 +194,24 @@ def load_pipeline(
         sample = loader.sample(models.get_by_ref(ref))
         if sample is not None and sample.num_rows:
             runtime_.predict(sample.slice(0, 1))
-    return LoadedPipeline(record.name, record.version, spec, steps, schema, extra_inputs=frozenset(extras))
+    loaded = LoadedPipeline(record.name, record.version, spec, steps, schema, extra_inputs=frozenset(extras))
+    if first is not None:
+        loaded.one_row_s = _one_row_cost(loaded, loader.sample(models.get_by_ref(first.model)))
+    return loaded
+
+
+def _one_row_cost(loaded: LoadedPipeline, sample: pa.Table | None) -> float:
+    """The median time of the steps on one sample row; inf when the sample cannot run alone (a split key or a
+    check's column that the model's sample lacks)."""
+    if sample is None or not sample.num_rows:
+        return float("inf")
+    try:
+        row = loaded.conform(sample.slice(0, 1))
+        took = []
+        for _ in range(7):
+            started = time.perf_counter()
+            loaded.steps.run(Batch.start(row, None))
+            took.append(time.perf_counter() - started)
+    except Exception:
+        return float("inf")
+    return float(np.median(took))

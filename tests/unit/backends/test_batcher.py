@@ -90,3 +90,23 @@ def test_a_bad_request_fails_alone_not_its_batch_mates() -> None:
     assert failures == [13]
     with pytest.raises(ValueError, match="poisoned"):
         raise results[13]  # type: ignore[misc]
+
+
+def test_small_batches_of_a_tiny_model_run_on_the_event_loop_and_large_ones_on_the_executor() -> None:
+    threads: list[str] = []
+    recorder = Recorder(delay=0.0)
+
+    def run(table: pa.Table, requests: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+        threads.append(threading.current_thread().name)
+        return recorder.run(table, requests)
+
+    batcher = Batcher(run, recorder.split, ThreadPoolExecutor(1, "pool"), 64, 1.0, inline=lambda rows: rows <= 4)
+
+    async def go() -> tuple[str, list[pa.Table]]:
+        small = await batcher.submit(pa.table({"x": [1.0, 2.0]}))
+        big = await batcher.submit(pa.table({"x": [float(i) for i in range(10)]}))
+        return threading.current_thread().name, [small, big]
+
+    loop_thread, (small, big) = asyncio.run(go())
+    assert small.column("y").to_pylist() == [2.0, 4.0] and big.num_rows == 10
+    assert threads[0] == loop_thread and threads[1].startswith("pool")
