@@ -59,6 +59,8 @@ class FinalmileSettings(BaseSettings):
 
     workspace: str = "default"
     """The workspace the embedded `Client` and the local CLI work in."""
+    secret_key: str | None = Field(default=None, repr=False)
+    """A Fernet key that stored connections' URLs are encrypted under (never stored; keep it out of the store)."""
     auth: bool = True
     """Check an API token on every route but health and the API's docs. `finalmile serve --no-auth` turns it off,
     and only on a loopback address (a laptop)."""

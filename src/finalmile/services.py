@@ -21,6 +21,7 @@ from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
 from finalmile.config import FinalmileSettings
 from finalmile.errors import ConflictError, FinalmileError, NotFoundError
+from finalmile.jobs.connections import ConnectionRecord, ConnectionStore
 from finalmile.logs.query import LogReader
 from finalmile.logs.writer import LogWriter
 from finalmile.monitoring.context import MonitorContext
@@ -62,6 +63,7 @@ class Services:
         self.monitors = MonitorStore(self.metadata)
         self.logs = LogWriter(settings.home / "logs")
         self.audit = AuditTrail(self.metadata)
+        self.connections = ConnectionStore(self.metadata, settings.secret_key)
         self.access: AccessStore = parent.access if parent is not None else AccessStore(self.metadata)
         """Workspaces, members and tokens: always the root's, whichever workspace these services are."""
         self.reader = LogReader(
@@ -299,6 +301,18 @@ class Services:
             actor or self.user, "revoke token", f"token {record.id}", "active", "revoked"
         )
         return record
+
+    # -- connections ----------------------------------------------------------------------------------------------
+
+    def create_connection(self, name: str, type: str, url: str, actor: str | None = None) -> ConnectionRecord:
+        """Store a connection, its URL encrypted; the audit trail records the masked URL only."""
+        record = self.connections.create(name, type, url, actor or self.user)
+        self.audit.record(actor or self.user, "create connection", f"connection {name}", None, record.url)
+        return record
+
+    def delete_connection(self, name: str, actor: str | None = None) -> None:
+        record = self.connections.delete(name)
+        self.audit.record(actor or self.user, "delete connection", f"connection {name}", record.url, None)
 
     # -- monitors -----------------------------------------------------------------------------------------------
 

@@ -113,7 +113,9 @@ def test_upload_options_that_are_not_what_they_claim_are_a_422_naming_the_option
 
 def test_an_unreadable_upload_names_the_file_not_the_servers_scratch_folder(served: tuple[Server, Client]) -> None:
     server, _ = served
-    response = httpx.post(f"{server.url}/api/v1/models/junk", files={"file": ("model.pkl", b"\x80\x04garbage")})
+    response = httpx.post(
+        f"{server.url}/api/v1/models/junk", files={"file": ("model.pkl", b"\x80\x04garbage")}, timeout=60
+    )  # checked in a child process
     assert 400 <= response.status_code < 500, response.text
     assert "model.pkl" in response.json()["error"] and "/tmp" not in response.text
 

@@ -232,6 +232,6 @@ def test_management_api_upload_deploy_infer(served: tuple[Server, Client], tmp_p
     assert httpx.post(f"{server.url}/api/v1/pipelines/r/deploy", json={}).status_code == 200
     answer = httpx.post(f"{server.url}/pipelines/r/infer", content=X.head(2).to_json(orient="records"))
     assert answer.status_code == 200 and answer.headers["finalmile-model-versions"] == "remote:1"
-    bad = httpx.post(f"{server.url}/api/v1/models/remote", files={"file": ("model.joblib", b"garbage")})
+    bad = httpx.post(f"{server.url}/api/v1/models/remote", files={"file": ("model.joblib", b"garbage")}, timeout=60)
     assert bad.status_code == 422 and "not a readable joblib" in bad.json()["error"]
     assert httpx.post(f"{server.url}/api/v1/pipelines/r/deploy", json={"workers": 0}).status_code == 422

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from finalmile.access.roles import ROLES, Principal, Role, check_role
 from finalmile.errors import ConflictError, Forbidden, InvalidInputError, NotFoundError, Unauthorized
-from finalmile.registry.store import MetadataStore, stored_utc, utc_now
+from finalmile.registry.store import MetadataStore, check_plain_name, stored_utc, utc_now
 from finalmile.registry.tables import MemberRow, TokenRow, UserRow, WorkspaceRow
 
 TOKEN_PREFIX = "fm_"
@@ -52,18 +52,6 @@ class MemberRecord:
 
 def hash_token(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def check_plain_name(name: str, field: str) -> str:
-    """Workspace and user names: 1-100 letters, digits, `.`, `_` or `-`, starting with a letter or digit."""
-    if not (0 < len(name) <= 100 and name[0].isalnum() and all(c.isalnum() or c in "._-" for c in name)):
-        raise InvalidInputError(
-            f"{field}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit; got {name!r}",
-            {"field": field},
-        )
-    if not name.isascii():
-        raise InvalidInputError(f"{field}: use ASCII letters and digits; got {name!r}", {"field": field})
-    return name
 
 
 class AccessStore:

@@ -16,7 +16,14 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from finalmile.errors import AliasNotFound, ConflictError, InvalidNameError, ModelNotFound, VersionPinnedError
+from finalmile.errors import (
+    AliasNotFound,
+    ConflictError,
+    InvalidInputError,
+    InvalidNameError,
+    ModelNotFound,
+    VersionPinnedError,
+)
 from finalmile.registry.db import create_store_engine, migrate
 from finalmile.registry.tables import (
     ModelAliasRow,
@@ -347,3 +354,15 @@ def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
         raise InvalidNameError(f"invalid model reference {ref!r}: use NAME, NAME:VERSION or NAME@ALIAS")
     version = match.group("version")
     return match.group("name"), int(version) if version else None, match.group("alias")
+
+
+def check_plain_name(name: str, field: str) -> str:
+    """Workspace and user names: 1-100 letters, digits, `.`, `_` or `-`, starting with a letter or digit."""
+    if not (0 < len(name) <= 100 and name[0].isalnum() and all(c.isalnum() or c in "._-" for c in name)):
+        raise InvalidInputError(
+            f"{field}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit; got {name!r}",
+            {"field": field},
+        )
+    if not name.isascii():
+        raise InvalidInputError(f"{field}: use ASCII letters and digits; got {name!r}", {"field": field})
+    return name

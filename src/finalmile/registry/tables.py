@@ -236,3 +236,19 @@ class TokenRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ConnectionRow(Base):
+    """A named set of connection details (database, directory, broker) whose URL is stored encrypted."""
+
+    __tablename__ = "connections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    type: Mapped[str] = mapped_column(String(20))
+    url_encrypted: Mapped[str] = mapped_column(Text)
+    """Fernet token of the URL, under the key in `FINALMILE_SECRET_KEY`; never stored or logged in clear."""
+    url_masked: Mapped[str] = mapped_column(Text)
+    """The URL with its password and secret parameters replaced by `***`: what lists and the audit trail show."""
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -23,7 +23,7 @@ from finalmile.services import Services
 from finalmile.serving.http.app import FinalmileApp, InferenceHandlers
 from finalmile.serving.http.auth import Authenticator, Guards
 from finalmile.serving.http.errors import add_error_handlers, document_errors
-from finalmile.serving.http.routes import access, audit, logs, models, monitors, pipelines, v2
+from finalmile.serving.http.routes import access, audit, connections, logs, models, monitors, pipelines, v2
 
 SYNC_INTERVAL_S = 1.0
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ def create_app(services: Services | None = None, auth: bool | None = None) -> Fi
     management.include_router(monitors.router(guards))
     management.include_router(audit.router(guards))
     management.include_router(access.router(root, guards))
+    management.include_router(connections.router(guards))
     return FinalmileApp(root, management, root.settings.max_body_bytes, authenticator)
 
 
