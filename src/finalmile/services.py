@@ -20,7 +20,7 @@ from finalmile.access.store import AccessStore, MemberRecord, TokenRecord
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
 from finalmile.config import FinalmileSettings
-from finalmile.errors import ConflictError, FinalmileError, NotFoundError
+from finalmile.errors import ConflictError, FinalmileError
 from finalmile.jobs.connections import ConnectionRecord, ConnectionStore
 from finalmile.logs.query import LogReader
 from finalmile.logs.writer import LogWriter
@@ -128,8 +128,7 @@ class Services:
         with self._children_lock:
             child = self._children.get(name)
             if child is None:
-                if name not in self.access.workspaces():
-                    raise NotFoundError(f"no workspace named {name!r}", {"workspace": name})
+                self.access.require_workspace(name)
                 home = self.settings.home / "workspaces" / name
                 url = workspace_database_url(self.settings.resolved_database_url(), name)
                 settings = self.settings.model_copy(update={"home": home, "database_url": url})

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from finalmile.access.roles import ROLES, Principal, Role, check_role
 from finalmile.errors import ConflictError, Forbidden, InvalidInputError, NotFoundError, Unauthorized
-from finalmile.registry.store import MetadataStore, check_plain_name, stored_utc, utc_now
+from finalmile.registry.store import MetadataStore, check_plain_name, row_named, stored_utc, utc_now
 from finalmile.registry.tables import MemberRow, TokenRow, UserRow, WorkspaceRow
 
 TOKEN_PREFIX = "fm_"
@@ -203,17 +203,16 @@ class AccessStore:
 
     # -- rows ---------------------------------------------------------------------------------------------------
 
+    def require_workspace(self, name: str) -> None:
+        """NotFoundError unless workspace `name` exists."""
+        with self._sessions() as s:
+            self._workspace(s, name)
+
     def _workspace(self, s: Session, name: str) -> WorkspaceRow:
-        row = s.scalar(select(WorkspaceRow).where(WorkspaceRow.name == name))
-        if row is None:
-            raise NotFoundError(f"no workspace named {name!r}", {"workspace": name})
-        return row
+        return row_named(s, WorkspaceRow, name, "workspace", "workspace")
 
     def _user(self, s: Session, name: str) -> UserRow:
-        row = s.scalar(select(UserRow).where(UserRow.name == name))
-        if row is None:
-            raise NotFoundError(f"no user named {name!r}", {"user": name})
-        return row
+        return row_named(s, UserRow, name, "user", "user")
 
     def _token(self, s: Session, token_id: int) -> TokenRow:
         row = s.get(TokenRow, token_id) if 0 < token_id < 2**31 else None

@@ -15,8 +15,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from finalmile.errors import ConflictError, InvalidInputError, NotFoundError
-from finalmile.registry.store import MetadataStore, check_plain_name, stored_utc, utc_now
+from finalmile.errors import ConflictError, InvalidInputError
+from finalmile.registry.store import MetadataStore, check_plain_name, row_named, stored_utc, utc_now
 from finalmile.registry.tables import ConnectionRow
 
 SCHEMES: dict[str, tuple[str, ...]] = {
@@ -126,10 +126,7 @@ class ConnectionStore:
             return record
 
     def _row(self, s: Session, name: str) -> ConnectionRow:
-        row = s.scalar(select(ConnectionRow).where(ConnectionRow.name == name))
-        if row is None:
-            raise NotFoundError(f"no connection named {name!r}", {"name": name})
-        return row
+        return row_named(s, ConnectionRow, name, "connection", "name")
 
 
 def _record(row: ConnectionRow) -> ConnectionRecord:

@@ -22,10 +22,12 @@ from finalmile.errors import (
     InvalidInputError,
     InvalidNameError,
     ModelNotFound,
+    NotFoundError,
     VersionPinnedError,
 )
 from finalmile.registry.db import create_store_engine, migrate
 from finalmile.registry.tables import (
+    Base,
     ModelAliasRow,
     ModelRow,
     ModelVersionRow,
@@ -294,6 +296,18 @@ def named_row_for_update(
         row = row_class(name=name, last_version=0, created_at=utc_now())
         s.add(row)
         s.flush()
+    return row
+
+
+Row = TypeVar("Row", bound=Base)
+
+
+def row_named(s: Session, row_class: type[Row], name: str, what: str, field: str) -> Row:
+    """The row of `row_class` whose `name` column is `name`, or a 404 naming what was looked for."""
+    column: Any = row_class.name  # type: ignore[attr-defined]  # each class passed has a unique `name` column
+    row: Row | None = s.execute(select(row_class).where(column == name)).scalar_one_or_none()
+    if row is None:
+        raise NotFoundError(f"no {what} named {name!r}", {field: name})
     return row
 
 

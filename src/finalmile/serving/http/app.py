@@ -79,7 +79,7 @@ class InferenceHandlers:
     """The inference endpoints as one async function over (headers, body): shared by the raw router and FastAPI."""
 
     async def infer(
-        self, dataplane: DataPlane, route: str, name: str, version: str | None, headers: dict[str, str], body: bytes
+        self, route: str, name: str, version: str | None, dataplane: DataPlane, headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes, dict[str, str]]:
         """`route` is `v2` (Open Inference Protocol) or `records` (pandas records or Arrow, by content type), on
         the data plane of the caller's workspace."""
@@ -153,13 +153,15 @@ class FinalmileApp:
                 v2 = V2_INFER.match(path)
                 if v2:
                     name, version = v2.group(1), v2.group(2)
-                    await self._serve(scope, receive, send, "v2", name, partial(self._infer, "v2", name, version))
+                    await self._serve(
+                        scope, receive, send, "v2", name, partial(self.handlers.infer, "v2", name, version)
+                    )
                     return
                 records = RECORDS_INFER.match(path)
                 if records:
                     name = records.group(1)
                     await self._serve(
-                        scope, receive, send, "records", name, partial(self._infer, "records", name, None)
+                        scope, receive, send, "records", name, partial(self.handlers.infer, "records", name, None)
                     )
                     return
             elif method == "GET" and path == "/metrics":
@@ -179,11 +181,6 @@ class FinalmileApp:
                     return
                 receive = _replay(body, receive)
         await self.management(scope, receive, send)
-
-    async def _infer(
-        self, route: str, name: str, version: str | None, dataplane: DataPlane, headers: dict[str, str], body: bytes
-    ) -> tuple[int, bytes, dict[str, str]]:
-        return await self.handlers.infer(dataplane, route, name, version, headers, body)
 
     async def _serve(
         self,

@@ -109,7 +109,7 @@ def router(handlers: InferenceHandlers, guards: Guards) -> APIRouter:
     @api.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=v2_doc)
     async def v2_infer(name: str, request: Request, who: Caller = Depends(guards.read)) -> Response:
         return await _answer(
-            await handlers.infer(who.services.dataplane, "v2", name, None, dict(request.headers), await request.body())
+            await handlers.infer("v2", name, None, who.services.dataplane, dict(request.headers), await request.body())
         )
 
     @api.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=v2_doc)
@@ -118,7 +118,7 @@ def router(handlers: InferenceHandlers, guards: Guards) -> APIRouter:
     ) -> Response:
         return await _answer(
             await handlers.infer(
-                who.services.dataplane, "v2", name, version, dict(request.headers), await request.body()
+                "v2", name, version, who.services.dataplane, dict(request.headers), await request.body()
             )
         )
 
@@ -126,7 +126,7 @@ def router(handlers: InferenceHandlers, guards: Guards) -> APIRouter:
     async def records_infer(name: str, request: Request, who: Caller = Depends(guards.read)) -> Response:
         body = await request.body()
         return await _answer(
-            await handlers.infer(who.services.dataplane, "records", name, None, dict(request.headers), body)
+            await handlers.infer("records", name, None, who.services.dataplane, dict(request.headers), body)
         )
 
     return api
