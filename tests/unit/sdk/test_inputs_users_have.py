@@ -4,6 +4,7 @@ monitors, a preview without dates; and one model load per process."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,11 +42,17 @@ def test_a_2d_numpy_array_is_a_frame_for_sample_predict_and_infer(sqlite_client:
         named.predict(np.array([["a", "b", "c"]]))
 
 
-def test_handles_stand_for_names(sqlite_client: Client) -> None:
+def deployed_fraud(client: Client) -> tuple[pd.DataFrame, Any, Any]:
+    """A logistic regression on `amount`, `age`, `v1`, deployed as the pipeline `fraud`."""
     frame = pd.DataFrame(MATRIX, columns=["amount", "age", "v1"])
-    mv = sqlite_client.upload_model("m", LogisticRegression().fit(frame, LABELS), sample=frame.head(100))
-    pipeline = sqlite_client.build_pipeline("fraud").add_model_step(mv)
+    mv = client.upload_model("m", LogisticRegression().fit(frame, LABELS), sample=frame.head(100))
+    pipeline = client.build_pipeline("fraud").add_model_step(mv)
     pipeline.deploy()
+    return frame, mv, pipeline
+
+
+def test_handles_stand_for_names(sqlite_client: Client) -> None:
+    frame, mv, pipeline = deployed_fraud(sqlite_client)
     pipeline.infer(frame.head(20))
     assay = sqlite_client.build_assay("drift", pipeline, "amount", baseline=mv, window="1h")
     assert assay.config.pipeline == "fraud" and assay.config.baseline.model == "m:1"  # type: ignore[union-attr]
@@ -54,10 +61,7 @@ def test_handles_stand_for_names(sqlite_client: Client) -> None:
 
 
 def test_a_monitor_column_may_be_the_input_name_and_a_preview_needs_no_dates(sqlite_client: Client) -> None:
-    frame = pd.DataFrame(MATRIX, columns=["amount", "age", "v1"])
-    mv = sqlite_client.upload_model("m", LogisticRegression().fit(frame, LABELS), sample=frame.head(100))
-    pipeline = sqlite_client.build_pipeline("fraud").add_model_step(mv)
-    pipeline.deploy()
+    frame, _, pipeline = deployed_fraud(sqlite_client)
     pipeline.infer(frame.head(30))
     assay = sqlite_client.build_assay("amount", "fraud", "amount", baseline=frame, window="1h")
     assert assay.config.column == "in_amount"
