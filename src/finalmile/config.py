@@ -64,6 +64,8 @@ class FinalmileSettings(BaseSettings):
     auth: bool = True
     """Check an API token on every route but health and the API's docs. `finalmile serve --no-auth` turns it off,
     and only on a loopback address (a laptop)."""
+    dashboard_secure_cookie: bool = False
+    """Mark the dashboard's session cookie `Secure` (sent over HTTPS only): set it behind a TLS proxy."""
     monitor_poll_s: float = 5.0
     """How often the server looks for monitor windows that have ended (each monitor has its own interval)."""
 

@@ -23,10 +23,12 @@ from finalmile.config import FinalmileSettings
 from finalmile.errors import ConflictError, FinalmileError
 from finalmile.jobs.connections import ConnectionRecord, ConnectionStore
 from finalmile.logs.query import LogReader
+from finalmile.logs.saved import SavedQuery, SavedQueryStore
 from finalmile.logs.writer import LogWriter
+from finalmile.monitoring.actions import rollback, route_all
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.runs import run_monitor
-from finalmile.monitoring.store import MonitorStore
+from finalmile.monitoring.store import AlertRecord, MonitorStore
 from finalmile.pipelines.executor import Batch
 from finalmile.pipelines.loaded import LoadedPipeline, RequestResult, load_pipeline
 from finalmile.pipelines.spec import pin_spec
@@ -64,6 +66,7 @@ class Services:
         self.logs = LogWriter(settings.home / "logs")
         self.audit = AuditTrail(self.metadata)
         self.connections = ConnectionStore(self.metadata, settings.secret_key)
+        self.queries = SavedQueryStore(self.metadata)
         self.access: AccessStore = parent.access if parent is not None else AccessStore(self.metadata)
         """Workspaces, members and tokens: always the root's, whichever workspace these services are."""
         self.reader = LogReader(
@@ -229,6 +232,14 @@ class Services:
         self.backend.undeploy(name)
         self.audit.record(actor or self.user, "undeploy", f"pipeline {name}", current.version if current else None)
 
+    def rollback(self, name: str, actor: str | None = None) -> str:
+        """Deploy the version before the serving one; says what it did."""
+        return rollback(self, name, actor or self.user)
+
+    def route_all(self, name: str, variant: str, actor: str | None = None) -> str:
+        """Send all of the serving version's A/B traffic to `variant` (as a new version); says what it did."""
+        return route_all(self, name, variant, actor or self.user)
+
     def sync(self) -> None:
         """Converge this process's backend on the deployments the store records."""
         self.backend.sync()
@@ -313,7 +324,21 @@ class Services:
         record = self.connections.delete(name)
         self.audit.record(actor or self.user, "delete connection", f"connection {name}", record.url, None)
 
-    # -- monitors -----------------------------------------------------------------------------------------------
+    # -- monitors and saved queries -------------------------------------------------------------------------------
+
+    def acknowledge_alert(self, alert_id: int, actor: str | None = None) -> AlertRecord:
+        record = self.monitors.acknowledge(alert_id, actor or self.user)
+        self.audit.record(actor or self.user, "acknowledge", f"alert {alert_id}", "open", record.acknowledged_by)
+        return record
+
+    def save_query(self, name: str, sql: str, actor: str | None = None) -> SavedQuery:
+        saved = self.queries.save(name, sql, actor or self.user)
+        self.audit.record(actor or self.user, "save query", f"query {name}", None, sql)
+        return saved
+
+    def delete_query(self, name: str, actor: str | None = None) -> None:
+        self.queries.delete(name)
+        self.audit.record(actor or self.user, "delete query", f"query {name}", None, None)
 
     def run_monitors(self, now: Any = None) -> int:
         """Compute every saved, enabled monitor's windows that have ended; returns how many results were stored.

@@ -82,6 +82,12 @@ def test_a_real_alert_calls_the_webhook_and_rolls_the_live_deployment_back(tmp_p
     outcomes = {a["action"]: a["outcome"] for a in alerts[0]["actions"]}
     assert outcomes == {"webhook": "done", "rollback": "done"}
     assert "after 2 attempt(s)" in next(a["detail"] for a in alerts[0]["actions"] if a["action"] == "webhook")
+    seen = httpx.post(f"{server.url}/api/v1/alerts/{alerts[0]['alert_id']}/acknowledge", timeout=10).json()
+    assert seen["acknowledged_by"] and seen["acknowledged_at"]
+    again = httpx.post(f"{server.url}/api/v1/alerts/{alerts[0]['alert_id']}/acknowledge", timeout=10).json()
+    assert again["acknowledged_at"] == seen["acknowledged_at"]  # the first acknowledgement stands
+    missing = httpx.post(f"{server.url}/api/v1/alerts/999999/acknowledge", timeout=10)
+    assert missing.status_code == 404 and "999999" in missing.json()["error"]
     results = httpx.get(f"{server.url}/api/v1/assays/x0-drift/results", timeout=10).json()
     assert any(r["status"] == "alert" for r in results)
     bad = httpx.post(f"{server.url}/api/v1/assays", json=body | {"name": "b", "warning": 0.5, "alert": 0.1}, timeout=30)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from finalmile.errors import ActionFailed
+from finalmile.errors import ActionFailed, PipelineNotDeployed
 from finalmile.monitoring.config import Action, RollbackAction, RouteAction, UndeployAction, WebhookAction
 from finalmile.monitoring.store import AlertRecord, MonitorStore, SavedMonitor
 from finalmile.pipelines.spec import PipelineSpec, SplitStepSpec, walk
@@ -75,25 +75,38 @@ def _run(deployer: Deployer, monitor: SavedMonitor, alert: AlertRecord, action: 
     if isinstance(action, UndeployAction):
         deployer.undeploy(pipeline, actor=_actor(monitor))
         return f"undeployed {pipeline}"
-    current = _deployed(deployer.pipelines, pipeline)
     if isinstance(action, RollbackAction):
-        earlier = [v.version for v in deployer.pipelines.list_versions(pipeline) if v.version < current.version]
-        if not earlier:
-            raise ActionFailed(f"{pipeline} version {current.version} has no earlier version to roll back to")
-        deployer.deploy(pipeline, max(earlier), actor=_actor(monitor), action="rollback")
-        return f"rolled {pipeline} back from version {current.version} to {max(earlier)}"
+        return rollback(deployer, pipeline, _actor(monitor))
     assert isinstance(action, RouteAction)
+    return route_all(deployer, pipeline, action.variant, _actor(monitor))
+
+
+def rollback(deployer: Deployer, pipeline: str, actor: str) -> str:
+    """Deploy the version before the one serving (a monitor's action, and the dashboard's button)."""
+    current = _deployed(deployer.pipelines, pipeline)
+    earlier = [v.version for v in deployer.pipelines.list_versions(pipeline) if v.version < current.version]
+    if not earlier:
+        raise ActionFailed(f"{pipeline} version {current.version} has no earlier version to roll back to")
+    deployer.deploy(pipeline, max(earlier), actor=actor, action="rollback")
+    return f"rolled {pipeline} back from version {current.version} to {max(earlier)}"
+
+
+def route_all(deployer: Deployer, pipeline: str, variant: str, actor: str) -> str:
+    """Deploy a new version of the serving one that sends all of its A/B split's traffic to `variant`."""
+    current = _deployed(deployer.pipelines, pipeline)
     spec = PipelineSpec.model_validate(deployer.pipelines.get_version(pipeline, current.version).spec)
     splits = [s for s in walk(list(spec.steps)) if isinstance(s, SplitStepSpec)]
-    if not any(v.name == action.variant for s in splits for v in s.variants):
-        raise ActionFailed(f"{pipeline} version {current.version} has no A/B variant '{action.variant}'")
+    if not any(v.name == variant for s in splits for v in s.variants):
+        raise ActionFailed(
+            f"variant: {pipeline} version {current.version} has no A/B variant {variant!r}", {"field": "variant"}
+        )
     for split in splits:
-        if any(v.name == action.variant for v in split.variants):
-            for variant in split.variants:
-                variant.weight = 1.0 if variant.name == action.variant else 0.0
-    record = deployer.create_pipeline_version(spec.model_dump(mode="json"), actor=_actor(monitor))
-    deployer.deploy(pipeline, record.version, actor=_actor(monitor), action="route")
-    return f"sent all traffic of {pipeline} to variant '{action.variant}' (version {record.version})"
+        if any(v.name == variant for v in split.variants):
+            for each in split.variants:
+                each.weight = 1.0 if each.name == variant else 0.0
+    record = deployer.create_pipeline_version(spec.model_dump(mode="json"), actor=actor)
+    deployer.deploy(pipeline, record.version, actor=actor, action="route")
+    return f"sent all traffic of {pipeline} to variant '{variant}' (version {record.version})"
 
 
 def _actor(monitor: SavedMonitor) -> str:
@@ -104,7 +117,7 @@ def _deployed(pipelines: PipelineStore, pipeline: str) -> DeploymentRecord:
     for deployment in pipelines.deployments():
         if deployment.name == pipeline:
             return deployment
-    raise ActionFailed(f"pipeline '{pipeline}' is not deployed")
+    raise PipelineNotDeployed(pipeline)
 
 
 def post_webhook(action: WebhookAction, payload: dict[str, object]) -> str:

@@ -13,6 +13,12 @@ from finalmile.monitoring.config import MonitorConfig
 _COLOURS = {"ok": "#2e7d32", "warning": "#f9a825", "alert": "#c62828", "no data": "#9e9e9e"}
 
 
+def bin_labels(edges: list[float]) -> list[str]:
+    """A drift histogram's bins named for people: below the first edge, between edges, above the last."""
+    inner = [f"{a:.3g}–{b:.3g}" for a, b in zip(edges, edges[1:], strict=False)]
+    return [f"< {edges[0]:.3g}", *inner, f"> {edges[-1]:.3g}"]
+
+
 def draw(config: MonitorConfig, results: pd.DataFrame, path: Path, window: int = -1) -> Path:
     """Write a PNG to `path`; `window` picks the window whose histograms are drawn (default: the last)."""
     import matplotlib
@@ -46,9 +52,7 @@ def draw(config: MonitorConfig, results: pd.DataFrame, path: Path, window: int =
     ax.legend(fontsize=8)
     if shares:
         evidence = chosen["evidence"]
-        edges = evidence["edges"]
-        labels = [f"< {edges[0]:.3g}"] + [f"{a:.3g}–{b:.3g}" for a, b in zip(edges, edges[1:], strict=False)]
-        labels.append(f"> {edges[-1]:.3g}")
+        labels = bin_labels(evidence["edges"])
         x = np.arange(len(labels))
         hist = axes[0][1]
         hist.bar(x - 0.2, evidence["baseline_shares"], 0.4, label="baseline", color="#90a4ae")

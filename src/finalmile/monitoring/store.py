@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
-from finalmile.errors import ConflictError, MonitorNotFound
+from finalmile.errors import ConflictError, MonitorNotFound, NotFoundError
 from finalmile.monitoring.config import MonitorConfig, Status
 from finalmile.monitoring.windows import MonitorResult
 from finalmile.registry.store import MetadataStore, stored_utc, utc_now
@@ -40,6 +40,13 @@ class AlertRecord:
     window_end: datetime
     evidence: dict[str, Any]
     created_at: datetime
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+
+    @property
+    def open(self) -> bool:
+        """Nobody has acknowledged it yet."""
+        return self.acknowledged_by is None
 
     def payload(self) -> dict[str, Any]:
         """The JSON a webhook receives."""
@@ -53,6 +60,8 @@ class AlertRecord:
             "window_end": self.window_end.isoformat(),
             "evidence": self.evidence,
             "created_at": self.created_at.isoformat(),
+            "acknowledged_by": self.acknowledged_by,
+            "acknowledged_at": self.acknowledged_at.isoformat() if self.acknowledged_at else None,
         }
 
 
@@ -199,9 +208,21 @@ class MonitorStore:
                     stored_utc(r.window_end),
                     r.evidence,
                     stored_utc(a.created_at),
+                    a.acknowledged_by,
+                    stored_utc(a.acknowledged_at) if a.acknowledged_at else None,
                 )
                 for a, r, monitor in s.execute(query)
             ]
+
+    def acknowledge(self, alert_id: int, actor: str) -> AlertRecord:
+        """Mark an alert seen by `actor` (the first acknowledgement stands); a 404 for an unknown id."""
+        with self._sessions.begin() as s:
+            row = s.get(AlertRow, alert_id)
+            if row is None:
+                raise NotFoundError(f"no alert with id {alert_id}", {"alert_id": alert_id})
+            if row.acknowledged_by is None:
+                row.acknowledged_by, row.acknowledged_at = actor, utc_now()
+        return next(a for a in self.alerts() if a.id == alert_id)
 
     def last_action(self, monitor: SavedMonitor, action: str) -> datetime | None:
         """When `action` last ran for this monitor (cooldowns count from there; skipped runs do not count)."""

@@ -156,6 +156,9 @@ class AlertRow(Base):
     level: Mapped[str] = mapped_column(String(16))
     value: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """Who said they have seen it (the dashboard's button); an alert nobody acknowledged is open."""
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ActionRunRow(Base):
@@ -250,5 +253,17 @@ class ConnectionRow(Base):
     """Fernet token of the URL, under the key in `FINALMILE_SECRET_KEY`; never stored or logged in clear."""
     url_masked: Mapped[str] = mapped_column(Text)
     """The URL with its password and secret parameters replaced by `***`: what lists and the audit trail show."""
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SavedQueryRow(Base):
+    """A SQL query over the log views, saved by name for the workspace (the dashboard's SQL page)."""
+
+    __tablename__ = "saved_queries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    sql: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -61,6 +61,17 @@ class Metrics:
             registry=self.registry,
         )
 
+    def request_counts(self) -> dict[str, tuple[int, int]]:
+        """Requests and failed requests (status 400 and above) per pipeline since this process started."""
+        counts: dict[str, tuple[int, int]] = {}
+        for metric in self.requests.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    name, failed = sample.labels["pipeline"], int(sample.labels["status"]) >= 400
+                    total, errors = counts.get(name, (0, 0))
+                    counts[name] = (total + int(sample.value), errors + int(sample.value) * failed)
+        return counts
+
     def observer(self, pipeline: str) -> Callable[[int, int, float, list[float]], None]:
         compute = self.compute.labels(pipeline)
         queue = self.queue.labels(pipeline)

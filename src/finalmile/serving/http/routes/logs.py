@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from finalmile.errors import InvalidInputError
 from finalmile.logs.ground_truth import add_ground_truth
+from finalmile.logs.saved import MAX_SQL_CHARS
 from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.codecs import arrow as arrow_codec
 from finalmile.serving.http.auth import Caller, Guards
@@ -21,7 +22,7 @@ from finalmile.serving.http.routes import json_frame, run
 class QueryRequest(BaseModel):
     """One read-only SQL statement over the documented views."""
 
-    sql: str
+    sql: str = Field(max_length=MAX_SQL_CHARS)
 
 
 class GroundTruthRequest(BaseModel):
@@ -67,5 +68,20 @@ def router(guards: Guards) -> APIRouter:
             raise InvalidInputError(f"rows: the labels do not form a table: {exc}") from None
         receipt = await run(add_ground_truth, who.services.reader, name, rows, body.key)
         return vars(receipt)
+
+    @api.get("/api/v1/queries")
+    async def saved_queries(who: Caller = Depends(guards.read)) -> list[dict[str, Any]]:
+        """The workspace's saved queries (the dashboard's SQL page lists the same)."""
+        return [vars(q) | {"created_at": q.created_at.isoformat()} for q in await run(who.services.queries.all)]
+
+    @api.put("/api/v1/queries/{name}")
+    async def save_query(name: str, body: QueryRequest, who: Caller = Depends(guards.write)) -> dict[str, Any]:
+        saved = await run(who.services.save_query, name, body.sql, who.actor)
+        return vars(saved) | {"created_at": saved.created_at.isoformat()}
+
+    @api.delete("/api/v1/queries/{name}")
+    async def delete_query(name: str, who: Caller = Depends(guards.write)) -> dict[str, str]:
+        await run(who.services.delete_query, name, who.actor)
+        return {"name": name, "status": "deleted"}
 
     return api

@@ -116,4 +116,9 @@ def router(guards: Guards) -> APIRouter:
             for a in raised
         ]
 
+    @api.post("/api/v1/alerts/{alert_id}/acknowledge")
+    async def acknowledge_alert(alert_id: int, who: Caller = Depends(guards.write)) -> dict[str, Any]:
+        """Say a person has seen the alert (the first acknowledgement stands); it no longer counts as open."""
+        return (await run(who.services.acknowledge_alert, alert_id, who.actor)).payload()
+
     return api

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
 
 from finalmile.backends.config import DeploymentConfig
 from finalmile.serving.http.auth import Caller, Guards
@@ -15,6 +16,12 @@ class DeployRequest(DeploymentConfig):
     """A deployment's settings and the version to deploy (default: the latest)."""
 
     version: int | None = None
+
+
+class RouteRequest(BaseModel):
+    """The A/B variant to send all traffic to."""
+
+    variant: str = Field(min_length=1, max_length=200)
 
 
 def router(guards: Guards) -> APIRouter:
@@ -42,6 +49,16 @@ def router(guards: Guards) -> APIRouter:
     async def deploy(name: str, body: DeployRequest, who: Caller = Depends(guards.write)) -> dict[str, Any]:
         config = DeploymentConfig.model_validate(body.model_dump(exclude={"version"}))
         return vars(await run(who.services.deploy, name, body.version, config, who.actor))
+
+    @api.post("/api/v1/pipelines/{name}/rollback")
+    async def rollback(name: str, who: Caller = Depends(guards.write)) -> dict[str, str]:
+        """Deploy the version before the serving one."""
+        return {"name": name, "status": await run(who.services.rollback, name, who.actor)}
+
+    @api.post("/api/v1/pipelines/{name}/route")
+    async def route(name: str, body: RouteRequest, who: Caller = Depends(guards.write)) -> dict[str, str]:
+        """Send all of the serving version's A/B traffic to one variant (deployed as a new version)."""
+        return {"name": name, "status": await run(who.services.route_all, name, body.variant, who.actor)}
 
     @api.post("/api/v1/pipelines/{name}/undeploy")
     async def undeploy(name: str, who: Caller = Depends(guards.write)) -> dict[str, str]:
