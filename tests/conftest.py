@@ -18,7 +18,9 @@ POSTGRES_URL = os.environ.get("FINALMILE_TEST_DATABASE_URL")
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(str(item.fspath))
-        if HERE / "integration" in path.parents or "postgresql" in item.name:
+        if HERE / "e2e" in path.parents:
+            item.add_marker(pytest.mark.e2e)
+        elif HERE / "integration" in path.parents or "postgresql" in item.name:
             item.add_marker(pytest.mark.integration)
         else:
             item.add_marker(pytest.mark.unit)

@@ -15,6 +15,8 @@ from fastapi.routing import APIRoute
 from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
+from finalmile.dashboard import STATIC_PATH
+from finalmile.dashboard.guard import PageGuard, PublicPage
 from finalmile.errors import RemoteError
 from finalmile.serving.http.app import FinalmileApp
 from finalmile.serving.http.auth import Guard, OpenGuard
@@ -23,6 +25,9 @@ from tests.fixtures import tabular
 
 READ_ONLY_POSTS = {
     "/api/v1/query",  # SQL in the sandbox: no file access, no writes
+    "/ui/sql",  # the dashboard's SQL page: the same sandbox
+    "/ui/login",  # sets a session cookie for a token that already exists
+    "/ui/logout",
     "/v2/models/{name}/infer",  # inference changes no model, pipeline, deployment or monitor
     "/v2/models/{name}/versions/{version}/infer",
     "/pipelines/{name}/infer",
@@ -32,7 +37,7 @@ CHANGES = {"POST", "PUT", "PATCH", "DELETE"}
 
 def declared(route: APIRoute) -> str | None:
     for dependency in route.dependant.dependencies:
-        if isinstance(dependency.call, (Guard, OpenGuard)):
+        if isinstance(dependency.call, (Guard, OpenGuard, PageGuard, PublicPage)):
             return dependency.call.permission
     return None
 
@@ -54,7 +59,7 @@ def routes(tmp_path: Path) -> list[tuple[str, str, str | None]]:
                 for method in route.methods:
                     listed.append((method, route.path, declared(route)))
             else:
-                assert route.path in PUBLIC_DOCS, f"{route.path}: a route of no declared permission"
+                assert route.path in PUBLIC_DOCS | {STATIC_PATH}, f"{route.path}: a route of no declared permission"
         return listed
 
 
@@ -68,7 +73,7 @@ def test_every_route_declares_a_permission_and_no_viewer_route_changes_state(tmp
     for route, permission in FinalmileApp.RAW_ROUTES.items():
         assert permission == "read", route
     public = {path for _, path, permission in listed if permission == "public"}
-    assert public == {"/v2/health/live", "/v2/health/ready", "/v2"}
+    assert public == {"/v2/health/live", "/v2/health/ready", "/v2", "/ui/login", "/ui/logout"}
 
 
 def fill(path: str) -> str:
@@ -87,6 +92,8 @@ def test_anonymous_and_viewer_callers_are_refused_and_nothing_changes(tmp_path: 
         audit_before = len(client.services.audit.entries())
     server = server_factory(home, auth=True)
     for method, path, permission in routes(tmp_path):
+        if path.startswith("/ui"):
+            continue  # the dashboard's session cookie, not a bearer token: tests/integration/test_dashboard.py
         url = server.url + fill(path)
         anonymous = httpx.request(method, url, json={})
         if permission == "public":

@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"backends", "monitoring", "jobs", "access"},
     {"serving"},  # the transport-free data plane, codecs, metrics: it infers through the Backend protocol
     {"services"},  # the composition root
-    {"sdk"},
+    {"sdk", "dashboard"},  # the dashboard's pages read the services, as the SDK does
     {"client", "serving.http"},
     {"cli", "__init__"},
     {"__main__"},

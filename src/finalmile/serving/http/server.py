@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from finalmile._version import __version__
 from finalmile.access.roles import local_principal
+from finalmile.dashboard import install as install_dashboard
 from finalmile.errors import NotReadyError
 from finalmile.jobs.scheduler import Periodic, Scheduler
 from finalmile.services import Services
@@ -80,6 +81,7 @@ def create_app(services: Services | None = None, auth: bool | None = None) -> Fi
     management.include_router(audit.router(guards))
     management.include_router(access.router(root, guards))
     management.include_router(connections.router(guards))
+    install_dashboard(management, root, authenticator)
     return FinalmileApp(root, management, root.settings.max_body_bytes, authenticator)
 
 

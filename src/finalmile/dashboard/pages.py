@@ -1,0 +1,217 @@
+"""The pages people read: overview, pipeline, models, monitors and alerts, each from the stores and the log views.
+
+Each page's figures are gathered by one function off the event loop (DuckDB and the stores block), then rendered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
+
+import finalmile.dashboard.queries as queries
+from finalmile.dashboard.guard import PageGuards, Visitor
+from finalmile.dashboard.render import render
+from finalmile.errors import FinalmileError, NotFoundError
+from finalmile.monitoring.chart import bin_labels
+from finalmile.monitoring.runs import results_frame
+from finalmile.pipelines.spec import ModelStepSpec, PipelineSpec, SplitStepSpec, walk
+from finalmile.registry.schema import Schema
+from finalmile.runtimes.selection import fastest
+from finalmile.services import Services
+
+
+async def page(template: str, visitor: Visitor, fn: Any, *args: Any) -> HTMLResponse:
+    """Gather a page's figures off the event loop and render them; an error is a page that says what went wrong."""
+    try:
+        data = await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    except FinalmileError as exc:
+        return render("error.html", visitor, status=exc.status_code, message=exc.message)
+    return render(template, visitor, **data)
+
+
+def overview(services: Services, now: datetime) -> dict[str, Any]:
+    conn = services.reader.connect()
+    try:
+        traffic = queries.traffic(conn, now)
+    finally:
+        conn.close()
+    pipeline_of = {m.config.name: m.config.pipeline for m in services.monitors.all()}
+    open_alerts: dict[str, int] = {}
+    for alert in services.monitors.alerts():
+        if alert.open and alert.monitor in pipeline_of:
+            open_alerts[pipeline_of[alert.monitor]] = open_alerts.get(pipeline_of[alert.monitor], 0) + 1
+    counts = services.metrics.request_counts()
+    deployed = services.pipelines.deployments()
+    rows = []
+    for d in deployed:
+        total, failed = counts.get(d.name, (0, 0))
+        rows.append(
+            {
+                "name": d.name,
+                "version": d.version,
+                "serving": services.dataplane.ready(d.name, d.version),
+                "traffic": traffic.get(d.name) or queries.Traffic(spark=[0] * len(queries.bucket_starts(now))),
+                "alerts": open_alerts.get(d.name, 0),
+                "error_rate": failed / total if total else None,
+                "requests_seen": total,
+            }
+        )
+    names = {d.name for d in deployed}
+    idle = [n for n in services.pipelines.list_pipelines() if n not in names]
+    return {"pipelines": rows, "idle": idle, "buckets": queries.bucket_starts(now), "bucket_s": queries.BUCKET_S}
+
+
+def describe_steps(steps: list[Any]) -> list[dict[str, Any]]:
+    """A spec's steps as nested dicts the template draws as a tree."""
+    out: list[dict[str, Any]] = []
+    for step in steps:
+        kind = step["kind"]
+        if kind == "model":
+            out.append({"kind": "model", "model": step["model"]})
+        elif kind == "check":
+            out.append({"kind": "check", "name": step["name"], "expression": step["expression"]})
+        elif kind == "split":
+            variants = [
+                {"name": v["name"], "weight": v["weight"], "steps": describe_steps(v["steps"])}
+                for v in step["variants"]
+            ]
+            out.append({"kind": "split", "key": step.get("key"), "variants": variants})
+        elif kind == "shadow":
+            challengers = {k: describe_steps(v) for k, v in step["challengers"].items()}
+            out.append({"kind": "shadow", "champion": describe_steps(step["champion"]), "challengers": challengers})
+        else:
+            out.append({"kind": kind, "detail": {k: v for k, v in step.items() if k != "kind"}})
+    return out
+
+
+def pinned_models(spec: dict[str, Any]) -> list[str]:
+    """The model versions a pipeline version pins, in step order."""
+    steps = PipelineSpec.model_validate(spec).steps
+    return list(dict.fromkeys(s.model for s in walk(list(steps)) if isinstance(s, ModelStepSpec)))
+
+
+def pipeline_page(services: Services, name: str, now: datetime) -> dict[str, Any]:
+    versions = services.pipelines.list_versions(name)
+    if not versions:
+        raise NotFoundError(f"no pipeline named {name!r}", {"name": name})
+    deployment = services.pipelines.deployment(name)
+    shown = next((v for v in versions if deployment and v.version == deployment.version), versions[-1])
+    spec = PipelineSpec.model_validate(shown.spec)
+    split_variants = [v.name for s in walk(list(spec.steps)) if isinstance(s, SplitStepSpec) for v in s.variants]
+    trail = [e for e in services.audit.entries(f"pipeline {name}") if e.target == f"pipeline {name}"]
+    conn = services.reader.connect()
+    try:
+        figures = queries.pipeline_figures(conn, services.reader, name, now)
+    finally:
+        conn.close()
+    return {
+        "name": name,
+        "versions": list(reversed(versions)),
+        "deployment": deployment,
+        "serving": bool(deployment) and services.dataplane.ready(name, deployment.version),  # type: ignore[union-attr]
+        "shown": shown,
+        "steps": describe_steps(shown.spec["steps"]),
+        "split_variants": split_variants,
+        "trail": list(reversed(trail)),
+        "pinned": {v.version: pinned_models(v.spec) for v in versions},
+        "figures": figures,
+        "buckets": queries.bucket_starts(now),
+    }
+
+
+def models_page(services: Services) -> dict[str, Any]:
+    return {"models": services.metadata.list_models()}
+
+
+def model_page(services: Services, name: str) -> dict[str, Any]:
+    versions = services.metadata.list_versions(name)
+    fastest_at = {}
+    for v in versions:
+        timings = (v.conversion or {}).get("timings_us") or {}
+        sizes = list(next(iter(timings.values()))) if timings else []
+        fastest_at[v.version] = {size: fastest(timings, int(size)) for size in sizes}
+    return {
+        "name": name,
+        "versions": [(v, Schema.model_validate(v.schema)) for v in reversed(versions)],
+        "fastest": fastest_at,
+    }
+
+
+def monitors_page(services: Services) -> dict[str, Any]:
+    saved = services.monitors.all()
+    latest = {}
+    for m in saved:
+        results = services.monitors.results(m.config.name)
+        latest[m.config.name] = results[-1] if results else None
+    alerts = list(reversed(services.monitors.alerts()))
+    return {"monitors": saved, "latest": latest, "alerts": alerts, "actions": services.monitors.actions()}
+
+
+def monitor_page(services: Services, name: str, window: int | None) -> dict[str, Any]:
+    saved = services.monitors.get(name)
+    frame = results_frame(services.monitors.results(name))
+    chart: dict[str, Any] = {"series": {}, "warning": saved.config.warning, "alert": saved.config.alert}
+    for group, rows in frame.groupby("group", sort=True) if not frame.empty else []:
+        chart["series"][group or saved.config.metric] = {
+            "t": [int(t.timestamp()) for t in rows["window_end"]],
+            "y": [None if s is None or s != s else float(s) for s in rows["score"]],
+            "status": list(rows["status"]),
+        }
+    chosen = None
+    if not frame.empty:
+        with_rows = [i for i, rows in enumerate(frame["rows"]) if rows]  # by default, the last window with data
+        latest = with_rows[-1] if with_rows else len(frame) - 1
+        index = latest if window is None else max(0, min(window, len(frame) - 1))
+        chosen = {"index": index, **frame.iloc[index].to_dict()}
+        edges = chosen["evidence"].get("edges")
+        chosen["bin_labels"] = bin_labels(edges) if edges else []
+    alerts = [a for a in reversed(services.monitors.alerts(name))]
+    return {
+        "monitor": saved,
+        "chart": chart,
+        "results": frame.to_dict("records")[::-1],
+        "count": len(frame),
+        "chosen": chosen,
+        "alerts": alerts,
+        "actions": list(reversed(services.monitors.actions(name))),
+    }
+
+
+def router(guards: PageGuards) -> APIRouter:
+    pages = APIRouter(include_in_schema=False)
+
+    @pages.get("/ui")
+    async def overview_route(request: Request, visitor: Visitor = Depends(guards.read)) -> HTMLResponse:
+        fragment = request.headers.get("hx-request") == "true"  # the table refreshing itself
+        template = "_overview_table.html" if fragment else "overview.html"
+        return await page(template, visitor, overview, visitor.services, datetime.now(UTC))
+
+    @pages.get("/ui/pipelines/{name}")
+    async def pipeline_route(name: str, visitor: Visitor = Depends(guards.read)) -> HTMLResponse:
+        return await page("pipeline.html", visitor, pipeline_page, visitor.services, name, datetime.now(UTC))
+
+    @pages.get("/ui/models")
+    async def models_route(visitor: Visitor = Depends(guards.read)) -> HTMLResponse:
+        return await page("models.html", visitor, models_page, visitor.services)
+
+    @pages.get("/ui/models/{name}")
+    async def model_route(name: str, visitor: Visitor = Depends(guards.read)) -> HTMLResponse:
+        return await page("model.html", visitor, model_page, visitor.services, name)
+
+    @pages.get("/ui/monitors")
+    async def monitors_route(visitor: Visitor = Depends(guards.read)) -> HTMLResponse:
+        return await page("monitors.html", visitor, monitors_page, visitor.services)
+
+    @pages.get("/ui/monitors/{name}")
+    async def monitor_route(
+        name: str,
+        window: int | None = Query(None, ge=0, le=1_000_000, description="which window's histograms"),
+        visitor: Visitor = Depends(guards.read),
+    ) -> HTMLResponse:
+        return await page("monitor.html", visitor, monitor_page, visitor.services, name, window)
+
+    return pages

@@ -1,0 +1,145 @@
+"""The dashboard over plain HTTP: who gets which page, what a session cookie is, and that no button works
+without a session, the CSRF secret and the write permission. The browser tests (tests/e2e) cover the pages."""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+from sklearn.linear_model import LogisticRegression
+
+from finalmile import Client
+from finalmile.dashboard.session import COOKIE, MAX_AGE_S, session_key
+from finalmile.serving.http.server import running_server
+from tests.fixtures import tabular
+
+PAGES = ["/ui", "/ui/models", "/ui/monitors", "/ui/sql"]
+BUTTONS = [
+    ("/ui/pipelines/m/deploy", {"version": "1"}),
+    ("/ui/pipelines/m/rollback", {}),
+    ("/ui/pipelines/m/route", {"variant": "a"}),
+    ("/ui/pipelines/m/undeploy", {}),
+    ("/ui/alerts/1/acknowledge", {}),
+    ("/ui/sql/save", {"name": "q", "sql": "SELECT 1"}),
+    ("/ui/sql/delete", {"name": "q"}),
+]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Client:
+    client = Client(home=tmp_path / "home")
+    return client
+
+
+def log_in(browser: httpx.Client, token: str) -> str:
+    """Log `browser` in with `token`; returns the session's CSRF secret, as the pages carry it."""
+    answer = browser.post("/ui/login", data={"token": token, "next": "/ui"})
+    assert answer.status_code == 303 and answer.headers["location"] == "/ui"
+    page = browser.get("/ui")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    return csrf.group(1)
+
+
+def test_pages_need_a_session_and_a_session_is_a_safe_cookie(store: Client) -> None:
+    _, owner = store.services.init_access("olga")
+    with running_server(store.services, auth=True) as url, ExitStack() as stack:
+        for path in PAGES + ["/ui/pipelines/m", "/ui/monitors/x"]:
+            anonymous = httpx.get(url + path)
+            assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/ui/login?next=")
+        for path, form in BUTTONS:
+            refused = httpx.post(url + path, data=form)
+            assert refused.status_code == 401, path
+        wrong = httpx.post(f"{url}/ui/login", data={"token": "fm_nope"})
+        assert wrong.status_code == 401 and COOKIE not in wrong.cookies and "unknown" in wrong.text
+        answer = httpx.post(f"{url}/ui/login", data={"token": owner, "next": "https://evil.example/"})
+        assert answer.headers["location"] == "/ui"  # never a redirect off the dashboard
+        cookie = answer.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+        assert f"Max-Age={MAX_AGE_S}" in cookie
+        assert owner not in cookie  # the token travels encrypted, not readable from the cookie
+        browser = stack.enter_context(httpx.Client(base_url=url))
+        log_in(browser, owner)
+        for path in PAGES:  # an empty store: every page renders its empty state
+            page = browser.get(path)
+            assert page.status_code == 200, (path, page.text[:500])
+            assert "script-src 'self'" in page.headers["content-security-policy"]
+        for path in ["/ui/pipelines/nope", "/ui/models/nope", "/ui/monitors/nope"]:
+            missing = browser.get(path)
+            assert missing.status_code == 404 and "nope" in missing.text, path
+        tampered = httpx.get(f"{url}/ui", cookies={COOKIE: browser.cookies[COOKIE][:-4] + "AAAA"})
+        assert tampered.status_code == 303
+        key = session_key(None, store.services.settings.home)
+        old = Fernet(key).encrypt_at_time(json.dumps({"token": owner, "csrf": "x"}).encode(), 1_000_000)
+        assert httpx.get(f"{url}/ui", cookies={COOKIE: old.decode()}).status_code == 303  # expired
+        out = browser.post("/ui/logout", data={})
+        assert out.status_code == 303 and 'finalmile_session=""' in out.headers["set-cookie"]
+    store.close()
+
+
+def test_buttons_need_the_csrf_secret_and_the_write_permission(store: Client) -> None:
+    X, y = tabular(60)
+    store.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(20), alias="a")
+    store.build_pipeline("m").add_split({"a": (0.5, "m@a"), "b": (0.5, "m@a")}).deploy()
+    services = store.services
+    _, owner = services.init_access("olga")
+    services.set_member("val", "default", "viewer")
+    _, viewer = services.create_token("val", "default", "viewer")
+    audit_before = len(services.audit.entries())
+    with running_server(services, auth=True) as url, httpx.Client(base_url=url) as browser:
+        csrf = log_in(browser, viewer)
+        for path, form in BUTTONS:
+            forged = browser.post(path, data=form)  # no CSRF secret: refused before anything else
+            assert forged.status_code == 403 and forged.json()["detail"] == {"field": "csrf"}, path
+            as_viewer = browser.post(path, data=form | {"csrf": csrf})
+            assert as_viewer.status_code == 403 and "viewer" in as_viewer.json()["error"], path
+        assert browser.post("/ui/sql", data={"sql": "SELECT 1 AS one", "csrf": csrf}).status_code == 200
+        assert len(services.audit.entries()) == audit_before
+        editor = stack_client = httpx.Client(base_url=url)
+        editor_csrf = log_in(editor, owner)
+        routed = editor.post("/ui/pipelines/m/route", data={"variant": "b", "csrf": editor_csrf})
+        assert routed.status_code == 303 and "variant+%27b%27" in routed.headers["location"]
+        unknown = editor.post("/ui/pipelines/m/route", data={"variant": "zzz", "csrf": editor_csrf})
+        assert "error=" in unknown.headers["location"] and "zzz" in unknown.headers["location"]
+        bad = editor.post("/ui/pipelines/m/deploy", data={"version": "x", "csrf": editor_csrf})
+        assert bad.status_code == 422 and "version" in bad.json()["error"]
+        saved = editor.post("/ui/sql/save", data={"name": "bad name!", "sql": "SELECT 1", "csrf": editor_csrf})
+        assert "error=name" in saved.headers["location"]
+        saved = editor.post("/ui/sql/save", data={"name": "ones", "sql": "SELECT 1", "csrf": editor_csrf})
+        assert saved.status_code == 303 and "q=ones" in saved.headers["location"]
+        assert "ones" in editor.get("/ui/sql").text
+        stack_client.close()
+    assert services.pipelines.deployment("m").version == 2  # type: ignore[union-attr]
+    assert [e.action for e in services.audit.entries()][-3:] == ["version", "route", "save query"]
+    store.close()
+
+
+def test_the_dashboard_buttons_have_api_twins(store: Client) -> None:
+    """Rollback, route-all and saved queries are the same services over the management API."""
+    X, y = tabular(60)
+    store.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(20), alias="a")
+    store.build_pipeline("m").add_model_step("m@a").deploy()
+    store.build_pipeline("m").add_split({"a": (0.5, "m@a"), "b": (0.5, "m@a")}).deploy()
+    with running_server(store.services, auth=False) as url, httpx.Client(base_url=url + "/api/v1") as api:
+        routed = api.post("/pipelines/m/route", json={"variant": "b"})
+        assert routed.status_code == 200 and "b" in routed.json()["status"]
+        assert store.services.pipelines.deployment("m").version == 3  # type: ignore[union-attr]
+        assert "body.variant" in api.post("/pipelines/m/route", json={"variant": ""}).json()["error"]
+        back = api.post("/pipelines/m/rollback")
+        assert back.status_code == 200 and store.services.pipelines.deployment("m").version == 2  # type: ignore[union-attr]
+        assert api.post("/pipelines/nope/rollback").status_code == 404
+        saved = api.put("/queries/daily", json={"sql": "SELECT count(*) FROM inferences"})
+        assert saved.status_code == 200 and saved.json()["name"] == "daily"
+        assert [q["name"] for q in api.get("/queries").json()] == ["daily"]
+        too_long = api.put("/queries/daily", json={"sql": "x" * 30_000})
+        assert too_long.status_code == 422 and "sql" in too_long.text
+        assert api.put("/queries/bad name", json={"sql": "SELECT 1"}).status_code == 422
+        assert api.delete("/queries/daily").status_code == 200
+        assert api.delete("/queries/daily").status_code == 404
+        assert api.get("/queries").json() == []
+    store.close()
