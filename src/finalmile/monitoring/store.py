@@ -217,7 +217,7 @@ class MonitorStore:
     def acknowledge(self, alert_id: int, actor: str) -> AlertRecord:
         """Mark an alert seen by `actor` (the first acknowledgement stands); a 404 for an unknown id."""
         with self._sessions.begin() as s:
-            row = s.get(AlertRow, alert_id)
+            row = s.get(AlertRow, alert_id) if 0 < alert_id < 2**63 else None  # SQL integers are 64-bit
             if row is None:
                 raise NotFoundError(f"no alert with id {alert_id}", {"alert_id": alert_id})
             if row.acknowledged_by is None:
