@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -24,5 +25,10 @@ def test_the_demo_detects_the_drift_and_routes_traffic_back(tmp_path: Path) -> N
         drift = client.monitor("challenger-amount-drift").results()
         assert len(drift) == 2 and drift.status.iloc[-1] == "alert"  # the ordinary window may be noisy: few rows
         assert (client.settings.home / "charts" / "challenger-amount-drift.png").stat().st_size > 10_000
-    text = out.getvalue()
-    assert "route: done" in text and "The next 50 requests went to: champion." in text
+        text = out.getvalue()
+        assert "route: done" in text and "The next 50 requests went to: champion." in text
+        assert "http://127.0.0.1:8080/ui" in text
+        token = re.search(r"fm_[A-Za-z0-9_-]+", text.split("Open the dashboard")[-1])
+        assert token is not None, "the demo prints no login token"
+        who = client.services.access.authenticate(token.group(0))
+        assert who.role == "editor"

@@ -197,6 +197,19 @@ def step_ground_truth(state: DemoState) -> None:
     state.console.print(table)
 
 
+def step_dashboard(state: DemoState) -> None:
+    """Hand a newcomer the dashboard: the command that serves it, its URL, and an editor's login token."""
+    from datetime import timedelta
+
+    services = state.client.services
+    services.set_member("newcomer", "default", "editor")
+    _, token = services.create_token("newcomer", "default", "editor", "dashboard login (demo)", timedelta(days=1))
+    state.console.print("Everything above, in a browser for the people who do not code. Start the server:")
+    state.console.print("    [bold].venv/bin/finalmile serve[/]")
+    state.console.print("then open [bold]http://127.0.0.1:8080/ui[/] and log in with this editor token (valid 1 day):")
+    state.console.print(f"    [bold]{token}[/]", soft_wrap=True)
+
+
 STEPS: list[tuple[str, Callable[[DemoState], None]]] = [
     ("Train", step_train),
     ("Register and convert", step_upload),
@@ -210,6 +223,7 @@ STEPS: list[tuple[str, Callable[[DemoState], None]]] = [
     ("Traffic drifts", step_traffic),
     ("Monitors alert and act", step_act),
     ("What happened, as a chart", step_chart),
+    ("Open the dashboard", step_dashboard),
 ]
 
 
