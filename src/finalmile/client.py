@@ -313,6 +313,24 @@ class Client:
 
         return pd.DataFrame([vars(e) for e in self.services.audit.entries(target)])
 
+    def build_stream(
+        self,
+        name: str,
+        pipeline: str | Pipeline,
+        source: dict[str, Any],
+        sink: dict[str, Any],
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Bind a deployed pipeline to a broker source and sink (`{"broker": "nats", "subject": "txns"}`); every
+        `finalmile serve` runs it. `options`: batch_size, max_delay_ms, format, max_attempts, dead_letter, group."""
+        target = pipeline.name if isinstance(pipeline, Pipeline) else pipeline
+        definition = {"name": name, "pipeline": target, "source": source, "sink": sink} | options
+        return self.services.apply_stream(definition).payload()
+
+    def streams(self) -> list[dict[str, Any]]:
+        """Every stream with the status its runner last reported (lag, messages/s, failures, dead letters)."""
+        return [r.payload() for r in self.services.streams.all()]
+
     def run_monitors(self, now: Any = None) -> int:
         """Compute every saved, enabled monitor's windows that have ended (what `finalmile serve` does every few
         seconds); returns how many results were stored."""

@@ -42,6 +42,8 @@ from finalmile.registry.upload import current_user, upload_model
 from finalmile.serving.dataplane import DataPlane
 from finalmile.serving.loop import LoopThread
 from finalmile.serving.metrics import Metrics
+from finalmile.streaming.config import StreamConfig, stream_config
+from finalmile.streaming.store import StreamRecord, StreamStore
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class Services:
         self.audit = AuditTrail(self.metadata)
         self.connections = ConnectionStore(self.metadata, settings.secret_key)
         self.queries = SavedQueryStore(self.metadata)
+        self.streams = StreamStore(self.metadata)
         self.access: AccessStore = parent.access if parent is not None else AccessStore(self.metadata)
         """Workspaces, members and tokens: always the root's, whichever workspace these services are."""
         self.reader = LogReader(
@@ -323,6 +326,29 @@ class Services:
     def delete_connection(self, name: str, actor: str | None = None) -> None:
         record = self.connections.delete(name)
         self.audit.record(actor or self.user, "delete connection", f"connection {name}", record.url, None)
+
+    # -- streams ------------------------------------------------------------------------------------------------
+
+    def apply_stream(self, config: StreamConfig | dict[str, Any], actor: str | None = None) -> StreamRecord:
+        """Create or replace a stream; every `finalmile serve` process starts (or restarts) it within seconds."""
+        stream = stream_config(config)
+        self.pipelines.get_version(stream.pipeline)  # a stream of a pipeline that does not exist is a 404
+        for endpoint in (stream.source, stream.sink):
+            if endpoint.connection is not None:
+                self.connections.url(endpoint.connection)  # known, and decryptable with this key
+        before, after = self.streams.apply(stream, actor or self.user)
+        old = before.config.model_dump_json() if before else None
+        self.audit.record(actor or self.user, "stream", f"stream {stream.name}", old, stream.model_dump_json())
+        return after
+
+    def pause_stream(self, name: str, paused: bool = True, actor: str | None = None) -> StreamRecord:
+        record = self.streams.set_paused(name, paused)
+        self.audit.record(actor or self.user, "pause stream" if paused else "resume stream", f"stream {name}")
+        return record
+
+    def delete_stream(self, name: str, actor: str | None = None) -> None:
+        record = self.streams.delete(name)
+        self.audit.record(actor or self.user, "delete stream", f"stream {name}", record.config.model_dump_json())
 
     # -- monitors and saved queries -------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"logs"},
     {"backends", "monitoring", "jobs", "access"},
     {"serving"},  # the transport-free data plane, codecs, metrics: it infers through the Backend protocol
+    {"streaming"},  # broker sources and sinks feeding the data plane
     {"services"},  # the composition root
     {"sdk", "dashboard"},  # the dashboard's pages read the services, as the SDK does
     {"client", "serving.http"},

@@ -48,9 +48,15 @@ class Backend(Protocol):
         """Pipeline name -> the version serving it now."""
 
     async def infer(
-        self, pipeline: str, table: pa.Table, version: int | None = None, log: bool = True
+        self,
+        pipeline: str,
+        table: pa.Table,
+        version: int | None = None,
+        log: bool = True,
+        request_id: str | None = None,
     ) -> RequestResult:
-        """Conform, batch and run one request; failures are logged (when `log`) and raised."""
+        """Conform, batch and run one request (named `request_id` in the log, or a fresh id); failures are logged
+        (when `log`) and raised."""
 
     def close(self) -> None:
         """Undeploy everything this backend serves."""

@@ -28,6 +28,7 @@ class _Pending:
     table: pa.Table
     future: asyncio.Future[Any]
     enqueued: float
+    request_id: str | None = None
 
 
 class Batcher:
@@ -35,7 +36,7 @@ class Batcher:
 
     def __init__(
         self,
-        run: Callable[[pa.Table, np.ndarray], Any],
+        run: Callable[[pa.Table, np.ndarray, list[str | None]], Any],
         split: Callable[[Any, list[tuple[int, int]]], list[Any]],
         executor: Executor,
         max_batch_size: int = 64,
@@ -62,38 +63,40 @@ class Batcher:
     def enabled(self) -> bool:
         return self.max_delay > 0 and self.max_batch_size > 1
 
-    async def submit(self, table: pa.Table) -> Any:
+    async def submit(self, table: pa.Table, request_id: str | None = None) -> Any:
+        """Run `table` as one request, batched with others; `request_id` names it in the log (a stream's message
+        id), or the run makes one up."""
         loop = asyncio.get_running_loop()
         if not self.enabled or table.num_rows >= self.max_batch_size:
-            return await self._run_now(loop, [table])
+            return await self._run_now(loop, [table], [request_id])
         queue = self._queues.get(loop)
         if queue is None:
             queue = self._queues[loop] = asyncio.Queue()
             self._tasks[loop] = [loop.create_task(self._worker(queue)) for _ in range(self.workers)]
         future: asyncio.Future[Any] = loop.create_future()
-        queue.put_nowait(_Pending(table, future, time.perf_counter()))
+        queue.put_nowait(_Pending(table, future, time.perf_counter(), request_id))
         return await future
 
-    async def _run_now(self, loop: asyncio.AbstractEventLoop, tables: list[pa.Table]) -> Any:
+    async def _run_now(self, loop: asyncio.AbstractEventLoop, tables: list[pa.Table], ids: list[str | None]) -> Any:
         started = time.perf_counter()
-        result = await self._execute(loop, tables)
+        result = await self._execute(loop, tables, ids)
         if self.observe:
             self.observe(sum(t.num_rows for t in tables), len(tables), time.perf_counter() - started, [0.0])
         return self.split(result, _spans(tables))[0] if len(tables) == 1 else result
 
-    async def _execute(self, loop: asyncio.AbstractEventLoop, tables: list[pa.Table]) -> Any:
+    async def _execute(self, loop: asyncio.AbstractEventLoop, tables: list[pa.Table], ids: list[str | None]) -> Any:
         if self.inline is not None and self.inline(sum(t.num_rows for t in tables)):
-            return self._run_tables(tables)
-        return await loop.run_in_executor(self.executor, self._run_tables, tables)
+            return self._run_tables(tables, ids)
+        return await loop.run_in_executor(self.executor, self._run_tables, tables, ids)
 
-    def _run_tables(self, tables: list[pa.Table]) -> Any:
+    def _run_tables(self, tables: list[pa.Table], ids: list[str | None]) -> Any:
         # Joined into one chunk per column: every later step (the model's input matrix, the log) would otherwise
         # walk a chunk per request, and one Arrow call here is cheaper than any of those walks.
         table = (
             tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive").combine_chunks()
         )
         requests = np.repeat(np.arange(len(tables), dtype=np.int32), [t.num_rows for t in tables])
-        return self.run(table, requests)
+        return self.run(table, requests, ids)
 
     async def _worker(self, queue: asyncio.Queue[_Pending]) -> None:
         loop = asyncio.get_running_loop()
@@ -124,7 +127,7 @@ class Batcher:
         tables = [p.table for p in batch]
         started = time.perf_counter()
         try:
-            result = await self._execute(loop, tables)
+            result = await self._execute(loop, tables, [p.request_id for p in batch])
             parts = self.split(result, _spans(tables))
         except Exception as exc:
             if len(batch) > 1:  # find the culprit: each request alone, so one bad request fails only itself

@@ -43,7 +43,7 @@ class Slot:
         batcher = self._batchers.get(log)
         if batcher is None:
             batcher = self._batchers[log] = Batcher(
-                run=lambda table, requests: (self.current, self.current.run(table, requests, log)),
+                run=lambda table, requests, ids: (self.current, self.current.run(table, requests, log, ids)),
                 split=lambda result, spans: result[0].split(result[1], spans),
                 executor=self.executor,
                 max_batch_size=self.config.max_batch_size,
@@ -193,13 +193,18 @@ class LocalBackend:
         return {name: slot.current.version for name, slot in list(self.slots.items())}
 
     async def infer(
-        self, pipeline: str, table: pa.Table, version: int | None = None, log: bool = True
+        self,
+        pipeline: str,
+        table: pa.Table,
+        version: int | None = None,
+        log: bool = True,
+        request_id: str | None = None,
     ) -> RequestResult:
         slot = self.get(pipeline, version)
         current = slot.current
         started = time.perf_counter()
         try:
-            result: RequestResult = await slot.batcher(log).submit(current.conform(require_rows(table)))
+            result: RequestResult = await slot.batcher(log).submit(current.conform(require_rows(table)), request_id)
         except Exception as exc:  # logged as an error row (the error-rate monitor reads them), then raised
             if log:
                 self.failed(current, table.num_rows, exc, started)

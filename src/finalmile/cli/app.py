@@ -16,6 +16,7 @@ from finalmile.cli.logs import infer_file as infer_file_command
 from finalmile.cli.models import models_app
 from finalmile.cli.monitors import alerts, assays_app
 from finalmile.cli.pipelines import deploy, infer, pipelines_app, serve, undeploy
+from finalmile.cli.streams import streams_app
 from finalmile.errors import FinalmileError
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(users_app, name="users")
 app.add_typer(workspaces_app, name="workspaces")
 app.add_typer(connections_app, name="connections")
+app.add_typer(streams_app, name="streams")
 for command in (deploy, undeploy, infer, serve, logs, query):
     app.command()(command)
 app.command("ground-truth")(ground_truth)

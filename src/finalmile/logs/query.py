@@ -150,6 +150,20 @@ class LogReader:
             conn.close()
         return rows
 
+    def logged_ids(self, pipeline: str, request_ids: list[str]) -> set[str]:
+        """Which of `request_ids` the pipeline's log already holds (a stream's redelivered messages)."""
+        if not request_ids:
+            return set()
+        conn = self.connect()
+        try:
+            rows = conn.execute(
+                "SELECT DISTINCT request_id FROM logs WHERE pipeline = ? AND request_id IN (SELECT unnest(?))",
+                [pipeline, request_ids],
+            ).fetchall()
+        finally:
+            conn.close()
+        return {r[0] for r in rows}
+
     def input_columns(self, pipeline: str) -> set[str]:
         """The `in_*` columns a pipeline's log has or will have: its models' inputs, and its log so far."""
         spec = PipelineSpec.model_validate(self.pipelines.get_version(pipeline).spec)

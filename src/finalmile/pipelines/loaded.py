@@ -95,12 +95,20 @@ class LoadedPipeline:
     def __post_init__(self) -> None:
         self.validator = SchemaValidator(self.input_schema) if self.input_schema is not None else None
 
-    def run(self, table: pa.Table, requests: np.ndarray | None = None, log: bool = True) -> Batch:
+    def run(
+        self,
+        table: pa.Table,
+        requests: np.ndarray | None = None,
+        log: bool = True,
+        ids: list[str | None] | None = None,
+    ) -> Batch:
+        """Run the steps over a batch of requests; `ids` names them (a stream's message ids), else fresh ids."""
         started = time.perf_counter()
         batch = self.steps.run(Batch.start(table, requests))
         batch.elapsed_s = time.perf_counter() - started
         n_requests = int(batch.requests.max()) + 1 if len(batch.requests) else 0
-        batch.request_ids = [uuid.uuid4().hex for _ in range(n_requests)]
+        given = (ids or []) + [None] * n_requests
+        batch.request_ids = [i or uuid.uuid4().hex for i in given[:n_requests]]
         for hook in [*self.observers, *self.hooks] if log else self.observers:
             try:
                 hook(self, batch)

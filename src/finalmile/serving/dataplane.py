@@ -25,10 +25,12 @@ class DataPlane:
         self.pipelines = pipelines
         self.metrics = metrics
 
-    async def infer(self, name: str, table: pa.Table, version: int | None = None, log: bool = True) -> RequestResult:
+    async def infer(
+        self, name: str, table: pa.Table, version: int | None = None, log: bool = True, request_id: str | None = None
+    ) -> RequestResult:
         started = time.perf_counter()
         try:
-            result = await self.backend.infer(name, table, version, log)
+            result = await self.backend.infer(name, table, version, log, request_id)
         except PipelineNotDeployed:
             self.serving(name, version)  # 503 for a stored pipeline that is not deployed, 404 otherwise
             raise

@@ -22,7 +22,7 @@ class Recorder:
         self.fail_on = fail_on
         self.lock = threading.Lock()
 
-    def run(self, table: pa.Table, requests: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    def run(self, table: pa.Table, requests: np.ndarray, ids: object = ()) -> tuple[pa.Table, np.ndarray]:
         with self.lock:
             self.batches.append(table.num_rows)
             self.chunks.append(table.column("x").num_chunks)
@@ -96,7 +96,7 @@ def test_small_batches_of_a_tiny_model_run_on_the_event_loop_and_large_ones_on_t
     threads: list[str] = []
     recorder = Recorder(delay=0.0)
 
-    def run(table: pa.Table, requests: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    def run(table: pa.Table, requests: np.ndarray, ids: object = ()) -> tuple[pa.Table, np.ndarray]:
         threads.append(threading.current_thread().name)
         return recorder.run(table, requests)
 

@@ -24,7 +24,8 @@ from finalmile.services import Services
 from finalmile.serving.http.app import FinalmileApp, InferenceHandlers
 from finalmile.serving.http.auth import Authenticator, Guards
 from finalmile.serving.http.errors import add_error_handlers, document_errors
-from finalmile.serving.http.routes import access, audit, connections, logs, models, monitors, pipelines, v2
+from finalmile.serving.http.routes import access, audit, connections, logs, models, monitors, pipelines, streams, v2
+from finalmile.streaming.supervisor import Supervisor
 
 SYNC_INTERVAL_S = 1.0
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ def create_app(services: Services | None = None, auth: bool | None = None) -> Fi
         ]
     )
 
+    supervisor = Supervisor(root.every_workspace)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         await asyncio.get_running_loop().run_in_executor(None, _each, root, Services.sync)
@@ -59,9 +62,11 @@ def create_app(services: Services | None = None, auth: bool | None = None) -> Fi
         gc.collect()
         gc.freeze()
         scheduler.start()
+        supervisor.start()
         try:
             yield
         finally:
+            await supervisor.stop()
             scheduler.stop()
             if owned:
                 root.close()
@@ -81,6 +86,7 @@ def create_app(services: Services | None = None, auth: bool | None = None) -> Fi
     management.include_router(audit.router(guards))
     management.include_router(access.router(root, guards))
     management.include_router(connections.router(guards))
+    management.include_router(streams.router(guards))
     install_dashboard(management, root, authenticator)
     return FinalmileApp(root, management, root.settings.max_body_bytes, authenticator)
 

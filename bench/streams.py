@@ -1,0 +1,171 @@
+"""Streams through the 100-tree forest, per broker (figures in bench/README.md).
+
+    .venv/bin/python bench/streams.py [--brokers nats redis rabbitmq] [--messages 20000] [--rate 1000] [--seconds 10]
+
+One `finalmile serve` process runs one stream per broker (one consumer, batches of up to 500 messages, JSON, one
+record per message, logging on with the log made durable before each acknowledgement). For each broker:
+
+1. Throughput: `--messages` messages wait in the source; the stream is applied, and the bench reads the sink and
+   reports messages/s from the first output to the last.
+2. Latency: messages published at `--rate` per second for `--seconds`; end-to-end latency is the time from the
+   publisher's confirmed send to the bench's receipt of the output on the sink, matched by message id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from sklearn.ensemble import RandomForestClassifier
+
+from finalmile import Client
+from finalmile.streaming.brokers import open_broker
+from finalmile.streaming.config import Endpoint, StreamConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from runtimes import data  # noqa: E402
+
+PORT = 8392
+
+
+def serve(home: Path) -> subprocess.Popen[bytes]:
+    env = {"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent), "FINALMILE_MONITOR_POLL_S": "3600"}
+    server = subprocess.Popen([sys.executable, "-m", "finalmile", "serve", "--port", str(PORT), "--no-auth"], env=env)
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{PORT}/v2/health/ready").status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    raise TimeoutError("the server did not get ready")
+
+
+class Reader:
+    """Consumes the sink, recording when each output (by request id) arrived."""
+
+    def __init__(self, broker: str, subject: str) -> None:
+        self.endpoint = Endpoint(broker=broker, subject=subject)
+        self.arrived: dict[str, float] = {}
+
+    async def run(self, until: int, timeout_s: float) -> None:
+        broker = open_broker(self.endpoint, None)
+        await broker.connect()
+        name = f"reader{uuid.uuid4().hex[:8]}"
+        config = StreamConfig(name=name, pipeline="-", source=self.endpoint, sink=self.endpoint, claim_idle_ms=60_000)
+        await broker.subscribe(config)
+        deadline = time.monotonic() + timeout_s
+        while len(self.arrived) < until and time.monotonic() < deadline:
+            messages = await broker.fetch(1000, 0.05)
+            now = time.perf_counter()
+            for m in messages:
+                self.arrived.setdefault(json.loads(m.data)["request_id"], now)
+            await broker.ack(messages)
+        await broker.close()
+
+
+async def publish_all(broker: str, subject: str, bodies: list[bytes], rate: float | None) -> dict[str, float]:
+    """Publish `bodies` (at `rate` per second, or as fast as the broker confirms); returns id -> time sent."""
+    publisher = open_broker(Endpoint(broker=broker, subject=subject), None)
+    await publisher.connect()
+    sent: dict[str, float] = {}
+    chunk = 10 if rate else 500
+    started = time.perf_counter()
+    for offset in range(0, len(bodies), chunk):
+        if rate:
+            await asyncio.sleep(max(0.0, started + offset / rate - time.perf_counter()))
+        part = bodies[offset : offset + chunk]
+        ids = await publisher.publish(subject, [(uuid.uuid4().hex, b) for b in part])
+        now = time.perf_counter()
+        sent.update((i, now) for i in ids)
+    await publisher.close()
+    return sent
+
+
+def apply(home: Path, broker: str, subject: str, name: str) -> None:
+    with Client(home=home) as client:
+        client.services.apply_stream(
+            {
+                "name": name,
+                "pipeline": "forest",
+                "source": {"broker": broker, "subject": f"{subject}.in"},
+                "sink": {"broker": broker, "subject": f"{subject}.out"},
+                "batch_size": 500,
+                "max_delay_ms": 5,
+            }
+        )
+
+
+async def throughput(home: Path, broker: str, bodies: list[bytes]) -> float:
+    subject = f"bench.t{uuid.uuid4().hex[:8]}"
+    await publish_all(broker, f"{subject}.in", bodies, None)
+    reader = Reader(broker, f"{subject}.out")
+    apply(home, broker, subject, f"t-{broker}")
+    await reader.run(len(bodies), 300)
+    times = sorted(reader.arrived.values())
+    assert len(times) == len(bodies), f"{broker}: {len(times)} of {len(bodies)} outputs arrived"
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+async def latency(home: Path, broker: str, bodies: list[bytes], rate: float) -> tuple[float, float, float]:
+    subject = f"bench.l{uuid.uuid4().hex[:8]}"
+    apply(home, broker, subject, f"l-{broker}")
+    await publish_all(broker, f"{subject}.in", bodies[:1], None)  # the stream's runner connects and subscribes
+    reader = Reader(broker, f"{subject}.out")
+    reading = asyncio.create_task(reader.run(len(bodies), 120))
+    await asyncio.sleep(3)
+    sent = await publish_all(broker, f"{subject}.in", bodies[1:], rate)
+    await reading
+    delays = np.array([reader.arrived[i] - t for i, t in sent.items() if i in reader.arrived]) * 1000
+    assert len(delays) == len(sent), f"{broker}: {len(delays)} of {len(sent)} outputs arrived"
+    achieved = len(sent) / (max(sent.values()) - min(sent.values()))
+    return float(np.percentile(delays, 50)), float(np.percentile(delays, 99)), achieved
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--brokers", nargs="+", default=["nats", "redis", "rabbitmq"])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    X, y = data(5_000)
+    forest = RandomForestClassifier(n_estimators=100, max_depth=8, n_jobs=1, random_state=0).fit(X, y)
+    records = X.sample(args.messages, replace=True, random_state=1).to_dict(orient="records")
+    bodies = [json.dumps(r).encode() for r in records]
+    table = Table(title="streams through the forest, one consumer, JSON, one record per message")
+    for column in ("broker", "messages/s (backlog)", f"latency p50 ms @ {args.rate:,.0f}/s", "p99 ms", "rate achieved"):
+        table.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory() as workdir:
+        home = Path(workdir) / "home"
+        with Client(home=home) as client:
+            client.upload_model("forest", forest, sample=X.head(50))
+            client.build_pipeline("forest").add_model_step("forest:1").deploy()
+        server = serve(home)
+        try:
+            for broker in args.brokers:
+                rate = asyncio.run(throughput(home, broker, bodies))
+                n = int(args.rate * args.seconds) + 1
+                p50, p99, achieved = asyncio.run(latency(home, broker, bodies[:n], args.rate))
+                table.add_row(broker, f"{rate:,.0f}", f"{p50:.1f}", f"{p99:.1f}", f"{achieved:,.0f}/s")
+                print(f"{broker}: {rate:,.0f} messages/s; p50 {p50:.1f} ms, p99 {p99:.1f} ms at {achieved:,.0f}/s")
+        finally:
+            server.terminate()
+            server.wait()
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

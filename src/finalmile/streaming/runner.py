@@ -1,0 +1,160 @@
+"""A stream's loop: fetch a batch of messages, infer each through the data plane (the adaptive batcher joins them),
+publish the outputs, make the log rows durable, and only then acknowledge the batch to the broker.
+
+Exactly-once logging over at-least-once delivery: a message the broker may have delivered before (`redelivered`)
+is looked up in the inference log by its id first; if a previous run logged it (and died before the
+acknowledgement), its output is published again but not logged twice. A message that fails `max_attempts` times
+goes to the dead-letter subject with its error and is acknowledged, so it never blocks the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from finalmile.errors import FinalmileError
+from finalmile.pipelines.loaded import RequestResult
+from finalmile.serving.codecs import arrow as arrow_codec
+from finalmile.serving.codecs import records
+from finalmile.streaming.brokers import Broker, Message, consumer_name
+from finalmile.streaming.config import StreamConfig
+
+log = logging.getLogger(__name__)
+
+Infer = Callable[[str, pa.Table, bool, str], Awaitable[RequestResult]]
+"""(pipeline, table, log, request id) -> the result: the data plane's `infer`."""
+
+
+@dataclass
+class Counters:
+    """What `streams status` shows: totals since this runner started, and its rate over the last report."""
+
+    received: int = 0
+    processed: int = 0
+    logged_before: int = 0
+    failures: int = 0
+    dead_lettered: int = 0
+    last_error: str | None = None
+    started: float = field(default_factory=time.time)
+
+    def snapshot(self, rate: float, lag: int | None) -> dict[str, Any]:
+        return {
+            "consumer": consumer_name(),
+            "received": self.received,
+            "processed": self.processed,
+            "logged_before": self.logged_before,
+            "failures": self.failures,
+            "dead_lettered": self.dead_lettered,
+            "messages_per_s": round(rate, 1),
+            "lag": lag,
+            "last_error": self.last_error,
+            "running_since": self.started,
+        }
+
+
+class StreamRunner:
+    """Runs one stream until cancelled. `logged(pipeline, ids)` says which ids the log already holds; `durable()`
+    returns once every row logged so far is on disk."""
+
+    def __init__(
+        self,
+        config: StreamConfig,
+        source: Broker,
+        sink: Broker,
+        infer: Infer,
+        logged: Callable[[str, list[str]], set[str]],
+        durable: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.sink = sink
+        self.infer = infer
+        self.logged = logged
+        self.durable = durable
+        self.counters = Counters()
+
+    async def run(self) -> None:
+        config = self.config
+        await self.source.connect()
+        if self.sink is not self.source:
+            await self.sink.connect()
+        await self.source.subscribe(config)
+        try:
+            while True:
+                messages = await self.source.fetch(config.batch_size, config.max_delay_ms / 1000)
+                if messages:
+                    await self.handle(messages)
+        finally:
+            await self.source.close()
+            if self.sink is not self.source:
+                await self.sink.close()
+
+    async def handle(self, messages: list[Message]) -> None:
+        """One batch, end to end; raises (leaving the batch unacknowledged, to be delivered again) only when the
+        sink or the log cannot take it."""
+        self.counters.received += len(messages)
+        again = [m.id for m in messages if m.redelivered]
+        seen = await asyncio.to_thread(self.logged, self.config.pipeline, again) if again else set()
+        self.counters.logged_before += len(seen)
+        outcomes = await asyncio.gather(*(self._attempts(m, m.id not in seen) for m in messages))
+        published = [(m.id, out) for m, (out, _) in zip(messages, outcomes, strict=True) if out is not None]
+        dead = [
+            (m.id, _dead_letter(m, error)) for m, (out, error) in zip(messages, outcomes, strict=True) if out is None
+        ]
+        if published:
+            await self.sink.publish(self.config.sink.subject, published)
+        if dead:
+            await self.source.publish(self.config.dead_letter_subject, dead)
+        await asyncio.to_thread(self.durable)
+        await self.source.ack(messages)
+        self.counters.processed += len(published)
+        self.counters.dead_lettered += len(dead)
+
+    async def _attempts(self, message: Message, log_it: bool) -> tuple[bytes | None, str]:
+        """The encoded output, or None and the last error after `max_attempts` failures."""
+        error = ""
+        for attempt in range(self.config.max_attempts):
+            if attempt:
+                await asyncio.sleep(0.01 * 2**attempt)
+            try:
+                table = self._decode(message.data)
+                result = await self.infer(self.config.pipeline, table, log_it, message.id)
+                return self._encode(message, result), ""
+            except Exception as exc:
+                error = exc.message if isinstance(exc, FinalmileError) else f"{type(exc).__name__}: {exc}"
+                self.counters.failures += 1
+                self.counters.last_error = f"message {message.id}: {error}"
+        log.warning("stream %s: message %s failed %d times: %s", self.config.name, message.id, attempt + 1, error)
+        return None, error
+
+    def _decode(self, data: bytes) -> pa.Table:
+        if self.config.format == "arrow":
+            return arrow_codec.decode(data)
+        return records.decode(b"[" + data + b"]" if data.lstrip()[:1] == b"{" else data)
+
+    def _encode(self, message: Message, result: RequestResult) -> bytes:
+        if self.config.format == "arrow":
+            meta = {"request_id": result.request_id, "pipeline_version": str(result.version)}
+            return arrow_codec.encode(result.table.replace_schema_metadata(meta))
+        provenance = {"request_id": result.request_id, "pipeline_version": result.version}
+        rows = [
+            provenance | {"variant": variant} | row
+            for row, (variant, _) in zip(result.table.to_pylist(), result.routes, strict=True)
+        ]
+        return orjson.dumps(rows[0] if len(rows) == 1 and message.data.lstrip()[:1] == b"{" else rows)
+
+
+def _dead_letter(message: Message, error: str) -> bytes:
+    """What a dead letter carries: the message's id, the error, and the payload as it came (text where it is)."""
+    try:
+        payload: Any = message.data.decode()
+    except UnicodeDecodeError:
+        payload = message.data.hex()
+    return orjson.dumps({"id": message.id, "error": error, "payload": payload})

@@ -1,0 +1,131 @@
+"""Runs a server process's streams: converges on the store's (a stream applied, paused, changed or deleted is
+started, stopped or restarted within a second or two), restarts a runner whose broker went away, and stores each
+runner's counters for `streams status`. Every `finalmile serve` worker runs one; they share each stream's work
+through the broker's consumer group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from finalmile.jobs.connections import ConnectionStore
+from finalmile.logs.query import LogReader
+from finalmile.logs.writer import LogWriter
+from finalmile.serving.dataplane import DataPlane
+from finalmile.streaming.brokers import Broker, open_broker
+from finalmile.streaming.config import Endpoint, StreamConfig
+from finalmile.streaming.runner import StreamRunner
+from finalmile.streaming.store import StreamStore
+
+log = logging.getLogger(__name__)
+INTERVAL_S = 1.0
+
+
+class StreamHost(Protocol):
+    """What a workspace offers its streams (the composition root's `Services` is one)."""
+
+    workspace: str
+    streams: StreamStore
+    dataplane: DataPlane
+    reader: LogReader
+    logs: LogWriter
+    connections: ConnectionStore
+
+
+@dataclass
+class _Running:
+    config: StreamConfig
+    runner: StreamRunner
+    task: asyncio.Task[None]
+    reported: float
+    processed: int
+
+
+class Supervisor:
+    """Keeps one runner per unpaused stream of every workspace on this process's event loop."""
+
+    def __init__(self, hosts: Callable[[], list[Any]]) -> None:
+        self.hosts = hosts
+        self._running: dict[tuple[str, str], _Running] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for running in list(self._running.values()):
+            running.task.cancel()
+        for running in list(self._running.values()):
+            with contextlib.suppress(BaseException):
+                await running.task
+        self._running = {}
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.converge()
+            except Exception:
+                log.exception("streams: converging failed")
+            await asyncio.sleep(INTERVAL_S)
+
+    async def converge(self) -> None:
+        hosts: list[StreamHost] = await asyncio.to_thread(self.hosts)
+        wanted: dict[tuple[str, str], tuple[StreamHost, StreamConfig]] = {}
+        for host in hosts:
+            for record in await asyncio.to_thread(host.streams.all):
+                if not record.paused:
+                    wanted[(host.workspace, record.name)] = (host, record.config)
+        for key, running in list(self._running.items()):
+            if key not in wanted or wanted[key][1] != running.config or running.task.done():
+                if running.task.done() and not running.task.cancelled() and running.task.exception() is not None:
+                    error = running.task.exception()
+                    running.runner.counters.last_error = f"{type(error).__name__}: {error}"
+                    log.warning("stream %s stopped: %s; restarting", key[1], error)
+                running.task.cancel()
+                with contextlib.suppress(BaseException):
+                    await running.task
+                if key in wanted:
+                    await self._report(wanted[key][0], running)
+                del self._running[key]
+        for key, (host, config) in wanted.items():
+            if key not in self._running:
+                self._running[key] = self._start(host, config)
+        for key, running in self._running.items():
+            if time.monotonic() - running.reported >= 2 * INTERVAL_S:
+                await self._report(wanted[key][0], running)
+
+    def _start(self, host: StreamHost, config: StreamConfig) -> _Running:
+        source = self._broker(host, config.source)
+        same = config.sink.model_dump(exclude={"subject"}) == config.source.model_dump(exclude={"subject"})
+        sink = source if same else self._broker(host, config.sink)
+
+        async def infer(pipeline: str, table: Any, log_it: bool, request_id: str) -> Any:
+            return await host.dataplane.infer(pipeline, table, None, log_it, request_id)
+
+        runner = StreamRunner(config, source, sink, infer, host.reader.logged_ids, host.logs.flush)
+        task = asyncio.get_running_loop().create_task(runner.run(), name=f"stream-{config.name}")
+        return _Running(config, runner, task, time.monotonic(), 0)
+
+    @staticmethod
+    def _broker(host: StreamHost, endpoint: Endpoint) -> Broker:
+        url = host.connections.url(endpoint.connection) if endpoint.connection else None
+        return open_broker(endpoint, url)
+
+    async def _report(self, host: StreamHost, running: _Running) -> None:
+        now = time.monotonic()
+        counters = running.runner.counters
+        rate = (counters.processed - running.processed) / max(now - running.reported, 1e-9)
+        try:
+            lag = await asyncio.wait_for(running.runner.source.lag(), 2.0)
+        except Exception:
+            lag = None
+        running.reported, running.processed = now, counters.processed
+        status = counters.snapshot(rate, lag) | {"state": "running" if not running.task.done() else "stopped"}
+        await asyncio.to_thread(host.streams.report, running.config.name, status)

@@ -1,0 +1,255 @@
+"""Streams against the machine's real brokers (NATS JetStream, Redis Streams, RabbitMQ), run by a real `finalmile
+serve`: outputs published, every row logged with its message id, a poison message dead-lettered without blocking
+the rest, and a server killed with SIGKILL mid-stream loses no message and logs none twice after its restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from finalmile import Client
+from tests.fixtures import tabular
+
+X, y = tabular(200)
+PORTS = {"nats": 4222, "redis": 6379, "rabbitmq": 5672}
+BROKERS = list(PORTS)
+
+
+def _reachable(broker: str) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", PORTS[broker])) == 0
+
+
+@pytest.fixture(params=BROKERS)
+def broker(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    pytest.importorskip(
+        {"nats": "nats", "redis": "redis", "rabbitmq": "aio_pika"}[name], reason="pip install 'finalmile[streams]'"
+    )
+    if not _reachable(name):
+        reason = f"{name} is not running on 127.0.0.1:{PORTS[name]} (the machine's services; see the env notes)"
+        if os.environ.get("FINALMILE_REQUIRE_BROKERS"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return name
+
+
+# -- the test's own publisher and reader, straight on each broker's client library --------------------------------
+
+
+async def _publish(broker: str, subject: str, bodies: list[bytes]) -> None:
+    if broker == "nats":
+        import nats
+
+        nc = await nats.connect("nats://127.0.0.1:4222")
+        js = nc.jetstream()
+        await js.add_stream(name=subject.replace(".", "_").upper(), subjects=[subject])
+        for body in bodies:
+            await js.publish(subject, body)
+        await nc.close()
+    elif broker == "redis":
+        import redis.asyncio as aioredis
+
+        r = aioredis.from_url("redis://127.0.0.1:6379/0")
+        async with r.pipeline(transaction=False) as pipe:
+            for body in bodies:
+                pipe.xadd(subject, {"data": body})
+            await pipe.execute()
+        await r.aclose()
+    else:
+        import aio_pika
+
+        conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
+        channel = await conn.channel()
+        await channel.declare_queue(subject, durable=True)
+        for i, body in enumerate(bodies):
+            message = aio_pika.Message(
+                body, message_id=f"{subject}-{i}", delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+            )
+            await channel.default_exchange.publish(message, routing_key=subject)
+        await conn.close()
+
+
+async def _read(broker: str, subject: str) -> list[bytes]:
+    """Every message on `subject` so far (RabbitMQ: taken off the queue, so call it once per test)."""
+    if broker == "nats":
+        import nats
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.errors import NotFoundError
+
+        nc = await nats.connect("nats://127.0.0.1:4222")
+        js = nc.jetstream()
+        try:
+            stream = await js.find_stream_name_by_subject(subject)
+        except NotFoundError:
+            await nc.close()
+            return []
+        sub = await js.pull_subscribe(subject, durable=f"reader{uuid.uuid4().hex[:8]}", stream=stream)
+        got: list[bytes] = []
+        while True:
+            try:
+                batch = await sub.fetch(500, timeout=0.5)
+            except NatsTimeout:
+                break
+            got += [m.data for m in batch]
+            await asyncio.gather(*(m.ack() for m in batch))  # a consumer holds at most 1,000 unacknowledged
+        await nc.close()
+        return got
+    if broker == "redis":
+        import redis.asyncio as aioredis
+
+        r = aioredis.from_url("redis://127.0.0.1:6379/0")
+        entries = await r.xrange(subject)
+        await r.aclose()
+        return [fields[b"data"] for _, fields in entries]
+    import aio_pika
+
+    conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
+    channel = await conn.channel()
+    queue = await channel.declare_queue(subject, durable=True)
+    got = []
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        got.append(message.body)
+    await conn.close()
+    return got
+
+
+def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _stream(client: Client, broker: str, subject: str) -> None:
+    client.services.apply_stream(
+        {
+            "name": f"s-{broker}",
+            "pipeline": "scoring",
+            "source": {"broker": broker, "subject": f"{subject}.in"},
+            "sink": {"broker": broker, "subject": f"{subject}.out"},
+            "batch_size": 50,
+            "max_delay_ms": 20,
+            "claim_idle_ms": 500,
+        }
+    )
+
+
+def _store(home: Path) -> Client:
+    client = Client(home=home)
+    client.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(20))
+    client.build_pipeline("scoring").add_model_step("m:1").deploy()
+    return client
+
+
+def test_a_stream_scores_logs_and_dead_letters(tmp_path: Path, broker: str, server_factory) -> None:  # type: ignore[no-untyped-def]
+    subject = f"fm.t{uuid.uuid4().hex[:10]}"
+    with _store(tmp_path / "home") as client:
+        _stream(client, broker, subject)
+    bodies = [json.dumps(r).encode() for r in X.head(40).to_dict(orient="records")]
+    bodies.insert(7, b'{"x0": "not a number"}')  # the poison message, in the middle of the stream
+    asyncio.run(_publish(broker, f"{subject}.in", bodies))
+    server = server_factory(tmp_path / "home")
+    with Client(home=tmp_path / "home") as client:
+        status = _until(
+            lambda: (
+                (client.services.streams.get(f"s-{broker}").status or {}).get("processed", 0) >= 40
+                and client.services.streams.get(f"s-{broker}").status
+            ),
+            60,
+            "40 messages processed",
+        )
+        assert status["dead_lettered"] == 1 and status["failures"] == 3  # tried three times, then set aside
+        outputs = [json.loads(b) for b in asyncio.run(_read(broker, f"{subject}.out"))]
+        assert len(outputs) == 40 and {"score", "request_id", "pipeline_version"} <= set(outputs[0])
+        dead = [json.loads(b) for b in asyncio.run(_read(broker, f"{subject}.in.dead"))]
+        assert len(dead) == 1 and "x0" in dead[0]["error"] and "not a number" in dead[0]["payload"]
+        logged = client.query("SELECT request_id, out_score FROM logs WHERE pipeline = 'scoring' AND status = 'ok'")
+        assert sorted(logged.request_id) == sorted(o["request_id"] for o in outputs)  # logged by message id
+        expected = LogisticRegression().fit(X, y).predict_proba(X.head(40))[:, 1]
+        by_id = dict(zip(logged.request_id, logged.out_score, strict=True))
+        scores = [by_id[o["request_id"]] for o in outputs]
+        assert sorted(round(s, 4) for s in scores) == sorted(round(float(e), 4) for e in expected)
+        paused = client.services.pause_stream(f"s-{broker}")
+        assert paused.paused and [e.action for e in client.services.audit.entries()][-2:] == ["stream", "pause stream"]
+    server.stop()
+
+
+def test_a_server_killed_mid_stream_loses_nothing_and_logs_nothing_twice(
+    tmp_path: Path,
+    broker: str,
+    server_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    subject = f"fm.k{uuid.uuid4().hex[:10]}"
+    rows = X.sample(3000, replace=True, random_state=1).to_dict(orient="records")
+    with _store(tmp_path / "home") as client:
+        _stream(client, broker, subject)
+    asyncio.run(_publish(broker, f"{subject}.in", [json.dumps(r).encode() for r in rows]))
+    first = server_factory(tmp_path / "home")
+    with Client(home=tmp_path / "home") as client:
+        _until(
+            lambda: (client.services.streams.get(f"s-{broker}").status or {}).get("processed", 0) > 0,
+            60,
+            "the first server to process some messages",
+        )
+    os.kill(first.process.pid, signal.SIGKILL)  # mid-stream: batches in flight, some logged and not acknowledged
+    first.process.wait()
+    server_factory(tmp_path / "home", env={"FINALMILE_MONITOR_POLL_S": "3600"})
+    with Client(home=tmp_path / "home") as client:
+
+        def all_logged() -> bool:
+            n = client.query("SELECT count(DISTINCT request_id) AS n FROM logs WHERE status = 'ok'").n[0]
+            return int(n) >= len(rows)
+
+        _until(all_logged, 120, f"all {len(rows)} messages logged after the restart")
+        counts = client.query(
+            "SELECT count(*) AS rows, count(DISTINCT request_id) AS ids FROM logs WHERE status = 'ok'"
+        )
+        assert int(counts.rows[0]) == int(counts.ids[0]) == len(rows)  # 0 lost, 0 logged twice
+    outputs = {json.loads(b)["request_id"] for b in asyncio.run(_read(broker, f"{subject}.out"))}
+    assert len(outputs) == len(rows)  # every message's output reached the sink (at least once)
+
+
+def test_a_bad_stream_definition_is_refused_naming_the_field(tmp_path: Path) -> None:
+    import httpx
+
+    from finalmile.errors import InvalidInputError, NotFoundError
+    from finalmile.serving.http.server import running_server
+
+    good = {
+        "name": "s",
+        "pipeline": "scoring",
+        "source": {"broker": "redis", "subject": "in"},
+        "sink": {"broker": "redis", "subject": "out"},
+    }
+    with _store(tmp_path / "home") as client:
+        with pytest.raises(InvalidInputError, match=r"source\.broker"):
+            client.services.apply_stream(good | {"source": {"broker": "kafka", "subject": "in"}})
+        with pytest.raises(InvalidInputError, match="batch_size"):
+            client.services.apply_stream(good | {"batch_size": 0})
+        with pytest.raises(NotFoundError, match="nope"):
+            client.services.apply_stream(good | {"pipeline": "nope"})
+        with running_server(client.services, auth=False) as url:
+            bad = httpx.post(f"{url}/api/v1/streams", json=good | {"name": "bad name!"})
+            assert bad.status_code == 422 and "name" in bad.json()["error"]
+            created = httpx.post(f"{url}/api/v1/streams", json=good)
+            assert created.status_code == 201 and created.json()["config"]["dead_letter"] is None
+            assert [s["name"] for s in httpx.get(f"{url}/api/v1/streams").json()] == ["s"]
+            assert httpx.post(f"{url}/api/v1/streams/s/pause").json()["paused"] is True
+            assert httpx.delete(f"{url}/api/v1/streams/s").status_code == 200
+            assert httpx.get(f"{url}/api/v1/streams/s").status_code == 404
