@@ -103,7 +103,10 @@ class StreamRunner:
         again = [m.id for m in messages if m.redelivered]
         seen = await asyncio.to_thread(self.logged, self.config.pipeline, again) if again else set()
         self.counters.logged_before += len(seen)
-        outcomes = await asyncio.gather(*(self._attempts(m, m.id not in seen) for m in messages))
+        tables = self._decode_batch(messages)
+        outcomes = await asyncio.gather(
+            *(self._attempts(m, t, m.id not in seen) for m, t in zip(messages, tables, strict=True))
+        )
         published = [(m.id, out) for m, (out, _) in zip(messages, outcomes, strict=True) if out is not None]
         dead = [
             (m.id, _dead_letter(m, error)) for m, (out, error) in zip(messages, outcomes, strict=True) if out is None
@@ -117,14 +120,14 @@ class StreamRunner:
         self.counters.processed += len(published)
         self.counters.dead_lettered += len(dead)
 
-    async def _attempts(self, message: Message, log_it: bool) -> tuple[bytes | None, str]:
+    async def _attempts(self, message: Message, table: pa.Table | None, log_it: bool) -> tuple[bytes | None, str]:
         """The encoded output, or None and the last error after `max_attempts` failures."""
         error = ""
         for attempt in range(self.config.max_attempts):
             if attempt:
                 await asyncio.sleep(0.01 * 2**attempt)
             try:
-                table = self._decode(message.data)
+                table = table if table is not None and not attempt else self._decode(message.data)
                 result = await self.infer(self.config.pipeline, table, log_it, message.id)
                 return self._encode(message, result), ""
             except Exception as exc:
@@ -133,6 +136,24 @@ class StreamRunner:
                 self.counters.last_error = f"message {message.id}: {error}"
         log.warning("stream %s: message %s failed %d times: %s", self.config.name, message.id, attempt + 1, error)
         return None, error
+
+    def _decode_batch(self, messages: list[Message]) -> list[pa.Table | None]:
+        """JSON records with the same fields, decoded as one table and sliced per message: one Arrow conversion
+        instead of one per message (which cost a third of a stream's time). Anything else (Arrow payloads,
+        differing fields, a value of the wrong type) is decoded message by message, so it fails alone."""
+        if self.config.format != "json" or len(messages) < 2:
+            return [None] * len(messages)
+        try:
+            records = [orjson.loads(m.data) for m in messages]
+        except orjson.JSONDecodeError:
+            return [None] * len(messages)
+        if not all(isinstance(r, dict) for r in records) or len({tuple(r) for r in records}) != 1:
+            return [None] * len(messages)
+        try:
+            table = pa.Table.from_pylist(records)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return [None] * len(messages)
+        return [table.slice(i, 1) for i in range(len(messages))]
 
     def _decode(self, data: bytes) -> pa.Table:
         if self.config.format == "arrow":
