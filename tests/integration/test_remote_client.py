@@ -81,3 +81,11 @@ def test_logs_query_and_ground_truth_remotely(tmp_path: Path, server_factory) ->
         assert joined.n[0] == 3
         with pytest.raises(RemoteError, match="read-only"):
             remote.query("DROP VIEW logs")
+        stream = remote.build_stream(
+            "s", pipeline, {"broker": "redis", "subject": "in"}, {"broker": "redis", "subject": "out"}, batch_size=5
+        )
+        assert stream["config"]["batch_size"] == 5 and [s["name"] for s in remote.streams()] == ["s"]
+        with pytest.raises(RemoteError, match="batch_size"):
+            remote.build_stream(
+                "t", "p", {"broker": "redis", "subject": "a"}, {"broker": "redis", "subject": "b"}, batch_size=0
+            )

@@ -5,6 +5,7 @@ the rest, and a server killed with SIGKILL mid-stream loses no message and logs 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -253,3 +254,66 @@ def test_a_bad_stream_definition_is_refused_naming_the_field(tmp_path: Path) -> 
             assert httpx.post(f"{url}/api/v1/streams/s/pause").json()["paused"] is True
             assert httpx.delete(f"{url}/api/v1/streams/s").status_code == 200
             assert httpx.get(f"{url}/api/v1/streams/s").status_code == 404
+
+
+def test_a_batch_logged_but_not_acknowledged_is_published_again_and_logged_once(tmp_path: Path) -> None:
+    """The crash window between the durable log and the acknowledgement, made deterministic: the first runner
+    dies right after its log rows are on disk; the second gets the same messages again from Redis (claimed from
+    the dead consumer), finds them in the log, publishes their outputs and logs nothing twice."""
+    if not _reachable("redis"):
+        pytest.skip("redis is not running on 127.0.0.1:6379")
+    from finalmile.streaming.brokers import RedisBroker
+    from finalmile.streaming.config import stream_config
+    from finalmile.streaming.runner import StreamRunner
+
+    subject = f"fm.r{uuid.uuid4().hex[:10]}"
+    bodies = [json.dumps(r).encode() for r in X.head(30).to_dict(orient="records")]
+    asyncio.run(_publish("redis", f"{subject}.in", bodies))
+    with _store(tmp_path / "home") as client:
+        services = client.services
+        config = stream_config(
+            {
+                "name": "crash",
+                "pipeline": "scoring",
+                "source": {"broker": "redis", "subject": f"{subject}.in"},
+                "sink": {"broker": "redis", "subject": f"{subject}.out"},
+                "claim_idle_ms": 100,
+            }
+        )
+
+        class Died(Exception):
+            pass
+
+        def durable_then_die() -> None:
+            services.logs.flush()
+            raise Died
+
+        async def infer(pipeline: str, table: Any, log_it: bool, request_id: str) -> Any:
+            return await services.dataplane.infer(pipeline, table, None, log_it, request_id)
+
+        async def once(durable: Callable[[], None], consumer: str) -> StreamRunner:
+            broker = RedisBroker("redis://127.0.0.1:6379/0", consumer)  # two processes: two consumers of the group
+            runner = StreamRunner(config, broker, broker, infer, services.reader.logged_ids, durable)
+            await broker.connect()
+            await broker.subscribe(config)
+            messages: list[Any] = []
+            for _ in range(20):
+                messages = await broker.fetch(100, 0.1)
+                if messages:
+                    break
+                await asyncio.sleep(0.1)
+            with contextlib.suppress(Died):
+                await runner.handle(messages)
+            await broker.close()
+            return runner
+
+        first = asyncio.run(once(durable_then_die, "first"))
+        assert first.counters.processed == 0  # it died before acknowledging: nothing counts as done
+        time.sleep(0.3)  # the claim idle time passes
+        second = asyncio.run(once(services.logs.flush, "second"))
+        assert second.counters.logged_before == 30 and second.counters.processed == 30
+        sql = "SELECT count(*) AS rows, count(DISTINCT request_id) AS ids FROM logs WHERE status = 'ok'"
+        counts = client.query(sql)
+        assert int(counts.rows[0]) == int(counts.ids[0]) == 30
+    outputs = [json.loads(b)["request_id"] for b in asyncio.run(_read("redis", f"{subject}.out"))]
+    assert len(outputs) == 60 and len(set(outputs)) == 30  # published twice (at least once), logged once

@@ -209,6 +209,18 @@ class RemoteClient:
 
     # -- logs -------------------------------------------------------------------------------------------------------
 
+    def build_stream(
+        self, name: str, pipeline: str | Pipeline, source: dict[str, Any], sink: dict[str, Any], **options: Any
+    ) -> dict[str, Any]:
+        target = pipeline.name if isinstance(pipeline, Pipeline) else pipeline
+        body = {"name": name, "pipeline": target, "source": source, "sink": sink} | options
+        result: dict[str, Any] = self._call("POST", "/api/v1/streams", json=body).json()
+        return result
+
+    def streams(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/v1/streams").json()
+        return result
+
     def query(self, sql: str) -> Any:
         import pandas as pd
 

@@ -143,12 +143,12 @@ class RedisBroker:
 
     CLAIM_EVERY_S = 1.0
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, consumer: str | None = None) -> None:
         self.url = url
         self._r: Any = None
         self._key = ""
         self._group = ""
-        self._consumer = consumer_name()
+        self._consumer = consumer or consumer_name()
         self._claim_idle_ms = 30_000
         self._claimed_at = 0.0
 
