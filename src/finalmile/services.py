@@ -8,6 +8,7 @@ stores (upload, version, deploy, undeploy) live here once, so every front end do
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +23,8 @@ from finalmile.backends.local import LocalBackend
 from finalmile.config import FinalmileSettings
 from finalmile.errors import ConflictError, FinalmileError
 from finalmile.jobs.connections import ConnectionRecord, ConnectionStore
+from finalmile.jobs.service import Jobs
+from finalmile.jobs.store import JobStore
 from finalmile.logs.query import LogReader
 from finalmile.logs.saved import SavedQuery, SavedQueryStore
 from finalmile.logs.writer import LogWriter
@@ -70,6 +73,7 @@ class Services:
         self.connections = ConnectionStore(self.metadata, settings.secret_key)
         self.queries = SavedQueryStore(self.metadata)
         self.streams = StreamStore(self.metadata)
+        self.jobs = Jobs(JobStore(self.metadata), self.audit.record, self._job_env, self.user)
         self.access: AccessStore = parent.access if parent is not None else AccessStore(self.metadata)
         """Workspaces, members and tokens: always the root's, whichever workspace these services are."""
         self.reader = LogReader(
@@ -365,6 +369,17 @@ class Services:
     def delete_query(self, name: str, actor: str | None = None) -> None:
         self.queries.delete(name)
         self.audit.record(actor or self.user, "delete query", f"query {name}", None, None)
+
+    # -- jobs ---------------------------------------------------------------------------------------------------
+
+    def _job_env(self) -> dict[str, str]:
+        """A job's child process opens this workspace of this store."""
+        root = self._parent or self
+        return dict(os.environ) | {
+            "FINALMILE_HOME": str(root.settings.home),
+            "FINALMILE_DATABASE_URL": root.settings.resolved_database_url(),
+            "FINALMILE_WORKSPACE": self.workspace,
+        }
 
     def run_monitors(self, now: Any = None) -> int:
         """Compute every saved, enabled monitor's windows that have ended; returns how many results were stored.

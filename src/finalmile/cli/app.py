@@ -11,6 +11,7 @@ import typer
 from finalmile.cli.access import admin_app, tokens_app, users_app, workspaces_app
 from finalmile.cli.common import client_from_env, console, errors, print_table
 from finalmile.cli.connections import connections_app
+from finalmile.cli.jobs import jobs_app
 from finalmile.cli.logs import ground_truth, logs, query
 from finalmile.cli.logs import infer_file as infer_file_command
 from finalmile.cli.models import models_app
@@ -33,6 +34,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(workspaces_app, name="workspaces")
 app.add_typer(connections_app, name="connections")
 app.add_typer(streams_app, name="streams")
+app.add_typer(jobs_app, name="jobs")
 for command in (deploy, undeploy, infer, serve, logs, query):
     app.command()(command)
 app.command("ground-truth")(ground_truth)

@@ -37,6 +37,8 @@ def list_streams() -> None:
     with client_from_env() as client:
         records = client.services.streams.all()
     table = Table("name", "pipeline", "source", "sink", "state", "msgs/s", "lag", "processed", "dead letters")
+    for column in table.columns:  # a narrow terminal wraps the other columns, never these
+        column.no_wrap = column.header in ("name", "state")
     for r in records:
         s = r.status or {}
         state = "paused" if r.paused else s.get("state", "not started")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -282,3 +282,40 @@ class StreamRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     status: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class JobRow(Base):
+    """A scheduled job: its code (a Python file or a zip with `main(ctx)`), its schedule and limits."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    code: Mapped[bytes] = mapped_column(LargeBinary)
+    cron: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    tz: Mapped[str] = mapped_column(String(100), default="UTC")
+    timeout_s: Mapped[float] = mapped_column(Float, default=3600.0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    deadline_s: Mapped[float] = mapped_column(Float, default=300.0)
+    created_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JobRunRow(Base):
+    """One run of a job: for a scheduled slot (unique per job, so each slot runs once) or started by hand."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (UniqueConstraint("job", "slot"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job: Mapped[str] = mapped_column(String(100), index=True)
+    slot: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    log: Mapped[str] = mapped_column(Text, default="")
+    runner: Mapped[str] = mapped_column(String(200))

@@ -24,6 +24,7 @@ from finalmile.streaming.store import StreamStore
 
 log = logging.getLogger(__name__)
 INTERVAL_S = 1.0
+STOP_TIMEOUT_S = 5.0
 
 
 class StreamHost(Protocol):
@@ -60,11 +61,11 @@ class Supervisor:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        for running in list(self._running.values()):
-            running.task.cancel()
-        for running in list(self._running.values()):
-            with contextlib.suppress(BaseException):
-                await running.task
+        tasks = [running.task for running in self._running.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:  # a broker that does not answer its close must not hold the server's shutdown
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
         self._running = {}
 
     async def _loop(self) -> None:

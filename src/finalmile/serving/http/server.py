@@ -28,6 +28,7 @@ from finalmile.serving.http.routes import access, audit, connections, logs, mode
 from finalmile.streaming.supervisor import Supervisor
 
 SYNC_INTERVAL_S = 1.0
+JOBS_INTERVAL_S = 1.0
 log = logging.getLogger(__name__)
 
 
@@ -47,6 +48,8 @@ def create_app(services: Services | None = None, auth: bool | None = None) -> Fi
             Periodic("deployments", SYNC_INTERVAL_S, lambda: _each(root, Services.sync)),
             # Several workers may all look; storing a window's result is guarded, so only one records it and acts.
             Periodic("monitors", root.settings.monitor_poll_s, lambda: _each(root, Services.run_monitors)),
+            # Each due slot is claimed by inserting its run row, so with several servers each slot runs once.
+            Periodic("jobs", JOBS_INTERVAL_S, lambda: _each(root, lambda services: services.jobs.run_due())),
         ]
     )
 

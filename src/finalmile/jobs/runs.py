@@ -1,0 +1,136 @@
+"""Running a job: its code unpacked into a temporary folder, `main(ctx)` in a child process with a timeout,
+retried with back-off (1 s, 2 s, 4 s, …), stdout and stderr captured as the run's log; and which cron slot is due.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from finalmile.errors import InvalidInputError
+from finalmile.jobs.store import JobRecord, JobStore, RunRecord
+
+HEARTBEAT_S = 5.0
+STALE_AFTER_S = 30.0
+"""A run whose scheduler has not beaten for this long is `lost` (the process died); it is never run again."""
+
+
+def runner_name() -> str:
+    """This process, as the runs table names who ran a job: the host and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def check_schedule(cron: str, tz: str) -> None:
+    """A 4xx naming the field for a cron expression or time zone that is not one."""
+    if not croniter.is_valid(cron):
+        raise InvalidInputError(
+            f"cron: {cron!r} is not a cron expression (five fields, e.g. '0 2 * * *')", {"field": "cron"}
+        )
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInputError(f"tz: unknown time zone {tz!r} (e.g. 'UTC', 'Europe/Paris')", {"field": "tz"}) from None
+
+
+def last_slot(cron: str, tz: str, now: datetime) -> datetime:
+    """The latest time at or before `now` that the schedule names (cron read in `tz`), as UTC."""
+    local = now.astimezone(ZoneInfo(tz))
+    slot: datetime = croniter(cron, local + timedelta(microseconds=1)).get_prev(datetime)
+    return slot.astimezone(ZoneInfo("UTC"))
+
+
+def execute(store: JobStore, job: JobRecord, code: bytes, run: RunRecord, env: dict[str, str]) -> RunRecord:
+    """Run `job` for the claimed `run` until it succeeds or its attempts are spent; records the outcome."""
+    stop = threading.Event()
+    attempts = 0
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            store.beat(run.id, attempts)
+
+    threading.Thread(target=beat, name=f"job-{job.name}-heartbeat", daemon=True).start()
+    log = io.StringIO()
+    status, exit_code = "failed", None
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"finalmile-job-{job.name}-") as folder:
+            _unpack(job.kind, code, Path(folder))
+            for attempts in range(1, job.retries + 2):
+                if attempts > 1:
+                    time.sleep(min(2.0 ** (attempts - 2), 60.0))
+                log.write(f"--- attempt {attempts} at {datetime.now().astimezone():%Y-%m-%d %H:%M:%S %Z}\n")
+                status, exit_code, output = _attempt(job, Path(folder), run, env)
+                log.write(output)
+                if status == "succeeded":
+                    break
+    except Exception as exc:  # unpacking a bad zip, say: the run fails with the reason, the scheduler goes on
+        log.write(f"{type(exc).__name__}: {exc}\n")
+    finally:
+        stop.set()
+    return store.finish(run.id, status, exit_code, log.getvalue(), attempts)
+
+
+def _attempt(job: JobRecord, folder: Path, run: RunRecord, env: dict[str, str]) -> tuple[str, int | None, str]:
+    slot = run.slot.isoformat() if run.slot else ""
+    command = [sys.executable, "-m", "finalmile.cli.job_child", str(folder), job.name, slot]
+    try:
+        done = subprocess.run(
+            command, env=env, cwd=folder, capture_output=True, text=True, timeout=job.timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        output = _text(exc.stdout) + _text(exc.stderr)
+        return "timed_out", None, output + f"killed after the {job.timeout_s:g} s timeout\n"
+    return ("succeeded" if done.returncode == 0 else "failed"), done.returncode, done.stdout + done.stderr
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
+
+
+def _unpack(kind: str, code: bytes, folder: Path) -> None:
+    if kind == "py":
+        (folder / "job.py").write_bytes(code)
+        return
+    with zipfile.ZipFile(io.BytesIO(code)) as archive:
+        for member in archive.namelist():
+            target = (folder / member).resolve()
+            if not str(target).startswith(str(folder.resolve()) + os.sep):
+                raise InvalidInputError(f"file: the zip's {member!r} points outside its folder", {"field": "file"})
+        archive.extractall(folder)
+    if not (folder / "main.py").exists() and not (folder / "job.py").exists():
+        raise InvalidInputError("file: the zip has no main.py (or job.py) at its top", {"field": "file"})
+
+
+def run_due(store: JobStore, env: dict[str, str], now: datetime) -> list[threading.Thread]:
+    """Claim and start, each in a thread, every scheduled job whose latest slot is due; returns the threads. A
+    slot past its deadline, or due while the job still runs, is recorded as skipped (once, like any slot)."""
+    started = []
+    for job in store.all():
+        if job.cron is None:
+            continue
+        slot = last_slot(job.cron, job.tz, now)
+        if slot < job.updated_at:
+            continue  # scheduled after that slot: the first run is the next one
+        if (now - slot).total_seconds() > job.deadline_s or store.running(job.name, STALE_AFTER_S):
+            store.claim(job.name, slot, runner_name(), status="skipped")
+            continue
+        run = store.claim(job.name, slot, runner_name())
+        if run is None:
+            continue  # another scheduler has this slot
+        _, code = store.get(job.name)
+        thread = threading.Thread(target=execute, args=(store, job, code, run, env), name=f"job-{job.name}")
+        thread.daemon = True
+        thread.start()
+        started.append(thread)
+    return started

@@ -1,0 +1,175 @@
+"""Scheduled jobs on SQLite and PostgreSQL: `main(ctx)` in a child process that gets the client and the stored
+connections; the log, exit code, timeout and retries recorded; each cron slot claimed once however many schedulers
+look; a missed slot past its deadline skipped; no run while the previous one still goes."""
+
+from __future__ import annotations
+
+import threading
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from sklearn.linear_model import LogisticRegression
+
+from finalmile import Client
+from finalmile.config import FinalmileSettings
+from finalmile.errors import InvalidInputError, NotFoundError
+from finalmile.jobs.runs import last_slot
+from tests.fixtures import N_FEATURES, tabular
+from tests.unit.cli.test_cli import run
+
+SCORE = f"""
+import pandas as pd
+
+N_FEATURES = {N_FEATURES}
+
+def main(ctx):
+    rows = pd.DataFrame({{f"x{{i}}": [0.5, -2.0] for i in range(N_FEATURES)}})
+    scores = ctx.client.pipeline("scoring").infer(rows)
+    ctx.log("warehouse at", ctx.connections["warehouse"].split("@")[-1])
+    ctx.log("scored", len(scores), "rows; first score", round(float(scores.score[0]), 3))
+"""
+
+
+@pytest.fixture
+def jobs_client(home: Path, database_url: str) -> Client:
+    key = Fernet.generate_key().decode()
+    client = Client(settings=FinalmileSettings(home=home, database_url=database_url, secret_key=key))
+    X, y = tabular(100)
+    client.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(10))
+    client.build_pipeline("scoring").add_model_step("m:1").deploy()
+    client.services.create_connection("warehouse", "postgres", "postgresql://scorer:pw@db.internal:5432/sales")
+    return client
+
+
+def job_file(tmp_path: Path, name: str, code: str) -> Path:
+    path = tmp_path / name
+    path.write_text(code)
+    return path
+
+
+def test_a_job_scores_through_the_client_with_its_connections(
+    jobs_client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FINALMILE_SECRET_KEY", jobs_client.settings.secret_key or "")
+    jobs = jobs_client.services.jobs
+    jobs.upload("nightly", job_file(tmp_path, "nightly.py", SCORE))
+    result = jobs.run("nightly")
+    assert result.status == "succeeded" and result.exit_code == 0, result.log
+    assert "warehouse at db.internal:5432/sales" in result.log and "scored 2 rows" in result.log
+    assert "pw" not in result.log.split("warehouse at")[1].split("\n")[0]
+    logged = jobs_client.query("SELECT count(*) AS n FROM logs WHERE pipeline = 'scoring'")
+    assert int(logged.n[0]) == 2  # the job's inferences are logged like any other
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("helpers.py", "def greet():\n    return 'hello from a helper module'\n")
+        z.writestr("main.py", "from helpers import greet\n\ndef main(ctx):\n    ctx.log(greet(), ctx.job)\n")
+    jobs.upload("bundle", archive)
+    assert "hello from a helper module bundle" in jobs.run("bundle").log
+    assert [e.action for e in jobs_client.services.audit.entries()][-2:] == ["upload job", "upload job"]
+    jobs_client.close()
+
+
+def test_failures_retries_and_timeouts_are_recorded(jobs_client: Client, tmp_path: Path) -> None:
+    jobs = jobs_client.services.jobs
+    jobs.upload("broken", job_file(tmp_path, "broken.py", "def main(ctx):\n    raise ValueError('no rows today')\n"))
+    jobs.schedule("broken", None, retries=1)
+    failed = jobs.run("broken")
+    assert failed.status == "failed" and failed.exit_code == 1 and failed.attempts == 2
+    assert failed.log.count("ValueError: no rows today") == 2 and "--- attempt 2" in failed.log
+    jobs.upload("slow", job_file(tmp_path, "slow.py", "import time\n\ndef main(ctx):\n    time.sleep(60)\n"))
+    jobs.schedule("slow", None, timeout_s=1)
+    slow = jobs.run("slow")
+    assert slow.status == "timed_out" and slow.exit_code is None and "1 s timeout" in slow.log
+    assert slow.duration_s is not None and slow.duration_s < 30
+    jobs.upload("nomain", job_file(tmp_path, "nomain.py", "x = 1\n"))
+    assert jobs.run("nomain").exit_code == 2
+    assert [r.status for r in jobs.store.runs("broken")] == ["failed"]
+    jobs_client.close()
+
+
+def test_bad_input_names_the_field(jobs_client: Client, tmp_path: Path) -> None:
+    jobs = jobs_client.services.jobs
+    with pytest.raises(InvalidInputError, match="file"):
+        jobs.upload("j", tmp_path / "missing.py")
+    with pytest.raises(InvalidInputError, match="file: give a .py file"):
+        jobs.upload("j", job_file(tmp_path, "j.txt", "x"))
+    with pytest.raises(InvalidInputError, match="name"):
+        jobs.upload("bad name!", job_file(tmp_path, "j.py", "def main(ctx): pass\n"))
+    jobs.upload("j", tmp_path / "j.py")
+    with pytest.raises(InvalidInputError, match="cron"):
+        jobs.schedule("j", "every night")
+    with pytest.raises(InvalidInputError, match="tz"):
+        jobs.schedule("j", "0 2 * * *", tz="Mars/Olympus")
+    with pytest.raises(InvalidInputError, match="timeout_s"):
+        jobs.schedule("j", "0 2 * * *", timeout_s=0)
+    with pytest.raises(NotFoundError, match="nope"):
+        jobs.schedule("nope", "0 2 * * *")
+    jobs_client.close()
+
+
+def test_each_slot_runs_once_whatever_the_schedulers(jobs_client: Client, tmp_path: Path) -> None:
+    jobs = jobs_client.services.jobs
+    jobs.upload("tick", job_file(tmp_path, "tick.py", "def main(ctx):\n    ctx.log('tick', ctx.slot)\n"))
+    jobs.schedule("tick", "*/5 * * * *", deadline_s=600)
+    now = datetime.now(UTC) + timedelta(minutes=5)  # the next slot is due
+    slot = last_slot("*/5 * * * *", "UTC", now)
+    second = Client(settings=jobs_client.settings)  # another server's scheduler on the same store
+    started: list[threading.Thread] = []
+    gate = threading.Barrier(4)
+
+    def look(client: Client) -> None:
+        gate.wait()
+        started.extend(client.services.jobs.run_due(now))
+
+    lookers = [threading.Thread(target=look, args=(c,)) for c in (jobs_client, second, jobs_client, second)]
+    for t in lookers:
+        t.start()
+    for t in lookers:
+        t.join()
+    for t in started:
+        t.join(60)
+    assert len(started) == 1
+    runs = jobs.store.runs("tick")
+    assert len(runs) == 1 and runs[0].status == "succeeded" and runs[0].slot == slot
+    assert f"tick {slot.isoformat()}" in runs[0].log
+    assert jobs.run_due(now) == []  # the slot is taken; the next one is five minutes on
+    jobs.schedule("tick", "0 * * * *", deadline_s=60)
+    hour = (datetime.now(UTC) + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    late = hour + timedelta(minutes=2)  # every server was down until two minutes past the slot
+    assert jobs.run_due(late) == []
+    skipped = jobs.store.runs("tick")[0]
+    assert skipped.status == "skipped" and skipped.slot == hour  # recorded, not run late
+    second.close()
+    jobs_client.close()
+
+
+def test_a_slot_due_while_the_job_still_runs_is_skipped(jobs_client: Client, tmp_path: Path) -> None:
+    jobs = jobs_client.services.jobs
+    jobs.upload("long", job_file(tmp_path, "long.py", "import time\n\ndef main(ctx):\n    time.sleep(3)\n"))
+    jobs.schedule("long", "* * * * *", deadline_s=600)
+    now = datetime.now(UTC) + timedelta(minutes=1)
+    first = jobs.run_due(now)
+    assert len(first) == 1
+    assert jobs.run_due(now + timedelta(minutes=1)) == []  # the previous run is still going
+    first[0].join(60)
+    assert [r.status for r in jobs.store.runs("long")] == ["skipped", "succeeded"]
+    jobs_client.close()
+
+
+def test_the_cli_uploads_schedules_runs_and_lists(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (cli_env / "hello.py").write_text("def main(ctx):\n    ctx.log('hello from', ctx.job)\n")
+    assert run(capsys, "jobs", "upload", "hello", str(cli_env / "hello.py"))[0] == 0
+    code, out, _ = run(capsys, "jobs", "schedule", "hello", "--cron", "0 2 * * *", "--tz", "Europe/Paris")
+    assert code == 0 and "0 2 * * * (Europe/Paris)" in out
+    code, out, _ = run(capsys, "jobs", "run", "hello")
+    assert code == 0 and "hello from hello" in out and "succeeded" in out
+    code, out, _ = run(capsys, "jobs", "runs", "hello", "--log")
+    assert code == 0 and "by hand" in out and "succeeded" in out and "hello from hello" in out
+    assert "hello" in run(capsys, "jobs", "list")[1]
+    code, _, err = run(capsys, "jobs", "schedule", "hello", "--cron", "61 * * * *")
+    assert code == 1 and "cron" in err and "Traceback" not in err
+    code, _, err = run(capsys, "jobs", "runs", "nope")
+    assert code == 1 and "no job named 'nope'" in err
