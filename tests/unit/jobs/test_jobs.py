@@ -137,7 +137,7 @@ def test_each_slot_runs_once_whatever_the_schedulers(jobs_client: Client, tmp_pa
     assert f"tick {slot.isoformat()}" in runs[0].log
     assert jobs.run_due(now) == []  # the slot is taken; the next one is five minutes on
     jobs.schedule("tick", "0 * * * *", deadline_s=60)
-    hour = (datetime.now(UTC) + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    hour = (datetime.now(UTC) + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)  # past the */5 slot
     late = hour + timedelta(minutes=2)  # every server was down until two minutes past the slot
     assert jobs.run_due(late) == []
     skipped = jobs.store.runs("tick")[0]
