@@ -72,14 +72,13 @@ def build(home: Path, rows: int) -> str:
         return client.services.init_access("bench")[1]
 
 
-def serve(home: Path) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "finalmile", "serve", "--port", str(PORT)],
-        env={"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent), "FINALMILE_MONITOR_POLL_S": "3600"},
-    )
+def serve(home: Path, port: int = PORT, *flags: str) -> subprocess.Popen[bytes]:
+    """`finalmile serve` on `home` (monitors idle), once it answers; bench/streams.py starts its server here too."""
+    env = {"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent), "FINALMILE_MONITOR_POLL_S": "3600"}
+    server = subprocess.Popen([sys.executable, "-m", "finalmile", "serve", "--port", str(port), *flags], env=env)
     for _ in range(300):
         try:
-            if httpx.get(f"http://127.0.0.1:{PORT}/v2/health/ready").status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
                 return server
         except httpx.TransportError:
             pass

@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import httpx
 import numpy as np
 from rich.console import Console
 from rich.table import Table
@@ -34,23 +32,10 @@ from finalmile.streaming.brokers import open_broker
 from finalmile.streaming.config import Endpoint, StreamConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
+from dashboard import serve  # noqa: E402
 from runtimes import data  # noqa: E402
 
 PORT = 8392
-
-
-def serve(home: Path) -> subprocess.Popen[bytes]:
-    env = {"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent), "FINALMILE_MONITOR_POLL_S": "3600"}
-    server = subprocess.Popen([sys.executable, "-m", "finalmile", "serve", "--port", str(PORT), "--no-auth"], env=env)
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{PORT}/v2/health/ready").status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    server.kill()
-    raise TimeoutError("the server did not get ready")
 
 
 class Reader:
@@ -153,7 +138,7 @@ def main() -> None:
         with Client(home=home) as client:
             client.upload_model("forest", forest, sample=X.head(50))
             client.build_pipeline("forest").add_model_step("forest:1").deploy()
-        server = serve(home)
+        server = serve(home, PORT, "--no-auth")
         try:
             for broker in args.brokers:
                 rate = asyncio.run(throughput(home, broker, bodies))
