@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import re
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from finalmile.jobs.runs import runner_name
 from finalmile.streaming.config import DEFAULT_URLS, Endpoint, StreamConfig
 
 
@@ -57,11 +56,6 @@ def open_broker(endpoint: Endpoint, url: str | None) -> Broker:
     if endpoint.broker == "redis":
         return RedisBroker(address)
     return RabbitBroker(address)
-
-
-def consumer_name() -> str:
-    """This process, as a broker's consumer: the host and pid."""
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class NatsBroker:
@@ -148,7 +142,7 @@ class RedisBroker:
         self._r: Any = None
         self._key = ""
         self._group = ""
-        self._consumer = consumer or consumer_name()
+        self._consumer = consumer or runner_name()  # this process: host and pid
         self._claim_idle_ms = 30_000
         self._claimed_at = 0.0
 

@@ -20,10 +20,11 @@ import orjson
 import pyarrow as pa
 
 from finalmile.errors import FinalmileError
+from finalmile.jobs.runs import runner_name
 from finalmile.pipelines.loaded import RequestResult
 from finalmile.serving.codecs import arrow as arrow_codec
 from finalmile.serving.codecs import records
-from finalmile.streaming.brokers import Broker, Message, consumer_name
+from finalmile.streaming.brokers import Broker, Message
 from finalmile.streaming.config import StreamConfig
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class Counters:
 
     def snapshot(self, rate: float, lag: int | None) -> dict[str, Any]:
         return {
-            "consumer": consumer_name(),
+            "consumer": runner_name(),
             "received": self.received,
             "processed": self.processed,
             "logged_before": self.logged_before,
