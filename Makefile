@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(VENV)/bin/finalmile demo
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -m unit -q

@@ -93,7 +93,7 @@ def wrk(
     cpus: set[int] | None = None,
     token: str = "",
 ) -> dict[str, float]:
-    """wrk's throughput, p99 and errors; `cpus` pins it (the server then has the other cores to itself)."""
+    """wrk's throughput, p50, p99 and errors; `cpus` pins it (the server then has the other cores to itself)."""
     body_file = workdir / f"body-{abs(hash(body))}.bin"
     body_file.write_bytes(body)
     script = workdir / "post.lua"
@@ -107,11 +107,16 @@ def wrk(
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+    def percentile(p: int) -> float:
+        found = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        return float(found.group(1)) * scale[found.group(2)] if found else float("nan")
+
     return {
         "rps": rps,
-        "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan"),
+        "p50_ms": percentile(50),
+        "p99_ms": percentile(99),
         "errors": float(errors.group(1)) if errors else 0.0,
     }
 
@@ -231,9 +236,14 @@ def _scenarios(X: pd.DataFrame) -> list[tuple[str, str, bytes, str, int]]:
 
 @contextlib.contextmanager
 def _server(
-    python: str, args: tuple[str, ...], home: Path, headers: dict[str, str], port: int = 18080
+    python: str,
+    args: tuple[str, ...],
+    home: Path,
+    headers: dict[str, str],
+    port: int = 18080,
+    ready: str = "/v2/models/logreg/ready",
 ) -> Iterator[str]:
-    """`finalmile serve` from the environment of `python` over `home`, until the block ends."""
+    """`finalmile serve` from the environment of `python` over `home`, until the block ends (once `ready` is)."""
     env = {"FINALMILE_HOME": str(home), "PATH": str(Path(python).parent)}
     if python == sys.executable and "PYTHONPATH" in os.environ:  # this side may run a checkout of its own
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
@@ -241,7 +251,7 @@ def _server(
     try:
         for _ in range(300):
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/models/logreg/ready", headers=headers).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}{ready}", headers=headers).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -5,14 +5,16 @@ the token defaulting to `FINALMILE_TOKEN`."""
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from finalmile.backends.config import DeploymentConfig
+from finalmile.backends.config import DeploymentConfig, deployment_config
 from finalmile.config import FinalmileSettings
-from finalmile.jobs.files import FileInferenceResult, infer_file
+from finalmile.errors import BadRequestError, MissingDependencyError
+from finalmile.jobs.files import FileInferenceResult, Score, infer_file
 from finalmile.logs.ground_truth import GroundTruthReceipt, add_ground_truth
 from finalmile.monitoring.build import build_config
 from finalmile.pipelines.loaded import RequestResult
@@ -25,6 +27,24 @@ from finalmile.sdk.monitors import Monitor
 from finalmile.sdk.pipelines import Pipeline
 from finalmile.sdk.refs import model_ref, pipeline_name
 from finalmile.services import Services
+
+
+def ray_file_scorer(settings: FinalmileSettings, workspace: str, name: str, version: int, log: bool) -> Score:
+    """What each Ray Data actor builds: its own services with `name`'s version loaded (from the shared artifact
+    store, hashes verified), scoring batch by batch; logged rows are made queryable after each batch, since Ray
+    ends an actor without asking it to close."""
+    services = Services(settings, None, workspace)
+    record = services.pipelines.deployment(name)
+    config = DeploymentConfig.model_validate(record.config if record is not None else {})
+    services.local.deploy(name, version, config.model_copy(update={"backend": "local"}))
+
+    def score(table: pa.Table) -> pa.Table:
+        result = services.infer(name, table, version, log).table
+        if log:
+            services.logs.flush()
+        return result
+
+    return score
 
 
 class Client:
@@ -157,9 +177,20 @@ class Client:
         batch_size: int = 10_000,
         log: bool = False,
         progress: bool = True,
+        backend: str = "local",
     ) -> FileInferenceResult:
         """Score a CSV, Parquet or JSON-lines file into `output` (see `Pipeline.infer_file`)."""
-        self.services.dataplane.serving(name)  # not deployed: said before any file is touched
+        serving = self.services.dataplane.serving(name)  # not deployed: said before any file is touched
+        if backend == "ray":
+            try:
+                from finalmile.jobs.files_ray import infer_file_on_ray
+            except ImportError as exc:
+                raise MissingDependencyError("ray", "ray") from exc
+            services = self.services
+            make = partial(ray_file_scorer, services.settings, services.workspace, name, serving.version, log)
+            return infer_file_on_ray(make, name, source, output, batch_size, progress)
+        if backend != "local":
+            raise BadRequestError(f"backend: '{backend}' is not one of local, ray", {"field": "backend"})
 
         def score(table: pa.Table) -> pa.Table:
             return self.services.infer(name, table, log=log).table
@@ -168,13 +199,12 @@ class Client:
 
     def apply_pipeline(self, definition: str | Path | dict[str, Any], deploy: bool = False) -> Pipeline:
         """Create a pipeline version from YAML (a path) or a dict, as `finalmile pipelines apply` does."""
-        spec = (
-            PipelineSpec.from_dict(definition) if isinstance(definition, dict) else PipelineSpec.from_yaml(definition)
-        )
+        spec, deployment = PipelineSpec.read(definition)
+        config = deployment_config(deployment)  # a bad `deployment:` section is refused before anything is stored
         pipeline = Pipeline(self, spec.name, spec.steps)
         version = pipeline.create_version()
         if deploy:
-            pipeline.deploy(version.version)
+            self.deploy_pipeline(spec.name, version.version, config)
         return pipeline
 
     # -- logs ---------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +66,10 @@ class FinalmileSettings(BaseSettings):
     and only on a loopback address (a laptop)."""
     dashboard_secure_cookie: bool = False
     """Mark the dashboard's session cookie `Secure` (sent over HTTPS only): set it behind a TLS proxy."""
+    backend: Literal["local", "ray"] = "local"
+    """Where a deployment that names no backend runs (`finalmile serve --backend ray`)."""
+    ray_address: str | None = None
+    """The Ray cluster to join (`ray start --head` prints it); unset: start a local Ray on first use."""
     monitor_poll_s: float = 5.0
     """How often the server looks for monitor windows that have ended (each monitor has its own interval)."""
 

@@ -28,6 +28,18 @@ class FinalmileError(Exception):
         """The JSON body an HTTP adapter sends: `{"error": ..., "detail": ...}`."""
         return {"error": self.message, "detail": self.detail}
 
+    @staticmethod
+    def rebuild(kind: str, message: str, detail: Any = None) -> FinalmileError:
+        """The error named `kind` (a class of this module), as carried across processes as plain data: a Ray
+        worker's error, whose class's own constructor may take other arguments. Unknown kinds are prediction
+        errors."""
+        cls = globals().get(kind)
+        if not (isinstance(cls, type) and issubclass(cls, FinalmileError)):
+            cls = PredictionError
+        error = cls.__new__(cls)
+        FinalmileError.__init__(error, message, detail)
+        return error
+
 
 class BadRequestError(FinalmileError):
     """A request that is malformed before it reaches a model: a header, a path segment, an option's value."""
@@ -185,6 +197,12 @@ class PredictionError(FinalmileError):
 
 class NotReadyError(FinalmileError):
     """The thing exists but cannot answer yet (a pipeline that is stored but not deployed)."""
+
+    status_code = 503
+
+
+class BackendUnavailable(FinalmileError):
+    """The backend could not place or reach what serves a pipeline (Ray replicas that would not start or died)."""
 
     status_code = 503
 

@@ -7,10 +7,12 @@ stores (upload, version, deploy, undeploy) live here once, so every front end do
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from finalmile.access.audit import AuditTrail
 from finalmile.access.store import AccessStore, MemberRecord, TokenRecord
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
+from finalmile.backends.router import Backends, ray_backend
 from finalmile.config import FinalmileSettings
 from finalmile.errors import ConflictError, FinalmileError
 from finalmile.jobs.connections import ConnectionRecord, ConnectionStore
@@ -86,10 +89,17 @@ class Services:
             {"audit": self.audit.table},
         )
         self.metrics = Metrics()
-        self.backend = LocalBackend(self._load, self._wanted, self.metrics.observer)
-        self.backend.hooks.append(self.logs)
-        self.backend.observers.append(self._observe_steps)
-        self.backend.failure_hooks.append(self.logs.failed)
+        host = partial(Services, settings, None, workspace)  # what a Ray replica builds in its worker
+        self.backend = Backends(
+            self._wanted,
+            settings.backend,
+            lambda wanted: ray_backend(wanted, host, workspace, settings.ray_address, self.metrics.replica),
+        )
+        self.local = LocalBackend(self._load, self.backend.wanted_by("local"), self.metrics.observer)
+        self.backend.local = self.local
+        self.local.hooks.append(self.logs)
+        self.local.observers.append(self._observe_steps)
+        self.local.failure_hooks.append(self.logs.failed)
         self.dataplane = DataPlane(self.backend, self.pipelines, self.metrics)
         self.monitoring = MonitorContext(self.reader, self.monitors, self.artifacts, self.loader, self)
         self._loop = LoopThread()
@@ -178,11 +188,9 @@ class Services:
         self.audit.record(actor or self.user, "delete alias", f"model {name}@{alias}", before, None)
 
     def _alias_target(self, name: str, alias: str) -> str | None:
-        try:
-            found = self.metadata.get_by_ref(f"{name}@{alias}")
-            return f"{found.name}:{found.version}"
-        except FinalmileError:
-            return None
+        with contextlib.suppress(FinalmileError):
+            return f"{name}:{self.metadata.get_by_ref(f'{name}@{alias}').version}"
+        return None
 
     def delete_model_version(self, name: str, version: int, actor: str | None = None) -> None:
         """Delete a version and its artifacts (unless another version shares them); refused while pinned."""
@@ -223,12 +231,8 @@ class Services:
         if config is None:
             config = DeploymentConfig.model_validate(current.config) if current else DeploymentConfig()
         chosen = config
-        self.backend.deploy(
-            name,
-            record.version,
-            chosen,
-            lambda: self.pipelines.set_deployment(name, record.version, chosen.model_dump()),
-        )
+        record_it = lambda: self.pipelines.set_deployment(name, record.version, chosen.model_dump())  # noqa: E731
+        self.backend.deploy(name, record.version, chosen, record_it)
         before = current.version if current else None
         self.audit.record(actor or self.user, action, f"pipeline {name}", before, record.version)
         return record

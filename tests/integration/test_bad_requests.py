@@ -105,7 +105,10 @@ def test_upload_options_that_are_not_what_they_claim_are_a_422_naming_the_option
         ("tags", "{not json", ("tags: not valid JSON",)),
     ]:
         response = httpx.post(
-            f"{server.url}/api/v1/models/other", data={field: value}, files={"file": ("model.onnx", model.getvalue())}
+            f"{server.url}/api/v1/models/other",
+            data={field: value},
+            files={"file": ("model.onnx", model.getvalue())},
+            timeout=60,  # the first upload imports the converters; a loaded machine takes seconds
         )
         _refused(response, 422, *words)
     assert httpx.get(f"{server.url}/api/v1/models/other").status_code == 404  # nothing was registered

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).parents[2] / "README.md"
+pytestmark = pytest.mark.xdist_group("ray")  # its Ray example starts a local cluster: not beside the Ray tests' one
 BLOCK = re.compile(r"```(python|bash)\n(.*?)```", re.DOTALL)
 EXPORT = re.compile(r"^export ([A-Z_]+)=(.+)$")
 

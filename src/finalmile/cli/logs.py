@@ -92,10 +92,13 @@ def infer_file(
     output: Annotated[Path, typer.Argument(help="Output file (same formats): inputs with the outputs beside them.")],
     batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 10_000,
     log: Annotated[bool, typer.Option("--log", help="Also record the rows in the inference log.")] = False,
+    backend: Annotated[
+        str, typer.Option(help="local (resumable), or ray: Ray Data actors on the cluster (RAY_ADDRESS) or a local one")
+    ] = "local",
 ) -> None:
-    """Score a file through a deployed pipeline; rerun after an interruption to resume."""
+    """Score a file through a deployed pipeline; rerun after an interruption to resume (local backend)."""
     with client_from_env() as client:
         client.services.sync()
-        result = client.pipeline(pipeline).infer_file(source, output, batch_size=batch_size, log=log)
+        result = client.pipeline(pipeline).infer_file(source, output, batch_size=batch_size, log=log, backend=backend)
     resumed = f" ({result.resumed_batches} batches already done)" if result.resumed_batches else ""
     console.print(f"wrote {result.rows:,} rows to {result.output}{resumed}")

@@ -57,15 +57,33 @@ def deploy(
     workers: Annotated[int, typer.Option(help="Inference threads.")] = 1,
     max_batch_size: Annotated[int, typer.Option(help="Most rows per batch.")] = 64,
     max_delay_ms: Annotated[float, typer.Option(help="Batch wait under concurrency; 0 turns batching off.")] = 1.0,
+    backend: Annotated[
+        str | None, typer.Option(help="local or ray (Ray Serve replicas); default: the server's backend.")
+    ] = None,
+    replicas: Annotated[int, typer.Option(help="Ray replicas (without autoscaling).")] = 1,
+    min_replicas: Annotated[int | None, typer.Option(help="Ray autoscaling: fewest replicas.")] = None,
+    max_replicas: Annotated[int | None, typer.Option(help="Ray autoscaling: most replicas.")] = None,
+    replica_cpus: Annotated[float, typer.Option(help="Ray: CPUs reserved per replica.")] = 0.5,
 ) -> None:
     """Deploy a pipeline version (a running server picks it up within a second)."""
-    from finalmile.backends.config import DeploymentConfig
+    from finalmile.backends.config import deployment_config
 
+    autoscaling = None
+    if min_replicas is not None or max_replicas is not None:
+        autoscaling = {"min_replicas": min_replicas or 1, "max_replicas": max_replicas or max(4, min_replicas or 1)}
+    config = deployment_config(
+        workers=workers,
+        max_batch_size=max_batch_size,
+        max_delay_ms=max_delay_ms,
+        backend=backend,
+        replicas=replicas,
+        autoscaling=autoscaling,
+        replica_cpus=replica_cpus,
+    )
     with client_from_env() as client:
         chosen = version or client.services.pipelines.get_version(name).version
-        config = DeploymentConfig(workers=workers, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms)
         client.deploy_pipeline(name, chosen, config)
-    console.print(f"deployed {name} version {chosen}")
+    console.print(f"deployed {name} version {chosen}" + (f" on {backend}" if backend else ""))
 
 
 def undeploy(name: str) -> None:
@@ -104,6 +122,12 @@ def serve(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Laptop use: no tokens. Refused unless the host is a loopback address.")
     ] = False,
+    backend: Annotated[
+        str, typer.Option(help="Where deployments that name no backend run: local threads, or ray replicas.")
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="The Ray cluster to join (HOST:PORT); default: start a local Ray.")
+    ] = None,
 ) -> None:
     """Serve every deployed pipeline: Open Inference Protocol V2, records/Arrow, management API, /metrics.
 
@@ -120,7 +144,12 @@ def serve(
             "serve on 127.0.0.1, or use tokens (finalmile admin init)",
             {"field": "no_auth"},
         )
-    os.environ["FINALMILE_AUTH"] = "true" if auth else "false"  # the worker processes read it
+    if backend not in ("local", "ray"):
+        raise BadRequestError(f"--backend {backend}: must be local or ray", {"field": "backend"})
+    os.environ["FINALMILE_AUTH"] = "true" if auth else "false"  # the worker processes read these
+    os.environ["FINALMILE_BACKEND"] = backend
+    if ray_address:
+        os.environ["FINALMILE_RAY_ADDRESS"] = ray_address
     if auth:
         with client_from_env() as client:
             if not client.services.access.has_tokens():
@@ -128,7 +157,7 @@ def serve(
                 console.print(f"No tokens yet: owner token {record.id} for {record.user} (shown once):")
                 print(secret, flush=True)
     mode = "tokens required" if auth else "no auth (--no-auth, loopback only)"
-    console.print(f"finalmile serving on http://{host}:{port} (docs at /docs; {mode})")
+    console.print(f"finalmile serving on http://{host}:{port} (docs at /docs; {mode}; backend {backend})")
     run_server(host, port, workers)
 
 

@@ -78,21 +78,13 @@ def infer_file(
     parts = output.with_name(output.name + ".partial")
     parts.mkdir(parents=True, exist_ok=True)
     rows = resumed = index = 0
-    columns = [
-        TextColumn(f"[bold]{pipeline}[/] {source.name}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} rows/s"),
-        TimeRemainingColumn(),
-    ]
     # Reading the next batch and encoding the output run in two helper threads while the model runs (ONNX Runtime
     # releases the GIL), so a run costs about what the model costs; at most two batches wait at either end.
     with (
-        _BackgroundWriter(output) as writer,
-        Progress(*columns, disable=not progress, transient=False) as bar,
+        BackgroundWriter(output) as writer,
+        progress_bar(pipeline, source, total, progress) as advance,
         _prefetch(batches) as ahead,
     ):
-        task = bar.add_task("rows", total=total, rate="-")
         while True:
             try:
                 batch = next(ahead)
@@ -117,10 +109,29 @@ def infer_file(
                 )
             rows += batch.num_rows
             index += 1
-            elapsed = bar.tasks[0].elapsed or 0
-            bar.update(task, completed=rows, rate=f"{rows / elapsed:,.0f}" if elapsed else "-")
+            advance(rows)
     shutil.rmtree(parts, ignore_errors=True)
     return FileInferenceResult(rows, index, resumed, output)
+
+
+@contextmanager
+def progress_bar(pipeline: str, source: Path, total: int | None, show: bool) -> Iterator[Callable[[int], None]]:
+    """A rich bar of rows done and rows/s; yields `advance(rows_done)`."""
+    columns = [
+        TextColumn(f"[bold]{pipeline}[/] {source.name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} rows/s"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, disable=not show, transient=False) as bar:
+        task = bar.add_task("rows", total=total, rate="-")
+
+        def advance(rows: int) -> None:
+            elapsed = bar.tasks[0].elapsed or 0
+            bar.update(task, completed=rows, rate=f"{rows / elapsed:,.0f}" if elapsed else "-")
+
+        yield advance
 
 
 def _score(score: Score, table: pa.Table, part: Path, where: str) -> pa.Table:
@@ -130,7 +141,7 @@ def _score(score: Score, table: pa.Table, part: Path, where: str) -> pa.Table:
     except FinalmileError as exc:
         exc.reword(f"{where}: {exc.message}")  # the same error class, now saying where in the file
         raise
-    joined = _join(table, result)
+    joined = join_outputs(table, result)
     tmp = part.with_name(f".{part.name}.tmp")
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, joined.schema) as ipc:
         ipc.write_table(joined)
@@ -138,7 +149,7 @@ def _score(score: Score, table: pa.Table, part: Path, where: str) -> pa.Table:
     return joined
 
 
-class _BackgroundWriter:
+class BackgroundWriter:
     """A `TableWriter` fed from a thread, in order, with at most two tables waiting; the file appears only when
     every table is in and nothing failed."""
 
@@ -154,7 +165,7 @@ class _BackgroundWriter:
         while len(self._pending) > 2 or (self._pending and self._pending[0].done()):
             self._pending.popleft().result()
 
-    def __enter__(self) -> _BackgroundWriter:
+    def __enter__(self) -> BackgroundWriter:
         self._file.__enter__()
         return self
 
@@ -213,7 +224,7 @@ def _prefetch(batches: Iterator[pa.RecordBatch]) -> Iterator[Iterator[pa.RecordB
         reader.join()
 
 
-def _join(inputs: pa.Table, outputs: pa.Table) -> pa.Table:
+def join_outputs(inputs: pa.Table, outputs: pa.Table) -> pa.Table:
     """The input rows with the pipeline's outputs beside them (outputs renamed `out_*` on a clash)."""
     table = inputs
     for name, col in zip(outputs.column_names, outputs.columns, strict=True):

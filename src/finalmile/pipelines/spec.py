@@ -100,13 +100,25 @@ class PipelineSpec(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PipelineSpec:
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise PipelineDefinitionError(f"{path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise PipelineDefinitionError(f"{path}: not valid YAML: {exc}") from None
-        return cls.from_dict(data)
+        return cls.read(path)[0]
+
+    @classmethod
+    def read(cls, definition: str | Path | dict[str, Any]) -> tuple[PipelineSpec, dict[str, Any] | None]:
+        """A definition (YAML path or dict) and its optional `deployment:` section (how `--deploy` deploys it:
+        batching, `backend: ray`, replicas); the section is not part of the version."""
+        if isinstance(definition, dict):
+            data: Any = dict(definition)
+        else:
+            try:
+                data = yaml.safe_load(Path(definition).read_text())
+            except OSError as exc:
+                raise PipelineDefinitionError(f"{definition}: {exc.strerror}") from None
+            except yaml.YAMLError as exc:
+                raise PipelineDefinitionError(f"{definition}: not valid YAML: {exc}") from None
+        deployment = data.pop("deployment", None) if isinstance(data, dict) else None
+        if deployment is not None and not isinstance(deployment, dict):
+            raise PipelineDefinitionError("deployment: must be a mapping of settings", {"field": "deployment"})
+        return cls.from_dict(data), deployment
 
 
 def walk(steps: list[Any]) -> list[Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from finalmile.arrow.frames import to_arrow
-from finalmile.backends.config import DeploymentConfig
+from finalmile.backends.config import Autoscaling, deployment_config
 from finalmile.pipelines.spec import (
     CheckStepSpec,
     ModelStepSpec,
@@ -127,21 +127,31 @@ class Pipeline:
         max_delay_ms: float = 1.0,
         logging: bool = True,
         durability: Literal["fast", "strict"] = "fast",
+        backend: Literal["local", "ray"] | None = None,
+        replicas: int = 1,
+        autoscaling: Autoscaling | dict[str, Any] | None = None,
+        replica_cpus: float = 0.5,
     ) -> PipelineVersionRecord:
         """Deploy `version` (default: the draft, stored as a new version if it changed): load, warm, then swap.
 
         Batching: concurrent requests are coalesced up to `max_batch_size` rows; a batch waits up to
         `max_delay_ms` for more only under concurrency; `max_delay_ms=0` turns batching off. Logging: every row
         goes to the inference log unless `logging=False`; `durability="strict"` puts it on disk before the response.
+        Placement: `backend="ray"` runs it as Ray Serve replicas (`replicas=N`, or `autoscaling={"min_replicas": 1,
+        "max_replicas": 4}`), each reserving `replica_cpus`; unset, the server's default backend.
         """
         if version is None:
             version = self.create_version().version
-        config = DeploymentConfig(
+        config = deployment_config(
             workers=workers,
             max_batch_size=max_batch_size,
             max_delay_ms=max_delay_ms,
             logging=logging,
             durability=durability,
+            backend=backend,
+            replicas=replicas,
+            autoscaling=autoscaling,
+            replica_cpus=replica_cpus,
         )
         return self._client.deploy_pipeline(self.name, version, config)
 
@@ -181,14 +191,21 @@ class Pipeline:
         return self._client.add_ground_truth(self.name, frame, key)
 
     def infer_file(
-        self, source: str | Path, output: str | Path, batch_size: int = 10_000, log: bool = False, progress: bool = True
+        self,
+        source: str | Path,
+        output: str | Path,
+        batch_size: int = 10_000,
+        log: bool = False,
+        progress: bool = True,
+        backend: str = "local",
     ) -> Any:
         """Score a CSV, Parquet or JSON-lines file of any size into `output` (inputs and outputs side by side).
 
         Streamed in batches with bounded memory and a progress bar; rerunning after an interruption resumes where it
-        stopped without duplicating rows. `log=True` also records the rows in the inference log.
+        stopped without duplicating rows. `log=True` also records the rows in the inference log. `backend="ray"`
+        scores on Ray Data's actors (the cluster this process joined, or a local one): the same output, no resume.
         """
-        return self._client.infer_file(self.name, source, output, batch_size, log, progress)
+        return self._client.infer_file(self.name, source, output, batch_size, log, progress, backend=backend)
 
     def infer(self, frame: Any) -> Any:
         """Run the deployed version (in-process, or on the server for a remote client); same frame type back."""

@@ -58,6 +58,7 @@ class ClientProtocol(Protocol):
         batch_size: int = 10_000,
         log: bool = False,
         progress: bool = True,
+        backend: str = "local",
     ) -> Any: ...
 
     def query(self, sql: str) -> Any: ...

@@ -200,6 +200,7 @@ class RemoteClient:
         batch_size: int = 10_000,
         log: bool = False,
         progress: bool = True,
+        backend: str = "local",
     ) -> Any:
         """File inference reads and writes local files next to the store; a server is reached per request."""
         raise BadRequestError(

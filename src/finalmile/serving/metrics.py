@@ -61,6 +61,25 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.replica_requests = Counter(
+            "finalmile_replica_requests", "Requests per Ray replica", ["pipeline", "replica"], registry=self.registry
+        )
+        self.replica_rows = Counter(
+            "finalmile_replica_rows", "Rows run per Ray replica", ["pipeline", "replica"], registry=self.registry
+        )
+        self.replica_seconds = Counter(
+            "finalmile_replica_seconds",
+            "Seconds a Ray replica spent on the batches sent to it",
+            ["pipeline", "replica"],
+            registry=self.registry,
+        )
+
+    def replica(self, pipeline: str, replica: str, rows: int, requests: int, seconds: float) -> None:
+        """One batch a Ray replica ran, as it reported it with the result."""
+        self.replica_requests.labels(pipeline, replica).inc(requests)
+        self.replica_rows.labels(pipeline, replica).inc(rows)
+        self.replica_seconds.labels(pipeline, replica).inc(seconds)
+
     def request_counts(self) -> dict[str, tuple[int, int]]:
         """Requests and failed requests (status 400 and above) per pipeline since this process started."""
         counts: dict[str, tuple[int, int]] = {}

@@ -97,7 +97,7 @@ def test_only_a_pipeline_measured_tiny_runs_inline(sqlite_client) -> None:  # ty
     X, y = tabular(100)
     sqlite_client.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(10))
     sqlite_client.build_pipeline("p").add_model_step("m:1").deploy()
-    slot = sqlite_client.services.backend.get("p")
+    slot = sqlite_client.services.local.get("p")
     assert 0 < slot.current.one_row_s < 0.01  # measured at load on the model's sample row
     slot.current.one_row_s = 1e-5
     assert slot._inline(1) and slot._inline(16) and not slot._inline(17)

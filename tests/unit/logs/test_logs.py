@@ -59,13 +59,13 @@ def test_every_served_row_is_logged_with_its_provenance(deployed: Client) -> Non
 def test_strict_durability_is_on_disk_before_the_answer_and_logging_can_be_off(deployed: Client) -> None:
     strict = deployed.build_pipeline("strict").add_model_step("m:1")
     strict.deploy()
-    deployed.services.backend.get("strict").current.config.durability = "strict"  # type: ignore[union-attr]
+    deployed.services.local.get("strict").current.config.durability = "strict"  # type: ignore[union-attr]
     strict.infer(X.head(4))
     journals = list((deployed.settings.home / "logs" / "_journal").glob("strict--*.arrows"))
     assert len(journals) == 1 and read_journal(journals[0])[0].num_rows == 4  # no flush was asked for
     quiet = deployed.build_pipeline("quiet").add_model_step("m:1")
     quiet.deploy()
-    deployed.services.backend.get("quiet").current.config.logging = False  # type: ignore[union-attr]
+    deployed.services.local.get("quiet").current.config.logging = False  # type: ignore[union-attr]
     quiet.infer(X.head(4))
     assert quiet.logs().empty
 
@@ -73,7 +73,7 @@ def test_strict_durability_is_on_disk_before_the_answer_and_logging_can_be_off(d
 def test_batches_logged_together_keep_each_request_and_route(deployed: Client) -> None:
     p = deployed.build_pipeline("ab").add_split({"a": (0.5, "m:1"), "b": (0.5, "m:2")}, key="x0")
     p.deploy()
-    loaded = deployed.services.backend.get("ab").current
+    loaded = deployed.services.local.get("ab").current
     served = [Served(loaded, loaded.run(loaded.conform(deployed_table(n)), log=False), 1_000 + n) for n in (3, 1, 4)]
     served[1].batch.requests[:] = 0
     table = log_table(served)
@@ -99,7 +99,7 @@ def test_string_columns_gather_any_values() -> None:
 def test_a_heavy_tick_goes_straight_to_parquet(deployed: Client, tmp_path: Path) -> None:
     p = deployed.build_pipeline("heavy").add_model_step("m:1")
     p.deploy()
-    loaded = deployed.services.backend.get("heavy").current
+    loaded = deployed.services.local.get("heavy").current
     writer = LogWriter(tmp_path / "logs", direct_rows=5, flush_interval_s=3600)  # this test persists by hand
     batches = [Served(loaded, loaded.run(loaded.conform(deployed_table(n)), log=False), 1_000) for n in (2, 4)]
     writer._append(batches, sync=False)
@@ -119,7 +119,7 @@ def test_served_batches_are_built_once_a_piece_waits_and_put_on_disk_each_flush(
 ) -> None:
     p = deployed.build_pipeline("pieces").add_model_step("m:1")
     p.deploy()
-    loaded = deployed.services.backend.get("pieces").current
+    loaded = deployed.services.local.get("pieces").current
     writer = LogWriter(tmp_path / "logs", piece_rows=6, flush_interval_s=3600)
 
     def serve(n: int) -> None:
@@ -148,7 +148,7 @@ def test_served_batches_are_built_once_a_piece_waits_and_put_on_disk_each_flush(
 def test_a_heavy_tick_over_midnight_is_built_in_pieces_into_one_file_a_day(deployed: Client, tmp_path: Path) -> None:
     p = deployed.build_pipeline("night").add_model_step("m:1")
     p.deploy()
-    loaded = deployed.services.backend.get("night").current
+    loaded = deployed.services.local.get("night").current
     writer = LogWriter(tmp_path / "logs", direct_rows=5, piece_rows=3, flush_interval_s=3600)
     midnight = 1_700_006_400_000_000  # 2023-11-15 00:00 UTC
     batches = [
@@ -199,7 +199,7 @@ def test_a_time_range_exports_to_parquet_and_csv(deployed: Client, tmp_path: Pat
 def test_a_heavy_second_with_two_layouts_is_two_files(deployed: Client, tmp_path: Path) -> None:
     p = deployed.build_pipeline("mix").add_model_step("m:1")
     p.deploy()
-    loaded = deployed.services.backend.get("mix").current
+    loaded = deployed.services.local.get("mix").current
     writer = LogWriter(tmp_path / "logs", direct_rows=1, flush_interval_s=3600)
     fp32 = pa.table({"input-0": tensor_array(X.head(2).to_numpy(np.float32))})
     tables = [fp32, deployed_table(3), fp32]  # float32 inputs, then float64, then float32 again
@@ -242,7 +242,7 @@ def test_columns_without_nulls_are_written_required_until_one_holds_a_null(deplo
 def test_a_torn_journal_tail_is_skipped_and_reported(deployed: Client, tmp_path: Path) -> None:
     p = deployed.build_pipeline("torn").add_model_step("m:1")
     p.deploy()
-    loaded = deployed.services.backend.get("torn").current
+    loaded = deployed.services.local.get("torn").current
     writer = LogWriter(tmp_path / "logs")
     for _ in range(3):
         served = Served(loaded, loaded.run(loaded.conform(deployed_table(2))), 1_700_000_000_000_000)
@@ -269,7 +269,7 @@ def deployed_table(n: int):  # type: ignore[no-untyped-def]
 def test_inputs_are_logged_in_the_float_type_they_were_served_in(deployed: Client) -> None:
     p = deployed.build_pipeline("fp32").add_model_step("m:1")
     p.deploy()
-    loaded = deployed.services.backend.get("fp32").current
+    loaded = deployed.services.local.get("fp32").current
     values = X.head(3).to_numpy(np.float32)  # how a V2 client sends rows: one FP32 tensor
     loaded.run(loaded.conform(pa.table({"input-0": tensor_array(values)})))
     deployed.services.logs.flush()

@@ -216,7 +216,7 @@ def test_actions_route_roll_back_and_respect_cooldowns(logged: Client) -> None:
     assert served() == 2
     spec = logged.services.pipelines.get_version("p", 2).spec
     assert {v["name"]: v["weight"] for v in spec["steps"][0]["variants"]} == {"a": 1.0, "b": 0.0}
-    assert logged.services.backend.get("p").current.version == 2  # the live deployment, not only the record
+    assert logged.services.local.get("p").current.version == 2  # the live deployment, not only the record
     actions = monitor.actions().set_index("action")
     assert actions.outcome["route"] == "done" and actions.outcome["webhook"] == "failed"
     assert "failed after 2 attempts" in actions.detail["webhook"]

@@ -52,7 +52,7 @@ def test_deploy_and_infer_in_process_matches_the_model(models: Client) -> None:
 def test_a_sync_that_read_the_store_before_a_deploy_does_not_undo_it(
     models: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store, manager = models.services.pipelines, models.services.backend
+    store, manager = models.services.pipelines, models.services.local
     read = store.deployments
     p = models.build_pipeline("fraud").add_model_step("m:1")
     change = p.deploy
@@ -121,7 +121,7 @@ def test_split_assignment_by_hash_is_stable_across_instances() -> None:
 def test_shadow_outputs_reach_the_hook_and_a_failing_challenger_does_not_fail(models: Client) -> None:
     models.upload_model("broken", ErrorModel)
     seen = []
-    models.services.backend.hooks.append(lambda loaded, batch: seen.append(batch))
+    models.services.local.hooks.append(lambda loaded, batch: seen.append(batch))
     p = models.build_pipeline("shadowed").add_shadow("m:1", {"good": "m:2", "bad": "broken"})
     p.deploy()
     out = p.infer(X.head(5))
@@ -168,7 +168,7 @@ def test_named_tensor_inputs_are_reordered_to_the_model_columns(models: Client) 
 
     p = models.build_pipeline("named").add_model_step("m:1")
     p.deploy()
-    loaded = models.services.backend.get("named").current
+    loaded = models.services.local.get("named").current
     reordered = X.head(4)[list(reversed(X.columns))]
     table = loaded.conform(named_tensor(reordered.to_numpy(), list(reordered.columns)))
     out = loaded.split(loaded.run(table), [(0, 4)])[0].table

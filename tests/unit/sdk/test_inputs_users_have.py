@@ -77,7 +77,7 @@ def test_pipelines_that_pin_one_version_share_one_loaded_runtime(sqlite_client: 
     mv = sqlite_client.upload_model("m", LogisticRegression().fit(MATRIX, LABELS), sample=MATRIX[:20])
     for name in ("a", "b"):
         sqlite_client.build_pipeline(name).add_model_step(mv).deploy()
-    backend = sqlite_client.services.backend
+    backend = sqlite_client.services.local
     first, second = (backend.get(n).current.steps.steps[0] for n in ("a", "b"))
     assert first.runtime is second.runtime  # type: ignore[attr-defined]
     assert sqlite_client.model("m:1").load() is first.runtime  # type: ignore[attr-defined]

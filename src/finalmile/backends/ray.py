@@ -1,0 +1,379 @@
+"""The Ray backend: every deployed pipeline version is a Ray Serve application of `PipelineReplica`s.
+
+finalmile's own HTTP front stays in front (Ray Serve's proxy is disabled): a request is conformed and coalesced by
+the front's adaptive batcher, and each batch goes to a replica through a deployment handle, so Ray's per-call cost
+is paid per batch, not per request. A replica is a local backend in a Ray worker: it loads the version from the
+shared artifact store (every artifact's hash verified on read), batches what several fronts send it, and writes its
+own journal and Parquet parts under the shared home, so the one inference log holds every replica's rows.
+
+Deploying a version starts its application beside the one serving, waits until its replicas answer, records it,
+then swaps the front's handle; the old application is deleted after a grace period, its replicas finishing what
+they hold. Applications are named `fm.WORKSPACE.PIPELINE.vVERSION.CONFIGHASH`, so servers sharing a cluster and a
+store converge on the same ones instead of starting their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import ray
+from ray import serve
+
+from finalmile.arrow.frames import require_rows
+from finalmile.backends.base import Wanted
+from finalmile.backends.batcher import Batcher
+from finalmile.backends.config import DeploymentConfig
+from finalmile.backends.local import LocalBackend
+from finalmile.errors import BackendUnavailable, FinalmileError, PipelineNotDeployed
+from finalmile.pipelines.loaded import RequestResult
+from finalmile.registry.schema import Schema
+
+log = logging.getLogger(__name__)
+RETIRE_GRACE_S = 30.0
+"""How long a replaced application may take to answer what it was sent before it is stopped regardless."""
+RETIRE_SETTLE_S = 1.0
+STALE_AFTER_S = 120.0
+_QUIET = {"enable_access_log": False, "log_level": "WARNING"}  # a log line per call costs more than the call
+
+
+class ReplicaHost(Protocol):
+    """What a replica builds in its worker: the composition root's local backend and what it must close."""
+
+    local: LocalBackend
+
+    def close(self) -> None: ...
+
+
+HostFactory = Callable[[], ReplicaHost]
+"""Builds a replica's host (picklable: a module-level function and its arguments); given by the composition root."""
+ReplicaObserver = Callable[[str, str, int, int, float], None]
+"""Told of every batch a replica ran: pipeline, replica id, rows, requests, seconds in the replica."""
+
+
+@dataclass
+class Failure:
+    """One request's error, carried back from a replica as data (error classes need not survive pickling)."""
+
+    kind: str
+    message: str
+    detail: Any = None
+
+    @classmethod
+    def of(cls, error: BaseException) -> Failure:
+        if isinstance(error, FinalmileError):
+            return cls(type(error).__name__, error.message, error.detail)
+        return cls("", f"{type(error).__name__}: {error}")
+
+    def error(self) -> FinalmileError:
+        return FinalmileError.rebuild(self.kind, self.message, self.detail)
+
+
+class PipelineReplica:
+    """One Ray Serve replica of a pipeline version: a local backend serving it, fed batches by the fronts."""
+
+    def __init__(self, host: HostFactory, pipeline: str, version: int, config: dict[str, Any]) -> None:
+        self.host = host()
+        self.pipeline, self.version = pipeline, version
+        local = DeploymentConfig.model_validate(config).model_copy(update={"backend": "local"})
+        self.host.local.deploy(pipeline, version, local)  # raises (and the app fails) if the version cannot load
+        self.replica = serve.get_replica_context().replica_id.unique_id
+
+    def describe(self) -> tuple[int, Schema | None, str, int]:
+        """The version, its input schema, this replica's id and worker pid."""
+        return self.version, self.host.local.serving(self.pipeline).input_schema, self.replica, os.getpid()
+
+    async def run_batch(
+        self, table: pa.Table, spans: list[tuple[int, int]], ids: list[str | None], log: bool
+    ) -> tuple[list[RequestResult | Failure], str, float]:
+        """Each request of a front's batch goes through this replica's batcher (so batches from several fronts
+        coalesce again, and one bad request fails alone); returns per-request results, this replica, seconds."""
+        started = time.perf_counter()
+        done = await asyncio.gather(
+            *(
+                self.host.local.infer(self.pipeline, table.slice(offset, rows), self.version, log, request_id)
+                for (offset, rows), request_id in zip(spans, ids, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        results = [r if isinstance(r, RequestResult) else Failure.of(r) for r in done]
+        return results, self.replica, time.perf_counter() - started
+
+    def __del__(self) -> None:  # Ray Serve calls it on graceful shutdown: the log rows held go to disk
+        host = getattr(self, "host", None)
+        if host is not None:
+            host.close()
+
+
+class App:
+    """The front's view of one running application: the version it serves and the batchers in front of it."""
+
+    def __init__(self, app: str, handle: Any, name: str, config: DeploymentConfig, observe: ReplicaObserver) -> None:
+        self.app, self.handle, self.name, self.config = app, handle, name, config
+        self.version, self.input_schema, _, _ = handle.describe.remote().result()
+        scale = config.autoscaling.max_replicas if config.autoscaling else config.replicas
+        self.calls = 2 * scale  # batches in flight: two per replica keeps each busy while the next one travels
+        self.executor = ThreadPoolExecutor(self.calls, thread_name_prefix=f"ray-{name}")
+        self._observe = observe
+        self._batchers: dict[bool, Batcher] = {}
+        self._pending = 0  # requests submitted and not yet answered, on any loop
+        self._pending_lock = threading.Lock()
+
+    async def submit(self, table: pa.Table, log: bool, request_id: str | None) -> Any:
+        with self._pending_lock:
+            self._pending += 1
+        try:
+            return await self.batcher(log).submit(table, request_id)
+        finally:
+            with self._pending_lock:
+                self._pending -= 1
+
+    @property
+    def busy(self) -> bool:
+        return self._pending > 0
+
+    def batcher(self, log: bool) -> Batcher:
+        batcher = self._batchers.get(log)
+        if batcher is None:
+            batcher = self._batchers[log] = Batcher(
+                run=lambda table, requests, ids: self._call(table, requests, ids, log),
+                split=lambda results, spans: results,
+                executor=self.executor,
+                max_batch_size=self.config.max_batch_size,
+                max_delay_ms=self.config.max_delay_ms,
+                workers=self.calls,
+            )
+        return batcher
+
+    def _call(self, table: pa.Table, requests: np.ndarray, ids: list[str | None], log: bool) -> list[Any]:
+        counts = np.bincount(requests, minlength=len(ids)).tolist()
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist() if counts else []
+        spans = list(zip(offsets, counts, strict=True))
+        try:
+            results, replica, seconds = self.handle.run_batch.remote(table, spans, ids, log).result()
+        except Exception as exc:  # the replica died or could not be reached: Ray's error, said as a 503
+            raise BackendUnavailable(f"pipeline '{self.name}': no Ray replica answered ({type(exc).__name__})") from exc
+        self._observe(self.name, replica, table.num_rows, len(ids), seconds)
+        return results
+
+    def close(self) -> None:
+        for batcher in self._batchers.values():
+            batcher.close()
+        self.executor.shutdown(wait=False)
+
+
+def app_name(workspace: str, pipeline: str, version: int, config: DeploymentConfig) -> str:
+    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:8]
+    return f"fm.{workspace}.{pipeline}.v{version}.{digest}"
+
+
+def connect(address: str | None) -> bool:
+    """Join the cluster at `address` (or start a local one); returns whether this process started Ray itself."""
+    started = False
+    if not ray.is_initialized():
+        ray.init(
+            address=address or None,
+            namespace="finalmile",
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+        started = not address
+    serve.start(proxy_location="Disabled", logging_config=_QUIET)
+    return started
+
+
+class RayBackend:
+    """The `Backend` whose pipelines run as Ray Serve replicas, reached through deployment handles."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        wanted: Wanted,
+        host: HostFactory,
+        workspace: str,
+        address: str | None = None,
+        observe: ReplicaObserver | None = None,
+    ) -> None:
+        self._wanted = wanted
+        self._host = host
+        self.workspace = workspace
+        self._observe: ReplicaObserver = observe or (lambda *_: None)
+        self._started_ray = connect(address)
+        self.apps: dict[str, App] = {}
+        self._lock = threading.Lock()
+        self._converging = threading.RLock()
+        """Held by deploy and sync: one change to the applications at a time in this process."""
+        self._stale: dict[str, float] = {}
+
+    # -- deploying ----------------------------------------------------------------------------------------------
+
+    def _start(self, pipeline: str, version: int, config: DeploymentConfig) -> App:
+        """Run (or adopt) the application of this version and config; raises if its replicas cannot load it."""
+        name = app_name(self.workspace, pipeline, version, config)
+        running = serve.status().applications.get(name)
+        if running is not None and str(running.status) in ("RUNNING", "ApplicationStatus.RUNNING"):
+            return App(name, serve.get_app_handle(name), pipeline, config, self._observe)
+        options: dict[str, Any] = {
+            "name": "replica",
+            "ray_actor_options": {"num_cpus": config.replica_cpus},
+            "max_ongoing_requests": 8,
+            "max_constructor_retry_count": 1,
+            "logging_config": _QUIET,
+            "graceful_shutdown_timeout_s": 10.0,
+        }
+        if config.autoscaling is not None:
+            scaling = config.autoscaling
+            options["autoscaling_config"] = scaling.model_dump() | {"initial_replicas": max(1, scaling.min_replicas)}
+        else:
+            options["num_replicas"] = config.replicas
+        deployment = serve.deployment(**options)(PipelineReplica)
+        bound = deployment.bind(self._host, pipeline, version, config.model_dump(mode="json"))
+        try:
+            handle = serve.run(bound, name=name, route_prefix=None)
+        except Exception as exc:
+            serve.delete(name, _blocking=False)
+            raise BackendUnavailable(
+                f"pipeline '{pipeline}' version {version}: its Ray replicas did not start: {_first_line(exc)}"
+            ) from None
+        return App(name, handle, pipeline, config, self._observe)
+
+    def deploy(
+        self, pipeline: str, version: int, config: DeploymentConfig, record: Callable[[], object] | None = None
+    ) -> None:
+        with self._converging:  # a sync meanwhile would see the new application as unwanted (not yet recorded)
+            app = self._start(pipeline, version, config)  # beside the serving one; one that fails is not recorded
+            if record is not None:
+                record()
+            self._swap(pipeline, app)
+
+    def _swap(self, pipeline: str, app: App) -> None:
+        with self._lock:
+            old = self.apps.get(pipeline)
+            self.apps[pipeline] = app
+        if old is not None and old.app != app.app:
+            self._retire(old)
+
+    def _retire(self, old: App, grace_s: float = RETIRE_GRACE_S) -> None:
+        """Requests already sent to `old` finish (for up to `grace_s`); then the front's threads stop and, unless
+        it serves again, its replicas are released."""
+
+        def stop() -> None:
+            time.sleep(RETIRE_SETTLE_S)  # a request that looked `old` up just before the swap reaches it
+            deadline = time.monotonic() + grace_s
+            while old.busy and time.monotonic() < deadline:
+                time.sleep(0.1)
+            old.close()
+            with self._lock:
+                serving = old.app in self._held()
+            if not serving:
+                serve.delete(old.app, _blocking=False)
+
+        threading.Thread(target=stop, name=f"retire-{old.app}", daemon=True).start()
+
+    def undeploy(self, pipeline: str) -> None:
+        with self._lock:
+            app = self.apps.pop(pipeline, None)
+        if app is not None:
+            self._retire(app)
+
+    def sync(self) -> None:
+        """Converge on the store: adopt or start each wanted version's application, stop what is not wanted, and
+        delete this workspace's applications that nothing wants (left by a server that stopped)."""
+        with self._converging:
+            wanted = self._wanted()
+            for name, (version, config) in wanted.items():
+                current = self.apps.get(name)
+                if current is not None and current.app == app_name(self.workspace, name, version, config):
+                    continue
+                try:
+                    self._swap(name, self._start(name, version, config))
+                except FinalmileError as exc:
+                    log.error("cannot deploy %s:%s on Ray: %s", name, version, exc.message)
+            for name in [n for n in self.apps if n not in wanted]:
+                self.undeploy(name)
+            self._delete_stale({app_name(self.workspace, n, v, c) for n, (v, c) in wanted.items()} | self._held())
+
+    def _delete_stale(self, keep: set[str]) -> None:
+        """Delete this workspace's applications that nothing has wanted for `STALE_AFTER_S`: long enough that
+        another server's deploy, whose application runs before its store records it, is never taken for one."""
+        now = time.monotonic()
+        running = {n for n in serve.status().applications if n.startswith(f"fm.{self.workspace}.")}
+        self._stale = {n: self._stale.get(n, now) for n in running - keep}
+        for name, since in list(self._stale.items()):
+            if now - since >= STALE_AFTER_S:
+                serve.delete(name, _blocking=False)
+                del self._stale[name]
+
+    def _held(self) -> set[str]:
+        return {app.app for app in self.apps.values()}
+
+    # -- serving ------------------------------------------------------------------------------------------------
+
+    def get(self, pipeline: str, version: int | None = None) -> App:
+        app = self.apps.get(pipeline)
+        if app is None:
+            raise PipelineNotDeployed(pipeline)
+        if version is not None and app.version != version:
+            raise PipelineNotDeployed(pipeline, version)
+        return app
+
+    def serving(self, pipeline: str, version: int | None = None) -> App:
+        return self.get(pipeline, version)
+
+    def deployed(self) -> dict[str, int]:
+        return {name: app.version for name, app in list(self.apps.items())}
+
+    async def infer(
+        self,
+        pipeline: str,
+        table: pa.Table,
+        version: int | None = None,
+        log: bool = True,
+        request_id: str | None = None,
+    ) -> RequestResult:
+        app = self.get(pipeline, version)
+        part = await app.submit(require_rows(table), log, request_id)
+        if isinstance(part, Failure):
+            raise part.error()
+        result: RequestResult = part
+        return result
+
+    def replicas(self, pipeline: str) -> list[tuple[str, int]]:
+        """The replicas serving `pipeline` now: (replica id, worker pid), asked of each by Ray's routing (tests)."""
+        app = self.get(pipeline)
+        seen: dict[str, int] = {}
+        for _ in range(20 * max(1, app.calls)):
+            _, _, replica, pid = app.handle.describe.remote().result()
+            seen[replica] = pid
+        return sorted(seen.items())
+
+    def close(self) -> None:
+        """Release the front's threads. The applications stay: they belong to the cluster, and the store still
+        records the deployments (the next server adopts them); a Ray this process started goes with it."""
+        with self._lock:
+            apps, self.apps = list(self.apps.values()), {}
+        for app in apps:
+            app.close()
+        if self._started_ray:
+            serve.shutdown()
+            ray.shutdown()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    for line in reversed(lines):  # Ray's message ends with the replica's own error
+        if "Error" in line or "error" in line:
+            return line.strip()[:400]
+    return (lines[-1] if lines else type(exc).__name__)[:400]

@@ -1,0 +1,120 @@
+"""`Backends`: the one `Backend` the data plane sees, sending each pipeline to the backend its deployment names.
+
+A deployment whose config says `backend: ray` runs on Ray Serve replicas, one that says `local` (or nothing, on a
+server started with the local default) on this process's threads. The Ray backend is made on first use, so a store
+that never asks for Ray never imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from finalmile.backends.base import Backend, Serving, Wanted
+from finalmile.backends.config import BackendName, DeploymentConfig
+from finalmile.backends.local import LocalBackend
+from finalmile.errors import MissingDependencyError, PipelineNotDeployed
+from finalmile.pipelines.loaded import RequestResult
+
+
+class Backends:
+    """Routes every call by pipeline to the local backend or the Ray one; itself a `Backend`."""
+
+    name = "router"
+
+    def __init__(self, wanted: Wanted, default: BackendName, make_ray: Callable[[Wanted], Backend]) -> None:
+        self.default = default
+        self._wanted = wanted
+        self._make_ray = make_ray
+        self._ray: Backend | None = None
+        self._ray_wanted = False
+        self.local: LocalBackend | None = None
+        """Set by the composition root, which builds the local backend with `wanted_by("local")`."""
+
+    def kind(self, config: DeploymentConfig) -> BackendName:
+        return config.backend or self.default
+
+    def wanted_by(self, kind: BackendName) -> Wanted:
+        """The store's deployments that run on `kind` (one read of the store, which also notes whether any
+        deployment wants Ray, so that `sync` never reads the store twice)."""
+
+        def wanted() -> dict[str, tuple[int, DeploymentConfig]]:
+            every = self._wanted()
+            self._ray_wanted = any(self.kind(config) == "ray" for _, config in every.values())
+            return {name: want for name, want in every.items() if self.kind(want[1]) == kind}
+
+        return wanted
+
+    def ray(self) -> Backend:
+        if self._ray is None:
+            self._ray = self._make_ray(self.wanted_by("ray"))
+        return self._ray
+
+    def _backends(self) -> list[Backend]:
+        assert self.local is not None
+        return [self.local] if self._ray is None else [self.local, self._ray]
+
+    def _of(self, pipeline: str) -> Backend:
+        for backend in self._backends():
+            if pipeline in backend.deployed():
+                return backend
+        raise PipelineNotDeployed(pipeline)
+
+    def deploy(
+        self, pipeline: str, version: int, config: DeploymentConfig, record: Callable[[], object] | None = None
+    ) -> None:
+        target = self.ray() if self.kind(config) == "ray" else self.local
+        assert target is not None
+        target.deploy(pipeline, version, config, record)
+        for other in self._backends():  # moved between backends: the old one stops once the new one serves
+            if other is not target and pipeline in other.deployed():
+                other.undeploy(pipeline)
+
+    def undeploy(self, pipeline: str) -> None:
+        for backend in self._backends():
+            backend.undeploy(pipeline)
+
+    def sync(self) -> None:
+        assert self.local is not None
+        self.local.sync()
+        if self._ray is not None or self._ray_wanted:
+            self.ray().sync()
+
+    def serving(self, pipeline: str, version: int | None = None) -> Serving:
+        return self._of(pipeline).serving(pipeline, version)
+
+    def deployed(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for backend in self._backends():
+            found |= backend.deployed()
+        return found
+
+    async def infer(
+        self,
+        pipeline: str,
+        table: pa.Table,
+        version: int | None = None,
+        log: bool = True,
+        request_id: str | None = None,
+    ) -> RequestResult:
+        ray = self._ray
+        backend = ray if ray is not None and pipeline in ray.deployed() else self.local
+        assert backend is not None
+        return await backend.infer(pipeline, table, version, log, request_id)
+
+    def close(self) -> None:
+        for backend in self._backends():
+            backend.close()
+
+
+def ray_backend(
+    wanted: Wanted, host: Callable[[], Any], workspace: str, address: str | None, observe: Callable[..., None]
+) -> Backend:
+    """The Ray backend, imported only now: a store that never deploys on Ray needs no Ray installed."""
+    try:
+        from finalmile.backends.ray import RayBackend
+    except ImportError as exc:
+        raise MissingDependencyError("ray", "ray") from exc
+    return RayBackend(wanted, host, workspace, address, observe)
