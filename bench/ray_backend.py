@@ -1,7 +1,7 @@
 """The Ray backend against the local one, side by side in one run (figures in the issue's note).
 
     apt-get install wrk
-    .venv/bin/python bench/ray.py [--duration 10] [--connections 16] [--file-rows 2000000]
+    .venv/bin/python bench/ray_backend.py [--duration 10] [--connections 16] [--file-rows 2000000]
 
 One `finalmile serve --backend ray` (it starts a local Ray on this machine) serves the anchor forest (100 trees,
 depth 8, 29 features) twice: pipeline `local` on the local backend and `onray` on one Ray Serve replica (deployed
@@ -95,14 +95,16 @@ def file_inference(home: Path, rows: int, workdir: Path) -> Table:
             writer.write_table(pa.table(dict(zip(FEATURES, rng.standard_normal((n, 29)).T, strict=True))))
     table = Table("file inference", "rows", "seconds", "rows/s", "ray / local")
     with Client(home=home) as client:
+        client.services.sync()  # this process serves the stored deployment (as `finalmile infer-file` does)
         pipeline = client.pipeline("local")
         times = {}
         for backend in ("local", "ray"):
             started = time.perf_counter()
             pipeline.infer_file(source, workdir / f"out-{backend}.parquet", batch_size=50_000, backend=backend)
             times[backend] = time.perf_counter() - started
-        same = pq.read_table(workdir / "out-local.parquet").equals(pq.read_table(workdir / "out-ray.parquet"))
-        assert same, "the Ray path's output differs from the local path's"
+        local, on_ray = (pq.read_table(workdir / f"out-{b}.parquet") for b in ("local", "ray"))
+        differs = [c for c in local.column_names if not local.column(c).equals(on_ray.column(c))]
+        assert local.schema.equals(on_ray.schema) and not differs, (local.schema, on_ray.schema, differs)
     for backend, seconds in times.items():
         ratio = f"{times['local'] / seconds:.0%}" if backend == "ray" else ""
         table.add_row(backend, f"{rows:,}", f"{seconds:.1f}", f"{rows / seconds:,.0f}", ratio)
@@ -114,6 +116,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--file-rows", type=int, default=2_000_000)
+    parser.add_argument("--files-only", action="store_true", help="only the file inference comparison")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -128,7 +131,8 @@ def main() -> None:
             client.build_pipeline("local").add_model_step(forest).deploy(max_batch_size=1000, backend="local")
             client.build_pipeline("onray").add_model_step(forest).create_version()
             _, token = client.services.init_access()
-        console.print(serving(home, token, args, workdir, X))
+        if not args.files_only:
+            console.print(serving(home, token, args, workdir, X))
         console.print(file_inference(home, args.file_rows, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
