@@ -104,6 +104,9 @@ def file_inference(home: Path, rows: int, workdir: Path) -> Table:
             times[backend] = time.perf_counter() - started
         local, on_ray = (pq.read_table(workdir / f"out-{b}.parquet") for b in ("local", "ray"))
         differs = [c for c in local.column_names if not local.column(c).equals(on_ray.column(c))]
+        if differs:
+            a, b = local.column(differs[0]).to_numpy(), on_ray.column(differs[0]).to_numpy()
+            print(len(a), len(b), np.flatnonzero(a[: min(len(a), len(b))] != b[: min(len(a), len(b))])[:5])
         assert local.schema.equals(on_ray.schema) and not differs, (local.schema, on_ray.schema, differs)
     for backend, seconds in times.items():
         ratio = f"{times['local'] / seconds:.0%}" if backend == "ray" else ""

@@ -69,6 +69,9 @@ class FinalmileSettings(BaseSettings):
     backend: Literal["local", "ray"] = "local"
     """Where a deployment that names no backend runs (`finalmile serve --backend ray`)."""
     ray_address: str | None = None
+    ray_on_demand: bool = True
+    """Whether a deployment that asks for Ray may start a local Ray here. `finalmile serve` turns it off unless
+    started with `--backend ray` or `--ray-address`: a server joins Ray only when told to."""
     """The Ray cluster to join (`ray start --head` prints it); unset: start a local Ray on first use."""
     monitor_poll_s: float = 5.0
     """How often the server looks for monitor windows that have ended (each monitor has its own interval)."""

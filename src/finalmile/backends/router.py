@@ -15,7 +15,7 @@ import pyarrow as pa
 from finalmile.backends.base import Backend, Serving, Wanted
 from finalmile.backends.config import BackendName, DeploymentConfig
 from finalmile.backends.local import LocalBackend
-from finalmile.errors import MissingDependencyError, PipelineNotDeployed
+from finalmile.errors import BadRequestError, MissingDependencyError, PipelineNotDeployed
 from finalmile.pipelines.loaded import RequestResult
 
 
@@ -24,8 +24,11 @@ class Backends:
 
     name = "router"
 
-    def __init__(self, wanted: Wanted, default: BackendName, make_ray: Callable[[Wanted], Backend]) -> None:
+    def __init__(
+        self, wanted: Wanted, default: BackendName, make_ray: Callable[[Wanted], Backend], ray_allowed: bool = True
+    ) -> None:
         self.default = default
+        self.ray_allowed = ray_allowed or default == "ray"
         self._wanted = wanted
         self._make_ray = make_ray
         self._ray: Backend | None = None
@@ -49,6 +52,11 @@ class Backends:
 
     def ray(self) -> Backend:
         if self._ray is None:
+            if not self.ray_allowed:
+                raise BadRequestError(
+                    "backend: ray is not available on this server (start it with --backend ray or --ray-address)",
+                    {"field": "backend"},
+                )
             self._ray = self._make_ray(self.wanted_by("ray"))
         return self._ray
 
@@ -79,7 +87,7 @@ class Backends:
     def sync(self) -> None:
         assert self.local is not None
         self.local.sync()
-        if self._ray is not None or self._ray_wanted:
+        if self._ray is not None or (self._ray_wanted and self.ray_allowed):
             self.ray().sync()
 
     def serving(self, pipeline: str, version: int | None = None) -> Serving:

@@ -150,6 +150,8 @@ def serve(
     os.environ["FINALMILE_BACKEND"] = backend
     if ray_address:
         os.environ["FINALMILE_RAY_ADDRESS"] = ray_address
+    if backend != "ray" and not ray_address:
+        os.environ["FINALMILE_RAY_ON_DEMAND"] = "false"  # a Ray deployment is refused, not a Ray started here
     if auth:
         with client_from_env() as client:
             if not client.services.access.has_tokens():
