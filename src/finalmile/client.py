@@ -22,6 +22,7 @@ from finalmile.pipelines.spec import PipelineSpec
 from finalmile.pipelines.store import PipelineVersionRecord
 from finalmile.registry.schema import Schema
 from finalmile.registry.store import ModelSummary
+from finalmile.sdk.jobs import JobVerbs
 from finalmile.sdk.models import ModelVersion
 from finalmile.sdk.monitors import Monitor
 from finalmile.sdk.pipelines import Pipeline
@@ -47,7 +48,7 @@ def ray_file_scorer(settings: FinalmileSettings, workspace: str, name: str, vers
     return score
 
 
-class Client:
+class Client(JobVerbs):
     """The one entry point for data scientists.
 
     >>> import finalmile

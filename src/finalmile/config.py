@@ -69,12 +69,15 @@ class FinalmileSettings(BaseSettings):
     backend: Literal["local", "ray"] = "local"
     """Where a deployment that names no backend runs (`finalmile serve --backend ray`)."""
     ray_address: str | None = None
+    """The Ray cluster to join (`ray start --head` prints it); unset: start a local Ray on first use."""
     ray_on_demand: bool = True
     """Whether a deployment that asks for Ray may start a local Ray here. `finalmile serve` turns it off unless
     started with `--backend ray` or `--ray-address`: a server joins Ray only when told to."""
-    """The Ray cluster to join (`ray start --head` prints it); unset: start a local Ray on first use."""
     monitor_poll_s: float = 5.0
     """How often the server looks for monitor windows that have ended (each monitor has its own interval)."""
+    job_lost_after_s: float = Field(default=30.0, gt=0)
+    """A job run whose scheduler has not beaten for this long is `lost` (its server died): it is not run again,
+    and the job's next slot may start."""
 
     def resolved_database_url(self) -> str:
         """The metadata store's URL: the configured one, or SQLite under the home."""

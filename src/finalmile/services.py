@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from datetime import timedelta
 from functools import partial
@@ -76,7 +75,9 @@ class Services:
         self.connections = ConnectionStore(self.metadata, settings.secret_key)
         self.queries = SavedQueryStore(self.metadata)
         self.streams = StreamStore(self.metadata)
-        self.jobs = Jobs(JobStore(self.metadata), self.audit.record, self._job_env, self.user)
+        root_settings = parent.settings if parent is not None else settings  # a job opens the root's store
+        self.jobs = Jobs(JobStore(self.metadata), self.audit.record, self.user, root_settings, workspace)
+        self.jobs.secrets = self.connections.secrets
         self.access: AccessStore = parent.access if parent is not None else AccessStore(self.metadata)
         """Workspaces, members and tokens: always the root's, whichever workspace these services are."""
         self.reader = LogReader(
@@ -375,16 +376,7 @@ class Services:
         self.queries.delete(name)
         self.audit.record(actor or self.user, "delete query", f"query {name}", None, None)
 
-    # -- jobs ---------------------------------------------------------------------------------------------------
-
-    def _job_env(self) -> dict[str, str]:
-        """A job's child process opens this workspace of this store."""
-        root = self._parent or self
-        return dict(os.environ) | {
-            "FINALMILE_HOME": str(root.settings.home),
-            "FINALMILE_DATABASE_URL": root.settings.resolved_database_url(),
-            "FINALMILE_WORKSPACE": self.workspace,
-        }
+    # -- scheduled work -----------------------------------------------------------------------------------------
 
     def run_monitors(self, now: Any = None) -> int:
         """Compute every saved, enabled monitor's windows that have ended; returns how many results were stored.

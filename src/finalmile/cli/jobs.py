@@ -16,11 +16,15 @@ jobs_app = typer.Typer(help="Scheduled jobs: a Python file or zip with main(ctx)
 def upload(
     name: Annotated[str, typer.Argument(help="Job name.")],
     file: Annotated[str, typer.Argument(help="A .py file, or a .zip with main.py, defining main(ctx).")],
+    requirements: Annotated[
+        str | None, typer.Option(help="A pip requirements file, installed for this job (once per distinct file).")
+    ] = None,
 ) -> None:
     """Store (or replace) a job's code; its schedule stays as it was."""
     with client_from_env() as client:
-        record = client.services.jobs.upload(name, file)
-    console.print(f"job {record.name} ({record.kind}) uploaded")
+        record = client.upload_job(name, file, requirements)
+    extra = f", with requirements from {requirements}" if requirements else ""
+    console.print(f"job {record.name} ({record.kind}) uploaded{extra}")
 
 
 @jobs_app.command("schedule")
@@ -34,7 +38,7 @@ def schedule(
 ) -> None:
     """Run a job on a schedule; every `finalmile serve` shares the schedule and each slot runs once."""
     with client_from_env() as client:
-        record = client.services.jobs.schedule(name, cron, tz, timeout, retries, deadline)
+        record = client.schedule_job(name, cron, tz, timeout, retries, deadline)
     console.print(f"job {record.name}: {record.cron or 'by hand only'} ({record.tz}), timeout {record.timeout_s:g} s")
 
 
@@ -42,7 +46,7 @@ def schedule(
 def run(name: Annotated[str, typer.Argument(help="Job name.")]) -> None:
     """Run a job now, here, and wait for it; exits with the run's status."""
     with client_from_env() as client:
-        record = client.services.jobs.run(name)
+        record = client.run_job(name)
     console.print(record.log, markup=False, highlight=False, end="")
     console.print(f"job {name}: {record.status} (exit code {record.exit_code}) in {record.duration_s:.1f} s")
     if record.status != "succeeded":
@@ -57,8 +61,7 @@ def runs(
 ) -> None:
     """A job's runs, newest first: slot, status, start, duration, exit code."""
     with client_from_env() as client:
-        client.services.jobs.store.get(name)  # a 404 for an unknown job, not an empty table
-        records = client.services.jobs.store.runs(name, limit)
+        records = client.job_runs(name, limit)
     table = Table("id", "slot (UTC)", "status", "started (UTC)", "duration s", "exit code", "attempts", "runner")
     for column in table.columns:  # a narrow terminal wraps the other columns, never these
         column.no_wrap = column.header in ("slot (UTC)", "status")
@@ -82,8 +85,16 @@ def runs(
 def list_jobs() -> None:
     """Every job and its schedule."""
     with client_from_env() as client:
-        records = client.services.jobs.store.all()
+        records = client.jobs()
     table = Table("name", "kind", "cron", "tz", "timeout s", "retries", "uploaded by")
     for j in records:
         table.add_row(j.name, j.kind, j.cron or "-", j.tz, f"{j.timeout_s:g}", str(j.retries), j.created_by)
     console.print(table)
+
+
+@jobs_app.command("delete")
+def delete(name: Annotated[str, typer.Argument(help="Job name.")]) -> None:
+    """Forget a job and its schedule (its past runs stay, as history)."""
+    with client_from_env() as client:
+        client.delete_job(name)
+    console.print(f"job {name} deleted")

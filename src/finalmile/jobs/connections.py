@@ -7,8 +7,10 @@ copy, which is all that lists, the audit trail and error messages ever show.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -44,6 +46,10 @@ class ConnectionRecord:
     created_by: str
     created_at: datetime
 
+    @classmethod
+    def from_payload(cls, body: dict[str, Any]) -> ConnectionRecord:
+        return cls(**body | {"created_at": datetime.fromisoformat(body["created_at"])})
+
 
 def mask(url: str) -> str:
     """The URL with its password and any secret-looking query parameter replaced by `***`."""
@@ -52,8 +58,12 @@ def mask(url: str) -> str:
     if parts.password is not None:
         user, _, host = netloc.rpartition("@")
         netloc = f"{user.split(':', 1)[0]}:***@{host}"
-    query = [(k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v) for k, v in parse_qsl(parts.query)]
+    query = [(k, "***" if _is_secret(k) else v) for k, v in parse_qsl(parts.query)]
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*"), parts.fragment))
+
+
+def _is_secret(parameter: str) -> bool:
+    return any(s in parameter.lower() for s in _SECRET_PARAMS)
 
 
 class ConnectionStore:
@@ -117,6 +127,20 @@ class ConnectionStore:
                 "with)",
                 {"field": "FINALMILE_SECRET_KEY"},
             ) from None
+
+    def secrets(self) -> builtins.list[str]:
+        """Every stored password and secret-looking query parameter, in clear, for a job's log to be masked with
+        (none when no key is set: then no connection can be read either)."""
+        if not self._key:
+            return []
+        found: builtins.list[str] = []
+        for record in self.list():
+            try:
+                parts = urlsplit(self.url(record.name))
+            except InvalidInputError:
+                continue  # stored under another key: this server cannot hand it to a job
+            found += [parts.password or ""] + [v for k, v in parse_qsl(parts.query) if _is_secret(k)]
+        return [secret for secret in found if secret]
 
     def delete(self, name: str) -> ConnectionRecord:
         with self._sessions.begin() as s:

@@ -4,8 +4,10 @@ retried with back-off (1 s, 2 s, 4 s, …), stdout and stderr captured as the ru
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,11 +23,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from finalmile.errors import InvalidInputError
+from finalmile.jobs.environments import EnvironmentFailed, job_python
 from finalmile.jobs.store import JobRecord, JobStore, RunRecord
 
-HEARTBEAT_S = 5.0
 STALE_AFTER_S = 30.0
-"""A run whose scheduler has not beaten for this long is `lost` (the process died); it is never run again."""
+"""A run whose scheduler has not beaten for this long is `lost` (the process died); it is never run again.
+Its scheduler beats six times in that span."""
 
 
 def runner_name() -> str:
@@ -51,13 +55,22 @@ def last_slot(cron: str, tz: str, now: datetime) -> datetime:
     return slot.astimezone(ZoneInfo("UTC"))
 
 
-def execute(store: JobStore, job: JobRecord, code: bytes, run: RunRecord, env: dict[str, str]) -> RunRecord:
-    """Run `job` for the claimed `run` until it succeeds or its attempts are spent; records the outcome."""
+def execute(
+    store: JobStore,
+    job: JobRecord,
+    code: bytes,
+    run: RunRecord,
+    env: dict[str, str],
+    secrets: Sequence[str] = (),
+    stale_after_s: float = STALE_AFTER_S,
+) -> RunRecord:
+    """Run `job` for the claimed `run` until it succeeds or its attempts are spent; records the outcome, with
+    every one of `secrets` (the connections' passwords) masked in the captured log."""
     stop = threading.Event()
     attempts = 0
 
     def beat() -> None:
-        while not stop.wait(HEARTBEAT_S):
+        while not stop.wait(stale_after_s / 6):
             store.beat(run.id, attempts)
 
     threading.Thread(target=beat, name=f"job-{job.name}-heartbeat", daemon=True).start()
@@ -66,28 +79,55 @@ def execute(store: JobStore, job: JobRecord, code: bytes, run: RunRecord, env: d
     try:
         with tempfile.TemporaryDirectory(prefix=f"finalmile-job-{job.name}-") as folder:
             _unpack(job.kind, code, Path(folder))
+            python = sys.executable
+            if job.requirements:
+                python, output = job_python(Path(env["FINALMILE_HOME"]), job.requirements, job.timeout_s)
+                log.write(output)
             for attempts in range(1, job.retries + 2):
                 if attempts > 1:
                     time.sleep(min(2.0 ** (attempts - 2), 60.0))
                 log.write(f"--- attempt {attempts} at {datetime.now().astimezone():%Y-%m-%d %H:%M:%S %Z}\n")
-                status, exit_code, output = _attempt(job, Path(folder), run, env)
+                status, exit_code, output = _attempt(python, job, Path(folder), run, env)
                 log.write(output)
                 if status == "succeeded":
                     break
+    except EnvironmentFailed as exc:
+        log.write(str(exc))
     except Exception as exc:  # unpacking a bad zip, say: the run fails with the reason, the scheduler goes on
         log.write(f"{type(exc).__name__}: {exc}\n")
     finally:
         stop.set()
-    return store.finish(run.id, status, exit_code, log.getvalue(), attempts)
+    return store.finish(run.id, status, exit_code, mask_secrets(log.getvalue(), secrets), attempts)
 
 
-def _attempt(job: JobRecord, folder: Path, run: RunRecord, env: dict[str, str]) -> tuple[str, int | None, str]:
+def mask_secrets(text: str, secrets: Sequence[str]) -> str:
+    """`text` with each secret (3 characters or more: shorter ones would mask ordinary words) as `***`."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _die_with_parent() -> None:
+    """In the child, before the job starts: the kernel kills it when its scheduler dies (Linux's
+    PR_SET_PDEATHSIG), so a scheduler killed mid-run leaves no orphan still writing."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)
+
+
+_LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None  # loaded before any fork
+
+
+def _attempt(
+    python: str, job: JobRecord, folder: Path, run: RunRecord, env: dict[str, str]
+) -> tuple[str, int | None, str]:
     slot = run.slot.isoformat() if run.slot else ""
-    command = [sys.executable, "-m", "finalmile.cli.job_child", str(folder), job.name, slot]
+    command = [python, "-m", "finalmile.cli.job_child", str(folder), job.name, slot]
     try:
         done = subprocess.run(
-            command, env=env, cwd=folder, capture_output=True, text=True, timeout=job.timeout_s, check=False
-        )
+            command, env=env, cwd=folder, capture_output=True, text=True, timeout=job.timeout_s, check=False,
+            preexec_fn=_die_with_parent,
+        )  # fmt: skip
     except subprocess.TimeoutExpired as exc:
         output = _text(exc.stdout) + _text(exc.stderr)
         return "timed_out", None, output + f"killed after the {job.timeout_s:g} s timeout\n"
@@ -112,9 +152,14 @@ def _unpack(kind: str, code: bytes, folder: Path) -> None:
         raise InvalidInputError("file: the zip has no main.py (or job.py) at its top", {"field": "file"})
 
 
-def run_due(store: JobStore, env: dict[str, str], now: datetime) -> list[threading.Thread]:
-    """Claim and start, each in a thread, every scheduled job whose latest slot is due; returns the threads. A
-    slot past its deadline, or due while the job still runs, is recorded as skipped (once, like any slot)."""
+def run_due(
+    store: JobStore,
+    now: datetime,
+    start: Callable[[JobRecord, bytes, RunRecord], threading.Thread],
+    stale_after_s: float = STALE_AFTER_S,
+) -> list[threading.Thread]:
+    """Claim, and `start` in a thread, every scheduled job whose latest slot is due; returns the threads. A slot
+    past its deadline, or due while the job still runs, is recorded as skipped (once, like any slot)."""
     started = []
     for job in store.all():
         if job.cron is None:
@@ -122,15 +167,12 @@ def run_due(store: JobStore, env: dict[str, str], now: datetime) -> list[threadi
         slot = last_slot(job.cron, job.tz, now)
         if slot < job.updated_at:
             continue  # scheduled after that slot: the first run is the next one
-        if (now - slot).total_seconds() > job.deadline_s or store.running(job.name, STALE_AFTER_S):
+        if (now - slot).total_seconds() > job.deadline_s or store.running(job.name, stale_after_s):
             store.claim(job.name, slot, runner_name(), status="skipped")
             continue
         run = store.claim(job.name, slot, runner_name())
         if run is None:
             continue  # another scheduler has this slot
         _, code = store.get(job.name)
-        thread = threading.Thread(target=execute, args=(store, job, code, run, env), name=f"job-{job.name}")
-        thread.daemon = True
-        thread.start()
-        started.append(thread)
+        started.append(start(job, code, run))
     return started

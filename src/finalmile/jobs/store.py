@@ -10,11 +10,12 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, update
 
-from finalmile.errors import InvalidInputError
+from finalmile.errors import InvalidInputError, NotFoundError
 from finalmile.registry.store import MetadataStore, check_plain_name, row_named, stored_utc, utc_now
 from finalmile.registry.tables import JobRow, JobRunRow
 
 MAX_CODE_BYTES = 20 * 1024 * 1024
+MAX_REQUIREMENTS_CHARS = 100_000
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,14 @@ class JobRecord:
     deadline_s: float
     created_by: str
     updated_at: datetime
+    requirements: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return vars(self) | {"updated_at": self.updated_at.isoformat()}
+
+    @classmethod
+    def from_payload(cls, body: dict[str, Any]) -> JobRecord:
+        return cls(**body | {"updated_at": datetime.fromisoformat(body["updated_at"])})
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,13 @@ class RunRecord:
             "duration_s": self.duration_s,
         }
 
+    @classmethod
+    def from_payload(cls, body: dict[str, Any]) -> RunRecord:
+        """A run as a server's JSON gives it back (the remote client's)."""
+        when = {k: datetime.fromisoformat(body[k]) if body[k] else None for k in ("slot", "started_at", "finished_at")}
+        fields = {k: body[k] for k in ("id", "job", "status", "attempts", "exit_code", "log", "runner")}
+        return cls(**fields | when)
+
 
 class JobStore:
     """Jobs (code, schedule, limits) and their runs."""
@@ -66,19 +82,25 @@ class JobStore:
     def __init__(self, metadata: MetadataStore) -> None:
         self._sessions = metadata.sessions
 
-    def upload(self, name: str, kind: str, code: bytes, actor: str) -> JobRecord:
-        """Store (or replace) a job's code; its schedule and limits stay as they were."""
+    def upload(self, name: str, kind: str, code: bytes, actor: str, requirements: str | None = None) -> JobRecord:
+        """Store (or replace) a job's code and requirements; its schedule and limits stay as they were."""
         check_plain_name(name, "name")
         if kind not in ("py", "zip"):
             raise InvalidInputError(f"file: give a .py file or a .zip with main.py, not {kind!r}", {"field": "file"})
         if not code or len(code) > MAX_CODE_BYTES:
             raise InvalidInputError(f"file: give 1 byte to {MAX_CODE_BYTES:,} bytes of code", {"field": "file"})
+        if requirements is not None and (len(requirements) > MAX_REQUIREMENTS_CHARS or "\x00" in requirements):
+            raise InvalidInputError(
+                f"requirements: give pip requirements text of at most {MAX_REQUIREMENTS_CHARS:,} characters",
+                {"field": "requirements"},
+            )
         with self._sessions.begin() as s:
             row = s.execute(select(JobRow).where(JobRow.name == name)).scalar_one_or_none()
             if row is None:
                 row = JobRow(name=name, tz="UTC", timeout_s=3600.0, retries=0, deadline_s=300.0)
                 s.add(row)
             row.kind, row.code, row.created_by, row.updated_at = kind, code, actor, utc_now()
+            row.requirements = (requirements or "").strip() or None
             s.flush()
             return _job(row)
 
@@ -145,6 +167,14 @@ class JobStore:
             s.flush()
             return _run(row)
 
+    def run(self, run_id: int, job: str | None = None) -> RunRecord:
+        """One run by id (of `job`, when given): a 404 naming `run` otherwise."""
+        with self._sessions() as s:
+            row = s.get(JobRunRow, run_id)
+            if row is None or (job is not None and row.job != job):
+                raise NotFoundError(f"run {run_id} of job {job!r} not found", {"field": "run"})
+            return _run(row)
+
     def runs(self, job: str, limit: int = 50) -> list[RunRecord]:
         with self._sessions() as s:
             query = select(JobRunRow).where(JobRunRow.job == job).order_by(JobRunRow.id.desc()).limit(limit)
@@ -154,7 +184,7 @@ class JobStore:
 def _job(row: JobRow) -> JobRecord:
     return JobRecord(
         row.name, row.kind, row.cron, row.tz, row.timeout_s, row.retries, row.deadline_s, row.created_by,
-        stored_utc(row.updated_at),
+        stored_utc(row.updated_at), row.requirements,
     )  # fmt: skip
 
 

@@ -293,6 +293,8 @@ class JobRow(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     kind: Mapped[str] = mapped_column(String(10))
     code: Mapped[bytes] = mapped_column(LargeBinary)
+    requirements: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """pip requirements text: the job runs in an environment with these installed (None: the server's own)."""
     cron: Mapped[str | None] = mapped_column(String(200), nullable=True)
     tz: Mapped[str] = mapped_column(String(100), default="UTC")
     timeout_s: Mapped[float] = mapped_column(Float, default=3600.0)

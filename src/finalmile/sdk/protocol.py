@@ -10,6 +10,8 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from finalmile.backends.config import DeploymentConfig
+from finalmile.jobs.connections import ConnectionRecord
+from finalmile.jobs.store import JobRecord, RunRecord
 from finalmile.pipelines.store import PipelineVersionRecord
 
 
@@ -85,3 +87,29 @@ class ClientProtocol(Protocol):
     ) -> dict[str, Any]: ...
 
     def streams(self) -> list[dict[str, Any]]: ...
+
+    def upload_job(self, name: str, path: str | Path, requirements: str | Path | None = None) -> JobRecord: ...
+
+    def schedule_job(
+        self,
+        name: str,
+        cron: str | None = None,
+        tz: str = "UTC",
+        timeout_s: float = 3600.0,
+        retries: int = 0,
+        deadline_s: float = 300.0,
+    ) -> JobRecord: ...
+
+    def run_job(self, name: str, wait: bool = True) -> RunRecord: ...
+
+    def job_runs(self, name: str, limit: int = 20) -> list[RunRecord]: ...
+
+    def jobs(self) -> list[JobRecord]: ...
+
+    def delete_job(self, name: str) -> None: ...
+
+    def create_connection(self, name: str, type: str, url: str) -> ConnectionRecord: ...
+
+    def connections(self) -> list[ConnectionRecord]: ...
+
+    def delete_connection(self, name: str) -> None: ...

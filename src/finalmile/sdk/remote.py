@@ -7,6 +7,7 @@ import json
 import os
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,8 @@ from finalmile.arrow.files import write_table
 from finalmile.arrow.frames import to_arrow
 from finalmile.backends.config import DeploymentConfig
 from finalmile.errors import BadRequestError, InvalidModelError, RemoteError, ServerUnreachable
+from finalmile.jobs.connections import ConnectionRecord
+from finalmile.jobs.store import JobRecord, RunRecord
 from finalmile.logs.ground_truth import GroundTruthReceipt
 from finalmile.pipelines.spec import PipelineSpec
 from finalmile.pipelines.store import PipelineVersionRecord
@@ -260,6 +263,54 @@ class RemoteClient:
         rows = to_arrow(frame)[0].to_pylist()
         body = self._call("POST", f"/api/v1/pipelines/{name}/ground_truth", json={"key": key, "rows": rows}).json()
         return GroundTruthReceipt(**body)
+
+    # -- jobs and connections ---------------------------------------------------------------------------------
+
+    def upload_job(self, name: str, path: str | Path, requirements: str | Path | None = None) -> JobRecord:
+        source = Path(path)
+        data = {"requirements": Path(requirements).read_text()} if requirements is not None else {}
+        files = {"file": (source.name, source.read_bytes())}
+        return JobRecord.from_payload(self._call("POST", f"/api/v1/jobs/{name}", data=data, files=files).json())
+
+    def schedule_job(
+        self,
+        name: str,
+        cron: str | None = None,
+        tz: str = "UTC",
+        timeout_s: float = 3600.0,
+        retries: int = 0,
+        deadline_s: float = 300.0,
+    ) -> JobRecord:
+        body = {"cron": cron, "tz": tz, "timeout_s": timeout_s, "retries": retries, "deadline_s": deadline_s}
+        return JobRecord.from_payload(self._call("PUT", f"/api/v1/jobs/{name}/schedule", json=body).json())
+
+    def run_job(self, name: str, wait: bool = True, poll_s: float = 0.5) -> RunRecord:
+        """Start a run on the server; with `wait`, poll until it has finished."""
+        run = RunRecord.from_payload(self._call("POST", f"/api/v1/jobs/{name}/runs").json())
+        while wait and run.status == "running":
+            time.sleep(poll_s)
+            run = RunRecord.from_payload(self._call("GET", f"/api/v1/jobs/{name}/runs/{run.id}").json())
+        return run
+
+    def job_runs(self, name: str, limit: int = 20) -> list[RunRecord]:
+        body = self._call("GET", f"/api/v1/jobs/{name}/runs", params={"limit": limit}).json()
+        return [RunRecord.from_payload(r) for r in body]
+
+    def jobs(self) -> list[JobRecord]:
+        return [JobRecord.from_payload(j) for j in self._call("GET", "/api/v1/jobs").json()]
+
+    def delete_job(self, name: str) -> None:
+        self._call("DELETE", f"/api/v1/jobs/{name}")
+
+    def create_connection(self, name: str, type: str, url: str) -> ConnectionRecord:
+        body = {"name": name, "type": type, "url": url}
+        return ConnectionRecord.from_payload(self._call("POST", "/api/v1/connections", json=body).json())
+
+    def connections(self) -> list[ConnectionRecord]:
+        return [ConnectionRecord.from_payload(c) for c in self._call("GET", "/api/v1/connections").json()]
+
+    def delete_connection(self, name: str) -> None:
+        self._call("DELETE", f"/api/v1/connections/{name}")
 
 
 def _pipeline_record(body: dict[str, Any]) -> PipelineVersionRecord:

@@ -30,6 +30,7 @@ def main(ctx):
     scores = ctx.client.pipeline("scoring").infer(rows)
     ctx.log("warehouse at", ctx.connections["warehouse"].split("@")[-1])
     ctx.log("scored", len(scores), "rows; first score", round(float(scores.score[0]), 3))
+    ctx.log("careless print of the URL:", ctx.connections["warehouse"])
 """
 
 
@@ -40,7 +41,7 @@ def jobs_client(home: Path, database_url: str) -> Client:
     X, y = tabular(100)
     client.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(10))
     client.build_pipeline("scoring").add_model_step("m:1").deploy()
-    client.services.create_connection("warehouse", "postgres", "postgresql://scorer:pw@db.internal:5432/sales")
+    client.services.create_connection("warehouse", "postgres", "postgresql://scorer:s3cr3t@db.internal:5432/sales")
     return client
 
 
@@ -59,7 +60,8 @@ def test_a_job_scores_through_the_client_with_its_connections(
     result = jobs.run("nightly")
     assert result.status == "succeeded" and result.exit_code == 0, result.log
     assert "warehouse at db.internal:5432/sales" in result.log and "scored 2 rows" in result.log
-    assert "pw" not in result.log.split("warehouse at")[1].split("\n")[0]
+    assert "careless print of the URL: postgresql://scorer:***@db.internal:5432/sales" in result.log
+    assert "s3cr3t" not in result.log  # the captured log never shows a connection's password
     logged = jobs_client.query("SELECT count(*) AS n FROM logs WHERE pipeline = 'scoring'")
     assert int(logged.n[0]) == 2  # the job's inferences are logged like any other
     archive = tmp_path / "bundle.zip"
@@ -68,7 +70,8 @@ def test_a_job_scores_through_the_client_with_its_connections(
         z.writestr("main.py", "from helpers import greet\n\ndef main(ctx):\n    ctx.log(greet(), ctx.job)\n")
     jobs.upload("bundle", archive)
     assert "hello from a helper module bundle" in jobs.run("bundle").log
-    assert [e.action for e in jobs_client.services.audit.entries()][-2:] == ["upload job", "upload job"]
+    actions = [e.action for e in jobs_client.services.audit.entries()][-4:]
+    assert actions == ["upload job", "run job", "upload job", "run job"]
     jobs_client.close()
 
 
@@ -159,6 +162,47 @@ def test_a_slot_due_while_the_job_still_runs_is_skipped(jobs_client: Client, tmp
     jobs_client.close()
 
 
+def wheel(folder: Path, name: str, version: str, code: str) -> Path:
+    """A pure-Python wheel made by hand: a package a job asks for that no index has to serve."""
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": code,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: finalmile-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(path, "w") as z:
+        for member, text in files.items():
+            z.writestr(member, text)
+        z.writestr(f"{info}/RECORD", "".join(f"{m},,\n" for m in [*files, f"{info}/RECORD"]))
+    return path
+
+
+def test_a_job_gets_its_requirements_installed_once_beside_the_servers_packages(
+    sqlite_client: Client, tmp_path: Path
+) -> None:
+    jobs = sqlite_client.services.jobs
+    helper = wheel(tmp_path, "fmjobhelper", "1.0", "def answer():\n    return 42\n")
+    requirements = job_file(tmp_path, "requirements.txt", f"{helper}\n")
+    code = "import fmjobhelper\nimport finalmile\n\ndef main(ctx):\n    ctx.log('answer', fmjobhelper.answer())\n"
+    record = jobs.upload("needs", job_file(tmp_path, "needs.py", code), requirements)
+    assert record.requirements == str(helper)
+    first = jobs.run("needs")
+    assert first.status == "succeeded", first.log
+    assert "answer 42" in first.log and "Successfully installed fmjobhelper-1.0" in first.log
+    second = jobs.run("needs")  # the environment is kept: nothing installed again
+    assert second.status == "succeeded" and "pip install" not in second.log
+    with pytest.raises(ModuleNotFoundError):
+        __import__("fmjobhelper")  # installed for the job, not into the server's environment
+    jobs.upload("plain", job_file(tmp_path, "plain.py", code))  # no requirements: the server's packages only
+    assert "No module named 'fmjobhelper'" in jobs.run("plain").log
+    missing = job_file(tmp_path, "missing.txt", f"{tmp_path / 'nowhere-1.0-py3-none-any.whl'}\n")
+    jobs.upload("broken", job_file(tmp_path, "broken.py", code), missing)
+    broken = jobs.run("broken")
+    assert broken.status == "failed" and "the job did not run" in broken.log and "answer" not in broken.log
+    assert jobs.run("needs").status == "succeeded"  # a failed install spoils no other environment
+
+
 def test_the_cli_uploads_schedules_runs_and_lists(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (cli_env / "hello.py").write_text("def main(ctx):\n    ctx.log('hello from', ctx.job)\n")
     assert run(capsys, "jobs", "upload", "hello", str(cli_env / "hello.py"))[0] == 0
@@ -173,3 +217,7 @@ def test_the_cli_uploads_schedules_runs_and_lists(cli_env: Path, capsys: pytest.
     assert code == 1 and "cron" in err and "Traceback" not in err
     code, _, err = run(capsys, "jobs", "runs", "nope")
     assert code == 1 and "no job named 'nope'" in err
+    code, _, err = run(capsys, "jobs", "upload", "hello", str(cli_env / "hello.py"), "--requirements", "nope.txt")
+    assert code == 1 and "requirements: nope.txt" in err and "Traceback" not in err
+    assert run(capsys, "jobs", "delete", "hello")[0] == 0
+    assert "hello" not in run(capsys, "jobs", "list")[1]

@@ -122,5 +122,5 @@ def test_migrations_are_applied_once_and_reopening_is_cheap(store: MetadataStore
     reopened = MetadataStore(database_url)
     assert reopened.get_version("fraud").version == 1
     with reopened.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0009"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0010"
     reopened.close()

@@ -24,7 +24,18 @@ from finalmile.services import Services
 from finalmile.serving.http.app import FinalmileApp, InferenceHandlers
 from finalmile.serving.http.auth import Authenticator, Guards
 from finalmile.serving.http.errors import add_error_handlers, document_errors
-from finalmile.serving.http.routes import access, audit, connections, logs, models, monitors, pipelines, streams, v2
+from finalmile.serving.http.routes import (
+    access,
+    audit,
+    connections,
+    jobs,
+    logs,
+    models,
+    monitors,
+    pipelines,
+    streams,
+    v2,
+)
 from finalmile.streaming.supervisor import Supervisor
 
 SYNC_INTERVAL_S = 1.0
@@ -90,6 +101,7 @@ def create_app(services: Services | None = None, auth: bool | None = None) -> Fi
     management.include_router(access.router(root, guards))
     management.include_router(connections.router(guards))
     management.include_router(streams.router(guards))
+    management.include_router(jobs.router(guards))
     install_dashboard(management, root, authenticator)
     return FinalmileApp(root, management, root.settings.max_body_bytes, authenticator)
 
