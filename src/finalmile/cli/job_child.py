@@ -2,7 +2,9 @@
 `main(ctx)`.
 
 `ctx.client` is an embedded `finalmile.Client` on the server's store and workspace; `ctx.connections[name]` the
-stored connections' URLs (decrypted with the server's FINALMILE_SECRET_KEY); `ctx.log` prints to the run's log.
+stored connections' URLs (decrypted with the server's FINALMILE_SECRET_KEY); `ctx.engine(name)` a SQLAlchemy engine
+on a database connection; `ctx.log` prints to the run's log; `ctx.slot` is the scheduled time (ISO 8601, UTC) the
+run is for, None when run by hand.
 """
 
 from __future__ import annotations
@@ -43,6 +45,24 @@ class JobContext:
 
     def log(self, *parts: object) -> None:
         print(*parts, flush=True)
+
+    def engine(self, name: str) -> Any:
+        """A SQLAlchemy engine on the database connection `name`, with the driver finalmile installs for its type
+        (psycopg for PostgreSQL, PyMySQL for MariaDB/MySQL) whatever the URL's own scheme said."""
+        from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.connections[name])
+        url = url.set(drivername=_DRIVERS.get(url.drivername, url.drivername))
+        return create_engine(url, pool_pre_ping=True)
+
+
+_DRIVERS = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
 
 
 def main() -> int:

@@ -104,12 +104,15 @@ class Jobs:
         return thread
 
     def _env(self) -> dict[str, str]:
-        """A job's child process opens this workspace of this store."""
-        return dict(os.environ) | {
+        """A job's child process opens this workspace of this store, and reads connections with this key."""
+        env = dict(os.environ) | {
             "FINALMILE_HOME": str(self._settings.home),
             "FINALMILE_DATABASE_URL": self._settings.resolved_database_url(),
             "FINALMILE_WORKSPACE": self._workspace,
         }
+        if self._settings.secret_key:
+            env["FINALMILE_SECRET_KEY"] = self._settings.secret_key
+        return env
 
 
 def _read(path: str | Path, field: str) -> bytes:
