@@ -40,7 +40,8 @@ def check_schedule(cron: str, tz: str) -> None:
     """A 4xx naming the field for a cron expression or time zone that is not one."""
     if not croniter.is_valid(cron):
         raise InvalidInputError(
-            f"cron: {cron!r} is not a cron expression (five fields, e.g. '0 2 * * *')", {"field": "cron"}
+            f"cron: {cron!r} is not a cron expression (five fields, e.g. '0 2 * * *'; a sixth, last, is seconds)",
+            {"field": "cron"},
         )
     try:
         ZoneInfo(tz)
