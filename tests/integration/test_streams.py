@@ -226,6 +226,39 @@ def test_a_server_killed_mid_stream_loses_nothing_and_logs_nothing_twice(
     assert len(outputs) == len(rows)  # every message's output reached the sink (at least once)
 
 
+def test_two_workers_share_a_stream_through_the_brokers_consumer_group(
+    tmp_path: Path,
+    broker: str,
+    server_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    subject = f"fm.w{uuid.uuid4().hex[:10]}"
+    rows = X.sample(4000, replace=True, random_state=2).to_dict(orient="records")
+    with _store(tmp_path / "home") as client:
+        _stream(client, broker, subject)
+    server_factory(tmp_path / "home", args=("--workers", "2"))
+    with Client(home=tmp_path / "home") as client:
+        _until(
+            lambda: (client.services.streams.get(f"s-{broker}").status or {}).get("live_consumers") == 2,
+            60,
+            "both workers' consumers to report",
+        )
+        asyncio.run(_publish(broker, f"{subject}.in", [json.dumps(r).encode() for r in rows]))
+
+        def done() -> dict[str, Any] | None:
+            status = client.services.streams.get(f"s-{broker}").status or {}
+            return status if status.get("processed", 0) >= len(rows) else None
+
+        status = _until(done, 120, f"{len(rows)} messages processed by the two workers")
+        per_consumer = [c["processed"] for c in status["consumers"].values()]
+        assert len(per_consumer) == 2 and min(per_consumer) > 0, per_consumer  # both took a share
+        assert status["processed"] == sum(per_consumer) == len(rows)
+        sql = "SELECT count(*) AS rows, count(DISTINCT request_id) AS ids FROM logs WHERE status = 'ok'"
+        counts = client.query(sql)
+        assert int(counts.rows[0]) == int(counts.ids[0]) == len(rows)  # each message logged once, by one worker
+    outputs = [json.loads(b)["request_id"] for b in asyncio.run(_read(broker, f"{subject}.out"))]
+    assert len(outputs) == len(set(outputs)) == len(rows)
+
+
 def test_a_bad_stream_definition_is_refused_naming_the_field(tmp_path: Path) -> None:
     import httpx
 

@@ -36,7 +36,9 @@ def list_streams() -> None:
     """Every stream, paused or not, with its last reported rate and lag."""
     with client_from_env() as client:
         records = client.services.streams.all()
-    table = Table("name", "pipeline", "source", "sink", "state", "msgs/s", "lag", "processed", "dead letters")
+    table = Table(
+        "name", "pipeline", "source", "sink", "state", "consumers", "msgs/s", "lag", "processed", "dead letters"
+    )
     for column in table.columns:  # a narrow terminal wraps the other columns, never these
         column.no_wrap = column.header in ("name", "state")
     for r in records:
@@ -48,6 +50,7 @@ def list_streams() -> None:
             f"{r.config.source.broker}:{r.config.source.subject}",
             f"{r.config.sink.broker}:{r.config.sink.subject}",
             state,
+            str(s.get("live_consumers", "-")),
             str(s.get("messages_per_s", "-")),
             str(s.get("lag", "-")),
             str(s.get("processed", "-")),
@@ -58,7 +61,7 @@ def list_streams() -> None:
 
 @streams_app.command("status")
 def status(name: Annotated[str, typer.Argument(help="Stream name.")]) -> None:
-    """A stream's definition and the counters its runner last reported (lag, rate, failures, last error)."""
+    """A stream's definition and its counters (lag, rate, failures, last error), in all and per consumer."""
     with client_from_env() as client:
         record = client.services.streams.get(name)
     console.print_json(json.dumps(record.payload()))

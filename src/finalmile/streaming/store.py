@@ -1,4 +1,5 @@
-"""Stored streams: their configuration, paused or not, and the status their runners last reported."""
+"""Stored streams: their configuration, paused or not, and the status their runners (one per server process)
+last reported."""
 
 from __future__ import annotations
 
@@ -81,11 +82,38 @@ class StreamStore:
             return record
 
     def report(self, name: str, status: dict[str, Any]) -> None:
-        """A runner's counters; a stream deleted meanwhile is ignored."""
+        """A runner's counters, kept per consumer (every server process runs one): the stream's status adds them
+        up. A stream deleted meanwhile is ignored."""
         with self._sessions.begin() as s:
-            row = s.execute(select(StreamRow).where(StreamRow.name == name)).scalar_one_or_none()
+            query = select(StreamRow).where(StreamRow.name == name).with_for_update()
+            row = s.execute(query).scalar_one_or_none()
             if row is not None:
-                row.status, row.status_at = status, utc_now()
+                now = utc_now()
+                consumers = dict((row.status or {}).get("consumers", {}))
+                consumers[status["consumer"]] = status | {"reported_at": now.isoformat()}
+                row.status, row.status_at = combined(consumers, now), now
+
+
+LIVE_S = 30.0
+"""A consumer that has not reported for this long is no longer counted as running (its counts still add up)."""
+_KEPT = 20
+_SUMMED = ("received", "processed", "logged_before", "failures", "dead_lettered")
+
+
+def combined(consumers: dict[str, dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """The stream's status from its consumers' reports: counts summed over all of them (each since it started),
+    the rate over the live ones, the lag and last error as the newest report says."""
+    newest = sorted(consumers.values(), key=lambda c: str(c["reported_at"]), reverse=True)[:_KEPT]
+    live = [c for c in newest if (now - datetime.fromisoformat(c["reported_at"])).total_seconds() < LIVE_S]
+    errors = [c["last_error"] for c in newest if c.get("last_error")]
+    return {k: sum(int(c.get(k) or 0) for c in newest) for k in _SUMMED} | {
+        "messages_per_s": round(sum(float(c.get("messages_per_s") or 0) for c in live), 1),
+        "lag": newest[0].get("lag"),
+        "last_error": errors[0] if errors else None,
+        "state": "running" if any(c.get("state") == "running" for c in live) else "stopped",
+        "live_consumers": len(live),
+        "consumers": {c["consumer"]: c for c in newest},
+    }
 
 
 def _record(row: StreamRow) -> StreamRecord:
