@@ -12,7 +12,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,22 @@ from tests.fixtures import tabular
 
 X, y = tabular(200)
 PORTS = {"nats": 4222, "redis": 6379, "rabbitmq": 5672}
-BROKERS = list(PORTS)
+BROKERS = [*PORTS, "kafka"]
+KAFKA: dict[str, str] = {}
+"""The address of this test process's Kafka: librdkafka's own mock cluster (no Kafka broker on these machines)."""
+
+
+@pytest.fixture(scope="module")
+def mock_kafka() -> Iterator[str]:
+    """librdkafka's built-in mock cluster, listening on loopback while its owner (a producer here) lives; the
+    server under test reaches it over TCP like any Kafka cluster."""
+    kafka = pytest.importorskip("confluent_kafka", reason="pip install 'finalmile[kafka]'")
+    owner = kafka.Producer({"test.mock.num.brokers": 1, "log_level": 3})
+    broker = next(iter(owner.list_topics(timeout=10).brokers.values()))
+    KAFKA["url"] = f"kafka://{broker.host}:{broker.port}"
+    yield KAFKA["url"]
+    KAFKA.clear()
+    del owner
 
 
 def _reachable(broker: str) -> bool:
@@ -36,6 +51,9 @@ def _reachable(broker: str) -> bool:
 @pytest.fixture(params=BROKERS)
 def broker(request: pytest.FixtureRequest) -> str:
     name: str = request.param
+    if name == "kafka":
+        request.getfixturevalue("mock_kafka")
+        return name
     pytest.importorskip(
         {"nats": "nats", "redis": "redis", "rabbitmq": "aio_pika"}[name], reason="pip install 'finalmile[streams]'"
     )
@@ -51,7 +69,15 @@ def broker(request: pytest.FixtureRequest) -> str:
 
 
 async def _publish(broker: str, subject: str, bodies: list[bytes]) -> None:
-    if broker == "nats":
+    if broker == "kafka":
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": KAFKA["url"].removeprefix("kafka://"), "log_level": 3})
+        for body in bodies:
+            producer.produce(subject, body)
+            producer.poll(0)
+        assert producer.flush(30) == 0
+    elif broker == "nats":
         import nats
 
         nc = await nats.connect("nats://127.0.0.1:4222")
@@ -85,6 +111,23 @@ async def _publish(broker: str, subject: str, bodies: list[bytes]) -> None:
 
 async def _read(broker: str, subject: str) -> list[bytes]:
     """Every message on `subject` so far (RabbitMQ: taken off the queue, so call it once per test)."""
+    if broker == "kafka":
+        from confluent_kafka import Consumer, TopicPartition
+
+        settings = {"bootstrap.servers": KAFKA["url"].removeprefix("kafka://"), "group.id": uuid.uuid4().hex}
+        consumer = Consumer(settings | {"enable.auto.commit": False, "log_level": 3})
+        topic = consumer.list_topics(subject, timeout=10).topics[subject]
+        if topic.error is not None:
+            consumer.close()
+            return []
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(subject, p), timeout=10) for p in topic.partitions}
+        consumer.assign([TopicPartition(subject, p, low) for p, (low, _) in ends.items()])
+        total, got = sum(high - low for low, high in ends.values()), []
+        deadline = time.monotonic() + 30
+        while len(got) < total and time.monotonic() < deadline:
+            got += [m.value() for m in consumer.consume(500, 0.5) if m.error() is None]
+        consumer.close()
+        return got
     if broker == "nats":
         import nats
         from nats.errors import TimeoutError as NatsTimeout
@@ -138,12 +181,13 @@ def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def _stream(client: Client, broker: str, subject: str) -> None:
+    url = KAFKA["url"] if broker == "kafka" else None  # the others: each broker's default local address
     client.services.apply_stream(
         {
             "name": f"s-{broker}",
             "pipeline": "scoring",
-            "source": {"broker": broker, "subject": f"{subject}.in"},
-            "sink": {"broker": broker, "subject": f"{subject}.out"},
+            "source": {"broker": broker, "subject": f"{subject}.in", "url": url},
+            "sink": {"broker": broker, "subject": f"{subject}.out", "url": url},
             "batch_size": 50,
             "max_delay_ms": 20,
             "claim_idle_ms": 500,
@@ -273,7 +317,7 @@ def test_a_bad_stream_definition_is_refused_naming_the_field(tmp_path: Path) -> 
     }
     with _store(tmp_path / "home") as client:
         with pytest.raises(InvalidInputError, match=r"source\.broker"):
-            client.services.apply_stream(good | {"source": {"broker": "kafka", "subject": "in"}})
+            client.services.apply_stream(good | {"source": {"broker": "mqtt", "subject": "in"}})
         with pytest.raises(InvalidInputError, match="batch_size"):
             client.services.apply_stream(good | {"batch_size": 0})
         with pytest.raises(NotFoundError, match="nope"):

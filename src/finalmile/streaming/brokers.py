@@ -1,8 +1,9 @@
 """One class per broker, each both a source (fetch a batch, acknowledge it) and a sink (publish with an id).
 
 Every message carries an id that stays the same when the broker delivers it again (the JetStream stream sequence,
-the Redis entry id, the AMQP `message_id`): it becomes the request id in the inference log, which is what makes a
-redelivery recognisable. `redelivered` says the broker may have handed this message out before.
+the Redis entry id, the AMQP `message_id`, Kafka's topic-partition-offset in `streaming/kafka.py`): it becomes the
+request id in the inference log, which is what makes a redelivery recognisable. `redelivered` says the broker may
+have handed this message out before.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def open_broker(endpoint: Endpoint, url: str | None) -> Broker:
         return NatsBroker(address)
     if endpoint.broker == "redis":
         return RedisBroker(address)
+    if endpoint.broker == "kafka":
+        from finalmile.streaming.kafka import KafkaBroker
+
+        return KafkaBroker(address)
     return RabbitBroker(address)
 
 

@@ -15,12 +15,13 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from finalmile.errors import InvalidInputError
 from finalmile.registry.store import check_plain_name
 
-Broker = Literal["nats", "redis", "rabbitmq"]
+Broker = Literal["nats", "redis", "rabbitmq", "kafka"]
 
 DEFAULT_URLS: dict[str, str] = {
     "nats": "nats://127.0.0.1:4222",
     "redis": "redis://127.0.0.1:6379/0",
     "rabbitmq": "amqp://guest:guest@127.0.0.1:5672/",
+    "kafka": "kafka://127.0.0.1:9092",
 }
 
 

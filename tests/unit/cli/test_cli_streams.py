@@ -44,7 +44,7 @@ def test_apply_list_status_pause_resume_delete(cli_env: Path, capsys: pytest.Cap
     ("text", "message"),
     [
         (
-            "name: s\npipeline: scoring\nsource: {broker: kafka, subject: a}\nsink: {broker: redis, subject: b}\n",
+            "name: s\npipeline: scoring\nsource: {broker: mqtt, subject: a}\nsink: {broker: redis, subject: b}\n",
             "source.broker",
         ),
         ("name: s\npipeline: scoring\nsource: {broker: redis}\nsink: {broker: redis, subject: b}\n", "source.subject"),

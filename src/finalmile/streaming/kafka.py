@@ -1,0 +1,162 @@
+"""Kafka as a stream source and sink, through confluent-kafka (librdkafka): `pip install 'finalmile[kafka]'`.
+
+A consumer group shared by every worker (Kafka spreads the topic's partitions over them). Offsets are committed
+only once a batch's outputs are published and its log rows are durable (auto-commit off), so a worker that dies
+hands its uncommitted messages to another at the rebalance. A message's id is `topic-partition-offset`, the same
+whenever it is delivered again. Publishing waits for every in-sync replica (`acks=all`, idempotent producer).
+
+The URL is `kafka://HOST:PORT[,HOST:PORT…][?librdkafka.setting=value&…]`: the query's settings go to librdkafka
+as they are (`security.protocol=SASL_SSL&sasl.mechanism=PLAIN&sasl.username=…&sasl.password=…`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from finalmile.errors import InvalidInputError, MissingDependencyError
+from finalmile.jobs.runs import runner_name
+from finalmile.streaming.brokers import Message
+from finalmile.streaming.config import StreamConfig
+
+T = TypeVar("T")
+CONNECT_TIMEOUT_S = 5.0
+
+
+def kafka_settings(url: str) -> dict[str, Any]:
+    """librdkafka's settings from a `kafka://` URL: the bootstrap servers from its host list, the rest from its
+    query."""
+    parts = urlsplit(url)
+    servers = parts.netloc.rpartition("@")[2]
+    if parts.scheme != "kafka" or not servers:
+        raise InvalidInputError(f"url: a Kafka URL is kafka://HOST:PORT[,HOST:PORT…], not {url!r}", {"field": "url"})
+    return {"bootstrap.servers": servers} | dict(parse_qsl(parts.query))
+
+
+def commit_offsets(messages: list[Message]) -> dict[tuple[str, int], int]:
+    """The offset to commit per (topic, partition) once `messages` are done: one past the highest."""
+    done: dict[tuple[str, int], int] = {}
+    for m in messages:
+        topic, partition, offset = m.handle
+        done[(topic, partition)] = max(done.get((topic, partition), -1), offset + 1)
+    return done
+
+
+class KafkaBroker:
+    """Kafka's consumer group and an idempotent producer. librdkafka's calls block, so they run in a thread, one
+    at a time (a consumer is not to be used from two threads at once)."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import confluent_kafka
+        except ImportError:
+            raise MissingDependencyError("Kafka streams need confluent-kafka: pip install 'finalmile[kafka]'") from None
+        self._kafka = confluent_kafka
+        self.url = url
+        self._settings = kafka_settings(url)
+        self._producer: Any = None
+        self._consumer: Any = None
+        self._lock = threading.Lock()
+        self._fresh: set[tuple[str, int]] = set()
+        """Partitions this consumer has committed on since it was given them: their next messages are new to
+        every consumer. Before that, a message may have been handled by the partition's previous owner."""
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn(*args)
+
+        return await asyncio.to_thread(locked)
+
+    async def connect(self) -> None:
+        settings = self._settings | {"enable.idempotence": True, "acks": "all", "client.id": runner_name()}
+        self._producer = self._kafka.Producer(settings)
+        try:  # librdkafka connects lazily: ask for the cluster's metadata so a wrong address fails here, by name
+            await self._call(self._producer.list_topics, None, CONNECT_TIMEOUT_S)
+        except self._kafka.KafkaException as exc:
+            raise ConnectionError(f"cannot reach Kafka at {self._settings['bootstrap.servers']}: {exc}") from None
+
+    async def subscribe(self, config: StreamConfig) -> None:
+        settings = (
+            {
+                "group.id": config.consumer_group,
+                "client.id": runner_name(),
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 10_000,  # a dead worker's partitions move on after 10 s, not librdkafka's 45
+            }
+            | self._settings
+            | {"enable.auto.commit": False}
+        )
+        self._consumer = self._kafka.Consumer(settings)
+
+        def assigned(_: Any, partitions: list[Any]) -> None:
+            self._fresh -= {(p.topic, p.partition) for p in partitions}
+
+        self._consumer.subscribe([config.source.subject], on_assign=assigned, on_revoke=assigned)
+
+    async def fetch(self, count: int, timeout_s: float) -> list[Message]:
+        got = await self._call(self._consumer.consume, count, max(timeout_s, 0.05))
+        messages = []
+        for m in got:
+            error = m.error()
+            if error is not None:
+                if error.code() == self._kafka.KafkaError._PARTITION_EOF:
+                    continue
+                raise self._kafka.KafkaException(error)
+            place = (m.topic(), m.partition(), m.offset())
+            redelivered = place[:2] not in self._fresh
+            messages.append(Message(f"{place[0]}-{place[1]}-{place[2]}", m.value() or b"", redelivered, place))
+        return messages
+
+    async def ack(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        done = commit_offsets(messages)
+        offsets = [self._kafka.TopicPartition(t, p, o) for (t, p), o in done.items()]
+        await self._call(lambda: self._consumer.commit(offsets=offsets, asynchronous=False))
+        self._fresh |= set(done)
+
+    async def publish(self, subject: str, items: list[tuple[str, bytes]]) -> list[str]:
+        reports: list[Any] = [None] * len(items)
+
+        def produce() -> None:
+            for n, (i, data) in enumerate(items):
+
+                def delivered(error: Any, message: Any, n: int = n) -> None:
+                    reports[n] = error if error is not None else message
+
+                while True:
+                    try:
+                        self._producer.produce(subject, value=data, key=i.encode(), on_delivery=delivered)
+                        break
+                    except BufferError:  # the local queue is full: let deliveries drain it
+                        self._producer.poll(0.1)
+            self._producer.flush(30)
+
+        await self._call(produce)
+        failed = [r for r in reports if r is None or isinstance(r, self._kafka.KafkaError)]
+        if failed:
+            raise ConnectionError(f"Kafka did not take {len(failed)} of {len(items)} messages: {failed[0]}")
+        return [f"{m.topic()}-{m.partition()}-{m.offset()}" for m in reports]
+
+    async def lag(self) -> int | None:
+        if self._consumer is None:
+            return None
+
+        def behind() -> int:
+            total = 0
+            for tp in self._consumer.committed(self._consumer.assignment(), timeout=2):
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=2)
+                total += high - (tp.offset if tp.offset >= 0 else low)
+            return total
+
+        return await self._call(behind)
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._call(self._consumer.close)
+        if self._producer is not None:
+            await self._call(self._producer.flush, 10)
