@@ -53,7 +53,7 @@ class KafkaBroker:
         try:
             import confluent_kafka
         except ImportError:
-            raise MissingDependencyError("Kafka streams need confluent-kafka: pip install 'finalmile[kafka]'") from None
+            raise MissingDependencyError("confluent-kafka", "kafka") from None
         self._kafka = confluent_kafka
         self.url = url
         self._settings = kafka_settings(url)
