@@ -295,12 +295,13 @@ def test_two_workers_share_a_stream_through_the_brokers_consumer_group(
         status = _until(done, 120, f"{len(rows)} messages processed by the two workers")
         per_consumer = [c["processed"] for c in status["consumers"].values()]
         assert len(per_consumer) == 2 and min(per_consumer) > 0, per_consumer  # both took a share
-        assert status["processed"] == sum(per_consumer) == len(rows)
+        # A rebalance (Kafka) or redelivery may hand a batch to the other worker: processed again, never logged twice.
+        assert status["processed"] == sum(per_consumer) >= len(rows)
         sql = "SELECT count(*) AS rows, count(DISTINCT request_id) AS ids FROM logs WHERE status = 'ok'"
         counts = client.query(sql)
         assert int(counts.rows[0]) == int(counts.ids[0]) == len(rows)  # each message logged once, by one worker
     outputs = [json.loads(b)["request_id"] for b in asyncio.run(_read(broker, f"{subject}.out"))]
-    assert len(outputs) == len(set(outputs)) == len(rows)
+    assert len(set(outputs)) == len(rows)  # every message's output published (at least once)
 
 
 def test_a_bad_stream_definition_is_refused_naming_the_field(tmp_path: Path) -> None:

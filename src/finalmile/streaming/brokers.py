@@ -231,7 +231,7 @@ class RabbitBroker:
         self._channel = await self._conn.channel(publisher_confirms=True)
 
     async def subscribe(self, config: StreamConfig) -> None:
-        await self._channel.set_qos(prefetch_count=max(2 * config.batch_size, 10))
+        await self._channel.set_qos(prefetch_count=max(3 * config.batch_size, 10))  # two batches in flight, one more
         self._queue_name = config.source.subject
         queue = await self._channel.declare_queue(self._queue_name, durable=True)
         self._declared.add(self._queue_name)

@@ -10,6 +10,7 @@ goes to the dead-letter subject with its error and is acknowledged, so it never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -87,19 +88,31 @@ class StreamRunner:
         if self.sink is not self.source:
             await self.sink.connect()
         await self.source.subscribe(config)
+        in_flight: asyncio.Task[None] | None = None
         try:
             while True:
                 messages = await self.source.fetch(config.batch_size, config.max_delay_ms / 1000)
-                if messages:
-                    await self.handle(messages)
+                if not messages:
+                    continue
+                # Two batches at once: this one is fetched and scored while the last one waits on the broker's
+                # confirms and the log's fsync. Acknowledgements stay in fetch order (RabbitMQ acknowledges
+                # "up to", Kafka commits an offset), so this batch acknowledges only after the last one has.
+                batch = asyncio.create_task(self.handle(messages, after=in_flight))
+                if in_flight is not None:
+                    await in_flight
+                in_flight = batch
         finally:
+            if in_flight is not None:
+                in_flight.cancel()
+                with contextlib.suppress(BaseException):
+                    await in_flight
             await self.source.close()
             if self.sink is not self.source:
                 await self.sink.close()
 
-    async def handle(self, messages: list[Message]) -> None:
+    async def handle(self, messages: list[Message], after: asyncio.Task[None] | None = None) -> None:
         """One batch, end to end; raises (leaving the batch unacknowledged, to be delivered again) only when the
-        sink or the log cannot take it."""
+        sink or the log cannot take it, or when the batch before it (`after`, acknowledged first) failed."""
         self.counters.received += len(messages)
         again = [m.id for m in messages if m.redelivered]
         seen = await asyncio.to_thread(self.logged, self.config.pipeline, again) if again else set()
@@ -117,6 +130,8 @@ class StreamRunner:
         if dead:
             await self.source.publish(self.config.dead_letter_subject, dead)
         await asyncio.to_thread(self.durable)
+        if after is not None:
+            await after
         await self.source.ack(messages)
         self.counters.processed += len(published)
         self.counters.dead_lettered += len(dead)
