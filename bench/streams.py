@@ -1,6 +1,11 @@
 """Streams through the 100-tree forest, per broker (figures in bench/README.md).
 
-    .venv/bin/python bench/streams.py [--brokers nats redis rabbitmq] [--messages 20000] [--rate 1000] [--seconds 10]
+    .venv/bin/python bench/streams.py [--brokers nats redis rabbitmq kafka] [--messages 20000] [--rate 1000]
+        [--seconds 10]
+
+`kafka` runs against librdkafka's mock cluster, started in this process (no Kafka broker here): the mock answers a
+fetch only when `fetch.wait.max.ms` has passed (set to 10 ms here), and a new consumer group takes seconds to
+join, which the backlog figure counts; neither says anything about a real Kafka cluster.
 
 One `finalmile serve` process runs one stream per broker (one consumer, batches of up to 500 messages, JSON, one
 record per message, logging on with the log made durable before each acknowledgement). For each broker:
@@ -36,13 +41,15 @@ from dashboard import serve  # noqa: E402
 from runtimes import data  # noqa: E402
 
 PORT = 8392
+URLS: dict[str, str] = {}
+"""Kafka's address: librdkafka's mock cluster in this process (no Kafka broker here), made by `main`."""
 
 
 class Reader:
     """Consumes the sink, recording when each output (by request id) arrived."""
 
     def __init__(self, broker: str, subject: str) -> None:
-        self.endpoint = Endpoint(broker=broker, subject=subject)
+        self.endpoint = Endpoint(broker=broker, subject=subject, url=URLS.get(broker))
         self.arrived: dict[str, float] = {}
 
     async def run(self, until: int, timeout_s: float) -> None:
@@ -63,7 +70,7 @@ class Reader:
 
 async def publish_all(broker: str, subject: str, bodies: list[bytes], rate: float | None) -> dict[str, float]:
     """Publish `bodies` (at `rate` per second, or as fast as the broker confirms); returns id -> time sent."""
-    publisher = open_broker(Endpoint(broker=broker, subject=subject), None)
+    publisher = open_broker(Endpoint(broker=broker, subject=subject, url=URLS.get(broker)), None)
     await publisher.connect()
     sent: dict[str, float] = {}
     chunk = 10 if rate else 500
@@ -85,8 +92,8 @@ def apply(home: Path, broker: str, subject: str, name: str) -> None:
             {
                 "name": name,
                 "pipeline": "forest",
-                "source": {"broker": broker, "subject": f"{subject}.in"},
-                "sink": {"broker": broker, "subject": f"{subject}.out"},
+                "source": {"broker": broker, "subject": f"{subject}.in", "url": URLS.get(broker)},
+                "sink": {"broker": broker, "subject": f"{subject}.out", "url": URLS.get(broker)},
                 "batch_size": 500,
                 "max_delay_ms": 5,
             }
@@ -121,11 +128,17 @@ async def latency(home: Path, broker: str, bodies: list[bytes], rate: float) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--brokers", nargs="+", default=["nats", "redis", "rabbitmq"])
+    parser.add_argument("--brokers", nargs="+", default=["nats", "redis", "rabbitmq", "kafka"])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
+    if "kafka" in args.brokers:
+        from confluent_kafka import Producer
+
+        mock = Producer({"test.mock.num.brokers": 1, "log_level": 3})  # the cluster lives while this does
+        broker = next(iter(mock.list_topics(timeout=10).brokers.values()))
+        URLS["kafka"] = f"kafka://{broker.host}:{broker.port}?log_level=3&fetch.wait.max.ms=10"
     X, y = data(5_000)
     forest = RandomForestClassifier(n_estimators=100, max_depth=8, n_jobs=1, random_state=0).fit(X, y)
     records = X.sample(args.messages, replace=True, random_state=1).to_dict(orient="records")

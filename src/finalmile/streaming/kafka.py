@@ -60,6 +60,7 @@ class KafkaBroker:
         self._producer: Any = None
         self._consumer: Any = None
         self._lock = threading.Lock()
+        self.last_error: str | None = None
         self._fresh: set[tuple[str, int]] = set()
         """Partitions this consumer has committed on since it was given them: their next messages are new to
         every consumer. Before that, a message may have been handled by the partition's previous owner."""
@@ -103,9 +104,12 @@ class KafkaBroker:
         for m in got:
             error = m.error()
             if error is not None:
-                if error.code() == self._kafka.KafkaError._PARTITION_EOF:
-                    continue
-                raise self._kafka.KafkaException(error)
+                # librdkafka recovers from all but fatal errors itself (a topic not made yet, a broker
+                # restarting): those are reported and fetching goes on.
+                if error.fatal():
+                    raise self._kafka.KafkaException(error)
+                self.last_error = str(error)
+                continue
             place = (m.topic(), m.partition(), m.offset())
             redelivered = place[:2] not in self._fresh
             messages.append(Message(f"{place[0]}-{place[1]}-{place[2]}", m.value() or b"", redelivered, place))
