@@ -10,7 +10,7 @@ request to each in turn; both answers are checked first. Targets: the Ray path a
 of the local req/s at 1 row, and >= 80% of the local rows/s at 1,000 rows.
 
 Then file inference over a `--file-rows` Parquet file, in this process: `infer_file` on the local path and with
-`backend="ray"` (Ray Data's actor pool, one actor per CPU); target: Ray >= 70% of the local rows/s, same output.
+`backend="ray"` (a Ray actor pool, one actor per free CPU); target: Ray >= 70% of the local rows/s, same output.
 """
 
 from __future__ import annotations

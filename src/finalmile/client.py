@@ -31,8 +31,8 @@ from finalmile.services import Services
 
 
 def ray_file_scorer(settings: FinalmileSettings, workspace: str, name: str, version: int, log: bool) -> Score:
-    """What each Ray Data actor builds: its own services with `name`'s version loaded (from the shared artifact
-    store, hashes verified), scoring batch by batch; logged rows are made queryable after each batch, since Ray
+    """What each Ray file-inference actor builds: its own services with `name`'s version loaded (from the shared
+    artifact store, hashes verified), scoring batch by batch; logged rows are made queryable after each batch, since Ray
     ends an actor without asking it to close."""
     services = Services(settings, None, workspace)
     record = services.pipelines.deployment(name)

@@ -251,17 +251,22 @@ def test_autoscaling_adds_a_replica_under_load_and_removes_it_after(client: Clie
         time.sleep(0.5)
 
 
-def test_file_inference_on_ray_data_equals_the_local_path_row_for_row(client: Client, tmp_path: Path) -> None:
+def test_file_inference_on_ray_equals_the_local_path_row_for_row(client: Client, tmp_path: Path) -> None:
     mv, _ = _forest(client)
     pipeline = client.build_pipeline("p").add_model_step(mv)
     pipeline.deploy()  # file inference on Ray needs no Ray deployment: its actors load the version themselves
-    rows = pd.DataFrame(np.random.default_rng(9).normal(size=(30_000, 4)), columns=["a", "b", "c", "d"])
+    rows = pd.DataFrame(np.random.default_rng(9).normal(size=(300_000, 4)), columns=["a", "b", "c", "d"])
     source = tmp_path / "in.parquet"
-    rows.to_parquet(source, row_group_size=4_000)
+    rows.to_parquet(source, row_group_size=7_000)  # row groups that straddle the batches
     local = pipeline.infer_file(source, tmp_path / "local.parquet", batch_size=5_000, progress=False)
     on_ray = pipeline.infer_file(source, tmp_path / "ray.parquet", batch_size=5_000, progress=False, backend="ray")
-    assert local.rows == on_ray.rows == 30_000
+    assert local.rows == on_ray.rows == 300_000 and on_ray.batches == 60
     pd.testing.assert_frame_equal(pd.read_parquet(on_ray.output), pd.read_parquet(local.output))
+    csv = tmp_path / "in.csv"
+    rows.head(20_000).to_csv(csv, index=False)
+    from_csv = pipeline.infer_file(csv, tmp_path / "csv.parquet", batch_size=3_000, progress=False, backend="ray")
+    expected = pd.read_parquet(local.output).head(20_000)
+    pd.testing.assert_frame_equal(pd.read_parquet(from_csv.output), expected, atol=1e-6)
 
     bad = tmp_path / "bad.parquet"
     rows.rename(columns={"a": "z"}).to_parquet(bad)

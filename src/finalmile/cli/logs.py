@@ -93,7 +93,7 @@ def infer_file(
     batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 10_000,
     log: Annotated[bool, typer.Option("--log", help="Also record the rows in the inference log.")] = False,
     backend: Annotated[
-        str, typer.Option(help="local (resumable), or ray: Ray Data actors on the cluster (RAY_ADDRESS) or a local one")
+        str, typer.Option(help="local (resumable), or ray: Ray actors on the cluster (RAY_ADDRESS) or a local one")
     ] = "local",
 ) -> None:
     """Score a file through a deployed pipeline; rerun after an interruption to resume (local backend)."""

@@ -44,7 +44,8 @@ class FileInferenceResult:
     output: Path
 
 
-def _batches(path: Path, batch_size: int) -> tuple[Iterator[pa.RecordBatch], int | None]:
+def read_batches(path: Path, batch_size: int) -> tuple[Iterator[pa.RecordBatch], int | None]:
+    """A CSV, Parquet or JSON-lines file as batches read one at a time, and its row count where the file says it."""
     fmt = file_format(path)
     if not path.is_file():
         raise InvalidInputError(f"{path}: no such file")
@@ -74,7 +75,7 @@ def infer_file(
     """Score `source` batch by batch into `output` (inputs and outputs side by side); `pipeline` names the bar."""
     source, output = Path(source), Path(output)
     file_format(output)  # refuse an unknown output type before any work
-    batches, total = _batches(source, batch_size)
+    batches, total = read_batches(source, batch_size)
     parts = output.with_name(output.name + ".partial")
     parts.mkdir(parents=True, exist_ok=True)
     rows = resumed = index = 0
@@ -83,7 +84,7 @@ def infer_file(
     with (
         BackgroundWriter(output) as writer,
         progress_bar(pipeline, source, total, progress) as advance,
-        _prefetch(batches) as ahead,
+        prefetch(batches) as ahead,
     ):
         while True:
             try:
@@ -185,7 +186,7 @@ class BackgroundWriter:
 
 
 @contextmanager
-def _prefetch(batches: Iterator[pa.RecordBatch]) -> Iterator[Iterator[pa.RecordBatch]]:
+def prefetch(batches: Iterator[pa.RecordBatch]) -> Iterator[Iterator[pa.RecordBatch]]:
     """Read the next batches in a thread while the current one is scored (errors surface in order, at `next`)."""
     ready: queue.Queue[tuple[pa.RecordBatch | None, BaseException | None]] = queue.Queue(maxsize=2)
     stop = threading.Event()

@@ -1,29 +1,39 @@
-"""File inference on Ray Data: the same output as `files.infer_file`, scored by a pool of Ray actors.
+"""File inference on Ray: the same output as `files.infer_file`, row for row, scored by a pool of Ray actors.
 
-Ray Data reads the file in blocks; `map_batches` sends each batch to one of an actor pool, and each actor builds
-the pipeline once (its own services, the version loaded from the shared artifact store, hashes verified) and keeps
-it for every batch it scores. The driver streams the scored batches back (`preserve_order`) into the one output
-file, so memory stays bounded by the blocks in flight and the file appears only once every row is in. Every output
-row carries its own inputs beside its outputs; the order of rows follows the input for files Ray reads as whole
-blocks, but bench/ray_backend.py found two of forty batches out of place on a 2,000,000-row, 29-column Parquet
-file that Ray 2.60 splits into several read tasks (open in issue 15). Unlike the local path it does not resume an
-interrupted run: it is for files too large for one machine's cores, where a rerun is cheaper than bookkeeping
-across nodes.
+The driver reads the file batch by batch with the local path's streaming reader and hands the batches round-robin
+to a pool of actors, each of which builds the pipeline once (its own services, the version loaded from the shared
+artifact store, hashes verified) and keeps it for every batch. Results are taken back in the order the batches
+were handed out (an actor runs its calls in order), with at most two batches per actor in flight, so the output is
+the input's order and memory stays bounded; the file appears only once every row is in.
+
+Not Ray Data's `read_parquet` + `map_batches`: Ray 2.60's Parquet reader handed two of forty batches out of
+order on a 2,000,000-row file even with `preserve_order` (its footer reader completes out of order), and the
+output must be the input's rows in the input's order. Unlike the local path it does not resume an interrupted
+run: it is for files too large for one machine's cores, where a rerun is cheaper than bookkeeping across nodes.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import ray
-import ray.data
 
 from finalmile.arrow.files import file_format
 from finalmile.errors import FinalmileError, InvalidInputError
-from finalmile.jobs.files import BackgroundWriter, FileInferenceResult, Score, join_outputs, progress_bar
+from finalmile.jobs.files import (
+    BackgroundWriter,
+    FileInferenceResult,
+    Score,
+    join_outputs,
+    prefetch,
+    progress_bar,
+    read_batches,
+)
 
 ScoreFactory = Callable[[], Score]
 """Builds the pipeline in an actor and returns its `Score` (picklable: given by the composition root)."""
@@ -31,17 +41,19 @@ ScoreFactory = Callable[[], Score]
 
 FAILED = "__finalmile_error__"
 """The one column of a batch an actor could not score: its error as JSON (Ray's exception chain drops the cause)."""
+IN_FLIGHT_PER_ACTOR = 2
+"""Batches handed to each actor before the driver waits for the oldest: one scoring, one queued behind it."""
 
 
-class _Scorer:
+class Scorer:
     """One actor of the pool: builds the pipeline once, then scores each batch it is given."""
 
     def __init__(self, make_score: ScoreFactory) -> None:
-        self.score = make_score()
+        self._score = make_score()
 
-    def __call__(self, table: pa.Table) -> pa.Table:
+    def score(self, table: pa.Table) -> pa.Table:
         try:
-            return join_outputs(table, self.score(table))
+            return join_outputs(table, self._score(table))
         except FinalmileError as exc:  # said by the driver as the same error, where the local path would say it
             return pa.table({FAILED: [json.dumps([type(exc).__name__, exc.message, exc.detail], default=str)]})
 
@@ -56,47 +68,48 @@ def infer_file_on_ray(
     actors: int | None = None,
 ) -> FileInferenceResult:
     """Score `source` into `output` on the Ray cluster this process is connected to (or a local one it starts);
-    `actors` defaults to one per CPU of the cluster."""
+    `actors` defaults to one per CPU the cluster has free (at least one, which waits for a CPU if none is)."""
     source, output = Path(source), Path(output)
     file_format(output)  # refuse an unknown output type before any work
-    fmt = file_format(source)
-    if not source.is_file():
-        raise InvalidInputError(f"{source}: no such file")
+    batches, total = read_batches(source, batch_size)
     if not ray.is_initialized():
         ray.init(namespace="finalmile", include_dashboard=False, log_to_driver=False, configure_logging=False)
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False  # finalmile's own bar says rows and rows/s
-    read = {"parquet": ray.data.read_parquet, "csv": ray.data.read_csv, "json": ray.data.read_json}[fmt]
+    size = actors or max(1, int(ray.available_resources().get("CPU", 1)))
+    actor_class: Any = ray.remote(num_cpus=1)(Scorer)
+    pool = [actor_class.remote(make_score) for _ in range(size)]
+    window: deque[Any] = deque()
+    rows = index = 0
     try:
-        data = read(str(source))
-        total = data.count() if fmt == "parquet" else None  # Parquet says it from its footers, the others not
-    except Exception as exc:  # Ray wraps Arrow's and the filesystem's errors: said as the input's fault
-        raise InvalidInputError(f"{source}: cannot read it as {fmt}: {_last_line(exc)}") from None
-    pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    scored = data.map_batches(
-        _Scorer,
-        fn_constructor_args=(make_score,),
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        zero_copy_batch=True,
-        concurrency=(1, pool),  # starts on what the cluster has free, grows to one actor per CPU
-        num_cpus=1,
-    )
-    rows = batches = 0
-    with BackgroundWriter(output) as writer, progress_bar(pipeline, source, total, progress) as advance:
-        for batch in scored.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
-            assert isinstance(batch, pa.Table)
-            if FAILED in batch.column_names:  # the output never appears: the writer is left by an error
-                kind, message, detail = json.loads(batch.column(FAILED)[0].as_py())
-                raise FinalmileError.rebuild(kind, f"{source}: rows after {rows}: {message}", detail)
-            writer.write(batch)
-            rows += batch.num_rows
-            batches += 1
-            advance(rows)
-    return FileInferenceResult(rows, batches, 0, output)
+        with (
+            BackgroundWriter(output) as writer,
+            progress_bar(pipeline, source, total, progress) as advance,
+            prefetch(batches) as ahead,
+        ):
 
+            def take_oldest() -> None:
+                nonlocal rows
+                scored = ray.get(window.popleft())
+                if FAILED in scored.column_names:  # the output never appears: the writer is left by an error
+                    kind, message, detail = json.loads(scored.column(FAILED)[0].as_py())
+                    raise FinalmileError.rebuild(kind, f"{source}: rows after {rows}: {message}", detail)
+                writer.write(scored)
+                rows += scored.num_rows
+                advance(rows)
 
-def _last_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(exc).__name__)[:400]
+            while True:
+                try:
+                    batch = next(ahead)
+                except StopIteration:
+                    break
+                except (pa.ArrowInvalid, OSError) as exc:  # a malformed block, as the local path says it
+                    raise InvalidInputError(f"{source}: batch {index} is malformed: {exc}") from None
+                window.append(pool[index % size].score.remote(pa.Table.from_batches([batch])))
+                index += 1
+                if len(window) >= IN_FLIGHT_PER_ACTOR * size:
+                    take_oldest()
+            while window:
+                take_oldest()
+    finally:
+        for actor in pool:
+            ray.kill(actor)
+    return FileInferenceResult(rows, index, 0, output)

@@ -203,7 +203,7 @@ class Pipeline:
 
         Streamed in batches with bounded memory and a progress bar; rerunning after an interruption resumes where it
         stopped without duplicating rows. `log=True` also records the rows in the inference log. `backend="ray"`
-        scores on Ray Data's actors (the cluster this process joined, or a local one): the same output, no resume.
+        scores on a pool of Ray actors (the cluster this process joined, or a local one): the same output, no resume.
         """
         return self._client.infer_file(self.name, source, output, batch_size, log, progress, backend=backend)
 
