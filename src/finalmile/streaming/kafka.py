@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -46,8 +47,14 @@ def commit_offsets(messages: list[Message]) -> dict[tuple[str, int], int]:
 
 
 class KafkaBroker:
-    """Kafka's consumer group and an idempotent producer. librdkafka's calls block, so they run in a thread, one
-    at a time (a consumer is not to be used from two threads at once)."""
+    """Kafka's consumer group and an idempotent producer. librdkafka's calls block, so they run in a thread.
+
+    A rebalance hands a partition to another worker while this one may still score a batch of it; the other would
+    then start from the last committed offset and score the same messages at the same time, before either has
+    logged them. So when a partition is taken away, `on_revoke` (which the rebalance waits for) holds until this
+    worker's messages of it are acknowledged, up to `REVOKE_WAIT_S`."""
+
+    REVOKE_WAIT_S = 30.0
 
     def __init__(self, url: str) -> None:
         try:
@@ -59,7 +66,9 @@ class KafkaBroker:
         self._settings = kafka_settings(url)
         self._producer: Any = None
         self._consumer: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # consume, lag and close one at a time; commit runs beside them
+        self._settled = threading.Condition()
+        self._held: Counter[tuple[str, int]] = Counter()  # fetched, not yet acknowledged, per partition
         self.last_error: str | None = None
         self._fresh: set[tuple[str, int]] = set()
         """Partitions this consumer has committed on since it was given them: their next messages are new to
@@ -96,7 +105,15 @@ class KafkaBroker:
         def assigned(_: Any, partitions: list[Any]) -> None:
             self._fresh -= {(p.topic, p.partition) for p in partitions}
 
-        self._consumer.subscribe([config.source.subject], on_assign=assigned, on_revoke=assigned)
+        def revoked(_: Any, partitions: list[Any]) -> None:
+            keys = {(p.topic, p.partition) for p in partitions}
+            with self._settled:
+                self._settled.wait_for(lambda: not any(self._held[k] for k in keys), timeout=self.REVOKE_WAIT_S)
+                for key in keys:
+                    self._held.pop(key, None)
+            self._fresh -= keys
+
+        self._consumer.subscribe([config.source.subject], on_assign=assigned, on_revoke=revoked)
 
     async def fetch(self, count: int, timeout_s: float) -> list[Message]:
         got = await self._call(self._consumer.consume, count, max(timeout_s, 0.05))
@@ -113,6 +130,8 @@ class KafkaBroker:
             place = (m.topic(), m.partition(), m.offset())
             redelivered = place[:2] not in self._fresh
             messages.append(Message(f"{place[0]}-{place[1]}-{place[2]}", m.value() or b"", redelivered, place))
+        with self._settled:
+            self._held.update(m.handle[:2] for m in messages)
         return messages
 
     async def ack(self, messages: list[Message]) -> None:
@@ -120,8 +139,12 @@ class KafkaBroker:
             return
         done = commit_offsets(messages)
         offsets = [self._kafka.TopicPartition(t, p, o) for (t, p), o in done.items()]
-        await self._call(lambda: self._consumer.commit(offsets=offsets, asynchronous=False))
+        # Not behind the lock: a rebalance inside `consume` may be waiting for exactly this commit.
+        await asyncio.to_thread(lambda: self._consumer.commit(offsets=offsets, asynchronous=False))
         self._fresh |= set(done)
+        with self._settled:
+            self._held.subtract(m.handle[:2] for m in messages)
+            self._settled.notify_all()
 
     async def publish(self, subject: str, items: list[tuple[str, bytes]]) -> list[str]:
         reports: list[Any] = [None] * len(items)
