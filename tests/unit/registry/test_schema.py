@@ -108,3 +108,24 @@ def test_a_tensor_expands_to_the_schemas_named_columns_and_types() -> None:
     )
     table = expand_tensor(pa.table({"input": chunked}), mixed)
     assert table.schema.field("b").type == pa.float32() and table.column("c").to_pylist() == [2.0, 5.0, 8.0, 11.0]
+
+
+def test_a_schema_seen_before_takes_the_same_path_and_still_refuses_nulls() -> None:
+    """The validator remembers what to do with each schema it has seen; the values are checked every time."""
+    numeric = Schema(inputs=[Column(name=n, dtype="float64") for n in ("a", "b", "c")])
+    validator = SchemaValidator(numeric)
+
+    def rows(a: list[float | None]) -> pa.Table:  # float32, reordered, one extra column: how V2 clients send
+        return pa.table(
+            {"c": pa.array([3.0] * len(a), pa.float32()), "x": [1] * len(a), "a": pa.array(a, pa.float32()),
+             "b": pa.array([2.0] * len(a), pa.float32())}
+        )  # fmt: skip
+
+    for _ in range(3):
+        out = validator.conform(rows([1.0, 2.0]))
+        assert out.column_names == ["a", "b", "c"] and out.column("a").to_pylist() == [1.0, 2.0]
+    with pytest.raises(SchemaError, match=r"row 1, column 'a': missing or null"):
+        validator.conform(rows([1.0, None]))  # the same schema as the tables before it
+    with pytest.raises(SchemaError, match="column 'b': missing"):
+        validator.conform(rows([1.0]).drop_columns(["b"]))
+    assert validator.conform(rows([4.0])).column("a").to_pylist() == [4.0]
