@@ -24,14 +24,23 @@ def named_tensor(matrix: np.ndarray, names: list[str]) -> pa.Table:
     return pa.Table.from_arrays([tensor_array(np.ascontiguousarray(matrix))], schema=pa.schema([field]))
 
 
-def named_tensor_parts(table: pa.Table) -> tuple[np.ndarray, list[str]] | None:
-    """(matrix, names) of a named tensor, or None for any other table."""
+def named_tensor_header(table: pa.Table) -> bytes | None:
+    """A named tensor's names as stored (joined by \\x1f), or None for any other table: cheap to compare."""
     if table.num_columns != 1:
         return None
     field = table.schema.field(0)
     if field.name != NAMED_TENSOR or not field.metadata:
         return None
-    return list_matrix(table.column(0)), field.metadata[b"names"].decode().split("\x1f")
+    names: bytes | None = field.metadata.get(b"names")
+    return names
+
+
+def named_tensor_parts(table: pa.Table) -> tuple[np.ndarray, list[str]] | None:
+    """(matrix, names) of a named tensor, or None for any other table."""
+    header = named_tensor_header(table)
+    if header is None:
+        return None
+    return list_matrix(table.column(0)), header.decode().split("\x1f")
 
 
 def expand_named_tensor(table: pa.Table) -> pa.Table:

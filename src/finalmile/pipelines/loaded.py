@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from finalmile.arrow.frames import tensor_array
-from finalmile.arrow.tensors import expand_named_tensor, named_tensor_parts
+from finalmile.arrow.frames import list_matrix, tensor_array
+from finalmile.arrow.tensors import expand_named_tensor, named_tensor_header
 from finalmile.errors import SchemaError
 from finalmile.pipelines.checks import compile_check
 from finalmile.pipelines.executor import Batch, Route, Sequence, build
@@ -94,6 +94,9 @@ class LoadedPipeline:
 
     def __post_init__(self) -> None:
         self.validator = SchemaValidator(self.input_schema) if self.input_schema is not None else None
+        self._orders: dict[bytes, Any] = {}
+        """Per named-tensor header seen (its names, as decoded from V2 JSON): the column order that makes it the
+        model's tensor form, `_SAME`, or None when it is not one; worked out once, not per request."""
 
     def run(
         self,
@@ -135,19 +138,19 @@ class LoadedPipeline:
     def conform(self, table: pa.Table) -> pa.Table:
         """Requests are checked one by one before batching, so a bad request fails alone, never its batch-mates."""
         validator, schema = self.validator, self.input_schema
-        parts = named_tensor_parts(table)
-        if parts is not None:
-            matrix, names = parts
-            wanted = schema.input_names() if schema is not None and schema.inputs is not None else None
-            if (
-                validator is not None
-                and validator.tensor_width
-                and not self.extra_inputs
-                and wanted is not None
-                and (sorted(names) == sorted(wanted))
-            ):
-                index = [names.index(n) for n in wanted] if names != wanted else slice(None)
-                return pa.Table.from_arrays([tensor_array(np.ascontiguousarray(matrix[:, index]))], names=["input"])
+        header = named_tensor_header(table)
+        if header is not None:
+            order = self._orders.get(header, _UNSEEN)
+            if order is _UNSEEN:
+                order = self._tensor_order(header.decode().split("\x1f"))
+                if len(self._orders) >= _ORDERS_KEPT:  # clients send few distinct headers; bound it all the same
+                    self._orders.clear()
+                self._orders[header] = order
+            if order is _SAME:  # the model's own order: the column as it is, its header dropped
+                return pa.Table.from_arrays([table.column(0)], names=["input"])
+            if order is not None:
+                matrix = list_matrix(table.column(0))
+                return pa.Table.from_arrays([tensor_array(np.ascontiguousarray(matrix[:, order]))], names=["input"])
             table = expand_named_tensor(table)  # anything else: ordinary columns, checked below
         if validator is None or schema is None or schema.inputs is None:
             return table
@@ -174,6 +177,19 @@ class LoadedPipeline:
             if name in table.column_names and name not in conformed.column_names:
                 conformed = conformed.append_column(name, table.column(name))
         return conformed
+
+    def _tensor_order(self, names: list[str]) -> Any:
+        schema = self.input_schema
+        wanted = schema.input_names() if schema is not None and schema.inputs is not None else None
+        if self.validator is None or not self.validator.tensor_width or self.extra_inputs or wanted is None:
+            return None
+        if sorted(names) != sorted(wanted):
+            return None
+        return _SAME if names == wanted else [names.index(n) for n in wanted]
+
+
+_UNSEEN, _SAME = object(), object()
+_ORDERS_KEPT = 64
 
 
 def load_pipeline(
