@@ -149,7 +149,7 @@ class SchemaValidator:
 
     def refuse_gaps(self, table: pa.Table) -> pa.Table:
         """Empty values (JSON null, a missing key) where the schema does not allow them, named by row and column."""
-        if not self._required or not _may_have_nulls(table):
+        if not self._required or not _may_have_nulls(table, numeric=self.tensor_width is not None):
             return table
         problems = []
         for name in self._required:
@@ -199,11 +199,12 @@ _TENSOR, _AS_IS, _UNKNOWN = object(), object(), object()
 _PLANS_KEPT = 8
 
 
-def _may_have_nulls(table: pa.Table) -> bool:
-    """False when no column holds a null. A one-chunk, all-numeric table is asked in one C++ call (its conversion
-    to a tensor refuses nulls), where asking each column costs about half a microsecond per column."""
+def _may_have_nulls(table: pa.Table, numeric: bool) -> bool:
+    """False when no column holds a null. A one-chunk table of a schema whose inputs are all numeric (the only
+    columns a conformed table then has) is asked in one C++ call (its conversion to a tensor refuses nulls), where
+    asking each column costs about half a microsecond per column; any other failure falls back to asking them."""
     batches = table.to_batches()
-    if len(batches) == 1 and all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in table.schema.types):
+    if numeric and len(batches) == 1:
         try:
             batches[0].to_tensor(null_to_nan=False)
             return False
