@@ -76,8 +76,8 @@ class Services:
         self.queries = SavedQueryStore(self.metadata)
         self.streams = StreamStore(self.metadata)
         root_settings = parent.settings if parent is not None else settings  # a job opens the root's store
-        self.jobs = Jobs(JobStore(self.metadata), self.audit.record, self.user, root_settings, workspace)
-        self.jobs.secrets = self.connections.secrets
+        jobs = JobStore(self.metadata)
+        self.jobs = Jobs(jobs, self.audit.record, self.user, root_settings, workspace, self.connections.secrets)
         self.access: AccessStore = parent.access if parent is not None else AccessStore(self.metadata)
         """Workspaces, members and tokens: always the root's, whichever workspace these services are."""
         self.reader = LogReader(

@@ -26,14 +26,14 @@ class Jobs:
         user: str,
         settings: FinalmileSettings,
         workspace: str,
-        secrets: Callable[[], list[str]] = list,
+        secrets: Callable[[], list[str]],
     ) -> None:
         self.store = store
         self._audit = audit
         self._user = user
         self._settings = settings
         self._workspace = workspace
-        self.secrets = secrets
+        self._secrets = secrets
 
     def upload(
         self, name: str, path: str | Path, requirements: str | Path | None = None, actor: str | None = None
@@ -98,7 +98,7 @@ class Jobs:
         return run_due(self.store, now or datetime.now(UTC), self._start, self._settings.job_lost_after_s)
 
     def _start(self, job: JobRecord, code: bytes, run: RunRecord) -> threading.Thread:
-        args = (self.store, job, code, run, self._env(), self.secrets(), self._settings.job_lost_after_s)
+        args = (self.store, job, code, run, self._env(), self._secrets(), self._settings.job_lost_after_s)
         thread = threading.Thread(target=execute, args=args, name=f"job-{job.name}", daemon=True)
         thread.start()
         return thread
