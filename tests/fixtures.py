@@ -45,6 +45,15 @@ class ErrorModel:
         raise ValueError("this model always fails")
 
 
+class PickyModel:
+    """Sums its inputs, but refuses a batch with any first-column value over 50 (a request that fails its batch)."""
+
+    def predict(self, frame: pd.DataFrame) -> pd.Series:
+        if (frame.iloc[:, 0] > 50).any():
+            raise ValueError("picky: a first-column value over 50")
+        return frame.sum(axis=1).rename("total")
+
+
 class SleepModel:
     def predict(self, frame: pd.DataFrame) -> pd.Series:
         time.sleep(0.05)

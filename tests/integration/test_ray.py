@@ -5,6 +5,8 @@ Skipped only where Ray is not installed; `.ci/run` installs the `ray` extra and 
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import os
 import re
 import threading
@@ -15,20 +17,21 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
 from finalmile.errors import BadRequestError, FinalmileError
+from tests.fixtures import PickyModel
 from tests.integration.conftest import start_server
 
-if os.environ.get("FINALMILE_REQUIRE_RAY"):
-    import ray
-    from ray import serve
-else:
-    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'finalmile[ray]'")
-    from ray import serve
+if not os.environ.get("FINALMILE_REQUIRE_RAY"):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'finalmile[ray]'")
+importlib.import_module("finalmile.backends.ray")  # first: it sets Ray Serve's transport before Ray Serve reads it
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("ray")  # one Ray cluster per test run: every Ray test on one worker
 
@@ -107,6 +110,30 @@ def test_two_replicas_both_serve_and_every_row_lands_in_the_one_log(client: Clie
     assert len(per_replica) == 2 and all(v > 0 for v in per_replica.values()) and sum(per_replica.values()) == 320
     logged = _logged(client, "p", 320)
     assert len(logged) == 320 and logged.request_id.nunique() == 320  # every replica's parts, nothing twice
+
+
+def test_in_a_batch_on_ray_a_bad_request_fails_alone_and_is_an_error_row(client: Client) -> None:
+    client.upload_model("picky", PickyModel, sample=X.head(20))
+    client.build_pipeline("p").add_model_step("picky:1").deploy(backend="ray", replica_cpus=0.25, max_delay_ms=50)
+    backend = client.services.backend.ray()
+    frames = [X.iloc[[i]] for i in range(6)]
+    frames.insert(2, X.iloc[[6]].assign(a=99.0))  # fails the batch it runs in: each then runs alone
+    frames.insert(5, X.iloc[[7]].assign(b="x"))  # fails its own check on the replica, before the batch runs
+
+    async def together() -> list[object]:  # submitted at once: the front's batcher takes all eight in one batch
+        tables = [pa.Table.from_pandas(f, preserve_index=False) for f in frames]
+        return await asyncio.gather(*(backend.infer("p", t) for t in tables), return_exceptions=True)
+
+    results = asyncio.run(together())
+    schema, picky = results.pop(5), results.pop(2)
+    assert isinstance(picky, FinalmileError) and "picky" in picky.message
+    assert isinstance(schema, FinalmileError) and "'b'" in schema.message and schema.status_code == 422
+    totals = [r.table.column("total")[0].as_py() for r in results]  # type: ignore[attr-defined]
+    np.testing.assert_allclose(totals, X.head(6).sum(axis=1), rtol=1e-9)
+    logged = _logged(client, "p", 8)  # the replica compacts its journal every few seconds
+    assert len(logged) == 8
+    errors = list(client.query("select error from logs where pipeline = 'p' and status = 'error'").error)
+    assert len(errors) == 2 and any("'b'" in e for e in errors) and any("picky" in e for e in errors), errors
 
 
 def test_hot_swap_under_load_fails_no_request_and_undeploy_frees_the_replicas(client: Client) -> None:

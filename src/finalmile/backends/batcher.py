@@ -38,7 +38,7 @@ class Batcher:
         self,
         run: Callable[[pa.Table, np.ndarray, list[str | None]], Any],
         split: Callable[[Any, list[tuple[int, int]]], list[Any]],
-        executor: Executor,
+        executor: Executor | None,
         max_batch_size: int = 64,
         max_delay_ms: float = 1.0,
         workers: int = 1,
@@ -48,6 +48,7 @@ class Batcher:
         self.run = run
         self.split = split
         self.executor = executor
+        """Where batches run; None when `run` is a coroutine function, awaited on the loop (a remote call)."""
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay_ms / 1000.0
         self.workers = workers
@@ -68,7 +69,7 @@ class Batcher:
         id), or the run makes one up."""
         loop = asyncio.get_running_loop()
         if not self.enabled or table.num_rows >= self.max_batch_size:
-            return await self._run_now(loop, [table], [request_id])
+            return self.split(await self.run_together([table], [request_id]), _spans([table]))[0]
         queue = self._queues.get(loop)
         if queue is None:
             queue = self._queues[loop] = asyncio.Queue()
@@ -77,14 +78,18 @@ class Batcher:
         queue.put_nowait(_Pending(table, future, time.perf_counter(), request_id))
         return await future
 
-    async def _run_now(self, loop: asyncio.AbstractEventLoop, tables: list[pa.Table], ids: list[str | None]) -> Any:
+    async def run_together(self, tables: list[pa.Table], ids: list[str | None]) -> Any:
+        """Run these requests as one batch now, past the queue (a Ray front has batched them already); returns what
+        `run` returns, unsplit."""
         started = time.perf_counter()
-        result = await self._execute(loop, tables, ids)
+        result = await self._execute(asyncio.get_running_loop(), tables, ids)
         if self.observe:
             self.observe(sum(t.num_rows for t in tables), len(tables), time.perf_counter() - started, [0.0])
-        return self.split(result, _spans(tables))[0] if len(tables) == 1 else result
+        return result
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, tables: list[pa.Table], ids: list[str | None]) -> Any:
+        if self.executor is None:
+            return await self._run_tables(tables, ids)
         if self.inline is not None and self.inline(sum(t.num_rows for t in tables)):
             return self._run_tables(tables, ids)
         return await loop.run_in_executor(self.executor, self._run_tables, tables, ids)

@@ -21,29 +21,44 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
-import ray
-from ray import serve
 
-from finalmile.arrow.frames import require_rows
-from finalmile.backends.base import Wanted
-from finalmile.backends.batcher import Batcher
-from finalmile.backends.config import DeploymentConfig
-from finalmile.backends.local import LocalBackend
-from finalmile.errors import BackendUnavailable, FinalmileError, PipelineNotDeployed
-from finalmile.pipelines.loaded import RequestResult
-from finalmile.registry.schema import Schema
+SERVE_ENV = {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "1", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+"""Ray Serve reads these once, when `ray.serve` is imported (in the front and in each replica): handle calls go
+over gRPC straight to the replica instead of through Ray's actor-call path, and a replica runs our code on its own
+event loop instead of handing every call to a second thread. A handle round trip went from 2.9 to 1.4 ms p50 here
+(bench/README.md). Set before the import below; a local cluster started from here passes them to its replicas, and
+the nodes of a cluster started with `ray start` get them from their environment (README, multi-node)."""
+for _name, _value in SERVE_ENV.items():
+    os.environ.setdefault(_name, _value)
+
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
+
+from finalmile.arrow.frames import require_rows  # noqa: E402
+from finalmile.backends.base import Wanted  # noqa: E402
+from finalmile.backends.batcher import Batcher  # noqa: E402
+from finalmile.backends.config import DeploymentConfig  # noqa: E402
+from finalmile.backends.local import LocalBackend  # noqa: E402
+from finalmile.errors import BackendUnavailable, FinalmileError, PipelineNotDeployed  # noqa: E402
+from finalmile.pipelines.executor import Batch  # noqa: E402
+from finalmile.pipelines.loaded import RequestResult, split_batch  # noqa: E402
+from finalmile.registry.schema import Schema  # noqa: E402
 
 log = logging.getLogger(__name__)
 RETIRE_GRACE_S = 30.0
 """How long a replaced application may take to answer what it was sent before it is stopped regardless."""
 RETIRE_SETTLE_S = 1.0
 STALE_AFTER_S = 120.0
+MAX_ONGOING = 64
+"""Calls one replica takes at once. A front sends each request of a batch's size or more as its own call, so 16
+clients of 1,000 rows are 16 calls; past this limit Serve's router backs off and asks the replicas for their queue
+lengths (actor calls) before every retry, which cost more than the queueing they avoid (1,000-row requests went
+from 54% to 84% of the local backend's rows/s when it was raised from 8). The replica queues them on its threads."""
 _QUIET = {"enable_access_log": False, "log_level": "WARNING"}  # a log line per call costs more than the call
 
 
@@ -79,6 +94,27 @@ class Failure:
         return FinalmileError.rebuild(self.kind, self.message, self.detail)
 
 
+@dataclass
+class Answer:
+    """A replica's answer to a front's batch: the requests that ran together, as the one batch they ran in (one
+    Arrow table travels back instead of one per request), and each other request's own result or failure."""
+
+    batch: Batch | None
+    together: list[int]
+    """The front's request numbers in `batch`, in its order."""
+    alone: dict[int, RequestResult | Failure]
+
+    def results(self, pipeline: str, version: int, spans: list[tuple[int, int]]) -> list[RequestResult | Failure]:
+        """One result or failure per request of the front's batch (whose rows were `spans`), in its order."""
+        out: dict[int, RequestResult | Failure] = dict(self.alone)
+        if self.batch is not None:
+            rows = [spans[i][1] for i in self.together]
+            offsets = np.concatenate([[0], np.cumsum(rows)[:-1]]).tolist()
+            parts = split_batch(pipeline, version, self.batch, list(zip(offsets, rows, strict=True)))
+            out |= dict(zip(self.together, parts, strict=True))
+        return [out[i] for i in range(len(spans))]
+
+
 class PipelineReplica:
     """One Ray Serve replica of a pipeline version: a local backend serving it, fed batches by the fronts."""
 
@@ -95,19 +131,40 @@ class PipelineReplica:
 
     async def run_batch(
         self, table: pa.Table, spans: list[tuple[int, int]], ids: list[str | None], log: bool
-    ) -> tuple[list[RequestResult | Failure], str, float]:
-        """Each request of a front's batch goes through this replica's batcher (so batches from several fronts
-        coalesce again, and one bad request fails alone); returns per-request results, this replica, seconds."""
+    ) -> tuple[Answer, str, float]:
+        """A front's batch, run here as one batch: each request is conformed alone (a bad one fails alone, logged),
+        the rest run together once; if that run fails, each runs on its own to find the culprit, as the local
+        batcher does. Returns the answer, this replica, seconds."""
         started = time.perf_counter()
-        done = await asyncio.gather(
-            *(
-                self.host.local.infer(self.pipeline, table.slice(offset, rows), self.version, log, request_id)
-                for (offset, rows), request_id in zip(spans, ids, strict=True)
-            ),
-            return_exceptions=True,
-        )
-        results = [r if isinstance(r, RequestResult) else Failure.of(r) for r in done]
-        return results, self.replica, time.perf_counter() - started
+        local = self.host.local
+        slot = local.get(self.pipeline, self.version)
+        current = slot.current
+        tables: list[pa.Table] = []
+        together: list[int] = []
+        alone: dict[int, RequestResult | Failure] = {}
+        for i, (offset, rows) in enumerate(spans):
+            try:
+                tables.append(current.conform(table.slice(offset, rows)))
+                together.append(i)
+            except Exception as exc:
+                if log:
+                    local.failed(current, rows, exc, started)
+                alone[i] = Failure.of(exc)
+        batch: Batch | None = None
+        if tables:
+            try:
+                _, batch = await slot.batcher(log).run_together(tables, [ids[i] for i in together])
+            except Exception:
+                done = await asyncio.gather(
+                    *(local.infer(self.pipeline, tables[k], self.version, log, ids[i]) for k, i in enumerate(together)),
+                    return_exceptions=True,
+                )
+                for i, r in zip(together, done, strict=True):
+                    alone[i] = r if isinstance(r, RequestResult) else Failure.of(r)
+                together = []
+        if batch is not None:
+            batch = replace(batch, inputs=batch.inputs.slice(0, 0))  # logged here already; the front needs outputs
+        return Answer(batch, together, alone), self.replica, time.perf_counter() - started
 
     def __del__(self) -> None:  # Ray Serve calls it on graceful shutdown: the log rows held go to disk
         host = getattr(self, "host", None)
@@ -123,7 +180,6 @@ class App:
         self.version, self.input_schema, _, _ = handle.describe.remote().result()
         scale = config.autoscaling.max_replicas if config.autoscaling else config.replicas
         self.calls = 2 * scale  # batches in flight: two per replica keeps each busy while the next one travels
-        self.executor = ThreadPoolExecutor(self.calls, thread_name_prefix=f"ray-{name}")
         self._observe = observe
         self._batchers: dict[bool, Batcher] = {}
         self._pending = 0  # requests submitted and not yet answered, on any loop
@@ -148,28 +204,29 @@ class App:
             batcher = self._batchers[log] = Batcher(
                 run=lambda table, requests, ids: self._call(table, requests, ids, log),
                 split=lambda results, spans: results,
-                executor=self.executor,
+                executor=None,  # the call is awaited on the loop: no thread between the request and Ray's router
                 max_batch_size=self.config.max_batch_size,
                 max_delay_ms=self.config.max_delay_ms,
                 workers=self.calls,
             )
         return batcher
 
-    def _call(self, table: pa.Table, requests: np.ndarray, ids: list[str | None], log: bool) -> list[Any]:
+    async def _call(
+        self, table: pa.Table, requests: np.ndarray, ids: list[str | None], log: bool
+    ) -> list[RequestResult | Failure]:
         counts = np.bincount(requests, minlength=len(ids)).tolist()
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist() if counts else []
         spans = list(zip(offsets, counts, strict=True))
         try:
-            results, replica, seconds = self.handle.run_batch.remote(table, spans, ids, log).result()
+            answer, replica, seconds = await self.handle.run_batch.remote(table, spans, ids, log)
         except Exception as exc:  # the replica died or could not be reached: Ray's error, said as a 503
             raise BackendUnavailable(f"pipeline '{self.name}': no Ray replica answered ({type(exc).__name__})") from exc
         self._observe(self.name, replica, table.num_rows, len(ids), seconds)
-        return results
+        return answer.results(self.name, self.version, spans)
 
     def close(self) -> None:
         for batcher in self._batchers.values():
             batcher.close()
-        self.executor.shutdown(wait=False)
 
 
 def app_name(workspace: str, pipeline: str, version: int, config: DeploymentConfig) -> str:
@@ -228,7 +285,7 @@ class RayBackend:
         options: dict[str, Any] = {
             "name": "replica",
             "ray_actor_options": {"num_cpus": config.replica_cpus},
-            "max_ongoing_requests": 8,
+            "max_ongoing_requests": MAX_ONGOING,
             "max_constructor_retry_count": 1,
             "logging_config": _QUIET,
             "graceful_shutdown_timeout_s": 10.0,

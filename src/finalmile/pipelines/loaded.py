@@ -120,20 +120,7 @@ class LoadedPipeline:
         return batch
 
     def split(self, batch: Batch, spans: list[tuple[int, int]]) -> list[RequestResult]:
-        routes = batch.row_routes()
-        return [
-            RequestResult(
-                batch.request_ids[i] if i < len(batch.request_ids) else "",
-                self.name,
-                self.version,
-                batch.table.slice(offset, n),
-                routes[offset : offset + n],
-                {k: v[offset : offset + n] for k, v in batch.checks.items()},
-                {k: v.slice(offset, n) for k, v in batch.shadow.items()},
-                batch.errors,
-            )
-            for i, (offset, n) in enumerate(spans)
-        ]
+        return split_batch(self.name, self.version, batch, spans)
 
     def conform(self, table: pa.Table) -> pa.Table:
         """Requests are checked one by one before batching, so a bad request fails alone, never its batch-mates."""
@@ -186,6 +173,25 @@ class LoadedPipeline:
         if sorted(names) != sorted(wanted):
             return None
         return _SAME if names == wanted else [names.index(n) for n in wanted]
+
+
+def split_batch(pipeline: str, version: int, batch: Batch, spans: list[tuple[int, int]]) -> list[RequestResult]:
+    """Each request's share of a batch that ran; the `i`th span is the `i`th request (a Ray front splits what its
+    replica sent back as one batch)."""
+    routes = batch.row_routes()
+    return [
+        RequestResult(
+            batch.request_ids[i] if i < len(batch.request_ids) else "",
+            pipeline,
+            version,
+            batch.table.slice(offset, n),
+            routes[offset : offset + n],
+            {k: v[offset : offset + n] for k, v in batch.checks.items()},
+            {k: v.slice(offset, n) for k, v in batch.shadow.items()},
+            batch.errors,
+        )
+        for i, (offset, n) in enumerate(spans)
+    ]
 
 
 _UNSEEN, _SAME = object(), object()
