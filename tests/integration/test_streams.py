@@ -208,6 +208,8 @@ def test_a_stream_scores_logs_and_dead_letters(tmp_path: Path, broker: str, serv
         _stream(client, broker, subject)
     bodies = [json.dumps(r).encode() for r in X.head(40).to_dict(orient="records")]
     bodies.insert(7, b'{"x0": "not a number"}')  # the poison message, in the middle of the stream
+    unscorable = X.head(1).to_dict(orient="records")[0] | {"x0": None}  # the same fields: its batch runs as one
+    bodies.insert(30, json.dumps(unscorable).encode())
     asyncio.run(_publish(broker, f"{subject}.in", bodies))
     server = server_factory(tmp_path / "home")
     with Client(home=tmp_path / "home") as client:
@@ -219,11 +221,12 @@ def test_a_stream_scores_logs_and_dead_letters(tmp_path: Path, broker: str, serv
             60,
             "40 messages processed",
         )
-        assert status["dead_lettered"] == 1 and status["failures"] == 3  # tried three times, then set aside
+        assert status["dead_lettered"] == 2 and status["failures"] == 6  # each tried three times, then set aside
         outputs = [json.loads(b) for b in asyncio.run(_read(broker, f"{subject}.out"))]
         assert len(outputs) == 40 and {"score", "request_id", "pipeline_version"} <= set(outputs[0])
         dead = [json.loads(b) for b in asyncio.run(_read(broker, f"{subject}.in.dead"))]
-        assert len(dead) == 1 and "x0" in dead[0]["error"] and "not a number" in dead[0]["payload"]
+        assert len(dead) == 2 and all("x0" in d["error"] for d in dead)
+        assert {"not a number" in d["payload"] for d in dead} == {True, False}
         logged = client.query("SELECT request_id, out_score FROM logs WHERE pipeline = 'scoring' AND status = 'ok'")
         assert sorted(logged.request_id) == sorted(o["request_id"] for o in outputs)  # logged by message id
         expected = LogisticRegression().fit(X, y).predict_proba(X.head(40))[:, 1]
@@ -369,9 +372,12 @@ def test_a_batch_logged_but_not_acknowledged_is_published_again_and_logged_once(
         async def infer(pipeline: str, table: Any, log_it: bool, request_id: str) -> Any:
             return await services.dataplane.infer(pipeline, table, None, log_it, request_id)
 
+        async def infer_each(pipeline: str, table: Any, ids: list[str]) -> Any:
+            return await services.dataplane.infer_each(pipeline, table, ids)
+
         async def once(durable: Callable[[], None], consumer: str) -> StreamRunner:
             broker = RedisBroker("redis://127.0.0.1:6379/0", consumer)  # two processes: two consumers of the group
-            runner = StreamRunner(config, broker, broker, infer, services.reader.logged_ids, durable)
+            runner = StreamRunner(config, broker, broker, infer, services.reader.logged_ids, durable, infer_each)
             await broker.connect()
             await broker.subscribe(config)
             messages: list[Any] = []

@@ -58,5 +58,10 @@ class Backend(Protocol):
         """Conform, batch and run one request (named `request_id` in the log, or a fresh id); failures are logged
         (when `log`) and raised."""
 
+    async def infer_each(self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True) -> list[RequestResult]:
+        """Each row of `table` is a request of its own, named `ids[i]` in the log (a stream's messages): conformed
+        and run as one batch, split back per row. Raises when the batch fails as a whole; the caller then sends
+        the rows one by one, so that a bad one fails alone."""
+
     def close(self) -> None:
         """Undeploy everything this backend serves."""

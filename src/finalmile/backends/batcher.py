@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -81,18 +82,26 @@ class Batcher:
     async def run_together(self, tables: list[pa.Table], ids: list[str | None]) -> Any:
         """Run these requests as one batch now, past the queue (a Ray front has batched them already); returns what
         `run` returns, unsplit."""
+        return await self._measured(partial(self._run_tables, tables, ids), sum(t.num_rows for t in tables), len(ids))
+
+    async def run_rows(self, table: pa.Table, requests: np.ndarray, ids: list[str | None]) -> Any:
+        """Run a table whose rows already belong to several requests (`requests` numbers each row's: a stream's
+        messages) as one batch now, past the queue; returns what `run` returns, unsplit."""
+        return await self._measured(partial(self.run, table, requests, ids), table.num_rows, len(ids))
+
+    async def _measured(self, work: Callable[[], Any], rows: int, requests: int) -> Any:
         started = time.perf_counter()
-        result = await self._execute(asyncio.get_running_loop(), tables, ids)
+        result = await self._execute(asyncio.get_running_loop(), work, rows)
         if self.observe:
-            self.observe(sum(t.num_rows for t in tables), len(tables), time.perf_counter() - started, [0.0])
+            self.observe(rows, requests, time.perf_counter() - started, [0.0])
         return result
 
-    async def _execute(self, loop: asyncio.AbstractEventLoop, tables: list[pa.Table], ids: list[str | None]) -> Any:
+    async def _execute(self, loop: asyncio.AbstractEventLoop, work: Callable[[], Any], rows: int) -> Any:
         if self.executor is None:
-            return await self._run_tables(tables, ids)
-        if self.inline is not None and self.inline(sum(t.num_rows for t in tables)):
-            return self._run_tables(tables, ids)
-        return await loop.run_in_executor(self.executor, self._run_tables, tables, ids)
+            return await work()
+        if self.inline is not None and self.inline(rows):
+            return work()
+        return await loop.run_in_executor(self.executor, work)
 
     def _run_tables(self, tables: list[pa.Table], ids: list[str | None]) -> Any:
         # Joined into one chunk per column: every later step (the model's input matrix, the log) would otherwise
@@ -132,7 +141,8 @@ class Batcher:
         tables = [p.table for p in batch]
         started = time.perf_counter()
         try:
-            result = await self._execute(loop, tables, [p.request_id for p in batch])
+            work = partial(self._run_tables, tables, [p.request_id for p in batch])
+            result = await self._execute(loop, work, sum(t.num_rows for t in tables))
             parts = self.split(result, _spans(tables))
         except Exception as exc:
             if len(batch) > 1:  # find the culprit: each request alone, so one bad request fails only itself

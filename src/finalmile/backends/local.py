@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pyarrow as pa
 
 from finalmile.arrow.frames import require_rows
@@ -210,6 +211,15 @@ class LocalBackend:
                 self.failed(current, table.num_rows, exc, started)
             raise
         return result
+
+    async def infer_each(self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True) -> list[RequestResult]:
+        slot = self.get(pipeline)
+        current = slot.current
+        conformed = current.conform(require_rows(table))
+        rows = conformed.num_rows
+        requests = np.arange(rows, dtype=np.int32)
+        ran, batch = await slot.batcher(log).run_rows(conformed, requests, list(ids))
+        return list(ran.split(batch, [(i, 1) for i in range(rows)]))
 
     def failed(self, loaded: LoadedPipeline, rows: int, error: BaseException, started: float) -> None:
         """Tell the failure hooks (the log's error rows) that a request failed; never raises."""

@@ -407,6 +407,16 @@ class RayBackend:
         result: RequestResult = part
         return result
 
+    async def infer_each(self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True) -> list[RequestResult]:
+        app = self.get(pipeline)
+        requests = np.arange(require_rows(table).num_rows, dtype=np.int32)
+        names: list[str | None] = list(ids)
+        results = await app._call(table, requests, names, log)
+        for part in results:
+            if isinstance(part, Failure):
+                raise part.error()
+        return [r for r in results if isinstance(r, RequestResult)]
+
     def replicas(self, pipeline: str) -> list[tuple[str, int]]:
         """The replicas serving `pipeline` now: (replica id, worker pid), asked of each by Ray's routing (tests)."""
         app = self.get(pipeline)

@@ -107,10 +107,16 @@ class Backends:
         log: bool = True,
         request_id: str | None = None,
     ) -> RequestResult:
+        return await self._serving_backend(pipeline).infer(pipeline, table, version, log, request_id)
+
+    async def infer_each(self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True) -> list[RequestResult]:
+        return await self._serving_backend(pipeline).infer_each(pipeline, table, ids, log)
+
+    def _serving_backend(self, pipeline: str) -> Backend:
         ray = self._ray
         backend = ray if ray is not None and pipeline in ray.deployed() else self.local
         assert backend is not None
-        return await backend.infer(pipeline, table, version, log, request_id)
+        return backend
 
     def close(self) -> None:
         for backend in self._backends():

@@ -38,6 +38,14 @@ class DataPlane:
         self.metrics.latency.labels(name).observe(time.perf_counter() - started)
         return result
 
+    async def infer_each(self, name: str, table: pa.Table, ids: list[str], log: bool = True) -> list[RequestResult]:
+        """Each row a request named by `ids` (a stream's batch of messages), run as one batch; see `Backend`."""
+        started = time.perf_counter()
+        results = await self.backend.infer_each(name, table, ids, log)
+        self.metrics.rows.labels(name).inc(table.num_rows)
+        self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+        return results
+
     def serving(self, name: str, version: int | None = None) -> Serving:
         """The deployment serving `name`; 503 when the pipeline exists but is not deployed, 404 when it does not."""
         try:

@@ -19,6 +19,11 @@ from typing import Any, Protocol
 from finalmile.jobs.runs import runner_name
 from finalmile.streaming.config import DEFAULT_URLS, Endpoint, StreamConfig
 
+IN_FLIGHT = 4
+"""Batches a stream's runner has in flight at once: one is scored while the ones before it wait on the sink's
+commit and the log's fsync (RabbitMQ: 4,991 / 5,389 / 5,708 messages/s with 2 / 3 / 4, bench/README.md). Each
+source's prefetch holds one batch more."""
+
 
 @dataclass
 class Message:
@@ -214,12 +219,14 @@ class RedisBroker:
 class RabbitBroker:
     """RabbitMQ: a durable queue; a message unacknowledged when its channel closes (a dead worker) is delivered
     again, flagged `redelivered`. The id is the message's `message_id` (publishers should set it); without one, a
-    hash of the body. Publishing waits for the broker's confirm and marks messages persistent."""
+    hash of the body. Publishing marks messages persistent and returns once the broker has committed them."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn: Any = None
         self._channel: Any = None
+        self._publisher: Any = None
+        self._transacted: Any = None
         self._queue_name = ""
         self._buffer: asyncio.Queue[Any] = asyncio.Queue()
         self._declared: set[str] = set()
@@ -228,10 +235,10 @@ class RabbitBroker:
         import aio_pika
 
         self._conn = await aio_pika.connect_robust(self.url, timeout=5)
-        self._channel = await self._conn.channel(publisher_confirms=True)
+        self._channel = await self._conn.channel(publisher_confirms=False)  # consuming and acknowledging only
 
     async def subscribe(self, config: StreamConfig) -> None:
-        await self._channel.set_qos(prefetch_count=max(3 * config.batch_size, 10))  # two batches in flight, one more
+        await self._channel.set_qos(prefetch_count=max((IN_FLIGHT + 1) * config.batch_size, 10))
         self._queue_name = config.source.subject
         queue = await self._channel.declare_queue(self._queue_name, durable=True)
         self._declared.add(self._queue_name)
@@ -265,20 +272,31 @@ class RabbitBroker:
             await max(messages, key=lambda m: m.handle.delivery_tag).handle.ack(multiple=True)
 
     async def publish(self, subject: str, items: list[tuple[str, bytes]]) -> list[str]:
-        import aio_pika
+        from pamqp.commands import Basic
 
         if subject not in self._declared:
             await self._channel.declare_queue(subject, durable=True)
             self._declared.add(subject)
-        exchange = self._channel.default_exchange
-        persistent = aio_pika.DeliveryMode.PERSISTENT
-        await asyncio.gather(
-            *(
-                exchange.publish(aio_pika.Message(data, message_id=i, delivery_mode=persistent), routing_key=subject)
-                for i, data in items
+        channel = await self._transaction_channel()
+        for i, data in items:
+            await channel.basic_publish(
+                data, routing_key=subject, properties=Basic.Properties(message_id=i, delivery_mode=2)
             )
-        )
+        await channel.tx_commit()  # the broker has them all (persisted) when this returns
         return [i for i, _ in items]
+
+    async def _transaction_channel(self) -> Any:
+        """A channel of its own for publishing, in transaction mode: a batch is published and committed in one
+        round trip, instead of a confirm (and a future, and aio-pika's message object) per message: 43-51 against
+        70-118 µs of CPU a message here (bench/README.md). Its own, because acknowledgements on a transacted
+        channel would wait for a commit. Selected again after a reconnect, which brings a new channel."""
+        if self._publisher is None:
+            self._publisher = await self._conn.channel(publisher_confirms=False)
+        underlay = await self._publisher.get_underlay_channel()
+        if underlay is not self._transacted:
+            await underlay.tx_select()
+            self._transacted = underlay
+        return underlay
 
     async def lag(self) -> int | None:
         if not self._queue_name:

@@ -10,6 +10,7 @@ goes to the dead-letter subject with its error and is acknowledged, so it never 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -25,13 +26,15 @@ from finalmile.jobs.runs import runner_name
 from finalmile.pipelines.loaded import RequestResult
 from finalmile.serving.codecs import arrow as arrow_codec
 from finalmile.serving.codecs import records
-from finalmile.streaming.brokers import Broker, Message
+from finalmile.streaming.brokers import IN_FLIGHT, Broker, Message
 from finalmile.streaming.config import StreamConfig
 
 log = logging.getLogger(__name__)
 
 Infer = Callable[[str, pa.Table, bool, str], Awaitable[RequestResult]]
 """(pipeline, table, log, request id) -> the result: the data plane's `infer`."""
+InferEach = Callable[[str, pa.Table, list[str]], Awaitable[list[RequestResult]]]
+"""(pipeline, table, request ids) -> one logged result per row: the data plane's `infer_each`."""
 
 
 @dataclass
@@ -73,11 +76,13 @@ class StreamRunner:
         infer: Infer,
         logged: Callable[[str, list[str]], set[str]],
         durable: Callable[[], None],
+        infer_each: InferEach | None = None,
     ) -> None:
         self.config = config
         self.source = source
         self.sink = sink
         self.infer = infer
+        self.infer_each = infer_each
         self.logged = logged
         self.durable = durable
         self.counters = Counters()
@@ -88,24 +93,24 @@ class StreamRunner:
         if self.sink is not self.source:
             await self.sink.connect()
         await self.source.subscribe(config)
-        in_flight: asyncio.Task[None] | None = None
+        in_flight: collections.deque[asyncio.Task[None]] = collections.deque()
         try:
             while True:
                 messages = await self.source.fetch(config.batch_size, config.max_delay_ms / 1000)
                 if not messages:
                     continue
-                # Two batches at once: this one is fetched and scored while the last one waits on the broker's
-                # confirms and the log's fsync. Acknowledgements stay in fetch order (RabbitMQ acknowledges
-                # "up to", Kafka commits an offset), so this batch acknowledges only after the last one has.
-                batch = asyncio.create_task(self.handle(messages, after=in_flight))
-                if in_flight is not None:
-                    await in_flight
-                in_flight = batch
+                # Several batches at once: this one is fetched and scored while the ones before it wait on the
+                # sink and the log's fsync. Acknowledgements stay in fetch order (RabbitMQ acknowledges "up to",
+                # Kafka commits an offset), so each batch acknowledges only after the one before it has.
+                in_flight.append(asyncio.create_task(self.handle(messages, after=in_flight[-1] if in_flight else None)))
+                if len(in_flight) >= IN_FLIGHT:
+                    await in_flight.popleft()
         finally:
-            if in_flight is not None:
-                in_flight.cancel()
+            for task in in_flight:
+                task.cancel()
+            for task in in_flight:
                 with contextlib.suppress(BaseException):
-                    await in_flight
+                    await task
             await self.source.close()
             if self.sink is not self.source:
                 await self.sink.close()
@@ -117,10 +122,13 @@ class StreamRunner:
         again = [m.id for m in messages if m.redelivered]
         seen = await asyncio.to_thread(self.logged, self.config.pipeline, again) if again else set()
         self.counters.logged_before += len(seen)
-        tables = self._decode_batch(messages)
-        outcomes = await asyncio.gather(
-            *(self._attempts(m, t, m.id not in seen) for m, t in zip(messages, tables, strict=True))
-        )
+        table = self._decode_batch(messages)
+        outcomes = await self._together(messages, table) if table is not None and not seen else None
+        if outcomes is None:  # message by message: each fails (and is retried, dead-lettered) alone
+            tables = [None if table is None else table.slice(i, 1) for i in range(len(messages))]
+            outcomes = await asyncio.gather(
+                *(self._attempts(m, t, m.id not in seen) for m, t in zip(messages, tables, strict=True))
+            )
         published = [(m.id, out) for m, (out, _) in zip(messages, outcomes, strict=True) if out is not None]
         dead = [
             (m.id, _dead_letter(m, error)) for m, (out, error) in zip(messages, outcomes, strict=True) if out is None
@@ -153,23 +161,43 @@ class StreamRunner:
         log.warning("stream %s: message %s failed %d times: %s", self.config.name, message.id, attempt + 1, error)
         return None, error
 
-    def _decode_batch(self, messages: list[Message]) -> list[pa.Table | None]:
-        """JSON records with the same fields, decoded as one table and sliced per message: one Arrow conversion
-        instead of one per message (which cost a third of a stream's time). Anything else (Arrow payloads,
-        differing fields, a value of the wrong type) is decoded message by message, so it fails alone."""
+    async def _together(self, messages: list[Message], table: pa.Table) -> list[tuple[bytes | None, str]] | None:
+        """The whole batch as one inference, a request per message (one conform, one run, one split instead of
+        one of each per message); None when it fails as a whole, and the caller goes message by message."""
+        if self.infer_each is None:
+            return None
+        try:
+            results = await self.infer_each(self.config.pipeline, table, [m.id for m in messages])
+        except Exception:
+            return None
+        rows = pa.concat_tables([r.table for r in results]).to_pylist()  # one conversion, not one per message
+        return [
+            (
+                orjson.dumps(
+                    {"request_id": r.request_id, "pipeline_version": r.version, "variant": r.routes[0][0]} | row
+                ),
+                "",
+            )
+            for r, row in zip(results, rows, strict=True)
+        ]
+
+    def _decode_batch(self, messages: list[Message]) -> pa.Table | None:
+        """JSON records with the same fields, decoded as one table (a row per message): one Arrow conversion
+        instead of one per message (which cost a third of a stream's time). None for anything else (Arrow
+        payloads, differing fields, a value of the wrong type): those are decoded message by message, so each
+        fails alone."""
         if self.config.format != "json" or len(messages) < 2:
-            return [None] * len(messages)
+            return None
         try:
             records = [orjson.loads(m.data) for m in messages]
         except orjson.JSONDecodeError:
-            return [None] * len(messages)
+            return None
         if not all(isinstance(r, dict) for r in records) or len({tuple(r) for r in records}) != 1:
-            return [None] * len(messages)
+            return None
         try:
-            table = pa.Table.from_pylist(records)
+            return pa.Table.from_pylist(records)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            return [None] * len(messages)
-        return [table.slice(i, 1) for i in range(len(messages))]
+            return None
 
     def _decode(self, data: bytes) -> pa.Table:
         if self.config.format == "arrow":

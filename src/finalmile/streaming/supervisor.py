@@ -110,7 +110,10 @@ class Supervisor:
         async def infer(pipeline: str, table: Any, log_it: bool, request_id: str) -> Any:
             return await host.dataplane.infer(pipeline, table, None, log_it, request_id)
 
-        runner = StreamRunner(config, source, sink, infer, host.reader.logged_ids, host.logs.flush)
+        async def infer_each(pipeline: str, table: Any, ids: list[str]) -> Any:
+            return await host.dataplane.infer_each(pipeline, table, ids)
+
+        runner = StreamRunner(config, source, sink, infer, host.reader.logged_ids, host.logs.flush, infer_each)
         task = asyncio.get_running_loop().create_task(runner.run(), name=f"stream-{config.name}")
         return _Running(config, runner, task, time.monotonic(), 0)
 
