@@ -68,7 +68,8 @@ def broker(request: pytest.FixtureRequest) -> str:
 # -- the test's own publisher and reader, straight on each broker's client library --------------------------------
 
 
-async def _publish(broker: str, subject: str, bodies: list[bytes]) -> None:
+async def _publish(broker: str, subject: str, bodies: list[bytes], first: int = 0) -> None:
+    """`first` numbers RabbitMQ's message ids, so that several calls on one subject give distinct ids."""
     if broker == "kafka":
         from confluent_kafka import Producer
 
@@ -101,7 +102,7 @@ async def _publish(broker: str, subject: str, bodies: list[bytes]) -> None:
         conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
         channel = await conn.channel()
         await channel.declare_queue(subject, durable=True)
-        for i, body in enumerate(bodies):
+        for i, body in enumerate(bodies, first):
             message = aio_pika.Message(
                 body, message_id=f"{subject}-{i}", delivery_mode=aio_pika.DeliveryMode.PERSISTENT
             )
@@ -289,7 +290,12 @@ def test_two_workers_share_a_stream_through_the_brokers_consumer_group(
             60,
             "both workers' consumers to report",
         )
-        asyncio.run(_publish(broker, f"{subject}.in", [json.dumps(r).encode() for r in rows]))
+        bodies = [json.dumps(r).encode() for r in rows]
+        # A steady stream over ~8 s, not one burst: one worker scores 4,000 messages in under a second, before
+        # Kafka's group has handed the other worker its partitions.
+        for start in range(0, len(bodies), 250):
+            asyncio.run(_publish(broker, f"{subject}.in", bodies[start : start + 250], first=start))
+            time.sleep(0.5)
 
         def done() -> dict[str, Any] | None:
             status = client.services.streams.get(f"s-{broker}").status or {}

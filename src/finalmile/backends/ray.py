@@ -1,10 +1,11 @@
 """The Ray backend: every deployed pipeline version is a Ray Serve application of `PipelineReplica`s.
 
-finalmile's own HTTP front stays in front (Ray Serve's proxy is disabled): a request is conformed and coalesced by
-the front's adaptive batcher, and each batch goes to a replica through a deployment handle, so Ray's per-call cost
-is paid per batch, not per request. A replica is a local backend in a Ray worker: it loads the version from the
-shared artifact store (every artifact's hash verified on read), batches what several fronts send it, and writes its
-own journal and Parquet parts under the shared home, so the one inference log holds every replica's rows.
+finalmile's own HTTP front stays in front (Ray Serve's proxy is disabled): requests are coalesced by the front's
+adaptive batcher, and each batch goes to a replica through a deployment handle, awaited on the front's loop, so
+Ray's per-call cost is paid per batch, not per request. A replica (`ray_replica.py`) is a local backend in a Ray
+worker: it loads the version from the shared artifact store (every artifact's hash verified on read), runs each
+batch as one, and writes its own journal and Parquet parts under the shared home, so the one inference log holds
+every replica's rows.
 
 Deploying a version starts its application beside the one serving, waits until its replicas answer, records it,
 then swaps the front's handle; the old application is deleted after a grace period, its replicas finishing what
@@ -14,15 +15,13 @@ store converge on the same ones instead of starting their own.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,11 +42,9 @@ from finalmile.arrow.frames import require_rows  # noqa: E402
 from finalmile.backends.base import Wanted  # noqa: E402
 from finalmile.backends.batcher import Batcher  # noqa: E402
 from finalmile.backends.config import DeploymentConfig  # noqa: E402
-from finalmile.backends.local import LocalBackend  # noqa: E402
+from finalmile.backends.ray_replica import Failure, HostFactory, PipelineReplica  # noqa: E402
 from finalmile.errors import BackendUnavailable, FinalmileError, PipelineNotDeployed  # noqa: E402
-from finalmile.pipelines.executor import Batch  # noqa: E402
-from finalmile.pipelines.loaded import RequestResult, split_batch  # noqa: E402
-from finalmile.registry.schema import Schema  # noqa: E402
+from finalmile.pipelines.loaded import RequestResult  # noqa: E402
 
 log = logging.getLogger(__name__)
 RETIRE_GRACE_S = 30.0
@@ -62,114 +59,8 @@ from 54% to 84% of the local backend's rows/s when it was raised from 8). The re
 _QUIET = {"enable_access_log": False, "log_level": "WARNING"}  # a log line per call costs more than the call
 
 
-class ReplicaHost(Protocol):
-    """What a replica builds in its worker: the composition root's local backend and what it must close."""
-
-    local: LocalBackend
-
-    def close(self) -> None: ...
-
-
-HostFactory = Callable[[], ReplicaHost]
-"""Builds a replica's host (picklable: a module-level function and its arguments); given by the composition root."""
 ReplicaObserver = Callable[[str, str, int, int, float], None]
 """Told of every batch a replica ran: pipeline, replica id, rows, requests, seconds in the replica."""
-
-
-@dataclass
-class Failure:
-    """One request's error, carried back from a replica as data (error classes need not survive pickling)."""
-
-    kind: str
-    message: str
-    detail: Any = None
-
-    @classmethod
-    def of(cls, error: BaseException) -> Failure:
-        if isinstance(error, FinalmileError):
-            return cls(type(error).__name__, error.message, error.detail)
-        return cls("", f"{type(error).__name__}: {error}")
-
-    def error(self) -> FinalmileError:
-        return FinalmileError.rebuild(self.kind, self.message, self.detail)
-
-
-@dataclass
-class Answer:
-    """A replica's answer to a front's batch: the requests that ran together, as the one batch they ran in (one
-    Arrow table travels back instead of one per request), and each other request's own result or failure."""
-
-    batch: Batch | None
-    together: list[int]
-    """The front's request numbers in `batch`, in its order."""
-    alone: dict[int, RequestResult | Failure]
-
-    def results(self, pipeline: str, version: int, spans: list[tuple[int, int]]) -> list[RequestResult | Failure]:
-        """One result or failure per request of the front's batch (whose rows were `spans`), in its order."""
-        out: dict[int, RequestResult | Failure] = dict(self.alone)
-        if self.batch is not None:
-            rows = [spans[i][1] for i in self.together]
-            offsets = np.concatenate([[0], np.cumsum(rows)[:-1]]).tolist()
-            parts = split_batch(pipeline, version, self.batch, list(zip(offsets, rows, strict=True)))
-            out |= dict(zip(self.together, parts, strict=True))
-        return [out[i] for i in range(len(spans))]
-
-
-class PipelineReplica:
-    """One Ray Serve replica of a pipeline version: a local backend serving it, fed batches by the fronts."""
-
-    def __init__(self, host: HostFactory, pipeline: str, version: int, config: dict[str, Any]) -> None:
-        self.host = host()
-        self.pipeline, self.version = pipeline, version
-        local = DeploymentConfig.model_validate(config).model_copy(update={"backend": "local"})
-        self.host.local.deploy(pipeline, version, local)  # raises (and the app fails) if the version cannot load
-        self.replica = serve.get_replica_context().replica_id.unique_id
-
-    def describe(self) -> tuple[int, Schema | None, str, int]:
-        """The version, its input schema, this replica's id and worker pid."""
-        return self.version, self.host.local.serving(self.pipeline).input_schema, self.replica, os.getpid()
-
-    async def run_batch(
-        self, table: pa.Table, spans: list[tuple[int, int]], ids: list[str | None], log: bool
-    ) -> tuple[Answer, str, float]:
-        """A front's batch, run here as one batch: each request is conformed alone (a bad one fails alone, logged),
-        the rest run together once; if that run fails, each runs on its own to find the culprit, as the local
-        batcher does. Returns the answer, this replica, seconds."""
-        started = time.perf_counter()
-        local = self.host.local
-        slot = local.get(self.pipeline, self.version)
-        current = slot.current
-        tables: list[pa.Table] = []
-        together: list[int] = []
-        alone: dict[int, RequestResult | Failure] = {}
-        for i, (offset, rows) in enumerate(spans):
-            try:
-                tables.append(current.conform(table.slice(offset, rows)))
-                together.append(i)
-            except Exception as exc:
-                if log:
-                    local.failed(current, rows, exc, started)
-                alone[i] = Failure.of(exc)
-        batch: Batch | None = None
-        if tables:
-            try:
-                _, batch = await slot.batcher(log).run_together(tables, [ids[i] for i in together])
-            except Exception:
-                done = await asyncio.gather(
-                    *(local.infer(self.pipeline, tables[k], self.version, log, ids[i]) for k, i in enumerate(together)),
-                    return_exceptions=True,
-                )
-                for i, r in zip(together, done, strict=True):
-                    alone[i] = r if isinstance(r, RequestResult) else Failure.of(r)
-                together = []
-        if batch is not None:
-            batch = replace(batch, inputs=batch.inputs.slice(0, 0))  # logged here already; the front needs outputs
-        return Answer(batch, together, alone), self.replica, time.perf_counter() - started
-
-    def __del__(self) -> None:  # Ray Serve calls it on graceful shutdown: the log rows held go to disk
-        host = getattr(self, "host", None)
-        if host is not None:
-            host.close()
 
 
 class App:
@@ -202,7 +93,7 @@ class App:
         batcher = self._batchers.get(log)
         if batcher is None:
             batcher = self._batchers[log] = Batcher(
-                run=lambda table, requests, ids: self._call(table, requests, ids, log),
+                run=lambda table, requests, ids: self.call(table, requests, ids, log),
                 split=lambda results, spans: results,
                 executor=None,  # the call is awaited on the loop: no thread between the request and Ray's router
                 max_batch_size=self.config.max_batch_size,
@@ -211,7 +102,7 @@ class App:
             )
         return batcher
 
-    async def _call(
+    async def call(
         self, table: pa.Table, requests: np.ndarray, ids: list[str | None], log: bool
     ) -> list[RequestResult | Failure]:
         counts = np.bincount(requests, minlength=len(ids)).tolist()
@@ -411,7 +302,7 @@ class RayBackend:
         app = self.get(pipeline)
         requests = np.arange(require_rows(table).num_rows, dtype=np.int32)
         names: list[str | None] = list(ids)
-        results = await app._call(table, requests, names, log)
+        results = await app.call(table, requests, names, log)
         for part in results:
             if isinstance(part, Failure):
                 raise part.error()
