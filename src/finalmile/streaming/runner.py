@@ -171,15 +171,7 @@ class StreamRunner:
         except Exception:
             return None
         rows = pa.concat_tables([r.table for r in results]).to_pylist()  # one conversion, not one per message
-        return [
-            (
-                orjson.dumps(
-                    {"request_id": r.request_id, "pipeline_version": r.version, "variant": r.routes[0][0]} | row
-                ),
-                "",
-            )
-            for r, row in zip(results, rows, strict=True)
-        ]
+        return [(orjson.dumps(_output(r, r.routes[0][0], row)), "") for r, row in zip(results, rows, strict=True)]
 
     def _decode_batch(self, messages: list[Message]) -> pa.Table | None:
         """JSON records with the same fields, decoded as one table (a row per message): one Arrow conversion
@@ -208,12 +200,16 @@ class StreamRunner:
         if self.config.format == "arrow":
             meta = {"request_id": result.request_id, "pipeline_version": str(result.version)}
             return arrow_codec.encode(result.table.replace_schema_metadata(meta))
-        provenance = {"request_id": result.request_id, "pipeline_version": result.version}
         rows = [
-            provenance | {"variant": variant} | row
+            _output(result, variant, row)
             for row, (variant, _) in zip(result.table.to_pylist(), result.routes, strict=True)
         ]
         return orjson.dumps(rows[0] if len(rows) == 1 and message.data.lstrip()[:1] == b"{" else rows)
+
+
+def _output(result: RequestResult, variant: str | None, row: dict[str, Any]) -> dict[str, Any]:
+    """One output record as the sink gets it: which request and version produced it, its variant, its values."""
+    return {"request_id": result.request_id, "pipeline_version": result.version, "variant": variant} | row
 
 
 def _dead_letter(message: Message, error: str) -> bytes:
