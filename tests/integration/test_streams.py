@@ -131,7 +131,6 @@ async def _read(broker: str, subject: str) -> list[bytes]:
         return got
     if broker == "nats":
         import nats
-        from nats.errors import TimeoutError as NatsTimeout
         from nats.js.errors import NotFoundError
 
         nc = await nats.connect("nats://127.0.0.1:4222")
@@ -141,16 +140,18 @@ async def _read(broker: str, subject: str) -> list[bytes]:
         except NotFoundError:
             await nc.close()
             return []
-        sub = await js.pull_subscribe(subject, durable=f"reader{uuid.uuid4().hex[:8]}", stream=stream)
         got: list[bytes] = []
-        while True:
-            try:
-                batch = await sub.fetch(500, timeout=0.5)
-            except NatsTimeout:
-                break
-            got += [m.data for m in batch]
-            await asyncio.gather(*(m.ack() for m in batch))  # a consumer holds at most 1,000 unacknowledged
-        await nc.close()
+        try:
+            sub = await js.pull_subscribe(subject, durable=f"reader{uuid.uuid4().hex[:8]}", stream=stream)
+            while True:
+                try:
+                    batch = await sub.fetch(500, timeout=0.5)
+                except TimeoutError:  # nats-py raises its own subclass, or asyncio's on its lingering second pull
+                    break
+                got += [m.data for m in batch]
+                await asyncio.gather(*(m.ack() for m in batch))  # a consumer holds at most 1,000 unacknowledged
+        finally:
+            await nc.close()
         return got
     if broker == "redis":
         import redis.asyncio as aioredis
