@@ -169,9 +169,14 @@ class Batcher:
         self._queues = {}
 
 
+def spans(rows: list[int]) -> list[tuple[int, int]]:
+    """(offset, rows) of consecutive requests with these row counts, in one table."""
+    out, offset = [], 0
+    for n in rows:
+        out.append((offset, n))
+        offset += n
+    return out
+
+
 def _spans(tables: list[pa.Table]) -> list[tuple[int, int]]:
-    spans, offset = [], 0
-    for t in tables:
-        spans.append((offset, t.num_rows))
-        offset += t.num_rows
-    return spans
+    return spans([t.num_rows for t in tables])

@@ -29,9 +29,10 @@ import pyarrow as pa
 SERVE_ENV = {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "1", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 """Ray Serve reads these once, when `ray.serve` is imported (in the front and in each replica): handle calls go
 over gRPC straight to the replica instead of through Ray's actor-call path, and a replica runs our code on its own
-event loop instead of handing every call to a second thread. A handle round trip went from 2.9 to 1.4 ms p50 here
-(bench/README.md). Set before the import below; a local cluster started from here passes them to its replicas, and
-the nodes of a cluster started with `ray start` get them from their environment (README, multi-node)."""
+event loop instead of handing every call to a second thread. A handle round trip went from 2.6-2.9 to 1.4-1.7 ms
+p50 here, gRPC being most of it (bench/ray_hop.py, bench/README.md). Set before the import below; a local cluster
+started from here passes them to its replicas, and the nodes of a cluster started with `ray start` get them from
+their environment (README, multi-node)."""
 for _name, _value in SERVE_ENV.items():
     os.environ.setdefault(_name, _value)
 
@@ -40,7 +41,7 @@ from ray import serve  # noqa: E402
 
 from finalmile.arrow.frames import require_rows  # noqa: E402
 from finalmile.backends.base import Wanted  # noqa: E402
-from finalmile.backends.batcher import Batcher  # noqa: E402
+from finalmile.backends.batcher import Batcher, spans  # noqa: E402
 from finalmile.backends.config import DeploymentConfig  # noqa: E402
 from finalmile.backends.ray_replica import Failure, HostFactory, PipelineReplica  # noqa: E402
 from finalmile.errors import BackendUnavailable, FinalmileError, PipelineNotDeployed  # noqa: E402
@@ -105,15 +106,13 @@ class App:
     async def call(
         self, table: pa.Table, requests: np.ndarray, ids: list[str | None], log: bool
     ) -> list[RequestResult | Failure]:
-        counts = np.bincount(requests, minlength=len(ids)).tolist()
-        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist() if counts else []
-        spans = list(zip(offsets, counts, strict=True))
+        rows = spans(np.bincount(requests, minlength=len(ids)).tolist())
         try:
-            answer, replica, seconds = await self.handle.run_batch.remote(table, spans, ids, log)
+            answer, replica, seconds = await self.handle.run_batch.remote(table, rows, ids, log)
         except Exception as exc:  # the replica died or could not be reached: Ray's error, said as a 503
             raise BackendUnavailable(f"pipeline '{self.name}': no Ray replica answered ({type(exc).__name__})") from exc
         self._observe(self.name, replica, table.num_rows, len(ids), seconds)
-        return answer.results(self.name, self.version, spans)
+        return answer.results(self.name, self.version, rows)
 
     def close(self) -> None:
         for batcher in self._batchers.values():

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-import numpy as np
 import pyarrow as pa
 from ray import serve
 
+from finalmile.backends.batcher import spans
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
 from finalmile.errors import FinalmileError
@@ -66,15 +66,13 @@ class Answer:
     """The front's request numbers in `batch`, in its order."""
     alone: dict[int, RequestResult | Failure]
 
-    def results(self, pipeline: str, version: int, spans: list[tuple[int, int]]) -> list[RequestResult | Failure]:
-        """One result or failure per request of the front's batch (whose rows were `spans`), in its order."""
+    def results(self, pipeline: str, version: int, sent: list[tuple[int, int]]) -> list[RequestResult | Failure]:
+        """One result or failure per request of the front's batch (whose rows were `sent`), in its order."""
         out: dict[int, RequestResult | Failure] = dict(self.alone)
         if self.batch is not None:
-            rows = [spans[i][1] for i in self.together]
-            offsets = np.concatenate([[0], np.cumsum(rows)[:-1]]).tolist()
-            parts = split_batch(pipeline, version, self.batch, list(zip(offsets, rows, strict=True)))
-            out |= dict(zip(self.together, parts, strict=True))
-        return [out[i] for i in range(len(spans))]
+            rows = spans([sent[i][1] for i in self.together])
+            out |= dict(zip(self.together, split_batch(pipeline, version, self.batch, rows), strict=True))
+        return [out[i] for i in range(len(sent))]
 
 
 class PipelineReplica:

@@ -21,8 +21,8 @@ from finalmile.streaming.config import DEFAULT_URLS, Endpoint, StreamConfig
 
 IN_FLIGHT = 4
 """Batches a stream's runner has in flight at once: one is scored while the ones before it wait on the sink's
-commit and the log's fsync (RabbitMQ: 4,991 / 5,389 / 5,708 messages/s with 2 / 3 / 4, bench/README.md). Each
-source's prefetch holds one batch more."""
+commit and the log's fsync (RabbitMQ: 4,991 / 5,069-5,389 / 5,632-5,823 messages/s with 2 / 3 / 4,
+bench/README.md). Each source's prefetch holds one batch more."""
 
 
 @dataclass
@@ -227,6 +227,7 @@ class RabbitBroker:
         self._channel: Any = None
         self._publisher: Any = None
         self._transacted: Any = None
+        self._publishing = asyncio.Lock()
         self._queue_name = ""
         self._buffer: asyncio.Queue[Any] = asyncio.Queue()
         self._declared: set[str] = set()
@@ -277,19 +278,21 @@ class RabbitBroker:
         if subject not in self._declared:
             await self._channel.declare_queue(subject, durable=True)
             self._declared.add(subject)
-        channel = await self._transaction_channel()
-        for i, data in items:
-            await channel.basic_publish(
-                data, routing_key=subject, properties=Basic.Properties(message_id=i, delivery_mode=2)
-            )
-        await channel.tx_commit()  # the broker has them all (persisted) when this returns
+        async with self._publishing:  # batches in flight publish in turn: each commit covers its own batch
+            channel = await self._transaction_channel()
+            for i, data in items:
+                await channel.basic_publish(
+                    data, routing_key=subject, properties=Basic.Properties(message_id=i, delivery_mode=2)
+                )
+            await channel.tx_commit()  # the broker has them all (persisted) when this returns
         return [i for i, _ in items]
 
     async def _transaction_channel(self) -> Any:
         """A channel of its own for publishing, in transaction mode: a batch is published and committed in one
-        round trip, instead of a confirm (and a future, and aio-pika's message object) per message: 43-51 against
-        70-118 µs of CPU a message here (bench/README.md). Its own, because acknowledgements on a transacted
-        channel would wait for a commit. Selected again after a reconnect, which brings a new channel."""
+        round trip, instead of a confirm (and a future, and aio-pika's message object) per message: 36-51 against
+        57-118 µs of CPU a message here (bench/amqp_publish.py, bench/README.md). Its own, because
+        acknowledgements on a transacted channel would wait for a commit. Selected again after a reconnect, which
+        brings a new channel."""
         if self._publisher is None:
             self._publisher = await self._conn.channel(publisher_confirms=False)
         underlay = await self._publisher.get_underlay_channel()
