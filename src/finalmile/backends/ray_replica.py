@@ -11,12 +11,14 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 from ray import serve
 
+from finalmile.arrow.ipc import from_ipc, to_ipc
 from finalmile.backends.batcher import spans
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
@@ -66,6 +68,16 @@ class Answer:
     """The front's request numbers in `batch`, in its order."""
     alone: dict[int, RequestResult | Failure]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with the batch's outputs as IPC streams, and without its inputs (logged in the replica already):
+        a pickled Arrow table costs ten times its IPC stream."""
+        batch = self.batch
+        if batch is None:
+            return Answer, (None, self.together, self.alone)
+        shadow = {k: to_ipc(v) for k, v in batch.shadow.items()}
+        fields = (to_ipc(batch.table), batch.routes, batch.route_index, batch.checks, shadow, batch.errors)
+        return _answer, (fields, batch.request_ids, self.together, self.alone)
+
     def results(self, pipeline: str, version: int, sent: list[tuple[int, int]]) -> list[RequestResult | Failure]:
         """One result or failure per request of the front's batch (whose rows were `sent`), in its order."""
         out: dict[int, RequestResult | Failure] = dict(self.alone)
@@ -73,6 +85,23 @@ class Answer:
             rows = spans([sent[i][1] for i in self.together])
             out |= dict(zip(self.together, split_batch(pipeline, version, self.batch, rows), strict=True))
         return [out[i] for i in range(len(sent))]
+
+
+def _answer(fields: tuple[Any, ...], request_ids: list[str], together: list[int], alone: dict[int, Any]) -> Answer:
+    table, routes, route_index, checks, shadow, errors = fields
+    outputs = from_ipc(table)
+    batch = Batch(
+        inputs=outputs.slice(0, 0),
+        table=outputs,
+        requests=np.zeros(0, np.int32),
+        routes=routes,
+        route_index=route_index,
+        checks=checks,
+        shadow={k: from_ipc(v) for k, v in shadow.items()},
+        errors=errors,
+        request_ids=request_ids,
+    )
+    return Answer(batch, together, alone)
 
 
 class PipelineReplica:
@@ -90,12 +119,13 @@ class PipelineReplica:
         return self.version, self.host.local.serving(self.pipeline).input_schema, self.replica, os.getpid()
 
     async def run_batch(
-        self, table: pa.Table, spans: list[tuple[int, int]], ids: list[str | None], log: bool
+        self, data: bytes, spans: list[tuple[int, int]], ids: list[str | None], log: bool
     ) -> tuple[Answer, str, float]:
-        """A front's batch, run here as one batch: each request is conformed alone (a bad one fails alone, logged),
-        the rest run together once; if that run fails, each runs on its own to find the culprit, as the local
-        batcher does. Returns the answer, this replica, seconds."""
+        """A front's batch (its rows as an IPC stream), run here as one batch: each request is conformed alone (a
+        bad one fails alone, logged), the rest run together once; if that run fails, each runs on its own to find
+        the culprit, as the local batcher does. Returns the answer, this replica, seconds."""
         started = time.perf_counter()
+        table = from_ipc(data)
         local = self.host.local
         slot = local.get(self.pipeline, self.version)
         current = slot.current
@@ -122,8 +152,6 @@ class PipelineReplica:
                 for i, r in zip(together, done, strict=True):
                     alone[i] = r if isinstance(r, RequestResult) else Failure.of(r)
                 together = []
-        if batch is not None:
-            batch = replace(batch, inputs=batch.inputs.slice(0, 0))  # logged here already; the front needs outputs
         return Answer(batch, together, alone), self.replica, time.perf_counter() - started
 
     def __del__(self) -> None:  # Ray Serve calls it on graceful shutdown: the log rows held go to disk

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from finalmile.arrow.files import write_table
 from finalmile.arrow.frames import to_arrow
+from finalmile.arrow.ipc import from_ipc
 from finalmile.backends.config import DeploymentConfig
 from finalmile.errors import BadRequestError, InvalidModelError, RemoteError, ServerUnreachable
 from finalmile.jobs.connections import ConnectionRecord
@@ -249,7 +250,7 @@ class RemoteClient:
             params={k: v for k, v in params.items() if v is not None},
             headers={"accept": ARROW_STREAM},
         )
-        return pa.ipc.open_stream(response.content).read_all()  # may be empty: not a request to validate
+        return from_ipc(response.content)  # may be empty: not a request to validate
 
     def export_logs(
         self, name: str, path: str | Path, start: datetime | None = None, end: datetime | None = None

@@ -7,23 +7,20 @@ from collections.abc import Mapping
 import pyarrow as pa
 
 from finalmile.arrow.frames import require_rows
+from finalmile.arrow.ipc import from_ipc, to_ipc
 from finalmile.errors import InvalidInputError
 from finalmile.serving.codecs.base import ARROW_STREAM, Answer, Decoded
 
 
 def decode(body: bytes) -> pa.Table:
     try:
-        with pa.ipc.open_stream(pa.py_buffer(body)) as reader:
-            return require_rows(reader.read_all())
+        return require_rows(from_ipc(body))
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidInputError(f"not an Arrow IPC stream: {exc}") from None
 
 
 def encode(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return to_ipc(table)
 
 
 class ArrowCodec:
