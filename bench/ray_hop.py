@@ -5,7 +5,8 @@
 
 Each setting runs in a fresh process with a local Ray cluster of 2 CPUs and one echo replica (1 CPU), sending an
 8-row, 29-wide Arrow table and getting it back: sequentially and from 2 and 4 threads (`.result()`), and awaited
-from an event loop at concurrency 1, 2 and 4. Reports calls/s and the p50 latency.
+from an event loop at concurrency 1, 2 and 4. Reports calls/s and the p50 latency, and for the awaited calls the
+calling process's CPU per call (all its threads: Serve's router, gRPC), which bounds a front's calls per core.
 """
 
 from __future__ import annotations
@@ -18,13 +19,19 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 SETTINGS = {
     "Ray Serve defaults": {},
     "gRPC": {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"},
-    "gRPC, user code on the replica's loop (finalmile's)": {
+    "gRPC, user code on the replica's loop": {
         "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    },
+    "both, and the table as an IPC stream under plain pickle (finalmile's)": {
+        "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+        "BENCH_PAYLOAD": "ipc",
     },
 }
 
@@ -45,7 +52,12 @@ def measure(calls: int) -> dict[str, list[float]]:
             return table
 
     handle = serve.run(Echo.bind(), name="echo", route_prefix=None)
-    table = pa.table({"input": pa.FixedSizeListArray.from_arrays(pa.array(np.random.rand(8 * 29)), 29)})
+    table: Any = pa.table({"input": pa.FixedSizeListArray.from_arrays(pa.array(np.random.rand(8 * 29)), 29)})
+    if os.environ.get("BENCH_PAYLOAD") == "ipc":
+        from finalmile.arrow.ipc import to_ipc
+
+        handle = handle.options(request_serialization="pickle", response_serialization="pickle")
+        table = to_ipc(table)
     handle.run.remote(table).result()
     out: dict[str, list[float]] = {}
 
@@ -58,7 +70,7 @@ def measure(calls: int) -> dict[str, list[float]]:
         started = time.perf_counter()
         with ThreadPoolExecutor(threads) as pool:
             took = list(pool.map(lambda _: one(), range(calls)))
-        out[f"{threads} thread(s)"] = [calls / (time.perf_counter() - started), float(np.median(took)) * 1000]
+        out[f"{threads} thread(s)"] = [calls / (time.perf_counter() - started), float(np.median(took)) * 1000, 0.0]
 
     async def awaited(concurrency: int) -> list[float]:
         took: list[float] = []
@@ -69,9 +81,10 @@ def measure(calls: int) -> dict[str, list[float]]:
                 await handle.run.remote(table)
                 took.append(time.perf_counter() - started)
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(calls // concurrency) for _ in range(concurrency)))
-        return [len(took) / (time.perf_counter() - started), float(np.median(took)) * 1000]
+        cpu_per_call = (time.process_time() - cpu) / len(took)  # this process's threads: the caller's side of a call
+        return [len(took) / (time.perf_counter() - started), float(np.median(took)) * 1000, cpu_per_call * 1e6]
 
     for concurrency in (1, 2, 4):
         out[f"awaited x{concurrency}"] = asyncio.run(awaited(concurrency))
@@ -98,7 +111,10 @@ def main() -> None:
             check=True,
         )
         results = json.loads(done.stdout.strip().splitlines()[-1])
-        cells = ", ".join(f"{k}: {rps:,.0f}/s p50 {p50:.2f} ms" for k, (rps, p50) in results.items())
+        cells = ", ".join(
+            f"{k}: {rps:,.0f}/s p50 {p50:.2f} ms" + (f" caller CPU {cpu:,.0f} µs/call" if cpu else "")
+            for k, (rps, p50, cpu) in results.items()
+        )
         print(f"{name}: {cells}")
 
 
