@@ -281,7 +281,7 @@ def test_two_workers_share_a_stream_through_the_brokers_consumer_group(
     server_factory,  # type: ignore[no-untyped-def]
 ) -> None:
     subject = f"fm.w{uuid.uuid4().hex[:10]}"
-    rows = X.sample(4000, replace=True, random_state=2).to_dict(orient="records")
+    bodies = [json.dumps(r).encode() for r in X.sample(250, replace=True, random_state=2).to_dict(orient="records")]
     with _store(tmp_path / "home") as client:
         _stream(client, broker, subject)
     server_factory(tmp_path / "home", args=("--workers", "2"))
@@ -291,27 +291,32 @@ def test_two_workers_share_a_stream_through_the_brokers_consumer_group(
             60,
             "both workers' consumers to report",
         )
-        bodies = [json.dumps(r).encode() for r in rows]
-        # A steady stream over ~8 s, not one burst: one worker scores 4,000 messages in under a second, before
-        # Kafka's group has handed the other worker its partitions.
-        for start in range(0, len(bodies), 250):
-            asyncio.run(_publish(broker, f"{subject}.in", bodies[start : start + 250], first=start))
+
+        def status() -> dict[str, Any]:
+            return client.services.streams.get(f"s-{broker}").status or {}
+
+        def shares() -> list[int]:
+            return [c["processed"] for c in status().get("consumers", {}).values()]
+
+        # A steady stream of 250 messages every 0.5 s, at least 4,000 in all, and on until both workers have taken
+        # a share: one worker alone scores 4,000 messages in under a second, and Kafka's group hands the second
+        # worker its partitions only once the first has rejoined (up to the session timeout, 10 s).
+        sent, deadline = 0, time.monotonic() + 90
+        while sent < 4000 or (min(shares() or [0]) == 0 and time.monotonic() < deadline):
+            asyncio.run(_publish(broker, f"{subject}.in", bodies, first=sent))
+            sent += len(bodies)
             time.sleep(0.5)
 
-        def done() -> dict[str, Any] | None:
-            status = client.services.streams.get(f"s-{broker}").status or {}
-            return status if status.get("processed", 0) >= len(rows) else None
-
-        status = _until(done, 120, f"{len(rows)} messages processed by the two workers")
-        per_consumer = [c["processed"] for c in status["consumers"].values()]
+        final = _until(lambda: (s := status()).get("processed", 0) >= sent and s, 120, f"{sent} messages processed")
+        per_consumer = [c["processed"] for c in final["consumers"].values()]
         assert len(per_consumer) == 2 and min(per_consumer) > 0, per_consumer  # both took a share
         # A rebalance (Kafka) or redelivery may hand a batch to the other worker: processed again, never logged twice.
-        assert status["processed"] == sum(per_consumer) >= len(rows)
+        assert final["processed"] == sum(per_consumer) >= sent
         sql = "SELECT count(*) AS rows, count(DISTINCT request_id) AS ids FROM logs WHERE status = 'ok'"
         counts = client.query(sql)
-        assert int(counts.rows[0]) == int(counts.ids[0]) == len(rows)  # each message logged once, by one worker
+        assert int(counts.rows[0]) == int(counts.ids[0]) == sent  # each message logged once, by one worker
     outputs = [json.loads(b)["request_id"] for b in asyncio.run(_read(broker, f"{subject}.out"))]
-    assert len(set(outputs)) == len(rows)  # every message's output published (at least once)
+    assert len(set(outputs)) == sent  # every message's output published (at least once)
 
 
 def test_a_bad_stream_definition_is_refused_naming_the_field(tmp_path: Path) -> None:
