@@ -33,6 +33,10 @@ SETTINGS = {
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
         "BENCH_PAYLOAD": "ipc",
     },
+    "for comparison, no Serve: a plain Ray actor's async method, the same IPC stream": {
+        "BENCH_PAYLOAD": "ipc",
+        "BENCH_TARGET": "actor",
+    },
 }
 
 
@@ -58,12 +62,22 @@ def measure(calls: int) -> dict[str, list[float]]:
 
         handle = handle.options(request_serialization="pickle", response_serialization="pickle")
         table = to_ipc(table)
-    handle.run.remote(table).result()
+    send: Any = handle.run.remote
+    result: Any = lambda sent: sent.result()  # noqa: E731
+    if os.environ.get("BENCH_TARGET") == "actor":  # what a channel beside Serve's handles would cost
+
+        @ray.remote(num_cpus=1)
+        class EchoActor:
+            async def run(self, table: Any) -> Any:
+                return table
+
+        send, result = EchoActor.remote().run.remote, ray.get
+    result(send(table))
     out: dict[str, list[float]] = {}
 
     def one() -> float:
         started = time.perf_counter()
-        handle.run.remote(table).result()
+        result(send(table))
         return time.perf_counter() - started
 
     for threads in (1, 2, 4):
@@ -78,7 +92,7 @@ def measure(calls: int) -> dict[str, list[float]]:
         async def worker(n: int) -> None:
             for _ in range(n):
                 started = time.perf_counter()
-                await handle.run.remote(table)
+                await send(table)
                 took.append(time.perf_counter() - started)
 
         started, cpu = time.perf_counter(), time.process_time()
