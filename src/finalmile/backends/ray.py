@@ -129,12 +129,19 @@ class App:
             batcher.close()
 
 
+_ROUTER_LOOP_MADE = threading.Event()
+
+
 @contextlib.contextmanager
 def _new_loops_on_uvloop() -> Iterator[None]:
-    """Event loops made meanwhile are uvloop's. Serve makes its router's event loop (one per process, on a thread of
-    its own) at a handle's first call; on uvloop a call costs the caller ~15% less CPU (an echo call, 2 in flight:
-    1,630 -> 1,400 µs here), and one-row requests on Ray went up 6-20% (bench/README.md). Scoped, so that a process
+    """Event loops made meanwhile are uvloop's, around the process's first handle call only. Serve makes its
+    router's event loop (one per process, on a thread of its own) at a handle's first call; on uvloop a call costs
+    the caller ~15% less CPU (an echo call, 2 in flight: 1,630 -> 1,400 µs here), and one-row requests on Ray went
+    up 6-20% (bench/README.md). The policy is process-wide, so it is set for that one call and no other: a process
     embedding the SDK keeps its own loops."""
+    if _ROUTER_LOOP_MADE.is_set():
+        yield
+        return
     try:
         import uvloop
     except ImportError:  # uvicorn[standard] brings it where it builds
@@ -146,6 +153,7 @@ def _new_loops_on_uvloop() -> Iterator[None]:
         yield
     finally:
         asyncio.set_event_loop_policy(before)
+        _ROUTER_LOOP_MADE.set()
 
 
 def app_name(workspace: str, pipeline: str, version: int, config: DeploymentConfig) -> str:
