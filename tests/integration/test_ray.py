@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from finalmile import Client
 from finalmile.errors import BadRequestError, FinalmileError
 from tests.fixtures import PickyModel
-from tests.integration.conftest import start_server
+from tests.integration.conftest import free_port, start_server
 
 if not os.environ.get("FINALMILE_REQUIRE_RAY"):
     pytest.importorskip("ray", reason="Ray is not installed: pip install 'finalmile[ray]'")
@@ -337,3 +337,76 @@ def test_serve_backend_ray_answers_v2_exactly_as_the_local_backend(cluster: None
         server.stop()
         for name in [n for n in serve.status().applications if n.startswith("fm.default.onray.")]:
             serve.delete(name)
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """The processes under `pid` (pid: command line), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child in [p for p, pp in parents.items() if pp == parent]:
+            try:
+                found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            frontier.append(child)
+    return found
+
+
+def test_serve_workers_on_ray_share_one_local_cluster(tmp_path: Path) -> None:
+    """`--workers 2 --backend ray` and no address: the supervising process starts one cluster that both workers
+    join (each used to start its own, with its own replicas, and answered 503 for the other's deployments)."""
+    home = tmp_path / "home"
+    with Client(home=home) as client:
+        mv, _ = _forest(client)
+        client.build_pipeline("p").add_model_step(mv).create_version()
+    server = start_server(home, args=("--backend", "ray", "--workers", "2"), timeout=120)
+    try:
+        deployed = httpx.post(f"{server.url}/api/v1/pipelines/p/deploy", json={"replica_cpus": 0.25}, timeout=120)
+        assert deployed.status_code == 200, deployed.text
+        body = {"inputs": [{"name": c, "shape": [1], "datatype": "FP64", "data": [0.5]} for c in X.columns]}
+        deadline, answered = time.monotonic() + 60, 0
+        while answered < 40 and time.monotonic() < deadline:  # the other worker adopts the deployment within ~1 s
+            ok = httpx.post(f"{server.url}/v2/models/p/infer", json=body, timeout=30).status_code == 200
+            answered = answered + 1 if ok else 0
+        assert answered == 40, server.log.read_text()[-3000:]
+        under = _descendants(server.process.pid)
+        clusters = [pid for pid, command in under.items() if "gcs_server" in command]
+        replicas = [pid for pid, command in under.items() if "ServeReplica:fm.default.p." in command]
+        assert len(clusters) == 1 and len(replicas) == 1, under
+    finally:
+        server.stop()
+    deadline = time.monotonic() + 30  # the cluster goes with the process that started it
+    while Path(f"/proc/{clusters[0]}").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not Path(f"/proc/{clusters[0]}").exists()
+
+
+def test_a_ray_cluster_that_cannot_be_joined_is_a_503_that_says_why(cluster: None, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with Client(home=home) as client:
+        mv, _ = _forest(client)
+        client.build_pipeline("p").add_model_step(mv).create_version()
+    nothing_there = f"127.0.0.1:{free_port()}"
+    cases = [  # (address, the server's environment, what the error must say)
+        (nothing_there, {}, "nothing answers there"),
+        (ray.get_runtime_context().gcs_address, {"RAY_AUTH_MODE": "disabled"}, "RAY_AUTH_MODE=token"),  # no token
+    ]
+    for address, env, reason in cases:
+        server = start_server(home, env=env, args=("--backend", "ray", "--ray-address", address))
+        try:
+            refused = httpx.post(f"{server.url}/api/v1/pipelines/p/deploy", json={"replica_cpus": 0.25}, timeout=120)
+            assert refused.status_code == 503, refused.text
+            assert address in refused.json()["error"] and reason in refused.json()["error"], refused.text
+            assert refused.json()["detail"]["field"] == "ray_address"
+            assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+            assert httpx.get(f"{server.url}/v2/models/p/ready").status_code != 200  # nothing was deployed
+        finally:
+            server.stop()

@@ -2,27 +2,27 @@
 
 finalmile's own HTTP front stays in front (Ray Serve's proxy is disabled): requests are coalesced by the front's
 adaptive batcher, and each batch goes to a replica through a deployment handle, awaited on the front's loop, so
-Ray's per-call cost is paid per batch, not per request. A replica (`ray_replica.py`) is a local backend in a Ray
-worker: it loads the version from the shared artifact store (every artifact's hash verified on read), runs each
-batch as one, and writes its own journal and Parquet parts under the shared home, so the one inference log holds
-every replica's rows.
+Ray's per-call cost is paid per batch, not per request (`ray_app.py`, one `App` per running application). A replica
+(`ray_replica.py`) is a local backend in a Ray worker: it loads the version from the shared artifact store (every
+artifact's hash verified on read), runs each batch as one, and writes its own journal and Parquet parts under the
+shared home, so the one inference log holds every replica's rows.
 
 Deploying a version starts its application beside the one serving, waits until its replicas answer, records it,
 then swaps the front's handle; the old application is deleted after a grace period, its replicas finishing what
 they hold. Applications are named `fm.WORKSPACE.PIPELINE.vVERSION.CONFIGHASH`, so servers sharing a cluster and a
-store converge on the same ones instead of starting their own.
+store converge on the same ones instead of starting their own. Several worker processes of one `finalmile serve`
+join one cluster: the given one, or a local one that the supervising process starts for them (`start_cluster`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import os
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,10 +42,9 @@ import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
 from finalmile.arrow.frames import require_rows  # noqa: E402
-from finalmile.arrow.ipc import to_ipc  # noqa: E402
 from finalmile.backends.base import Wanted  # noqa: E402
-from finalmile.backends.batcher import Batcher, spans  # noqa: E402
 from finalmile.backends.config import DeploymentConfig  # noqa: E402
+from finalmile.backends.ray_app import App, ReplicaObserver  # noqa: E402
 from finalmile.backends.ray_replica import Failure, HostFactory, PipelineReplica  # noqa: E402
 from finalmile.errors import BackendUnavailable, FinalmileError, PipelineNotDeployed  # noqa: E402
 from finalmile.pipelines.loaded import RequestResult  # noqa: E402
@@ -64,117 +63,67 @@ from 54% to 84% of the local backend's rows/s when it was raised from 8). The re
 _QUIET = {"enable_access_log": False, "log_level": "WARNING"}  # a log line per call costs more than the call
 
 
-ReplicaObserver = Callable[[str, str, int, int, float], None]
-"""Told of every batch a replica ran: pipeline, replica id, rows, requests, seconds in the replica."""
-
-
-class App:
-    """The front's view of one running application: the version it serves and the batchers in front of it."""
-
-    def __init__(self, app: str, handle: Any, name: str, config: DeploymentConfig, observe: ReplicaObserver) -> None:
-        self.app, self.handle, self.name, self.config = app, handle, name, config
-        with _new_loops_on_uvloop():  # the process's first call makes Serve's router loop
-            self.version, self.input_schema, _, _ = handle.describe.remote().result()
-        self._runner = handle.options(
-            method_name="run_batch", request_serialization="pickle", response_serialization="pickle"
-        )
-        """Plain pickle, not cloudpickle (whose Python hook runs for every object): the rows go as an IPC stream,
-        the answer's tables too (`Answer`), so a call's payload pickles in microseconds."""
-        scale = config.autoscaling.max_replicas if config.autoscaling else config.replicas
-        self.calls = 2 * scale  # batches in flight: two per replica keeps each busy while the next one travels
-        self._observe = observe
-        self._batchers: dict[bool, Batcher] = {}
-        self._pending = 0  # requests submitted and not yet answered, on any loop
-        self._pending_lock = threading.Lock()
-
-    async def submit(self, table: pa.Table, log: bool, request_id: str | None) -> Any:
-        with self._pending_lock:
-            self._pending += 1
-        try:
-            return await self.batcher(log).submit(table, request_id)
-        finally:
-            with self._pending_lock:
-                self._pending -= 1
-
-    @property
-    def busy(self) -> bool:
-        return self._pending > 0
-
-    def batcher(self, log: bool) -> Batcher:
-        batcher = self._batchers.get(log)
-        if batcher is None:
-            batcher = self._batchers[log] = Batcher(
-                run=lambda table, requests, ids: self.call(table, requests, ids, log),
-                split=lambda results, spans: results,
-                executor=None,  # the call is awaited on the loop: no thread between the request and Ray's router
-                max_batch_size=self.config.max_batch_size,
-                max_delay_ms=self.config.max_delay_ms,
-                workers=self.calls,
-            )
-        return batcher
-
-    async def call(
-        self, table: pa.Table, requests: np.ndarray, ids: list[str | None], log: bool
-    ) -> list[RequestResult | Failure]:
-        rows = spans(np.bincount(requests, minlength=len(ids)).tolist())
-        try:
-            answer, replica, seconds = await self._runner.remote(to_ipc(table), rows, ids, log)
-        except Exception as exc:  # the replica died or could not be reached: Ray's error, said as a 503
-            raise BackendUnavailable(f"pipeline '{self.name}': no Ray replica answered ({type(exc).__name__})") from exc
-        self._observe(self.name, replica, table.num_rows, len(ids), seconds)
-        return answer.results(self.name, self.version, rows)
-
-    def close(self) -> None:
-        for batcher in self._batchers.values():
-            batcher.close()
-
-
-_ROUTER_LOOP_MADE = threading.Event()
-
-
-@contextlib.contextmanager
-def _new_loops_on_uvloop() -> Iterator[None]:
-    """Event loops made meanwhile are uvloop's, around the process's first handle call only. Serve makes its
-    router's event loop (one per process, on a thread of its own) at a handle's first call; on uvloop a call costs
-    the caller ~15% less CPU (an echo call, 2 in flight: 1,630 -> 1,400 µs here), and one-row requests on Ray went
-    up 6-20% (bench/README.md). The policy is process-wide, so it is set for that one call and no other: a process
-    embedding the SDK keeps its own loops."""
-    if _ROUTER_LOOP_MADE.is_set():
-        yield
-        return
-    try:
-        import uvloop
-    except ImportError:  # uvicorn[standard] brings it where it builds
-        yield
-        return
-    before = asyncio.get_event_loop_policy()
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    try:
-        yield
-    finally:
-        asyncio.set_event_loop_policy(before)
-        _ROUTER_LOOP_MADE.set()
-
-
 def app_name(workspace: str, pipeline: str, version: int, config: DeploymentConfig) -> str:
     digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:8]
     return f"fm.{workspace}.{pipeline}.v{version}.{digest}"
 
 
 def connect(address: str | None) -> bool:
-    """Join the cluster at `address` (or start a local one); returns whether this process started Ray itself."""
+    """Join the cluster at `address` (or start a local one); returns whether this process started Ray itself.
+    A cluster that cannot be joined is a 503 that names it and Ray's reason, not Ray's traceback."""
     started = False
     if not ray.is_initialized():
-        ray.init(
-            address=address or None,
-            namespace="finalmile",
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        _reachable(address)
+        try:
+            ray.init(
+                address=address or None,
+                namespace="finalmile",
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except Exception as exc:
+            raise BackendUnavailable(_unjoinable(address, exc), {"field": "ray_address", "address": address}) from None
         started = not address
     serve.start(proxy_location="Disabled", logging_config=_QUIET)
     return started
+
+
+def start_cluster() -> str:
+    """Start a local Ray cluster in this process, for server worker processes to join (each would otherwise start
+    a cluster, and replicas, of its own); returns its address. It stops when this process exits."""
+    connect(None)
+    address: str = ray.get_runtime_context().gcs_address
+    return address
+
+
+def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Refuse a HOST:PORT where nothing listens before Ray tries it: Ray retries such an address for minutes."""
+    if not address or "://" in address:  # ray://: Ray's client, its own errors
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():  # "auto": Ray's own lookup
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise BackendUnavailable(
+            f"cannot join the Ray cluster at {address}: nothing answers there ({exc.strerror or exc})",
+            {"field": "ray_address", "address": address},
+        ) from None
+
+
+def _unjoinable(address: str | None, exc: BaseException) -> str:
+    where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+    causes: list[BaseException] = [exc]
+    while causes[-1].__cause__ is not None and len(causes) < 8:
+        causes.append(causes[-1].__cause__)
+    if any(isinstance(e, ray.exceptions.AuthenticationError) or "InvalidAuthToken" in str(e) for e in causes):
+        return (
+            f"cannot join {where}: it requires Ray's token authentication; set RAY_AUTH_MODE=token and give this "
+            "machine the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN), see the README's several machines"
+        )
+    return f"cannot join {where}: {_first_line(causes[-1])}"
 
 
 class RayBackend:

@@ -146,6 +146,9 @@ def serve(
         )
     if backend not in ("local", "ray"):
         raise BadRequestError(f"--backend {backend}: must be local or ray", {"field": "backend"})
+    shared = ""
+    if backend == "ray" and not ray_address and workers > 1:
+        ray_address, shared = _shared_ray_cluster(), "; one local Ray cluster for every worker"
     os.environ["FINALMILE_AUTH"] = "true" if auth else "false"  # the worker processes read these
     os.environ["FINALMILE_BACKEND"] = backend
     if ray_address:
@@ -159,8 +162,20 @@ def serve(
                 console.print(f"No tokens yet: owner token {record.id} for {record.user} (shown once):")
                 print(secret, flush=True)
     mode = "tokens required" if auth else "no auth (--no-auth, loopback only)"
-    console.print(f"finalmile serving on http://{host}:{port} (docs at /docs; {mode}; backend {backend})")
+    console.print(f"finalmile serving on http://{host}:{port} (docs at /docs; {mode}; backend {backend}{shared})")
     run_server(host, port, workers)
+
+
+def _shared_ray_cluster() -> str:
+    """Server workers on Ray join one local cluster, started here in the process that supervises them: each would
+    otherwise start its own, with replicas of its own. Returns its address."""
+    from finalmile.errors import MissingDependencyError
+
+    try:
+        from finalmile.backends.ray import start_cluster
+    except ImportError as exc:
+        raise MissingDependencyError("ray", "ray") from exc
+    return start_cluster()
 
 
 def is_loopback(host: str) -> bool:
