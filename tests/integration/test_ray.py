@@ -367,9 +367,12 @@ def test_serve_workers_on_ray_share_one_local_cluster(tmp_path: Path) -> None:
     with Client(home=home) as client:
         mv, _ = _forest(client)
         client.build_pipeline("p").add_model_step(mv).create_version()
+        other = client.upload_model("lr", LogisticRegression().fit(X, Y), sample=X.head(50))
+        client.build_pipeline("p").add_model_step(other).create_version()
     server = start_server(home, args=("--backend", "ray", "--workers", "2"), timeout=120)
+    deploy = f"{server.url}/api/v1/pipelines/p/deploy"
     try:
-        deployed = httpx.post(f"{server.url}/api/v1/pipelines/p/deploy", json={"replica_cpus": 0.25}, timeout=120)
+        deployed = httpx.post(deploy, json={"version": 1, "replica_cpus": 0.25}, timeout=120)
         assert deployed.status_code == 200, deployed.text
         body = {"inputs": [{"name": c, "shape": [1], "datatype": "FP64", "data": [0.5]} for c in X.columns]}
         deadline, answered = time.monotonic() + 60, 0
@@ -381,6 +384,29 @@ def test_serve_workers_on_ray_share_one_local_cluster(tmp_path: Path) -> None:
         clusters = [pid for pid, command in under.items() if "gcs_server" in command]
         replicas = [pid for pid, command in under.items() if "ServeReplica:fm.default.p." in command]
         assert len(clusters) == 1 and len(replicas) == 1, under
+
+        # A hot swap under load, through one worker: the other adopts the new version before the old one is
+        # deleted, so neither fails a request.
+        stop, answers = threading.Event(), []
+
+        def load() -> None:
+            with httpx.Client(timeout=30) as http:
+                while not stop.is_set():
+                    answer = http.post(f"{server.url}/v2/models/p/infer", json=body)
+                    answers.append((answer.status_code, answer.json().get("model_version")))
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        swapped = httpx.post(deploy, json={"version": 2, "replica_cpus": 0.25}, timeout=120)
+        time.sleep(4.0)  # past the other worker's next sync and the old application's deletion
+        stop.set()
+        for t in threads:
+            t.join()
+        assert swapped.status_code == 200, swapped.text
+        assert {code for code, _ in answers} == {200}, [a for a in answers if a[0] != 200][:3]
+        assert answers[0][1] == "1" and answers[-1][1] == "2", (answers[0], answers[-1])
     finally:
         server.stop()
     deadline = time.monotonic() + 30  # the cluster goes with the process that started it

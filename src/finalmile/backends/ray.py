@@ -52,7 +52,10 @@ from finalmile.pipelines.loaded import RequestResult  # noqa: E402
 log = logging.getLogger(__name__)
 RETIRE_GRACE_S = 30.0
 """How long a replaced application may take to answer what it was sent before it is stopped regardless."""
-RETIRE_SETTLE_S = 1.0
+RETIRE_SETTLE_S = 3.0
+"""How long a replaced application keeps taking requests after the swap: those that looked it up just before, and
+those of the other fronts on the same store (server workers, other servers), which adopt the new version at their
+next sync (every second)."""
 STALE_AFTER_S = 120.0
 STALE_CHECK_S = 15.0
 MAX_ONGOING = 64
@@ -204,7 +207,7 @@ class RayBackend:
         it serves again, its replicas are released."""
 
         def stop() -> None:
-            time.sleep(RETIRE_SETTLE_S)  # a request that looked `old` up just before the swap reaches it
+            time.sleep(RETIRE_SETTLE_S)  # requests that looked `old` up, here or in another front, reach it
             deadline = time.monotonic() + grace_s
             while old.busy and time.monotonic() < deadline:
                 time.sleep(0.1)
