@@ -67,6 +67,9 @@ class KafkaBroker:
         self._producer: Any = None
         self._consumer: Any = None
         self._lock = threading.Lock()  # consume, lag and close one at a time; commit runs beside them
+        self._producing = threading.Lock()
+        """The producer's own: a rebalance inside `consume` (holding `_lock`) waits for this worker's batches to be
+        acknowledged, and each must publish first, so publishing never waits for `_lock`."""
         self._settled = threading.Condition()
         self._held: Counter[tuple[str, int]] = Counter()  # fetched, not yet acknowledged, per partition
         self.last_error: str | None = None
@@ -163,7 +166,11 @@ class KafkaBroker:
                         self._producer.poll(0.1)
             self._producer.flush(30)
 
-        await self._call(produce)
+        def locked() -> None:
+            with self._producing:
+                produce()
+
+        await asyncio.to_thread(locked)
         failed = [r for r in reports if r is None or isinstance(r, self._kafka.KafkaError)]
         if failed:
             raise ConnectionError(f"Kafka did not take {len(failed)} of {len(items)} messages: {failed[0]}")
