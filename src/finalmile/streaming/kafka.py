@@ -77,9 +77,11 @@ class KafkaBroker:
         """Partitions this consumer has committed on since it was given them: their next messages are new to
         every consumer. Before that, a message may have been handled by the partition's previous owner."""
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _call(self, fn: Callable[..., T], *args: Any, lock: threading.Lock | None = None) -> T:
+        """`fn(*args)` in a thread, under the consumer's lock unless another is given."""
+
         def locked() -> T:
-            with self._lock:
+            with lock or self._lock:
                 return fn(*args)
 
         return await asyncio.to_thread(locked)
@@ -166,11 +168,7 @@ class KafkaBroker:
                         self._producer.poll(0.1)
             self._producer.flush(30)
 
-        def locked() -> None:
-            with self._producing:
-                produce()
-
-        await asyncio.to_thread(locked)
+        await self._call(produce, lock=self._producing)
         failed = [r for r in reports if r is None or isinstance(r, self._kafka.KafkaError)]
         if failed:
             raise ConnectionError(f"Kafka did not take {len(failed)} of {len(items)} messages: {failed[0]}")
