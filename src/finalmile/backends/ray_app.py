@@ -88,6 +88,7 @@ class App:
 
 
 _ROUTER_LOOP_MADE = threading.Event()
+_FIRST_CALL = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -100,15 +101,16 @@ def _new_loops_on_uvloop() -> Iterator[None]:
     if _ROUTER_LOOP_MADE.is_set():
         yield
         return
-    try:
-        import uvloop
-    except ImportError:  # uvicorn[standard] brings it where it builds
-        yield
-        return
-    before = asyncio.get_event_loop_policy()
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    try:
-        yield
-    finally:
-        asyncio.set_event_loop_policy(before)
-        _ROUTER_LOOP_MADE.set()
+    with _FIRST_CALL:  # two first calls at once (two workspaces' deploys) must not interleave their swaps
+        try:
+            import uvloop
+        except ImportError:  # uvicorn[standard] brings it where it builds
+            yield
+            return
+        before = asyncio.get_event_loop_policy()
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        try:
+            yield
+        finally:
+            asyncio.set_event_loop_policy(before)
+            _ROUTER_LOOP_MADE.set()
