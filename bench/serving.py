@@ -244,7 +244,8 @@ def _server(
     ready: str = "/v2/models/logreg/ready",
 ) -> Iterator[str]:
     """`finalmile serve` from the environment of `python` over `home`, until the block ends (once `ready` is)."""
-    env = {"FINALMILE_HOME": str(home), "PATH": str(Path(python).parent)}
+    # That environment's commands first; the system's after it (Ray starts a replica's worker through bash).
+    env = {"FINALMILE_HOME": str(home), "PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     if python == sys.executable and "PYTHONPATH" in os.environ:  # this side may run a checkout of its own
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     server = subprocess.Popen([python, "-m", "finalmile", "serve", "--port", str(port), *args], env=env)
