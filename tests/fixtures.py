@@ -54,6 +54,13 @@ class PickyModel:
         return frame.sum(axis=1).rename("total")
 
 
+class BatchRowsModel:
+    """Answers each row with the number of rows of the batch it ran in."""
+
+    def predict(self, frame: pd.DataFrame) -> pd.Series:
+        return pd.Series(np.full(len(frame), len(frame)), name="batch_rows")
+
+
 class SleepModel:
     def predict(self, frame: pd.DataFrame) -> pd.Series:
         time.sleep(0.05)

@@ -24,7 +24,7 @@ from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
 from finalmile.errors import BadRequestError, FinalmileError
-from tests.fixtures import PickyModel
+from tests.fixtures import BatchRowsModel, PickyModel
 from tests.integration.conftest import free_port, start_server
 
 if not os.environ.get("FINALMILE_REQUIRE_RAY"):
@@ -134,6 +134,26 @@ def test_in_a_batch_on_ray_a_bad_request_fails_alone_and_is_an_error_row(client:
     assert len(logged) == 8
     errors = list(client.query("select error from logs where pipeline = 'p' and status = 'error'").error)
     assert len(errors) == 2 and any("'b'" in e for e in errors) and any("picky" in e for e in errors), errors
+
+
+def test_a_replica_runs_what_a_front_packed_in_batches_of_at_most_the_batch_size(client: Client) -> None:
+    client.upload_model("rows", BatchRowsModel, sample=X.head(20))
+    client.build_pipeline("p").add_model_step("rows:1").deploy(
+        backend="ray", replica_cpus=0.25, max_batch_size=100, max_delay_ms=200
+    )
+    backend = client.services.backend.ray()
+    frames = [X.iloc[30 * i : 30 * i + 30] for i in range(8)]  # 240 rows: one call (up to 800), three batches
+
+    async def together() -> list[object]:
+        tables = [pa.Table.from_pandas(f, preserve_index=False) for f in frames]
+        return await asyncio.gather(*(backend.infer("p", t) for t in tables))
+
+    results = asyncio.run(together())
+    sizes = [r.table.column("batch_rows").to_pylist() for r in results]  # type: ignore[attr-defined]
+    assert [len(s) for s in sizes] == [30] * 8
+    assert all(len(set(s)) == 1 and s[0] <= 100 for s in sizes), sizes  # never more than max_batch_size rows
+    assert sorted(s[0] for s in sizes) == [60, 60, 90, 90, 90, 90, 90, 90], sizes  # in order, 3 requests a batch
+    assert len(_logged(client, "p", 240)) == 240
 
 
 def test_hot_swap_under_load_fails_no_request_and_undeploy_frees_the_replicas(client: Client) -> None:

@@ -178,5 +178,19 @@ def spans(rows: list[int]) -> list[tuple[int, int]]:
     return out
 
 
+def packed(rows: list[int], limit: int) -> list[list[int]]:
+    """Consecutive requests with these row counts, grouped into batches of at most `limit` rows (a larger request
+    alone), as lists of their indexes: how a replica runs what a front packed into one call."""
+    groups: list[list[int]] = []
+    filled = limit
+    for i, n in enumerate(rows):
+        if filled + n > limit:
+            groups.append([])
+            filled = 0
+        groups[-1].append(i)
+        filled += n
+    return groups
+
+
 def _spans(tables: list[pa.Table]) -> list[tuple[int, int]]:
     return spans([t.num_rows for t in tables])

@@ -1,8 +1,9 @@
 """The replica side of the Ray backend: what runs in a Ray Serve replica, and the answer it sends a front.
 
 A `PipelineReplica` is a local backend in a Ray worker, built there by the composition root (`HostFactory`). It
-runs each batch a front sends as one batch, conforming each request alone first, and sends back one `Answer`: the
-outputs of the requests that ran together as one table, and each other request's own result or `Failure`.
+runs the requests a front packed into one call in batches of the version's batch size, conforming each request
+alone first, and sends back one `Answer`: the outputs of each batch as one table, and each other request's own
+result or `Failure`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pyarrow as pa
 from ray import serve
 
 from finalmile.arrow.ipc import from_ipc, to_ipc
-from finalmile.backends.batcher import spans
+from finalmile.backends.batcher import Batcher, packed, spans
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
 from finalmile.errors import FinalmileError
@@ -60,37 +61,36 @@ class Failure:
 
 @dataclass
 class Answer:
-    """A replica's answer to a front's batch: the requests that ran together, as the one batch they ran in (one
-    Arrow table travels back instead of one per request), and each other request's own result or failure."""
+    """A replica's answer to a front's call: each batch the call's requests ran in, with the front's numbers of
+    those requests in its order (one Arrow table travels back per batch instead of one per request), and each other
+    request's own result or failure."""
 
-    batch: Batch | None
-    together: list[int]
-    """The front's request numbers in `batch`, in its order."""
+    batches: list[tuple[Batch, list[int]]]
     alone: dict[int, RequestResult | Failure]
 
     def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled with the batch's outputs as IPC streams, and without its inputs (logged in the replica already):
-        a pickled Arrow table costs ten times its IPC stream."""
-        batch = self.batch
-        if batch is None:
-            return Answer, (None, self.together, self.alone)
-        shadow = {k: to_ipc(v) for k, v in batch.shadow.items()}
-        fields = (to_ipc(batch.table), batch.routes, batch.route_index, batch.checks, shadow, batch.errors)
-        return _answer, (fields, batch.request_ids, self.together, self.alone)
+        """Pickled with the batches' outputs as IPC streams, and without their inputs (logged in the replica
+        already): a pickled Arrow table costs ten times its IPC stream."""
+        return _answer, ([(_fields(batch), together) for batch, together in self.batches], self.alone)
 
     def results(self, pipeline: str, version: int, sent: list[tuple[int, int]]) -> list[RequestResult | Failure]:
-        """One result or failure per request of the front's batch (whose rows were `sent`), in its order."""
+        """One result or failure per request of the front's call (whose rows were `sent`), in its order."""
         out: dict[int, RequestResult | Failure] = dict(self.alone)
-        if self.batch is not None:
-            rows = spans([sent[i][1] for i in self.together])
-            out |= dict(zip(self.together, split_batch(pipeline, version, self.batch, rows), strict=True))
+        for batch, together in self.batches:
+            rows = spans([sent[i][1] for i in together])
+            out |= dict(zip(together, split_batch(pipeline, version, batch, rows), strict=True))
         return [out[i] for i in range(len(sent))]
 
 
-def _answer(fields: tuple[Any, ...], request_ids: list[str], together: list[int], alone: dict[int, Any]) -> Answer:
-    table, routes, route_index, checks, shadow, errors = fields
+def _fields(batch: Batch) -> tuple[Any, ...]:
+    shadow = {k: to_ipc(v) for k, v in batch.shadow.items()}
+    return to_ipc(batch.table), batch.routes, batch.route_index, batch.checks, shadow, batch.errors, batch.request_ids
+
+
+def _batch(fields: tuple[Any, ...]) -> Batch:
+    table, routes, route_index, checks, shadow, errors, request_ids = fields
     outputs = from_ipc(table)
-    batch = Batch(
+    return Batch(
         inputs=outputs.slice(0, 0),
         table=outputs,
         requests=np.zeros(0, np.int32),
@@ -101,7 +101,10 @@ def _answer(fields: tuple[Any, ...], request_ids: list[str], together: list[int]
         errors=errors,
         request_ids=request_ids,
     )
-    return Answer(batch, together, alone)
+
+
+def _answer(batches: list[tuple[tuple[Any, ...], list[int]]], alone: dict[int, Any]) -> Answer:
+    return Answer([(_batch(fields), together) for fields, together in batches], alone)
 
 
 class PipelineReplica:
@@ -121,38 +124,55 @@ class PipelineReplica:
     async def run_batch(
         self, data: bytes, spans: list[tuple[int, int]], ids: list[str | None], log: bool
     ) -> tuple[Answer, str, float]:
-        """A front's batch (its rows as an IPC stream), run here as one batch: each request is conformed alone (a
-        bad one fails alone, logged), the rest run together once; if that run fails, each runs on its own to find
-        the culprit, as the local batcher does. Returns the answer, this replica, seconds."""
+        """A front's call (its requests' rows as one IPC stream), run here: each request is conformed alone (a bad
+        one fails alone, logged), the rest run together in batches of at most the version's batch size, on the
+        replica's threads; a batch that fails runs again request by request to find the culprit, as the local
+        batcher does. Returns the answer, this replica, seconds."""
         started = time.perf_counter()
         table = from_ipc(data)
-        local = self.host.local
-        slot = local.get(self.pipeline, self.version)
+        slot = self.host.local.get(self.pipeline, self.version)
         current = slot.current
-        tables: list[pa.Table] = []
-        together: list[int] = []
+        conformed: dict[int, pa.Table] = {}
         alone: dict[int, RequestResult | Failure] = {}
         for i, (offset, rows) in enumerate(spans):
             try:
-                tables.append(current.conform(table.slice(offset, rows)))
-                together.append(i)
+                conformed[i] = current.conform(table.slice(offset, rows))
             except Exception as exc:
                 if log:
-                    local.failed(current, rows, exc, started)
+                    self.host.local.failed(current, rows, exc, started)
                 alone[i] = Failure.of(exc)
-        batch: Batch | None = None
-        if tables:
-            try:
-                _, batch = await slot.batcher(log).run_together(tables, [ids[i] for i in together])
-            except Exception:
-                done = await asyncio.gather(
-                    *(local.infer(self.pipeline, tables[k], self.version, log, ids[i]) for k, i in enumerate(together)),
-                    return_exceptions=True,
-                )
-                for i, r in zip(together, done, strict=True):
-                    alone[i] = r if isinstance(r, RequestResult) else Failure.of(r)
-                together = []
-        return Answer(batch, together, alone), self.replica, time.perf_counter() - started
+        batcher = slot.batcher(log)
+        order = list(conformed)
+        groups = [
+            [order[k] for k in group]
+            for group in packed([conformed[i].num_rows for i in order], batcher.max_batch_size)
+        ]
+        ran = await asyncio.gather(*(self._together(batcher, group, conformed, ids, log, alone) for group in groups))
+        batches = [(batch, group) for batch, group in zip(ran, groups, strict=True) if batch is not None]
+        return Answer(batches, alone), self.replica, time.perf_counter() - started
+
+    async def _together(
+        self,
+        batcher: Batcher,
+        requests: list[int],
+        tables: dict[int, pa.Table],
+        ids: list[str | None],
+        log: bool,
+        alone: dict[int, RequestResult | Failure],
+    ) -> Batch | None:
+        """These requests run as one batch; None if it failed, each of them then run alone (into `alone`)."""
+        try:
+            _, batch = await batcher.run_together([tables[i] for i in requests], [ids[i] for i in requests])
+            return batch
+        except Exception:
+            local = self.host.local
+            done = await asyncio.gather(
+                *(local.infer(self.pipeline, tables[i], self.version, log, ids[i]) for i in requests),
+                return_exceptions=True,
+            )
+            for i, r in zip(requests, done, strict=True):
+                alone[i] = r if isinstance(r, RequestResult) else Failure.of(r)
+            return None
 
     def __del__(self) -> None:  # Ray Serve calls it on graceful shutdown: the log rows held go to disk
         host = getattr(self, "host", None)

@@ -75,7 +75,7 @@ class Metrics:
         )
 
     def replica(self, pipeline: str, replica: str, rows: int, requests: int, seconds: float) -> None:
-        """One batch a Ray replica ran, as it reported it with the result."""
+        """One call a Ray replica answered, as it reported it with the result."""
         self.replica_requests.labels(pipeline, replica).inc(requests)
         self.replica_rows.labels(pipeline, replica).inc(rows)
         self.replica_seconds.labels(pipeline, replica).inc(seconds)

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from finalmile.backends.batcher import Batcher
+from finalmile.backends.batcher import Batcher, packed
 
 
 class Recorder:
@@ -110,3 +110,10 @@ def test_small_batches_of_a_tiny_model_run_on_the_event_loop_and_large_ones_on_t
     loop_thread, (small, big) = asyncio.run(go())
     assert small.column("y").to_pylist() == [2.0, 4.0] and big.num_rows == 10
     assert threads[0] == loop_thread and threads[1].startswith("pool")
+
+
+def test_packed_requests_run_in_batches_of_at_most_the_batch_size_in_order_a_big_one_alone() -> None:
+    assert packed([600, 300, 200, 1000, 1, 1], 1000) == [[0, 1], [2], [3], [4, 5]]
+    assert packed([5, 2000, 3], 1000) == [[0], [1], [2]]
+    assert packed([1] * 5, 2) == [[0, 1], [2, 3], [4]]
+    assert packed([], 64) == []

@@ -35,19 +35,27 @@ def test_an_answer_pickles_and_splits_back_per_request() -> None:
     batch.shadow = {"m:3": pa.table({"label": [9, 8, 7, 6, 5]})}
     batch.errors = {"m:3": ""}
     batch.request_ids = ["r0", "r2"]
-    # The front sent 3 requests: 2 rows (ran together), 1 row that failed its check alone, 3 rows (together).
-    sent = spans([2, 1, 3])
+    second_batch = Batch.start(inputs.slice(0, 1))
+    second_batch.table = pa.table({"label": [1], "p": [0.6]})
+    second_batch.routes = [("a", ("m:1",))]
+    second_batch.route_index = np.array([0])
+    second_batch.request_ids = ["r3"]
+    # The front packed 4 requests into one call: 2 rows and 3 rows (ran together), 1 row that failed its check
+    # alone, and 1 row that ran in a batch of its own.
+    sent = spans([2, 1, 3, 1])
     failure = Failure.of(InvalidInputError("input 'x0': expected a number", {"field": "x0"}))
-    answer = pickle.loads(pickle.dumps(Answer(batch, [0, 2], {1: failure}), protocol=pickle.HIGHEST_PROTOCOL))
+    sent_back = Answer([(batch, [0, 2]), (second_batch, [3])], {1: failure})
+    answer = pickle.loads(pickle.dumps(sent_back, protocol=pickle.HIGHEST_PROTOCOL))
 
-    first, second, third = answer.results("p", 4, sent)
+    first, second, third, fourth = answer.results("p", 4, sent)
     assert isinstance(second, Failure) and second.error().message == "input 'x0': expected a number"
-    assert first.request_id == "r0" and third.request_id == "r2"
+    assert first.request_id == "r0" and third.request_id == "r2" and fourth.request_id == "r3"
     assert first.table.to_pydict() == {"label": [0, 1], "p": [0.1, 0.9]}
     assert third.table.to_pydict() == {"label": [1, 0, 1], "p": [0.8, 0.2, 0.7]}
+    assert fourth.table.to_pydict() == {"label": [1], "p": [0.6]}
     assert first.routes == [("a", ("m:1",)), ("b", ("m:2",))]
     assert [v for v, _ in third.routes] == ["b", "a", "b"]
     assert first.checks["in_range"].tolist() == [True, False]
     assert third.checks["in_range"].tolist() == [True, True, True]
     assert third.shadow["m:3"].column("label").to_pylist() == [7, 6, 5]
-    assert answer.batch is not None and answer.batch.inputs.num_rows == 0  # logged in the replica; not sent back
+    assert all(b.inputs.num_rows == 0 for b, _ in answer.batches)  # logged in the replica; not sent back
