@@ -76,6 +76,8 @@ class KafkaBroker:
         self._fresh: set[tuple[str, int]] = set()
         """Partitions this consumer has committed on since it was given them: their next messages are new to
         every consumer. Before that, a message may have been handled by the partition's previous owner."""
+        self._revoked: set[tuple[str, int]] = set()
+        """Partitions taken away during the `consume` call under way (its rebalance callbacks run inside it)."""
 
     async def _call(self, fn: Callable[..., T], *args: Any, lock: threading.Lock | None = None) -> T:
         """`fn(*args)` in a thread, under the consumer's lock unless another is given."""
@@ -108,7 +110,9 @@ class KafkaBroker:
         self._consumer = self._kafka.Consumer(settings)
 
         def assigned(_: Any, partitions: list[Any]) -> None:
-            self._fresh -= {(p.topic, p.partition) for p in partitions}
+            keys = {(p.topic, p.partition) for p in partitions}
+            self._fresh -= keys
+            self._revoked -= keys
 
         def revoked(_: Any, partitions: list[Any]) -> None:
             keys = {(p.topic, p.partition) for p in partitions}
@@ -117,13 +121,23 @@ class KafkaBroker:
                 for key in keys:
                     self._held.pop(key, None)
             self._fresh -= keys
+            self._revoked |= keys
 
         self._consumer.subscribe([config.source.subject], on_assign=assigned, on_revoke=revoked)
 
     async def fetch(self, count: int, timeout_s: float) -> list[Message]:
-        got = await self._call(self._consumer.consume, count, max(timeout_s, 0.05))
+        def consume() -> tuple[list[Any], set[tuple[str, int]]]:
+            self._revoked = set()
+            return self._consumer.consume(count, max(timeout_s, 0.05)), self._revoked
+
+        got, revoked = await self._call(consume)
         messages = []
         for m in got:
+            if (m.topic(), m.partition()) in revoked:
+                # Fetched before a rebalance inside this very call took its partition away (librdkafka returns
+                # them all the same): the new owner reads it from the last commit, so it is not ours to score. The
+                # revoke could not wait for these, not yet held; scoring them too logged a few messages twice.
+                continue
             error = m.error()
             if error is not None:
                 # librdkafka recovers from all but fatal errors itself (a topic not made yet, a broker

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -42,3 +44,51 @@ def test_an_unreachable_cluster_fails_naming_its_address() -> None:
     with pytest.raises(ConnectionError, match=r"cannot reach Kafka at 127\.0\.0\.1:1"):
         asyncio.run(broker.connect())
     assert time.monotonic() - started < 30
+
+
+class _Record:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self.place = (topic, partition, offset)
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self.place[0]
+
+    def partition(self) -> int:
+        return self.place[1]
+
+    def offset(self) -> int:
+        return self.place[2]
+
+    def value(self) -> bytes:
+        return b"{}"
+
+
+class _RebalancingConsumer:
+    """Hands out records of partitions 0 and 1 after taking partition 0 away inside the same `consume` call, as
+    librdkafka does when a rebalance comes while a batch is being collected."""
+
+    def __init__(self, settings: dict[str, object]) -> None:
+        self.on_revoke: Any = None
+
+    def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any) -> None:
+        self.on_revoke = on_revoke
+
+    def consume(self, count: int, timeout: float) -> list[_Record]:
+        collected = [_Record("t", 0, 7), _Record("t", 1, 3)]
+        self.on_revoke(self, [SimpleNamespace(topic="t", partition=0)])
+        return collected
+
+
+def test_records_of_a_partition_revoked_during_the_fetch_are_left_to_its_new_owner() -> None:
+    broker = KafkaBroker("kafka://127.0.0.1:1")
+    broker._kafka = SimpleNamespace(Consumer=_RebalancingConsumer)  # a rebalance on cue, not a cluster's timing
+    config = SimpleNamespace(consumer_group="g", source=SimpleNamespace(subject="t"))
+
+    async def fetched() -> list[Message]:
+        await broker.subscribe(config)  # type: ignore[arg-type]
+        return await broker.fetch(10, 0.1)
+
+    assert [m.id for m in asyncio.run(fetched())] == ["t-1-3"]  # partition 0's record is not scored here too
