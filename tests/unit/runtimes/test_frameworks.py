@@ -18,9 +18,21 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from finalmile import Client
+from finalmile.runtimes.selection import fastest
+from finalmile.sdk.models import ModelVersion
 from tests.fixtures import multiclass, tabular
 
 X, y = tabular()
+
+
+def assert_converted(mv: ModelVersion) -> None:
+    """Converted to ONNX, its outputs checked equal to the native model's, and served by whichever runtime measured
+    fastest at one row. Which one wins is a timing, the benchmarks' business (bench/runtimes.py): under CI's load
+    a 10-tree LightGBM regressor's own predictor once measured faster than ONNX Runtime."""
+    conversion = mv.record.conversion or {}
+    assert conversion.get("status") == "converted" and mv.record.onnx_sha256 is not None, conversion
+    assert set(conversion["timings_us"]) == {mv.framework, "onnx"}
+    assert mv.runtime == fastest(conversion["timings_us"], 1)
 
 
 def check_classifier(client: Client, mv_ref: str, n_classes: int = 2, classes: list[object] | None = None) -> None:
@@ -68,10 +80,11 @@ def test_predict_returns_the_callers_type(client: Client) -> None:
 
 def test_sklearn_pipeline_regressor_and_multiclass(client: Client) -> None:
     pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
-    assert client.upload_model("pipe", pipe, sample=X.head(40)).runtime == "onnx"
+    assert_converted(client.upload_model("pipe", pipe, sample=X.head(40)))
     check_classifier(client, "pipe")
     reg = client.upload_model("reg", LinearRegression().fit(X, X.x0 * 2.0), sample=X.head(40))
-    assert reg.runtime == "onnx" and reg.task == "regression"
+    assert_converted(reg)
+    assert reg.task == "regression"
     out = reg.predict(X.head(10))
     assert list(out.columns) == ["prediction"]
     np.testing.assert_allclose(out.prediction, X.x0.head(10) * 2.0, atol=1e-4)
@@ -84,7 +97,8 @@ def test_sklearn_pipeline_regressor_and_multiclass(client: Client) -> None:
 def test_string_labels_survive_conversion(client: Client) -> None:
     labels = np.where(y == 1, "fraud", "ok")
     mv = client.upload_model("strings", LogisticRegression().fit(X, labels), sample=X.head(40))
-    assert mv.classes == ["fraud", "ok"] and mv.runtime == "onnx"
+    assert mv.classes == ["fraud", "ok"]
+    assert_converted(mv)
     assert set(mv.predict(X.head(30)).label) <= {"fraud", "ok"}
     check_classifier(client, "strings")
 
@@ -107,14 +121,16 @@ def test_sklearn_from_joblib_and_pickle_files(client: Client, tmp_path: Path) ->
 def test_xgboost_object_json_and_ubj(client: Client, tmp_path: Path) -> None:
     model = xgb.XGBClassifier(n_estimators=10, max_depth=3).fit(X, y)
     mv = client.upload_model("xgb", model, sample=X.head(50))
-    assert (mv.framework, mv.runtime) == ("xgboost", "onnx")
+    assert mv.framework == "xgboost"
+    assert_converted(mv)
     check_classifier(client, "xgb")
     np.testing.assert_allclose(mv.predict(X.head(10)).score, model.predict_proba(X.head(10))[:, 1], atol=1e-5)
     model.save_model(tmp_path / "m.json")
     model.save_model(tmp_path / "m.ubj")
     for path in ("m.json", "m.ubj"):
         version = client.upload_model("xgb", tmp_path / path, sample=X.head(20))
-        assert version.framework == "xgboost" and version.runtime == "onnx"
+        assert version.framework == "xgboost"
+        assert_converted(version)
         assert version.schema.input_names() == list(X.columns)
     reg = client.upload_model("xgb-reg", xgb.XGBRegressor(n_estimators=10).fit(X, X.x0), sample=X.head(20))
     assert reg.task == "regression" and list(reg.predict(X.head(3)).columns) == ["prediction"]
@@ -126,13 +142,15 @@ def test_xgboost_object_json_and_ubj(client: Client, tmp_path: Path) -> None:
 def test_lightgbm_object_and_text_file(client: Client, tmp_path: Path) -> None:
     model = lgb.LGBMClassifier(n_estimators=10, verbose=-1).fit(X, np.where(y == 1, "yes", "no"))
     mv = client.upload_model("lgb", model, sample=X.head(50))
-    assert (mv.framework, mv.runtime, mv.classes) == ("lightgbm", "onnx", ["no", "yes"])
+    assert (mv.framework, mv.classes) == ("lightgbm", ["no", "yes"])
+    assert_converted(mv)
     check_classifier(client, "lgb")
     model.booster_.save_model(tmp_path / "m.txt")
     from_file = client.upload_model("lgb", tmp_path / "m.txt")
     assert from_file.classes == [0, 1]  # a bare booster only knows class indices
     reg = client.upload_model("lgb-reg", lgb.LGBMRegressor(n_estimators=10, verbose=-1).fit(X, X.x0))
-    assert reg.runtime == "onnx" and reg.task == "regression"
+    assert_converted(reg)
+    assert reg.task == "regression"
 
 
 def test_onnx_file_and_model_proto(client: Client, tmp_path: Path) -> None:
