@@ -12,6 +12,7 @@ as they are (`security.protocol=SASL_SSL&sasl.mechanism=PLAIN&sasl.username=…&
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -52,7 +53,13 @@ class KafkaBroker:
     A rebalance hands a partition to another worker while this one may still score a batch of it; the other would
     then start from the last committed offset and score the same messages at the same time, before either has
     logged them. So when a partition is taken away, `on_revoke` (which the rebalance waits for) holds until this
-    worker's messages of it are acknowledged, up to `REVOKE_WAIT_S`."""
+    worker's messages of it are acknowledged (their log rows durable), up to `REVOKE_WAIT_S`, and commits them.
+
+    Every commit is made on the consumer's own thread: in the revoke, or before the next `consume` for what `ack`
+    noted. A commit from any other thread waits while a rebalance callback runs, and the revoke would wait for it
+    in turn (each batch acknowledges only after the one before it). A commit may be refused while the group
+    rebalances; the next owner then reads those messages again, finds them in the log, and only publishes them
+    again."""
 
     REVOKE_WAIT_S = 30.0
 
@@ -66,18 +73,24 @@ class KafkaBroker:
         self._settings = kafka_settings(url)
         self._producer: Any = None
         self._consumer: Any = None
-        self._lock = threading.Lock()  # consume, lag and close one at a time; commit runs beside them
+        self._lock = threading.Lock()  # consume (and the commits before it), lag and close one at a time
         self._producing = threading.Lock()
         """The producer's own: a rebalance inside `consume` (holding `_lock`) waits for this worker's batches to be
         acknowledged, and each must publish first, so publishing never waits for `_lock`."""
         self._settled = threading.Condition()
         self._held: Counter[tuple[str, int]] = Counter()  # fetched, not yet acknowledged, per partition
+        self._done: dict[tuple[str, int], int] = {}  # per partition, the offset that acknowledged messages commit
+        self._committed_at: dict[tuple[str, int], int] = {}  # and the one last committed
         self.last_error: str | None = None
-        self._fresh: set[tuple[str, int]] = set()
-        """Partitions this consumer has committed on since it was given them: their next messages are new to
-        every consumer. Before that, a message may have been handled by the partition's previous owner."""
+        self._owned: set[tuple[str, int]] = set()  # assigned to this consumer now
         self._revoked: set[tuple[str, int]] = set()
         """Partitions taken away during the `consume` call under way (its rebalance callbacks run inside it)."""
+        self._next: dict[tuple[str, int], int] = {}
+        """Per partition, one past the highest offset fetched since it was assigned: a partition taken away and
+        given back within one `consume` call restarts from its last commit, delivering what was just fetched again."""
+        self._handled_below: dict[tuple[str, int], float] = {}
+        """Per partition, its end offset when it was assigned: an earlier owner can only have fetched (and logged)
+        messages below it, so only those are looked up in the log; the ones after are new to every worker."""
 
     async def _call(self, fn: Callable[..., T], *args: Any, lock: threading.Lock | None = None) -> T:
         """`fn(*args)` in a thread, under the consumer's lock unless another is given."""
@@ -105,39 +118,65 @@ class KafkaBroker:
                 "session.timeout.ms": 10_000,  # a dead worker's partitions move on after 10 s, not librdkafka's 45
             }
             | self._settings
-            | {"enable.auto.commit": False}
+            | {"enable.auto.commit": False, "on_commit": self._committed}
         )
         self._consumer = self._kafka.Consumer(settings)
+        self._consumer.subscribe([config.source.subject], on_assign=self._assigned, on_revoke=self._revoked_now)
 
-        def assigned(_: Any, partitions: list[Any]) -> None:
-            keys = {(p.topic, p.partition) for p in partitions}
-            self._fresh -= keys
-            self._revoked -= keys
+    def _assigned(self, _: Any, partitions: list[Any]) -> None:
+        """librdkafka's callback, inside `consume`: note where each partition's new messages begin."""
+        for p in partitions:
+            key = (p.topic, p.partition)
+            if key not in self._revoked:  # new to this worker: whatever it fetched of it before is long done
+                self._next.pop(key, None)
+            try:
+                self._handled_below[key] = self._consumer.get_watermark_offsets(p, timeout=CONNECT_TIMEOUT_S)[1]
+            except self._kafka.KafkaException:
+                self._handled_below[key] = math.inf  # unknown: every message of it is looked up in the log
+            self._owned.add(key)
 
-        def revoked(_: Any, partitions: list[Any]) -> None:
-            keys = {(p.topic, p.partition) for p in partitions}
-            with self._settled:
-                self._settled.wait_for(lambda: not any(self._held[k] for k in keys), timeout=self.REVOKE_WAIT_S)
-                for key in keys:
-                    self._held.pop(key, None)
-            self._fresh -= keys
-            self._revoked |= keys
+    def _revoked_now(self, _: Any, partitions: list[Any]) -> None:
+        """librdkafka's callback, inside `consume`: wait for this worker's messages of `partitions` to be
+        acknowledged, then commit them before the partitions move on."""
+        keys = {(p.topic, p.partition) for p in partitions}
+        with self._settled:
+            self._settled.wait_for(lambda: all(self._held[k] <= 0 for k in keys), timeout=self.REVOKE_WAIT_S)
+            for key in keys:
+                self._held.pop(key, None)
+        try:
+            self._commit(keys, wait=True)
+        except self._kafka.KafkaException as exc:  # raised in librdkafka's callback it would be lost: noted
+            self._committed(exc.args[0], [])
+        for key in keys:
+            self._done.pop(key, None)
+            self._committed_at.pop(key, None)
+        self._owned -= keys
+        self._revoked |= keys
 
-        self._consumer.subscribe([config.source.subject], on_assign=assigned, on_revoke=revoked)
+    def _commit(self, keys: set[tuple[str, int]], wait: bool = False) -> None:
+        """Commits what was acknowledged of `keys` since their last commit; on the consumer's thread only."""
+        with self._settled:
+            offsets = {k: o for k, o in self._done.items() if k in keys and o > self._committed_at.get(k, -1)}
+            self._committed_at |= offsets
+        if offsets:
+            self._consumer.commit(
+                offsets=[self._kafka.TopicPartition(*k, o) for k, o in offsets.items()], asynchronous=not wait
+            )
+
+    def _committed(self, error: Any, partitions: list[Any]) -> None:
+        """librdkafka's report on a commit: a refusal is noted (the partition's next owner reads those messages
+        again, finds them logged and publishes them again); nothing else is to be done about it."""
+        if error is not None:
+            self.last_error = f"commit refused, the messages are read again by the partition's next owner: {error}"
 
     async def fetch(self, count: int, timeout_s: float) -> list[Message]:
-        def consume() -> tuple[list[Any], set[tuple[str, int]]]:
+        def consume() -> list[Any]:
+            self._commit(self._owned)
             self._revoked = set()
-            return self._consumer.consume(count, max(timeout_s, 0.05)), self._revoked
+            return self._consumer.consume(count, max(timeout_s, 0.05))
 
-        got, revoked = await self._call(consume)
         messages = []
-        for m in got:
-            if (m.topic(), m.partition()) in revoked:
-                # Fetched before a rebalance inside this very call took its partition away (librdkafka returns
-                # them all the same): the new owner reads it from the last commit, so it is not ours to score. The
-                # revoke could not wait for these, not yet held; scoring them too logged a few messages twice.
-                continue
+        for m in await self._call(consume):
             error = m.error()
             if error is not None:
                 # librdkafka recovers from all but fatal errors itself (a topic not made yet, a broker
@@ -146,9 +185,17 @@ class KafkaBroker:
                     raise self._kafka.KafkaException(error)
                 self.last_error = str(error)
                 continue
-            place = (m.topic(), m.partition(), m.offset())
-            redelivered = place[:2] not in self._fresh
-            messages.append(Message(f"{place[0]}-{place[1]}-{place[2]}", m.value() or b"", redelivered, place))
+            key, offset = (m.topic(), m.partition()), m.offset()
+            if key not in self._owned:
+                # Fetched before a rebalance inside this very call took its partition away (librdkafka returns
+                # them all the same): the new owner reads it from the last commit, so it is not ours to score. The
+                # revoke could not wait for these, not yet held; scoring them too logged a few messages twice.
+                continue
+            if offset < self._next.get(key, 0):
+                continue  # the partition came back within this call and restarted from its commit: fetched already
+            self._next[key] = offset + 1
+            redelivered = offset < self._handled_below.get(key, math.inf)
+            messages.append(Message(f"{key[0]}-{key[1]}-{offset}", m.value() or b"", redelivered, (*key, offset)))
         with self._settled:
             self._held.update(m.handle[:2] for m in messages)
         return messages
@@ -156,12 +203,9 @@ class KafkaBroker:
     async def ack(self, messages: list[Message]) -> None:
         if not messages:
             return
-        done = commit_offsets(messages)
-        offsets = [self._kafka.TopicPartition(t, p, o) for (t, p), o in done.items()]
-        # Not behind the lock: a rebalance inside `consume` may be waiting for exactly this commit.
-        await asyncio.to_thread(lambda: self._consumer.commit(offsets=offsets, asynchronous=False))
-        self._fresh |= set(done)
-        with self._settled:
+        with self._settled:  # committed before the next fetch, or by a revoke waiting for these
+            for key, offset in commit_offsets(messages).items():
+                self._done[key] = max(self._done.get(key, 0), offset)
             self._held.subtract(m.handle[:2] for m in messages)
             self._settled.notify_all()
 
@@ -203,6 +247,8 @@ class KafkaBroker:
 
     async def close(self) -> None:
         if self._consumer is not None:
+            with self._settled:  # nothing more will be acknowledged: the last revoke commits what was, at once
+                self._held.clear()
             await self._call(self._consumer.close)
         if self._producer is not None:
             await self._call(self._producer.flush, 10)

@@ -111,6 +111,10 @@ class StreamRunner:
             for task in in_flight:
                 with contextlib.suppress(BaseException):
                     await task
+            # What those logged reaches the disk before the broker hands their messages to another worker (at the
+            # close): that worker then finds them in the log, instead of logging them a second time.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.durable)
             await self.source.close()
             if self.sink is not self.source:
                 await self.sink.close()

@@ -1,10 +1,12 @@
-"""Kafka's pieces that need no cluster: the URL read into librdkafka's settings, the offsets a batch commits, and
-an unreachable cluster failing by name. The stream end to end runs against librdkafka's mock cluster in
-tests/integration/test_streams.py (there is no Kafka broker on these machines)."""
+"""Kafka's pieces that need no cluster: the URL read into librdkafka's settings, the offsets a batch commits, an
+unreachable cluster failing by name, and what a fetch makes of rebalances played on cue by a scripted consumer.
+The stream end to end runs against librdkafka's mock cluster in tests/integration/test_streams.py, and a worker
+joining mid-stream in tests/integration/test_kafka_group.py (there is no Kafka broker on these machines)."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -67,28 +69,87 @@ class _Record:
 
 
 class _RebalancingConsumer:
-    """Hands out records of partitions 0 and 1 after taking partition 0 away inside the same `consume` call, as
-    librdkafka does when a rebalance comes while a batch is being collected."""
+    """A consumer whose `consume` plays a script: each call runs its rebalance callbacks and returns its records,
+    as librdkafka does when a rebalance comes while a batch is being collected (records fetched before a revoke
+    are returned all the same). Partitions hold offsets up to 10 when assigned."""
+
+    script: list[list[Any]] = []
 
     def __init__(self, settings: dict[str, object]) -> None:
-        self.on_revoke: Any = None
+        self.callbacks: dict[str, Any] = {}
+        self.commits: list[tuple[dict[tuple[str, int], int], bool]] = []
 
     def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any) -> None:
-        self.on_revoke = on_revoke
+        self.callbacks = {"assign": on_assign, "revoke": on_revoke}
+
+    def get_watermark_offsets(self, partition: Any, timeout: float) -> tuple[int, int]:
+        return 0, 10
+
+    def commit(self, offsets: list[Any], asynchronous: bool) -> None:
+        self.commits.append(({(o.topic, o.partition): o.offset for o in offsets}, asynchronous))
 
     def consume(self, count: int, timeout: float) -> list[_Record]:
-        collected = [_Record("t", 0, 7), _Record("t", 1, 3)]
-        self.on_revoke(self, [SimpleNamespace(topic="t", partition=0)])
-        return collected
+        records = []
+        for step in self.script.pop(0):
+            if isinstance(step[0], str):  # ("assign" | "revoke", partitions)
+                self.callbacks[step[0]](self, [SimpleNamespace(topic="t", partition=p) for p in step[1]])
+            else:
+                records.append(_Record("t", *step))
+        return records
+
+
+def _partition(topic: str, partition: int, offset: int) -> SimpleNamespace:
+    return SimpleNamespace(topic=topic, partition=partition, offset=offset)
+
+
+def _fetches(script: list[list[Any]]) -> tuple[KafkaBroker, list[list[Message]]]:
+    """The messages each fetch returns while `script` plays, and the broker."""
+    broker = KafkaBroker("kafka://127.0.0.1:1")
+    broker._kafka = SimpleNamespace(Consumer=_RebalancingConsumer, TopicPartition=_partition)  # a rebalance on cue
+    _RebalancingConsumer.script = [list(s) for s in script]
+    config = SimpleNamespace(consumer_group="g", source=SimpleNamespace(subject="t"))
+
+    async def fetched() -> list[list[Message]]:
+        await broker.subscribe(config)  # type: ignore[arg-type]
+        return [await broker.fetch(10, 0.1) for _ in script]
+
+    return broker, asyncio.run(fetched())
 
 
 def test_records_of_a_partition_revoked_during_the_fetch_are_left_to_its_new_owner() -> None:
-    broker = KafkaBroker("kafka://127.0.0.1:1")
-    broker._kafka = SimpleNamespace(Consumer=_RebalancingConsumer)  # a rebalance on cue, not a cluster's timing
-    config = SimpleNamespace(consumer_group="g", source=SimpleNamespace(subject="t"))
+    _, [got] = _fetches([[("assign", [0, 1]), (0, 7), (1, 3), ("revoke", [0])]])
+    assert [m.id for m in got] == ["t-1-3"]  # partition 0's record is not scored here too
 
-    async def fetched() -> list[Message]:
-        await broker.subscribe(config)  # type: ignore[arg-type]
-        return await broker.fetch(10, 0.1)
 
-    assert [m.id for m in asyncio.run(fetched())] == ["t-1-3"]  # partition 0's record is not scored here too
+def test_a_partition_given_back_within_the_fetch_is_not_scored_twice_from_its_commit() -> None:
+    # Revoked and assigned back in one call: librdkafka restarts the partition from its last commit (7), so 7 and
+    # 8 come twice; and the fetch after it holds 8 again.
+    script = [[("assign", [0]), (0, 7), (0, 8), ("revoke", [0]), ("assign", [0]), (0, 7), (0, 8), (0, 9)], [(0, 8)]]
+    _, fetches = _fetches(script)
+    assert [[m.id for m in f] for f in fetches] == [["t-0-7", "t-0-8", "t-0-9"], []]
+
+
+def test_only_messages_older_than_the_assignment_may_have_been_handled_before() -> None:
+    _, [got] = _fetches([[("assign", [0]), (0, 9), (0, 10), (0, 11)]])  # 10 offsets when it was assigned
+    assert [(m.id, m.redelivered) for m in got] == [("t-0-9", True), ("t-0-10", False), ("t-0-11", False)]
+
+
+def test_acknowledged_offsets_are_committed_on_the_consumers_thread_and_by_the_revoke() -> None:
+    broker, [first] = _fetches([[("assign", [0, 1]), (0, 1), (1, 4)]])
+    consumer = broker._consumer
+
+    def fetch(*steps: Any) -> list[Message]:
+        _RebalancingConsumer.script = [list(steps)]
+        return asyncio.run(broker.fetch(10, 0.1))
+
+    asyncio.run(broker.ack(first))
+    assert consumer.commits == []  # not from here: a rebalance under way would hold this thread, and the revoke it
+    second = fetch((0, 2))
+    assert consumer.commits == [({("t", 0): 2, ("t", 1): 5}, True)]  # before the next fetch, without waiting
+    revoking = threading.Thread(target=fetch, args=(("revoke", [0, 1]),))
+    revoking.start()
+    time.sleep(0.2)
+    assert revoking.is_alive()  # the revoke waits for the batch in flight...
+    asyncio.run(broker.ack(second))
+    revoking.join(5)
+    assert consumer.commits[-1] == ({("t", 0): 3}, False)  # ...and commits it before the partitions move on
