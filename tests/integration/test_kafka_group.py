@@ -38,6 +38,14 @@ class Log:
         with self.lock:
             return {i for i in ids if i in self.rows}
 
+    def last_offsets(self, topic: str) -> dict[int, int]:
+        with self.lock:
+            places = [i.rsplit("-", 2)[1:] for i in self.rows]
+        last: dict[int, int] = {}
+        for partition, offset in places:
+            last[int(partition)] = max(last.get(int(partition), -1), int(offset))
+        return last
+
     def write(self, worker: str, ids: list[str]) -> None:
         with self.lock:
             self.rows.update(ids)
@@ -45,7 +53,7 @@ class Log:
 
 
 async def _worker(name: str, url: str, topic: str, log: Log, until: float) -> str | None:
-    broker = KafkaBroker(url)
+    broker = KafkaBroker(url, log.last_offsets)
     await broker.connect()
     await broker.subscribe(SimpleNamespace(consumer_group="g", source=SimpleNamespace(subject=topic)))  # type: ignore[arg-type]
 

@@ -164,6 +164,21 @@ class LogReader:
             conn.close()
         return {r[0] for r in rows}
 
+    def last_offsets(self, pipeline: str, topic: str) -> dict[int, int]:
+        """Per partition, the highest offset of Kafka `topic` the pipeline's log holds (a Kafka message's id is
+        `topic-partition-offset`): one scan, where looking up every message of a backlog would be one per batch."""
+        conn = self.connect()
+        try:
+            rows = conn.execute(
+                "SELECT TRY_CAST(parts[-2] AS INTEGER) AS p, max(TRY_CAST(parts[-1] AS BIGINT)) FROM ("
+                "SELECT string_split(substr(request_id, length(?) + 2), '-') AS parts FROM logs "
+                "WHERE pipeline = ? AND starts_with(request_id, ? || '-')) WHERE len(parts) = 2 GROUP BY p",
+                [topic, pipeline, topic],
+            ).fetchall()
+        finally:
+            conn.close()
+        return {p: o for p, o in rows if p is not None and o is not None}
+
     def input_columns(self, pipeline: str) -> set[str]:
         """The `in_*` columns a pipeline's log has or will have: its models' inputs, and its log so far."""
         spec = PipelineSpec.model_validate(self.pipelines.get_version(pipeline).spec)

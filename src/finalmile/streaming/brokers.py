@@ -13,11 +13,15 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from finalmile.jobs.runs import runner_name
 from finalmile.streaming.config import DEFAULT_URLS, Endpoint, StreamConfig
+
+LastLogged = Callable[[str], dict[int, int]]
+"""Kafka topic -> per partition, the highest offset the stream's log holds (`LogReader.last_offsets`)."""
 
 IN_FLIGHT = 4
 """Batches a stream's runner has in flight at once: one is scored while the ones before it wait on the sink's
@@ -54,8 +58,9 @@ class Broker(Protocol):
     async def close(self) -> None: ...
 
 
-def open_broker(endpoint: Endpoint, url: str | None) -> Broker:
-    """The broker an endpoint names, not yet connected; `url` is the resolved address (a stored connection's)."""
+def open_broker(endpoint: Endpoint, url: str | None, last_logged: LastLogged | None = None) -> Broker:
+    """The broker an endpoint names, not yet connected; `url` is the resolved address (a stored connection's).
+    `last_logged` tells Kafka which of a backlog's messages an earlier owner may have logged."""
     address = url or endpoint.url or DEFAULT_URLS[endpoint.broker]
     if endpoint.broker == "nats":
         return NatsBroker(address)
@@ -64,7 +69,7 @@ def open_broker(endpoint: Endpoint, url: str | None) -> Broker:
     if endpoint.broker == "kafka":
         from finalmile.streaming.kafka import KafkaBroker
 
-        return KafkaBroker(address)
+        return KafkaBroker(address, last_logged)
     return RabbitBroker(address)
 
 

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from finalmile.errors import InvalidInputError, MissingDependencyError
 from finalmile.jobs.runs import runner_name
-from finalmile.streaming.brokers import Message
+from finalmile.streaming.brokers import LastLogged, Message
 from finalmile.streaming.config import StreamConfig
 
 T = TypeVar("T")
@@ -63,13 +63,14 @@ class KafkaBroker:
 
     REVOKE_WAIT_S = 30.0
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, last_logged: LastLogged | None = None) -> None:
         try:
             import confluent_kafka
         except ImportError:
             raise MissingDependencyError("confluent-kafka", "kafka") from None
         self._kafka = confluent_kafka
         self.url = url
+        self._last_logged = last_logged
         self._settings = kafka_settings(url)
         self._producer: Any = None
         self._consumer: Any = None
@@ -89,8 +90,9 @@ class KafkaBroker:
         """Per partition, one past the highest offset fetched since it was assigned: a partition taken away and
         given back within one `consume` call restarts from its last commit, delivering what was just fetched again."""
         self._handled_below: dict[tuple[str, int], float] = {}
-        """Per partition, its end offset when it was assigned: an earlier owner can only have fetched (and logged)
-        messages below it, so only those are looked up in the log; the ones after are new to every worker."""
+        """Per partition, the offset below which an earlier owner may have logged messages when it was assigned:
+        its end offset then (nobody can have fetched beyond it), and one past the highest offset the log holds.
+        Only messages below it are looked up in the log; the ones after are new to every worker."""
 
     async def _call(self, fn: Callable[..., T], *args: Any, lock: threading.Lock | None = None) -> T:
         """`fn(*args)` in a thread, under the consumer's lock unless another is given."""
@@ -125,15 +127,27 @@ class KafkaBroker:
 
     def _assigned(self, _: Any, partitions: list[Any]) -> None:
         """librdkafka's callback, inside `consume`: note where each partition's new messages begin."""
+        logged = self._logged_below({p.topic for p in partitions})
         for p in partitions:
             key = (p.topic, p.partition)
             if key not in self._revoked:  # new to this worker: whatever it fetched of it before is long done
                 self._next.pop(key, None)
             try:
-                self._handled_below[key] = self._consumer.get_watermark_offsets(p, timeout=CONNECT_TIMEOUT_S)[1]
+                end: float = self._consumer.get_watermark_offsets(p, timeout=CONNECT_TIMEOUT_S)[1]
             except self._kafka.KafkaException:
-                self._handled_below[key] = math.inf  # unknown: every message of it is looked up in the log
+                end = math.inf  # unknown: every message of it up to what the log holds is looked up
+            self._handled_below[key] = min(end, logged.get(key, 0) if logged is not None else math.inf)
             self._owned.add(key)
+
+    def _logged_below(self, topics: set[str]) -> dict[tuple[str, int], int] | None:
+        """Per partition of `topics`, one past the highest offset the log holds; None when that is unknown."""
+        if self._last_logged is None:
+            return None
+        try:
+            return {(t, p): o + 1 for t in topics for p, o in self._last_logged(t).items()}
+        except Exception as exc:  # raised in librdkafka's callback it would be lost: noted, and the end offset used
+            self.last_error = f"could not read the log's last offsets: {exc}"
+            return None
 
     def _revoked_now(self, _: Any, partitions: list[Any]) -> None:
         """librdkafka's callback, inside `consume`: wait for this worker's messages of `partitions` to be

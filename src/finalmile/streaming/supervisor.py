@@ -11,13 +11,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from finalmile.jobs.connections import ConnectionStore
 from finalmile.logs.query import LogReader
 from finalmile.logs.writer import LogWriter
 from finalmile.serving.dataplane import DataPlane
-from finalmile.streaming.brokers import Broker, open_broker
+from finalmile.streaming.brokers import Broker, LastLogged, open_broker
 from finalmile.streaming.config import Endpoint, StreamConfig
 from finalmile.streaming.runner import StreamRunner
 from finalmile.streaming.store import StreamStore
@@ -103,7 +104,7 @@ class Supervisor:
                 await self._report(wanted[key][0], running)
 
     def _start(self, host: StreamHost, config: StreamConfig) -> _Running:
-        source = self._broker(host, config.source)
+        source = self._broker(host, config.source, partial(host.reader.last_offsets, config.pipeline))
         same = config.sink.model_dump(exclude={"subject"}) == config.source.model_dump(exclude={"subject"})
         sink = source if same else self._broker(host, config.sink)
 
@@ -118,9 +119,9 @@ class Supervisor:
         return _Running(config, runner, task, time.monotonic(), 0)
 
     @staticmethod
-    def _broker(host: StreamHost, endpoint: Endpoint) -> Broker:
+    def _broker(host: StreamHost, endpoint: Endpoint, last_logged: LastLogged | None = None) -> Broker:
         url = host.connections.url(endpoint.connection) if endpoint.connection else None
-        return open_broker(endpoint, url)
+        return open_broker(endpoint, url, last_logged)
 
     async def _report(self, host: StreamHost, running: _Running) -> None:
         now = time.monotonic()

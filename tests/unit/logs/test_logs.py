@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -332,3 +333,21 @@ def test_retention_removes_old_partitions_only(deployed: Client) -> None:
         (root / f"date={date}" / "part-0.parquet").write_bytes(b"")
     assert deployed.services.logs.expire("p", days=30) == ["2020-01-01"]
     assert [p.name for p in root.iterdir()] == ["date=2099-01-01"]
+
+
+def test_the_last_kafka_offset_logged_per_partition_is_read_from_request_ids(deployed: Client) -> None:
+    for name in ("p", "q"):
+        deployed.build_pipeline(name).add_model_step("m:1").deploy()
+    ids = {"p": ["orders-0-5", "orders-0-12", "orders-0-9", "orders-1-3", "orders-x-2", "orders-0-1-7", "other-0-99"]}
+    ids["q"] = ["orders-0-50"]  # another pipeline's log
+
+    async def infer_all() -> None:
+        for name, request_ids in ids.items():
+            for request_id in request_ids:
+                await deployed.services.dataplane.infer(name, pa.Table.from_pandas(X.head(1)), None, True, request_id)
+
+    asyncio.run(infer_all())
+    reader = deployed.services.reader
+    assert reader.last_offsets("p", "orders") == {0: 12, 1: 3}  # numerically highest; other shapes ignored
+    assert reader.last_offsets("p", "orders-0") == {1: 7}  # a topic named "orders-0" is its own
+    assert reader.last_offsets("p", "nothing") == {}

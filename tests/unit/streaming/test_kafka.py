@@ -102,9 +102,9 @@ def _partition(topic: str, partition: int, offset: int) -> SimpleNamespace:
     return SimpleNamespace(topic=topic, partition=partition, offset=offset)
 
 
-def _fetches(script: list[list[Any]]) -> tuple[KafkaBroker, list[list[Message]]]:
+def _fetches(script: list[list[Any]], last_logged: Any = None) -> tuple[KafkaBroker, list[list[Message]]]:
     """The messages each fetch returns while `script` plays, and the broker."""
-    broker = KafkaBroker("kafka://127.0.0.1:1")
+    broker = KafkaBroker("kafka://127.0.0.1:1", last_logged)
     broker._kafka = SimpleNamespace(Consumer=_RebalancingConsumer, TopicPartition=_partition)  # a rebalance on cue
     _RebalancingConsumer.script = [list(s) for s in script]
     config = SimpleNamespace(consumer_group="g", source=SimpleNamespace(subject="t"))
@@ -132,6 +132,25 @@ def test_a_partition_given_back_within_the_fetch_is_not_scored_twice_from_its_co
 def test_only_messages_older_than_the_assignment_may_have_been_handled_before() -> None:
     _, [got] = _fetches([[("assign", [0]), (0, 9), (0, 10), (0, 11)]])  # 10 offsets when it was assigned
     assert [(m.id, m.redelivered) for m in got] == [("t-0-9", True), ("t-0-10", False), ("t-0-11", False)]
+
+
+def test_the_log_narrows_which_messages_of_a_backlog_may_have_been_handled_before() -> None:
+    # Partition 0's log goes up to offset 5: 6 to 9 (still below the end offset, 10) are new to every worker.
+    # Partition 1 has nothing logged. Without an answer from the log, the end offset is all there is to go by.
+    script = [[("assign", [0, 1]), (0, 4), (0, 5), (0, 6), (1, 2)]]
+    _, [got] = _fetches(script, lambda topic: {0: 5})
+    assert [(m.id, m.redelivered) for m in got] == [
+        ("t-0-4", True),
+        ("t-0-5", True),
+        ("t-0-6", False),
+        ("t-1-2", False),
+    ]
+
+    def unreadable(topic: str) -> dict[int, int]:
+        raise OSError("the log is not there")
+
+    broker, [got] = _fetches(script, unreadable)
+    assert all(m.redelivered for m in got) and "not there" in (broker.last_error or "")
 
 
 def test_acknowledged_offsets_are_committed_on_the_consumers_thread_and_by_the_revoke() -> None:
