@@ -154,7 +154,7 @@ class KafkaBroker:
         acknowledged, then commit them before the partitions move on."""
         keys = {(p.topic, p.partition) for p in partitions}
         with self._settled:
-            self._settled.wait_for(lambda: all(self._held[k] <= 0 for k in keys), timeout=self.REVOKE_WAIT_S)
+            self._settled.wait_for(lambda: not any(self._held[k] for k in keys), timeout=self.REVOKE_WAIT_S)
             for key in keys:
                 self._held.pop(key, None)
         try:
@@ -220,7 +220,9 @@ class KafkaBroker:
         with self._settled:  # committed before the next fetch, or by a revoke waiting for these
             for key, offset in commit_offsets(messages).items():
                 self._done[key] = max(self._done.get(key, 0), offset)
-            self._held.subtract(m.handle[:2] for m in messages)
+            for key in (m.handle[:2] for m in messages):
+                if self._held[key] > 0:  # not a partition whose revoke stopped waiting for these (and forgot them)
+                    self._held[key] -= 1
             self._settled.notify_all()
 
     async def publish(self, subject: str, items: list[tuple[str, bytes]]) -> list[str]:

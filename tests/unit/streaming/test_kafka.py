@@ -172,3 +172,24 @@ def test_acknowledged_offsets_are_committed_on_the_consumers_thread_and_by_the_r
     asyncio.run(broker.ack(second))
     revoking.join(5)
     assert consumer.commits[-1] == ({("t", 0): 3}, False)  # ...and commits it before the partitions move on
+
+
+def test_a_revoke_that_stopped_waiting_does_not_leave_a_late_acknowledgement_to_count_against_later_batches() -> None:
+    broker, [first] = _fetches([[("assign", [0]), (0, 1)]])
+
+    def fetch(*steps: Any) -> list[Message]:
+        _RebalancingConsumer.script = [list(steps)]
+        return asyncio.run(broker.fetch(10, 0.1))
+
+    broker.REVOKE_WAIT_S = 0.05
+    fetch(("revoke", [0]))  # gives up waiting for `first`
+    asyncio.run(broker.ack(first))  # which is acknowledged only now
+    broker.REVOKE_WAIT_S = 5.0
+    later = fetch(("assign", [0]), (0, 2))
+    revoking = threading.Thread(target=fetch, args=(("revoke", [0]),))
+    revoking.start()
+    time.sleep(0.2)
+    assert revoking.is_alive()  # the late acknowledgement did not cancel out `later`
+    asyncio.run(broker.ack(later))
+    revoking.join(5)
+    assert not revoking.is_alive()
