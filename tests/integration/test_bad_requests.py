@@ -77,6 +77,24 @@ def test_a_version_that_is_not_a_plain_number_is_a_400_naming_it(served: tuple[S
     assert "version" in response.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "names"),
+    [
+        ("GET", "/api/v1/jobs/nightly/runs/{big}", "run"),
+        ("POST", "/api/v1/alerts/{big}/acknowledge", "alert"),
+        ("GET", "/api/v1/models/m:{big}", "version"),
+        ("POST", "/v2/models/p/versions/{big}/infer", "version"),
+    ],
+)
+def test_an_id_too_large_for_any_row_is_a_404_naming_it(
+    served: tuple[Server, Client], method: str, path: str, names: str
+) -> None:
+    server, _ = served
+    for big in (2**31, 2**70):  # past what the column holds, and past what SQLite can bind
+        response = httpx.request(method, server.url + path.format(big=big), content=_v2("FP64", [1.0]))
+        _refused(response, 404, names, str(big))
+
+
 def test_records_with_gaps_or_booleans_for_floats_are_refused_naming_row_and_column(
     served: tuple[Server, Client],
 ) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from finalmile.access.roles import ROLES, Principal, Role, check_role
 from finalmile.errors import ConflictError, Forbidden, InvalidInputError, NotFoundError, Unauthorized
-from finalmile.registry.store import MetadataStore, check_plain_name, row_named, stored_utc, utc_now
+from finalmile.registry.store import MetadataStore, check_plain_name, row_named, stored_utc, utc_now, valid_key
 from finalmile.registry.tables import MemberRow, TokenRow, UserRow, WorkspaceRow
 
 TOKEN_PREFIX = "fm_"
@@ -215,7 +215,7 @@ class AccessStore:
         return row_named(s, UserRow, name, "user", "user")
 
     def _token(self, s: Session, token_id: int) -> TokenRow:
-        row = s.get(TokenRow, token_id) if 0 < token_id < 2**31 else None
+        row = s.get(TokenRow, token_id) if valid_key(token_id) else None
         if row is None:
             raise NotFoundError(f"no token with id {token_id}", {"token": token_id})
         return row

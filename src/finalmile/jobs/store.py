@@ -11,7 +11,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, update
 
 from finalmile.errors import InvalidInputError, NotFoundError
-from finalmile.registry.store import MetadataStore, check_plain_name, row_named, stored_utc, utc_now
+from finalmile.registry.store import MetadataStore, check_plain_name, row_named, stored_utc, utc_now, valid_key
 from finalmile.registry.tables import JobRow, JobRunRow
 
 MAX_CODE_BYTES = 20 * 1024 * 1024
@@ -170,7 +170,7 @@ class JobStore:
     def run(self, run_id: int, job: str | None = None) -> RunRecord:
         """One run by id (of `job`, when given): a 404 naming `run` otherwise."""
         with self._sessions() as s:
-            row = s.get(JobRunRow, run_id)
+            row = s.get(JobRunRow, run_id) if valid_key(run_id) else None
             if row is None or (job is not None and row.job != job):
                 raise NotFoundError(f"run {run_id} of job {job!r} not found", {"field": "run"})
             return _run(row)

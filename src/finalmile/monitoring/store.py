@@ -12,7 +12,7 @@ from sqlalchemy import select
 from finalmile.errors import ConflictError, MonitorNotFound, NotFoundError
 from finalmile.monitoring.config import MonitorConfig, Status
 from finalmile.monitoring.windows import MonitorResult
-from finalmile.registry.store import MetadataStore, stored_utc, utc_now
+from finalmile.registry.store import MetadataStore, stored_utc, utc_now, valid_key
 from finalmile.registry.tables import ActionRunRow, AlertRow, MonitorResultRow, MonitorRow
 
 
@@ -217,7 +217,7 @@ class MonitorStore:
     def acknowledge(self, alert_id: int, actor: str) -> AlertRecord:
         """Mark an alert seen by `actor` (the first acknowledgement stands); a 404 for an unknown id."""
         with self._sessions.begin() as s:
-            row = s.get(AlertRow, alert_id) if 0 < alert_id < 2**63 else None  # SQL integers are 64-bit
+            row = s.get(AlertRow, alert_id) if valid_key(alert_id) else None
             if row is None:
                 raise NotFoundError(f"no alert with id {alert_id}", {"alert_id": alert_id})
             if row.acknowledged_by is None:

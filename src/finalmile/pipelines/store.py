@@ -18,7 +18,7 @@ from finalmile.registry.store import (
     named_row_for_update,
     stored_utc,
     utc_now,
-    valid_version,
+    valid_key,
 )
 from finalmile.registry.tables import (
     DeploymentRow,
@@ -90,7 +90,7 @@ class PipelineStore:
             pipeline = s.scalar(select(PipelineRow).where(PipelineRow.name == name))
             if pipeline is None:
                 raise PipelineNotFound(name)
-            if version is not None and not valid_version(version):
+            if version is not None and not valid_key(version):
                 raise PipelineNotFound(name, version)
             q = select(PipelineVersionRow).where(PipelineVersionRow.pipeline_id == pipeline.id)
             if version is None:
@@ -132,7 +132,7 @@ class PipelineStore:
             return list(s.scalars(select(PipelineRow.name).order_by(PipelineRow.name)))
 
     def set_deployment(self, name: str, version: int, config: dict[str, Any], active: bool = True) -> DeploymentRecord:
-        if not valid_version(version):
+        if not valid_key(version):
             raise PipelineNotFound(name, version)
         with self._sessions.begin() as s:
             pipeline = self._pipeline_for_update(s, name)

@@ -239,7 +239,7 @@ class MetadataStore:
         return named_row_for_update(s, ModelRow, name, create, ModelNotFound)
 
     def _version_row(self, s: Session, model: ModelRow, version: int) -> ModelVersionRow:
-        if not valid_version(version):
+        if not valid_key(version):
             raise ModelNotFound(model.name, version)
         row = s.scalar(
             select(ModelVersionRow).where(ModelVersionRow.model_id == model.id, ModelVersionRow.version == version)
@@ -311,12 +311,13 @@ def row_named(s: Session, row_class: type[Row], name: str, what: str, field: str
     return row
 
 
-MAX_VERSION = 2**31 - 1
+MAX_KEY = 2**31 - 1
 
 
-def valid_version(version: int) -> bool:
-    """Version numbers are positive 32-bit integers; anything else names no version (and must not reach SQL)."""
-    return 1 <= version <= MAX_VERSION
+def valid_key(number: int) -> bool:
+    """Version numbers and row ids are positive 32-bit integers (SQL INTEGER); anything else a caller sends names
+    no row, and must not reach SQL: SQLite raises on an integer past 64 bits, a 500 instead of a 404."""
+    return 1 <= number <= MAX_KEY
 
 
 def utc_now() -> datetime:
