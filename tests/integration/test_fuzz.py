@@ -1,11 +1,13 @@
 """Schemathesis fuzzes the HTTP API from the server's own OpenAPI document: no input may produce a 5xx, and every
-answer matches the schema the document gives for its status (422 bodies included)."""
+answer matches the schema the document gives for its status (422 bodies included). Path names and ids are drawn
+from what the store holds most of the time, so the requests reach past the 404 into each route's own logic."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sklearn.linear_model import LogisticRegression
@@ -19,7 +21,27 @@ def test_no_generated_request_gets_a_server_error(tmp_path: Path, server_factory
     with Client(home=tmp_path / "home") as client:
         client.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(20), alias="champion")
         client.build_pipeline("p").add_model_step("m@champion").deploy()
+        client.build_assay("a", "p", f"in_{X.columns[0]}", baseline=X, window="5m", metric="psi", alert=0.25).save(
+            start=datetime.now(UTC) - timedelta(minutes=10)
+        )
+        (tmp_path / "job.py").write_text("def main(ctx):\n    ctx.log('ran')\n")
+        client.upload_job("nightly", str(tmp_path / "job.py"))
+        client.run_job("nightly")
         _, token = client.services.init_access()
+    (tmp_path / "schemathesis.toml").write_text(
+        """
+[dictionaries.names]
+values = ["p", "m", "a", "nightly", "m@champion", "m:1"]
+[dictionaries.ids]
+values = [1, 2]
+[parameters]
+"path.name" = { dictionary = "names", probability = 0.7 }
+"path.ref" = { dictionary = "names", probability = 0.7 }
+"path.version" = { dictionary = "ids", probability = 0.5 }
+"path.run_id" = { dictionary = "ids", probability = 0.5 }
+"path.alert_id" = { dictionary = "ids", probability = 0.5 }
+"""
+    )
     server = server_factory(tmp_path / "home", auth=True)
     cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert cli is not None
