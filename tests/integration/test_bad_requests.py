@@ -95,6 +95,17 @@ def test_an_id_too_large_for_any_row_is_a_404_naming_it(
         _refused(response, 404, names, str(big))
 
 
+def test_a_query_answers_json_whatever_types_its_columns_hold(served: tuple[Server, Client]) -> None:
+    """Bytes, intervals, unions and DuckDB's own types, which pandas cannot write as JSON, arrive as text."""
+    server, _ = served
+    sql = "SELECT {'a': [1]} AS s, '\\xFF'::BLOB AS raw, INTERVAL 1 DAY AS i, union_value(k := 7) AS u, 1::VARINT AS v"
+    response = httpx.post(f"{server.url}/api/v1/query", json={"sql": sql})
+    assert response.status_code == 200, response.text
+    (row,) = response.json()
+    assert (row["s"], row["raw"], row["u"]) == ({"a": [1]}, "ff", "7")
+    assert "days=1" in row["i"] and isinstance(row["v"], str)
+
+
 def test_records_with_gaps_or_booleans_for_floats_are_refused_naming_row_and_column(
     served: tuple[Server, Client],
 ) -> None:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any, TextIO
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
-from finalmile.arrow.frames import list_matrix
+from finalmile.arrow.text import csv_ready
 from finalmile.errors import InvalidInputError
 
 FORMATS = {
@@ -99,10 +99,10 @@ class TableWriter:
                 self._text.write(json.dumps(row, default=str) + "\n")
             return
         if self.format == "csv":
-            table = _flatten_tensors(table)
+            table = csv_ready(table)
         if self._writer is None:
             self._writer = (
-                pq.ParquetWriter(self._tmp, table.schema, use_dictionary=dictionary_columns(table.schema))
+                _parquet_writer(self._tmp, table.schema)
                 if self.format == "parquet"
                 else pcsv.CSVWriter(self._tmp, table.schema)
             )
@@ -123,22 +123,24 @@ class TableWriter:
             self._tmp.unlink(missing_ok=True)
 
 
-def _flatten_tensors(table: pa.Table) -> pa.Table:
-    """CSV has no lists: a tensor column `p` of width k becomes columns p_0 … p_{k-1} (a list column read back from
-    Parquet by DuckDB too, when its rows are all k long; otherwise each row becomes its JSON text)."""
-    columns: dict[str, pa.Array] = {}
-    for name, col in zip(table.column_names, table.columns, strict=True):
-        if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-            lengths = pc.unique(pc.list_value_length(col)).to_pylist()
-            if len(lengths) == 1 and lengths[0] is not None and col.null_count == 0:
-                col = pc.cast(col, pa.list_(col.type.value_type, lengths[0]))
-            else:
-                columns[name] = pa.array([None if v is None else json.dumps(v) for v in col.to_pylist()], pa.string())
-                continue
-        if pa.types.is_fixed_size_list(col.type):
-            matrix = list_matrix(col)
-            for i in range(matrix.shape[1]):
-                columns[f"{name}_{i}"] = pa.array(matrix[:, i])
-        else:
-            columns[name] = col
-    return pa.table(columns)
+def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """A Parquet writer for `schema`, or an `InvalidInputError` naming the columns Parquet has no type for (an
+    interval, a union: a SQL result may hold them)."""
+    try:
+        return pq.ParquetWriter(path, schema, use_dictionary=dictionary_columns(schema))
+    except pa.ArrowNotImplementedError:
+        refused = [f for f in schema if not _parquet_holds(f)]
+        named = ", ".join(f"'{f.name}' ({f.type})" for f in refused)
+        raise InvalidInputError(
+            f"Parquet has no type for column{'s' * (len(refused) > 1)} {named}: cast to VARCHAR in the SQL, "
+            "or write .csv or .jsonl",
+            {"columns": [f.name for f in refused]},
+        ) from None
+
+
+def _parquet_holds(field: pa.Field) -> bool:
+    try:
+        pq.ParquetWriter(io.BytesIO(), pa.schema([field])).close()
+    except pa.ArrowNotImplementedError:
+        return False
+    return True

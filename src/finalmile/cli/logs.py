@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +48,7 @@ def query(
 ) -> None:
     """Run read-only DuckDB SQL over the inference log."""
     from finalmile.arrow.files import write_table
+    from finalmile.arrow.text import csv_bytes
 
     if format not in ("table", "csv", "json", "parquet"):
         raise BadRequestError(f"--format {format!r}: expected table, csv, json or parquet")
@@ -60,11 +60,7 @@ def query(
     elif format == "table":
         print_table(result, limit=100)
     elif format == "csv":
-        import pyarrow.csv as pcsv
-
-        buffer = io.BytesIO()
-        pcsv.write_csv(result, buffer)
-        typer.echo(buffer.getvalue().decode(), nl=False)
+        typer.echo(csv_bytes(result).decode(), nl=False)
     elif format == "json":
         for row in result.to_pylist():
             typer.echo(json.dumps(row, default=str))

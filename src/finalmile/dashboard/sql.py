@@ -4,14 +4,13 @@ the workspace's saved queries."""
 from __future__ import annotations
 
 import asyncio
-import io
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pcsv
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from finalmile.arrow.text import csv_bytes
 from finalmile.dashboard.actions import back, press
 from finalmile.dashboard.guard import PageGuards, Visitor
 from finalmile.dashboard.render import render
@@ -85,10 +84,8 @@ def router(guards: PageGuards) -> APIRouter:
         sql: str = Query(..., max_length=MAX_SQL_CHARS), visitor: Visitor = Depends(guards.read)
     ) -> Response:
         table = await asyncio.get_running_loop().run_in_executor(None, visitor.services.reader.query, sql)
-        out = io.BytesIO()
-        pcsv.write_csv(table, out)
         headers = {"content-disposition": 'attachment; filename="finalmile-query.csv"', "cache-control": "no-store"}
-        return Response(out.getvalue(), media_type="text/csv", headers=headers)
+        return Response(csv_bytes(table), media_type="text/csv", headers=headers)
 
     @page.post("/ui/sql/save")
     async def save(

@@ -114,3 +114,10 @@ def test_a_real_subprocess_prints_no_traceback(workdir: Path) -> None:
     assert "Traceback" not in result.stderr
     helped = subprocess.run([sys.executable, "-m", "finalmile", "--help"], capture_output=True, text=True)
     assert helped.returncode == 0 and "models" in helped.stdout
+
+
+def test_query_results_of_any_type_print_as_csv(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sql = "SELECT [0.5, 1.5]::DOUBLE[] AS p, {'a': 1} AS s, '\\xFF'::BLOB AS raw, 3 AS n"
+    code, out, err = run(capsys, "query", sql, "--format", "csv")
+    assert code == 0, err
+    assert out.splitlines() == ['"p_0","p_1","s","raw","n"', '0.5,1.5,"{""a"": 1}","ff",3']
