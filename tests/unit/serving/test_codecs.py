@@ -66,6 +66,11 @@ def test_v2_binary_extension_round_trip() -> None:
         (b'{"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}]}', "non-negative integers"),
         (b'{"inputs": [{"name": "x", "shape": [0], "datatype": "FP32", "data": []}]}', "empty batch"),
         (
+            b'{"inputs": [{"name": "x", "shape": [2, 0], "datatype": "FP32", "data": []}]}',
+            "input 'x': shape \\[2, 0\\]",
+        ),
+        (b'{"inputs": [{"name": "x", "shape": [1, 3, 0], "datatype": "FP32", "data": []}]}', "at least one value"),
+        (
             b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]},'
             b' {"name": "y", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}',
             "batch size 2 differs",

@@ -131,6 +131,8 @@ def _decode_tensor(tensor: Any, index: int, binary: bytes, offset: int) -> tuple
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise InvalidInputError(f"input '{name}': 'shape' must be a non-empty list of non-negative integers")
+    if 0 in shape[1:]:  # rows of no values: no model takes them, and Arrow has no zero-width tensor
+        raise InvalidInputError(f"input '{name}': shape {shape}: each row must hold at least one value")
     datatype = tensor.get("datatype")
     if datatype not in DATATYPES:
         raise InvalidInputError(
