@@ -106,6 +106,18 @@ def test_a_query_answers_json_whatever_types_its_columns_hold(served: tuple[Serv
     assert "days=1" in row["i"] and isinstance(row["v"], str)
 
 
+def test_labels_past_64_bits_or_of_a_type_earlier_labels_rule_out_are_a_422(served: tuple[Server, Client]) -> None:
+    server, _ = served
+    url = f"{server.url}/api/v1/pipelines/p/ground_truth"
+    _refused(httpx.post(url, json={"rows": [{"request_id": "r1", "grade": 2**70}]}), 422, "rows", "too large")
+    assert httpx.post(url, json={"rows": [{"request_id": "r1", "grade": 3}]}).status_code == 200
+    refused = _refused(httpx.post(url, json={"rows": [{"request_id": "r2", "grade": {"a": 1}}]}), 422, "'grade'")
+    assert refused["detail"] == {"field": "grade"}
+    assert httpx.post(f"{server.url}/api/v1/query", json={"sql": "SELECT grade FROM ground_truth"}).json() == [
+        {"grade": 3}
+    ]
+
+
 def test_records_with_gaps_or_booleans_for_floats_are_refused_naming_row_and_column(
     served: tuple[Server, Client],
 ) -> None:

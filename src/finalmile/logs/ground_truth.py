@@ -8,11 +8,14 @@ key, so a corrected label simply wins.
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -37,7 +40,7 @@ def add_ground_truth(reader: LogReader, pipeline: str, frame: Any, key: str = "r
     reader.pipelines.get_version(pipeline)  # labels for a pipeline that does not exist are a 404, not a new folder
     try:
         table = frame if isinstance(frame, pa.Table) else to_arrow(frame)[0]
-    except (pa.ArrowException, ValueError, TypeError) as exc:
+    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
         raise InvalidInputError(f"ground truth: the labels do not form a table: {exc}") from None
     if key not in table.column_names:
         raise InvalidInputError(
@@ -68,12 +71,17 @@ def add_ground_truth(reader: LogReader, pipeline: str, frame: Any, key: str = "r
     directory = reader.home / "ground_truth" / f"pipeline={pipeline}"
     directory.mkdir(parents=True, exist_ok=True)
     name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+    incoming = directory / f".{name}.tmp"
     try:
-        pq.write_table(stored, directory / f".{name}.tmp")
-    except (pa.ArrowException, ValueError, TypeError, UnicodeError) as exc:
-        (directory / f".{name}.tmp").unlink(missing_ok=True)
-        raise InvalidInputError(f"ground truth: these labels cannot be stored: {exc}") from None
-    os.replace(directory / f".{name}.tmp", directory / name)
+        try:
+            pq.write_table(stored, incoming)
+        except (pa.ArrowException, ValueError, TypeError, UnicodeError) as exc:
+            raise InvalidInputError(f"ground truth: these labels cannot be stored: {exc}") from None
+        _readable_with_earlier(directory, incoming, labels)
+    except BaseException:
+        incoming.unlink(missing_ok=True)
+        raise
+    os.replace(incoming, directory / name)
     column = "request_id" if key == "request_id" else f"in_{key}"
     conn = reader.connect()
     try:
@@ -91,3 +99,61 @@ def add_ground_truth(reader: LogReader, pipeline: str, frame: Any, key: str = "r
     distinct = len(set(keys.to_pylist()))
     found = int(matched[0]) if matched else 0
     return GroundTruthReceipt(table.num_rows, found, distinct - found)
+
+
+def _readable_with_earlier(directory: Path, incoming: Path, labels: list[str]) -> None:
+    """Refuse labels whose column DuckDB cannot read together with the same column of this pipeline's earlier
+    uploads (an integer label after struct ones, say): the `ground_truth` view reads every part as one table, so
+    one such upload would fail every query of it and every performance monitor. Whether two columns unify depends
+    on their types, so one earlier label per column (not null: a null unifies with anything) is read with the new
+    upload, never the whole history."""
+    if not any(directory.glob("*.parquet")):
+        return
+    earlier = f"read_parquet('{_quoted(directory / '*.parquet')}', union_by_name = true)"
+    conn = duckdb.connect()
+    try:
+        try:
+            names = conn.sql(f"SELECT * FROM {earlier} LIMIT 0").columns
+            sample = {
+                c: conn.sql(f'SELECT "{_ident(c)}" FROM {earlier} WHERE "{_ident(c)}" IS NOT NULL LIMIT 1')
+                .to_arrow_table()
+                .column(0)
+                for c in labels
+                if c in names
+            }
+        except duckdb.Error:  # the earlier labels cannot be read as they are: nothing to keep readable
+            return
+        sample = {c: v for c, v in sample.items() if len(v)}
+        if not sample:
+            return
+        probe = directory / f".{incoming.stem}.types"
+        pq.write_table(pa.table(sample), probe)
+        try:
+            both = f"read_parquet(['{_quoted(probe)}', '{_quoted(incoming)}'], union_by_name = true)"
+            conn.sql(f"SELECT * FROM {both}").to_arrow_table()
+        except duckdb.Error as exc:
+            column = re.search(r'column "([^"]+)"', str(exc))
+            field = column.group(1) if column and column.group(1) in sample else next(iter(sample))
+            raise InvalidInputError(
+                f"ground truth: label column '{field}' holds {_type_in(incoming, field)} here and "
+                f"{sample[field].type} in this pipeline's earlier labels, which cannot be read as one column; "
+                f"send {sample[field].type} labels, or name the column differently",
+                {"field": field},
+            ) from None
+        finally:
+            probe.unlink(missing_ok=True)
+    finally:
+        conn.close()
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _ident(name: str) -> str:
+    return name.replace('"', '""')
+
+
+def _type_in(path: Path, column: str) -> pa.DataType | str:
+    schema = pq.read_schema(path)
+    return schema.field(column).type if column in schema.names else "absent"

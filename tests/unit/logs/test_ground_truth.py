@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sklearn.linear_model import LogisticRegression
 
@@ -48,3 +49,24 @@ def test_labels_by_a_logged_key_column(client: Client, pipeline) -> None:  # typ
         pipeline.add_ground_truth(pd.DataFrame({"txn": ["t0"]}), key="order")
     with pytest.raises(InvalidInputError, match="no label columns"):
         pipeline.add_ground_truth(pd.DataFrame({"txn": ["t0"]}), key="txn")
+
+
+def test_labels_that_cannot_be_read_with_earlier_ones_are_refused_and_the_view_stays_readable(
+    client: Client,
+    pipeline,  # type: ignore[no-untyped-def]
+) -> None:
+    ids = [pipeline.infer_with_metadata(X.iloc[[i]].assign(txn=f"t{i}")).request_id for i in range(3)]
+    pipeline.add_ground_truth(pd.DataFrame({"request_id": ids[:1], "is_fraud": [1], "note": ["late"]}))
+    pipeline.add_ground_truth(pd.DataFrame({"request_id": ids[1:2], "is_fraud": [0.5], "note": [None]}))  # unifies
+    folder = client.services.reader.home / "ground_truth" / "pipeline=p"
+    parts = sorted(folder.iterdir())
+    with pytest.raises(
+        InvalidInputError, match="column 'is_fraud' holds struct<a: int64> here and double in this pipeline's earlier"
+    ) as refused:
+        pipeline.add_ground_truth(pa.table({"request_id": ids[2:], "is_fraud": [{"a": 1}]}))
+    assert refused.value.detail == {"field": "is_fraud"}
+    assert sorted(folder.iterdir()) == parts  # nothing left behind, not even the refused upload's temporary file
+    labels = client.query("SELECT key, is_fraud, note FROM ground_truth ORDER BY is_fraud")
+    assert list(labels.is_fraud) == [0.5, 1.0] and list(labels.note.fillna("-")) == ["-", "late"]
+    pipeline.add_ground_truth(pd.DataFrame({"request_id": ids[2:], "score_band": [{"a": 1}]}))  # a new column: any
+    assert client.query("SELECT count(*) AS n FROM ground_truth").n[0] == 3

@@ -65,7 +65,7 @@ def router(guards: Guards) -> APIRouter:
     async def ground_truth(name: str, body: GroundTruthRequest, who: Caller = Depends(guards.write)) -> dict[str, int]:
         try:
             rows = pa.Table.from_pylist(body.rows)
-        except (pa.ArrowException, ValueError, TypeError) as exc:
+        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:  # Overflow: an integer past 64 bits
             raise InvalidInputError(f"rows: the labels do not form a table: {exc}") from None
         receipt = await run(add_ground_truth, who.services.reader, name, rows, body.key)
         return vars(receipt)
