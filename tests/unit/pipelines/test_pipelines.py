@@ -163,6 +163,21 @@ def test_extra_and_missing_inputs_are_refused_per_request(models: Client) -> Non
         p.infer(X.head(0))
 
 
+def test_a_column_only_a_check_reads_must_be_plain_so_the_log_stays_readable(models: Client) -> None:
+    """Such a column has no schema: it is logged as each request sends it, and DuckDB reads every request's part of
+    the log as one table, so a list after text would fail every later query of the log."""
+    p = models.build_pipeline("flagged").add_model_step("m:1").add_check("tagged", "in.txn != ''")
+    p.deploy()
+    for value in ("t1", 7, 2.5, True, None):
+        p.infer(X.head(1).assign(txn=[value]))
+    for value, kind in (([1, 2], "list<item: int64>"), ({"a": 1}, "struct<a: int64>"), (b"\xff", "binary")):
+        with pytest.raises(SchemaError, match=f"column 'txn': expected text, a number or a boolean, got {kind}"):
+            p.infer(pd.DataFrame({**X.head(1).to_dict("list"), "txn": [value]}))
+    models.services.logs.flush()
+    logged = models.query("SELECT count(*) AS n, count(in_txn) AS sent FROM logs WHERE pipeline = 'flagged'")
+    assert (logged.n[0], logged.sent[0]) == (8, 4)  # 5 served (one txn null) and 3 refused, every row readable
+
+
 def test_named_tensor_inputs_are_reordered_to_the_model_columns(models: Client) -> None:
     from finalmile.arrow.tensors import named_tensor
 
