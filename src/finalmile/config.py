@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from finalmile.errors import InvalidInputError
+from finalmile.errors import FinalmileError, InvalidInputError
 
 
 class FinalmileSettings(BaseSettings):
@@ -100,3 +100,18 @@ def parse_duration(value: Any, field: str = "duration") -> float:
         except ValueError:
             pass
     raise InvalidInputError(f"{field} {value!r}: expected a number and a unit, like 30m, 1h or 7d (or seconds)")
+
+
+def read_yaml(path: str | Path, error: type[FinalmileError] = InvalidInputError) -> Any:
+    """A YAML file's content (a pipeline, a stream, a monitor definition), or `error` naming the file and what is
+    wrong with it: missing or unreadable, not UTF-8 text, not YAML."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise error(f"{path}: {exc.strerror or exc}", {"field": "file"}) from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start})", {"field": "file"}) from None
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {exc}", {"field": "file"}) from None

@@ -79,7 +79,7 @@ def demo() -> None:
 @app.command("audit")
 def audit(
     target: Annotated[str | None, typer.Option(help="Only targets starting with this, e.g. 'pipeline fraud'.")] = None,
-    limit: Annotated[int, typer.Option(help="The most recent this many.")] = 50,
+    limit: Annotated[int, typer.Option(help="The most recent this many.", min=1)] = 50,
 ) -> None:
     """Every state change: who, when, what, before -> after."""
     from rich.table import Table

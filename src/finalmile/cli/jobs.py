@@ -56,7 +56,7 @@ def run(name: Annotated[str, typer.Argument(help="Job name.")]) -> None:
 @jobs_app.command("runs")
 def runs(
     name: Annotated[str, typer.Argument(help="Job name.")],
-    limit: Annotated[int, typer.Option(help="The most recent this many.")] = 20,
+    limit: Annotated[int, typer.Option(help="The most recent this many.", min=1, max=1000)] = 20,
     log: Annotated[bool, typer.Option("--log", help="Print the newest run's captured log too.")] = False,
 ) -> None:
     """A job's runs, newest first: slot, status, start, duration, exit code."""

@@ -17,7 +17,7 @@ def logs(
     pipeline: str,
     since: Annotated[str | None, typer.Option(help="How far back: 30m, 1h, 7d.")] = None,
     until: Annotated[str | None, typer.Option(help="Up to how long ago: 30m, 1h, 7d (default: now).")] = None,
-    limit: Annotated[int, typer.Option(help="Most rows to show.")] = 20,
+    limit: Annotated[int, typer.Option(help="Most rows to show.", min=1)] = 20,
     columns: Annotated[str | None, typer.Option(help="Comma-separated columns, e.g. time,out_score.")] = None,
     output: Annotated[
         Path | None, typer.Option(help="Export every row in the range to this .parquet, .csv or .jsonl file.")

@@ -11,6 +11,7 @@ import typer
 
 from finalmile.cli.common import client_from_env, console, print_table
 from finalmile.cli.logs import ago
+from finalmile.config import read_yaml
 from finalmile.errors import InvalidInputError
 
 assays_app = typer.Typer(help="Drift assays and other monitors: define, preview, run, chart.", no_args_is_help=True)
@@ -24,12 +25,7 @@ def apply(
     ] = None,
 ) -> None:
     """Create a monitor from YAML and save it; the server computes it every interval."""
-    import yaml
-
-    try:
-        fields: dict[str, Any] = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInputError(f"{path}: cannot read it as YAML: {exc}") from None
+    fields: dict[str, Any] = read_yaml(path)
     if not isinstance(fields, dict) or "name" not in fields or "pipeline" not in fields:
         raise InvalidInputError(f"{path}: expected a mapping with at least 'name' and 'pipeline'")
     baseline = fields.get("baseline")

@@ -117,8 +117,8 @@ def infer(
 
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8080,
-    workers: Annotated[int, typer.Option(help="Server processes.")] = 1,
+    port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 8080,
+    workers: Annotated[int, typer.Option(help="Server processes.", min=1, max=64)] = 1,
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Laptop use: no tokens. Refused unless the host is a loopback address.")
     ] = False,

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
-import yaml
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
 
+from finalmile.config import read_yaml
 from finalmile.errors import InvalidCheckError, PipelineDefinitionError
 from finalmile.pipelines.checks import compile_check
 
@@ -109,12 +109,7 @@ class PipelineSpec(BaseModel):
         if isinstance(definition, dict):
             data: Any = dict(definition)
         else:
-            try:
-                data = yaml.safe_load(Path(definition).read_text())
-            except OSError as exc:
-                raise PipelineDefinitionError(f"{definition}: {exc.strerror}") from None
-            except yaml.YAMLError as exc:
-                raise PipelineDefinitionError(f"{definition}: not valid YAML: {exc}") from None
+            data = read_yaml(definition, PipelineDefinitionError)
         deployment = data.pop("deployment", None) if isinstance(data, dict) else None
         if deployment is not None and not isinstance(deployment, dict):
             raise PipelineDefinitionError("deployment: must be a mapping of settings", {"field": "deployment"})

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from finalmile.config import read_yaml
 from finalmile.errors import InvalidInputError
 from finalmile.registry.store import check_plain_name
 
@@ -93,10 +93,4 @@ def stream_config(data: object) -> StreamConfig:
 
 
 def load_stream_file(path: str | Path) -> StreamConfig:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise InvalidInputError(f"{path}: {exc.strerror}", {"field": "file"}) from None
-    except yaml.YAMLError as exc:
-        raise InvalidInputError(f"{path}: not valid YAML: {exc}", {"field": "file"}) from None
-    return stream_config(data)
+    return stream_config(read_yaml(path))

@@ -121,3 +121,20 @@ def test_query_results_of_any_type_print_as_csv(cli_env: Path, capsys: pytest.Ca
     code, out, err = run(capsys, "query", sql, "--format", "csv")
     assert code == 0, err
     assert out.splitlines() == ['"p_0","p_1","s","raw","n"', '0.5,1.5,"{""a"": 1}","ff",3']
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["serve", "--port", "99999"], "--port"),  # was served on another port, 99999 modulo 65536
+        (["serve", "--port", "-1"], "--port"),
+        (["serve", "--workers", "0"], "--workers"),
+        (["logs", "p", "--limit", "-1"], "--limit"),
+        (["audit", "--limit", "0"], "--limit"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_naming_the_option(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], args: list[str], option: str
+) -> None:
+    code, out, err = run(capsys, *args)
+    assert code == 2 and f"Invalid value for '{option}'" in err and "Traceback" not in err + out

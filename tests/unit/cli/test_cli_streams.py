@@ -59,3 +59,12 @@ def test_a_bad_stream_file_gets_a_message(
     assert code == 1 and message in err and "Traceback" not in err
     code, _, err = run(capsys, "streams", "apply", str(cli_env / "missing.yaml"))
     assert code == 1 and "missing.yaml" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("group", ["pipelines", "streams", "assays"])
+def test_a_definition_that_is_not_text_is_named_without_a_traceback(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], group: str
+) -> None:
+    (cli_env / "saved.yaml").write_bytes(b"\xff\xfename: x\n")  # UTF-16's byte-order mark: an editor's other save
+    code, out, err = run(capsys, group, "apply", str(cli_env / "saved.yaml"))
+    assert code == 1 and "saved.yaml: not UTF-8 text (byte 0)" in err and "Traceback" not in err + out
