@@ -9,6 +9,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from cryptography.fernet import Fernet
 from sklearn.linear_model import LogisticRegression
@@ -157,4 +160,32 @@ def test_a_query_downloads_as_csv_whatever_its_columns_hold(store: Client) -> No
         assert answer.text.splitlines() == ['"p_0","p_1","s","raw","n"', '0.5,1.5,"{""a"": 1}","ff",3']
         wrong = browser.get("/ui/sql/csv", params={"sql": "SELECT * FROM nowhere"})
         assert wrong.status_code == 400 and "nowhere" in wrong.json()["error"]
+    store.close()
+
+
+def test_the_pipeline_page_compares_text_labels_as_text_and_survives_unreadable_ones(store: Client) -> None:
+    """Labels sent as text ('1', 'no') against integer predictions made DuckDB cast 'no' to a number and the page a
+    500; a label file DuckDB cannot read with the others costs the accuracy chart only."""
+    X, y = tabular(60)
+    store.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(20))
+    pipeline = store.build_pipeline("p").add_model_step("m:1")
+    pipeline.deploy()
+    results = [pipeline.infer_with_metadata(X.iloc[[i]]) for i in range(4)]
+    store.services.logs.flush()
+    predicted = [str(r.table.column("label")[0].as_py()) for r in results]
+    pipeline.add_ground_truth(
+        pd.DataFrame({"request_id": [r.request_id for r in results], "label": predicted[:3] + ["no"]})
+    )
+    _, owner = store.services.init_access("olga")
+    with running_server(store.services, auth=True) as url, httpx.Client(base_url=url) as browser:
+        log_in(browser, owner)
+        page = browser.get("/ui/pipelines/p")
+        assert page.status_code == 200 and "out_label = label" in page.text
+        charts = [json.loads(c) for c in re.findall(r'class="chart-data">(.*?)</script>', page.text, re.S)]
+        (accuracy,) = [c for c in charts if c.get("y_label") == "accuracy (share correct)"]
+        assert [v for series in accuracy["series"].values() for v in series] == [0.75]  # 3 of 4 labels agree
+        folder = store.services.reader.home / "ground_truth" / "pipeline=p"
+        pq.write_table(pa.table({"key": ["k"], "label": [{"a": 1}]}), folder / "part-0-legacy.parquet")
+        page = browser.get("/ui/pipelines/p")
+        assert page.status_code == 200 and "The ground truth cannot be read" in page.text
     store.close()

@@ -111,6 +111,8 @@ class PipelineFigures:
     accuracy: dict[str, list[float | None]] = field(default_factory=dict)
     """Hourly accuracy per variant against ground truth (None: no labelled rows that hour)."""
     accuracy_hours: list[int] = field(default_factory=list)
+    accuracy_error: str | None = None
+    """Why the labels could not be read, shown in the chart's place (the rest of the page does not need them)."""
 
 
 def pipeline_figures(conn: duckdb.DuckDBPyConnection, reader: LogReader, name: str, now: datetime) -> PipelineFigures:
@@ -138,7 +140,12 @@ def pipeline_figures(conn: duckdb.DuckDBPyConnection, reader: LogReader, name: s
     columns = _column_types(conn, reader.logged_columns(name))
     _scores(conn, figures, columns, where, params)
     _agreement(conn, figures, columns, where, params)
-    _accuracy(conn, figures, columns, params)
+    try:
+        _accuracy(conn, figures, columns, params)
+    except (
+        duckdb.Error
+    ) as exc:  # a label file DuckDB cannot read beside the others (one written before they were checked)
+        figures.accuracy_error = str(exc).splitlines()[0][:300]
     return figures
 
 
@@ -149,6 +156,10 @@ def _column_types(conn: duckdb.DuckDBPyConnection, logged: set[str]) -> dict[str
 
 def _is_float(kind: str) -> bool:
     return kind in ("DOUBLE", "FLOAT", "REAL") or kind.startswith("DECIMAL")
+
+
+def _is_number(kind: str) -> bool:
+    return _is_float(kind) or kind.removeprefix("U") in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")
 
 
 def _scores(
@@ -201,7 +212,8 @@ def _agreement(
 
 def _accuracy(conn: duckdb.DuckDBPyConnection, figures: PipelineFigures, columns: dict[str, str], params: Any) -> None:
     """Hourly accuracy per variant: the output named like the label (or `out_label`) against the newest label."""
-    labels = [r[0] for r in conn.execute("DESCRIBE ground_truth").fetchall() if r[0] not in _TRUTH_META]
+    label_types = {r[0]: str(r[1]) for r in conn.execute("DESCRIBE ground_truth").fetchall() if r[0] not in _TRUTH_META}
+    labels = list(label_types)
     keys = [
         r[0]
         for r in conn.execute(
@@ -215,8 +227,11 @@ def _accuracy(conn: duckdb.DuckDBPyConnection, figures: PipelineFigures, columns
     if chosen is None or not keys:
         return
     label, prediction = chosen
+    same = f"l.{quote(prediction)} = g.{quote(label)}"
+    if not (_is_number(columns[prediction]) and _is_number(label_types[label])):  # 'yes' labels, 1 predicted: unequal
+        same = f"CAST(l.{quote(prediction)} AS VARCHAR) = CAST(g.{quote(label)} AS VARCHAR)"
     joins = " UNION ALL ".join(
-        f"SELECT l.time, coalesce(l.variant, '-') AS variant, CAST(l.{quote(prediction)} = g.{quote(label)} AS DOUBLE) "
+        f"SELECT l.time, coalesce(l.variant, '-') AS variant, CAST({same} AS DOUBLE) "
         f"AS hit FROM logs l JOIN ground_truth g ON g.pipeline = l.pipeline AND g.key_column = '{k}' "
         f"AND g.key = CAST(l.{quote(k)} AS VARCHAR) WHERE {_of_pipeline('l.')} AND g.{quote(label)} IS NOT NULL"
         for k in keys
