@@ -1,6 +1,7 @@
 """Arrow columns made fit for a text format that cannot hold them as they are. A SQL result over the log may hold
 any type DuckDB has; Arrow's CSV writer refuses nesting, bytes that are not UTF-8, intervals and unions, and JSON
-(through pandas) refuses all but the nesting. Each such column becomes text instead of a 500."""
+(through pandas) refuses all but the nesting. Each such column becomes text instead of a 500. `plain` says which
+types a column may hold when no schema fixes its type and it is logged as sent."""
 
 from __future__ import annotations
 
@@ -61,18 +62,25 @@ def _is_number(kind: pa.DataType) -> bool:
     return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
 
 
-def _scalar(kind: pa.DataType) -> bool:
-    """A value both CSV and JSON write as it is."""
+def plain(kind: pa.DataType) -> bool:
+    """Text, a number or a boolean (or nulls): any two of these read back from Parquet as one column in DuckDB, so
+    a column whose type no schema fixes may hold them (a date after a number, or a list after text, would fail)."""
     if pa.types.is_dictionary(kind):
-        return _scalar(kind.value_type)
+        return plain(kind.value_type)
     return (
         pa.types.is_null(kind)
         or _is_number(kind)
         or pa.types.is_decimal(kind)
         or pa.types.is_string(kind)
         or pa.types.is_large_string(kind)
-        or (pa.types.is_temporal(kind) and not pa.types.is_interval(kind))
     )
+
+
+def _scalar(kind: pa.DataType) -> bool:
+    """A value both CSV and JSON write as it is."""
+    if pa.types.is_dictionary(kind):
+        return _scalar(kind.value_type)
+    return plain(kind) or (pa.types.is_temporal(kind) and not pa.types.is_interval(kind))
 
 
 def _nests_scalars(kind: pa.DataType) -> bool:

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from finalmile.arrow.frames import list_matrix, tensor_array
 from finalmile.arrow.tensors import expand_named_tensor, named_tensor_header
+from finalmile.arrow.text import plain
 from finalmile.errors import SchemaError
 from finalmile.pipelines.checks import compile_check
 from finalmile.pipelines.executor import Batch, Route, Sequence, build
@@ -161,7 +162,7 @@ class LoadedPipeline:
             )
         conformed = validator.conform(table)
         extras = [n for n in self.extra_inputs if n in table.column_names and n not in conformed.column_names]
-        odd = [n for n in extras if not _plain(table.column(n).type)]
+        odd = [n for n in extras if not plain(table.column(n).type)]  # logged as sent: see `plain`
         if odd:
             raise SchemaError(
                 [f"column '{n}': expected text, a number or a boolean, got {table.column(n).type}" for n in odd]
@@ -178,23 +179,6 @@ class LoadedPipeline:
         if sorted(names) != sorted(wanted):
             return None
         return _SAME if names == wanted else [names.index(n) for n in wanted]
-
-
-def _plain(kind: pa.DataType) -> bool:
-    """What a column no schema types (a split key, a check's `in.` column) may hold: it is logged as sent, and any
-    two of these types read back as one column in DuckDB, where a list after text, or a date after a number, would
-    fail every query of the pipeline's log."""
-    if pa.types.is_dictionary(kind):
-        return _plain(kind.value_type)
-    return (
-        pa.types.is_null(kind)
-        or pa.types.is_boolean(kind)
-        or pa.types.is_integer(kind)
-        or pa.types.is_floating(kind)
-        or pa.types.is_decimal(kind)
-        or pa.types.is_string(kind)
-        or pa.types.is_large_string(kind)
-    )
 
 
 def split_batch(pipeline: str, version: int, batch: Batch, spans: list[tuple[int, int]]) -> list[RequestResult]:
