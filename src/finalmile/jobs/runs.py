@@ -4,6 +4,7 @@ retried with back-off (1 s, 2 s, 4 s, …), stdout and stderr captured as the ru
 
 from __future__ import annotations
 
+import ast
 import ctypes
 import io
 import os
@@ -17,7 +18,7 @@ import time
 import zipfile
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -139,18 +140,49 @@ def _text(value: bytes | str | None) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
 
 
+def check_code(kind: str, code: bytes) -> None:
+    """Refuse, when it is uploaded, code no run could start: a .py that is not UTF-8 Python or defines no `main`,
+    a .zip that is not one, has no main.py (or job.py) at its top or a member that points outside its folder."""
+    if kind == "py":
+        try:
+            tree = ast.parse(code.decode(), "job.py")
+        except (UnicodeDecodeError, SyntaxError, ValueError) as exc:
+            raise InvalidInputError(f"file: not a Python file: {exc}", {"field": "file"}) from None
+        if not any(_binds_main(node) for node in tree.body):
+            raise InvalidInputError("file: defines no main(ctx) at its top level", {"field": "file"})
+        return
+    if kind != "zip":
+        return
+    try:
+        with zipfile.ZipFile(io.BytesIO(code)) as archive:
+            members = archive.namelist()
+    except zipfile.BadZipFile as exc:
+        raise InvalidInputError(f"file: not a zip: {exc}", {"field": "file"}) from None
+    for member in members:
+        path = PurePosixPath(member.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts:
+            raise InvalidInputError(f"file: the zip's {member!r} points outside its folder", {"field": "file"})
+    if not {"main.py", "job.py"} & set(members):
+        raise InvalidInputError("file: the zip has no main.py (or job.py) at its top", {"field": "file"})
+
+
+def _binds_main(node: ast.stmt) -> bool:
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return node.name == "main"
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return any((alias.asname or alias.name) == "main" for alias in node.names)
+    if isinstance(node, ast.Assign):
+        return any(isinstance(t, ast.Name) and t.id == "main" for t in node.targets)
+    return False
+
+
 def _unpack(kind: str, code: bytes, folder: Path) -> None:
+    check_code(kind, code)  # code stored before uploads were checked
     if kind == "py":
         (folder / "job.py").write_bytes(code)
         return
     with zipfile.ZipFile(io.BytesIO(code)) as archive:
-        for member in archive.namelist():
-            target = (folder / member).resolve()
-            if not str(target).startswith(str(folder.resolve()) + os.sep):
-                raise InvalidInputError(f"file: the zip's {member!r} points outside its folder", {"field": "file"})
         archive.extractall(folder)
-    if not (folder / "main.py").exists() and not (folder / "job.py").exists():
-        raise InvalidInputError("file: the zip has no main.py (or job.py) at its top", {"field": "file"})
 
 
 def run_due(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from finalmile.config import FinalmileSettings
 from finalmile.errors import InvalidInputError
-from finalmile.jobs.runs import check_schedule, execute, run_due, runner_name
+from finalmile.jobs.runs import check_code, check_schedule, execute, run_due, runner_name
 from finalmile.jobs.store import JobRecord, JobStore, RunRecord
 
 
@@ -49,6 +49,7 @@ class Jobs:
     ) -> JobRecord:
         """`upload` from bytes (the HTTP route's): `filename` says whether `code` is a .py file or a .zip."""
         kind = Path(filename).suffix.lstrip(".").lower()
+        check_code(kind, code)
         record = self.store.upload(name, kind, code, actor or self._user, requirements)
         self._audit(actor or self._user, "upload job", f"job {name}", None, filename)
         return record

@@ -4,6 +4,7 @@ look; a missed slot past its deadline skipped; no run while the previous one sti
 
 from __future__ import annotations
 
+import io
 import threading
 import zipfile
 from datetime import UTC, datetime, timedelta
@@ -87,8 +88,9 @@ def test_failures_retries_and_timeouts_are_recorded(jobs_client: Client, tmp_pat
     slow = jobs.run("slow")
     assert slow.status == "timed_out" and slow.exit_code is None and "1 s timeout" in slow.log
     assert slow.duration_s is not None and slow.duration_s < 30
-    jobs.upload("nomain", job_file(tmp_path, "nomain.py", "x = 1\n"))
-    assert jobs.run("nomain").exit_code == 2
+    jobs.store.upload("nomain", "py", b"x = 1\n", "test")  # stored before uploads were checked
+    stale = jobs.run("nomain")
+    assert stale.status == "failed" and "defines no main(ctx)" in stale.log
     assert [r.status for r in jobs.store.runs("broken")] == ["failed"]
     jobs_client.close()
 
@@ -101,6 +103,19 @@ def test_bad_input_names_the_field(jobs_client: Client, tmp_path: Path) -> None:
         jobs.upload("j", job_file(tmp_path, "j.txt", "x"))
     with pytest.raises(InvalidInputError, match="name"):
         jobs.upload("bad name!", job_file(tmp_path, "j.py", "def main(ctx): pass\n"))
+    refused = {  # code no run could start is refused when it is uploaded, not found out at 2 a.m.
+        "nomain.py": (b"x = 1\n", "defines no main"),
+        "syntax.py": (b"def main(ctx:\n", "not a Python file"),
+        "utf16.py": ("def main(ctx): pass\n".encode("utf-16"), "not a Python file"),
+        "fake.zip": (b"PK not a zip", "not a zip"),
+        "nomain.zip": (zipped({"helpers.py": "x = 1"}), "no main.py"),
+        "escape.zip": (zipped({"main.py": "def main(ctx): pass", "../up.py": ""}), "'../up.py' points outside"),
+    }
+    for name, (code, message) in refused.items():
+        with pytest.raises(InvalidInputError, match=f"file: .*{message}"):
+            jobs.upload_code("j", name, code)
+    assert [j.name for j in jobs.store.all()] == []
+    jobs.upload_code("imported", "j.py", b"from helpers import main\n")  # main may come from elsewhere
     jobs.upload("j", tmp_path / "j.py")
     with pytest.raises(InvalidInputError, match="cron"):
         jobs.schedule("j", "every night")
@@ -221,3 +236,11 @@ def test_the_cli_uploads_schedules_runs_and_lists(cli_env: Path, capsys: pytest.
     assert code == 1 and "requirements: nope.txt" in err and "Traceback" not in err
     assert run(capsys, "jobs", "delete", "hello")[0] == 0
     assert "hello" not in run(capsys, "jobs", "list")[1]
+
+
+def zipped(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
