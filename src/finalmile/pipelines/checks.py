@@ -27,18 +27,23 @@ _COMPARE = {
     ast.NotEq: operator.ne,
 }
 _ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+MAX_CHECK_CHARS = 2_000
+"""A check is a rule a person reads on the dashboard; a longer one is a mistake, or an attempt at the parser."""
 
 
 def compile_check(expression: str) -> tuple[Evaluator, set[str], set[str]]:
     """An evaluator returning one bool per row, and the input and output columns it reads."""
+    if len(expression) > MAX_CHECK_CHARS:
+        raise InvalidCheckError(f"check of {len(expression):,} characters: at most {MAX_CHECK_CHARS:,}")
     source = expression.replace("in.", "in_.")  # `in` is a keyword
-    try:
-        tree = ast.parse(source, mode="eval").body
-    except SyntaxError as exc:
-        raise InvalidCheckError(f"check {expression!r}: not a valid expression ({exc.msg})") from None
     inputs: set[str] = set()
     outputs: set[str] = set()
-    fn = _compile(tree, expression, inputs, outputs)
+    try:
+        fn = _compile(ast.parse(source, mode="eval").body, expression, inputs, outputs)
+    except SyntaxError as exc:
+        raise InvalidCheckError(f"check {expression!r}: not a valid expression ({exc.msg})") from None
+    except (RecursionError, MemoryError):  # Python's parser, or ours, on thousands of nested parts
+        raise InvalidCheckError(f"check {expression[:80]!r}…: nested too deeply") from None
 
     def evaluate(inputs_table: pa.Table, outputs_table: pa.Table) -> np.ndarray:
         result = np.asarray(fn(inputs_table, outputs_table))
