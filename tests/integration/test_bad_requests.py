@@ -118,6 +118,18 @@ def test_labels_past_64_bits_or_of_a_type_earlier_labels_rule_out_are_a_422(serv
     ]
 
 
+def test_the_frameworks_own_refusals_have_our_shape(served: tuple[Server, Client]) -> None:
+    """A route that does not exist, a method it does not take, JSON nested past Python's parser: the same
+    `{"error", "detail"}` body as every other refusal, and a deep body is said to be one (it was 'an error')."""
+    server, _ = served
+    deep = b"[" * 20_000 + b"]" * 20_000  # within the body limit the fixture sets (64 KiB)
+    refused = httpx.post(f"{server.url}/api/v1/query", content=deep, headers={"content-type": "application/json"})
+    assert _refused(refused, 400, "body: JSON nested too deeply")["detail"] is None
+    _refused(httpx.get(f"{server.url}/api/v1/nowhere"), 404, "Not Found")
+    wrong = httpx.delete(f"{server.url}/api/v1/query")
+    assert _refused(wrong, 405, "Method Not Allowed") and wrong.headers["allow"] == "POST"
+
+
 def test_records_with_gaps_or_booleans_for_floats_are_refused_naming_row_and_column(
     served: tuple[Server, Client],
 ) -> None:

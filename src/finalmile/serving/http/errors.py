@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from finalmile.errors import FinalmileError
 
@@ -42,6 +43,17 @@ def add_error_handlers(app: FastAPI) -> None:
         return Response(
             error_body(exc), status_code=exc.status_code, media_type="application/json", headers=challenge(exc)
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        """Starlette's and FastAPI's own refusals (no such route, method not allowed, a body that cannot be parsed)
+        in the same shape as ours; a body too deeply nested for Python's JSON parser is said so."""
+        message = str(exc.detail)
+        if isinstance(exc.__cause__, RecursionError):
+            message = "body: JSON nested too deeply to parse"
+        elif exc.__cause__ is not None:
+            message = f"body: cannot be parsed: {exc.__cause__}"
+        return JSONResponse({"error": message, "detail": None}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
