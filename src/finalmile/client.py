@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from finalmile.arrow.text import json_ready
 from finalmile.backends.config import DeploymentConfig, deployment_config
 from finalmile.config import FinalmileSettings
 from finalmile.errors import BadRequestError, MissingDependencyError
@@ -212,7 +213,11 @@ class Client(JobVerbs):
 
     def query(self, sql: str) -> Any:
         """Read-only DuckDB SQL over `logs`, `ground_truth`, `models`, `pipelines`; returns a pandas DataFrame."""
-        return self.services.reader.query(sql).to_pandas()
+        table = self.services.reader.query(sql)
+        try:
+            return table.to_pandas()
+        except pa.ArrowNotImplementedError:  # a union, which pandas has no column for: as the API answers it
+            return json_ready(table).to_pandas()
 
     def pipeline_logs(
         self,

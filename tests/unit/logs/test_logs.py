@@ -351,3 +351,9 @@ def test_the_last_kafka_offset_logged_per_partition_is_read_from_request_ids(dep
     assert reader.last_offsets("p", "orders") == {0: 12, 1: 3}  # numerically highest; other shapes ignored
     assert reader.last_offsets("p", "orders-0") == {1: 7}  # a topic named "orders-0" is its own
     assert reader.last_offsets("p", "nothing") == {}
+
+
+def test_a_query_result_pandas_has_no_column_for_still_comes_back(client: Client) -> None:
+    """A union (DuckDB's `union_value`) has no pandas equivalent: it comes back as text, the rest as it is."""
+    result = client.query("SELECT union_value(k := 7) AS u, 2 AS n, [1.5] AS l")
+    assert (result.u[0], result.n[0], list(result.l[0])) == ("7", 2, [1.5])
