@@ -142,9 +142,7 @@ def pipeline_figures(conn: duckdb.DuckDBPyConnection, reader: LogReader, name: s
     _agreement(conn, figures, columns, where, params)
     try:
         _accuracy(conn, figures, columns, params)
-    except (
-        duckdb.Error
-    ) as exc:  # a label file DuckDB cannot read beside the others (one written before they were checked)
+    except duckdb.Error as exc:  # labels DuckDB cannot read together (written before uploads were checked)
         figures.accuracy_error = str(exc).splitlines()[0][:300]
     return figures
 
