@@ -104,7 +104,7 @@ def _text(value: object) -> str:
         return _decoded(value)
     if isinstance(value, pa.MonthDayNano):  # MonthDayNano(months=0, days=1, nanoseconds=0), not JSON's [0, 1, 0]
         return str(value)
-    return json.dumps(value, default=_plain)
+    return json.dumps(value, default=_json_default)
 
 
 def _decoded(value: bytes) -> str:
@@ -114,5 +114,5 @@ def _decoded(value: bytes) -> str:
         return value.hex()
 
 
-def _plain(value: object) -> str:
+def _json_default(value: object) -> str:
     return _decoded(value) if isinstance(value, bytes) else str(value)

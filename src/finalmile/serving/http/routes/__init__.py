@@ -7,6 +7,8 @@ from typing import Any
 
 from fastapi.responses import Response
 
+from finalmile.arrow.text import json_ready
+
 
 async def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Blocking store or DuckDB work off the event loop (the inference routes never wait behind it)."""
@@ -16,3 +18,8 @@ async def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
 def json_frame(frame: Any) -> Response:
     """A pandas DataFrame as JSON records, timestamps in ISO 8601."""
     return Response(frame.to_json(orient="records", date_format="iso"), media_type="application/json")
+
+
+def json_table(table: Any) -> Response:
+    """An Arrow table (a SQL result, log rows) as JSON records: columns JSON cannot hold become text first."""
+    return json_frame(json_ready(table).to_pandas())

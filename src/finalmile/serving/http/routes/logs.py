@@ -10,14 +10,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from finalmile.arrow.text import json_ready
 from finalmile.errors import InvalidInputError
 from finalmile.logs.ground_truth import add_ground_truth
 from finalmile.logs.saved import MAX_SQL_CHARS
 from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.codecs import arrow as arrow_codec
 from finalmile.serving.http.auth import Caller, Guards
-from finalmile.serving.http.routes import json_frame, run
+from finalmile.serving.http.routes import json_table, run
 
 
 class QueryRequest(BaseModel):
@@ -39,7 +38,7 @@ def router(guards: Guards) -> APIRouter:
     @api.post("/api/v1/query")
     async def query(body: QueryRequest, who: Caller = Depends(guards.read)) -> Response:
         table = await run(who.services.reader.query, body.sql)
-        return json_frame(json_ready(table).to_pandas())
+        return json_table(table)
 
     @api.get("/api/v1/pipelines/{name}/logs")
     async def logs(
@@ -59,7 +58,7 @@ def router(guards: Guards) -> APIRouter:
         table = await run(who.services.reader.pipeline_logs, name, start, end, limit, version, variant, chosen)
         if ARROW_STREAM in request.headers.get("accept", ""):
             return Response(arrow_codec.encode(table), media_type=ARROW_STREAM)
-        return json_frame(json_ready(table).to_pandas())
+        return json_table(table)
 
     @api.post("/api/v1/pipelines/{name}/ground_truth")
     async def ground_truth(name: str, body: GroundTruthRequest, who: Caller = Depends(guards.write)) -> dict[str, int]:
