@@ -188,4 +188,5 @@ def test_the_pipeline_page_compares_text_labels_as_text_and_survives_unreadable_
         pq.write_table(pa.table({"key": ["k"], "label": [{"a": 1}]}), folder / "part-0-legacy.parquet")
         page = browser.get("/ui/pipelines/p")
         assert page.status_code == 200 and "The ground truth cannot be read" in page.text
+        assert "a label file" in page.text and str(folder) not in page.text  # the server's paths stay its own
     store.close()

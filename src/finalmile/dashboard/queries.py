@@ -6,6 +6,7 @@ Python, never the rows themselves. Times are UTC; buckets are `BUCKET_S` wide ov
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -143,7 +144,7 @@ def pipeline_figures(conn: duckdb.DuckDBPyConnection, reader: LogReader, name: s
     try:
         _accuracy(conn, figures, columns, params)
     except duckdb.Error as exc:  # labels DuckDB cannot read together (written before uploads were checked)
-        figures.accuracy_error = str(exc).splitlines()[0][:300]
+        figures.accuracy_error = re.sub(r'file "[^"]*"', "a label file", str(exc).splitlines()[0])[:300]  # no paths
     return figures
 
 
