@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -25,13 +26,18 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 20.0) -> bool:
+        """Whether the server exited on its own within `timeout` seconds of SIGTERM; if not, its whole process
+        group is killed: uvicorn's worker processes outlive a killed supervisor, and a live worker's journals are
+        not for another process to compact."""
         self.process.terminate()
         try:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=timeout)
+            return True
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+            return False
 
 
 def free_port() -> int:
@@ -62,6 +68,7 @@ def start_server(
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            start_new_session=True,  # a group of its own, with its workers: see `Server.stop`
         )
     server = Server(f"http://127.0.0.1:{port}", port, home, process, log)
     deadline = time.monotonic() + timeout

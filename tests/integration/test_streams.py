@@ -321,13 +321,17 @@ def test_two_workers_share_a_stream_through_the_brokers_consumer_group(
         # A rebalance (Kafka) or redelivery may hand a batch to the other worker: processed again, never logged twice.
         assert final["processed"] == sum(per_consumer) >= sent
     # Rows on disk reach SQL when a journal is compacted (every 10 s; 4,922 of 16,000 were still in journals when a
-    # run queried at once): the workers compact theirs as they stop, and a journal a killed one left is compacted
-    # when the next client opens the store.
-    server.stop()
+    # run queried at once): the workers compact theirs as they stop, and the journals of workers killed (a stop
+    # past its time kills them all) are compacted when the next client opens the store.
+    started = time.monotonic()
+    exited = server.stop()
+    stopping = f"stopped {'on its own' if exited else 'by SIGKILL'} after {time.monotonic() - started:.1f} s"
     with Client(home=tmp_path / "home") as client:
         sql = "SELECT count(*) AS rows, count(DISTINCT request_id) AS ids FROM logs WHERE status = 'ok'"
         counts = client.query(sql)
-        assert int(counts.rows[0]) == int(counts.ids[0]) == sent  # each message logged once, by one worker
+        rows, ids = int(counts.rows[0]), int(counts.ids[0])
+        # each message logged once, by one worker
+        assert rows == ids == sent, f"{stopping}; server log: {server.log.read_text()[-3000:]}"
     outputs = [json.loads(b)["request_id"] for b in asyncio.run(_read(broker, f"{subject}.out"))]
     assert len(set(outputs)) == sent  # every message's output published (at least once)
 

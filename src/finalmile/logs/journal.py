@@ -43,6 +43,9 @@ def fsync_path(path: Path) -> None:
 
 
 def process_alive(pid: int) -> bool:
+    """Whether process `pid` may still write its journals. An exited process not yet reaped (a zombie: a server's
+    worker whose supervisor was killed, under an init that does not reap, as in many containers) has closed its
+    files: it counts as gone, or its journals would wait for a reaping that never comes."""
     if pid <= 0:
         return False
     try:
@@ -50,8 +53,12 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs (macOS): the signal's answer is all there is
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")  # the state follows the name, which may hold ")"
 
 
 def read_journal(path: Path) -> tuple[pa.Table, int]:

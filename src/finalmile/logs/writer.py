@@ -276,7 +276,9 @@ class LogWriter:
             done = threading.Event()
             self._handed.append(done)  # behind every batch handed over so far
             self._wake.set()
-            done.wait()
+            # Not forever: a flush racing `close()` may hand its marker over after the thread's last look.
+            while not done.wait(timeout=0.5) and self._thread.is_alive():
+                pass
         else:
             self._persist_and_sync(self._drain()[1])
         self._compact_all()

@@ -263,8 +263,9 @@ class KafkaBroker:
 
     async def close(self) -> None:
         if self._consumer is not None:
-            with self._settled:  # nothing more will be acknowledged: the last revoke commits what was, at once
+            with self._settled:  # nothing more will be acknowledged: a revoke waiting (or the last) commits at once
                 self._held.clear()
+                self._settled.notify_all()
             await self._call(self._consumer.close)
         if self._producer is not None:
             await self._call(self._producer.flush, 10)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -263,6 +265,31 @@ def test_a_torn_journal_tail_is_skipped_and_reported(deployed: Client, tmp_path:
     writer.close()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="a zombie is told apart through /proc (Linux)")
+def test_the_journal_of_a_writer_that_exited_unreaped_is_recovered(deployed: Client, tmp_path: Path) -> None:
+    # A server's worker outlives its killed supervisor and exits; an init that does not reap (this machine's, many
+    # containers') leaves it a zombie, which answers signal 0 like a live process: its journal waited forever.
+    p = deployed.build_pipeline("zombie").add_model_step("m:1")
+    p.deploy()
+    loaded = deployed.services.local.get("zombie").current
+    writer = LogWriter(tmp_path / "logs")
+    writer._append([Served(loaded, loaded.run(loaded.conform(deployed_table(3))), 1_700_000_000_000_000)], sync=True)
+    journal = writer._open.pop("zombie")
+    journal.close()
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{exited.pid}/stat").read_text().split()[2] != "Z":
+        time.sleep(0.05)  # exited, and not waited for: a zombie until `wait()`
+    try:
+        journal.path.rename(journal.path.parent / journal.path.name.replace(f"--{os.getpid()}-", f"--{exited.pid}-"))
+        recovered = LogWriter(tmp_path / "logs")
+        assert recovered.recovery.rows == 3 and not list((tmp_path / "logs" / "_journal").iterdir())
+        recovered.close()
+    finally:
+        exited.wait()
+    writer.close()
+
+
 def deployed_table(n: int):  # type: ignore[no-untyped-def]
     return pa.Table.from_pandas(X.head(n), preserve_index=False)
 
@@ -357,3 +384,25 @@ def test_a_query_result_pandas_has_no_column_for_still_comes_back(client: Client
     """A union (DuckDB's `union_value`) has no pandas equivalent: it comes back as text, the rest as it is."""
     result = client.query("SELECT union_value(k := 7) AS u, 2 AS n, [1.5] AS l")
     assert (result.u[0], result.n[0], list(result.l[0])) == ("7", 2, [1.5])
+
+
+def test_a_flush_racing_the_close_returns_instead_of_waiting_forever(tmp_path: Path) -> None:
+    # A stream's last flush may hand its marker over just after the writer's thread took its last look, as the
+    # server closes: the flush then waited on a marker nobody would ever set, and the process never exited.
+    writer = LogWriter(tmp_path / "logs")
+    thread = writer._thread
+
+    class LooksAliveOnce:
+        looked = False
+
+        def is_alive(self) -> bool:
+            first, self.looked = not self.looked, True
+            return first or thread.is_alive()
+
+    writer._handed.append(None)  # the close's stop marker: the thread drains it and ends
+    writer._wake.set()
+    thread.join(5)
+    writer._thread = LooksAliveOnce()  # type: ignore[assignment]  # the flush still sees it alive, as in the race
+    started = time.monotonic()
+    writer.flush()
+    assert time.monotonic() - started < 5

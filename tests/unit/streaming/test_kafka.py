@@ -85,6 +85,9 @@ class _RebalancingConsumer:
     def get_watermark_offsets(self, partition: Any, timeout: float) -> tuple[int, int]:
         return 0, 10
 
+    def close(self) -> None:
+        self.closed = True
+
     def commit(self, offsets: list[Any], asynchronous: bool) -> None:
         self.commits.append(({(o.topic, o.partition): o.offset for o in offsets}, asynchronous))
 
@@ -193,3 +196,20 @@ def test_a_revoke_that_stopped_waiting_does_not_leave_a_late_acknowledgement_to_
     asyncio.run(broker.ack(later))
     revoking.join(5)
     assert not revoking.is_alive()
+
+
+def test_closing_releases_a_revoke_waiting_for_batches_that_will_never_be_acknowledged() -> None:
+    # A worker shutting down cancels its batches in flight; a rebalance (another worker leaving) then waited the full
+    # REVOKE_WAIT_S for them inside its last fetch, and the close behind it, holding the server's exit.
+    broker, [first] = _fetches([[("assign", [0]), (0, 1)]])
+    assert first
+    _RebalancingConsumer.script = [[("revoke", [0])]]
+    revoking = threading.Thread(target=lambda: asyncio.run(broker.fetch(10, 0.1)))
+    revoking.start()
+    time.sleep(0.2)
+    assert revoking.is_alive()  # waiting for `first`, which its cancelled batch will never acknowledge
+    started = time.monotonic()
+    asyncio.run(broker.close())
+    revoking.join(5)
+    assert not revoking.is_alive() and broker._consumer.closed
+    assert time.monotonic() - started < broker.REVOKE_WAIT_S / 3
