@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -38,6 +37,8 @@ def baseline_spec(ctx: MonitorContext, baseline: Any) -> dict[str, Any]:
 
 def store_frame(artifacts: ArtifactStore, baseline: Any, column: str) -> tuple[str, np.ndarray]:
     """The baseline column of a DataFrame, Series or array, stored as Parquet in the artifact store."""
+    import pandas as pd  # here, not at import: every client (and CLI command) imports this module
+
     if isinstance(baseline, (pd.Series, np.ndarray, list)):
         table = pa.table({"value": pa.array(np.asarray(baseline))})
     else:

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from scipy import stats
-from scipy.spatial import distance
 
 PSI_FLOOR = 1e-4
 """An empty bin's share, for PSI only: ln(p/0) would be infinite (the value Evidently and NannyML use too)."""
@@ -68,11 +66,15 @@ def sum_diff(p: np.ndarray, q: np.ndarray) -> float:
 
 def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
     """Jensen–Shannon distance in base 2 (0 to 1); empty bins need no floor."""
+    from scipy.spatial import distance  # scipy here, not at import: every client (and CLI command) imports this module
+
     return float(distance.jensenshannon(p, q, base=2))
 
 
 def ks(baseline: np.ndarray, window: np.ndarray) -> tuple[float, float]:
     """Two-sample Kolmogorov–Smirnov statistic and p-value."""
+    from scipy import stats
+
     result = stats.ks_2samp(baseline, window)
     return float(result.statistic), float(result.pvalue)
 
@@ -96,6 +98,8 @@ def chi_squared(baseline: np.ndarray, window: np.ndarray) -> tuple[float, float,
     seen = (base + win) > 0
     if seen.sum() < 2:
         return 0.0, 1.0, categories.tolist(), base, win
+    from scipy import stats
+
     statistic, pvalue, _, _ = stats.chi2_contingency(np.vstack([base[seen], win[seen]]), correction=False)
     return float(statistic), float(pvalue), categories.tolist(), base, win
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from finalmile.monitoring.actions import take_actions
 from finalmile.monitoring.baseline import baseline_values
@@ -14,6 +14,9 @@ from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.kinds import kind_of
 from finalmile.monitoring.store import SavedMonitor
 from finalmile.monitoring.windows import MAX_WINDOWS, MonitorResult, compute, window_ends
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def run_monitor(ctx: MonitorContext, saved: SavedMonitor, now: datetime | None = None) -> list[MonitorResult]:
@@ -59,5 +62,7 @@ def preview(
 
 def results_frame(results: list[MonitorResult]) -> pd.DataFrame:
     """Results as the DataFrame users see: window, group, rows, score, status, evidence."""
+    import pandas as pd  # here, not at import: every client (and CLI command) imports this module
+
     columns = ["window_start", "window_end", "group", "rows", "score", "status", "evidence"]
     return pd.DataFrame([[getattr(r, c) for c in columns] for r in results], columns=columns)

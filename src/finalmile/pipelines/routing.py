@@ -6,7 +6,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from finalmile.errors import PipelineDefinitionError, SchemaError
@@ -30,6 +29,12 @@ class SplitStep:
         self.edges[-1] = 1.0
         self.key = key
         self.rng = np.random.default_rng(seed)
+        if key is not None:
+            # pandas at load, not at import (every client and CLI command imports this module) nor at the first
+            # request (a third of a second).
+            import pandas as pd
+
+            self._hash = pd.util.hash_array
 
     def assign(self, batch: Batch) -> np.ndarray:
         if self.key is None:
@@ -39,7 +44,7 @@ class SplitStep:
             if self.key not in batch.inputs.column_names:
                 raise SchemaError([f"column '{self.key}': missing (the A/B split key)"])
             values = batch.inputs.column(self.key).to_numpy(zero_copy_only=False)
-            hashed = pd.util.hash_array(np.asarray(values, dtype=object))
+            hashed = self._hash(np.asarray(values, dtype=object))
             u = (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
         return np.searchsorted(self.edges, u, side="right").clip(0, len(self.names) - 1)
 

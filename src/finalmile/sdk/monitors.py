@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from finalmile.errors import InvalidInputError
 from finalmile.monitoring.baseline import baseline_values
@@ -23,6 +23,9 @@ from finalmile.monitoring.kinds import kind_of
 from finalmile.monitoring.runs import preview, results_frame, run_monitor, save
 from finalmile.monitoring.store import SavedMonitor
 from finalmile.monitoring.windows import MonitorResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Monitor:
@@ -76,9 +79,13 @@ class Monitor:
         return results_frame(self._ctx.store.results(self.name))
 
     def alerts(self) -> pd.DataFrame:
+        import pandas as pd  # here, not at import: every client (and CLI command) imports this module
+
         return pd.DataFrame([vars(a) for a in self._ctx.store.alerts(self.name)])
 
     def actions(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame(self._ctx.store.actions(self.name))
 
     def chart(self, path: str | Path, window: int = -1, results: pd.DataFrame | None = None) -> Path:

@@ -116,6 +116,21 @@ def test_a_real_subprocess_prints_no_traceback(workdir: Path) -> None:
     assert helped.returncode == 0 and "models" in helped.stdout
 
 
+def test_a_command_on_a_store_imports_none_of_the_libraries_only_some_commands_need(cli_env: Path) -> None:
+    # scipy, scikit-learn, pandas and Alembic took ~1.6 s of every command's 3 s (drift tests, performance
+    # metrics, data frames, migrations); each is imported where it is used, and Alembic only when a store migrates.
+    heavy = ("scipy", "sklearn", "pandas", "alembic")
+    script = (
+        "import sys\nfrom finalmile.cli import main\n"
+        "try:\n    main(['models', 'list'])\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[-1].stderr
+    assert runs[0].stdout.splitlines()[-1] == "alembic"  # the first made the store: Alembic migrated it
+    assert runs[1].stdout.splitlines()[-1] == ""
+
+
 def test_query_results_of_any_type_print_as_csv(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sql = "SELECT [0.5, 1.5]::DOUBLE[] AS p, {'a': 1} AS s, '\\xFF'::BLOB AS raw, 3 AS n"
     code, out, err = run(capsys, "query", sql, "--format", "csv")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+import finalmile.registry.db
 from finalmile.errors import AliasNotFound, FinalmileError, ModelNotFound, VersionPinnedError
+from finalmile.registry.db import SCHEMA_HEAD
 from finalmile.registry.store import MetadataStore, NewVersion
 
 
@@ -122,5 +125,13 @@ def test_migrations_are_applied_once_and_reopening_is_cheap(store: MetadataStore
     reopened = MetadataStore(database_url)
     assert reopened.get_version("fraud").version == 1
     with reopened.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0010"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == SCHEMA_HEAD
     reopened.close()
+
+
+def test_the_head_a_store_is_checked_against_is_the_migrations_own() -> None:
+    # A new migration must move SCHEMA_HEAD too, or stores would open without it (the check skips Alembic).
+    from alembic.script import ScriptDirectory
+
+    migrations = Path(finalmile.registry.db.__file__).with_name("migrations")
+    assert ScriptDirectory(str(migrations)).get_current_head() == SCHEMA_HEAD

@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from sklearn import metrics
 
 from finalmile.logs.query import LogReader
 from finalmile.monitoring.config import MonitorConfig
@@ -88,6 +87,8 @@ def performance_score(
     metric: str, truth: np.ndarray, predicted: pa.ChunkedArray | pa.Array
 ) -> tuple[float, dict[str, Any]]:
     """`metric` of the logged predictions against the true values; the classes seen are part of the evidence."""
+    from sklearn import metrics  # here, not at import: every client (and CLI command) imports this module
+
     if metric in ("rmse", "mae", "r2"):
         y, p = truth.astype(np.float64), predicted.to_numpy().astype(np.float64)
         if metric == "rmse":
