@@ -229,6 +229,10 @@ def test_a_stream_scores_logs_and_dead_letters(tmp_path: Path, broker: str, serv
         dead = [json.loads(b) for b in asyncio.run(_read(broker, f"{subject}.in.dead"))]
         assert len(dead) == 2 and all("x0" in d["error"] for d in dead)
         assert {"not a number" in d["payload"] for d in dead} == {True, False}
+        # Acknowledged once on disk (journaled); SQL from another process sees the rows at the server's next
+        # compaction (every 10 s), as for served requests.
+        count = "SELECT count(*) AS n FROM logs WHERE pipeline = 'scoring' AND status = 'ok'"
+        _until(lambda: int(client.query(count).n[0]) >= 40, 30, "the 40 rows in SQL")
         logged = client.query("SELECT request_id, out_score FROM logs WHERE pipeline = 'scoring' AND status = 'ok'")
         assert sorted(logged.request_id) == sorted(o["request_id"] for o in outputs)  # logged by message id
         expected = LogisticRegression().fit(X, y).predict_proba(X.head(40))[:, 1]

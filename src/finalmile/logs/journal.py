@@ -91,3 +91,28 @@ def _stream_size(schema: pa.Schema, batches: list[pa.RecordBatch]) -> int:
     for batch in batches:
         writer.write_batch(batch)
     return int(sink.tell())
+
+
+def journal_column(journals: Path, pipeline: str, column: str) -> list[pa.ChunkedArray]:
+    """`column` of every row the journals in `journals` hold for `pipeline`, whichever process writes them: rows on
+    disk that no Parquet part holds yet. A journal compacted meanwhile is gone, and its part in place (renamed
+    before the journal is removed), so read journals before listing parts, and a row is in one or the other."""
+    found = []
+    for path in journals.glob("*.arrows"):
+        if journal_owner(path)[0] != pipeline:
+            continue
+        try:
+            table, _ = read_journal(path)
+        except FileNotFoundError:
+            continue
+        if column in table.column_names:
+            found.append(table.column(column))
+    return found
+
+
+def journal_owner(path: Path) -> tuple[str, int]:
+    """The pipeline and the process id a journal's name gives (`PIPELINE--PID-HEX.arrows`; a pipeline's name may
+    hold `--` itself, the rest never does); -1 for a name without a process id."""
+    pipeline, _, rest = path.name.rpartition("--")
+    pid = rest.split("-")[0]
+    return pipeline, int(pid) if pid.isdigit() else -1

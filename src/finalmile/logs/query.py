@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from finalmile.errors import QueryError
 from finalmile.logs import sandbox
+from finalmile.logs.journal import journal_column
 from finalmile.pipelines.spec import ModelStepSpec, PipelineSpec, walk
 from finalmile.pipelines.store import PipelineStore
 from finalmile.registry.schema import Schema
@@ -29,6 +30,11 @@ _EMPTY_LOGS = (
     "CAST(NULL AS VARCHAR) AS model_versions, CAST(NULL AS DOUBLE) AS latency_ms, CAST(NULL AS VARCHAR) AS status, "
     "CAST(NULL AS DATE) AS date WHERE false"
 )
+
+_LOGGED_IDS = (
+    "WITH logged_ids AS (SELECT request_id FROM logs WHERE pipeline = ? UNION ALL SELECT request_id FROM journal_ids)"
+)
+"""A pipeline's request ids, logged as Parquet or still journaled (`LogReader._with_journals`)."""
 
 
 class LogReader:
@@ -154,26 +160,35 @@ class LogReader:
         """Which of `request_ids` the pipeline's log already holds (a stream's redelivered messages)."""
         if not request_ids:
             return set()
-        conn = self.connect()
+        conn = self._with_journals(pipeline)
         try:
             rows = conn.execute(
-                "SELECT DISTINCT request_id FROM logs WHERE pipeline = ? AND request_id IN (SELECT unnest(?))",
+                f"{_LOGGED_IDS} SELECT DISTINCT request_id FROM logged_ids WHERE request_id IN (SELECT unnest(?))",
                 [pipeline, request_ids],
             ).fetchall()
         finally:
             conn.close()
         return {r[0] for r in rows}
 
+    def _with_journals(self, pipeline: str) -> duckdb.DuckDBPyConnection:
+        """A connection for `_LOGGED_IDS`: the request ids of `pipeline`'s rows still in any process's journal (a
+        stream's batch is durable, and acknowledged, before its journal is compacted) beside its Parquet parts'."""
+        journaled = journal_column(self.home / "logs" / "_journal", pipeline, "request_id")  # before the parts
+        conn = self.connect()
+        ids = pa.chunked_array([chunk for c in journaled for chunk in c.cast(pa.string()).chunks], pa.string())
+        conn.register("journal_ids", pa.table({"request_id": ids}))  # the journal's ids are dictionary-encoded
+        return conn
+
     def last_offsets(self, pipeline: str, topic: str) -> dict[int, int]:
         """Per partition, the highest offset of Kafka `topic` the pipeline's log holds (a Kafka message's id is
         `topic-partition-offset`): one scan, where looking up every message of a backlog would be one per batch."""
-        conn = self.connect()
+        conn = self._with_journals(pipeline)
         try:
             rows = conn.execute(
-                "SELECT TRY_CAST(parts[-2] AS INTEGER) AS p, max(TRY_CAST(parts[-1] AS BIGINT)) FROM ("
-                "SELECT string_split(substr(request_id, length(?) + 2), '-') AS parts FROM logs "
-                "WHERE pipeline = ? AND starts_with(request_id, ? || '-')) WHERE len(parts) = 2 GROUP BY p",
-                [topic, pipeline, topic],
+                f"{_LOGGED_IDS} SELECT TRY_CAST(parts[-2] AS INTEGER) AS p, max(TRY_CAST(parts[-1] AS BIGINT)) FROM ("
+                "SELECT string_split(substr(request_id, length(?) + 2), '-') AS parts FROM logged_ids "
+                "WHERE starts_with(request_id, ? || '-')) WHERE len(parts) = 2 GROUP BY p",
+                [pipeline, topic, topic],
             ).fetchall()
         finally:
             conn.close()

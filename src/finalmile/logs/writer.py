@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from finalmile.arrow.files import log_parquet_options
-from finalmile.logs.journal import Journal, fsync_path, process_alive, read_journal
+from finalmile.logs.journal import Journal, fsync_path, journal_owner, process_alive, read_journal
 from finalmile.logs.records import PIECE_ROWS, Served, layout_runs, log_tables
 
 if TYPE_CHECKING:
@@ -272,6 +272,13 @@ class LogWriter:
 
     def flush(self) -> None:
         """Put everything handed over so far on disk, then turn every journal into Parquet: queryable after this."""
+        self.durable()
+        self._compact_all()
+
+    def durable(self) -> None:
+        """Put everything handed over so far on disk (synced), without compacting: what a stream waits for before it
+        acknowledges a batch. Compacting there made a Parquet file per batch (per message, at a message a second),
+        and a day's log a six-figure count of files to read; `LogReader.logged_ids` reads journals instead."""
         if self._thread.is_alive():
             done = threading.Event()
             self._handed.append(done)  # behind every batch handed over so far
@@ -281,7 +288,6 @@ class LogWriter:
                 pass
         else:
             self._persist_and_sync(self._drain()[1])
-        self._compact_all()
 
     def close(self) -> None:
         if self._thread.is_alive():
@@ -368,8 +374,8 @@ class LogWriter:
         """Compact journals that a previous process left (it crashed, or was killed); skip torn tails."""
         recovery = Recovery()
         for path in sorted(self.journals.glob("*.arrows")):
-            pipeline, _, rest = path.name.partition("--")
-            if process_alive(int(rest.split("-")[0]) if rest.split("-")[0].isdigit() else -1):
+            pipeline, pid = journal_owner(path)
+            if process_alive(pid):
                 continue  # another live writer (another process or client) owns it
 
             table, torn = read_journal(path)

@@ -114,7 +114,7 @@ class Supervisor:
         async def infer_each(pipeline: str, table: Any, ids: list[str]) -> Any:
             return await host.dataplane.infer_each(pipeline, table, ids)
 
-        runner = StreamRunner(config, source, sink, infer, host.reader.logged_ids, host.logs.flush, infer_each)
+        runner = StreamRunner(config, source, sink, infer, host.reader.logged_ids, host.logs.durable, infer_each)
         task = asyncio.get_running_loop().create_task(runner.run(), name=f"stream-{config.name}")
         return _Running(config, runner, task, time.monotonic(), 0)
 

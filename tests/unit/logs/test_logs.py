@@ -380,6 +380,28 @@ def test_the_last_kafka_offset_logged_per_partition_is_read_from_request_ids(dep
     assert reader.last_offsets("p", "nothing") == {}
 
 
+def test_a_durable_batch_stays_journaled_and_the_redelivery_lookups_read_every_journal(deployed: Client) -> None:
+    # A stream acknowledges a batch once its rows are durable. Compacting there too made a Parquet part per batch
+    # (per message, at a message a second); the lookups that recognise a redelivered message read journals instead.
+    deployed.build_pipeline("a--b").add_model_step("m:1").deploy()  # a name holding "--", as journal names do
+    loaded = deployed.services.local.get("a--b").current
+    root = deployed.services.reader.home / "logs"
+    other = LogWriter(root)  # another worker's writer, in effect: this client's flushes never compact its journal
+    other(loaded, loaded.run(loaded.conform(deployed_table(3)), log=False, ids=["orders-0-5"]))
+    other.durable()
+    assert not list(root.glob("pipeline=a--b/*/*.parquet")) and len(list((root / "_journal").iterdir())) == 1
+    reader = deployed.services.reader
+    assert reader.logged_ids("a--b", ["orders-0-5", "orders-0-6"]) == {"orders-0-5"}
+    assert reader.last_offsets("a--b", "orders") == {0: 5}
+    assert reader.logged_ids("a", ["orders-0-5"]) == set()  # pipeline "a" is not "a--b"
+    starting = LogWriter(root)  # another process starting: a live writer's journal is its own (it was taken as
+    assert starting.recovery.rows == 0  # pipeline "a"'s, from a process "b" that did not exist, before)
+    starting.close()
+    other.close()  # compacts: the same answers from the Parquet part
+    assert len(list(root.glob("pipeline=a--b/*/*.parquet"))) == 1
+    assert reader.logged_ids("a--b", ["orders-0-5"]) == {"orders-0-5"}
+
+
 def test_a_query_result_pandas_has_no_column_for_still_comes_back(client: Client) -> None:
     """A union (DuckDB's `union_value`) has no pandas equivalent: it comes back as text, the rest as it is."""
     result = client.query("SELECT union_value(k := 7) AS u, 2 AS n, [1.5] AS l")
