@@ -66,16 +66,9 @@ def migrate(engine: Engine) -> None:
     if _stored_revision(engine) == SCHEMA_HEAD:
         return
     from alembic import command
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
     cfg = _alembic_config()
-    head = ScriptDirectory.from_config(cfg).get_current_head()
-    with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-    if current == head:
-        return
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # upgrade reads the revision again under the lock: another process may be done
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
         cfg.attributes["connection"] = conn
