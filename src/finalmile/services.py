@@ -94,7 +94,9 @@ class Services:
         self.backend = Backends(
             self._wanted,
             settings.backend,
-            lambda wanted: ray_backend(wanted, host, workspace, settings.ray_address, self.metrics.replica),
+            lambda wanted: ray_backend(
+                wanted, host, workspace, self.metadata.store_id, settings.ray_address, self.metrics.replica
+            ),
             settings.ray_on_demand or settings.ray_address is not None,
         )
         self.local = LocalBackend(self._load, self.backend.wanted_by("local"), self.metrics.observer)

@@ -74,6 +74,11 @@ def _logged(client: Client, pipeline: str, expected: int | set[str], timeout_s: 
         time.sleep(1.0)
 
 
+def _scope(client: Client, pipeline: str) -> str:
+    """How the names of `pipeline`'s Ray applications start, for this client's store (default workspace)."""
+    return f"fm.{client.services.metadata.store_id[:12]}.default.{pipeline}."
+
+
 def _replica_requests(client: Client) -> dict[str, float]:
     text = client.services.metrics.exposition().decode()
     found = re.findall(r'finalmile_replica_requests_total\{pipeline="p",replica="([^"]+)"\} ([0-9.e+]+)', text)
@@ -185,7 +190,7 @@ def test_hot_swap_under_load_fails_no_request_and_undeploy_frees_the_replicas(cl
 
     client.undeploy_pipeline("p")
     deadline = time.monotonic() + 30
-    while any(name.startswith("fm.default.p.") for name in serve.status().applications):
+    while any(name.startswith(_scope(client, "p")) for name in serve.status().applications):
         assert time.monotonic() < deadline, f"replicas still up: {list(serve.status().applications)}"
         time.sleep(0.5)
 
@@ -211,7 +216,32 @@ def test_the_server_default_backend_and_bad_placements(client: Client, tmp_path:
     assert record is not None and record.config["backend"] == "ray"
     assert record.config["autoscaling"]["max_replicas"] == 2
     assert client.pipeline("q").infer(X.head(2)).shape[0] == 2
-    assert any(name.startswith("fm.default.q.") for name in serve.status().applications)
+    assert any(name.startswith(_scope(client, "q")) for name in serve.status().applications)
+
+
+def test_two_stores_sharing_a_cluster_never_adopt_or_delete_each_others_replicas(
+    cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staging and production on one Ray cluster, each deploying the same pipeline version: each gets replicas of
+    its own, which load its artifacts and log into its home, and neither's clean-up deletes the other's."""
+    import finalmile.backends.ray as ray_backend
+
+    with Client(home=tmp_path / "staging") as staging, Client(home=tmp_path / "production") as production:
+        for client in (staging, production):
+            mv, _ = _forest(client)
+            client.build_pipeline("p").add_model_step(mv).deploy(backend="ray", replica_cpus=0.25)
+        names = {c.services.backend.ray().apps["p"].app for c in (staging, production)}  # type: ignore[attr-defined]
+        assert len(names) == 2
+        staging.pipeline("p").infer(X.head(3))
+        production.pipeline("p").infer(X.head(5))
+        assert len(_logged(staging, "p", 3)) == 3 and len(_logged(production, "p", 5)) == 5
+
+        monkeypatch.setattr(ray_backend, "STALE_AFTER_S", 0.0)  # what nothing of its own wants goes at once
+        monkeypatch.setattr(ray_backend, "STALE_CHECK_S", 0.0)
+        production.services.backend.sync()
+        assert names <= set(serve.status().applications)  # staging's application is not production's to delete
+        for client in (staging, production):
+            client.undeploy_pipeline("p")
 
 
 def test_a_killed_replica_is_replaced_and_every_answered_request_is_in_the_log(client: Client) -> None:
@@ -267,7 +297,7 @@ def test_autoscaling_adds_a_replica_under_load_and_removes_it_after(client: Clie
         "look_back_period_s": 11,
     }
     pipeline.deploy(backend="ray", autoscaling=scaling, replica_cpus=0.25, max_delay_ms=0)
-    name = client.services.backend.ray().apps["p"].app  # type: ignore[attr-defined]  # an earlier test's may linger
+    name = client.services.backend.ray().apps["p"].app  # type: ignore[attr-defined]
 
     def running() -> int:
         replicas = serve.status().applications[name].deployments["replica"].replica_states
@@ -331,6 +361,7 @@ def test_serve_backend_ray_answers_v2_exactly_as_the_local_backend(cluster: None
         mv, _ = _forest(client)
         for name in ("onray", "local"):
             client.build_pipeline(name).add_model_step(mv).create_version()
+        onray = _scope(client, "onray")
     address = ray.get_runtime_context().gcs_address
     server = start_server(home, args=("--backend", "ray", "--ray-address", address), timeout=120)
     try:
@@ -340,7 +371,7 @@ def test_serve_backend_ray_answers_v2_exactly_as_the_local_backend(cluster: None
         assert local.status_code == 200, local.text
         bad = httpx.post(f"{server.url}/api/v1/pipelines/onray/deploy", json={"replicas": 0}, timeout=60)
         assert bad.status_code == 422 and "replicas" in bad.text
-        assert any(n.startswith("fm.default.onray.") for n in serve.status().applications)
+        assert any(n.startswith(onray) for n in serve.status().applications)
         body = {
             "inputs": [{"name": c, "shape": [3], "datatype": "FP64", "data": X[c].head(3).tolist()} for c in X.columns]
         }
@@ -358,7 +389,7 @@ def test_serve_backend_ray_answers_v2_exactly_as_the_local_backend(cluster: None
             assert answers["onray"] == answers["local"]
     finally:
         server.stop()
-        for name in [n for n in serve.status().applications if n.startswith("fm.default.onray.")]:
+        for name in [n for n in serve.status().applications if n.startswith(onray)]:
             serve.delete(name)
 
 
@@ -392,6 +423,7 @@ def test_serve_workers_on_ray_share_one_local_cluster(tmp_path: Path) -> None:
         client.build_pipeline("p").add_model_step(mv).create_version()
         other = client.upload_model("lr", LogisticRegression().fit(X, Y), sample=X.head(50))
         client.build_pipeline("p").add_model_step(other).create_version()
+        scope = _scope(client, "p")
     server = start_server(home, args=("--backend", "ray", "--workers", "2"), timeout=120)
     deploy = f"{server.url}/api/v1/pipelines/p/deploy"
     try:
@@ -405,7 +437,7 @@ def test_serve_workers_on_ray_share_one_local_cluster(tmp_path: Path) -> None:
         assert answered == 40, server.log.read_text()[-3000:]
         under = _descendants(server.process.pid)
         clusters = [pid for pid, command in under.items() if "gcs_server" in command]
-        replicas = [pid for pid, command in under.items() if "ServeReplica:fm.default.p." in command]
+        replicas = [pid for pid, command in under.items() if f"ServeReplica:{scope}" in command]
         assert len(clusters) == 1 and len(replicas) == 1, under
 
         # A hot swap under load, through one worker: the other adopts the new version before the old one is

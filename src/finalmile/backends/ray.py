@@ -9,9 +9,11 @@ shared home, so the one inference log holds every replica's rows.
 
 Deploying a version starts its application beside the one serving, waits until its replicas answer, records it,
 then swaps the front's handle; the old application is deleted after a grace period, its replicas finishing what
-they hold. Applications are named `fm.WORKSPACE.PIPELINE.vVERSION.CONFIGHASH`, so servers sharing a cluster and a
-store converge on the same ones instead of starting their own. Several worker processes of one `finalmile serve`
-join one cluster: the given one, or a local one that the supervising process starts for them (`start_cluster`).
+they hold. Applications are named `fm.STORE.WORKSPACE.PIPELINE.vVERSION.CONFIGHASH` (STORE: the start of the
+metadata store's random id), so servers sharing a cluster and a store converge on the same ones instead of starting
+their own, and servers of another store (staging beside production) never adopt or delete them. Several worker
+processes of one `finalmile serve` join one cluster: the given one, or a local one that the supervising process
+starts for them (`start_cluster`).
 """
 
 from __future__ import annotations
@@ -71,9 +73,10 @@ from 54% to 84% of the local backend's rows/s when it was raised from 8). The re
 _QUIET = {"enable_access_log": False, "log_level": "WARNING"}  # a log line per call costs more than the call
 
 
-def app_name(workspace: str, pipeline: str, version: int, config: DeploymentConfig) -> str:
+def app_name(scope: str, pipeline: str, version: int, config: DeploymentConfig) -> str:
+    """The application of this version and config in `scope` (`RayBackend.scope`: store and workspace)."""
     digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:8]
-    return f"fm.{workspace}.{pipeline}.v{version}.{digest}"
+    return f"{scope}.{pipeline}.v{version}.{digest}"
 
 
 def connect(address: str | None) -> bool:
@@ -144,12 +147,15 @@ class RayBackend:
         wanted: Wanted,
         host: HostFactory,
         workspace: str,
+        store: str,
         address: str | None = None,
         observe: ReplicaObserver | None = None,
     ) -> None:
         self._wanted = wanted
         self._host = host
         self.workspace = workspace
+        self.scope = f"fm.{store[:12]}.{workspace}"
+        """What names this store's and workspace's applications: what another store's servers never touch."""
         self._observe: ReplicaObserver = observe or (lambda *_: None)
         self._started_ray = connect(address)
         self.apps: dict[str, App] = {}
@@ -163,7 +169,7 @@ class RayBackend:
 
     def _start(self, pipeline: str, version: int, config: DeploymentConfig) -> App:
         """Run (or adopt) the application of this version and config; raises if its replicas cannot load it."""
-        name = app_name(self.workspace, pipeline, version, config)
+        name = app_name(self.scope, pipeline, version, config)
         running = serve.status().applications.get(name)
         if running is not None and str(running.status) in ("RUNNING", "ApplicationStatus.RUNNING"):
             return App(name, serve.get_app_handle(name), pipeline, config, self._observe)
@@ -235,12 +241,12 @@ class RayBackend:
 
     def sync(self) -> None:
         """Converge on the store: adopt or start each wanted version's application, stop what is not wanted, and
-        delete this workspace's applications that nothing wants (left by a server that stopped)."""
+        delete this store's and workspace's applications that nothing wants (left by a server that stopped)."""
         with self._converging:
             wanted = self._wanted()
             for name, (version, config) in wanted.items():
                 current = self.apps.get(name)
-                if current is not None and current.app == app_name(self.workspace, name, version, config):
+                if current is not None and current.app == app_name(self.scope, name, version, config):
                     continue
                 try:
                     self._swap(name, self._start(name, version, config))
@@ -248,10 +254,10 @@ class RayBackend:
                     log.error("cannot deploy %s:%s on Ray: %s", name, version, exc.message)
             for name in [n for n in self.apps if n not in wanted]:
                 self.undeploy(name)
-            self._delete_stale({app_name(self.workspace, n, v, c) for n, (v, c) in wanted.items()} | self._held())
+            self._delete_stale({app_name(self.scope, n, v, c) for n, (v, c) in wanted.items()} | self._held())
 
     def _delete_stale(self, keep: set[str]) -> None:
-        """Delete this workspace's applications that nothing has wanted for `STALE_AFTER_S`: long enough that
+        """Delete this scope's applications that nothing has wanted for `STALE_AFTER_S`: long enough that
         another server's deploy, whose application runs before its store records it, is never taken for one.
         Looks every `STALE_CHECK_S` only: Serve's status is a controller call whose answer is rebuilt as pydantic
         models (one cloudpickles a function), 3% of a busy front's CPU when asked every second."""
@@ -259,7 +265,7 @@ class RayBackend:
         if now - self._stale_checked < STALE_CHECK_S:
             return
         self._stale_checked = now
-        running = {n for n in serve.status().applications if n.startswith(f"fm.{self.workspace}.")}
+        running = {n for n in serve.status().applications if n.startswith(f"{self.scope}.")}
         self._stale = {n: self._stale.get(n, now) for n in running - keep}
         for name, since in list(self._stale.items()):
             if now - since >= STALE_AFTER_S:

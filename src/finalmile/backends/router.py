@@ -124,11 +124,16 @@ class Backends:
 
 
 def ray_backend(
-    wanted: Wanted, host: Callable[[], Any], workspace: str, address: str | None, observe: Callable[..., None]
+    wanted: Wanted,
+    host: Callable[[], Any],
+    workspace: str,
+    store: str,
+    address: str | None,
+    observe: Callable[..., None],
 ) -> Backend:
     """The Ray backend, imported only now: a store that never deploys on Ray needs no Ray installed."""
     try:
         from finalmile.backends.ray import RayBackend
     except ImportError as exc:
         raise MissingDependencyError("ray", "ray") from exc
-    return RayBackend(wanted, host, workspace, address, observe)
+    return RayBackend(wanted, host, workspace, store, address, observe)

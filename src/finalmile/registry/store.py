@@ -5,6 +5,7 @@ Callers get plain `VersionRecord`s back, never ORM objects, so nothing outside l
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from finalmile.registry.tables import (
     PipelinePinRow,
     PipelineRow,
     PipelineVersionRow,
+    StoreIdentityRow,
 )
 
 
@@ -91,6 +93,14 @@ class MetadataStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @functools.cached_property
+    def store_id(self) -> str:
+        """This store's random id, the same for every process that opens it (however its URL is spelled)."""
+        with self.sessions() as s:
+            found = s.scalar(select(StoreIdentityRow.id))
+        assert found is not None, "made by migration 0011"
+        return found
 
     # -- writes -------------------------------------------------------------------------------------------------
 

@@ -190,6 +190,14 @@ class AuditRow(Base):
     after: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class StoreIdentityRow(Base):
+    """The store's one random id (made by its migration): what names its applications in a shared Ray cluster."""
+
+    __tablename__ = "store_identity"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
 class WorkspaceRow(Base):
     """A workspace: the team that models, pipelines, logs and monitors belong to."""
 

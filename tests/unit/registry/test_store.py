@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,6 +128,19 @@ def test_migrations_are_applied_once_and_reopening_is_cheap(store: MetadataStore
     with reopened.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == SCHEMA_HEAD
     reopened.close()
+
+
+def test_a_store_keeps_one_identity_that_no_other_store_has(
+    store: MetadataStore, database_url: str, tmp_path: Path
+) -> None:
+    reopened = MetadataStore(database_url)
+    other = MetadataStore(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        assert re.fullmatch("[0-9a-f]{32}", store.store_id)
+        assert reopened.store_id == store.store_id != other.store_id
+    finally:
+        reopened.close()
+        other.close()
 
 
 def test_the_head_a_store_is_checked_against_is_the_migrations_own() -> None:
