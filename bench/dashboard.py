@@ -13,6 +13,7 @@ time from above. The target is p95 <= 500 ms for every page.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -74,7 +75,9 @@ def build(home: Path, rows: int) -> str:
 
 def serve(home: Path, port: int = PORT, *flags: str) -> subprocess.Popen[bytes]:
     """`finalmile serve` on `home` (monitors idle), once it answers; bench/streams.py starts its server here too."""
-    env = {"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent), "FINALMILE_MONITOR_POLL_S": "3600"}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # Ray starts workers via bash
+    env = {"FINALMILE_HOME": str(home), "PATH": path, "FINALMILE_MONITOR_POLL_S": "3600"}
+    env |= {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}  # another tree's code
     server = subprocess.Popen([sys.executable, "-m", "finalmile", "serve", "--port", str(port), *flags], env=env)
     for _ in range(300):
         try:

@@ -1,14 +1,16 @@
 """Streams through the 100-tree forest, per broker (figures in bench/README.md).
 
     .venv/bin/python bench/streams.py [--brokers nats redis rabbitmq kafka] [--messages 20000] [--rate 1000]
-        [--seconds 10]
+        [--seconds 10] [--backend local|ray]
 
 `kafka` runs against librdkafka's mock cluster, started in this process (no Kafka broker here): the mock answers a
 fetch only when `fetch.wait.max.ms` has passed (set to 10 ms here), and a new consumer group takes seconds to
 join, which the backlog figure counts; neither says anything about a real Kafka cluster.
 
 One `finalmile serve` process runs one stream per broker (one consumer, batches of up to 500 messages, JSON, one
-record per message, logging on with the log made durable before each acknowledgement). For each broker:
+record per message, logging on with the log made durable before each acknowledgement). `--backend ray`: the
+server joins a local Ray cluster it starts and the forest runs in one Ray Serve replica, whose log rows are made
+durable before it answers the stream. For each broker:
 
 1. Throughput: `--messages` messages wait in the source; the stream is applied, and the bench reads the sink and
    reports messages/s from the first output to the last.
@@ -28,6 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import numpy as np
 from rich.console import Console
 from rich.table import Table
@@ -133,6 +136,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--backend", choices=["local", "ray"], default="local")
     args = parser.parse_args()
     if "kafka" in args.brokers:
         from confluent_kafka import Producer
@@ -144,7 +148,7 @@ def main() -> None:
     forest = RandomForestClassifier(n_estimators=100, max_depth=8, n_jobs=1, random_state=0).fit(X, y)
     records = X.sample(args.messages, replace=True, random_state=1).to_dict(orient="records")
     bodies = [json.dumps(r).encode() for r in records]
-    table = Table(title="streams through the forest, one consumer, JSON, one record per message")
+    table = Table(title=f"streams through the forest on {args.backend}, one consumer, JSON, one record per message")
     columns = ("broker", "messages/s (backlog)", f"latency p50 ms @ {args.rate:,.0f}/s", "p99 ms", "rate achieved")
     for column in (*columns, "log parts written"):
         table.add_column(column, justify="right")
@@ -152,9 +156,17 @@ def main() -> None:
         home = Path(workdir) / "home"
         with Client(home=home) as client:
             client.upload_model("forest", forest, sample=X.head(50))
-            client.build_pipeline("forest").add_model_step("forest:1").deploy()
-        server = serve(home, PORT, "--no-auth")
+            pipeline = client.build_pipeline("forest").add_model_step("forest:1")
+            if args.backend == "local":
+                pipeline.deploy()
+            else:
+                pipeline.create_version()
+        server = serve(home, PORT, "--no-auth", "--backend", args.backend)
         try:
+            if args.backend == "ray":  # deployed by the server, whose Ray cluster outlives this client
+                url = f"http://127.0.0.1:{PORT}/api/v1/pipelines/forest/deploy"
+                deployed = httpx.post(url, json={"backend": "ray", "replicas": 1}, timeout=120)
+                assert deployed.status_code == 200, deployed.text
             for broker in args.brokers:
                 parts = len(list((home / "logs").rglob("*.parquet")))
                 rate = asyncio.run(throughput(home, broker, bodies))

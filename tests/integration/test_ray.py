@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
 from finalmile.errors import BadRequestError, FinalmileError
+from finalmile.streaming.supervisor import Supervisor
 from tests.fixtures import BatchRowsModel, PickyModel
 from tests.integration.conftest import free_port, start_server
 
@@ -283,6 +286,79 @@ def test_a_killed_replica_is_replaced_and_every_answered_request_is_in_the_log(c
     logged = _logged(client, "p", set(answered), timeout_s=60)  # the dead one's journal is recovered by its heir
     per_request = logged.request_id.value_counts()
     assert set(answered) <= set(per_request.index) and set(per_request) == {2}  # 2 rows each, none twice
+
+
+def test_a_stream_message_scored_on_ray_is_on_the_replicas_disk_when_it_is_answered(client: Client) -> None:
+    """A stream acknowledges a message once its answer is back: a replica killed right after must not take the
+    message's log row with it (`fast` durability, which HTTP requests keep, holds rows up to a second in memory)."""
+    mv, _ = _forest(client)
+    client.build_pipeline("p").add_model_step(mv).deploy(backend="ray", replicas=1, replica_cpus=0.25)
+    [(_, pid)] = client.services.backend.ray().replicas("p")  # type: ignore[attr-defined]
+    dataplane = client.services.dataplane
+    table = pa.Table.from_pandas(X.head(4))
+
+    async def as_a_stream_sends_them() -> None:
+        await dataplane.infer_each("p", table.slice(0, 3), ["m1", "m2", "m3"], durable=True)  # a batch as one
+        await dataplane.infer("p", table.slice(3, 1), None, True, "m4", durable=True)  # a message alone
+
+    asyncio.run(as_a_stream_sends_them())
+    os.kill(pid, 9)  # at once: well inside the second that `fast` durability may hold rows in memory
+    ids = ["m1", "m2", "m3", "m4"]
+    assert client.services.reader.logged_ids("p", ids) == set(ids)  # what a redelivery looks up: the dead one's journal
+    logged = _logged(client, "p", set(ids), timeout_s=60)  # compacted by the replica that replaces it
+    assert sorted(logged.request_id) == ids  # each once
+
+
+def test_a_stream_on_ray_acknowledges_only_what_the_replica_has_on_disk(client: Client) -> None:
+    """End to end through the stream supervisor and the machine's Redis: every message acknowledged is in the log,
+    even when its replica is killed the moment the acknowledgement is seen."""
+    redis = pytest.importorskip("redis", reason="pip install 'finalmile[streams]'")
+    r = redis.Redis()
+    try:
+        r.ping()
+    except redis.exceptions.ConnectionError:
+        reason = "Redis is not running on 127.0.0.1:6379 (the machine's services; see the env notes)"
+        if os.environ.get("FINALMILE_REQUIRE_BROKERS"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    subject = f"ray-{uuid.uuid4().hex[:8]}"
+    mv, _ = _forest(client)
+    client.build_pipeline("p").add_model_step(mv).deploy(backend="ray", replicas=1, replica_cpus=0.25)
+    [(_, pid)] = client.services.backend.ray().replicas("p")  # type: ignore[attr-defined]
+    ids = [r.xadd(f"{subject}.in", {"data": json.dumps(row)}).decode() for row in X.head(30).to_dict("records")]
+    client.services.apply_stream(
+        {
+            "name": "s",
+            "pipeline": "p",
+            "source": {"broker": "redis", "subject": f"{subject}.in"},
+            "sink": {"broker": "redis", "subject": f"{subject}.out"},
+        }
+    )
+    stop = threading.Event()
+
+    async def supervise() -> None:
+        supervisor = Supervisor(lambda: [client.services])
+        supervisor.start()
+        while not stop.is_set():
+            await asyncio.sleep(0.02)
+        await supervisor.stop()
+
+    thread = threading.Thread(target=asyncio.run, args=(supervise(),))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # every message delivered to the group and acknowledged
+            groups = r.xinfo_groups(f"{subject}.in")  # none until the stream has started
+            if groups and groups[0]["entries-read"] == len(ids) and groups[0]["pending"] == 0:
+                break
+            assert time.monotonic() < deadline, groups
+            time.sleep(0.01)
+        os.kill(pid, 9)
+        assert client.services.reader.logged_ids("p", ids) == set(ids)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        r.delete(f"{subject}.in", f"{subject}.out")
 
 
 def test_autoscaling_adds_a_replica_under_load_and_removes_it_after(client: Client) -> None:

@@ -54,14 +54,21 @@ class Backend(Protocol):
         version: int | None = None,
         log: bool = True,
         request_id: str | None = None,
+        durable: bool = False,
     ) -> RequestResult:
         """Conform, batch and run one request (named `request_id` in the log, or a fresh id); failures are logged
-        (when `log`) and raised."""
+        (when `log`) and raised.
 
-    async def infer_each(self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True) -> list[RequestResult]:
+        `durable`: rows logged by another process (a Ray replica) are on its disk before this returns, as a stream
+        needs before it acknowledges a message. Rows this process logs are the caller's to make durable
+        (`LogWriter.durable()`, once per batch of messages rather than once per call)."""
+
+    async def infer_each(
+        self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True, durable: bool = False
+    ) -> list[RequestResult]:
         """Each row of `table` is a request of its own, named `ids[i]` in the log (a stream's messages): conformed
         and run as one batch, split back per row. Raises when the batch fails as a whole; the caller then sends
-        the rows one by one, so that a bad one fails alone."""
+        the rows one by one, so that a bad one fails alone. `durable` as for `infer`."""
 
     def close(self) -> None:
         """Undeploy everything this backend serves."""

@@ -200,6 +200,7 @@ class LocalBackend:
         version: int | None = None,
         log: bool = True,
         request_id: str | None = None,
+        durable: bool = False,  # rows are logged in this process: the caller's `LogWriter.durable()` covers them
     ) -> RequestResult:
         slot = self.get(pipeline, version)
         current = slot.current
@@ -212,7 +213,9 @@ class LocalBackend:
             raise
         return result
 
-    async def infer_each(self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True) -> list[RequestResult]:
+    async def infer_each(
+        self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True, durable: bool = False
+    ) -> list[RequestResult]:
         slot = self.get(pipeline)
         current = slot.current
         conformed = current.conform(require_rows(table))

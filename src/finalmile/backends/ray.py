@@ -298,19 +298,22 @@ class RayBackend:
         version: int | None = None,
         log: bool = True,
         request_id: str | None = None,
+        durable: bool = False,
     ) -> RequestResult:
         app = self.get(pipeline, version)
-        part = await app.submit(require_rows(table), log, request_id)
+        part = await app.submit(require_rows(table), log, request_id, durable)
         if isinstance(part, Failure):
             raise part.error()
         result: RequestResult = part
         return result
 
-    async def infer_each(self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True) -> list[RequestResult]:
+    async def infer_each(
+        self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True, durable: bool = False
+    ) -> list[RequestResult]:
         app = self.get(pipeline)
         requests = np.arange(require_rows(table).num_rows, dtype=np.int32)
         names: list[str | None] = list(ids)
-        results = await app.call(table, requests, names, log)
+        results = await app.call(table, requests, names, log, durable)
         for part in results:
             if isinstance(part, Failure):
                 raise part.error()

@@ -47,15 +47,15 @@ class App:
         scale = config.autoscaling.max_replicas if config.autoscaling else config.replicas
         self.calls = 2 * scale  # batches in flight: two per replica keeps each busy while the next one travels
         self._observe = observe
-        self._batchers: dict[bool, Batcher] = {}
+        self._batchers: dict[tuple[bool, bool], Batcher] = {}  # by (log, durable)
         self._pending = 0  # requests submitted and not yet answered, on any loop
         self._pending_lock = threading.Lock()
 
-    async def submit(self, table: pa.Table, log: bool, request_id: str | None) -> Any:
+    async def submit(self, table: pa.Table, log: bool, request_id: str | None, durable: bool = False) -> Any:
         with self._pending_lock:
             self._pending += 1
         try:
-            return await self.batcher(log).submit(table, request_id)
+            return await self.batcher(log, durable).submit(table, request_id)
         finally:
             with self._pending_lock:
                 self._pending -= 1
@@ -64,11 +64,11 @@ class App:
     def busy(self) -> bool:
         return self._pending > 0
 
-    def batcher(self, log: bool) -> Batcher:
-        batcher = self._batchers.get(log)
+    def batcher(self, log: bool, durable: bool = False) -> Batcher:
+        batcher = self._batchers.get((log, durable))
         if batcher is None:
-            batcher = self._batchers[log] = Batcher(
-                run=lambda table, requests, ids: self.call(table, requests, ids, log),
+            batcher = self._batchers[log, durable] = Batcher(
+                run=lambda table, requests, ids: self.call(table, requests, ids, log, durable),
                 split=lambda results, spans: results,
                 executor=None,  # the call is awaited on the loop: no thread between the request and Ray's router
                 max_batch_size=self.config.max_batch_size * PACK,
@@ -78,11 +78,13 @@ class App:
         return batcher
 
     async def call(
-        self, table: pa.Table, requests: np.ndarray, ids: list[str | None], log: bool
+        self, table: pa.Table, requests: np.ndarray, ids: list[str | None], log: bool, durable: bool = False
     ) -> list[RequestResult | Failure]:
+        """One call to a replica: `requests` numbers each row's request; `durable`: the replica answers once the
+        rows it logged are on its disk (a stream's messages, acknowledged on the answer)."""
         rows = spans(np.bincount(requests, minlength=len(ids)).tolist())
         try:
-            answer, replica, seconds = await self._runner.remote(to_ipc(table), rows, ids, log)
+            answer, replica, seconds = await self._runner.remote(to_ipc(table), rows, ids, log, durable)
         except Exception as exc:  # the replica died or could not be reached: Ray's error, said as a 503
             raise BackendUnavailable(f"pipeline '{self.name}': no Ray replica answered ({type(exc).__name__})") from exc
         self._observe(self.name, replica, table.num_rows, len(ids), seconds)

@@ -24,15 +24,18 @@ from finalmile.backends.batcher import Batcher, packed, spans
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
 from finalmile.errors import FinalmileError
+from finalmile.logs.writer import LogWriter
 from finalmile.pipelines.executor import Batch
 from finalmile.pipelines.loaded import RequestResult, split_batch
 from finalmile.registry.schema import Schema
 
 
 class ReplicaHost(Protocol):
-    """What a replica builds in its worker: the composition root's local backend and what it must close."""
+    """What a replica builds in its worker: the composition root's local backend, its log writer (the replica's own
+    journals and parts) and what it must close."""
 
     local: LocalBackend
+    logs: LogWriter
 
     def close(self) -> None: ...
 
@@ -122,12 +125,14 @@ class PipelineReplica:
         return self.version, self.host.local.serving(self.pipeline).input_schema, self.replica, os.getpid()
 
     async def run_batch(
-        self, data: bytes, spans: list[tuple[int, int]], ids: list[str | None], log: bool
+        self, data: bytes, spans: list[tuple[int, int]], ids: list[str | None], log: bool, durable: bool = False
     ) -> tuple[Answer, str, float]:
         """A front's call (its requests' rows as one IPC stream), run here: each request is conformed alone (a bad
         one fails alone, logged), the rest run together in batches of at most the version's batch size, on the
         replica's threads; a batch that fails runs again request by request to find the culprit, as the local
-        batcher does. Returns the answer, this replica, seconds."""
+        batcher does. `durable`: answer only once the rows logged are on disk (a stream acknowledges its messages
+        on the answer; a replica killed after would otherwise take up to a second of rows with it). Returns the
+        answer, this replica, seconds."""
         started = time.perf_counter()
         table = from_ipc(data)
         slot = self.host.local.get(self.pipeline, self.version)
@@ -149,6 +154,8 @@ class PipelineReplica:
         ]
         ran = await asyncio.gather(*(self._together(batcher, group, conformed, ids, log, alone) for group in groups))
         batches = [(batch, group) for batch, group in zip(ran, groups, strict=True) if batch is not None]
+        if durable and log:
+            await asyncio.to_thread(self.host.logs.durable)
         return Answer(batches, alone), self.replica, time.perf_counter() - started
 
     async def _together(

@@ -106,11 +106,14 @@ class Backends:
         version: int | None = None,
         log: bool = True,
         request_id: str | None = None,
+        durable: bool = False,
     ) -> RequestResult:
-        return await self._serving_backend(pipeline).infer(pipeline, table, version, log, request_id)
+        return await self._serving_backend(pipeline).infer(pipeline, table, version, log, request_id, durable)
 
-    async def infer_each(self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True) -> list[RequestResult]:
-        return await self._serving_backend(pipeline).infer_each(pipeline, table, ids, log)
+    async def infer_each(
+        self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True, durable: bool = False
+    ) -> list[RequestResult]:
+        return await self._serving_backend(pipeline).infer_each(pipeline, table, ids, log, durable)
 
     def _serving_backend(self, pipeline: str) -> Backend:
         ray = self._ray

@@ -26,11 +26,17 @@ class DataPlane:
         self.metrics = metrics
 
     async def infer(
-        self, name: str, table: pa.Table, version: int | None = None, log: bool = True, request_id: str | None = None
+        self,
+        name: str,
+        table: pa.Table,
+        version: int | None = None,
+        log: bool = True,
+        request_id: str | None = None,
+        durable: bool = False,
     ) -> RequestResult:
         started = time.perf_counter()
         try:
-            result = await self.backend.infer(name, table, version, log, request_id)
+            result = await self.backend.infer(name, table, version, log, request_id, durable)
         except PipelineNotDeployed:
             self.serving(name, version)  # 503 for a stored pipeline that is not deployed, 404 otherwise
             raise
@@ -38,10 +44,12 @@ class DataPlane:
         self.metrics.latency.labels(name).observe(time.perf_counter() - started)
         return result
 
-    async def infer_each(self, name: str, table: pa.Table, ids: list[str], log: bool = True) -> list[RequestResult]:
+    async def infer_each(
+        self, name: str, table: pa.Table, ids: list[str], log: bool = True, durable: bool = False
+    ) -> list[RequestResult]:
         """Each row a request named by `ids` (a stream's batch of messages), run as one batch; see `Backend`."""
         started = time.perf_counter()
-        results = await self.backend.infer_each(name, table, ids, log)
+        results = await self.backend.infer_each(name, table, ids, log, durable)
         self.metrics.rows.labels(name).inc(table.num_rows)
         self.metrics.latency.labels(name).observe(time.perf_counter() - started)
         return results

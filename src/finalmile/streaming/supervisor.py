@@ -108,11 +108,13 @@ class Supervisor:
         same = config.sink.model_dump(exclude={"subject"}) == config.source.model_dump(exclude={"subject"})
         sink = source if same else self._broker(host, config.sink)
 
+        # Durable: a message is acknowledged on its answer, so rows logged elsewhere (a Ray replica) must be on disk
+        # by then; this process's own rows are the runner's `durable()`, once per batch.
         async def infer(pipeline: str, table: Any, log_it: bool, request_id: str) -> Any:
-            return await host.dataplane.infer(pipeline, table, None, log_it, request_id)
+            return await host.dataplane.infer(pipeline, table, None, log_it, request_id, durable=True)
 
         async def infer_each(pipeline: str, table: Any, ids: list[str]) -> Any:
-            return await host.dataplane.infer_each(pipeline, table, ids)
+            return await host.dataplane.infer_each(pipeline, table, ids, durable=True)
 
         runner = StreamRunner(config, source, sink, infer, host.reader.logged_ids, host.logs.durable, infer_each)
         task = asyncio.get_running_loop().create_task(runner.run(), name=f"stream-{config.name}")
