@@ -7,6 +7,7 @@ import json
 import re
 from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pandas as pd
@@ -113,6 +114,8 @@ def test_buttons_need_the_csrf_secret_and_the_write_permission(store: Client) ->
         assert bad.status_code == 422 and "version" in bad.json()["error"]
         saved = editor.post("/ui/sql/save", data={"name": "bad name!", "sql": "SELECT 1", "csrf": editor_csrf})
         assert "error=name" in saved.headers["location"]
+        saved = editor.post("/ui/sql/save", data={"name": "ones", "sql": "DROP TABLE logs", "csrf": editor_csrf})
+        assert "error=sql" in saved.headers["location"] and "read-only" in unquote(saved.headers["location"])
         saved = editor.post("/ui/sql/save", data={"name": "ones", "sql": "SELECT 1", "csrf": editor_csrf})
         assert saved.status_code == 303 and "q=ones" in saved.headers["location"]
         assert "ones" in editor.get("/ui/sql").text
@@ -136,9 +139,17 @@ def test_the_dashboard_buttons_have_api_twins(store: Client) -> None:
         back = api.post("/pipelines/m/rollback")
         assert back.status_code == 200 and store.services.pipelines.deployment("m").version == 2  # type: ignore[union-attr]
         assert api.post("/pipelines/nope/rollback").status_code == 404
-        saved = api.put("/queries/daily", json={"sql": "SELECT count(*) FROM inferences"})
+        saved = api.put("/queries/daily", json={"sql": "SELECT count(*) FROM logs"})
         assert saved.status_code == 200 and saved.json()["name"] == "daily"
         assert [q["name"] for q in api.get("/queries").json()] == ["daily"]
+        for bad, why in [
+            ("SELECT count(*) FROM inferences", "'inferences' is not one of the views"),
+            ("DELETE FROM logs", "read-only"),
+            ("SELEC 1", "syntax error"),
+        ]:  # refused when saved, naming the problem, not each time someone opens it; the saved one stays
+            refused = api.put("/queries/daily", json={"sql": bad})
+            assert refused.status_code == 400 and why in refused.json()["error"], refused.text
+        assert [q["sql"] for q in api.get("/queries").json()] == ["SELECT count(*) FROM logs"]
         too_long = api.put("/queries/daily", json={"sql": "x" * 30_000})
         assert too_long.status_code == 422 and "sql" in too_long.text
         assert api.put("/queries/bad name", json={"sql": "SELECT 1"}).status_code == 422

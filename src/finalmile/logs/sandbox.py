@@ -62,6 +62,16 @@ def check(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
             raise QueryError(f"sql: the function {name}() is not allowed", {"field": "sql"})
 
 
+def check_alone(sql: str) -> None:
+    """`check` on a connection of its own, with no view in it: what a query to be saved can be held to before it
+    ever runs (its columns are not: a pipeline's logged columns may come later)."""
+    conn = duckdb.connect()
+    try:
+        check(conn, sql)
+    finally:
+        conn.close()
+
+
 def run(conn: duckdb.DuckDBPyConnection, sql: str, timeout_s: float, max_rows: int) -> pa.Table:
     """Run a checked query, interrupted after `timeout_s`; more than `max_rows` rows is refused, not cut."""
     timer = threading.Timer(timeout_s, conn.interrupt)

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from finalmile.errors import InvalidInputError
+from finalmile.logs import sandbox
 from finalmile.registry.store import MetadataStore, check_plain_name, row_named, stored_utc, utc_now
 from finalmile.registry.tables import SavedQueryRow
 
@@ -34,6 +35,7 @@ class SavedQueryStore:
         check_plain_name(name, "name")
         if not sql.strip() or len(sql) > MAX_SQL_CHARS:
             raise InvalidInputError(f"sql: give 1-{MAX_SQL_CHARS:,} characters of SQL", {"field": "sql"})
+        sandbox.check_alone(sql)  # refused now, naming the problem, rather than each time someone opens it
         with self._sessions.begin() as s:
             row = s.execute(select(SavedQueryRow).where(SavedQueryRow.name == name)).scalar_one_or_none()
             if row is None:
