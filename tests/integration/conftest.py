@@ -40,6 +40,25 @@ class Server:
             return False
 
 
+BROKER_PORTS = {"nats": 4222, "redis": 6379, "rabbitmq": 5672}
+"""The machine's brokers on loopback (started by .ci/run when they are not running)."""
+_BROKER_CLIENTS = {"nats": "nats", "redis": "redis", "rabbitmq": "aio_pika"}
+
+
+def require_broker(name: str) -> None:
+    """Skip unless the machine's broker `name` answers and its client library is installed; under
+    FINALMILE_REQUIRE_BROKERS (set by .ci/run) a broker that does not answer fails the test instead."""
+    pytest.importorskip(_BROKER_CLIENTS[name], reason="pip install 'finalmile[streams]'")
+    with socket.socket() as s:
+        s.settimeout(1)
+        answers = s.connect_ex(("127.0.0.1", BROKER_PORTS[name])) == 0
+    if not answers:
+        reason = f"{name} is not running on 127.0.0.1:{BROKER_PORTS[name]} (the machine's services; see the env notes)"
+        if os.environ.get("FINALMILE_REQUIRE_BROKERS"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -28,13 +28,15 @@ from finalmile import Client
 from finalmile.errors import BadRequestError, FinalmileError
 from finalmile.streaming.supervisor import Supervisor
 from tests.fixtures import BatchRowsModel, PickyModel
-from tests.integration.conftest import free_port, start_server
+from tests.integration.conftest import free_port, require_broker, start_server
 
 if not os.environ.get("FINALMILE_REQUIRE_RAY"):
     pytest.importorskip("ray", reason="Ray is not installed: pip install 'finalmile[ray]'")
 importlib.import_module("finalmile.backends.ray")  # first: it sets Ray Serve's transport before Ray Serve reads it
 import ray  # noqa: E402
 from ray import serve  # noqa: E402
+
+from finalmile.backends.ray import app_scope  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("ray")  # one Ray cluster per test run: every Ray test on one worker
 
@@ -79,7 +81,7 @@ def _logged(client: Client, pipeline: str, expected: int | set[str], timeout_s: 
 
 def _scope(client: Client, pipeline: str) -> str:
     """How the names of `pipeline`'s Ray applications start, for this client's store (default workspace)."""
-    return f"fm.{client.services.metadata.store_id[:12]}.default.{pipeline}."
+    return f"{app_scope(client.services.metadata.store_id, 'default')}.{pipeline}."
 
 
 def _replica_requests(client: Client) -> dict[str, float]:
@@ -312,15 +314,10 @@ def test_a_stream_message_scored_on_ray_is_on_the_replicas_disk_when_it_is_answe
 def test_a_stream_on_ray_acknowledges_only_what_the_replica_has_on_disk(client: Client) -> None:
     """End to end through the stream supervisor and the machine's Redis: every message acknowledged is in the log,
     even when its replica is killed the moment the acknowledgement is seen."""
-    redis = pytest.importorskip("redis", reason="pip install 'finalmile[streams]'")
+    require_broker("redis")
+    import redis
+
     r = redis.Redis()
-    try:
-        r.ping()
-    except redis.exceptions.ConnectionError:
-        reason = "Redis is not running on 127.0.0.1:6379 (the machine's services; see the env notes)"
-        if os.environ.get("FINALMILE_REQUIRE_BROKERS"):
-            pytest.fail(reason)
-        pytest.skip(reason)
     subject = f"ray-{uuid.uuid4().hex[:8]}"
     mv, _ = _forest(client)
     client.build_pipeline("p").add_model_step(mv).deploy(backend="ray", replicas=1, replica_cpus=0.25)

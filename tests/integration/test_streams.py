@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,10 +20,10 @@ from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
 from tests.fixtures import tabular
+from tests.integration.conftest import BROKER_PORTS, require_broker
 
 X, y = tabular(200)
-PORTS = {"nats": 4222, "redis": 6379, "rabbitmq": 5672}
-BROKERS = [*PORTS, "kafka"]
+BROKERS = [*BROKER_PORTS, "kafka"]
 KAFKA: dict[str, str] = {}
 """The address of this test process's Kafka: librdkafka's own mock cluster (no Kafka broker on these machines)."""
 
@@ -42,26 +41,13 @@ def mock_kafka() -> Iterator[str]:
     del owner
 
 
-def _reachable(broker: str) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", PORTS[broker])) == 0
-
-
 @pytest.fixture(params=BROKERS)
 def broker(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     if name == "kafka":
         request.getfixturevalue("mock_kafka")
         return name
-    pytest.importorskip(
-        {"nats": "nats", "redis": "redis", "rabbitmq": "aio_pika"}[name], reason="pip install 'finalmile[streams]'"
-    )
-    if not _reachable(name):
-        reason = f"{name} is not running on 127.0.0.1:{PORTS[name]} (the machine's services; see the env notes)"
-        if os.environ.get("FINALMILE_REQUIRE_BROKERS"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_broker(name)
     return name
 
 
@@ -374,11 +360,11 @@ def test_a_batch_logged_but_not_acknowledged_is_published_again_and_logged_once(
     """The crash window between the durable log and the acknowledgement, made deterministic: the first runner
     dies right after its log rows are on disk; the second gets the same messages again from Redis (claimed from
     the dead consumer), finds them in the log, publishes their outputs and logs nothing twice."""
-    if not _reachable("redis"):
-        pytest.skip("redis is not running on 127.0.0.1:6379")
+    require_broker("redis")
     from finalmile.streaming.brokers import RedisBroker
     from finalmile.streaming.config import stream_config
     from finalmile.streaming.runner import StreamRunner
+    from finalmile.streaming.supervisor import stream_inference
 
     subject = f"fm.r{uuid.uuid4().hex[:10]}"
     bodies = [json.dumps(r).encode() for r in X.head(30).to_dict(orient="records")]
@@ -402,11 +388,7 @@ def test_a_batch_logged_but_not_acknowledged_is_published_again_and_logged_once(
             services.logs.flush()
             raise Died
 
-        async def infer(pipeline: str, table: Any, log_it: bool, request_id: str) -> Any:
-            return await services.dataplane.infer(pipeline, table, None, log_it, request_id)
-
-        async def infer_each(pipeline: str, table: Any, ids: list[str]) -> Any:
-            return await services.dataplane.infer_each(pipeline, table, ids)
+        infer, infer_each = stream_inference(services)  # as `finalmile serve` runs a stream
 
         async def once(durable: Callable[[], None], consumer: str) -> StreamRunner:
             broker = RedisBroker("redis://127.0.0.1:6379/0", consumer)  # two processes: two consumers of the group

@@ -73,8 +73,13 @@ from 54% to 84% of the local backend's rows/s when it was raised from 8). The re
 _QUIET = {"enable_access_log": False, "log_level": "WARNING"}  # a log line per call costs more than the call
 
 
+def app_scope(store: str, workspace: str) -> str:
+    """How the names of a store's and workspace's applications start: what another store's servers never touch."""
+    return f"fm.{store[:12]}.{workspace}"
+
+
 def app_name(scope: str, pipeline: str, version: int, config: DeploymentConfig) -> str:
-    """The application of this version and config in `scope` (`RayBackend.scope`: store and workspace)."""
+    """The application of this version and config in `scope` (`app_scope`)."""
     digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:8]
     return f"{scope}.{pipeline}.v{version}.{digest}"
 
@@ -154,8 +159,7 @@ class RayBackend:
         self._wanted = wanted
         self._host = host
         self.workspace = workspace
-        self.scope = f"fm.{store[:12]}.{workspace}"
-        """What names this store's and workspace's applications: what another store's servers never touch."""
+        self.scope = app_scope(store, workspace)
         self._observe: ReplicaObserver = observe or (lambda *_: None)
         self._started_ray = connect(address)
         self.apps: dict[str, App] = {}

@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
+import pyarrow as pa
+
 from finalmile.jobs.connections import ConnectionStore
 from finalmile.logs.query import LogReader
 from finalmile.logs.writer import LogWriter
+from finalmile.pipelines.loaded import RequestResult
 from finalmile.serving.dataplane import DataPlane
 from finalmile.streaming.brokers import Broker, LastLogged, open_broker
 from finalmile.streaming.config import Endpoint, StreamConfig
-from finalmile.streaming.runner import StreamRunner
+from finalmile.streaming.runner import Infer, InferEach, StreamRunner
 from finalmile.streaming.store import StreamStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,20 @@ class _Running:
     task: asyncio.Task[None]
     reported: float
     processed: int
+
+
+def stream_inference(host: StreamHost) -> tuple[Infer, InferEach]:
+    """How a stream's messages infer through `host`'s data plane: alone, and a batch as one. Durable: a message is
+    acknowledged on its answer, so rows logged elsewhere (a Ray replica) must be on disk by then; this process's own
+    rows are the runner's `durable()`, once per batch."""
+
+    async def infer(pipeline: str, table: pa.Table, log_it: bool, request_id: str) -> RequestResult:
+        return await host.dataplane.infer(pipeline, table, None, log_it, request_id, durable=True)
+
+    async def infer_each(pipeline: str, table: pa.Table, ids: list[str]) -> list[RequestResult]:
+        return await host.dataplane.infer_each(pipeline, table, ids, durable=True)
+
+    return infer, infer_each
 
 
 class Supervisor:
@@ -108,14 +125,7 @@ class Supervisor:
         same = config.sink.model_dump(exclude={"subject"}) == config.source.model_dump(exclude={"subject"})
         sink = source if same else self._broker(host, config.sink)
 
-        # Durable: a message is acknowledged on its answer, so rows logged elsewhere (a Ray replica) must be on disk
-        # by then; this process's own rows are the runner's `durable()`, once per batch.
-        async def infer(pipeline: str, table: Any, log_it: bool, request_id: str) -> Any:
-            return await host.dataplane.infer(pipeline, table, None, log_it, request_id, durable=True)
-
-        async def infer_each(pipeline: str, table: Any, ids: list[str]) -> Any:
-            return await host.dataplane.infer_each(pipeline, table, ids, durable=True)
-
+        infer, infer_each = stream_inference(host)
         runner = StreamRunner(config, source, sink, infer, host.reader.logged_ids, host.logs.durable, infer_each)
         task = asyncio.get_running_loop().create_task(runner.run(), name=f"stream-{config.name}")
         return _Running(config, runner, task, time.monotonic(), 0)
