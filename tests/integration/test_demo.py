@@ -32,3 +32,8 @@ def test_the_demo_detects_the_drift_and_routes_traffic_back(tmp_path: Path) -> N
         assert token is not None, "the demo prints no login token"
         who = client.services.access.authenticate(token.group(0))
         assert who.role == "editor"
+
+        again = io.StringIO()  # `make demo` a second time, on the same home: its monitors start over
+        run_demo(client, Console(file=again, width=160))
+        assert len(client.monitor("challenger-amount-drift").results()) == 2
+        assert "route: done" in again.getvalue() and "The next 50 requests went to: champion." in again.getvalue()

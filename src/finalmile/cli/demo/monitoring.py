@@ -3,6 +3,7 @@ finalmile routes all traffic back to the champion by itself; a chart and the CLI
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -10,6 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from rich.table import Table
+
+from finalmile.errors import MonitorNotFound
 
 if TYPE_CHECKING:
     from finalmile.cli.demo.run import DemoState
@@ -25,10 +28,16 @@ def _folding(table: Table) -> Table:
     return table
 
 
+MONITORS = ("challenger-amount-drift", "accuracy-by-variant", "high-risk-rate")
+
+
 def step_monitor(state: DemoState) -> None:
     from finalmile.cli.demo.run import FEATURES, MODEL
 
     client = state.client
+    for name in MONITORS:  # a demo run again on the same home starts its monitoring over
+        with contextlib.suppress(MonitorNotFound):
+            client.services.monitors.delete(name)
     state.monitor_start = datetime.now(UTC)
     route_back = [{"kind": "route", "variant": "champion", "cooldown_s": 600}]
     client.build_assay(
