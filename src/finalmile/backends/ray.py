@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -52,8 +51,17 @@ from finalmile.arrow.frames import require_rows  # noqa: E402
 from finalmile.backends.base import Wanted  # noqa: E402
 from finalmile.backends.config import DeploymentConfig  # noqa: E402
 from finalmile.backends.ray_app import App, ReplicaObserver  # noqa: E402
+from finalmile.backends.ray_cluster import (  # noqa: E402
+    QUIET,
+    connect,
+    first_line,
+    not_placed,
+    run_within,
+    start_failed,
+)
+from finalmile.backends.ray_cluster import start_cluster as start_cluster  # noqa: E402  (the CLI's, after SERVE_ENV)
 from finalmile.backends.ray_replica import Failure, HostFactory, PipelineReplica  # noqa: E402
-from finalmile.errors import BackendUnavailable, FinalmileError, PipelineNotDeployed  # noqa: E402
+from finalmile.errors import FinalmileError, PipelineNotDeployed  # noqa: E402
 from finalmile.pipelines.loaded import RequestResult  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,9 @@ RETIRE_SETTLE_S = 3.0
 """How long a replaced application keeps taking requests after the swap: those that looked it up just before, and
 those of the other fronts on the same store (server workers, other servers), which adopt the new version at their
 next sync (every second)."""
+RETRY_FAILED_S = 60.0
+"""How long a server's sync waits before starting again a stored deployment whose replicas would not start: each
+try may take the whole start timeout, and holds this server's deploys meanwhile."""
 STALE_AFTER_S = 120.0
 STALE_CHECK_S = 15.0
 MAX_ONGOING = 64
@@ -70,7 +81,6 @@ MAX_ONGOING = 64
 clients of 1,000 rows are 16 calls; past this limit Serve's router backs off and asks the replicas for their queue
 lengths (actor calls) before every retry, which cost more than the queueing they avoid (1,000-row requests went
 from 54% to 84% of the local backend's rows/s when it was raised from 8). The replica queues them on its threads."""
-_QUIET = {"enable_access_log": False, "log_level": "WARNING"}  # a log line per call costs more than the call
 
 
 def app_scope(store: str, workspace: str) -> str:
@@ -82,64 +92,6 @@ def app_name(scope: str, pipeline: str, version: int, config: DeploymentConfig) 
     """The application of this version and config in `scope` (`app_scope`)."""
     digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:8]
     return f"{scope}.{pipeline}.v{version}.{digest}"
-
-
-def connect(address: str | None) -> bool:
-    """Join the cluster at `address` (or start a local one); returns whether this process started Ray itself.
-    A cluster that cannot be joined is a 503 that names it and Ray's reason, not Ray's traceback."""
-    started = False
-    if not ray.is_initialized():
-        _reachable(address)
-        try:
-            ray.init(
-                address=address or None,
-                namespace="finalmile",
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-        except Exception as exc:
-            raise BackendUnavailable(_unjoinable(address, exc), {"field": "ray_address", "address": address}) from None
-        started = not address
-    serve.start(proxy_location="Disabled", logging_config=_QUIET)
-    return started
-
-
-def start_cluster() -> str:
-    """Start a local Ray cluster in this process, for server worker processes to join (each would otherwise start
-    a cluster, and replicas, of its own); returns its address. It stops when this process exits."""
-    connect(None)
-    address: str = ray.get_runtime_context().gcs_address
-    return address
-
-
-def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """Refuse a HOST:PORT where nothing listens before Ray tries it: Ray retries such an address for minutes."""
-    if not address or "://" in address:  # ray://: Ray's client, its own errors
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():  # "auto": Ray's own lookup
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise BackendUnavailable(
-            f"cannot join the Ray cluster at {address}: nothing answers there ({exc.strerror or exc})",
-            {"field": "ray_address", "address": address},
-        ) from None
-
-
-def _unjoinable(address: str | None, exc: BaseException) -> str:
-    where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-    causes: list[BaseException] = [exc]
-    while causes[-1].__cause__ is not None and len(causes) < 8:
-        causes.append(causes[-1].__cause__)
-    if any(isinstance(e, ray.exceptions.AuthenticationError) or "InvalidAuthToken" in str(e) for e in causes):
-        return (
-            f"cannot join {where}: it requires Ray's token authentication; set RAY_AUTH_MODE=token and give this "
-            "machine the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN), see the README's several machines"
-        )
-    return f"cannot join {where}: {_first_line(causes[-1])}"
 
 
 class RayBackend:
@@ -155,8 +107,10 @@ class RayBackend:
         store: str,
         address: str | None = None,
         observe: ReplicaObserver | None = None,
+        start_timeout_s: float = 300.0,
     ) -> None:
         self._wanted = wanted
+        self.start_timeout_s = start_timeout_s
         self._host = host
         self.workspace = workspace
         self.scope = app_scope(store, workspace)
@@ -168,6 +122,8 @@ class RayBackend:
         """Held by deploy and sync: one change to the applications at a time in this process."""
         self._stale: dict[str, float] = {}
         self._stale_checked = -STALE_CHECK_S
+        self._failed: dict[str, float] = {}
+        """Applications the store wants that would not start -> when a sync may try again."""
 
     # -- deploying ----------------------------------------------------------------------------------------------
 
@@ -185,7 +141,7 @@ class RayBackend:
             },
             "max_ongoing_requests": MAX_ONGOING,
             "max_constructor_retry_count": 1,
-            "logging_config": _QUIET,
+            "logging_config": QUIET,
             "graceful_shutdown_timeout_s": 10.0,
         }
         if config.autoscaling is not None:
@@ -195,13 +151,13 @@ class RayBackend:
             options["num_replicas"] = config.replicas
         deployment = serve.deployment(**options)(PipelineReplica)
         bound = deployment.bind(self._host, pipeline, version, config.model_dump(mode="json"))
+        what = f"pipeline '{pipeline}' version {version}"
         try:
-            handle = serve.run(bound, name=name, route_prefix=None)
+            handle = run_within(bound, name, self.start_timeout_s)
+        except TimeoutError:
+            raise not_placed(what, name, config, self.start_timeout_s) from None
         except Exception as exc:
-            serve.delete(name, _blocking=False)
-            raise BackendUnavailable(
-                f"pipeline '{pipeline}' version {version}: its Ray replicas did not start: {_first_line(exc)}"
-            ) from None
+            raise start_failed(what, name, exc) from None
         return App(name, handle, pipeline, config, self._observe)
 
     def deploy(
@@ -233,7 +189,10 @@ class RayBackend:
             with self._lock:
                 serving = old.app in self._held()
             if not serving:
-                serve.delete(old.app, _blocking=False)
+                try:
+                    serve.delete(old.app, _blocking=False)
+                except Exception as exc:  # Ray went first (the server is closing): its applications go with it
+                    log.warning("could not delete Ray application %s: %s", old.app, first_line(exc))
 
         threading.Thread(target=stop, name=f"retire-{old.app}", daemon=True).start()
 
@@ -249,13 +208,17 @@ class RayBackend:
         with self._converging:
             wanted = self._wanted()
             for name, (version, config) in wanted.items():
+                wanted_app = app_name(self.scope, name, version, config)
                 current = self.apps.get(name)
-                if current is not None and current.app == app_name(self.scope, name, version, config):
+                if (current is not None and current.app == wanted_app) or time.monotonic() < self._failed.get(
+                    wanted_app, 0.0
+                ):
                     continue
                 try:
                     self._swap(name, self._start(name, version, config))
                 except FinalmileError as exc:
                     log.error("cannot deploy %s:%s on Ray: %s", name, version, exc.message)
+                    self._failed[wanted_app] = time.monotonic() + RETRY_FAILED_S
             for name in [n for n in self.apps if n not in wanted]:
                 self.undeploy(name)
             self._delete_stale({app_name(self.scope, n, v, c) for n, (v, c) in wanted.items()} | self._held())
@@ -342,11 +305,3 @@ class RayBackend:
         if self._started_ray:
             serve.shutdown()
             ray.shutdown()
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    for line in reversed(lines):  # Ray's message ends with the replica's own error
-        if "Error" in line or "error" in line:
-            return line.strip()[:400]
-    return (lines[-1] if lines else type(exc).__name__)[:400]

@@ -1,0 +1,144 @@
+"""Joining a Ray cluster and starting a Serve application on it, with finalmile's errors instead of Ray's hangs
+and tracebacks: a cluster that cannot be joined, replicas that cannot be placed. Imported by `backends/ray.py`,
+after it has set Ray Serve's transport settings.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import ray
+from ray import serve
+
+from finalmile.backends.config import DeploymentConfig
+from finalmile.errors import BackendUnavailable, BadRequestError, FinalmileError
+
+QUIET = {"enable_access_log": False, "log_level": "WARNING"}  # a log line per call costs more than the call
+
+
+def connect(address: str | None) -> bool:
+    """Join the cluster at `address` (or start a local one); returns whether this process started Ray itself.
+    A cluster that cannot be joined is a 503 that names it and Ray's reason, not Ray's traceback."""
+    started = False
+    if not ray.is_initialized():
+        _reachable(address)
+        try:
+            ray.init(
+                address=address or None,
+                namespace="finalmile",
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except Exception as exc:
+            raise BackendUnavailable(_unjoinable(address, exc), {"field": "ray_address", "address": address}) from None
+        started = not address
+    serve.start(proxy_location="Disabled", logging_config=QUIET)
+    return started
+
+
+def start_cluster() -> str:
+    """Start a local Ray cluster in this process, for server worker processes to join (each would otherwise start
+    a cluster, and replicas, of its own); returns its address. It stops when this process exits."""
+    connect(None)
+    address: str = ray.get_runtime_context().gcs_address
+    return address
+
+
+def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Refuse a HOST:PORT where nothing listens before Ray tries it: Ray retries such an address for minutes."""
+    if not address or "://" in address:  # ray://: Ray's client, its own errors
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():  # "auto": Ray's own lookup
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise BackendUnavailable(
+            f"cannot join the Ray cluster at {address}: nothing answers there ({exc.strerror or exc})",
+            {"field": "ray_address", "address": address},
+        ) from None
+
+
+def _unjoinable(address: str | None, exc: BaseException) -> str:
+    where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+    causes: list[BaseException] = [exc]
+    while causes[-1].__cause__ is not None and len(causes) < 8:
+        causes.append(causes[-1].__cause__)
+    if any(isinstance(e, ray.exceptions.AuthenticationError) or "InvalidAuthToken" in str(e) for e in causes):
+        return (
+            f"cannot join {where}: it requires Ray's token authentication; set RAY_AUTH_MODE=token and give this "
+            "machine the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN), see the README's several machines"
+        )
+    return f"cannot join {where}: {first_line(causes[-1])}"
+
+
+def run_within(bound: Any, name: str, timeout_s: float) -> Any:
+    """`serve.run`, given up after `timeout_s`: Ray waits for ever for replicas no node can place (more CPUs than
+    any node has, or a cluster that is full), which held a deploy, and every later deploy and sync of the server,
+    for good. Raises `TimeoutError` once the application is deleted; `serve.run`, still waiting in its thread, then
+    finds no application and returns."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["handle"] = serve.run(bound, name=name, route_prefix=None)
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"start-{name}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise TimeoutError(name)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["handle"]
+
+
+def not_placed(what: str, name: str, config: DeploymentConfig, timeout_s: float) -> FinalmileError:
+    """Why an application did not start in time, in Ray's words; deletes it. Asking more CPUs per replica than
+    the largest node has is the deployment's own fault (a 400 naming `replica_cpus`); otherwise the cluster was
+    busy or slow (a 503)."""
+    reasons = _messages(name)
+    serve.delete(name, _blocking=False)
+    largest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
+    if config.replica_cpus > largest:
+        return BadRequestError(
+            f"deployment replica_cpus: each replica of {what} asks for {config.replica_cpus:g} CPUs and the "
+            f"largest node of the Ray cluster has {largest:g}: none could be placed in {timeout_s:g} s",
+            {"field": "replica_cpus", "largest_node_cpus": largest},
+        )
+    free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
+    why = reasons[0].splitlines()[0][:400] if reasons else "still starting or waiting for room"
+    why += f"; each replica asks for {config.replica_cpus:g} CPUs, {free:g} of the cluster's {total:g} are free"
+    return BackendUnavailable(
+        f"{what}: its Ray replicas did not start within {timeout_s:g} s (FINALMILE_RAY_START_TIMEOUT_S): {why}",
+        {"timeout_s": timeout_s},
+    )
+
+
+def start_failed(what: str, name: str, exc: BaseException) -> BackendUnavailable:
+    """A 503 that says why an application failed to start: its replicas' own error (a model that would not load,
+    an artifact whose bytes changed), which Serve keeps in the deployment's status, not in the error it raises.
+    Deletes the application."""
+    reasons = _messages(name)
+    serve.delete(name, _blocking=False)
+    return BackendUnavailable(f"{what}: its Ray replicas did not start: {first_line(reasons[0] if reasons else exc)}")
+
+
+def _messages(name: str) -> list[str]:
+    app = serve.status().applications.get(name)
+    return [d.message for d in app.deployments.values() if d.message] if app is not None else []
+
+
+def first_line(exc: BaseException | str) -> str:
+    """The line of Ray's message that says what went wrong (its messages end with a traceback)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    for line in reversed(lines):  # Ray's message ends with the replica's own error
+        if "Error" in line or "error" in line:
+            return line.strip()[:400]
+    return (lines[-1] if lines else type(exc).__name__)[:400]
