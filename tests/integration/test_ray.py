@@ -492,6 +492,37 @@ def test_file_inference_on_ray_equals_the_local_path_row_for_row(client: Client,
         pipeline.infer_file(source, tmp_path / "x.parquet", backend="spark")
 
 
+def test_file_inference_actors_ask_what_is_free_up_to_a_whole_cpu() -> None:
+    from finalmile.jobs.files_ray import actor_cpus
+
+    assert actor_cpus(2.0, 2) == 1.0 and actor_cpus(7.5, 4) == 1.0
+    assert actor_cpus(0.5, 1) == 0.5 and actor_cpus(1.0, 4) == 0.25 and actor_cpus(1.0, 3) == 0.3333
+    assert actor_cpus(0.0, 1) == 1.0  # nothing free: a whole CPU, once one frees or a node is added
+
+
+def test_file_inference_on_ray_runs_beside_replicas_that_leave_less_than_a_cpu_free(
+    client: Client, tmp_path: Path
+) -> None:
+    """Its actors each asked a whole CPU: beside replicas holding 1.5 of the cluster's 2, it waited for ever."""
+    mv, _ = _forest(client)
+    pipeline = client.build_pipeline("p").add_model_step(mv)
+    pipeline.deploy(backend="ray", replica_cpus=1.5)
+    source = tmp_path / "in.parquet"
+    X.to_parquet(source)
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        out = tmp_path / "ray.parquet"
+        outcome["result"] = pipeline.infer_file(source, out, batch_size=100, progress=False, backend="ray")
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive(), "file inference on Ray waited for a CPU the replicas hold"
+    scored = pd.read_parquet(tmp_path / "ray.parquet")
+    assert len(scored) == len(X) and scored["label"].tolist() == pipeline.infer(X)["label"].tolist()
+
+
 def test_serve_backend_ray_answers_v2_exactly_as_the_local_backend(cluster: None, tmp_path: Path) -> None:
     home = tmp_path / "home"
     with Client(home=home) as client:

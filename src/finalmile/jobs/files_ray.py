@@ -15,6 +15,7 @@ run: it is for files too large for one machine's cores, where a rerun is cheaper
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +59,14 @@ class Scorer:
             return pa.table({FAILED: [json.dumps([type(exc).__name__, exc.message, exc.detail], default=str)]})
 
 
+def actor_cpus(free: float, actors: int) -> float:
+    """CPUs each of `actors` asks: a whole one where that many are free, else an equal share of what is free, so
+    that the pool runs beside replicas holding fractions of CPUs (each actor asking a whole CPU, with 0.5 free,
+    waited for ever); with none free, a whole one, placed when one frees or a node is added."""
+    share = math.floor(free / actors * 10_000) / 10_000  # Ray counts CPUs in ten-thousandths
+    return min(1.0, share) if share > 0 else 1.0
+
+
 def infer_file_on_ray(
     make_score: ScoreFactory,
     pipeline: str,
@@ -68,14 +77,15 @@ def infer_file_on_ray(
     actors: int | None = None,
 ) -> FileInferenceResult:
     """Score `source` into `output` on the Ray cluster this process is connected to (or a local one it starts);
-    `actors` defaults to one per CPU the cluster has free (at least one, which waits for a CPU if none is)."""
+    `actors` defaults to one per CPU the cluster has free (at least one; `actor_cpus` says what each asks)."""
     source, output = Path(source), Path(output)
     file_format(output)  # refuse an unknown output type before any work
     batches, total = read_batches(source, batch_size)
     if not ray.is_initialized():
         ray.init(namespace="finalmile", include_dashboard=False, log_to_driver=False, configure_logging=False)
-    size = actors or max(1, int(ray.available_resources().get("CPU", 1)))
-    actor_class: Any = ray.remote(num_cpus=1)(Scorer)
+    free = ray.available_resources().get("CPU", 0.0)
+    size = actors or max(1, int(free))
+    actor_class: Any = ray.remote(num_cpus=actor_cpus(free, size))(Scorer)
     pool = [actor_class.remote(make_score) for _ in range(size)]
     window: deque[Any] = deque()
     rows = index = 0
