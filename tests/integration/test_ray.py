@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -644,8 +645,10 @@ def test_a_ray_cluster_that_cannot_be_joined_is_a_503_that_says_why(cluster: Non
         mv, _ = _forest(client)
         client.build_pipeline("p").add_model_step(mv).create_version()
     nothing_there = f"127.0.0.1:{free_port()}"
+    listener = socket.create_server(("127.0.0.1", 0))  # takes connections, speaks no gRPC: Ray retried it for ever
     cases = [  # (address, the server's environment, what the error must say)
         (nothing_there, {}, "nothing answers there"),
+        (f"127.0.0.1:{listener.getsockname()[1]}", {}, "is not Ray"),
         (ray.get_runtime_context().gcs_address, {"RAY_AUTH_MODE": "disabled"}, "RAY_AUTH_MODE=token"),  # no token
     ]
     for address, env, reason in cases:
@@ -659,3 +662,4 @@ def test_a_ray_cluster_that_cannot_be_joined_is_a_503_that_says_why(cluster: Non
             assert httpx.get(f"{server.url}/v2/models/p/ready").status_code != 200  # nothing was deployed
         finally:
             server.stop()
+    listener.close()

@@ -5,10 +5,12 @@ after it has set Ray Serve's transport settings.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from typing import Any
 
+import grpc
 import ray
 from ray import serve
 
@@ -48,19 +50,32 @@ def start_cluster() -> str:
 
 
 def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """Refuse a HOST:PORT where nothing listens before Ray tries it: Ray retries such an address for minutes."""
+    """Refuse a HOST:PORT where Ray's cluster cannot be, before Ray tries it: Ray retries an address where nothing
+    listens for minutes, and one where something else listens (PostgreSQL, the dashboard's 8265) for ever. Its
+    cluster speaks gRPC, so the port must answer gRPC's handshake."""
     if not address or "://" in address:  # ray://: Ray's client, its own errors
         return
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():  # "auto": Ray's own lookup
         return
+    detail = {"field": "ray_address", "address": address}
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as exc:
         raise BackendUnavailable(
-            f"cannot join the Ray cluster at {address}: nothing answers there ({exc.strerror or exc})",
-            {"field": "ray_address", "address": address},
+            f"cannot join the Ray cluster at {address}: nothing answers there ({exc.strerror or exc})", detail
         ) from None
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):  # a TLS handshake: Ray's own errors
+        return
+    with grpc.insecure_channel(address) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            raise BackendUnavailable(
+                f"cannot join the Ray cluster at {address}: what listens there is not Ray (no gRPC); give the port "
+                "`ray start --head --port` was given (6379 by default), or ray://HOST:10001 for Ray's client",
+                detail,
+            ) from None
 
 
 def _unjoinable(address: str | None, exc: BaseException) -> str:
