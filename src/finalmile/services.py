@@ -101,7 +101,6 @@ class Services:
                 self.metadata.store_id,
                 settings.ray_address,
                 self.metrics.replica,
-                settings.ray_start_timeout_s,
             ),
             settings.ray_on_demand or settings.ray_address is not None,
         )

@@ -1,5 +1,5 @@
 """Joining a Ray cluster and starting a Serve application on it, with finalmile's errors instead of Ray's hangs
-and tracebacks: a cluster that cannot be joined, replicas that cannot be placed. Imported by `backends/ray.py`,
+and tracebacks: a cluster that cannot be joined, replicas that would not start. Imported by `backends/ray.py`,
 after it has set Ray Serve's transport settings.
 """
 
@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
-from typing import Any
 
 import grpc
 import ray
 from ray import serve
 
-from finalmile.backends.config import DeploymentConfig
-from finalmile.errors import BackendUnavailable, BadRequestError, FinalmileError
+from finalmile.errors import BackendUnavailable
 
 QUIET = {"enable_access_log": False, "log_level": "WARNING"}  # a log line per call costs more than the call
 
@@ -89,51 +86,6 @@ def _unjoinable(address: str | None, exc: BaseException) -> str:
             "machine the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN), see the README's several machines"
         )
     return f"cannot join {where}: {first_line(causes[-1])}"
-
-
-def run_within(bound: Any, name: str, timeout_s: float) -> Any:
-    """`serve.run`, given up after `timeout_s`: Ray waits for ever for replicas no node can place (more CPUs than
-    any node has, or a cluster that is full), which held a deploy, and every later deploy and sync of the server,
-    for good. Raises `TimeoutError` once the application is deleted; `serve.run`, still waiting in its thread, then
-    finds no application and returns."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["handle"] = serve.run(bound, name=name, route_prefix=None)
-        except Exception as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, name=f"start-{name}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise TimeoutError(name)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["handle"]
-
-
-def not_placed(what: str, name: str, config: DeploymentConfig, timeout_s: float) -> FinalmileError:
-    """Why an application did not start in time, in Ray's words; deletes it. Asking more CPUs per replica than
-    the largest node has is the deployment's own fault (a 400 naming `replica_cpus`); otherwise the cluster was
-    busy or slow (a 503)."""
-    reasons = _messages(name)
-    serve.delete(name, _blocking=False)
-    largest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
-    if config.replica_cpus > largest:
-        return BadRequestError(
-            f"deployment replica_cpus: each replica of {what} asks for {config.replica_cpus:g} CPUs and the "
-            f"largest node of the Ray cluster has {largest:g}: none could be placed in {timeout_s:g} s",
-            {"field": "replica_cpus", "largest_node_cpus": largest},
-        )
-    free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
-    why = reasons[0].splitlines()[0][:400] if reasons else "still starting or waiting for room"
-    why += f"; each replica asks for {config.replica_cpus:g} CPUs, {free:g} of the cluster's {total:g} are free"
-    return BackendUnavailable(
-        f"{what}: its Ray replicas did not start within {timeout_s:g} s (FINALMILE_RAY_START_TIMEOUT_S): {why}",
-        {"timeout_s": timeout_s},
-    )
 
 
 def start_failed(what: str, name: str, exc: BaseException) -> BackendUnavailable:
