@@ -204,9 +204,9 @@ class RayBackend:
             for name, (version, config) in wanted.items():
                 wanted_app = app_name(self.scope, name, version, config)
                 current = self.apps.get(name)
-                if (current is not None and current.app == wanted_app) or time.monotonic() < self._failed.get(
-                    wanted_app, 0.0
-                ):
+                if current is not None and current.app == wanted_app:
+                    continue
+                if time.monotonic() < self._failed.get(wanted_app, 0.0):  # failed to start lately: not yet again
                     continue
                 try:
                     self._swap(name, self._start(name, version, config))
