@@ -70,6 +70,9 @@ class FinalmileSettings(BaseSettings):
     """Where a deployment that names no backend runs (`finalmile serve --backend ray`)."""
     ray_address: str | None = None
     """The Ray cluster to join (`ray start --head` prints it); unset: start a local Ray on first use."""
+    ray_start_timeout_s: float = Field(default=300.0, gt=0)
+    """Longest a deployment's Ray replicas may take to be placed, load and warm; past it the deploy is undone and
+    refused with Ray's reason (a cluster that autoscales needs a few minutes to add a node)."""
     ray_on_demand: bool = True
     """Whether a deployment that asks for Ray may start a local Ray here. `finalmile serve` turns it off unless
     started with `--backend ray` or `--ray-address`: a server joins Ray only when told to."""

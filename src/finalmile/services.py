@@ -95,7 +95,13 @@ class Services:
             self._wanted,
             settings.backend,
             lambda wanted: ray_backend(
-                wanted, host, workspace, self.metadata.store_id, settings.ray_address, self.metrics.replica
+                wanted,
+                host,
+                workspace,
+                self.metadata.store_id,
+                settings.ray_address,
+                self.metrics.replica,
+                settings.ray_start_timeout_s,
             ),
             settings.ray_on_demand or settings.ray_address is not None,
         )

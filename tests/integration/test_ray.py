@@ -11,8 +11,10 @@ import json
 import os
 import re
 import socket
+import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
+from finalmile.backends.config import deployment_config
 from finalmile.errors import BadRequestError, FinalmileError
 from finalmile.streaming.supervisor import Supervisor
 from tests.fixtures import BatchRowsModel, PickyModel
@@ -231,6 +234,64 @@ def test_the_server_default_backend_and_bad_placements(client: Client, tmp_path:
     assert record.config["autoscaling"]["max_replicas"] == 2
     assert client.pipeline("q").infer(X.head(2)).shape[0] == 2
     assert any(name.startswith(_scope(client, "q")) for name in serve.status().applications)
+
+
+def test_replicas_that_cannot_be_placed_are_refused_in_time_and_the_server_goes_on(
+    cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray waits for ever for a replica no node can place: the deploy (and every later one) used to hang."""
+    monkeypatch.setenv("FINALMILE_RAY_START_TIMEOUT_S", "6")
+    with Client(home=tmp_path / "home") as client:
+        mv, _ = _forest(client)
+        client.build_pipeline("served").add_model_step(mv).deploy(backend="ray", replica_cpus=0.25)
+        pipeline = client.build_pipeline("p").add_model_step(mv)
+        started = time.monotonic()
+        with pytest.raises(BadRequestError) as refused:  # more CPUs than the cluster's one node has
+            pipeline.deploy(backend="ray", replica_cpus=8)
+        assert time.monotonic() - started < 30
+        assert refused.value.detail["field"] == "replica_cpus", refused.value.message
+        assert "asks for 8 CPUs" in refused.value.message and "largest node" in refused.value.message
+        with pytest.raises(FinalmileError) as busy:  # fits the node, not beside what already runs there
+            pipeline.deploy(backend="ray", replica_cpus=1.9)
+        assert busy.value.status_code == 503 and "did not start within 6 s" in busy.value.message
+        assert "asks for 1.9 CPUs" in busy.value.message, busy.value.message
+        assert client.services.pipelines.deployment("p") is None  # nothing refused was recorded
+        assert not _waiting_in_serve(), "a thread still waits for the refused application"
+        deadline = time.monotonic() + 30
+        while any(n.startswith(_scope(client, "p")) for n in serve.status().applications):
+            assert time.monotonic() < deadline, "the refused applications were not deleted"
+            time.sleep(0.5)
+        assert client.pipeline("served").infer(X.head(2)).shape[0] == 2
+
+        # A stored deployment that cannot be placed (recorded when the cluster was larger): a server's sync gives
+        # it up after the timeout, then leaves it for a minute instead of waiting again at every sync.
+        version = client.services.pipelines.get_version("p").version
+        config = deployment_config(backend="ray", replica_cpus=8).model_dump(mode="json")
+        client.services.pipelines.set_deployment("p", version, config)
+        started = time.monotonic()
+        client.services.sync()
+        assert 5 < time.monotonic() - started < 30
+        started = time.monotonic()
+        client.services.sync()
+        assert time.monotonic() - started < 3
+        assert "p" not in client.services.backend.deployed()
+        assert client.pipeline("served").infer(X.head(2)).shape[0] == 2
+        assert not _waiting_in_serve()
+
+        pipeline.deploy(backend="ray", replica_cpus=0.25)  # the server deploys again
+        assert client.pipeline("p").infer(X.head(3)).shape[0] == 3
+        for name in client.services.backend.deployed():
+            client.undeploy_pipeline(name)
+
+
+def _waiting_in_serve() -> list[str]:
+    """Threads inside Serve's wait for an application: one left there outlives the application and, once Ray has
+    shut down, starts a cluster of its own that dies with it (what lost a test worker)."""
+    return [
+        str(ident)
+        for ident, frame in sys._current_frames().items()
+        if any("wait_for_application_running" in f.name for f in traceback.extract_stack(frame))
+    ]
 
 
 def test_a_replica_refuses_a_model_whose_stored_bytes_changed_and_nothing_is_recorded(client: Client) -> None:

@@ -55,6 +55,8 @@ from finalmile.backends.ray_cluster import (  # noqa: E402
     QUIET,
     connect,
     first_line,
+    not_placed,
+    run_within,
     start_failed,
 )
 from finalmile.backends.ray_cluster import start_cluster as start_cluster  # noqa: E402  (the CLI's, after SERVE_ENV)
@@ -70,8 +72,8 @@ RETIRE_SETTLE_S = 3.0
 those of the other fronts on the same store (server workers, other servers), which adopt the new version at their
 next sync (every second)."""
 RETRY_FAILED_S = 60.0
-"""How long a server's sync waits before starting again a stored deployment whose replicas would not start, instead
-of starting and failing them again every second."""
+"""How long a server's sync waits before starting again a stored deployment whose replicas would not start: each
+try may take the whole start timeout, and holds this server's deploys meanwhile."""
 STALE_AFTER_S = 120.0
 STALE_CHECK_S = 15.0
 MAX_ONGOING = 64
@@ -105,8 +107,10 @@ class RayBackend:
         store: str,
         address: str | None = None,
         observe: ReplicaObserver | None = None,
+        start_timeout_s: float = 300.0,
     ) -> None:
         self._wanted = wanted
+        self.start_timeout_s = start_timeout_s
         self._host = host
         self.workspace = workspace
         self.scope = app_scope(store, workspace)
@@ -149,7 +153,9 @@ class RayBackend:
         bound = deployment.bind(self._host, pipeline, version, config.model_dump(mode="json"))
         what = f"pipeline '{pipeline}' version {version}"
         try:
-            handle = serve.run(bound, name=name, route_prefix=None)
+            handle = run_within(bound, name, self.start_timeout_s)
+        except TimeoutError:
+            raise not_placed(what, name, config, self.start_timeout_s) from None
         except Exception as exc:
             raise start_failed(what, name, exc) from None
         return App(name, handle, pipeline, config, self._observe)

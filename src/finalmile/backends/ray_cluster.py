@@ -1,5 +1,5 @@
 """Joining a Ray cluster and starting a Serve application on it, with finalmile's errors instead of Ray's hangs
-and tracebacks: a cluster that cannot be joined, replicas that would not start. Imported by `backends/ray.py`,
+and tracebacks: a cluster that cannot be joined, replicas that cannot be placed. Imported by `backends/ray.py`,
 after it has set Ray Serve's transport settings.
 """
 
@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from typing import Any
 
 import grpc
 import ray
 from ray import serve
 
-from finalmile.errors import BackendUnavailable
+from finalmile.backends.config import DeploymentConfig
+from finalmile.errors import BackendUnavailable, BadRequestError, FinalmileError
 
 QUIET = {"enable_access_log": False, "log_level": "WARNING"}  # a log line per call costs more than the call
+START_POLL_S = 0.2
+"""How often a start asks Serve whether the application runs (`serve.run` asks every second: a deploy
+answers up to a second sooner)."""
 
 
 def connect(address: str | None) -> bool:
@@ -86,6 +92,49 @@ def _unjoinable(address: str | None, exc: BaseException) -> str:
             "machine the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN), see the README's several machines"
         )
     return f"cannot join {where}: {first_line(causes[-1])}"
+
+
+def run_within(bound: Any, name: str, timeout_s: float) -> Any:
+    """Start application `name` and wait, in this thread, until its replicas answer; `TimeoutError` after
+    `timeout_s`. `serve.run` waits for ever for replicas no node can place (more CPUs than any node has, or a full
+    cluster), which held a deploy, and every later deploy and sync of the server, for good; its wait cannot be
+    bounded from outside (a thread left in it outlived the application and, once Ray had shut down, started a
+    cluster of its own), so Serve is asked to start it without waiting (`run_many`), and this loop waits."""
+    target = serve.RunTarget(target=bound, name=name, route_prefix=None)
+    [handle] = serve.run_many([target], wait_for_applications_running=False)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = serve.status().applications.get(name)
+        state = str(app.status).rpartition(".")[2] if app is not None else "DELETED"
+        if state == "RUNNING":
+            return handle
+        if state in ("DEPLOY_FAILED", "DELETING", "DELETED"):
+            raise RuntimeError(f"Deploying application {name} failed: {app.message if app else state}")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(name)
+        time.sleep(START_POLL_S)
+
+
+def not_placed(what: str, name: str, config: DeploymentConfig, timeout_s: float) -> FinalmileError:
+    """Why an application did not start in time, in Ray's words; deletes it. Asking more CPUs per replica than
+    the largest node has is the deployment's own fault (a 400 naming `replica_cpus`); otherwise the cluster was
+    busy or slow (a 503)."""
+    reasons = _messages(name)
+    serve.delete(name, _blocking=False)
+    largest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
+    if config.replica_cpus > largest:
+        return BadRequestError(
+            f"deployment replica_cpus: each replica of {what} asks for {config.replica_cpus:g} CPUs and the "
+            f"largest node of the Ray cluster has {largest:g}: none could be placed in {timeout_s:g} s",
+            {"field": "replica_cpus", "largest_node_cpus": largest},
+        )
+    free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
+    why = reasons[0].splitlines()[0][:400] if reasons else "still starting or waiting for room"
+    why += f"; each replica asks for {config.replica_cpus:g} CPUs, {free:g} of the cluster's {total:g} are free"
+    return BackendUnavailable(
+        f"{what}: its Ray replicas did not start within {timeout_s:g} s (FINALMILE_RAY_START_TIMEOUT_S): {why}",
+        {"timeout_s": timeout_s},
+    )
 
 
 def start_failed(what: str, name: str, exc: BaseException) -> BackendUnavailable:

@@ -133,10 +133,11 @@ def ray_backend(
     store: str,
     address: str | None,
     observe: Callable[..., None],
+    start_timeout_s: float,
 ) -> Backend:
     """The Ray backend, imported only now: a store that never deploys on Ray needs no Ray installed."""
     try:
         from finalmile.backends.ray import RayBackend
     except ImportError as exc:
         raise MissingDependencyError("ray", "ray") from exc
-    return RayBackend(wanted, host, workspace, store, address, observe)
+    return RayBackend(wanted, host, workspace, store, address, observe, start_timeout_s)

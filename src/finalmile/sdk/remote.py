@@ -71,6 +71,11 @@ class RemoteResult:
         }
 
 
+DEPLOY_TIMEOUT_S = 600.0
+"""How long a deploy may take to answer: a server waits up to `FINALMILE_RAY_START_TIMEOUT_S` (300 s) for Ray
+replicas to start, and says why they did not; the client must not give up first."""
+
+
 class RemoteClient:
     """`Client(url=...)`: the embedded client's verbs, carried out by a finalmile server over HTTP."""
 
@@ -182,7 +187,8 @@ class RemoteClient:
 
     def deploy_pipeline(self, name: str, version: int | None, config: DeploymentConfig) -> PipelineVersionRecord:
         body = config.model_dump() | {"version": version}
-        return _pipeline_record(self._call("POST", f"/api/v1/pipelines/{name}/deploy", json=body).json())
+        path = f"/api/v1/pipelines/{name}/deploy"
+        return _pipeline_record(self._call("POST", path, json=body, timeout=DEPLOY_TIMEOUT_S).json())
 
     def undeploy_pipeline(self, name: str) -> None:
         self._call("POST", f"/api/v1/pipelines/{name}/undeploy")
