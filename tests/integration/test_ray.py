@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -292,6 +293,64 @@ def _waiting_in_serve() -> list[str]:
         for ident, frame in sys._current_frames().items()
         if any("wait_for_application_running" in f.name for f in traceback.extract_stack(frame))
     ]
+
+
+def test_replicas_that_never_fit_the_cluster_are_named_by_their_field() -> None:
+    from finalmile.backends.ray_cluster import never_fits
+
+    def refused(nodes: list[float], **config: object) -> tuple[str, str] | None:
+        error = never_fits("pipeline 'p' version 1", deployment_config(backend="ray", **config), nodes)
+        return None if error is None else (error.detail["field"], error.message)
+
+    assert refused([2.0], replica_cpus=0.5, replicas=4) is None
+    assert refused([2.0, 1.0], replica_cpus=1.0, replicas=3) is None
+    assert refused([2.0], replica_cpus=3) == (
+        "replica_cpus",
+        "deployment replica_cpus: each replica of pipeline 'p' version 1 asks for 3 CPUs and the largest node of "
+        "the Ray cluster has 2",
+    )
+    assert refused([2.0], replica_cpus=0.5, replicas=5) == (
+        "replicas",
+        "deployment replicas: pipeline 'p' version 1 starts 5 replicas of 0.5 CPUs and the Ray cluster's nodes "
+        "(2 CPUs) hold 4",
+    )
+    assert refused([1.5, 1.5], replica_cpus=1.0, replicas=3) is not None  # no replica spans two nodes
+    assert refused([1.0], replica_cpus=0.1, replicas=10) is None  # 1.0 / 0.1 is 9.999... in floats
+    scaling = {"min_replicas": 3, "max_replicas": 8}
+    assert refused([2.0], replica_cpus=1.0, autoscaling=scaling)[0] == "autoscaling.min_replicas"  # type: ignore[index]
+    assert refused([2.0], replica_cpus=1.0, autoscaling=scaling | {"min_replicas": 0}) is None  # starts one
+
+
+def test_a_server_that_started_its_own_cluster_refuses_replicas_that_never_fit_at_once(tmp_path: Path) -> None:
+    """A cluster `finalmile serve` starts has no autoscaler: no node will come, so it need not wait 300 s to say so."""
+    home = tmp_path / "home"
+    with Client(home=home) as client:
+        mv, _ = _forest(client)
+        client.build_pipeline("p").add_model_step(mv).create_version()
+    server = start_server(home, args=("--backend", "ray"), timeout=120)
+    deploy = f"{server.url}/api/v1/pipelines/p/deploy"
+    try:
+        started = time.monotonic()
+        too_large = httpx.post(deploy, json={"replica_cpus": 64}, timeout=120)
+        too_many = httpx.post(deploy, json={"replica_cpus": 1, "replicas": 64}, timeout=120)
+        assert time.monotonic() - started < 60  # Ray's start included
+        assert too_large.status_code == 400, too_large.text
+        assert too_large.json()["detail"]["field"] == "replica_cpus"
+        assert "asks for 64 CPUs" in too_large.json()["error"], too_large.text
+        assert too_many.status_code == 400 and too_many.json()["detail"]["field"] == "replicas", too_many.text
+        assert httpx.get(f"{server.url}/api/v1/pipelines/p", timeout=30).json().get("deployment") is None
+    finally:
+        server.stop()
+
+
+def test_a_cluster_joined_through_ray_address_is_not_taken_for_one_started_here(cluster: None) -> None:
+    """`ray.init()` joins RAY_ADDRESS when given no address: such a cluster was taken for one this process started,
+    so closing the server shut Serve down on it (every application of every server), and `never_fits` would have
+    refused what its autoscaler could place."""
+    env = os.environ | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    code = "from finalmile.backends.ray import connect; import ray; print('started', connect(None)); ray.shutdown()"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "started False" in done.stdout, done.stdout + done.stderr[-2000:]
 
 
 def test_a_replica_refuses_a_model_whose_stored_bytes_changed_and_nothing_is_recorded(client: Client) -> None:

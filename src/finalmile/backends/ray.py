@@ -55,6 +55,8 @@ from finalmile.backends.ray_cluster import (  # noqa: E402
     QUIET,
     connect,
     first_line,
+    never_fits,
+    node_cpus,
     not_placed,
     run_within,
     start_failed,
@@ -133,6 +135,10 @@ class RayBackend:
         running = serve.status().applications.get(name)
         if running is not None and str(running.status) in ("RUNNING", "ApplicationStatus.RUNNING"):
             return App(name, serve.get_app_handle(name), pipeline, config, self._observe)
+        what = f"pipeline '{pipeline}' version {version}"
+        refused = never_fits(what, config, node_cpus()) if self._started_ray else None
+        if refused is not None:  # a cluster started here has no autoscaler to add a node: say so now, not in 300 s
+            raise refused
         options: dict[str, Any] = {
             "name": "replica",
             "ray_actor_options": {
@@ -151,7 +157,6 @@ class RayBackend:
             options["num_replicas"] = config.replicas
         deployment = serve.deployment(**options)(PipelineReplica)
         bound = deployment.bind(self._host, pipeline, version, config.model_dump(mode="json"))
-        what = f"pipeline '{pipeline}' version {version}"
         try:
             handle = run_within(bound, name, self.start_timeout_s)
         except TimeoutError:

@@ -5,6 +5,7 @@ after it has set Ray Serve's transport settings.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -39,7 +40,7 @@ def connect(address: str | None) -> bool:
             )
         except Exception as exc:
             raise BackendUnavailable(_unjoinable(address, exc), {"field": "ray_address", "address": address}) from None
-        started = not address
+        started = not address and not os.environ.get("RAY_ADDRESS")  # ray.init joins RAY_ADDRESS when given none
     serve.start(proxy_location="Disabled", logging_config=QUIET)
     return started
 
@@ -108,26 +109,52 @@ def run_within(bound: Any, name: str, timeout_s: float) -> Any:
         state = str(app.status).rpartition(".")[2] if app is not None else "DELETED"
         if state == "RUNNING":
             return handle
-        if state in ("DEPLOY_FAILED", "DELETING", "DELETED"):
+        if state in ("DEPLOY_FAILED", "DELETED"):  # as serve.run: an application being deleted may be deployed again
             raise RuntimeError(f"Deploying application {name} failed: {app.message if app else state}")
         if time.monotonic() >= deadline:
             raise TimeoutError(name)
         time.sleep(START_POLL_S)
 
 
-def not_placed(what: str, name: str, config: DeploymentConfig, timeout_s: float) -> FinalmileError:
-    """Why an application did not start in time, in Ray's words; deletes it. Asking more CPUs per replica than
-    the largest node has is the deployment's own fault (a 400 naming `replica_cpus`); otherwise the cluster was
-    busy or slow (a 503)."""
-    reasons = _messages(name)
-    serve.delete(name, _blocking=False)
-    largest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
-    if config.replica_cpus > largest:
+def never_fits(what: str, config: DeploymentConfig, node_cpus: list[float]) -> BadRequestError | None:
+    """Why the replicas `config` starts with can never all be placed on nodes of these CPUs, whatever else runs
+    there: a replica larger than the largest node (400 naming `replica_cpus`), or more replicas than the nodes
+    hold (400 naming `replicas`, or `autoscaling.min_replicas`); None if they fit an empty cluster."""
+    cpus, largest = config.replica_cpus, max(node_cpus, default=0.0)
+    if cpus > largest:
         return BadRequestError(
-            f"deployment replica_cpus: each replica of {what} asks for {config.replica_cpus:g} CPUs and the "
-            f"largest node of the Ray cluster has {largest:g}: none could be placed in {timeout_s:g} s",
+            f"deployment replica_cpus: each replica of {what} asks for {cpus:g} CPUs and the largest node of the "
+            f"Ray cluster has {largest:g}",
             {"field": "replica_cpus", "largest_node_cpus": largest},
         )
+    scaling = config.autoscaling
+    starting = max(1, scaling.min_replicas) if scaling is not None else config.replicas
+    room = sum(math.floor(n / cpus + 1e-6) for n in node_cpus)  # Ray counts resources in units of 1e-4
+    if starting > room:
+        field = "autoscaling.min_replicas" if scaling is not None else "replicas"
+        return BadRequestError(
+            f"deployment {field}: {what} starts {starting} replicas of {cpus:g} CPUs and the Ray cluster's "
+            f"nodes ({', '.join(f'{n:g}' for n in node_cpus)} CPUs) hold {room}",
+            {"field": field, "replicas_that_fit": room},
+        )
+    return None
+
+
+def node_cpus() -> list[float]:
+    """The CPUs of each live node of the cluster."""
+    return [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+
+
+def not_placed(what: str, name: str, config: DeploymentConfig, timeout_s: float) -> FinalmileError:
+    """Why an application did not start in time, in Ray's words; deletes it. Replicas that cannot fit even an
+    empty cluster are the deployment's own fault (a 400, `never_fits`); otherwise the cluster was busy or slow (a
+    503 that says how many CPUs are free)."""
+    reasons = _messages(name)
+    serve.delete(name, _blocking=False)
+    refused = never_fits(what, config, node_cpus())
+    if refused is not None:
+        refused.reword(f"{refused.message}: none could be placed in {timeout_s:g} s")
+        return refused
     free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
     why = reasons[0].splitlines()[0][:400] if reasons else "still starting or waiting for room"
     why += f"; each replica asks for {config.replica_cpus:g} CPUs, {free:g} of the cluster's {total:g} are free"
