@@ -325,28 +325,6 @@ def test_replicas_that_never_fit_the_cluster_are_named_by_their_field() -> None:
     assert refused([2.0], replica_cpus=1.0, autoscaling=scaling | {"min_replicas": 0}) is None  # starts one
 
 
-def test_a_server_that_started_its_own_cluster_refuses_replicas_that_never_fit_at_once(tmp_path: Path) -> None:
-    """A cluster `finalmile serve` starts has no autoscaler: no node will come, so it need not wait 300 s to say so."""
-    home = tmp_path / "home"
-    with Client(home=home) as client:
-        mv, _ = _forest(client)
-        client.build_pipeline("p").add_model_step(mv).create_version()
-    server = start_server(home, args=("--backend", "ray"), timeout=120)
-    deploy = f"{server.url}/api/v1/pipelines/p/deploy"
-    try:
-        started = time.monotonic()
-        too_large = httpx.post(deploy, json={"replica_cpus": 64}, timeout=120)
-        too_many = httpx.post(deploy, json={"replica_cpus": 1, "replicas": 64}, timeout=120)
-        assert time.monotonic() - started < 60  # Ray's start included
-        assert too_large.status_code == 400, too_large.text
-        assert too_large.json()["detail"]["field"] == "replica_cpus"
-        assert "asks for 64 CPUs" in too_large.json()["error"], too_large.text
-        assert too_many.status_code == 400 and too_many.json()["detail"]["field"] == "replicas", too_many.text
-        assert httpx.get(f"{server.url}/api/v1/pipelines/p", timeout=30).json().get("deployment") is None
-    finally:
-        server.stop()
-
-
 def test_a_cluster_joined_through_ray_address_is_not_taken_for_one_started_here(cluster: None) -> None:
     """`ray.init()` joins RAY_ADDRESS when given no address: such a cluster was taken for one this process started,
     so closing the server shut Serve down on it (every application of every server), and `never_fits` would have
@@ -681,6 +659,16 @@ def test_serve_workers_on_ray_share_one_local_cluster(tmp_path: Path) -> None:
     server = start_server(home, args=("--backend", "ray", "--workers", "2"), timeout=120)
     deploy = f"{server.url}/api/v1/pipelines/p/deploy"
     try:
+        # Replicas that never fit: the workers know their supervisor's cluster cannot grow (no autoscaler), so the
+        # 400 comes at once instead of after the start timeout (300 s), and nothing is recorded.
+        started = time.monotonic()
+        too_large = httpx.post(deploy, json={"version": 1, "replica_cpus": 64}, timeout=120)
+        too_many = httpx.post(deploy, json={"version": 1, "replica_cpus": 1, "replicas": 64}, timeout=120)
+        assert time.monotonic() - started < 60  # Ray's first connection included
+        assert too_large.status_code == 400 and too_large.json()["detail"]["field"] == "replica_cpus", too_large.text
+        assert "asks for 64 CPUs" in too_large.json()["error"], too_large.text
+        assert too_many.status_code == 400 and too_many.json()["detail"]["field"] == "replicas", too_many.text
+        assert httpx.get(f"{server.url}/api/v1/pipelines/p", timeout=30).json()["deployment"] is None
         deployed = httpx.post(deploy, json={"version": 1, "replica_cpus": 0.25}, timeout=120)
         assert deployed.status_code == 200, deployed.text
         body = {"inputs": [{"name": c, "shape": [1], "datatype": "FP64", "data": [0.5]} for c in X.columns]}

@@ -53,6 +53,7 @@ from finalmile.backends.config import DeploymentConfig  # noqa: E402
 from finalmile.backends.ray_app import App, ReplicaObserver  # noqa: E402
 from finalmile.backends.ray_cluster import (  # noqa: E402
     QUIET,
+    cannot_grow,
     connect,
     first_line,
     never_fits,
@@ -136,8 +137,8 @@ class RayBackend:
         if running is not None and str(running.status) in ("RUNNING", "ApplicationStatus.RUNNING"):
             return App(name, serve.get_app_handle(name), pipeline, config, self._observe)
         what = f"pipeline '{pipeline}' version {version}"
-        refused = never_fits(what, config, node_cpus()) if self._started_ray else None
-        if refused is not None:  # a cluster started here has no autoscaler to add a node: say so now, not in 300 s
+        refused = never_fits(what, config, node_cpus()) if cannot_grow() else None
+        if refused is not None:  # no autoscaler will add a node: say so now, not after the start timeout
             raise refused
         options: dict[str, Any] = {
             "name": "replica",

@@ -19,6 +19,8 @@ from finalmile.backends.config import DeploymentConfig
 from finalmile.errors import BackendUnavailable, BadRequestError, FinalmileError
 
 QUIET = {"enable_access_log": False, "log_level": "WARNING"}  # a log line per call costs more than the call
+LOCAL_NODE = "finalmile-local"
+"""The label of a node a finalmile process started with `ray.init` (a local cluster, which no autoscaler grows)."""
 START_POLL_S = 0.2
 """How often a start asks Serve whether the application runs (`serve.run` asks every second: a deploy
 answers up to a second sooner)."""
@@ -30,6 +32,7 @@ def connect(address: str | None) -> bool:
     started = False
     if not ray.is_initialized():
         _reachable(address)
+        started = not address and not os.environ.get("RAY_ADDRESS")  # ray.init joins RAY_ADDRESS when given none
         try:
             ray.init(
                 address=address or None,
@@ -37,10 +40,10 @@ def connect(address: str | None) -> bool:
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
+                labels={LOCAL_NODE: "true"} if started else None,
             )
         except Exception as exc:
             raise BackendUnavailable(_unjoinable(address, exc), {"field": "ray_address", "address": address}) from None
-        started = not address and not os.environ.get("RAY_ADDRESS")  # ray.init joins RAY_ADDRESS when given none
     serve.start(proxy_location="Disabled", logging_config=QUIET)
     return started
 
@@ -143,6 +146,12 @@ def never_fits(what: str, config: DeploymentConfig, node_cpus: list[float]) -> B
 def node_cpus() -> list[float]:
     """The CPUs of each live node of the cluster."""
     return [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+
+
+def cannot_grow() -> bool:
+    """Whether every live node is one a finalmile process started (`LOCAL_NODE`): such a cluster has no autoscaler,
+    so replicas that do not fit now never will. Server workers see it of the cluster their supervisor started."""
+    return all(LOCAL_NODE in n.get("Labels", {}) for n in ray.nodes() if n.get("Alive"))
 
 
 def not_placed(what: str, name: str, config: DeploymentConfig, timeout_s: float) -> FinalmileError:
