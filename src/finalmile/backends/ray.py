@@ -53,11 +53,11 @@ from finalmile.backends.config import DeploymentConfig  # noqa: E402
 from finalmile.backends.ray_app import App, ReplicaObserver  # noqa: E402
 from finalmile.backends.ray_cluster import (  # noqa: E402
     QUIET,
-    cannot_grow,
+    app_status,
     connect,
     first_line,
+    fixed_node_cpus,
     never_fits,
-    node_cpus,
     not_placed,
     run_within,
     start_failed,
@@ -133,11 +133,11 @@ class RayBackend:
     def _start(self, pipeline: str, version: int, config: DeploymentConfig) -> App:
         """Run (or adopt) the application of this version and config; raises if its replicas cannot load it."""
         name = app_name(self.scope, pipeline, version, config)
-        running = serve.status().applications.get(name)
-        if running is not None and str(running.status) in ("RUNNING", "ApplicationStatus.RUNNING"):
+        if app_status(name)[0] == "RUNNING":
             return App(name, serve.get_app_handle(name), pipeline, config, self._observe)
         what = f"pipeline '{pipeline}' version {version}"
-        refused = never_fits(what, config, node_cpus()) if cannot_grow() else None
+        fixed = fixed_node_cpus()
+        refused = never_fits(what, config, fixed) if fixed is not None else None
         if refused is not None:  # no autoscaler will add a node: say so now, not after the start timeout
             raise refused
         options: dict[str, Any] = {

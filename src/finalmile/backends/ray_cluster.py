@@ -108,15 +108,21 @@ def run_within(bound: Any, name: str, timeout_s: float) -> Any:
     [handle] = serve.run_many([target], wait_for_applications_running=False)
     deadline = time.monotonic() + timeout_s
     while True:
-        app = serve.status().applications.get(name)
-        state = str(app.status).rpartition(".")[2] if app is not None else "DELETED"
+        state, message = app_status(name)
         if state == "RUNNING":
             return handle
         if state in ("DEPLOY_FAILED", "DELETED"):  # as serve.run: an application being deleted may be deployed again
-            raise RuntimeError(f"Deploying application {name} failed: {app.message if app else state}")
+            raise RuntimeError(f"Deploying application {name} failed: {message or state}")
         if time.monotonic() >= deadline:
             raise TimeoutError(name)
         time.sleep(START_POLL_S)
+
+
+def app_status(name: str) -> tuple[str, str]:
+    """Serve's status of application `name` (RUNNING, DEPLOYING, DEPLOY_FAILED, ...; DELETED when it has none) and
+    its message."""
+    app = serve.status().applications.get(name)
+    return (str(app.status).rpartition(".")[2], app.message) if app is not None else ("DELETED", "")
 
 
 def never_fits(what: str, config: DeploymentConfig, node_cpus: list[float]) -> BadRequestError | None:
@@ -145,13 +151,23 @@ def never_fits(what: str, config: DeploymentConfig, node_cpus: list[float]) -> B
 
 def node_cpus() -> list[float]:
     """The CPUs of each live node of the cluster."""
-    return [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    return _cpus(_alive_nodes())
 
 
-def cannot_grow() -> bool:
-    """Whether every live node is one a finalmile process started (`LOCAL_NODE`): such a cluster has no autoscaler,
-    so replicas that do not fit now never will. Server workers see it of the cluster their supervisor started."""
-    return all(LOCAL_NODE in n.get("Labels", {}) for n in ray.nodes() if n.get("Alive"))
+def fixed_node_cpus() -> list[float] | None:
+    """The CPUs of each live node if every one is a node a finalmile process started (`LOCAL_NODE`), else None.
+    Such a cluster has no autoscaler, so replicas that do not fit now never will; server workers see it of the
+    cluster their supervisor started."""
+    nodes = _alive_nodes()
+    return _cpus(nodes) if all(LOCAL_NODE in n.get("Labels", {}) for n in nodes) else None
+
+
+def _alive_nodes() -> list[dict[str, Any]]:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def _cpus(nodes: list[dict[str, Any]]) -> list[float]:
+    return [float(n["Resources"].get("CPU", 0.0)) for n in nodes]
 
 
 def not_placed(what: str, name: str, config: DeploymentConfig, timeout_s: float) -> FinalmileError:
