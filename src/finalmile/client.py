@@ -185,10 +185,12 @@ class Client(JobVerbs):
         serving = self.services.dataplane.serving(name)  # not deployed: said before any file is touched
         if backend == "ray":
             try:
+                from finalmile.backends.ray import join
                 from finalmile.jobs.files_ray import infer_file_on_ray
             except ImportError as exc:
                 raise MissingDependencyError("ray", "ray") from exc
             services = self.services
+            join(services.settings.ray_address)  # the cluster a Ray deployment of this process would use
             make = partial(ray_file_scorer, services.settings, services.workspace, name, serving.version, log)
             return infer_file_on_ray(make, name, source, output, batch_size, progress)
         if backend != "local":

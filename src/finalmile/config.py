@@ -69,7 +69,8 @@ class FinalmileSettings(BaseSettings):
     backend: Literal["local", "ray"] = "local"
     """Where a deployment that names no backend runs (`finalmile serve --backend ray`)."""
     ray_address: str | None = None
-    """The Ray cluster to join (`ray start --head` prints it); unset: start a local Ray on first use."""
+    """The Ray cluster to join (`ray start --head` prints it); unset: `RAY_ADDRESS`'s, else a local Ray of
+    finalmile's own, started on first use (never one that `ray start` left running on the machine)."""
     ray_start_timeout_s: float = Field(default=300.0, gt=0)
     """Longest a deployment's Ray replicas may take to be placed, load and warm; past it the deploy is undone and
     refused with Ray's reason (a cluster that autoscales needs a few minutes to add a node)."""

@@ -10,15 +10,18 @@ import importlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from subprocess import PIPE
 
 import httpx
 import numpy as np
@@ -53,7 +56,7 @@ Y = (X.a + X.b > 0).astype(int)
 def cluster() -> Iterator[None]:
     for side in ("REPLICA", "HANDLE"):  # autoscaling hears of load within a second (Ray's default: 10 s)
         os.environ[f"RAY_SERVE_{side}_AUTOSCALING_METRIC_PUSH_INTERVAL_S"] = "0.5"
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    ray.init("local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     yield
     serve.shutdown()
     ray.shutdown()
@@ -333,6 +336,46 @@ def test_a_cluster_joined_through_ray_address_is_not_taken_for_one_started_here(
     code = "from finalmile.backends.ray import connect; import ray; print('started', connect(None)); ray.shutdown()"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "started False" in done.stdout, done.stdout + done.stderr[-2000:]
+
+
+def test_without_an_address_finalmile_starts_a_cluster_of_its_own_even_where_ray_start_left_one(
+    cluster: None, tmp_path: Path
+) -> None:
+    """A bare `ray.init()` joins the cluster `ray start` last started on the machine (named in Ray's temp dir).
+    There finalmile asked Ray for the label of a cluster of its own, which Ray refuses on one it joins, so every Ray
+    deploy answered 503; and file inference ran on that cluster. Both now start a labelled cluster of their own."""
+    home = tmp_path / "home"
+    with Client(home=home) as client:
+        mv, _ = _forest(client)
+        client.build_pipeline("p").add_model_step(mv).deploy()
+    X.head(100).to_parquet(tmp_path / "in.parquet")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: the new clusters' sockets live under it
+    (ray_tmp / "ray").mkdir()
+    gcs = ray.get_runtime_context().gcs_address
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(gcs)  # what `ray start` leaves
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
+        "RAY_TMPDIR": str(ray_tmp),
+        "FINALMILE_HOME": str(home),
+    }
+    report = (
+        "from finalmile.backends.ray_cluster import fixed_node_cpus;"
+        f"print('own', fixed_node_cpus() is not None, ray.get_runtime_context().gcs_address != {gcs!r}); ray.shutdown()"
+    )
+    codes = {
+        "serving": f"import ray; from finalmile.backends.ray import connect; print('started', connect(None)); {report}",
+        "file inference": "import finalmile, ray; c = finalmile.Client(); c.services.sync(); "
+        f"c.pipeline('p').infer_file('in.parquet', 'out.parquet', progress=False, backend='ray'); {report}",
+    }
+    runs = {
+        what: subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True, stdout=PIPE, stderr=PIPE)
+        for what, code in codes.items()
+    }
+    said = {what: run.communicate(timeout=180) for what, run in runs.items()}
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    for what, (out, err) in said.items():
+        assert "own True True" in out, f"{what}: {out}{err[-3000:]}"  # labelled, and not the cluster in the file
+    assert "started True" in said["serving"][0]  # so closing it shuts down what it started, and only that
+    assert len(pd.read_parquet(tmp_path / "out.parquet")) == 100
 
 
 def test_a_replica_refuses_a_model_whose_stored_bytes_changed_and_nothing_is_recorded(client: Client) -> None:

@@ -62,6 +62,7 @@ from finalmile.backends.ray_cluster import (  # noqa: E402
     run_within,
     start_failed,
 )
+from finalmile.backends.ray_cluster import join as join  # noqa: E402  (file inference's, after SERVE_ENV)
 from finalmile.backends.ray_cluster import start_cluster as start_cluster  # noqa: E402  (the CLI's, after SERVE_ENV)
 from finalmile.backends.ray_replica import Failure, HostFactory, PipelineReplica  # noqa: E402
 from finalmile.errors import FinalmileError, PipelineNotDeployed  # noqa: E402

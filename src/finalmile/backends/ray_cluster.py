@@ -26,24 +26,34 @@ START_POLL_S = 0.2
 answers up to a second sooner)."""
 
 
-def connect(address: str | None) -> bool:
-    """Join the cluster at `address` (or start a local one); returns whether this process started Ray itself.
+def join(address: str | None) -> bool:
+    """Join the cluster at `address`, else the one `RAY_ADDRESS` names, else start a local one of this process's
+    own, labelled `LOCAL_NODE`; returns whether this process started Ray. Never one that `ray start` left running
+    on the machine, which a bare `ray.init()` joins: Ray refuses the label there (every deploy was a 503), and a
+    cluster finalmile did not start is not one it may shut down (give its address to use it).
     A cluster that cannot be joined is a 503 that names it and Ray's reason, not Ray's traceback."""
-    started = False
-    if not ray.is_initialized():
-        _reachable(address)
-        started = not address and not os.environ.get("RAY_ADDRESS")  # ray.init joins RAY_ADDRESS when given none
-        try:
-            ray.init(
-                address=address or None,
-                namespace="finalmile",
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-                labels={LOCAL_NODE: "true"} if started else None,
-            )
-        except Exception as exc:
-            raise BackendUnavailable(_unjoinable(address, exc), {"field": "ray_address", "address": address}) from None
+    if ray.is_initialized():
+        return False
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    _reachable(target)
+    own = target is None
+    try:
+        ray.init(
+            address=target or "local",
+            namespace="finalmile",
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            labels={LOCAL_NODE: "true"} if own else None,
+        )
+    except Exception as exc:
+        raise BackendUnavailable(_unjoinable(target, exc), {"field": "ray_address", "address": target}) from None
+    return own
+
+
+def connect(address: str | None) -> bool:
+    """`join` the cluster, and start Serve on it; returns whether this process started Ray itself."""
+    started = join(address)
     serve.start(proxy_location="Disabled", logging_config=QUIET)
     return started
 

@@ -76,13 +76,11 @@ def infer_file_on_ray(
     progress: bool = True,
     actors: int | None = None,
 ) -> FileInferenceResult:
-    """Score `source` into `output` on the Ray cluster this process is connected to (or a local one it starts);
+    """Score `source` into `output` on the Ray cluster this process has joined (`backends.ray_cluster.join`);
     `actors` defaults to one per CPU the cluster has free (at least one; `actor_cpus` says what each asks)."""
     source, output = Path(source), Path(output)
     file_format(output)  # refuse an unknown output type before any work
     batches, total = read_batches(source, batch_size)
-    if not ray.is_initialized():
-        ray.init(namespace="finalmile", include_dashboard=False, log_to_driver=False, configure_logging=False)
     free = ray.available_resources().get("CPU", 0.0)
     size = actors or max(1, int(free))
     actor_class: Any = ray.remote(num_cpus=actor_cpus(free, size))(Scorer)
