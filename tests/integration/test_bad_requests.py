@@ -14,6 +14,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
+from finalmile.errors import BadRequestError
 from tests.integration.conftest import Server, start_server
 
 rng = np.random.default_rng(0)
@@ -221,3 +222,36 @@ def test_422_bodies_match_the_documented_schema(served: tuple[Server, Client]) -
     assert set(document["components"]["schemas"]["ErrorBody"]["properties"]) == {"error", "detail"}
     body = _refused(httpx.post(f"{server.url}/api/v1/query", json={"wrong": 1}), 422, "sql")
     assert set(body) == {"error", "detail"}
+
+
+MISSPELT = [  # (route, body, the key the answer must name): each was accepted and its setting silently left default
+    ("/api/v1/pipelines/p/deploy", {"replica": 2}, "replica"),
+    ("/api/v1/pipelines/p/deploy", {"autoscaling": {"max_replica": 4}}, "max_replica"),
+    ("/api/v1/pipelines", {"name": "p", "steps": [{"model": "m:1"}], "shadw": []}, "shadw"),
+    ("/api/v1/pipelines", {"name": "p", "steps": [{"model": "m:1", "modle": "m:2"}]}, "modle"),
+    ("/api/v1/assays", {"name": "a", "pipeline": "p", "column": "amount", "actions": [{"ulr": "http://x"}]}, "ulr"),
+    ("/api/v1/tokens", {"role": "viewer", "name": "t", "expire": "30d"}, "expire"),
+]
+
+
+@pytest.mark.parametrize(("route", "body", "key"), MISSPELT)
+def test_a_misspelt_setting_is_refused_naming_it_and_nothing_changes(
+    served: tuple[Server, Client], route: str, body: dict[str, object], key: str
+) -> None:
+    server, client = served
+    stored = lambda: [httpx.get(f"{server.url}/api/v1/{what}").json() for what in ("deployments", "assays", "tokens")]  # noqa: E731
+    before = stored(), client.services.pipelines.list_versions("p")
+    refused = httpx.post(f"{server.url}{route}", json=body)
+    assert refused.status_code in (400, 422), refused.text
+    assert key in refused.json()["error"], refused.text
+    assert (stored(), client.services.pipelines.list_versions("p")) == before
+
+
+def test_the_sdk_and_yaml_refuse_a_misspelt_deployment_setting_naming_it(served: tuple[Server, Client]) -> None:
+    _, client = served
+    pipeline = client.build_pipeline("p").add_model_step("m:1")
+    with pytest.raises(BadRequestError, match="autoscaling.max_replica"):
+        pipeline.deploy(autoscaling={"min_replicas": 1, "max_replica": 4})
+    definition = {"name": "p", "steps": [{"model": "m:1"}], "deployment": {"max_batch": 500}}
+    with pytest.raises(BadRequestError, match="max_batch"):
+        client.apply_pipeline(definition, deploy=True)

@@ -14,6 +14,8 @@ BackendName = Literal["local", "ray"]
 class Autoscaling(BaseModel):
     """Ray Serve's replica autoscaling, by ongoing requests per replica (Ray's own policy, these knobs only)."""
 
+    model_config = {"extra": "forbid"}
+
     min_replicas: int = Field(default=1, ge=0, le=64)
     max_replicas: int = Field(default=4, ge=1, le=64)
     target_ongoing_requests: float = Field(default=2.0, gt=0)
@@ -34,6 +36,8 @@ class Autoscaling(BaseModel):
 
 class DeploymentConfig(BaseModel):
     """Threads, batching, logging and placement of one deployment; stored with the deployment record."""
+
+    model_config = {"extra": "forbid"}
 
     workers: int = Field(default=1, ge=1, le=64)
     """Inference threads for this pipeline (ONNX Runtime releases the GIL, so threads run in parallel)."""

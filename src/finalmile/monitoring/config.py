@@ -21,6 +21,8 @@ Status = Literal["ok", "warning", "alert", "no data"]
 class Binning(BaseModel):
     """How a drift assay bins numeric values (the baseline decides the edges)."""
 
+    model_config = {"extra": "forbid"}
+
     mode: BinMode = "quantile"
     """`quantile`: edges at the baseline's quantiles; `equal`: equal width over its range; `edges`: as given."""
     bins: int = Field(default=5, ge=1, le=1000)
@@ -29,6 +31,8 @@ class Binning(BaseModel):
 
 class Baseline(BaseModel):
     """What a drift assay compares each window with."""
+
+    model_config = {"extra": "forbid"}
 
     kind: Literal["log", "frame", "model_sample"]
     start: datetime | None = None
@@ -43,6 +47,8 @@ class Baseline(BaseModel):
 class WebhookAction(BaseModel):
     """POST the alert as JSON to `url`, retried with back-off."""
 
+    model_config = {"extra": "forbid"}
+
     kind: Literal["webhook"] = "webhook"
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
@@ -53,12 +59,16 @@ class WebhookAction(BaseModel):
 class RollbackAction(BaseModel):
     """Deploy the pipeline version before the one serving (same deployment settings)."""
 
+    model_config = {"extra": "forbid"}
+
     kind: Literal["rollback"] = "rollback"
     cooldown_s: float = Field(default=3600, ge=0)
 
 
 class RouteAction(BaseModel):
     """Send all A/B traffic to `variant`: a new pipeline version whose split gives it weight 1, the others 0."""
+
+    model_config = {"extra": "forbid"}
 
     kind: Literal["route"] = "route"
     variant: str
@@ -67,6 +77,8 @@ class RouteAction(BaseModel):
 
 class UndeployAction(BaseModel):
     """Stop serving the pipeline: the last resort for a model that must not answer."""
+
+    model_config = {"extra": "forbid"}
 
     kind: Literal["undeploy"] = "undeploy"
     cooldown_s: float = Field(default=3600, ge=0)
@@ -77,6 +89,8 @@ Action = WebhookAction | RollbackAction | RouteAction | UndeployAction
 
 class MonitorConfig(BaseModel):
     """A monitor as stored: what it watches, how it windows and scores, when it alerts and what it then does."""
+
+    model_config = {"extra": "forbid"}
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     pipeline: str

@@ -18,6 +18,8 @@ from finalmile.pipelines.checks import compile_check
 class ModelStepSpec(BaseModel):
     """A step that runs a model version."""
 
+    model_config = {"extra": "forbid"}
+
     kind: Literal["model"] = "model"
     model: str
     """`name`, `name:version` or `name@alias` when building; always `name:version` once a version is created."""
@@ -25,6 +27,8 @@ class ModelStepSpec(BaseModel):
 
 class CheckStepSpec(BaseModel):
     """A named rule that flags rows without failing them."""
+
+    model_config = {"extra": "forbid"}
 
     kind: Literal["check"] = "check"
     name: str
@@ -35,6 +39,8 @@ class CheckStepSpec(BaseModel):
 class VariantSpec(BaseModel):
     """One arm of an A/B split: its share of traffic and its steps."""
 
+    model_config = {"extra": "forbid"}
+
     name: str
     weight: float = Field(ge=0)
     steps: list[StepSpec]
@@ -42,6 +48,8 @@ class VariantSpec(BaseModel):
 
 class SplitStepSpec(BaseModel):
     """An A/B split: each row goes to one variant, by weight or by a hashed key."""
+
+    model_config = {"extra": "forbid"}
 
     kind: Literal["split"] = "split"
     variants: list[VariantSpec] = Field(min_length=1)
@@ -59,6 +67,8 @@ class SplitStepSpec(BaseModel):
 
 class ShadowStepSpec(BaseModel):
     """The champion answers; challengers see the same rows and write only to the log."""
+
+    model_config = {"extra": "forbid"}
 
     kind: Literal["shadow"] = "shadow"
     champion: list[StepSpec] = Field(min_length=1)
@@ -84,6 +94,8 @@ ShadowStepSpec.model_rebuild()
 
 class PipelineSpec(BaseModel):
     """A whole pipeline definition, as YAML or a dict; stored versions pin exact model versions."""
+
+    model_config = {"extra": "forbid"}
 
     name: str
     steps: list[StepSpec] = Field(min_length=1)

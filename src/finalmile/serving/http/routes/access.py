@@ -19,6 +19,8 @@ from finalmile.serving.http.routes import run
 class TokenRequest(BaseModel):
     """A new token in the caller's workspace; `user` defaults to the caller."""
 
+    model_config = {"extra": "forbid"}
+
     role: Role
     user: str | None = Field(default=None, max_length=100)
     name: str = Field(default="", max_length=100)
@@ -27,6 +29,8 @@ class TokenRequest(BaseModel):
 
 class MemberRequest(BaseModel):
     """A user's role in the caller's workspace (the user is made if new)."""
+
+    model_config = {"extra": "forbid"}
 
     role: Role
 

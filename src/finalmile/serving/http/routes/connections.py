@@ -14,6 +14,8 @@ from finalmile.serving.http.routes import run
 class ConnectionRequest(BaseModel):
     """A new connection: its URL (password included) is encrypted before it is stored."""
 
+    model_config = {"extra": "forbid"}
+
     name: str = Field(max_length=100)
     type: str = Field(max_length=20)
     url: str = Field(max_length=4000)

@@ -17,6 +17,8 @@ _CODE = File(..., description="a .py file, or a .zip with main.py, defining main
 class ScheduleRequest(BaseModel):
     """When a job runs: a cron expression read in `tz` (null: by hand only), and its limits."""
 
+    model_config = {"extra": "forbid"}
+
     cron: str | None = Field(default=None, max_length=200)
     tz: str = Field(default="UTC", max_length=100)
     timeout_s: float = Field(default=3600.0, ge=1)

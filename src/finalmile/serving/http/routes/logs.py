@@ -22,11 +22,15 @@ from finalmile.serving.http.routes import json_table, run
 class QueryRequest(BaseModel):
     """One read-only SQL statement over the documented views."""
 
+    model_config = {"extra": "forbid"}
+
     sql: str = Field(max_length=MAX_SQL_CHARS)
 
 
 class GroundTruthRequest(BaseModel):
     """Labels keyed by `request_id` or by a logged input column."""
+
+    model_config = {"extra": "forbid"}
 
     key: str = "request_id"
     rows: list[dict[str, Any]] = Field(min_length=1)

@@ -22,6 +22,8 @@ from finalmile.serving.http.routes import json_frame, run
 class MonitorRequest(BaseModel):
     """A monitor as `Client.build_assay`/`build_monitor` take it; `baseline_values` stands for a DataFrame."""
 
+    model_config = {"extra": "forbid"}
+
     name: str
     pipeline: str
     kind: str = "drift"

@@ -21,6 +21,8 @@ class DeployRequest(DeploymentConfig):
 class RouteRequest(BaseModel):
     """The A/B variant to send all traffic to."""
 
+    model_config = {"extra": "forbid"}
+
     variant: str = Field(min_length=1, max_length=200)
 
 
