@@ -229,7 +229,11 @@ MISSPELT = [  # (route, body, the key the answer must name): each was accepted a
     ("/api/v1/pipelines/p/deploy", {"autoscaling": {"max_replica": 4}}, "max_replica"),
     ("/api/v1/pipelines", {"name": "p", "steps": [{"model": "m:1"}], "shadw": []}, "shadw"),
     ("/api/v1/pipelines", {"name": "p", "steps": [{"model": "m:1", "modle": "m:2"}]}, "modle"),
-    ("/api/v1/assays", {"name": "a", "pipeline": "p", "column": "amount", "actions": [{"ulr": "http://x"}]}, "ulr"),
+    (
+        "/api/v1/assays",
+        {"name": "a", "pipeline": "p", "column": "amount", "actions": [{"url": "http://x", "retry": 0}]},
+        "retry",
+    ),
     ("/api/v1/tokens", {"role": "viewer", "name": "t", "expire": "30d"}, "expire"),
 ]
 
@@ -239,12 +243,16 @@ def test_a_misspelt_setting_is_refused_naming_it_and_nothing_changes(
     served: tuple[Server, Client], route: str, body: dict[str, object], key: str
 ) -> None:
     server, client = served
-    stored = lambda: [httpx.get(f"{server.url}/api/v1/{what}").json() for what in ("deployments", "assays", "tokens")]  # noqa: E731
-    before = stored(), client.services.pipelines.list_versions("p")
+
+    def stored() -> list[object]:
+        listed = [httpx.get(f"{server.url}/api/v1/{what}").json() for what in ("deployments", "assays", "tokens")]
+        return [*listed, client.services.pipelines.list_versions("p")]
+
+    before = stored()
     refused = httpx.post(f"{server.url}{route}", json=body)
     assert refused.status_code in (400, 422), refused.text
     assert key in refused.json()["error"], refused.text
-    assert (stored(), client.services.pipelines.list_versions("p")) == before
+    assert stored() == before
 
 
 def test_the_sdk_and_yaml_refuse_a_misspelt_deployment_setting_naming_it(served: tuple[Server, Client]) -> None:
