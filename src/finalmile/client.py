@@ -4,6 +4,7 @@ the token defaulting to `FINALMILE_TOKEN`."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -78,6 +79,8 @@ class Client(JobVerbs):
         workspace: str | None = None,
     ) -> None:
         self._root = services or Services.from_settings(home, database_url, settings)
+        if self._root.job_gateway is None:
+            self._root.job_gateway = _LazyGateway(self._root)
         self.services = self._root.for_workspace(workspace or self._root.settings.workspace)
         """The composition root of the workspace this client works in (`workspace`, default `FINALMILE_WORKSPACE`
         or `default`), shared with a server started from it."""
@@ -373,3 +376,23 @@ class Client(JobVerbs):
         """Compute every saved, enabled monitor's windows that have ended (what `finalmile serve` does every few
         seconds); returns how many results were stored."""
         return self.services.run_monitors(now)
+
+
+class _LazyGateway:
+    """The jobs' gateway of an embedded client: the API server it needs starts on the first job run, and FastAPI
+    is imported only then (a client that runs no job never pays for it)."""
+
+    def __init__(self, root: Services) -> None:
+        self._root = root
+        self._made: Any = None
+
+    def __call__(self, user: str, workspace: str, role: str) -> AbstractContextManager[tuple[str, str]]:
+        if self._made is None:
+            from finalmile.serving.http.server import JobGateway
+
+            self._made = JobGateway(self._root)
+        return self._made(user, workspace, role)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self._made is not None:
+            self._made.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +62,9 @@ class FinalmileSettings(BaseSettings):
     """The workspace the embedded `Client` and the local CLI work in."""
     secret_key: str | None = Field(default=None, repr=False)
     """A Fernet key that stored connections' URLs are encrypted under (never stored; keep it out of the store)."""
+    sandbox: Literal["auto", "bwrap", "off"] = "auto"
+    """How uploaded code (jobs, Python models, pickles) runs: `auto` in bubblewrap when installed (else a plain
+    child process with a clean environment, and a warning), `bwrap` refuses to run it without, `off` never."""
     auth: bool = True
     """Check an API token on every route but health and the API's docs. `finalmile serve --no-auth` turns it off,
     and only on a loopback address (a laptop)."""
@@ -90,20 +94,36 @@ class FinalmileSettings(BaseSettings):
         return f"sqlite:///{(self.home / 'finalmile.db').resolve()}"
 
 
-def parse_duration(value: Any, field: str = "duration") -> float:
-    """Seconds from a number, a `timedelta`, or text such as `90s`, `15m`, `1h`, `7d`."""
+MAX_DURATION_S = 3650 * 86_400.0
+"""The longest duration a request may carry (ten years): a token's lifetime or an assay's window beyond that is a
+mistake, and one beyond datetime's range (year 9999) would fail deep in a computation instead of at the field."""
+
+
+def parse_duration(value: Any, field: str = "duration", max_s: float = MAX_DURATION_S) -> float:
+    """Seconds from a number, a `timedelta`, or text such as `90s`, `15m`, `1h`, `7d`; a 4xx naming `field` for
+    anything else, a negative or non-finite one, or one longer than `max_s`."""
+    seconds: float | None = None
     if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-    if text and text[-1] in units:
-        try:
-            return float(text[:-1]) * units[text[-1]]
-        except ValueError:
-            pass
-    raise InvalidInputError(f"{field} {value!r}: expected a number and a unit, like 30m, 1h or 7d (or seconds)")
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+        if text and text[-1] in units:
+            try:
+                seconds = float(text[:-1]) * units[text[-1]]
+            except ValueError:
+                pass
+    if seconds is None or not math.isfinite(seconds):
+        raise InvalidInputError(
+            f"{field} {value!r}: expected a number and a unit, like 30m, 1h or 7d (or seconds)", {"field": field}
+        )
+    if seconds < 0 or seconds > max_s:
+        raise InvalidInputError(
+            f"{field} {value!r}: must be between 0 and {max_s / 86_400:g} days", {"field": field, "max_s": max_s}
+        )
+    return seconds
 
 
 def read_yaml(path: str | Path, error: type[FinalmileError] = InvalidInputError) -> Any:

@@ -18,14 +18,14 @@ from typing import Any
 import pyarrow as pa
 
 from finalmile.access.audit import AuditTrail
-from finalmile.access.store import AccessStore, MemberRecord, TokenRecord
+from finalmile.access.store import AccessStore, MemberRecord, TokenRecord, describe_token
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
 from finalmile.backends.router import Backends, ray_backend
 from finalmile.config import FinalmileSettings
-from finalmile.errors import ConflictError, FinalmileError
+from finalmile.errors import ConflictError, FinalmileError, Forbidden
 from finalmile.jobs.connections import ConnectionRecord, ConnectionStore
-from finalmile.jobs.service import Jobs
+from finalmile.jobs.service import Gateway, Jobs
 from finalmile.jobs.store import JobStore
 from finalmile.logs.query import LogReader
 from finalmile.logs.saved import SavedQuery, SavedQueryStore
@@ -75,11 +75,21 @@ class Services:
         self.connections = ConnectionStore(self.metadata, settings.secret_key)
         self.queries = SavedQueryStore(self.metadata)
         self.streams = StreamStore(self.metadata)
-        root_settings = parent.settings if parent is not None else settings  # a job opens the root's store
-        jobs = JobStore(self.metadata)
-        self.jobs = Jobs(jobs, self.audit.record, self.user, root_settings, workspace, self.connections.secrets)
         self.access: AccessStore = parent.access if parent is not None else AccessStore(self.metadata)
         """Workspaces, members and tokens: always the root's, whichever workspace these services are."""
+        self.job_gateway: Gateway | None = None
+        """How jobs' children reach the API (the root's; set by the `Client` or the server that holds these)."""
+        self.jobs = Jobs(
+            JobStore(self.metadata),
+            self.audit.record,
+            self.user,
+            parent.settings if parent is not None else settings,  # environments and what stays unseen: the root's home
+            workspace,
+            self.connections.readable,
+            self.connections.secrets,
+            self._job_role,
+            lambda: self._root().job_gateway,
+        )
         self.reader = LogReader(
             settings.home,
             self.metadata,
@@ -131,10 +141,25 @@ class Services:
             children, self._children = list(self._children.values()), {}
         for child in children:
             child.close()
+        if self.job_gateway is not None:
+            self.job_gateway.close()
         self.backend.close()
         self._loop.close()
         self.logs.close()
         self.metadata.close()
+
+    def _root(self) -> Services:
+        return self._parent if self._parent is not None else self
+
+    def _job_role(self, uploader: str) -> str:
+        """The role a job acts with: its uploader's current role in this workspace. A store whose access was never
+        set up (a laptop's) has no members: its jobs act as editors. A former member's job does not run."""
+        role = self.access.role_of(uploader, self.workspace)
+        if role is not None:
+            return role
+        if not self.access.has_tokens():
+            return "editor"
+        raise Forbidden(f"{uploader!r}, who uploaded this job, is no longer a member of workspace {self.workspace!r}")
 
     @property
     def user(self) -> str:
@@ -320,10 +345,12 @@ class Services:
         expires_in: timedelta | None = None,
         actor: str | None = None,
     ) -> tuple[TokenRecord, str]:
-        """A new token and its secret, shown once; the audit trail records the token, never the secret."""
-        record, secret = self.access.create_token(user, workspace, role, name, expires_in)
-        after = f"{record.role} in {record.workspace} for {record.user} ({record.prefix}…)"
-        self._trail(workspace).record(actor or self.user, "create token", f"token {record.id}", None, after)
+        """A new token and its secret, shown once; the audit trail records the token, never the secret (the
+        access store records it in the root's trail; another workspace's own trail shows it too)."""
+        record, secret = self.access.create_token(user, workspace, role, name, expires_in, actor=actor or self.user)
+        if workspace != "default":
+            after = describe_token(record)
+            self._trail(workspace).record(actor or self.user, "create token", f"token {record.id}", None, after)
         return record, secret
 
     def revoke_token(self, token_id: int, actor: str | None = None) -> TokenRecord:

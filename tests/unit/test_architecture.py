@@ -18,6 +18,7 @@ SRC = Path(__file__).parents[2] / "src" / "finalmile"
 LAYERS: list[set[str]] = [
     {"_version", "errors"},
     {"config", "arrow"},
+    {"sandbox"},  # runs uploaded code with its workspace's reach only: runtimes and jobs use it
     {"registry.schema"},
     {"runtimes"},
     {"registry"},
@@ -28,7 +29,8 @@ LAYERS: list[set[str]] = [
     {"streaming"},  # broker sources and sinks feeding the data plane
     {"services"},  # the composition root
     {"sdk", "dashboard"},  # the dashboard's pages read the services, as the SDK does
-    {"client", "serving.http"},
+    {"serving.http"},
+    {"client"},  # an embedded client starts the API for its jobs' sandboxed children
     {"cli", "__init__"},
     {"__main__"},
 ]

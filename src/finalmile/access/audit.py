@@ -36,6 +36,18 @@ class AuditEntry:
     after: str | None
 
 
+def audit_row(actor: str, action: str, target: str, before: object = None, after: object = None) -> AuditRow:
+    """One entry, for a store that records its change and the entry in one transaction."""
+    return AuditRow(
+        at=utc_now(),
+        actor=actor[:200],
+        action=action[:40],
+        target=target[:400],
+        before=None if before is None else str(before),
+        after=None if after is None else str(after),
+    )
+
+
 class AuditTrail:
     """Appends changes and reads them back, oldest first; rows are never updated or deleted."""
 
@@ -44,16 +56,7 @@ class AuditTrail:
 
     def record(self, actor: str, action: str, target: str, before: object = None, after: object = None) -> None:
         with self._sessions.begin() as s:
-            s.add(
-                AuditRow(
-                    at=utc_now(),
-                    actor=actor[:200],
-                    action=action[:40],
-                    target=target[:400],
-                    before=None if before is None else str(before),
-                    after=None if after is None else str(after),
-                )
-            )
+            s.add(audit_row(actor, action, target, before, after))
 
     def entries(self, target: str | None = None, limit: int | None = None) -> list[AuditEntry]:
         """Changes, oldest first; `target` keeps those whose target starts with it (`pipeline fraud`)."""

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from finalmile.access.audit import audit_row
 from finalmile.access.roles import ROLES, Principal, Role, check_role
 from finalmile.errors import ConflictError, Forbidden, InvalidInputError, NotFoundError, Unauthorized
 from finalmile.registry.store import MetadataStore, check_plain_name, row_named, stored_utc, utc_now, valid_key
@@ -48,6 +49,11 @@ class MemberRecord:
     user: str
     workspace: str
     role: str
+
+
+def describe_token(record: TokenRecord) -> str:
+    """A token as the audit trail names it: never the secret."""
+    return f"{record.role} in {record.workspace} for {record.user} ({record.prefix}…)"
 
 
 def hash_token(secret: str) -> str:
@@ -128,10 +134,18 @@ class AccessStore:
             return s.scalar(select(TokenRow.id).limit(1)) is not None
 
     def create_token(
-        self, user: str, workspace: str, role: str, name: str = "", expires_in: timedelta | None = None
+        self,
+        user: str,
+        workspace: str,
+        role: str,
+        name: str = "",
+        expires_in: timedelta | None = None,
+        *,
+        actor: str,
     ) -> tuple[TokenRecord, str]:
         """A new token and its secret (the only time the secret exists outside the caller). Its role cannot be
-        above its user's role in the workspace."""
+        above its user's role in the workspace. The store's audit trail records it, by `actor`, in the same
+        transaction: whatever path makes a token, it cannot make one unrecorded."""
         checked = check_role(role)
         if expires_in is not None and expires_in.total_seconds() <= 0:
             raise InvalidInputError("expires: a token's lifetime must be positive", {"field": "expires"})
@@ -156,7 +170,9 @@ class AccessStore:
             )
             s.add(row)
             s.flush()
-            return self._record(s, row), secret
+            record = self._record(s, row)
+            s.add(audit_row(actor, "create token", f"token {record.id}", None, describe_token(record)))
+            return record, secret
 
     def tokens(self, workspace: str | None = None) -> list[TokenRecord]:
         with self._sessions() as s:

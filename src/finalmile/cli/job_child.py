@@ -1,37 +1,23 @@
-"""The child process a job runs in: `python -m finalmile.cli.job_child DIR JOB SLOT` imports DIR's job and calls
-`main(ctx)`.
+"""The child process a job runs in, inside its sandbox: `python -m finalmile.cli.job_child DIR JOB SLOT` imports
+DIR's job and calls `main(ctx)`.
 
-`ctx.client` is an embedded `finalmile.Client` on the server's store and workspace; `ctx.connections[name]` the
-stored connections' URLs (decrypted with the server's FINALMILE_SECRET_KEY); `ctx.engine(name)` a SQLAlchemy engine
-on a database connection; `ctx.log` prints to the run's log; `ctx.slot` is the scheduled time (ISO 8601, UTC) the
-run is for, None when run by hand.
+`ctx.client` is a remote `finalmile.Client` on the job's gateway (`FINALMILE_URL`, `FINALMILE_TOKEN`: a secret valid
+while the run lasts, acting as the uploader in the job's workspace); `ctx.connections[name]` the workspace's stored
+connections' URLs, handed in by the server (`FINALMILE_JOB_CONNECTIONS`; the child never holds the key);
+`ctx.engine(name)` a SQLAlchemy engine on a database connection; `ctx.log` prints to the run's log; `ctx.slot` is
+the scheduled time (ISO 8601, UTC) the run is for, None when run by hand.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import sys
 import traceback
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-
-class Connections(Mapping[str, str]):
-    """The stored connections by name, read when first asked for."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def __getitem__(self, name: str) -> str:
-        return str(self._client.services.connections.url(name))
-
-    def __iter__(self) -> Any:
-        return iter(c.name for c in self._client.services.connections.list())
-
-    def __len__(self) -> int:
-        return len(self._client.services.connections.list())
 
 
 @dataclass
@@ -39,7 +25,7 @@ class JobContext:
     """What `main(ctx)` gets."""
 
     client: Any
-    connections: Connections
+    connections: dict[str, str]
     job: str
     slot: str | None
 
@@ -80,9 +66,12 @@ def main() -> int:
             return 2
         from finalmile.client import Client
 
-        with Client() as client:
-            client.services.sync()  # serve the store's deployments in this process, as `finalmile serve` does
-            run(JobContext(client, Connections(client), job, slot))
+        connections = json.loads(os.environ.pop("FINALMILE_JOB_CONNECTIONS", "{}"))
+        client = Client(url=os.environ["FINALMILE_URL"], token=os.environ["FINALMILE_TOKEN"])
+        try:
+            run(JobContext(client, connections, job, slot))
+        finally:
+            client.close()
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except BaseException:

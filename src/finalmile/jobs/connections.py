@@ -128,17 +128,26 @@ class ConnectionStore:
                 {"field": "FINALMILE_SECRET_KEY"},
             ) from None
 
+    def readable(self) -> dict[str, str]:
+        """Every connection this key can read, by name, in clear: what a job of this workspace is handed."""
+        found: dict[str, str] = {}
+        if not self._key:
+            return found
+        for record in self.list():
+            try:
+                found[record.name] = self.url(record.name)
+            except InvalidInputError:
+                continue  # stored under another key
+        return found
+
     def secrets(self) -> builtins.list[str]:
         """Every stored password and secret-looking query parameter, in clear, for a job's log to be masked with
         (none when no key is set: then no connection can be read either)."""
         if not self._key:
             return []
         found: builtins.list[str] = []
-        for record in self.list():
-            try:
-                parts = urlsplit(self.url(record.name))
-            except InvalidInputError:
-                continue  # stored under another key: this server cannot hand it to a job
+        for url in self.readable().values():
+            parts = urlsplit(url)
             found += [parts.password or ""] + [v for k, v in parse_qsl(parts.query) if _is_secret(k)]
         return [secret for secret in found if secret]
 

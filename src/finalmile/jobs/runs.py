@@ -17,19 +17,27 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from finalmile import sandbox
 from finalmile.errors import InvalidInputError
 from finalmile.jobs.environments import EnvironmentFailed, job_python
 from finalmile.jobs.store import JobRecord, JobStore, RunRecord
+from finalmile.sandbox import Reach
 
 STALE_AFTER_S = 30.0
 """A run whose scheduler has not beaten for this long is `lost` (the process died); it is never run again.
 Its scheduler beats six times in that span."""
+
+
+MAX_JOB_TIMEOUT_S = 7 * 86_400.0
+"""A job's timeout is at most a week: longer is a mistake, and past about 2**31 s a child's timeout overflows."""
 
 
 def runner_name() -> str:
@@ -62,12 +70,12 @@ def execute(
     job: JobRecord,
     code: bytes,
     run: RunRecord,
-    env: dict[str, str],
+    child: JobChild,
     secrets: Sequence[str] = (),
     stale_after_s: float = STALE_AFTER_S,
 ) -> RunRecord:
     """Run `job` for the claimed `run` until it succeeds or its attempts are spent; records the outcome, with
-    every one of `secrets` (the connections' passwords) masked in the captured log."""
+    every form of each of `secrets` (the connections' passwords) masked in the captured log."""
     stop = threading.Event()
     attempts = 0
 
@@ -81,15 +89,16 @@ def execute(
     try:
         with tempfile.TemporaryDirectory(prefix=f"finalmile-job-{job.name}-") as folder:
             _unpack(job.kind, code, Path(folder))
-            python = sys.executable
+            python, environment = sys.executable, None
             if job.requirements:
-                python, output = job_python(Path(env["FINALMILE_HOME"]), job.requirements, job.timeout_s)
+                python, output = job_python(child.home, job.requirements, job.timeout_s)
+                environment = Path(python).parents[1]
                 log.write(output)
             for attempts in range(1, job.retries + 2):
                 if attempts > 1:
                     time.sleep(min(2.0 ** (attempts - 2), 60.0))
                 log.write(f"--- attempt {attempts} at {datetime.now().astimezone():%Y-%m-%d %H:%M:%S %Z}\n")
-                status, exit_code, output = _attempt(python, job, Path(folder), run, env)
+                status, exit_code, output = _attempt(python, environment, job, Path(folder), run, child)
                 log.write(output)
                 if status == "succeeded":
                     break
@@ -102,12 +111,30 @@ def execute(
     return store.finish(run.id, status, exit_code, mask_secrets(log.getvalue(), secrets), attempts)
 
 
+@dataclass(frozen=True)
+class JobChild:
+    """How a job's child process is started: in the sandbox (`sandbox` setting), with `env` as its whole
+    environment (the gateway's URL and secret, its workspace's connections), the store's `home` unseen."""
+
+    env: dict[str, str]
+    home: Path
+    sandbox: str
+
+
 def mask_secrets(text: str, secrets: Sequence[str]) -> str:
-    """`text` with each secret (3 characters or more: shorter ones would mask ordinary words) as `***`."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 3:
-            text = text.replace(secret, "***")
+    """`text` with every form of each secret a job could print as `***`: as stored (a URL's password is
+    URL-encoded, `Pa%40ss`), decoded (`Pa@ss`) and encoded again either way (`quote`, `quote_plus`). Forms under 3
+    characters are left: they would mask ordinary words."""
+    forms = {form for secret in secrets for form in secret_forms(secret) if len(form) >= 3}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
     return text
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The ways a secret can be written: raw, URL-decoded, and URL-encoded (path and form style) of both."""
+    raw = {secret, unquote(secret), unquote_plus(secret)}
+    return raw | {quote(form, safe="") for form in raw} | {quote_plus(form, safe="") for form in raw}
 
 
 def _die_with_parent() -> None:
@@ -121,10 +148,14 @@ _LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None  # loade
 
 
 def _attempt(
-    python: str, job: JobRecord, folder: Path, run: RunRecord, env: dict[str, str]
+    python: str, environment: Path | None, job: JobRecord, folder: Path, run: RunRecord, child: JobChild
 ) -> tuple[str, int | None, str]:
     slot = run.slot.isoformat() if run.slot else ""
-    command = [python, "-m", "finalmile.cli.job_child", str(folder), job.name, slot]
+    reach = Reach(
+        read=(environment,) if environment else (), write=(folder,), network=True, hide=(child.home,), env=child.env
+    )
+    command, env = sandbox.command([python, "-m", "finalmile.cli.job_child", str(folder), job.name, slot], reach,
+                                   child.sandbox, cwd=folder)  # fmt: skip
     try:
         done = subprocess.run(
             command, env=env, cwd=folder, capture_output=True, text=True, timeout=job.timeout_s, check=False,

@@ -3,21 +3,41 @@ audited."""
 
 from __future__ import annotations
 
-import os
+import json
 import threading
+from contextlib import AbstractContextManager
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
-from finalmile.config import FinalmileSettings
+from finalmile.config import MAX_DURATION_S, FinalmileSettings
 from finalmile.errors import InvalidInputError
-from finalmile.jobs.runs import check_code, check_schedule, execute, run_due, runner_name
+from finalmile.jobs.runs import (
+    MAX_JOB_TIMEOUT_S,
+    JobChild,
+    check_code,
+    check_schedule,
+    execute,
+    run_due,
+    runner_name,
+)
 from finalmile.jobs.store import JobRecord, JobStore, RunRecord
 
 
+class Gateway(Protocol):
+    """How a job's child reaches its workspace (`serving.http.server.JobGateway`): a URL and a secret that acts as
+    `user` with `role` in `workspace`, valid while the block runs."""
+
+    def __call__(self, user: str, workspace: str, role: str) -> AbstractContextManager[tuple[str, str]]: ...
+
+    def close(self) -> None: ...
+
+
 class Jobs:
-    """A workspace's jobs. `audit(actor, action, target, before, after)` records a change; a job's child process
-    opens `settings`' store in `workspace`; `secrets()` lists what its captured log must never show."""
+    """A workspace's jobs. `audit(actor, action, target, before, after)` records a change; `role_of(user)` is the
+    role a run of the job `user` uploaded acts with; `gateway()` the way its child reaches the API (none: no job can
+    run); `connections()` this workspace's connections in clear and `secrets()` what its log must never show."""
 
     def __init__(
         self,
@@ -26,14 +46,20 @@ class Jobs:
         user: str,
         settings: FinalmileSettings,
         workspace: str,
+        connections: Callable[[], dict[str, str]],
         secrets: Callable[[], list[str]],
+        role_of: Callable[[str], str],
+        gateway: Callable[[], Gateway | None],
     ) -> None:
         self.store = store
         self._audit = audit
         self._user = user
         self._settings = settings
         self._workspace = workspace
+        self._connections = connections
         self._secrets = secrets
+        self._role_of = role_of
+        self._gateway = gateway
 
     def upload(
         self, name: str, path: str | Path, requirements: str | Path | None = None, actor: str | None = None
@@ -68,9 +94,11 @@ class Jobs:
         `deadline_s` (every server down, say) is skipped, not run late."""
         if cron is not None:
             check_schedule(cron, tz)
-        for field, value, low in (("timeout_s", timeout_s, 1), ("retries", retries, 0), ("deadline_s", deadline_s, 1)):
-            if value < low:
-                raise InvalidInputError(f"{field}: must be at least {low}, got {value}", {"field": field})
+        bounds = (("timeout_s", timeout_s, 1, MAX_JOB_TIMEOUT_S), ("retries", retries, 0, 100),
+                  ("deadline_s", deadline_s, 1, MAX_DURATION_S))  # fmt: skip
+        for field, value, low, high in bounds:
+            if not low <= value <= high:  # NaN fails this too
+                raise InvalidInputError(f"{field}: must be between {low} and {high:g}, got {value}", {"field": field})
         record = self.store.schedule(name, cron, tz, timeout_s, retries, deadline_s)
         self._audit(actor or self._user, "schedule job", f"job {name}", None, f"{cron} {tz}")
         return record
@@ -99,21 +127,29 @@ class Jobs:
         return run_due(self.store, now or datetime.now(UTC), self._start, self._settings.job_lost_after_s)
 
     def _start(self, job: JobRecord, code: bytes, run: RunRecord) -> threading.Thread:
-        args = (self.store, job, code, run, self._env(), self._secrets(), self._settings.job_lost_after_s)
-        thread = threading.Thread(target=execute, args=args, name=f"job-{job.name}", daemon=True)
+        thread = threading.Thread(target=self._execute, args=(job, code, run), name=f"job-{job.name}", daemon=True)
         thread.start()
         return thread
 
-    def _env(self) -> dict[str, str]:
-        """A job's child process opens this workspace of this store, and reads connections with this key."""
-        env = dict(os.environ) | {
-            "FINALMILE_HOME": str(self._settings.home),
-            "FINALMILE_DATABASE_URL": self._settings.resolved_database_url(),
-            "FINALMILE_WORKSPACE": self._workspace,
-        }
-        if self._settings.secret_key:
-            env["FINALMILE_SECRET_KEY"] = self._settings.secret_key
-        return env
+    def _execute(self, job: JobRecord, code: bytes, run: RunRecord) -> None:
+        """The run in its sandbox, its `ctx.client` acting as the uploader (with their current role) in this
+        workspace through the gateway: no store, no database URL and no key of the server's reaches the child."""
+        try:
+            gateway = self._gateway()
+            if gateway is None:
+                raise InvalidInputError("jobs run from a finalmile.Client or a server, not bare Services")
+            role = self._role_of(job.created_by)
+            with gateway(job.created_by, self._workspace, role) as (url, secret):
+                env = {
+                    "FINALMILE_URL": url,
+                    "FINALMILE_TOKEN": secret,
+                    "FINALMILE_WORKSPACE": self._workspace,
+                    "FINALMILE_JOB_CONNECTIONS": json.dumps(self._connections()),
+                }
+                child = JobChild(env, self._settings.home, self._settings.sandbox)
+                execute(self.store, job, code, run, child, self._secrets(), self._settings.job_lost_after_s)
+        except Exception as exc:  # no gateway, an uploader no longer a member: the run fails saying why
+            self.store.finish(run.id, "failed", None, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}\n", 0)
 
 
 def _read(path: str | Path, field: str) -> bytes:

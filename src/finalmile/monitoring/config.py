@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from finalmile.config import MAX_DURATION_S
 from finalmile.monitoring.drift import BinMode
 
 Kind = Literal["drift", "check_rate", "performance", "error_rate", "latency_p99"]
@@ -53,7 +54,7 @@ class WebhookAction(BaseModel):
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
     retries: int = Field(default=3, ge=0, le=10)
-    cooldown_s: float = Field(default=3600, ge=0)
+    cooldown_s: float = Field(default=3600, ge=0, le=MAX_DURATION_S)
 
 
 class RollbackAction(BaseModel):
@@ -62,7 +63,7 @@ class RollbackAction(BaseModel):
     model_config = {"extra": "forbid"}
 
     kind: Literal["rollback"] = "rollback"
-    cooldown_s: float = Field(default=3600, ge=0)
+    cooldown_s: float = Field(default=3600, ge=0, le=MAX_DURATION_S)
 
 
 class RouteAction(BaseModel):
@@ -72,7 +73,7 @@ class RouteAction(BaseModel):
 
     kind: Literal["route"] = "route"
     variant: str
-    cooldown_s: float = Field(default=3600, ge=0)
+    cooldown_s: float = Field(default=3600, ge=0, le=MAX_DURATION_S)
 
 
 class UndeployAction(BaseModel):
@@ -81,7 +82,7 @@ class UndeployAction(BaseModel):
     model_config = {"extra": "forbid"}
 
     kind: Literal["undeploy"] = "undeploy"
-    cooldown_s: float = Field(default=3600, ge=0)
+    cooldown_s: float = Field(default=3600, ge=0, le=MAX_DURATION_S)
 
 
 Action = WebhookAction | RollbackAction | RouteAction | UndeployAction
@@ -100,9 +101,9 @@ class MonitorConfig(BaseModel):
     metric: str = "psi"
     binning: Binning = Field(default_factory=Binning)
     baseline: Baseline | None = None
-    window_s: float = Field(default=86_400, gt=0)
+    window_s: float = Field(default=86_400, gt=0, le=MAX_DURATION_S)
     """How much data each result covers."""
-    interval_s: float = Field(default=86_400, gt=0)
+    interval_s: float = Field(default=86_400, gt=0, le=MAX_DURATION_S)
     """How often a result is computed (a window ends every interval)."""
     warning: float | None = None
     alert: float | None = None
@@ -115,7 +116,7 @@ class MonitorConfig(BaseModel):
     prediction: str | None = None
     """Performance: the logged output compared with it (default `out_label`, `out_score` for roc_auc and
     log_loss, `out_prediction` for rmse, mae and r2)."""
-    min_rows: int = Field(default=1, ge=1)
+    min_rows: int = Field(default=1, ge=1, le=2**53)
     """Fewer rows than this in a window is `no data`, not a score."""
     actions: list[Action] = Field(default_factory=list)
     action_level: Literal["warning", "alert"] = "alert"

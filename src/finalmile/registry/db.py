@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +16,7 @@ from finalmile.errors import MissingDependencyError
 if TYPE_CHECKING:
     from alembic.config import Config
 
+log = logging.getLogger(__name__)
 _MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant works: it only has to be the same for every process that migrates this database.
 _MIGRATION_LOCK_ID = 0x46_4D_31
@@ -94,9 +97,34 @@ def workspace_database_url(url: str, workspace: str) -> str | None:
     try:
         with engine.begin() as conn:
             base = conn.execute(text("SELECT current_schema()")).scalar() or "public"
-            schema = f"{base}_ws_{workspace}"[:63]
+            schema = workspace_schema(base, workspace)
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})  # two first uses
+            _rename_schema_of_before(conn, base, workspace, schema)
             conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     finally:
         engine.dispose()
     return parsed.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+
+
+def workspace_schema(base: str, workspace: str) -> str:
+    """The PostgreSQL schema of `workspace`: distinct for any two names. PostgreSQL cuts names at 63 bytes, and
+    workspace names may be 100 characters, so the name is shortened and a hash of the whole name follows it."""
+    digest = hashlib.sha256(workspace.encode()).hexdigest()[:12]
+    return f"{base[:20]}_ws_{workspace[:26]}_{digest}"
+
+
+def _rename_schema_of_before(conn: Any, base: str, workspace: str, schema: str) -> None:
+    """Stores made before 2026-12-06 named the schema `{base}_ws_{workspace}` cut at 63 characters: rename it to
+    `schema` once. A cut name may have been shared by two workspaces, so it is left where it is, and said."""
+    old = f"{base}_ws_{workspace}"
+    exists = "SELECT 1 FROM pg_namespace WHERE nspname = :n"
+    if conn.execute(text(exists), {"n": old[:63]}).scalar() is None or conn.execute(text(exists), {"n": schema}).scalar():
+        return
+    if len(old) > 63:
+        log.warning(
+            "workspace %r: its old schema %r was cut to 63 characters and may hold another workspace's metadata too; "
+            "left in place, the workspace starts in schema %r",
+            workspace, old[:63], schema,
+        )  # fmt: skip
+        return
+    conn.execute(text(f'ALTER SCHEMA "{old}" RENAME TO "{schema}"'))

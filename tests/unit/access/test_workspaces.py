@@ -46,3 +46,36 @@ def test_a_workspace_reopens_with_what_it_stored(home, database_url: str) -> Non
         assert ops.for_workspace("ops") is ops and ops.for_workspace("default") is root.services
     with Client(home=home, database_url=database_url, workspace="ops") as again:
         assert [m.name for m in again.services.metadata.list_models()] == ["m"]
+
+
+def test_two_long_names_that_share_their_first_53_characters_are_two_workspaces(
+    home, database_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    X, y = tabular(40)
+    first, second = "a" * 60 + "first", "a" * 60 + "second"
+    with Client(home=home, database_url=database_url) as root:
+        for name in (first, second):
+            root.services.create_workspace(name)
+        root.services.for_workspace(first).upload_model("m", LogisticRegression().fit(X, y), sample=X.head(10))
+        assert root.services.for_workspace(second).metadata.list_models() == []
+
+
+def test_a_workspace_schema_of_before_is_renamed_once_and_keeps_its_models(postgres_url: str, home) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import create_engine, text
+
+    from finalmile.registry.db import workspace_schema
+
+    X, y = tabular(40)
+    with Client(home=home, database_url=postgres_url) as root:
+        root.services.create_workspace("ops")
+        root.services.for_workspace("ops").upload_model("m", LogisticRegression().fit(X, y), sample=X.head(10))
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:  # put the schema back under the name stores made before the hash suffix
+        base = conn.execute(text("SELECT current_schema()")).scalar()
+        conn.execute(text(f'ALTER SCHEMA "{workspace_schema(base, "ops")}" RENAME TO "{base}_ws_ops"'))
+    with Client(home=home, database_url=postgres_url, workspace="ops") as ops:
+        assert [m.name for m in ops.services.metadata.list_models()] == ["m"]
+    with engine.begin() as conn:
+        names = set(conn.execute(text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"), {"p": f"{base}_ws_%"}).scalars())
+    engine.dispose()
+    assert names == {workspace_schema(base, "ops")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import Depends
@@ -27,11 +28,15 @@ _MAX_CACHED = 10_000
 class Authenticator:
     """Turns an `Authorization` header into a `Principal` and checks it against a permission."""
 
-    def __init__(self, access: AccessStore, enabled: bool, local: Principal) -> None:
+    def __init__(
+        self, access: AccessStore, enabled: bool, local: Principal, grants: Mapping[str, Principal] | None = None
+    ) -> None:
         self.access = access
         self.enabled = enabled
         """False: `--no-auth`, every request acts as `local` (a laptop's loopback server)."""
         self.local = local
+        self.grants = grants if grants is not None else {}
+        """Secrets held in memory only, each valid while its holder lives (a running job's `ctx.client`)."""
         self._cache: dict[str, tuple[float, Principal]] = {}
 
     async def authorize(self, authorization: str | None, permission: Permission) -> Principal:
@@ -50,6 +55,9 @@ class Authenticator:
         if not self.enabled:
             return self.local
         secret = _bearer(authorization)
+        granted = self.grants.get(secret)
+        if granted is not None:
+            return granted
         cached = self._cache.get(secret)
         if cached is not None and time.monotonic() - cached[0] < CACHE_S:
             return cached[1]

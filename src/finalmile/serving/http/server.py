@@ -7,16 +7,17 @@ import asyncio
 import contextlib
 import gc
 import logging
+import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI
 
 from finalmile._version import __version__
-from finalmile.access.roles import local_principal
+from finalmile.access.roles import Principal, check_role, local_principal
 from finalmile.dashboard import install as install_dashboard
 from finalmile.errors import NotReadyError
 from finalmile.jobs.scheduler import Periodic, Scheduler
@@ -47,12 +48,21 @@ PUBLIC_DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/re
 """FastAPI's own pages (the API's documentation): readable without a token, they change nothing."""
 
 
-def create_app(services: Services | None = None, auth: bool | None = None) -> FinalmileApp:
+def create_app(
+    services: Services | None = None,
+    auth: bool | None = None,
+    grants: Mapping[str, Principal] | None = None,
+    background: bool = True,
+) -> FinalmileApp:
     """The server app. With several worker processes each converges on the store's deployments every second.
-    `auth` (default: the `auth` setting) checks a bearer token on every route but health and docs."""
+    `auth` (default: the `auth` setting) checks a bearer token on every route but health and docs; `grants` are
+    secrets valid besides the store's tokens (jobs' gateway); `background=False` runs no scheduler or streams."""
     owned = services is None
     root = (services or Services.from_settings()).for_workspace("default")  # the root, whichever workspace given
-    authenticator = Authenticator(root.access, root.settings.auth if auth is None else auth, local_principal(root.user))
+    enabled = root.settings.auth if auth is None else auth
+    authenticator = Authenticator(root.access, enabled, local_principal(root.user), grants)
+    if root.job_gateway is None:
+        root.job_gateway = JobGateway(root)
     guards = Guards(authenticator, root)
     scheduler = Scheduler(
         [
@@ -73,18 +83,20 @@ def create_app(services: Services | None = None, auth: bool | None = None) -> Fi
         # Frozen out of the cyclic GC, a full collection walks only what was made since: it took 120 ms of the
         # event loop's time (every 10-20 s under load with logging on, whose batches wait up to a second and so
         # reach the oldest generation), and now takes well under a millisecond.
-        gc.collect()
-        gc.freeze()
-        scheduler.start()
-        supervisor.start()
+        if background:
+            gc.collect()
+            gc.freeze()
+            scheduler.start()
+            supervisor.start()
         try:
             yield
         finally:
-            await supervisor.stop()
-            scheduler.stop()
+            if background:
+                await supervisor.stop()
+                scheduler.stop()
+                gc.unfreeze()  # so that exit collects them (native bindings report frozen objects as leaked)
             if owned:
                 root.close()
-            gc.unfreeze()  # so that exit collects them (native bindings report frozen objects as leaked)
 
     handlers = InferenceHandlers()
     management = FastAPI(
@@ -137,21 +149,19 @@ def running_server(
 ) -> Iterator[str]:
     """Serve `services`' deployments in a background thread until the block ends; yields the base URL.
     `auth` as for `create_app`."""
+    with _in_thread(create_app(services, auth), host, port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _in_thread(app: FinalmileApp, host: str = "127.0.0.1", port: int | None = None) -> Iterator[str]:
     import uvicorn
 
     if port is None:
         with socket.socket() as s:
             s.bind((host, 0))
             port = int(s.getsockname()[1])
-    config = uvicorn.Config(
-        create_app(services, auth),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        loop="asyncio",
-        http="httptools",
-    )
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, loop="asyncio", http="httptools")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="finalmile-server", daemon=True)
     thread.start()
@@ -165,3 +175,39 @@ def running_server(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+class JobGateway:
+    """How a job's sandboxed child reaches its workspace: the API on a loopback port of this process, started on
+    the first run, and a secret per run, held in memory and valid while the run lasts, that acts as the uploader
+    in the job's workspace. The child gets no store, no database URL and no key: only this."""
+
+    def __init__(self, root: Services) -> None:
+        self._root = root
+        self._grants: dict[str, Principal] = {}
+        self._lock = threading.Lock()
+        self._server: contextlib.ExitStack | None = None
+        self._url = ""
+
+    @contextlib.contextmanager
+    def __call__(self, user: str, workspace: str, role: str) -> Iterator[tuple[str, str]]:
+        principal = Principal(user, workspace, check_role(role))
+        secret = "fmj_" + secrets.token_urlsafe(32)
+        with self._lock:
+            if self._server is None:
+                stack = contextlib.ExitStack()
+                app = create_app(self._root, auth=True, grants=self._grants, background=False)
+                self._url = stack.enter_context(_in_thread(app))
+                self._server = stack
+            self._grants[secret] = principal
+        try:
+            yield self._url, secret
+        finally:
+            with self._lock:
+                self._grants.pop(secret, None)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._server is not None:
+                self._server.close()
+                self._server = None

@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 
+from finalmile.config import MAX_DURATION_S
+from finalmile.jobs.runs import MAX_JOB_TIMEOUT_S
 from finalmile.jobs.store import MAX_CODE_BYTES, MAX_REQUIREMENTS_CHARS
 from finalmile.serving.http.auth import Caller, Guards
 from finalmile.serving.http.routes import run
@@ -21,9 +23,9 @@ class ScheduleRequest(BaseModel):
 
     cron: str | None = Field(default=None, max_length=200)
     tz: str = Field(default="UTC", max_length=100)
-    timeout_s: float = Field(default=3600.0, ge=1)
+    timeout_s: float = Field(default=3600.0, ge=1, le=MAX_JOB_TIMEOUT_S)
     retries: int = Field(default=0, ge=0, le=100)
-    deadline_s: float = Field(default=300.0, ge=1)
+    deadline_s: float = Field(default=300.0, ge=1, le=MAX_DURATION_S)
 
 
 def router(guards: Guards) -> APIRouter:
