@@ -67,7 +67,7 @@ class Services:
         self._children_lock = threading.Lock()
         self.metadata = MetadataStore(settings.resolved_database_url())
         self.artifacts = ArtifactStore(settings.home / "artifacts")
-        self.loader = RuntimeLoader(self.artifacts, settings)
+        self.loader = RuntimeLoader(self.artifacts, settings, (parent or self).settings.home)
         self.pipelines = PipelineStore(self.metadata)
         self.monitors = MonitorStore(self.metadata)
         self.logs = LogWriter(settings.home / "logs")

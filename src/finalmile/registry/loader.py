@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 import weakref
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,6 +16,7 @@ from finalmile.registry.schema import Schema
 from finalmile.registry.store import VersionRecord
 from finalmile.runtimes import DIRECTORY_FRAMEWORKS, runtime_class
 from finalmile.runtimes.base import Runtime, RuntimeContext
+from finalmile.runtimes.sandboxed import CODE_RUNTIMES, SandboxedRuntime
 from finalmile.runtimes.selection import fastest
 
 
@@ -24,9 +26,11 @@ class RuntimeLoader:
     One load per process: every pipeline (and handle) that pins the same version and runtime shares the runtime,
     for as long as any of them holds it (a runtime already serves a slot's several threads at once)."""
 
-    def __init__(self, artifacts: ArtifactStore, settings: FinalmileSettings) -> None:
+    def __init__(self, artifacts: ArtifactStore, settings: FinalmileSettings, unseen: Path | None = None) -> None:
         self.artifacts = artifacts
         self.settings = settings
+        self.unseen = unseen or settings.home
+        """The store's root home, hidden from a sandboxed model but for its own artifact."""
         self._loaded: weakref.WeakValueDictionary[tuple[str, int, str], Runtime] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
 
@@ -34,6 +38,8 @@ class RuntimeLoader:
         """The loaded runtime: for `auto`, the one measured fastest at about `batch_rows` rows among those whose
         outputs match (ONNX or the framework's own); `runtime="native"` runs the original framework."""
         key = runtime_key(record, runtime, batch_rows)
+        if key in CODE_RUNTIMES and runtime == "auto" and record.onnx_sha256 and self.settings.sandbox != "off":
+            key = "onnx"  # its outputs matched: serve the data-only graph in-process, not the pickle in a sandbox
         with self._lock:  # one load at a time per process: two deployments of one model never load it twice
             loaded = self._loaded.get((record.name, record.version, key))
             if loaded is None:
@@ -51,7 +57,10 @@ class RuntimeLoader:
         context = RuntimeContext(
             artifact, Schema.model_validate(record.schema), record.task, record.classes, self.settings
         )
-        loaded: Runtime = runtime_class(key)(context)
+        if key in CODE_RUNTIMES and self.settings.sandbox != "off":
+            loaded: Runtime = SandboxedRuntime(context, key, self.unseen)
+        else:
+            loaded = runtime_class(key)(context)
         if cleanup is not None:  # the unpacked files live as long as the runtime that reads them
             weakref.finalize(loaded, shutil.rmtree, cleanup, ignore_errors=True)
         loaded.load()

@@ -56,9 +56,12 @@ class Reach:
     network: bool = False
     """A job reaches the server and its databases; a model reaches nothing."""
     hide: tuple[Path, ...] = ()
-    """Folders that must stay unseen even when a folder above them is readable (the store's home)."""
+    """Folders that must stay unseen even when a folder above them is readable (the store's root home, which
+    holds every workspace); what `read` names inside them is still bound."""
     env: Mapping[str, str] = field(default_factory=dict)
     """Its whole environment, beside PATH, HOME, LANG and TMPDIR."""
+    devices: tuple[str, ...] = ()
+    """Device files it may use (a GPU's, for a PyTorch model)."""
 
 
 def bwrap_path() -> str | None:
@@ -108,27 +111,38 @@ def command(argv: list[str], reach: Reach, setting: str, cwd: Path | None = None
             wrapped += ["--ro-bind", path, path]
     for path in _ETC:
         wrapped += ["--ro-bind-try", path, path]
-    for path in _unique([*interpreter_paths(), *map(str, reach.read)]):
+    interpreter = interpreter_paths()
+    for path in interpreter:
+        wrapped += ["--ro-bind-try", path, path]
+    for path in reach.hide:  # an empty folder over it where a folder above it is bound; before what it may read
+        if Path(path).exists() and any(_within(Path(path), Path(p)) for p in interpreter):
+            wrapped += ["--tmpfs", str(Path(path).resolve())]
+    for path in _unique(map(str, reach.read)):
         wrapped += ["--ro-bind-try", path, path]
     for path in _unique(map(str, reach.write)):
         wrapped += ["--bind", path, path]
-    for path in reach.hide:  # after the binds, so a bound folder above it shows an empty folder there instead
-        if Path(path).exists() and any(_within(Path(path), Path(p)) for p in [*interpreter_paths(), *reach.read]):
-            wrapped += ["--tmpfs", str(path)]
+    for device in reach.devices:
+        wrapped += ["--dev-bind-try", device, device]
     if cwd is not None:
         wrapped += ["--chdir", str(cwd)]
     return [*wrapped, "--", *argv], env
 
 
+def gpus() -> tuple[str, ...]:
+    """NVIDIA's device files where the machine has them: a sandboxed model may run on the GPU, nothing more."""
+    return tuple(str(p) for p in sorted(Path("/dev").glob("nvidia*")))
+
+
 def interpreter_paths() -> list[str]:
-    """What the interpreter needs to start and import finalmile and its libraries: its prefixes, its site folders
-    and the folder finalmile is imported from (an editable install's `src`). Not every `sys.path` entry: a test
-    runner or a script puts its own folder there, which may hold a store's home."""
+    """What the interpreter needs to import what the server imports: its prefixes, its site folders, the folder
+    finalmile is imported from, and every folder on `sys.path` (a pickle names classes of the server's importable
+    modules). One of them may hold a store's home: the caller hides it (`Reach.hide`)."""
     import site
 
     found = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))]
     found += [*site.getsitepackages(), str(Path(__file__).resolve().parents[2])]
-    return _unique(q for p in found if os.path.exists(p) for q in (p, os.path.realpath(p)))
+    found += [p if p else os.getcwd() for p in sys.path if not p or os.path.isabs(p)]
+    return _unique(q for p in found if os.path.isdir(p) for q in (p, os.path.realpath(p)))
 
 
 def _within(path: Path, folder: Path) -> bool:
