@@ -52,7 +52,8 @@ def main() -> None:
         source = Path(folder) / "linear.py"
         source.write_text(MODEL)
         clients = {
-            mode: Client(settings=FinalmileSettings(home=Path(folder) / mode, sandbox=mode)) for mode in ("off", "bwrap")
+            mode: Client(settings=FinalmileSettings(home=Path(folder) / mode, sandbox=mode))
+            for mode in ("off", "bwrap")
         }
         runtimes = {}
         for mode, client in clients.items():

@@ -391,7 +391,7 @@ class _LazyGateway:
             from finalmile.serving.http.server import JobGateway
 
             self._made = JobGateway(self._root)
-        return self._made(user, workspace, role)  # type: ignore[no-any-return]
+        return self._made(user, workspace, role)
 
     def close(self) -> None:
         if self._made is not None:

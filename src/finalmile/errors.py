@@ -201,6 +201,12 @@ class NotReadyError(FinalmileError):
     status_code = 503
 
 
+class SandboxUnavailable(FinalmileError):
+    """`FINALMILE_SANDBOX=bwrap` and no bubblewrap on the machine: uploaded code is not run at all."""
+
+    status_code = 503
+
+
 class BackendUnavailable(FinalmileError):
     """The backend could not place or reach what serves a pipeline (Ray replicas that would not start or died)."""
 

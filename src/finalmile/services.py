@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,13 @@ from typing import Any
 import pyarrow as pa
 
 from finalmile.access.audit import AuditTrail
-from finalmile.access.store import AccessStore, MemberRecord, TokenRecord, describe_token
+from finalmile.access.store import AccessStore
+from finalmile.access.verbs import AccessVerbs
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
 from finalmile.backends.router import Backends, ray_backend
 from finalmile.config import FinalmileSettings
-from finalmile.errors import ConflictError, FinalmileError, Forbidden
+from finalmile.errors import FinalmileError
 from finalmile.jobs.connections import ConnectionRecord, ConnectionStore
 from finalmile.jobs.service import Gateway, Jobs
 from finalmile.jobs.store import JobStore
@@ -53,7 +53,7 @@ from finalmile.streaming.store import StreamRecord, StreamStore
 log = logging.getLogger(__name__)
 
 
-class Services:
+class Services(AccessVerbs):
     """Everything one process needs to register, deploy, serve, log and monitor, wired once."""
 
     def __init__(self, settings: FinalmileSettings, parent: Services | None = None, workspace: str = "default") -> None:
@@ -87,7 +87,7 @@ class Services:
             workspace,
             self.connections.readable,
             self.connections.secrets,
-            self._job_role,
+            self.job_role,
             lambda: self._root().job_gateway,
         )
         self.reader = LogReader(
@@ -151,16 +151,6 @@ class Services:
     def _root(self) -> Services:
         return self._parent if self._parent is not None else self
 
-    def _job_role(self, uploader: str) -> str:
-        """The role a job acts with: its uploader's current role in this workspace. A store whose access was never
-        set up (a laptop's) has no members: its jobs act as editors. A former member's job does not run."""
-        role = self.access.role_of(uploader, self.workspace)
-        if role is not None:
-            return role
-        if not self.access.has_tokens():
-            return "editor"
-        raise Forbidden(f"{uploader!r}, who uploaded this job, is no longer a member of workspace {self.workspace!r}")
-
     @property
     def user(self) -> str:
         """Recorded as who created what this process stores."""
@@ -203,7 +193,8 @@ class Services:
         """Register a new version. `isolated` (the server's uploads) loads and checks it in a child process, so the
         uploaded code never runs in this one."""
         if isolated:
-            record = upload_in_child(self.settings, name, source, options, self.settings.upload_timeout_s)
+            unseen = self._root().settings.home
+            record = upload_in_child(self.metadata, self.artifacts, self.settings, unseen, name, source, options)
         else:
             record = upload_model(self.metadata, self.artifacts, self.settings, name, source, **options)
         alias = f" (alias {options['alias']})" if options.get("alias") else ""
@@ -304,61 +295,6 @@ class Services:
     def _observe_steps(self, loaded: LoadedPipeline, batch: Batch) -> None:
         for step, seconds in batch.timings.items():
             self.metrics.step.labels(loaded.name, step).observe(seconds)
-
-    # -- access ---------------------------------------------------------------------------------------------------
-
-    def init_access(self, user: str = "admin") -> tuple[TokenRecord, str]:
-        """The first owner token (of `user` in `default`), printed once by `finalmile admin init` or the first
-        `serve` with auth on; refused once any token exists, so it cannot be used to take over a store."""
-        if self.access.has_tokens():
-            raise ConflictError("access is already set up: an owner makes more tokens with `finalmile tokens create`")
-        self.set_member(user, "default", "owner", actor=self.user)
-        return self.create_token(user, "default", "owner", "bootstrap", actor=self.user)
-
-    def _trail(self, workspace: str) -> AuditTrail:
-        """Access changes are recorded in the audit trail of the workspace they concern."""
-        return self.for_workspace(workspace).audit
-
-    def set_member(self, user: str, workspace: str, role: str, actor: str | None = None) -> MemberRecord:
-        before = self.access.role_of(user, workspace)
-        member = self.access.set_member(user, workspace, role)
-        self._trail(workspace).record(actor or self.user, "member", f"workspace {workspace} user {user}", before, role)
-        return member
-
-    def remove_member(self, user: str, workspace: str, actor: str | None = None) -> None:
-        before = self.access.role_of(user, workspace)
-        self.access.remove_member(user, workspace)
-        target = f"workspace {workspace} user {user}"
-        self._trail(workspace).record(actor or self.user, "remove member", target, before, None)
-
-    def create_workspace(self, name: str, actor: str | None = None) -> str:
-        self.access.create_workspace(name)
-        self.audit.record(actor or self.user, "create workspace", f"workspace {name}", None, name)
-        return name
-
-    def create_token(
-        self,
-        user: str,
-        workspace: str,
-        role: str,
-        name: str = "",
-        expires_in: timedelta | None = None,
-        actor: str | None = None,
-    ) -> tuple[TokenRecord, str]:
-        """A new token and its secret, shown once; the audit trail records the token, never the secret (the
-        access store records it in the root's trail; another workspace's own trail shows it too)."""
-        record, secret = self.access.create_token(user, workspace, role, name, expires_in, actor=actor or self.user)
-        if workspace != "default":
-            after = describe_token(record)
-            self._trail(workspace).record(actor or self.user, "create token", f"token {record.id}", None, after)
-        return record, secret
-
-    def revoke_token(self, token_id: int, actor: str | None = None) -> TokenRecord:
-        record = self.access.revoke(token_id)
-        self._trail(record.workspace).record(
-            actor or self.user, "revoke token", f"token {record.id}", "active", "revoked"
-        )
-        return record
 
     # -- connections ----------------------------------------------------------------------------------------------
 

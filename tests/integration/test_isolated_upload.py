@@ -12,18 +12,26 @@ from pathlib import Path
 import httpx
 import pytest
 
-from finalmile import Client
+from finalmile import Client, sandbox
 from tests.integration.conftest import Server, start_server
 
 
 class Spy:
-    """A pickled object that, when loaded, writes the loading process's pid to a file (what a hostile pickle does)."""
+    """A pickled object that, when loaded, tries to write into the server's home and says who loaded it and what it
+    saw (what a hostile pickle does)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, home: str) -> None:
         self.path = path
+        self.home = home
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        code = f"open({self.path!r}, 'w').write(str(__import__('os').getpid()))"
+        code = (
+            f"import os\nP, H = {self.path!r}, {self.home!r}\n"
+            "seen = sorted(os.listdir(H)) if os.path.isdir(H) else None\n"
+            "try:\n    open(P, 'w').write('written')\nexcept OSError:\n    pass\n"
+            "raise RuntimeError('pid %d uid %d home %s secret %s' % (os.getpid(), os.getuid(), seen, "
+            "'FINALMILE_SECRET_KEY' in os.environ))"
+        )
         return (exec, (code,))
 
 
@@ -36,14 +44,20 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 def test_a_pickle_runs_in_a_child_process_not_in_the_server(server: Server, tmp_path: Path) -> None:
-    marker = tmp_path / "loaded-by.txt"
+    marker = tmp_path / "home" / "loaded-by.txt"
     response = httpx.post(
         f"{server.url}/api/v1/models/evil",
-        files={"file": ("model.pkl", pickle.dumps(Spy(str(marker))))},
+        files={"file": ("model.pkl", pickle.dumps(Spy(str(marker), str(tmp_path / "home"))))},
         timeout=60,
     )
     assert 400 <= response.status_code < 500, response.text  # not a model: refused with a message
-    assert marker.exists() and int(marker.read_text()) not in (server.process.pid, os.getpid())
+    said = response.json()["error"]
+    pid = int(said.split("pid ")[1].split()[0])
+    assert pid not in (server.process.pid, os.getpid()), said
+    assert not marker.exists()  # the server's home is out of its reach
+    if sandbox.mode("auto") == "bwrap":
+        # the home shows only the folders down to its own scratch folder: no database, no logs, no workspace
+        assert "uid 65534 home ['artifacts'] secret False" in said, said
     assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
 
 

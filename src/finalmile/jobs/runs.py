@@ -25,11 +25,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from finalmile import sandbox
 from finalmile.errors import InvalidInputError
 from finalmile.jobs.environments import EnvironmentFailed, job_python
 from finalmile.jobs.store import JobRecord, JobStore, RunRecord
-from finalmile.sandbox import Reach
+from finalmile.sandbox import Reach, command
 
 STALE_AFTER_S = 30.0
 """A run whose scheduler has not beaten for this long is `lost` (the process died); it is never run again.
@@ -154,11 +153,11 @@ def _attempt(
     reach = Reach(
         read=(environment,) if environment else (), write=(folder,), network=True, hide=(child.home,), env=child.env
     )
-    command, env = sandbox.command([python, "-m", "finalmile.cli.job_child", str(folder), job.name, slot], reach,
-                                   child.sandbox, cwd=folder)  # fmt: skip
+    argv = [python, "-m", "finalmile.cli.job_child", str(folder), job.name, slot]
+    wrapped, env = command(argv, reach, child.sandbox, cwd=folder)
     try:
         done = subprocess.run(
-            command, env=env, cwd=folder, capture_output=True, text=True, timeout=job.timeout_s, check=False,
+            wrapped, env=env, cwd=folder, capture_output=True, text=True, timeout=job.timeout_s, check=False,
             preexec_fn=_die_with_parent,
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
-from contextlib import AbstractContextManager
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol

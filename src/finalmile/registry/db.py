@@ -118,7 +118,10 @@ def _rename_schema_of_before(conn: Any, base: str, workspace: str, schema: str) 
     `schema` once. A cut name may have been shared by two workspaces, so it is left where it is, and said."""
     old = f"{base}_ws_{workspace}"
     exists = "SELECT 1 FROM pg_namespace WHERE nspname = :n"
-    if conn.execute(text(exists), {"n": old[:63]}).scalar() is None or conn.execute(text(exists), {"n": schema}).scalar():
+    if (
+        conn.execute(text(exists), {"n": old[:63]}).scalar() is None
+        or conn.execute(text(exists), {"n": schema}).scalar()
+    ):
         return
     if len(old) > 63:
         log.warning(

@@ -12,6 +12,7 @@ import platform
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -56,57 +57,102 @@ def upload_model(
     tags: dict[str, str] | None = None,
     runtime: str = "auto",
 ) -> VersionRecord:
+    tags = check_options(
+        name, alias, tags, runtime
+    )  # every option is checked before any of the model's own code can run
+    given = checked_schema(schema)
+    artifacts.tmp.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=artifacts.tmp, prefix="upload-") as scratch, hide_paths(scratch):
+        prepared = prepare(settings, Path(scratch), source, framework, given, sample, runtime)
+        return store_prepared(store, artifacts, name, prepared, tags, settings.user or current_user(), alias)
+
+
+def check_options(name: str, alias: str | None, tags: Any, runtime: str) -> dict[str, str] | None:
+    """The options of an upload that need none of the model's code, checked first; the tags as stored."""
     if runtime not in ("auto", "native"):
         raise BadRequestError(f"runtime: must be 'auto' or 'native', got {runtime!r}", {"field": "runtime"})
     check_model_name(name)
     if alias is not None:
         check_alias_name(alias)
-    tags = checked_tags(tags)  # every option is checked before any of the model's own code can run
-    given = checked_schema(schema)
+    return checked_tags(tags)
+
+
+@dataclass
+class Prepared:
+    """An upload made ready in a scratch folder, nothing stored yet: the files to store and what was learnt."""
+
+    new: NewVersion
+    artifact: Path
+    onnx: Path | None
+    sample: Path | None
+
+
+def prepare(
+    settings: FinalmileSettings,
+    workdir: Path,
+    source: Any,
+    framework: str | None,
+    given: Schema | None,
+    sample: Any,
+    runtime: str,
+) -> Prepared:
+    """Everything of an upload that runs the model's code (unpickling, the sample, conversion and its parity),
+    writing only in `workdir`: what a sandboxed upload runs in its child (`registry/isolation.py`)."""
     if isinstance(sample, np.ndarray):  # named as the model names its features
         names = getattr(source, "feature_names_in_", None)
         sample = named_rows(sample, [str(n) for n in names] if names is not None else None)
     sample_table = to_arrow(sample)[0] if sample is not None else None
-    artifacts.tmp.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=artifacts.tmp, prefix="upload-") as scratch, hide_paths(scratch):
-        workdir = Path(scratch)
-        framework = framework or detect_framework(source)
-        packaged: Packaged = framework_module(framework).package(source, workdir, sample_table)
-        if given is not None:
-            packaged.schema = Schema(inputs=given.inputs, outputs=given.outputs or packaged.schema.outputs)
-        if sample_table is not None and packaged.schema.inputs is not None:
-            # The sample must fit the schema; this also catches a sample of the wrong model early.
-            sample_table = SchemaValidator(packaged.schema).conform(sample_table)
-        conversion = Conversion("skipped", "kept native: only tree and linear models are converted")
-        onnx_path = None
-        if framework in CONVERTIBLE:
-            if runtime == "native":
-                conversion = Conversion("skipped", "kept native: runtime='native' was requested")
-            else:
-                conversion, onnx_path = convert(packaged, sample_table, workdir, settings)
-        artifact_file = packaged.artifact
-        if framework in DIRECTORY_FRAMEWORKS:
-            artifact_file = pack_directory(packaged.artifact, workdir / "artifact.tar")
-        new_version = NewVersion(
-            framework=framework,
-            # A one-row request is the common case; a deployment with large batches may choose otherwise.
-            runtime=fastest(conversion.timings_us, 1) if onnx_path is not None else framework,
-            artifact_sha256="",
-            onnx_sha256=None,
-            sample_sha256=None,
-            schema=packaged.schema.model_dump(mode="json"),
-            task=packaged.task,
-            classes=packaged.classes,
-            conversion=conversion.to_dict(),
-            libraries=_libraries(framework),
-            tags={str(k): str(v) for k, v in (tags or {}).items()},
-            created_by=settings.user or current_user(),
-        )
-        sample_file = None
-        if sample_table is not None:
-            sample_file = workdir / "sample.parquet"
-            pq.write_table(sample_table, sample_file)
-        return _store(store, artifacts, name, new_version, artifact_file, onnx_path, sample_file, alias)
+    framework = framework or detect_framework(source)
+    packaged: Packaged = framework_module(framework).package(source, workdir, sample_table)
+    if given is not None:
+        packaged.schema = Schema(inputs=given.inputs, outputs=given.outputs or packaged.schema.outputs)
+    if sample_table is not None and packaged.schema.inputs is not None:
+        # The sample must fit the schema; this also catches a sample of the wrong model early.
+        sample_table = SchemaValidator(packaged.schema).conform(sample_table)
+    conversion = Conversion("skipped", "kept native: only tree and linear models are converted")
+    onnx_path = None
+    if framework in CONVERTIBLE:
+        if runtime == "native":
+            conversion = Conversion("skipped", "kept native: runtime='native' was requested")
+        else:
+            conversion, onnx_path = convert(packaged, sample_table, workdir, settings)
+    artifact_file = packaged.artifact
+    if framework in DIRECTORY_FRAMEWORKS:
+        artifact_file = pack_directory(packaged.artifact, workdir / "artifact.tar")
+    new_version = NewVersion(
+        framework=framework,
+        # A one-row request is the common case; a deployment with large batches may choose otherwise.
+        runtime=fastest(conversion.timings_us, 1) if onnx_path is not None else framework,
+        artifact_sha256="",
+        onnx_sha256=None,
+        sample_sha256=None,
+        schema=packaged.schema.model_dump(mode="json"),
+        task=packaged.task,
+        classes=packaged.classes,
+        conversion=conversion.to_dict(),
+        libraries=_libraries(framework),
+        tags={},
+        created_by="",
+    )
+    sample_file = None
+    if sample_table is not None:
+        sample_file = workdir / "sample.parquet"
+        pq.write_table(sample_table, sample_file)
+    return Prepared(new_version, artifact_file, onnx_path, sample_file)
+
+
+def store_prepared(
+    store: MetadataStore,
+    artifacts: ArtifactStore,
+    name: str,
+    prepared: Prepared,
+    tags: dict[str, str] | None,
+    created_by: str,
+    alias: str | None,
+) -> VersionRecord:
+    """Store what `prepare` made: the artifacts first, then the version; on failure, no row and no orphan."""
+    new = replace(prepared.new, tags={str(k): str(v) for k, v in (tags or {}).items()}, created_by=created_by)
+    return _store(store, artifacts, name, new, prepared.artifact, prepared.onnx, prepared.sample, alias)
 
 
 def _store(

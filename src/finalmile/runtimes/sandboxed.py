@@ -21,11 +21,11 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from finalmile import sandbox
 from finalmile.arrow.ipc import from_ipc, to_ipc
 from finalmile.errors import InvalidModelError, PredictionError
 from finalmile.registry.schema import SchemaValidator
 from finalmile.runtimes.base import RuntimeContext
+from finalmile.sandbox import Reach, command, gpus
 
 CODE_RUNTIMES = frozenset({"python", "sklearn", "torch", "mlflow"})
 """Runtimes whose loading or running executes what a user uploaded (pickles unpickle by running code)."""
@@ -105,8 +105,8 @@ class SandboxedRuntime:
             "key": self.key,
         }
         settings = self.context.settings
-        reach = sandbox.Reach(read=(self.context.artifact,), hide=(self.unseen,), devices=sandbox.gpus())
-        argv, env = sandbox.command([sys.executable, "-m", "finalmile.runtimes.child"], reach, settings.sandbox)
+        reach = Reach(read=(self.context.artifact,), hide=(self.unseen,), devices=gpus())
+        argv, env = command([sys.executable, "-m", "finalmile.runtimes.child"], reach, settings.sandbox)
         child = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
         assert child.stdin is not None and child.stdout is not None
         self._child = child
@@ -144,7 +144,6 @@ def _end(child: subprocess.Popen[bytes], grace_s: float) -> int:
 def _kill(child: subprocess.Popen[bytes]) -> int:
     child.kill()
     return child.wait()
-
 
 
 def _read_within(source: IO[bytes], timeout_s: float) -> Any:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finalmile.errors import FinalmileError
+from finalmile.errors import SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,6 @@ _ETC = (
 """What of `/etc` a program needs (certificates, name lookup, the dynamic linker): never the whole folder, which
 holds the database servers' and other services' configuration."""
 NOBODY = 65534
-
-
-class SandboxUnavailable(FinalmileError):
-    """`FINALMILE_SANDBOX=bwrap` and no working bubblewrap: uploaded code is not run at all."""
-
-    status_code = 503
 
 
 @dataclass(frozen=True)
@@ -114,9 +108,9 @@ def command(argv: list[str], reach: Reach, setting: str, cwd: Path | None = None
     interpreter = interpreter_paths()
     for path in interpreter:
         wrapped += ["--ro-bind-try", path, path]
-    for path in reach.hide:  # an empty folder over it where a folder above it is bound; before what it may read
-        if Path(path).exists() and any(_within(Path(path), Path(p)) for p in interpreter):
-            wrapped += ["--tmpfs", str(Path(path).resolve())]
+    for hidden in reach.hide:  # an empty folder over it where a folder above it is bound; before what it may read
+        if hidden.exists() and any(_within(hidden, Path(p)) for p in interpreter):
+            wrapped += ["--tmpfs", str(hidden.resolve())]
     for path in _unique(map(str, reach.read)):
         wrapped += ["--ro-bind-try", path, path]
     for path in _unique(map(str, reach.write)):

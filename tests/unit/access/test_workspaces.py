@@ -48,9 +48,7 @@ def test_a_workspace_reopens_with_what_it_stored(home, database_url: str) -> Non
         assert [m.name for m in again.services.metadata.list_models()] == ["m"]
 
 
-def test_two_long_names_that_share_their_first_53_characters_are_two_workspaces(
-    home, database_url: str
-) -> None:  # type: ignore[no-untyped-def]
+def test_two_long_names_that_share_their_first_53_characters_are_two_workspaces(home, database_url: str) -> None:  # type: ignore[no-untyped-def]
     X, y = tabular(40)
     first, second = "a" * 60 + "first", "a" * 60 + "second"
     with Client(home=home, database_url=database_url) as root:
@@ -76,6 +74,10 @@ def test_a_workspace_schema_of_before_is_renamed_once_and_keeps_its_models(postg
     with Client(home=home, database_url=postgres_url, workspace="ops") as ops:
         assert [m.name for m in ops.services.metadata.list_models()] == ["m"]
     with engine.begin() as conn:
-        names = set(conn.execute(text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"), {"p": f"{base}_ws_%"}).scalars())
+        names = set(
+            conn.execute(
+                text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"), {"p": f"{base}_ws_%"}
+            ).scalars()
+        )
     engine.dispose()
     assert names == {workspace_schema(base, "ops")}

@@ -67,7 +67,9 @@ def test_a_job_of_workspace_a_finds_nothing_of_b_no_secret_and_no_way_to_mint_a_
 ) -> None:
     key = Fernet.generate_key().decode()
     X, y = tabular(60)
-    with Client(settings=FinalmileSettings(home=home, database_url=database_url, secret_key=key, sandbox="bwrap")) as root:
+    with Client(
+        settings=FinalmileSettings(home=home, database_url=database_url, secret_key=key, sandbox="bwrap")
+    ) as root:
         services = root.services
         for ws in ("a", "b"):
             services.create_workspace(ws)
@@ -89,7 +91,7 @@ def test_a_job_of_workspace_a_finds_nothing_of_b_no_secret_and_no_way_to_mint_a_
     assert "FINALMILE_SECRET_KEY" not in env_line and "FINALMILE_DATABASE_URL" not in env_line and key not in log
     for what in ("home", "artifacts of b", "root's database", "embedded client on b", "mint owner token",
                  "mint admin token in default", "list tokens", "server's environment"):  # fmt: skip
-        assert f"{what} REFUSED" in log or f'{what} GOT []' in log, (what, log)
+        assert f"{what} REFUSED" in log or f"{what} GOT []" in log, (what, log)
     assert 'own models GOT ["mine"]' in log
     assert 'connections GOT ["a-db"]' in log and "b-db" not in log and "B0bPa55" not in log
     assert "secret-model" not in log

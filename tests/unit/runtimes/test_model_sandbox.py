@@ -19,7 +19,7 @@ from finalmile.runtimes.sandboxed import SandboxedRuntime
 from finalmile.sandbox import bwrap_path
 from tests.fixtures import tabular
 
-ESCAPER = '''
+ESCAPER = """
 import json, os, socket
 
 HOME = {home!r}
@@ -55,7 +55,7 @@ class Escaper:
             "uid": probe(os.getuid),
         }}
         return pd.DataFrame({{"what": list(found), "found": list(found.values())}}).head(len(frame))
-'''
+"""
 
 
 @pytest.mark.skipif(

@@ -161,7 +161,9 @@ def _in_thread(app: FinalmileApp, host: str = "127.0.0.1", port: int | None = No
         with socket.socket() as s:
             s.bind((host, 0))
             port = int(s.getsockname()[1])
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, loop="asyncio", http="httptools")
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, loop="asyncio", http="httptools"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="finalmile-server", daemon=True)
     thread.start()

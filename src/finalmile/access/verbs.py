@@ -1,0 +1,89 @@
+"""Changes to who may do what, as the composition root offers them: each recorded in the audit trail of the
+workspace it concerns (a token's creation by the access store itself, in the same transaction)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from finalmile.access.audit import AuditTrail
+from finalmile.access.store import AccessStore, MemberRecord, TokenRecord, describe_token
+from finalmile.errors import ConflictError, Forbidden
+
+
+class AccessVerbs:
+    """The access verbs of `Services` (a mixin: it holds no state of its own)."""
+
+    access: AccessStore
+    audit: AuditTrail
+    workspace: str
+
+    @property
+    def user(self) -> str:
+        raise NotImplementedError
+
+    def for_workspace(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def init_access(self, user: str = "admin") -> tuple[TokenRecord, str]:
+        """The first owner token (of `user` in `default`), printed once by `finalmile admin init` or the first
+        `serve` with auth on; refused once any token exists, so it cannot be used to take over a store."""
+        if self.access.has_tokens():
+            raise ConflictError("access is already set up: an owner makes more tokens with `finalmile tokens create`")
+        self.set_member(user, "default", "owner", actor=self.user)
+        return self.create_token(user, "default", "owner", "bootstrap", actor=self.user)
+
+    def _trail(self, workspace: str) -> AuditTrail:
+        """Access changes are recorded in the audit trail of the workspace they concern."""
+        return self.for_workspace(workspace).audit
+
+    def set_member(self, user: str, workspace: str, role: str, actor: str | None = None) -> MemberRecord:
+        before = self.access.role_of(user, workspace)
+        member = self.access.set_member(user, workspace, role)
+        self._trail(workspace).record(actor or self.user, "member", f"workspace {workspace} user {user}", before, role)
+        return member
+
+    def remove_member(self, user: str, workspace: str, actor: str | None = None) -> None:
+        before = self.access.role_of(user, workspace)
+        self.access.remove_member(user, workspace)
+        target = f"workspace {workspace} user {user}"
+        self._trail(workspace).record(actor or self.user, "remove member", target, before, None)
+
+    def create_workspace(self, name: str, actor: str | None = None) -> str:
+        self.access.create_workspace(name)
+        self.audit.record(actor or self.user, "create workspace", f"workspace {name}", None, name)
+        return name
+
+    def create_token(
+        self,
+        user: str,
+        workspace: str,
+        role: str,
+        name: str = "",
+        expires_in: timedelta | None = None,
+        actor: str | None = None,
+    ) -> tuple[TokenRecord, str]:
+        """A new token and its secret, shown once; the audit trail records the token, never the secret (the
+        access store records it in the root's trail; another workspace's own trail shows it too)."""
+        record, secret = self.access.create_token(user, workspace, role, name, expires_in, actor=actor or self.user)
+        if workspace != "default":
+            after = describe_token(record)
+            self._trail(workspace).record(actor or self.user, "create token", f"token {record.id}", None, after)
+        return record, secret
+
+    def revoke_token(self, token_id: int, actor: str | None = None) -> TokenRecord:
+        record = self.access.revoke(token_id)
+        self._trail(record.workspace).record(
+            actor or self.user, "revoke token", f"token {record.id}", "active", "revoked"
+        )
+        return record
+
+    def job_role(self, uploader: str) -> str:
+        """The role a job acts with: its uploader's current role in this workspace. A store whose access was never
+        set up (a laptop's) has no members: its jobs act as editors. A former member's job does not run."""
+        role = self.access.role_of(uploader, self.workspace)
+        if role is not None:
+            return role
+        if not self.access.has_tokens():
+            return "editor"
+        raise Forbidden(f"{uploader!r}, who uploaded this job, is no longer a member of workspace {self.workspace!r}")
