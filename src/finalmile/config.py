@@ -55,8 +55,12 @@ class FinalmileSettings(BaseSettings):
     query_timeout_s: float = 30.0
     """Longest a query of the SQL surface may run before it is stopped."""
 
-    query_max_rows: int = 100_000
+    query_max_rows: int = Field(default=100_000, gt=0)
     """Most rows a query of the SQL surface returns; a larger result is refused with a message, not cut."""
+    query_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    """Most bytes (as Arrow) a query of the SQL surface returns; a larger result is refused, not cut."""
+    query_memory_mb: int = Field(default=1024, gt=0)
+    """DuckDB's memory limit for one query of the SQL surface (nothing spills to disk)."""
 
     workspace: str = "default"
     """The workspace the embedded `Client` and the local CLI work in."""

@@ -28,6 +28,7 @@ from finalmile.jobs.connections import ConnectionRecord, ConnectionStore
 from finalmile.jobs.service import Gateway, Jobs
 from finalmile.jobs.store import JobStore
 from finalmile.logs.query import LogReader
+from finalmile.logs.sandbox import QueryLimits
 from finalmile.logs.saved import SavedQuery, SavedQueryStore
 from finalmile.logs.writer import LogWriter
 from finalmile.monitoring.actions import rollback, route_all
@@ -95,8 +96,9 @@ class Services(AccessVerbs):
             self.metadata,
             self.pipelines,
             self.logs.flush,
-            settings.query_timeout_s,
-            settings.query_max_rows,
+            QueryLimits(
+                settings.query_timeout_s, settings.query_max_rows, settings.query_max_bytes, settings.query_memory_mb
+            ),
             {"audit": self.audit.table},
         )
         self.metrics = Metrics()

@@ -44,7 +44,11 @@ def chart_of(table: pa.Table) -> dict[str, Any] | None:
 
 
 def result_of(visitor: Visitor, sql: str) -> dict[str, Any]:
-    table = visitor.services.reader.query(sql)
+    """What the page shows of a query, made within the query's time limit."""
+    return visitor.services.reader.query(sql, lambda table: _shown(table, sql))
+
+
+def _shown(table: pa.Table, sql: str) -> dict[str, Any]:
     shown = table.slice(0, SHOWN_ROWS)
     return {
         "columns": table.column_names,
@@ -83,9 +87,9 @@ def router(guards: PageGuards) -> APIRouter:
     async def sql_csv(
         sql: str = Query(..., max_length=MAX_SQL_CHARS), visitor: Visitor = Depends(guards.read)
     ) -> Response:
-        table = await asyncio.get_running_loop().run_in_executor(None, visitor.services.reader.query, sql)
+        body = await asyncio.get_running_loop().run_in_executor(None, visitor.services.reader.query, sql, csv_bytes)
         headers = {"content-disposition": 'attachment; filename="finalmile-query.csv"', "cache-control": "no-store"}
-        return Response(csv_bytes(table), media_type="text/csv", headers=headers)
+        return Response(body, media_type="text/csv", headers=headers)
 
     @page.post("/ui/sql/save")
     async def save(

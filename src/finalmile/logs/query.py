@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, overload
 
 import duckdb
 import pyarrow as pa
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 
 from finalmile.errors import QueryError
 from finalmile.logs import sandbox
+from finalmile.logs.sandbox import QueryLimits, T
 from finalmile.logs.journal import journal_column
 from finalmile.pipelines.spec import ModelStepSpec, PipelineSpec, walk
 from finalmile.pipelines.store import PipelineStore
@@ -37,6 +39,10 @@ _LOGGED_IDS = (
 """A pipeline's request ids, logged as Parquet or still journaled (`LogReader._with_journals`)."""
 
 
+def _same(table: pa.Table) -> pa.Table:
+    return table
+
+
 class LogReader:
     """DuckDB over this home's logs, ground truth and metadata; flushes the writer first, so reads see what was
     served (the SDK, the API, monitors and the CLI all read through it)."""
@@ -47,16 +53,14 @@ class LogReader:
         metadata: MetadataStore,
         pipelines: PipelineStore,
         flush: Callable[[], None],
-        timeout_s: float = 30.0,
-        max_rows: int = 100_000,
+        limits: QueryLimits | None = None,
         views: dict[str, Callable[[], pa.Table]] | None = None,
     ) -> None:
         self.home = home
         self.metadata = metadata
         self.pipelines = pipelines
         self.flush = flush
-        self.timeout_s = timeout_s
-        self.max_rows = max_rows
+        self.limits = limits or QueryLimits()
         self.views = views or {}
         """More views, built from the stores when a connection opens (the audit trail)."""
 
@@ -98,15 +102,23 @@ class LogReader:
         conn.register("pipelines", pipelines)
         for name, build in self.views.items():
             conn.register(name, build())
-        sandbox.lock_down(conn, [root, truth])
+        sandbox.lock_down(conn, [root, truth], self.limits)
         return conn
 
-    def query(self, sql: str) -> pa.Table:
-        """Run one SELECT over the documented views in the sandbox (no files, a time limit and a row cap)."""
+    @overload
+    def query(self, sql: str) -> pa.Table: ...
+
+    @overload
+    def query(self, sql: str, encode: Callable[[pa.Table], T]) -> T: ...
+
+    def query(self, sql: str, encode: Callable[[pa.Table], Any] | None = None) -> Any:
+        """Run one SELECT over the documented views in the sandbox (no files; bounded in time, memory, rows and
+        bytes); `encode` turns the answer into what is sent (JSON, CSV), within the same time limit."""
         conn = self.connect()
         try:
             sandbox.check(conn, sql)
-            return sandbox.run(conn, sql, self.timeout_s, self.max_rows)
+            sandbox.check_plan(conn, sql)
+            return sandbox.run(conn, sql, self.limits, encode or _same)
         finally:
             conn.close()
 

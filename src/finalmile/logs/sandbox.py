@@ -1,33 +1,58 @@
-"""The SQL surface's sandbox: only the documented views, no file or network access, a time limit and a row cap.
+"""The SQL surface's sandbox: only the documented views, no file or network access, bounded in time, memory, rows
+and bytes.
 
-Three walls, each enough alone for what it guards: DuckDB runs with `enable_external_access = false` (only this
-home's log and ground-truth folders stay readable, for the views) and a locked configuration; a query must be one
-SELECT whose parse tree names no table function and no table but the views and its own CTEs; and it is
-interrupted after `timeout_s`, its result refused beyond `max_rows`.
+Walls, each enough alone for what it guards: DuckDB runs with `enable_external_access = false` (only this home's
+log and ground-truth folders stay readable, for the views), a memory limit and a locked configuration; a query must
+be one SELECT whose parse tree names no table function and no table but the views and its own CTEs, and whose bound
+plan scans nothing but the views' sources and harmless table functions (a CTE named like a catalog table in one
+scope does not make the catalog readable from another); it is interrupted after `timeout_s`, the encoding of its
+answer included, and its result refused beyond `max_rows` or `max_bytes`. Every refusal is a 400 naming the limit.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from finalmile.errors import QueryError
+from finalmile.errors import FinalmileError, QueryError
 
+T = TypeVar("T")
 VIEWS = frozenset({"logs", "ground_truth", "models", "pipelines", "audit"})
 """What a query may read (documented in the README)."""
 _HARMLESS_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
+_SCANNED = frozenset(
+    {"READ_PARQUET", "PARQUET_SCAN", "ARROW_SCAN", "PYTHON_ARROW_SCAN", "RANGE", "GENERATE_SERIES", "UNNEST"}
+)
+"""What a bound plan may scan: the views' Parquet files and registered tables, and the harmless table functions."""
 _REFUSED_FUNCTIONS = frozenset({"getenv", "current_setting"})
 
 
-def lock_down(conn: duckdb.DuckDBPyConnection, readable: list[Path]) -> None:
-    """No file or network access beyond `readable` (the views' own folders), and no way to turn that back on."""
+@dataclass(frozen=True)
+class QueryLimits:
+    """How far one query of the SQL surface may go (the `query_*` settings)."""
+
+    timeout_s: float = 30.0
+    max_rows: int = 100_000
+    max_bytes: int = 64 * 1024 * 1024
+    """The answer's size in Arrow (its JSON is of the same order): more is refused, not cut."""
+    memory_mb: int = 1024
+    """DuckDB's memory limit for the query (its `memory_limit`; nothing spills to disk)."""
+
+
+def lock_down(conn: duckdb.DuckDBPyConnection, readable: list[Path], limits: QueryLimits) -> None:
+    """No file or network access beyond `readable` (the views' own folders), no more memory than `limits` allow,
+    and no way to change either back."""
     folders = ", ".join("'" + (str(p).rstrip("/") + "/").replace("'", "''") + "'" for p in readable)
+    conn.execute(f"SET memory_limit = '{int(limits.memory_mb)}MB'")
+    conn.execute("SET max_temp_directory_size = '0B'")
     conn.execute(f"SET allowed_directories = [{folders}]")
     conn.execute("SET enable_external_access = false")
     conn.execute("SET autoinstall_known_extensions = false")
@@ -72,31 +97,108 @@ def check_alone(sql: str) -> None:
         conn.close()
 
 
-def run(conn: duckdb.DuckDBPyConnection, sql: str, timeout_s: float, max_rows: int) -> pa.Table:
-    """Run a checked query, interrupted after `timeout_s`; more than `max_rows` rows is refused, not cut."""
-    timer = threading.Timer(timeout_s, conn.interrupt)
+def check_plan(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse a query whose bound plan scans anything but the views' sources: the parse tree alone cannot tell a
+    CTE from a catalog table of the same name in another scope (`duckdb_views`, which shows the views' paths)."""
+    try:
+        plan = json.loads(conn.execute(f"EXPLAIN (FORMAT JSON) {sql}").fetchall()[0][1])
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL error: {_message(exc)}", {"field": "sql"}) from None
+    for operator in _operators(plan):
+        info = operator.get("extra_info") or {}
+        function, table = info.get("Function"), info.get("Table")
+        if table or (function and str(function).upper() not in _SCANNED):
+            name = str(table or function).lower()
+            raise QueryError(
+                f"sql: '{name}' is not one of the views you can query ({', '.join(sorted(VIEWS))})", {"field": "sql"}
+            )
+
+
+def run(conn: duckdb.DuckDBPyConnection, sql: str, limits: QueryLimits, encode: Callable[[pa.Table], T]) -> T:
+    """Run a checked query and `encode` its answer, the two within `timeout_s` (the query is interrupted; an
+    encoding still running then is refused); more than `max_rows` rows or `max_bytes` is refused, not cut."""
+    deadline = time.monotonic() + limits.timeout_s
+    timer = threading.Timer(limits.timeout_s, conn.interrupt)
     timer.daemon = True
     timer.start()
     try:
-        reader = conn.sql(sql).to_arrow_reader(min(max_rows + 1, 100_000))
-        batches, rows = [], 0
+        reader = conn.sql(sql).to_arrow_reader(min(limits.max_rows + 1, 100_000))
+        batches, rows, size = [], 0, 0
         for batch in reader:
             batches.append(batch)
-            rows += batch.num_rows
-            if rows > max_rows:
+            rows, size = rows + batch.num_rows, size + batch.nbytes
+            if rows > limits.max_rows:
                 raise QueryError(
-                    f"sql: the result has more than {max_rows:,} rows; aggregate, filter or add LIMIT",
-                    {"field": "sql", "max_rows": max_rows},
+                    f"sql: the result has more than {limits.max_rows:,} rows; aggregate, filter or add LIMIT",
+                    {"field": "sql", "limit": "max_rows", "max_rows": limits.max_rows},
                 )
-        return pa.Table.from_batches(batches, schema=reader.schema)
+            if size > limits.max_bytes:
+                raise QueryError(
+                    f"sql: the result is larger than {limits.max_bytes / 2**20:g} MiB; select fewer or smaller "
+                    "columns, aggregate or add LIMIT",
+                    {"field": "sql", "limit": "max_bytes", "max_bytes": limits.max_bytes},
+                )
+        table = pa.Table.from_batches(batches, schema=reader.schema)
     except duckdb.InterruptException:
+        raise _too_long(limits) from None
+    except duckdb.OutOfMemoryException:
         raise QueryError(
-            f"sql: the query ran past the {timeout_s:g} s limit and was stopped", {"field": "sql"}
+            f"sql: the query needed more than its {limits.memory_mb:,} MB of memory; aggregate, filter or add LIMIT",
+            {"field": "sql", "limit": "memory_mb", "memory_mb": limits.memory_mb},
         ) from None
     except duckdb.Error as exc:
         raise QueryError(f"SQL error: {_message(exc)}", {"field": "sql"}) from None
+    except (pa.ArrowException, MemoryError) as exc:  # a value beyond Arrow's 2 GiB string limit, say
+        raise QueryError(
+            f"sql: the result cannot be returned ({_message(exc)}); select smaller values or aggregate",
+            {"field": "sql", "limit": "max_bytes", "max_bytes": limits.max_bytes},
+        ) from None
     finally:
         timer.cancel()
+    return _within(encode, table, deadline, limits)
+
+
+def _within(encode: Callable[[pa.Table], T], table: pa.Table, deadline: float, limits: QueryLimits) -> T:
+    """`encode(table)` in a thread, given up at `deadline`: the answer's size is capped, so the thread ends soon."""
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            done.append(encode(table))
+        except BaseException as exc:
+            failed.append(exc)
+
+    worker = threading.Thread(target=work, name="finalmile-query-encode", daemon=True)
+    worker.start()
+    worker.join(max(deadline - time.monotonic(), 0.0))
+    if failed:
+        if isinstance(failed[0], FinalmileError):
+            raise failed[0]
+        raise QueryError(
+            f"sql: the result cannot be sent: {_message(failed[0])}", {"field": "sql", "limit": "max_bytes"}
+        ) from None
+    if not done:
+        raise _too_long(limits)
+    return done[0]
+
+
+def _too_long(limits: QueryLimits) -> QueryError:
+    return QueryError(
+        f"sql: the query ran past the {limits.timeout_s:g} s limit and was stopped",
+        {"field": "sql", "limit": "timeout_s", "timeout_s": limits.timeout_s},
+    )
+
+
+def _operators(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "name" in node:
+            yield node
+        for value in node.values():
+            yield from _operators(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _operators(value)
 
 
 def _message(exc: BaseException) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from finalmile import Client
 from finalmile.errors import QueryError
-from finalmile.logs.sandbox import VIEWS
+from finalmile.logs.sandbox import VIEWS, QueryLimits
 from tests.fixtures import SumModel, tabular
 
 X, _ = tabular(20)
@@ -70,13 +71,54 @@ def test_the_connection_itself_cannot_read_files(served: Client, tmp_path: Path)
 
 
 def test_a_result_over_the_row_cap_is_refused_not_cut(served: Client) -> None:
-    served.services.reader.max_rows = 10
+    served.services.reader.limits = QueryLimits(max_rows=10)
     assert len(served.query("SELECT * FROM range(10)")) == 10
     with pytest.raises(QueryError, match="more than 10 rows; aggregate, filter or add LIMIT"):
         served.query("SELECT * FROM range(11)")
 
 
 def test_a_query_past_the_time_limit_is_stopped(served: Client) -> None:
-    served.services.reader.timeout_s = 0.2
+    served.services.reader.limits = QueryLimits(timeout_s=0.2)
     with pytest.raises(QueryError, match="ran past the 0.2 s limit"):
         served.query("SELECT count(*) FROM range(100000000000) a, range(10) b")
+
+
+def test_the_time_limit_covers_encoding_the_answer(served: Client) -> None:
+    served.services.reader.limits = QueryLimits(timeout_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(QueryError, match="ran past the 0.5 s limit") as raised:
+        served.services.reader.query("SELECT 1 AS x", lambda table: time.sleep(3))  # an encoding that never ends
+    assert time.monotonic() - started < 2 and raised.value.detail["limit"] == "timeout_s"
+
+
+@pytest.mark.parametrize(
+    ("sql", "limit", "words"),
+    [
+        # one viewer's query took the server from 223 MB to 4.5 GB and answered a 1.39 GB body
+        ("SELECT list(x) AS x FROM range(150000000) t(x)", "memory_mb", "more than its 200 MB of memory"),
+        ("SELECT x, repeat('x', 1000) AS pad FROM range(20000) t(x)", "max_bytes", "larger than 4 MiB"),
+        # a plain-text 500 before: a value past pyarrow's 2 GiB string limit
+        ("SELECT string_agg(repeat('x', 1000000), '') AS s FROM range(3000)", "memory_mb", "of memory"),
+    ],
+)
+def test_a_query_that_would_exhaust_the_server_is_refused_naming_the_limit(
+    served: Client, sql: str, limit: str, words: str
+) -> None:
+    served.services.reader.limits = QueryLimits(memory_mb=200, max_bytes=4 * 2**20)
+    with pytest.raises(QueryError, match=words) as raised:
+        served.query(sql)
+    assert raised.value.status_code == 400 and raised.value.detail["limit"] == limit
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM (WITH duckdb_views AS (SELECT 1) SELECT 1) t, duckdb_views",
+        "SELECT * FROM (WITH duckdb_tables AS (SELECT 1) SELECT 1) t, duckdb_tables",
+        "SELECT * FROM (WITH duckdb_columns AS (SELECT 1) SELECT 1) t, (SELECT * FROM duckdb_columns) s",
+    ],
+)
+def test_a_cte_in_another_scope_does_not_open_the_catalog(served: Client, sql: str) -> None:
+    with pytest.raises(QueryError, match="is not one of the views") as raised:
+        served.query(sql)
+    assert "logs/" not in raised.value.message and "parquet" not in raised.value.message.lower()

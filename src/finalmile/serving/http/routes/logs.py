@@ -41,8 +41,8 @@ def router(guards: Guards) -> APIRouter:
 
     @api.post("/api/v1/query")
     async def query(body: QueryRequest, who: Caller = Depends(guards.read)) -> Response:
-        table = await run(who.services.reader.query, body.sql)
-        return json_table(table)
+        encoded: Response = await run(who.services.reader.query, body.sql, json_table)
+        return encoded
 
     @api.get("/api/v1/pipelines/{name}/logs")
     async def logs(
