@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 
 from finalmile.errors import QueryError
 from finalmile.logs import sandbox
-from finalmile.logs.sandbox import QueryLimits, T
 from finalmile.logs.journal import journal_column
+from finalmile.logs.sandbox import QueryLimits, T
 from finalmile.pipelines.spec import ModelStepSpec, PipelineSpec, walk
 from finalmile.pipelines.store import PipelineStore
 from finalmile.registry.schema import Schema
