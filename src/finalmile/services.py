@@ -27,6 +27,7 @@ from finalmile.errors import FinalmileError
 from finalmile.jobs.connections import ConnectionRecord, ConnectionStore
 from finalmile.jobs.service import Gateway, Jobs
 from finalmile.jobs.store import JobStore
+from finalmile.logs.journal import set_aside_files
 from finalmile.logs.query import LogReader
 from finalmile.logs.sandbox import QueryLimits
 from finalmile.logs.saved import SavedQuery, SavedQueryStore
@@ -100,8 +101,11 @@ class Services(AccessVerbs):
                 settings.query_timeout_s, settings.query_max_rows, settings.query_max_bytes, settings.query_memory_mb
             ),
             {"audit": self.audit.table},
+            lambda kept: self.audit.record(self.user, "log corrupt", "inference log", None, f"_corrupt/{kept}"),
         )
-        self.metrics = Metrics()
+        self.metrics = Metrics(partial(set_aside_files, self.logs.root))
+        for kept in self.logs.recovery.corrupt:  # told where people look, besides /metrics and the health route
+            self.audit.record(self.user, "log corrupt", "inference log", None, f"_corrupt/{kept}")
         host = partial(Services, settings, None, workspace)  # what a Ray replica builds in its worker
         self.backend = Backends(
             self._wanted,

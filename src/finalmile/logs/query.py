@@ -8,6 +8,8 @@ the SDK hands `time` back zoned as UTC.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +21,7 @@ import pyarrow.parquet as pq
 
 from finalmile.errors import QueryError
 from finalmile.logs import sandbox
-from finalmile.logs.journal import journal_column
+from finalmile.logs.journal import journal_column, set_aside
 from finalmile.logs.sandbox import QueryLimits, T
 from finalmile.pipelines.spec import ModelStepSpec, PipelineSpec, walk
 from finalmile.pipelines.store import PipelineStore
@@ -39,6 +41,11 @@ _LOGGED_IDS = (
 """A pipeline's request ids, logged as Parquet or still journaled (`LogReader._with_journals`)."""
 
 
+log = logging.getLogger(__name__)
+_MAX_SET_ASIDE = 4
+_PARQUET_PATH = re.compile(r"(/[^'\"\s]+\.parquet)")
+
+
 def _same(table: pa.Table) -> pa.Table:
     return table
 
@@ -55,12 +62,16 @@ class LogReader:
         flush: Callable[[], None],
         limits: QueryLimits | None = None,
         views: dict[str, Callable[[], pa.Table]] | None = None,
+        told: Callable[[str], None] | None = None,
     ) -> None:
         self.home = home
         self.metadata = metadata
         self.pipelines = pipelines
         self.flush = flush
         self.limits = limits or QueryLimits()
+        self.told = told or (lambda name: None)
+        """Called with the name of each log part set aside as unreadable (the audit trail records it)."""
+        self._checked: set[tuple[str, int]] = set()  # parts whose footer read, by path and size: parts never change
         self.views = views or {}
         """More views, built from the stores when a connection opens (the audit trail)."""
 
@@ -70,7 +81,7 @@ class LogReader:
         conn = duckdb.connect()
         conn.execute("SET TimeZone = 'UTC'")  # hourly and daily buckets are UTC's, whatever the server's local zone
         root = self.home / "logs"
-        files = list(Path(root).glob("pipeline=*/date=*/*.parquet"))
+        files = self._readable(list(Path(root).glob("pipeline=*/date=*/*.parquet")))
         if files:
             pattern = str(root / "pipeline=*" / "date=*" / "*.parquet").replace("'", "''")
             source = f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
@@ -113,14 +124,57 @@ class LogReader:
 
     def query(self, sql: str, encode: Callable[[pa.Table], Any] | None = None) -> Any:
         """Run one SELECT over the documented views in the sandbox (no files; bounded in time, memory, rows and
-        bytes); `encode` turns the answer into what is sent (JSON, CSV), within the same time limit."""
-        conn = self.connect()
-        try:
-            sandbox.check(conn, sql)
-            sandbox.check_plan(conn, sql)
-            return sandbox.run(conn, sql, self.limits, encode or _same)
-        finally:
-            conn.close()
+        bytes); `encode` turns the answer into what is sent (JSON, CSV), within the same time limit. A log part
+        that turns out unreadable is set aside and the query runs again over the rest; no message names a path."""
+        for _ in range(_MAX_SET_ASIDE):
+            conn = self.connect()
+            try:
+                sandbox.check(conn, sql)
+                sandbox.check_plan(conn, sql)
+                return sandbox.run(conn, sql, self.limits, encode or _same)
+            except QueryError as exc:
+                if not self._set_aside_named(exc.message):
+                    exc.reword(exc.message.replace(str(self.home) + "/", "").replace(str(self.home), "<home>"))
+                    raise
+            finally:
+                conn.close()
+        raise QueryError("sql: the log holds more unreadable parts than one query sets aside; ask again")
+
+    def _readable(self, files: list[Path]) -> list[Path]:
+        """`files` without those whose Parquet footer cannot be read (each set aside, once); a part is immutable,
+        so each is read once per process."""
+        kept = []
+        for path in files:
+            try:
+                key = (str(path), path.stat().st_size)
+                if key not in self._checked:
+                    pq.read_metadata(path)
+                    self._checked.add(key)
+            except FileNotFoundError:
+                continue  # expired meanwhile
+            except (OSError, pa.ArrowException):
+                self._set_aside(path)
+                continue
+            kept.append(path)
+        return kept
+
+    def _set_aside_named(self, message: str) -> bool:
+        """Set aside the log part a DuckDB error names, if it is one of ours and cannot be read whole."""
+        root = str(self.home / "logs")
+        for found in _PARQUET_PATH.findall(message):
+            path = Path(found)
+            if found.startswith(root) and path.is_file():
+                try:
+                    pq.read_table(path)
+                except (OSError, pa.ArrowException):
+                    self._set_aside(path)
+                    return True
+        return False
+
+    def _set_aside(self, path: Path) -> None:
+        kept = set_aside(self.home / "logs", path)
+        log.error("inference log part %s cannot be read: set aside as _corrupt/%s", path.name, kept)
+        self.told(kept)
 
     def pipeline_logs(
         self,

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from finalmile.arrow.files import log_parquet_options
-from finalmile.logs.journal import Journal, fsync_path, journal_owner, process_alive, read_journal
+from finalmile.logs.journal import Journal, fsync_path, journal_owner, process_alive, read_journal, set_aside
 from finalmile.logs.records import PIECE_ROWS, Served, layout_runs, log_tables
 
 if TYPE_CHECKING:
@@ -56,10 +56,12 @@ _FAILURE_SCHEMA = pa.schema(
 
 @dataclass
 class Recovery:
-    """What start-up found in journals left behind: rows kept, and torn tails skipped (path, bytes)."""
+    """What start-up found in journals left behind: rows kept, torn tails skipped (path, bytes), and corrupt
+    journals set aside (their file names under `_corrupt/`)."""
 
     rows: int = 0
     torn: list[tuple[str, int]] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
 
 
 class LogWriter:
@@ -328,9 +330,7 @@ class LogWriter:
         if journal is None:
             return
         journal.close()
-        table, _ = read_journal(journal.path)
-        self._write_parquet(pipeline, [table])
-        journal.path.unlink(missing_ok=True)
+        self._absorb(pipeline, journal.path, Recovery())
 
     def _write_parquet(self, pipeline: str, tables: Iterable[pa.Table]) -> None:
         """One Parquet file per day the rows fall on (and per layout), a row group per table; each appears (renamed
@@ -371,18 +371,31 @@ class LogWriter:
         return tmp, pq.ParquetWriter(str(tmp), schema, **log_parquet_options(schema))
 
     def recover(self) -> Recovery:
-        """Compact journals that a previous process left (it crashed, or was killed); skip torn tails."""
+        """Compact journals that a previous process left (it crashed, or was killed): a torn tail is skipped, a
+        corrupt journal's verified rows kept and the file set aside (`_corrupt/`), never deleted."""
         recovery = Recovery()
         for path in sorted(self.journals.glob("*.arrows")):
             pipeline, pid = journal_owner(path)
             if process_alive(pid):
                 continue  # another live writer (another process or client) owns it
-
-            table, torn = read_journal(path)
-            if torn:
-                recovery.torn.append((str(path), torn))
-                log.warning("inference log journal %s: skipped a torn tail of %d bytes", path.name, torn)
-            self._write_parquet(pipeline, [table])
-            recovery.rows += table.num_rows
-            path.unlink()
+            self._absorb(pipeline, path, recovery)
         return recovery
+
+    def _absorb(self, pipeline: str, path: Path, recovery: Recovery) -> None:
+        """A closed journal's rows into Parquet; then the journal goes, or, when corrupt, is set aside."""
+        read = read_journal(path)
+        if read.torn:
+            recovery.torn.append((str(path), read.torn))
+            log.warning("inference log journal %s: skipped a torn tail of %d bytes", path.name, read.torn)
+        self._write_parquet(pipeline, [read.table])
+        recovery.rows += read.table.num_rows
+        if read.corrupt_at is None:
+            path.unlink(missing_ok=True)
+            return
+        kept = set_aside(self.root, path)
+        recovery.corrupt.append(kept)
+        log.error(
+            "inference log journal %s is corrupt from byte %d: %d rows before it and %d after it were kept; the file "
+            "is set aside as _corrupt/%s",
+            path.name, read.corrupt_at, read.table.num_rows - read.salvaged, read.salvaged, kept,
+        )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -12,8 +12,14 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.
 class Metrics:
     """The process's Prometheus collectors (requests, rows, latency, batches, steps), served at `/metrics`."""
 
-    def __init__(self) -> None:
+    def __init__(self, set_aside: Callable[[], list[str]] = list) -> None:
         self.registry = CollectorRegistry()
+        corrupt = Gauge(
+            "finalmile_log_files_set_aside",
+            "Inference-log journals and Parquet parts that failed their check, kept aside under logs/_corrupt",
+            registry=self.registry,
+        )
+        corrupt.set_function(lambda: len(set_aside()))
         self.requests = Counter(
             "finalmile_requests", "Inference requests", ["pipeline", "protocol", "status"], registry=self.registry
         )

@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client, FinalmileError
 from finalmile.arrow.frames import tensor_array
+from finalmile.logs.journal import set_aside_files
 from finalmile.logs.records import Served, log_table, take_strings
 from finalmile.logs.writer import LogWriter, read_journal
 from tests.fixtures import tabular
@@ -65,7 +66,7 @@ def test_strict_durability_is_on_disk_before_the_answer_and_logging_can_be_off(d
     deployed.services.local.get("strict").current.config.durability = "strict"  # type: ignore[union-attr]
     strict.infer(X.head(4))
     journals = list((deployed.settings.home / "logs" / "_journal").glob("strict--*.arrows"))
-    assert len(journals) == 1 and read_journal(journals[0])[0].num_rows == 4  # no flush was asked for
+    assert len(journals) == 1 and read_journal(journals[0]).table.num_rows == 4  # no flush was asked for
     quiet = deployed.build_pipeline("quiet").add_model_step("m:1")
     quiet.deploy()
     deployed.services.local.get("quiet").current.config.logging = False  # type: ignore[union-attr]
@@ -261,6 +262,39 @@ def test_a_torn_journal_tail_is_skipped_and_reported(deployed: Client, tmp_path:
     assert recovered.recovery.torn and recovered.recovery.torn[0][1] > 0
     files = list((tmp_path / "logs" / "pipeline=torn").rglob("*.parquet"))
     assert len(files) == 1 and not list((tmp_path / "logs" / "_journal").iterdir())
+    recovered.close()
+    writer.close()
+
+
+@pytest.mark.parametrize("where", ["body", "header"])
+def test_corruption_in_the_middle_of_a_journal_is_set_aside_and_told_never_dropped(
+    deployed: Client, tmp_path: Path, where: str
+) -> None:
+    """300 acknowledged strict rows, 64 bytes overwritten in the middle, a crash: the restart kept 148 and deleted
+    the journal as a 'torn tail'. Now every record that still checks is kept, the file is set aside and told."""
+    p = deployed.build_pipeline("mid").add_model_step("m:1")
+    p.deploy()
+    loaded = deployed.services.local.get("mid").current
+    writer = LogWriter(tmp_path / "logs")
+    for _ in range(300):
+        served = Served(loaded, loaded.run(loaded.conform(deployed_table(1))), 1_700_000_000_000_000)
+        writer._append([served], sync=True)
+    path = writer._open["mid"].path
+    writer._open.pop("mid").file.close()  # killed: nobody compacts it
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    if where == "header":  # on a message's start: its metadata no longer parses
+        middle = data.index(b"\xff\xff\xff\xff", middle)
+    data[middle : middle + 64] = b"\x5a" * 64
+    gone = path.parent / path.name.replace(f"--{os.getpid()}-", "--999999999-")
+    gone.write_bytes(bytes(data))
+    path.unlink()
+    recovered = LogWriter(tmp_path / "logs")
+    assert 296 <= recovered.recovery.rows < 300, recovered.recovery  # only the one or two records hit are lost
+    assert not recovered.recovery.torn and len(recovered.recovery.corrupt) == 1
+    assert set_aside_files(tmp_path / "logs") == recovered.recovery.corrupt
+    assert (tmp_path / "logs" / "_corrupt" / recovered.recovery.corrupt[0]).read_bytes() == bytes(data)
+    assert not list((tmp_path / "logs" / "_journal").iterdir())
     recovered.close()
     writer.close()
 

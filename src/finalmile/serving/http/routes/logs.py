@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from finalmile.errors import InvalidInputError
 from finalmile.logs.ground_truth import add_ground_truth
+from finalmile.logs.journal import set_aside_files
 from finalmile.logs.saved import MAX_SQL_CHARS
 from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.codecs import arrow as arrow_codec
@@ -43,6 +44,12 @@ def router(guards: Guards) -> APIRouter:
     async def query(body: QueryRequest, who: Caller = Depends(guards.read)) -> Response:
         encoded: Response = await run(who.services.reader.query, body.sql, json_table)
         return encoded
+
+    @api.get("/api/v1/health/logs")
+    async def log_health(who: Caller = Depends(guards.read)) -> dict[str, Any]:
+        """Inference-log files that failed their check and are kept aside (`logs/_corrupt/`): none is healthy."""
+        kept = await run(set_aside_files, who.services.logs.root)
+        return {"healthy": not kept, "set_aside": kept}
 
     @api.get("/api/v1/pipelines/{name}/logs")
     async def logs(
