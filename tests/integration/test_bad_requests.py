@@ -263,3 +263,31 @@ def test_the_sdk_and_yaml_refuse_a_misspelt_deployment_setting_naming_it(served:
     definition = {"name": "p", "steps": [{"model": "m:1"}], "deployment": {"max_batch": 500}}
     with pytest.raises(BadRequestError, match="max_batch"):
         client.apply_pipeline(definition, deploy=True)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/api/v1/tokens", {"role": "viewer", "expires": "3000000d"}, "expires"),
+        ("POST", "/api/v1/tokens", {"role": "viewer", "expires": "infd"}, "expires"),
+        (
+            "POST",
+            "/api/v1/assays",
+            {"name": "a", "pipeline": "p", "column": "in_amount", "window": "3000000d", "baseline_values": [0.1, 0.2]},
+            "window",
+        ),
+        ("PUT", "/api/v1/jobs/j/schedule", {"timeout_s": 1e300}, "timeout_s"),
+        ("PUT", "/api/v1/jobs/j/schedule", {"deadline_s": 1e300}, "deadline_s"),
+    ],
+)
+def test_durations_past_any_sensible_bound_are_a_4xx_naming_the_field(
+    served: tuple[Server, Client], method: str, path: str, body: dict[str, object], field: str
+) -> None:
+    """`"expires": "3000000d"` and an assay's `"window": "3000000d"` were plain-text 500s; a job's `timeout_s: 1e300`
+    was accepted and every run then failed."""
+    server, client = served
+    client.services.jobs.upload_code("j", "j.py", b"def main(ctx):\n    pass\n")
+    response = httpx.request(method, f"{server.url}{path}", json=body)
+    assert 400 <= response.status_code < 500, response.text
+    assert field in response.text and "Traceback" not in response.text
+    assert client.services.jobs.store.get("j")[0].timeout_s == 3600.0  # nothing changed

@@ -133,7 +133,8 @@ def mask_secrets(text: str, secrets: Sequence[str]) -> str:
 def secret_forms(secret: str) -> set[str]:
     """The ways a secret can be written: raw, URL-decoded, and URL-encoded (path and form style) of both."""
     raw = {secret, unquote(secret), unquote_plus(secret)}
-    return raw | {quote(form, safe="") for form in raw} | {quote_plus(form, safe="") for form in raw}
+    encoded = {encode(form, safe=safe) for form in raw for encode in (quote, quote_plus) for safe in ("", "/")}
+    return raw | encoded
 
 
 def _die_with_parent() -> None:

@@ -81,3 +81,20 @@ def test_workspaces_and_names_are_checked(client: Client) -> None:
         services.create_token("carol", "default", "viewer")
     with pytest.raises(NotFoundError):
         services.revoke_token(2**40)
+
+
+def test_a_token_made_by_any_path_is_in_the_audit_trail(client: Client) -> None:
+    """A job once called `services.access.create_token(...)` directly: its owner token worked and no trail had it."""
+    services = client.services
+    services.create_workspace("b")
+    services.set_member("mallory", "default", "owner")
+    services.set_member("bob", "b", "editor")
+    direct, _ = services.access.create_token("mallory", "default", "owner", "sneaky", actor="a job")
+    through, _ = services.create_token("bob", "b", "editor", "ci", actor="admin")
+    root = [(e.actor, e.action, e.target) for e in services.audit.entries()]
+    assert ("a job", "create token", f"token {direct.id}") in root
+    assert ("admin", "create token", f"token {through.id}") in root  # the store records it in the root's trail
+    in_b = [(e.actor, e.action, e.target) for e in services.for_workspace("b").audit.entries() if "token" in e.action]
+    assert in_b == [("admin", "create token", f"token {through.id}")]  # and the workspace's own trail shows it
+    with pytest.raises(TypeError):
+        services.access.create_token("mallory", "default", "owner")  # type: ignore[call-arg]  # no actor: no token

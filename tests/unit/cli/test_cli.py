@@ -153,3 +153,12 @@ def test_numbers_out_of_range_are_refused_naming_the_option(
 ) -> None:
     code, out, err = run(capsys, *args)
     assert code == 2 and f"Invalid value for '{option}'" in err and "Traceback" not in err + out
+
+
+def test_a_token_lifetime_past_any_bound_is_a_message_not_a_traceback(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "admin", "init")[0] == 0
+    code, out, err = run(capsys, "tokens", "create", "--role", "viewer", "--expires", "3000000d")
+    assert code == 1 and "expires '3000000d': must be between 0 and 3650 days" in err
+    assert "Traceback" not in out + err and "fm_" not in out

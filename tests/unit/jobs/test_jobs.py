@@ -32,6 +32,9 @@ def main(ctx):
     ctx.log("warehouse at", ctx.connections["warehouse"].split("@")[-1])
     ctx.log("scored", len(scores), "rows; first score", round(float(scores.score[0]), 3))
     ctx.log("careless print of the URL:", ctx.connections["warehouse"])
+    from urllib.parse import quote, urlsplit, unquote
+    ledger = unquote(urlsplit(ctx.connections["ledger"]).password)
+    ctx.log("decoded:", ledger, "encoded:", quote(ledger), "stored:", urlsplit(ctx.connections["ledger"]).password)
 """
 
 
@@ -43,6 +46,7 @@ def jobs_client(home: Path, database_url: str) -> Client:
     client.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(10))
     client.build_pipeline("scoring").add_model_step("m:1").deploy()
     client.services.create_connection("warehouse", "postgres", "postgresql://scorer:s3cr3t@db.internal:5432/sales")
+    client.services.create_connection("ledger", "postgres", "postgresql://clerk:Pa%40ss%2Fw0rd@db.internal:5432/l")
     return client
 
 
@@ -63,6 +67,9 @@ def test_a_job_scores_through_the_client_with_its_connections(
     assert "warehouse at db.internal:5432/sales" in result.log and "scored 2 rows" in result.log
     assert "careless print of the URL: postgresql://scorer:***@db.internal:5432/sales" in result.log
     assert "s3cr3t" not in result.log  # the captured log never shows a connection's password
+    # nor in any form: raw (`Pa@ss/w0rd`, what the driver gets), URL-encoded either way, as stored
+    for form in ("Pa@ss/w0rd", "Pa%40ss%2Fw0rd", "Pa%40ss/w0rd", "ss/w0"):
+        assert form not in result.log, form
     logged = jobs_client.query("SELECT count(*) AS n FROM logs WHERE pipeline = 'scoring'")
     assert int(logged.n[0]) == 2  # the job's inferences are logged like any other
     archive = tmp_path / "bundle.zip"
