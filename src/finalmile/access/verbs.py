@@ -79,11 +79,13 @@ class AccessVerbs:
         return record
 
     def job_role(self, uploader: str) -> str:
-        """The role a job acts with: its uploader's current role in this workspace. A store whose access was never
-        set up (a laptop's) has no members: its jobs act as editors. A former member's job does not run."""
-        role = self.access.role_of(uploader, self.workspace)
+        """The role a job acts with: its uploader's current role in this workspace. A job uploaded without a token
+        (embedded, the local CLI, a `--no-auth` server: the store's own user) by someone who is not a member acts as
+        an editor, all a job needs; a job a member uploaded with a token does not run once they are not one."""
+        user, _, token = uploader.partition(" (token ")
+        role = self.access.role_of(user, self.workspace)
         if role is not None:
             return role
-        if not self.access.has_tokens():
+        if not token:
             return "editor"
-        raise Forbidden(f"{uploader!r}, who uploaded this job, is no longer a member of workspace {self.workspace!r}")
+        raise Forbidden(f"{user!r}, who uploaded this job, is no longer a member of workspace {self.workspace!r}")

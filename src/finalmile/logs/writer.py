@@ -392,10 +392,7 @@ class LogWriter:
         if read.corrupt_at is None:
             path.unlink(missing_ok=True)
             return
-        kept = set_aside(self.root, path)
-        recovery.corrupt.append(kept)
-        log.error(
-            "inference log journal %s is corrupt from byte %d: %d rows before it and %d after it were kept; the file "
-            "is set aside as _corrupt/%s",
-            path.name, read.corrupt_at, read.table.num_rows - read.salvaged, read.salvaged, kept,
-        )  # fmt: skip
+        recovery.corrupt.append(kept := set_aside(self.root, path))
+        before, after = read.table.num_rows - read.salvaged, read.salvaged
+        log.error("inference log journal %s is corrupt from byte %d: kept %d rows before and %d after; set aside as "
+                  "_corrupt/%s", path.name, read.corrupt_at, before, after, kept)  # fmt: skip

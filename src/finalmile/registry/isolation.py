@@ -122,7 +122,12 @@ def _child(scratch: Path, request: dict[str, Any]) -> dict[str, Any]:
     )
 
     def name(path: Path | None) -> str | None:
-        return None if path is None else str(path.resolve().relative_to(scratch))
+        """Where a file the server is to store lies in the scratch folder (a pickle packaged as itself is copied)."""
+        if path is None:
+            return None
+        if not path.resolve().is_relative_to(scratch.resolve()):
+            path = Path(shutil.copyfile(path, scratch / f"made-{path.name}"))
+        return str(path.resolve().relative_to(scratch.resolve()))
 
     return {
         "status": "ok",

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -243,23 +244,34 @@ def test_columns_without_nulls_are_written_required_until_one_holds_a_null(deplo
     writer.close()
 
 
-def test_a_torn_journal_tail_is_skipped_and_reported(deployed: Client, tmp_path: Path) -> None:
-    p = deployed.build_pipeline("torn").add_model_step("m:1")
-    p.deploy()
-    loaded = deployed.services.local.get("torn").current
+def _dead_writers_journal(
+    deployed: Client, tmp_path: Path, pipeline: str, batches: int, rows: int, damage: Callable[[bytearray], None]
+) -> tuple[LogWriter, bytes]:
+    """`batches` strict batches of `rows` rows journaled by a writer whose process then died (so recovery may take
+    the journal), its bytes damaged by `damage`; the writer, and the journal as left."""
+    deployed.build_pipeline(pipeline).add_model_step("m:1").deploy()
+    loaded = deployed.services.local.get(pipeline).current
     writer = LogWriter(tmp_path / "logs")
-    for _ in range(3):
-        served = Served(loaded, loaded.run(loaded.conform(deployed_table(2))), 1_700_000_000_000_000)
+    for _ in range(batches):
+        served = Served(loaded, loaded.run(loaded.conform(deployed_table(rows))), 1_700_000_000_000_000)
         writer._append([served], sync=True)
-    path = writer._open["torn"].path
-    data = path.read_bytes()
-    # A crash in the middle of the last batch, by a process that is gone (so recovery may take the journal).
-    writer._open.pop("torn").file.close()  # as if the process died: nobody compacts it
-    (path.parent / path.name.replace(f"--{os.getpid()}-", "--999999999-")).write_bytes(data[:-40])
+    path = writer._open[pipeline].path
+    writer._open.pop(pipeline).file.close()  # as if the process died: nobody compacts it
+    data = bytearray(path.read_bytes())
+    damage(data)
+    (path.parent / path.name.replace(f"--{os.getpid()}-", "--999999999-")).write_bytes(bytes(data))
     path.unlink()
+    return writer, bytes(data)
+
+
+def test_a_torn_journal_tail_is_skipped_and_reported(deployed: Client, tmp_path: Path) -> None:
+    def tear(data: bytearray) -> None:  # a crash in the middle of the last batch
+        del data[-40:]
+
+    writer, _ = _dead_writers_journal(deployed, tmp_path, "torn", 3, 2, tear)
     recovered = LogWriter(tmp_path / "logs")
     assert recovered.recovery.rows == 4  # two complete batches of two rows
-    assert recovered.recovery.torn and recovered.recovery.torn[0][1] > 0
+    assert recovered.recovery.torn and recovered.recovery.torn[0][1] > 0 and not recovered.recovery.corrupt
     files = list((tmp_path / "logs" / "pipeline=torn").rglob("*.parquet"))
     assert len(files) == 1 and not list((tmp_path / "logs" / "_journal").iterdir())
     recovered.close()
@@ -272,28 +284,19 @@ def test_corruption_in_the_middle_of_a_journal_is_set_aside_and_told_never_dropp
 ) -> None:
     """300 acknowledged strict rows, 64 bytes overwritten in the middle, a crash: the restart kept 148 and deleted
     the journal as a 'torn tail'. Now every record that still checks is kept, the file is set aside and told."""
-    p = deployed.build_pipeline("mid").add_model_step("m:1")
-    p.deploy()
-    loaded = deployed.services.local.get("mid").current
-    writer = LogWriter(tmp_path / "logs")
-    for _ in range(300):
-        served = Served(loaded, loaded.run(loaded.conform(deployed_table(1))), 1_700_000_000_000_000)
-        writer._append([served], sync=True)
-    path = writer._open["mid"].path
-    writer._open.pop("mid").file.close()  # killed: nobody compacts it
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    if where == "header":  # on a message's start: its metadata no longer parses
-        middle = data.index(b"\xff\xff\xff\xff", middle)
-    data[middle : middle + 64] = b"\x5a" * 64
-    gone = path.parent / path.name.replace(f"--{os.getpid()}-", "--999999999-")
-    gone.write_bytes(bytes(data))
-    path.unlink()
+
+    def overwrite(data: bytearray) -> None:
+        middle = len(data) // 2
+        if where == "header":  # on a message's start: its metadata no longer parses
+            middle = data.index(b"\xff\xff\xff\xff", middle)
+        data[middle : middle + 64] = b"\x5a" * 64
+
+    writer, left = _dead_writers_journal(deployed, tmp_path, "mid", 300, 1, overwrite)
     recovered = LogWriter(tmp_path / "logs")
     assert 296 <= recovered.recovery.rows < 300, recovered.recovery  # only the one or two records hit are lost
     assert not recovered.recovery.torn and len(recovered.recovery.corrupt) == 1
     assert set_aside_files(tmp_path / "logs") == recovered.recovery.corrupt
-    assert (tmp_path / "logs" / "_corrupt" / recovered.recovery.corrupt[0]).read_bytes() == bytes(data)
+    assert (tmp_path / "logs" / "_corrupt" / recovered.recovery.corrupt[0]).read_bytes() == left
     assert not list((tmp_path / "logs" / "_journal").iterdir())
     recovered.close()
     writer.close()
