@@ -69,7 +69,7 @@ class Services(AccessVerbs):
         self._children_lock = threading.Lock()
         self.metadata = MetadataStore(settings.resolved_database_url())
         self.artifacts = ArtifactStore(settings.home / "artifacts")
-        self.loader = RuntimeLoader(self.artifacts, settings, (parent or self).settings.home)
+        self.loader = RuntimeLoader(self.artifacts, settings, self.store_home)
         self.pipelines = PipelineStore(self.metadata)
         self.monitors = MonitorStore(self.metadata)
         self.logs = LogWriter(settings.home / "logs")
@@ -101,11 +101,11 @@ class Services(AccessVerbs):
                 settings.query_timeout_s, settings.query_max_rows, settings.query_max_bytes, settings.query_memory_mb
             ),
             {"audit": self.audit.table},
-            lambda kept: self.audit.record(self.user, "log corrupt", "inference log", None, f"_corrupt/{kept}"),
+            lambda kept: self._tell_set_aside(kept),
         )
         self.metrics = Metrics(partial(set_aside_files, self.logs.root))
         for kept in self.logs.recovery.corrupt:  # told where people look, besides /metrics and the health route
-            self.audit.record(self.user, "log corrupt", "inference log", None, f"_corrupt/{kept}")
+            self._tell_set_aside(kept)
         host = partial(Services, settings, None, workspace)  # what a Ray replica builds in its worker
         self.backend = Backends(
             self._wanted,
@@ -154,6 +154,19 @@ class Services(AccessVerbs):
         self.logs.close()
         self.metadata.close()
 
+    def _tell_set_aside(self, kept: str) -> None:
+        """A log file set aside as corrupt: an alert that names it, and the audit trail's entry."""
+        self.monitors.raise_alert("inference log", "alert", {"set_aside": f"_corrupt/{kept}"})
+        self.audit.record(self.user, "log corrupt", "inference log", None, f"_corrupt/{kept}")
+
+    @property
+    def store_home(self) -> Path:
+        """The store's root home, which holds every workspace's (`home/workspaces/NAME`): what uploaded code never
+        sees. Services a Ray replica builds for a workspace have no parent, so it is found from the layout."""
+        if self._parent is not None:
+            return self._parent.settings.home
+        return self.settings.home if self.workspace == "default" else self.settings.home.parents[1]
+
     def _root(self) -> Services:
         return self._parent if self._parent is not None else self
 
@@ -199,8 +212,9 @@ class Services(AccessVerbs):
         """Register a new version. `isolated` (the server's uploads) loads and checks it in a child process, so the
         uploaded code never runs in this one."""
         if isolated:
-            unseen = self._root().settings.home
-            record = upload_in_child(self.metadata, self.artifacts, self.settings, unseen, name, source, options)
+            record = upload_in_child(
+                self.metadata, self.artifacts, self.settings, self.store_home, name, source, options
+            )
         else:
             record = upload_model(self.metadata, self.artifacts, self.settings, name, source, **options)
         alias = f" (alias {options['alias']})" if options.get("alias") else ""

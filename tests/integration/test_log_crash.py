@@ -106,5 +106,8 @@ def test_a_corrupt_journal_and_a_corrupt_part_are_kept_aside_told_and_never_fail
         assert "finalmile_log_files_set_aside 2.0" in metrics
         audit = http.get("/api/v1/audit").json()
         assert sum(1 for e in audit if e["action"] == "log corrupt") == 2
+        alerts = http.get("/api/v1/alerts").json()  # an alert names each, as the dashboard and the CLI show them
+        named = sorted(a["evidence"]["set_aside"] for a in alerts if a["monitor"] == "inference log")
+        assert named == sorted(f"_corrupt/{name}" for name in health["set_aside"]), alerts
     server.stop()
     assert len(list((home / "logs" / "_corrupt").iterdir())) == 2  # kept for a person, never deleted

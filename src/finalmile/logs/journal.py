@@ -205,7 +205,8 @@ def set_aside(root: Path, path: Path) -> str:
     """Move a journal or a log part that failed its check into `root/_corrupt/`; its name there."""
     folder = root / CORRUPT
     folder.mkdir(exist_ok=True)
-    name = f"{time.strftime('%Y%m%dT%H%M%S')}-{path.parent.name}-{path.name}".replace("=", "_")
+    where = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+    name = f"{time.strftime('%Y%m%dT%H%M%S')}-{'-'.join(where.parts)}".replace("=", "_")  # its pipeline and day
     os.replace(path, folder / name)
     return name
 

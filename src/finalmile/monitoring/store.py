@@ -42,6 +42,8 @@ class AlertRecord:
     created_at: datetime
     acknowledged_by: str | None = None
     acknowledged_at: datetime | None = None
+    raised_by: str = "monitor"
+    """`monitor`, or `store` for the store's own alerts (`monitor` is then their subject, `evidence` what happened)."""
 
     @property
     def open(self) -> bool:
@@ -62,6 +64,7 @@ class AlertRecord:
             "created_at": self.created_at.isoformat(),
             "acknowledged_by": self.acknowledged_by,
             "acknowledged_at": self.acknowledged_at.isoformat() if self.acknowledged_at else None,
+            "raised_by": self.raised_by,
         }
 
 
@@ -188,31 +191,25 @@ class MonitorStore:
             ]
 
     def alerts(self, name: str | None = None) -> list[AlertRecord]:
+        """Alerts, oldest first: the monitors' (`name`: one monitor's), and the store's own, named by subject."""
         with self._sessions() as s:
             query = (
                 select(AlertRow, MonitorResultRow, MonitorRow.name)
-                .join(MonitorResultRow, MonitorResultRow.id == AlertRow.result_id)
-                .join(MonitorRow, MonitorRow.id == AlertRow.monitor_id)
+                .outerjoin(MonitorResultRow, MonitorResultRow.id == AlertRow.result_id)
+                .outerjoin(MonitorRow, MonitorRow.id == AlertRow.monitor_id)
                 .order_by(AlertRow.id)
             )
             if name is not None:
                 query = query.where(MonitorRow.name == name)
-            return [
-                AlertRecord(
-                    a.id,
-                    monitor,
-                    a.level,
-                    a.value,
-                    r.group,
-                    stored_utc(r.window_start),
-                    stored_utc(r.window_end),
-                    r.evidence,
-                    stored_utc(a.created_at),
-                    a.acknowledged_by,
-                    stored_utc(a.acknowledged_at) if a.acknowledged_at else None,
-                )
-                for a, r, monitor in s.execute(query)
-            ]
+            return [_alert(a, r, monitor) for a, r, monitor in s.execute(query)]
+
+    def raise_alert(self, subject: str, level: str, detail: dict[str, Any]) -> AlertRecord:
+        """An alert no monitor raised (a log file set aside as corrupt): it names its subject and what happened."""
+        with self._sessions.begin() as s:
+            row = AlertRow(subject=subject[:200], detail=detail, level=level, value=None, created_at=utc_now())
+            s.add(row)
+            s.flush()
+            return _alert(row, None, None)
 
     def acknowledge(self, alert_id: int, actor: str) -> AlertRecord:
         """Mark an alert seen by `actor` (the first acknowledgement stands); a 404 for an unknown id."""
@@ -281,4 +278,22 @@ def _saved(row: MonitorRow) -> SavedMonitor:
         row.enabled,
         stored_utc(row.next_window_end),
         stored_utc(row.created_at),
+    )
+
+
+def _alert(a: AlertRow, r: MonitorResultRow | None, monitor: str | None) -> AlertRecord:
+    created = stored_utc(a.created_at)
+    return AlertRecord(
+        a.id,
+        monitor or a.subject or "",
+        a.level,
+        a.value,
+        r.group if r is not None else "",
+        stored_utc(r.window_start) if r is not None else created,
+        stored_utc(r.window_end) if r is not None else created,
+        r.evidence if r is not None else (a.detail or {}),
+        created,
+        a.acknowledged_by,
+        stored_utc(a.acknowledged_at) if a.acknowledged_at else None,
+        "monitor" if a.monitor_id is not None else "store",
     )

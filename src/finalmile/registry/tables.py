@@ -151,8 +151,11 @@ class AlertRow(Base):
     __tablename__ = "alerts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    monitor_id: Mapped[int] = mapped_column(ForeignKey("monitors.id", ondelete="CASCADE"), index=True)
-    result_id: Mapped[int] = mapped_column(ForeignKey("monitor_results.id", ondelete="CASCADE"))
+    monitor_id: Mapped[int | None] = mapped_column(ForeignKey("monitors.id", ondelete="CASCADE"), index=True)
+    """None for the store's own alerts (a log file set aside), which name their `subject` instead."""
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("monitor_results.id", ondelete="CASCADE"))
+    subject: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     level: Mapped[str] = mapped_column(String(16))
     value: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
