@@ -291,3 +291,22 @@ def test_durations_past_any_sensible_bound_are_a_4xx_naming_the_field(
     assert 400 <= response.status_code < 500, response.text
     assert field in response.text and "Traceback" not in response.text
     assert client.services.jobs.store.get("j")[0].timeout_s == 3600.0  # nothing changed
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"max_delay_ms": 1e300}, "max_delay_ms"),
+        ({"max_batch_size": 10**15}, "max_batch_size"),
+        ({"retention_days": 10**12}, "retention_days"),
+        ({"autoscaling": {"upscale_delay_s": 1e300}}, "upscale_delay_s"),
+    ],
+)
+def test_a_deployment_setting_past_its_bound_is_a_4xx_naming_it(
+    served: tuple[Server, Client], config: dict[str, object], field: str
+) -> None:
+    server, client = served
+    before = client.services.pipelines.deployments()
+    response = httpx.post(f"{server.url}/api/v1/pipelines/p/deploy", json=config)
+    assert 400 <= response.status_code < 500 and field in response.text, response.text
+    assert client.services.pipelines.deployments() == before

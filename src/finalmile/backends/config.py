@@ -18,11 +18,11 @@ class Autoscaling(BaseModel):
 
     min_replicas: int = Field(default=1, ge=0, le=64)
     max_replicas: int = Field(default=4, ge=1, le=64)
-    target_ongoing_requests: float = Field(default=2.0, gt=0)
+    target_ongoing_requests: float = Field(default=2.0, gt=0, le=10_000)
     """Requests in flight per replica that autoscaling steers towards (each carries a batch of the front's)."""
-    upscale_delay_s: float = Field(default=30.0, ge=0)
-    downscale_delay_s: float = Field(default=600.0, ge=0)
-    look_back_period_s: float = Field(default=30.0, gt=10)
+    upscale_delay_s: float = Field(default=30.0, ge=0, le=86_400)
+    downscale_delay_s: float = Field(default=600.0, ge=0, le=86_400)
+    look_back_period_s: float = Field(default=30.0, gt=10, le=86_400)
     """The window over which the replicas' reported ongoing requests are averaged (Ray's replicas and handles
     report every RAY_SERVE_*_AUTOSCALING_METRIC_PUSH_INTERVAL_S; Ray wants the window longer than its 10 s
     default metrics interval)."""
@@ -41,15 +41,15 @@ class DeploymentConfig(BaseModel):
 
     workers: int = Field(default=1, ge=1, le=64)
     """Inference threads for this pipeline (ONNX Runtime releases the GIL, so threads run in parallel)."""
-    max_batch_size: int = Field(default=64, ge=1)
+    max_batch_size: int = Field(default=64, ge=1, le=1_000_000)
     """Most rows coalesced into one batch."""
-    max_delay_ms: float = Field(default=1.0, ge=0)
+    max_delay_ms: float = Field(default=1.0, ge=0, le=60_000)
     """How long a batch may wait for more requests when there is concurrency; 0 turns batching off."""
     logging: bool = True
     """Record every inferred row in the inference log."""
     durability: Literal["fast", "strict"] = "fast"
     """`fast`: journaled off the request path, on disk within a second; `strict`: on disk before the response."""
-    retention_days: int | None = Field(default=None, ge=1)
+    retention_days: int | None = Field(default=None, ge=1, le=36_500)
     """Delete this pipeline's log partitions older than this many days (at compaction); keep everything when unset."""
     backend: BackendName | None = None
     """Where it runs: `local` (threads of each server process) or `ray` (Ray Serve replicas); unset: the server's

@@ -42,7 +42,7 @@ class VariantSpec(BaseModel):
     model_config = {"extra": "forbid"}
 
     name: str
-    weight: float = Field(ge=0)
+    weight: float = Field(ge=0, le=1e6, allow_inf_nan=False)
     steps: list[StepSpec]
 
 
