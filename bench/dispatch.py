@@ -42,7 +42,7 @@ if not client.pipelines():
         mv = client.upload_model(name, model.fit(X, y), sample=X.head(500))
         client.build_pipeline(name).add_model_step(mv).deploy(max_batch_size=1000, max_delay_ms=1)
 try:  # this layout, or the one before the redesign
-    from finalmile.serving.http.server import create_app
+    from finalmile.http.server import create_app
     try:
         app = create_app(client.services, auth=False)  # the request path itself, not the token check
     except TypeError:  # a checkout from before tokens

@@ -43,8 +43,8 @@ PHASES = ("_append", "_persist", "_sync_all", "_compact_all")
 
 def serve_instrumented(port: int, stats_path: Path) -> None:
     """`finalmile serve`, writing its counters to `stats_path` whenever it gets SIGUSR1."""
+    from finalmile.http.server import serve
     from finalmile.logs.writer import LogWriter
-    from finalmile.serving.http.server import serve
 
     counters: dict[str, float] = {}
 

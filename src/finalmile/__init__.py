@@ -21,14 +21,14 @@ from finalmile.errors import (
 
 if TYPE_CHECKING:
     from finalmile.client import Client
-    from finalmile.registry.schema import Column, Schema
+    from finalmile.schema import Column, Schema
     from finalmile.sdk.models import ModelVersion
     from finalmile.sdk.pipelines import Pipeline, check, model_step, shadow, split
 
 _LAZY = {
     "Client": "finalmile.client",
-    "Column": "finalmile.registry.schema",
-    "Schema": "finalmile.registry.schema",
+    "Column": "finalmile.schema",
+    "Schema": "finalmile.schema",
     "ModelVersion": "finalmile.sdk.models",
     "Pipeline": "finalmile.sdk.pipelines",
     "check": "finalmile.sdk.pipelines",

@@ -22,8 +22,8 @@ from finalmile.monitoring.build import build_config
 from finalmile.pipelines.loaded import RequestResult
 from finalmile.pipelines.spec import PipelineSpec
 from finalmile.pipelines.store import PipelineVersionRecord
-from finalmile.registry.schema import Schema
 from finalmile.registry.store import ModelSummary
+from finalmile.schema import Schema
 from finalmile.sdk.jobs import JobVerbs
 from finalmile.sdk.models import ModelVersion
 from finalmile.sdk.monitors import Monitor
@@ -388,7 +388,7 @@ class _LazyGateway:
 
     def __call__(self, user: str, workspace: str, role: str) -> AbstractContextManager[tuple[str, str]]:
         if self._made is None:
-            from finalmile.serving.http.server import JobGateway
+            from finalmile.http.server import JobGateway
 
             self._made = JobGateway(self._root)
         return self._made(user, workspace, role)

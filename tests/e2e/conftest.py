@@ -20,7 +20,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
-from finalmile.serving.http.server import running_server
+from finalmile.http.server import running_server
 
 ROOT = Path(__file__).parents[2]
 SCREENSHOTS = ROOT / "test-output" / "screenshots"

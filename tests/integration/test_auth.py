@@ -18,9 +18,9 @@ from finalmile import Client
 from finalmile.dashboard import STATIC_PATH
 from finalmile.dashboard.guard import PageGuard, PublicPage
 from finalmile.errors import RemoteError
-from finalmile.serving.http.app import FinalmileApp
-from finalmile.serving.http.auth import Guard, OpenGuard
-from finalmile.serving.http.server import PUBLIC_DOCS, create_app
+from finalmile.http.app import FinalmileApp
+from finalmile.http.auth import Guard, OpenGuard
+from finalmile.http.server import PUBLIC_DOCS, create_app
 from tests.fixtures import tabular
 
 READ_ONLY_POSTS = {

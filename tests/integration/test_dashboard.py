@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
 from finalmile.dashboard.session import COOKIE, MAX_AGE_S, session_key
-from finalmile.serving.http.server import running_server
+from finalmile.http.server import running_server
 from tests.fixtures import tabular
 
 PAGES = ["/ui", "/ui/models", "/ui/monitors", "/ui/sql"]

@@ -330,7 +330,7 @@ def test_a_bad_stream_definition_is_refused_naming_the_field(tmp_path: Path) -> 
     import httpx
 
     from finalmile.errors import InvalidInputError, NotFoundError
-    from finalmile.serving.http.server import running_server
+    from finalmile.http.server import running_server
 
     good = {
         "name": "s",

@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"_version", "errors"},
     {"config", "arrow"},
     {"sandbox"},  # runs uploaded code with its workspace's reach only: runtimes and jobs use it
-    {"registry.schema"},
+    {"schema"},
     {"runtimes"},
     {"registry"},
     {"pipelines"},
@@ -29,7 +29,7 @@ LAYERS: list[set[str]] = [
     {"streaming"},  # broker sources and sinks feeding the data plane
     {"services"},  # the composition root
     {"sdk", "dashboard"},  # the dashboard's pages read the services, as the SDK does
-    {"serving.http"},
+    {"http"},
     {"client"},  # an embedded client starts the API for its jobs' sandboxed children
     {"cli", "__init__"},
     {"__main__"},

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from finalmile.backends.config import DeploymentConfig
 from finalmile.pipelines.loaded import RequestResult
-from finalmile.registry.schema import Schema
+from finalmile.schema import Schema
 
 Wanted = Callable[[], Mapping[str, tuple[int, DeploymentConfig]]]
 """Reads the deployments recorded in the store: pipeline name -> (version, config)."""

@@ -27,7 +27,7 @@ from finalmile.errors import FinalmileError
 from finalmile.logs.writer import LogWriter
 from finalmile.pipelines.executor import Batch
 from finalmile.pipelines.loaded import RequestResult, split_batch
-from finalmile.registry.schema import Schema
+from finalmile.schema import Schema
 
 
 class ReplicaHost(Protocol):

@@ -135,7 +135,7 @@ def serve(
     import os
 
     from finalmile.config import FinalmileSettings
-    from finalmile.serving.http.server import serve as run_server
+    from finalmile.http.server import serve as run_server
 
     auth = not no_auth and FinalmileSettings().auth
     if not auth and not is_loopback(host):

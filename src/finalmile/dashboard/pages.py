@@ -19,8 +19,8 @@ from finalmile.errors import FinalmileError, NotFoundError
 from finalmile.monitoring.chart import bin_labels
 from finalmile.monitoring.runs import results_frame
 from finalmile.pipelines.spec import ModelStepSpec, PipelineSpec, SplitStepSpec, walk
-from finalmile.registry.schema import Schema
 from finalmile.runtimes.selection import fastest
+from finalmile.schema import Schema
 from finalmile.services import Services
 
 

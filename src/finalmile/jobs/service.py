@@ -26,7 +26,7 @@ from finalmile.jobs.store import JobRecord, JobStore, RunRecord
 
 
 class Gateway(Protocol):
-    """How a job's child reaches its workspace (`serving.http.server.JobGateway`): a URL and a secret that acts as
+    """How a job's child reaches its workspace (`http.server.JobGateway`): a URL and a secret that acts as
     `user` with `role` in `workspace`, valid while the block runs."""
 
     def __call__(self, user: str, workspace: str, role: str) -> AbstractContextManager[tuple[str, str]]: ...

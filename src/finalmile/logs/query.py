@@ -25,8 +25,8 @@ from finalmile.logs.journal import journal_column, set_aside
 from finalmile.logs.sandbox import QueryLimits, T
 from finalmile.pipelines.spec import ModelStepSpec, PipelineSpec, walk
 from finalmile.pipelines.store import PipelineStore
-from finalmile.registry.schema import Schema
 from finalmile.registry.store import MetadataStore
+from finalmile.schema import Schema
 
 _EMPTY_LOGS = (
     "SELECT CAST(NULL AS TIMESTAMP) AS time, CAST(NULL AS VARCHAR) AS request_id, CAST(NULL AS INTEGER) AS row, "

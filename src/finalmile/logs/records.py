@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from finalmile.arrow.frames import wrap_numpy
 from finalmile.arrow.tensors import expand_named_tensor
-from finalmile.registry.schema import expand_tensor
+from finalmile.schema import expand_tensor
 
 _SMALL_BATCH_ROWS = 256
 PIECE_ROWS = 32_768

@@ -15,7 +15,7 @@ from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.kinds import kind_of, problems
 from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, ShadowStepSpec, walk
-from finalmile.registry.schema import Schema
+from finalmile.schema import Schema
 
 FIXED_COLUMNS = {"time", "request_id", "row", "pipeline", "pipeline_version", "variant", "model_versions", "latency_ms"}
 """Columns every log row has, whatever the pipeline."""

@@ -24,9 +24,9 @@ from finalmile.pipelines.executor import Batch, Route, Sequence, build
 from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, SplitStepSpec, walk
 from finalmile.pipelines.store import PipelineVersionRecord
 from finalmile.registry.loader import RuntimeLoader
-from finalmile.registry.schema import Schema, SchemaValidator, expand_tensor
 from finalmile.registry.store import MetadataStore
 from finalmile.runtimes.base import Runtime, features
+from finalmile.schema import Schema, SchemaValidator, expand_tensor
 
 logger = logging.getLogger(__name__)
 Hook = Callable[["LoadedPipeline", Batch], None]

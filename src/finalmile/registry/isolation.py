@@ -22,10 +22,10 @@ from typing import Any
 from finalmile.config import FinalmileSettings
 from finalmile.errors import FinalmileError, InvalidModelError, RemoteError
 from finalmile.registry.artifacts import ArtifactStore
-from finalmile.registry.schema import Schema
 from finalmile.registry.store import MetadataStore, NewVersion, VersionRecord
 from finalmile.registry.upload import Prepared, check_options, checked_schema, current_user, hide_paths, store_prepared
 from finalmile.sandbox import Reach, command
+from finalmile.schema import Schema
 
 
 def upload_in_child(

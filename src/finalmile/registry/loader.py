@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 
 from finalmile.config import FinalmileSettings
 from finalmile.registry.artifacts import ArtifactStore
-from finalmile.registry.schema import Schema
 from finalmile.registry.store import VersionRecord
 from finalmile.runtimes import DIRECTORY_FRAMEWORKS, runtime_class
 from finalmile.runtimes.base import Runtime, RuntimeContext
 from finalmile.runtimes.sandboxed import CODE_RUNTIMES, SandboxedRuntime
 from finalmile.runtimes.selection import fastest
+from finalmile.schema import Schema
 
 
 class RuntimeLoader:

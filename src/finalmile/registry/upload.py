@@ -26,12 +26,12 @@ from finalmile.arrow.frames import named_rows, to_arrow
 from finalmile.config import FinalmileSettings
 from finalmile.errors import BadRequestError, FinalmileError, InvalidInputError
 from finalmile.registry.artifacts import ArtifactStore, pack_directory
-from finalmile.registry.schema import Schema, SchemaValidator
 from finalmile.registry.store import MetadataStore, NewVersion, VersionRecord, check_alias_name, check_model_name
 from finalmile.runtimes import CONVERTIBLE, DIRECTORY_FRAMEWORKS, detect_framework, framework_module
 from finalmile.runtimes.base import Packaged
 from finalmile.runtimes.convert import Conversion, convert
 from finalmile.runtimes.selection import fastest
+from finalmile.schema import Schema, SchemaValidator
 
 _LIBRARIES = {
     "sklearn": ["scikit-learn", "skl2onnx"],

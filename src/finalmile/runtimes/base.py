@@ -22,7 +22,7 @@ import pyarrow as pa
 from finalmile.arrow.frames import list_matrix, tensor_array
 from finalmile.config import FinalmileSettings
 from finalmile.errors import PredictionError
-from finalmile.registry.schema import Column, Schema, SchemaValidator, expand_tensor
+from finalmile.schema import Column, Schema, SchemaValidator, expand_tensor
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"

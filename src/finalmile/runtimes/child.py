@@ -10,10 +10,10 @@ from pathlib import Path
 
 from finalmile.arrow.ipc import from_ipc, to_ipc
 from finalmile.config import FinalmileSettings
-from finalmile.registry.schema import Schema
 from finalmile.runtimes import runtime_class
 from finalmile.runtimes.base import RuntimeContext
 from finalmile.runtimes.sandboxed import read_message, write_message
+from finalmile.schema import Schema
 
 
 def _error(exc: BaseException) -> bytes:

@@ -18,9 +18,9 @@ import pyarrow as pa
 
 from finalmile.arrow.frames import column_numpy
 from finalmile.config import FinalmileSettings
-from finalmile.registry.schema import Column
 from finalmile.runtimes.base import CLASSIFICATION, BaseRuntime, Packaged, RuntimeContext
 from finalmile.runtimes.selection import BATCH_ROWS, fastest, measure
+from finalmile.schema import Column
 
 TARGET_OPSET = 17
 _ML_OPSET = 3

@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 
 from finalmile.errors import InvalidModelError
-from finalmile.registry.schema import Schema
 from finalmile.runtimes.base import (
     CLASSIFICATION,
     REGRESSION,
@@ -22,6 +21,7 @@ from finalmile.runtimes.base import (
     standard_outputs,
 )
 from finalmile.runtimes.sklearn import tabular_inputs
+from finalmile.schema import Schema
 
 FRAMEWORK = "lightgbm"
 

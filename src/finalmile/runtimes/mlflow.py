@@ -11,8 +11,8 @@ import pyarrow as pa
 import yaml
 
 from finalmile.errors import InvalidModelError, MissingDependencyError
-from finalmile.registry.schema import Column, Schema, infer_schema
 from finalmile.runtimes.base import BaseRuntime, Packaged, outputs_to_table
+from finalmile.schema import Column, Schema, infer_schema
 
 FRAMEWORK = "mlflow"
 _TYPES = {

@@ -15,8 +15,8 @@ import pyarrow as pa
 from finalmile.arrow.frames import list_matrix, tensor_array
 from finalmile.config import FinalmileSettings
 from finalmile.errors import InvalidModelError
-from finalmile.registry.schema import Column, Schema
 from finalmile.runtimes.base import CLASSIFICATION, REGRESSION, BaseRuntime, Packaged, classification_table, features
+from finalmile.schema import Column, Schema
 
 log = logging.getLogger(__name__)
 FRAMEWORK = "onnx"

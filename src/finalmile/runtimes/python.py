@@ -22,9 +22,9 @@ from typing import Any
 import pyarrow as pa
 
 from finalmile.errors import InvalidModelError
-from finalmile.registry.schema import Schema, infer_schema
 from finalmile.runtimes import split_class_ref
 from finalmile.runtimes.base import BaseRuntime, Packaged, outputs_to_table
+from finalmile.schema import Schema, infer_schema
 
 FRAMEWORK = "python"
 MANIFEST = "finalmile-python.json"

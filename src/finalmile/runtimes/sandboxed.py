@@ -23,9 +23,9 @@ import pyarrow as pa
 
 from finalmile.arrow.ipc import from_ipc, to_ipc
 from finalmile.errors import InvalidModelError, PredictionError
-from finalmile.registry.schema import SchemaValidator
 from finalmile.runtimes.base import RuntimeContext
 from finalmile.sandbox import Reach, command, gpus
+from finalmile.schema import SchemaValidator
 
 CODE_RUNTIMES = frozenset({"python", "sklearn", "torch", "mlflow"})
 """Runtimes whose loading or running executes what a user uploaded (pickles unpickle by running code)."""

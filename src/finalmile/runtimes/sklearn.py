@@ -12,7 +12,6 @@ import pyarrow as pa
 from sklearn.base import BaseEstimator, is_classifier, is_regressor
 
 from finalmile.errors import InvalidModelError
-from finalmile.registry.schema import Column, Schema
 from finalmile.runtimes import load_pickle
 from finalmile.runtimes.base import (
     CLASSIFICATION,
@@ -25,6 +24,7 @@ from finalmile.runtimes.base import (
     regression_table,
     standard_outputs,
 )
+from finalmile.schema import Column, Schema
 
 FRAMEWORK = "sklearn"
 

@@ -16,8 +16,8 @@ import pyarrow as pa
 import torch
 
 from finalmile.errors import InvalidModelError
-from finalmile.registry.schema import Column, Schema, infer_schema
 from finalmile.runtimes.base import BaseRuntime, Packaged, features, outputs_to_table
+from finalmile.schema import Column, Schema, infer_schema
 
 FRAMEWORK = "torch"
 

@@ -11,7 +11,6 @@ import pyarrow as pa
 import xgboost as xgb
 
 from finalmile.errors import InvalidModelError
-from finalmile.registry.schema import Schema
 from finalmile.runtimes.base import (
     CLASSIFICATION,
     REGRESSION,
@@ -23,6 +22,7 @@ from finalmile.runtimes.base import (
     standard_outputs,
 )
 from finalmile.runtimes.sklearn import tabular_inputs
+from finalmile.schema import Schema
 
 FRAMEWORK = "xgboost"
 _PROBABILISTIC = ("binary:logistic", "multi:softprob")

@@ -10,9 +10,9 @@ import pyarrow as pa
 
 from finalmile.arrow.frames import to_arrow
 from finalmile.registry.loader import RuntimeLoader, runtime_key
-from finalmile.registry.schema import Schema
 from finalmile.registry.store import VersionRecord
 from finalmile.runtimes.base import Runtime
+from finalmile.schema import Schema
 
 
 class ModelVersion:

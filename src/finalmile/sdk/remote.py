@@ -27,8 +27,8 @@ from finalmile.jobs.store import JobRecord, RunRecord
 from finalmile.logs.ground_truth import GroundTruthReceipt
 from finalmile.pipelines.spec import PipelineSpec
 from finalmile.pipelines.store import PipelineVersionRecord
-from finalmile.registry.schema import Schema
 from finalmile.runtimes import detect_framework
+from finalmile.schema import Schema
 from finalmile.sdk.pipelines import Pipeline
 from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.codecs import arrow as arrow_codec

@@ -68,7 +68,7 @@ def test_the_cli_and_the_api_show_the_trail(cli_env, capsys) -> None:  # type: i
     assert code == 0 and "pipeline fraud" not in out
     import httpx
 
-    from finalmile.serving.http.server import running_server
+    from finalmile.http.server import running_server
 
     with Client() as client, running_server(client.services, auth=False) as url:
         entries = httpx.get(f"{url}/api/v1/audit", params={"target": "pipeline"}).json()

@@ -6,7 +6,7 @@ import pytest
 
 from finalmile.arrow.frames import tensor_array
 from finalmile.errors import SchemaError
-from finalmile.registry.schema import Column, Schema, SchemaValidator, expand_tensor, infer_schema
+from finalmile.schema import Column, Schema, SchemaValidator, expand_tensor, infer_schema
 
 SCHEMA = Schema(
     inputs=[

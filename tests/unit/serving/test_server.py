@@ -4,7 +4,7 @@ import asyncio
 import gc
 
 from finalmile import Client
-from finalmile.serving.http.server import create_app
+from finalmile.http.server import create_app
 
 
 def test_the_server_freezes_what_lives_as_long_as_it_out_of_the_gc(client: Client) -> None:

@@ -123,7 +123,7 @@ def step_deploy(state: DemoState) -> None:
 def step_serve(state: DemoState) -> None:
     import httpx
 
-    from finalmile.serving.http.server import running_server
+    from finalmile.http.server import running_server
 
     rows = state.test[FEATURES].head(200)
     token = demo_token(state.client.services)

@@ -20,12 +20,10 @@ from finalmile._version import __version__
 from finalmile.access.roles import Principal, check_role, local_principal
 from finalmile.dashboard import install as install_dashboard
 from finalmile.errors import NotReadyError
-from finalmile.jobs.scheduler import Periodic, Scheduler
-from finalmile.services import Services
-from finalmile.serving.http.app import FinalmileApp, InferenceHandlers
-from finalmile.serving.http.auth import Authenticator, Guards
-from finalmile.serving.http.errors import add_error_handlers, document_errors
-from finalmile.serving.http.routes import (
+from finalmile.http.app import FinalmileApp, InferenceHandlers
+from finalmile.http.auth import Authenticator, Guards
+from finalmile.http.errors import add_error_handlers, document_errors
+from finalmile.http.routes import (
     access,
     audit,
     connections,
@@ -37,6 +35,8 @@ from finalmile.serving.http.routes import (
     streams,
     v2,
 )
+from finalmile.jobs.scheduler import Periodic, Scheduler
+from finalmile.services import Services
 from finalmile.streaming.supervisor import Supervisor
 
 SYNC_INTERVAL_S = 1.0
@@ -131,7 +131,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1) -> None:
     import uvicorn
 
     uvicorn.run(
-        "finalmile.serving.http.server:create_app",
+        "finalmile.http.server:create_app",
         factory=True,
         host=host,
         port=port,

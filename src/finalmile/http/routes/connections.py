@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from finalmile.serving.http.auth import Caller, Guards
-from finalmile.serving.http.routes import run
+from finalmile.http.auth import Caller, Guards
+from finalmile.http.routes import run
 
 
 class ConnectionRequest(BaseModel):

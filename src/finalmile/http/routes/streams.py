@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from finalmile.serving.http.auth import Caller, Guards
-from finalmile.serving.http.routes import run
+from finalmile.http.auth import Caller, Guards
+from finalmile.http.routes import run
 from finalmile.streaming.config import StreamConfig
 
 

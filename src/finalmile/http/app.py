@@ -15,13 +15,13 @@ import orjson
 
 from finalmile.access.roles import Permission
 from finalmile.errors import BadRequestError, FinalmileError, PayloadTooLarge
+from finalmile.http.auth import Authenticator, services_of
+from finalmile.http.errors import challenge, error_body
 from finalmile.pipelines.loaded import RequestResult
 from finalmile.services import Services
 from finalmile.serving.codecs import codec_for
 from finalmile.serving.codecs.v2 import is_number
 from finalmile.serving.dataplane import DataPlane
-from finalmile.serving.http.auth import Authenticator, services_of
-from finalmile.serving.http.errors import challenge, error_body
 
 log = logging.getLogger(__name__)
 Scope = dict[str, Any]

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from finalmile.backends.config import DeploymentConfig
-from finalmile.serving.http.auth import Caller, Guards
-from finalmile.serving.http.routes import run
+from finalmile.http.auth import Caller, Guards
+from finalmile.http.routes import run
 
 
 class DeployRequest(DeploymentConfig):

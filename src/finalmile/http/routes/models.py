@@ -11,9 +11,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from finalmile.errors import InvalidInputError
+from finalmile.http.auth import Caller, Guards
+from finalmile.http.routes import run
 from finalmile.registry.upload import hide_paths
-from finalmile.serving.http.auth import Caller, Guards
-from finalmile.serving.http.routes import run
 
 _MODEL_FILE = File(..., description="the model file, or a .tar.gz of a model directory")
 _SAMPLE_FILE = File(None, description="sample rows as Parquet")

@@ -12,11 +12,11 @@ from pyarrow import ArrowException
 from pydantic import BaseModel, Field
 
 from finalmile.errors import InvalidInputError
+from finalmile.http.auth import Caller, Guards
+from finalmile.http.routes import json_frame, run
 from finalmile.monitoring.build import build_config
 from finalmile.monitoring.runs import preview, results_frame, save
 from finalmile.services import Services
-from finalmile.serving.http.auth import Caller, Guards
-from finalmile.serving.http.routes import json_frame, run
 
 
 class MonitorRequest(BaseModel):

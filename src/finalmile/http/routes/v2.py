@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from finalmile.http.app import InferenceHandlers
+from finalmile.http.auth import Caller, Guards
 from finalmile.serving.codecs import ARROW_STREAM
-from finalmile.serving.http.app import InferenceHandlers
-from finalmile.serving.http.auth import Caller, Guards
 
 
 class V2Tensor(BaseModel):

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 
 from finalmile.config import MAX_DURATION_S
+from finalmile.http.auth import Caller, Guards
+from finalmile.http.routes import run
 from finalmile.jobs.runs import MAX_JOB_TIMEOUT_S
 from finalmile.jobs.store import MAX_CODE_BYTES, MAX_REQUIREMENTS_CHARS
-from finalmile.serving.http.auth import Caller, Guards
-from finalmile.serving.http.routes import run
 
 _CODE = File(..., description="a .py file, or a .zip with main.py, defining main(ctx)")
 

@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 from finalmile.access.roles import Role
 from finalmile.config import parse_duration
 from finalmile.errors import NotFoundError
+from finalmile.http.auth import Caller, Guards
+from finalmile.http.routes import run
 from finalmile.services import Services
-from finalmile.serving.http.auth import Caller, Guards
-from finalmile.serving.http.routes import run
 
 
 class TokenRequest(BaseModel):

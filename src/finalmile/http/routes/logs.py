@@ -11,13 +11,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from finalmile.errors import InvalidInputError
+from finalmile.http.auth import Caller, Guards
+from finalmile.http.routes import json_table, run
 from finalmile.logs.ground_truth import add_ground_truth
 from finalmile.logs.journal import set_aside_files
 from finalmile.logs.saved import MAX_SQL_CHARS
 from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.codecs import arrow as arrow_codec
-from finalmile.serving.http.auth import Caller, Guards
-from finalmile.serving.http.routes import json_table, run
 
 
 class QueryRequest(BaseModel):
