@@ -21,7 +21,7 @@ import pytest
 kafka = pytest.importorskip("confluent_kafka", reason="pip install 'finalmile[kafka]'")
 
 from finalmile.streaming.brokers import IN_FLIGHT, Message  # noqa: E402
-from finalmile.streaming.kafka import KafkaBroker  # noqa: E402
+from finalmile.streaming.brokers.kafka import KafkaBroker  # noqa: E402
 
 SENT = 30_000
 

@@ -361,7 +361,7 @@ def test_a_batch_logged_but_not_acknowledged_is_published_again_and_logged_once(
     dies right after its log rows are on disk; the second gets the same messages again from Redis (claimed from
     the dead consumer), finds them in the log, publishes their outputs and logs nothing twice."""
     require_broker("redis")
-    from finalmile.streaming.brokers import RedisBroker
+    from finalmile.streaming.brokers.redis_streams import RedisBroker
     from finalmile.streaming.config import stream_config
     from finalmile.streaming.runner import StreamRunner
     from finalmile.streaming.supervisor import stream_inference

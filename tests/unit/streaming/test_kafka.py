@@ -18,7 +18,7 @@ from finalmile.streaming.brokers import Message
 
 pytest.importorskip("confluent_kafka", reason="pip install 'finalmile[kafka]'")
 
-from finalmile.streaming.kafka import KafkaBroker, commit_offsets, kafka_settings  # noqa: E402
+from finalmile.streaming.brokers.kafka import KafkaBroker, commit_offsets, kafka_settings  # noqa: E402
 
 
 def test_the_url_gives_the_bootstrap_servers_and_passes_settings_through() -> None:

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from finalmile.errors import InvalidInputError, MissingDependencyError
 from finalmile.jobs.runs import runner_name
-from finalmile.streaming.brokers import LastLogged, Message
+from finalmile.streaming.brokers.base import LastLogged, Message
 from finalmile.streaming.config import StreamConfig
 
 T = TypeVar("T")
