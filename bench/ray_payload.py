@@ -27,7 +27,7 @@ from rich.table import Table
 from finalmile.arrow.ipc import from_ipc, to_ipc
 from finalmile.backends.batcher import spans
 from finalmile.backends.ray_replica import Answer
-from finalmile.pipelines.executor import Batch
+from finalmile.pipelines.batch import Batch
 
 
 def per_call_us(work: Callable[[], Any], repeat: int) -> float:

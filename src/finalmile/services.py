@@ -36,7 +36,7 @@ from finalmile.monitoring.actions import rollback, route_all
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.runs import run_monitor
 from finalmile.monitoring.store import AlertRecord, MonitorStore
-from finalmile.pipelines.executor import Batch
+from finalmile.pipelines.batch import Batch
 from finalmile.pipelines.loaded import LoadedPipeline, RequestResult, load_pipeline
 from finalmile.pipelines.spec import pin_spec
 from finalmile.pipelines.store import PipelineStore, PipelineVersionRecord

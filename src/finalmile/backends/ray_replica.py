@@ -25,7 +25,7 @@ from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
 from finalmile.errors import FinalmileError
 from finalmile.logs.writer import LogWriter
-from finalmile.pipelines.executor import Batch
+from finalmile.pipelines.batch import Batch
 from finalmile.pipelines.loaded import RequestResult, split_batch
 from finalmile.schema import Schema
 

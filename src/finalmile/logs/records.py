@@ -29,7 +29,7 @@ _SMALL_BATCH_ROWS = 256
 PIECE_ROWS = 32_768
 
 if TYPE_CHECKING:
-    from finalmile.pipelines.executor import Batch
+    from finalmile.pipelines.batch import Batch
     from finalmile.pipelines.loaded import LoadedPipeline
 
 

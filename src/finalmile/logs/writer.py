@@ -35,7 +35,7 @@ from finalmile.logs.journal import Journal, fsync_path, journal_owner, process_a
 from finalmile.logs.records import PIECE_ROWS, Served, layout_runs, log_tables
 
 if TYPE_CHECKING:
-    from finalmile.pipelines.executor import Batch
+    from finalmile.pipelines.batch import Batch
     from finalmile.pipelines.loaded import LoadedPipeline
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,9 @@ from finalmile.arrow.frames import list_matrix, tensor_array
 from finalmile.arrow.tensors import expand_named_tensor, named_tensor_header
 from finalmile.arrow.text import plain
 from finalmile.errors import SchemaError
+from finalmile.pipelines.batch import Batch, Route, Sequence
 from finalmile.pipelines.checks import compile_check
-from finalmile.pipelines.executor import Batch, Route, Sequence, build
+from finalmile.pipelines.executor import build
 from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, SplitStepSpec, walk
 from finalmile.pipelines.store import PipelineVersionRecord
 from finalmile.registry.loader import RuntimeLoader

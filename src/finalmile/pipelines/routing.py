@@ -11,7 +11,7 @@ import pyarrow as pa
 from finalmile.errors import PipelineDefinitionError, SchemaError
 
 if TYPE_CHECKING:
-    from finalmile.pipelines.executor import Batch, Sequence
+    from finalmile.pipelines.batch import Batch, Sequence
 
 
 class SplitStep:

@@ -15,7 +15,7 @@ from finalmile.arrow.ipc import from_ipc, to_ipc  # noqa: E402
 from finalmile.backends.batcher import spans  # noqa: E402
 from finalmile.backends.ray_replica import Answer, Failure  # noqa: E402
 from finalmile.errors import InvalidInputError  # noqa: E402
-from finalmile.pipelines.executor import Batch  # noqa: E402
+from finalmile.pipelines.batch import Batch  # noqa: E402
 
 
 def test_ipc_round_trip_keeps_schema_metadata_and_values() -> None:

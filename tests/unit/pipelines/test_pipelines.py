@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
 from finalmile.errors import FinalmileError, SchemaError, VersionPinnedError
-from finalmile.pipelines.executor import Batch, Sequence
+from finalmile.pipelines.batch import Batch, Sequence
 from finalmile.pipelines.routing import SplitStep
 from tests.fixtures import ErrorModel, SumModel, tabular
 

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
+from finalmile.cli.demo.state import FEATURES, MODEL
 from finalmile.errors import MonitorNotFound
 
 if TYPE_CHECKING:
-    from finalmile.cli.demo.run import DemoState
+    from finalmile.cli.demo.state import DemoState
 
 PHASE_S = 2.0
 """Each phase of traffic lasts one monitor window; windows are seconds long so the demo runs in seconds too."""
@@ -32,7 +33,6 @@ MONITORS = ("challenger-amount-drift", "accuracy-by-variant", "high-risk-rate")
 
 
 def step_monitor(state: DemoState) -> None:
-    from finalmile.cli.demo.run import FEATURES, MODEL
 
     client = state.client
     for name in MONITORS:  # a demo run again on the same home starts its monitoring over
@@ -80,7 +80,6 @@ def step_monitor(state: DemoState) -> None:
 
 def step_traffic(state: DemoState) -> None:
     """One window of ordinary traffic, then one in which amounts jump tenfold (a new merchant, a currency bug)."""
-    from finalmile.cli.demo.run import FEATURES, MODEL
 
     pipeline = state.client.pipeline(MODEL)
     rows = state.test.reset_index(drop=True)
@@ -106,7 +105,6 @@ def step_traffic(state: DemoState) -> None:
 
 
 def step_act(state: DemoState) -> None:
-    from finalmile.cli.demo.run import FEATURES, MODEL
 
     client = state.client
     before = client.services.pipelines.deployments()[0].version

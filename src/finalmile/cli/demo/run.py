@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -20,28 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from finalmile.cli.demo.monitoring import step_act, step_chart, step_monitor, step_traffic
+from finalmile.cli.demo.state import FEATURES, MODEL, DemoState
 from finalmile.cli.demo.timing import calls_per_second
 from finalmile.client import Client
-from finalmile.sdk.models import ModelVersion
-
-MODEL = "fraud"
-FEATURES = [f"v{i}" for i in range(1, 29)] + ["amount"]
-
-
-@dataclass
-class DemoState:
-    """What the demo's steps hand each other: the client, the console, the versions, the timings."""
-
-    client: Client
-    console: Console
-    train: pd.DataFrame = field(default_factory=pd.DataFrame)
-    test: pd.DataFrame = field(default_factory=pd.DataFrame)
-    natives: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, ModelVersion] = field(default_factory=dict)
-    labels: dict[str, int] = field(default_factory=dict)
-    """request id -> the true label of the row served under it (ground truth that "arrives later")."""
-    monitor_start: datetime = field(default_factory=lambda: datetime.now(UTC))
-    """When the monitors' first window starts."""
 
 
 def fraud_dataset(rows: int = 20_000, seed: int = 7) -> pd.DataFrame:
