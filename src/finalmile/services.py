@@ -110,6 +110,14 @@ class Services(AccessVerbs):
         self.backend = Backends(
             self._wanted,
             settings.backend,
+            lambda wanted: LocalBackend(
+                self._load,
+                wanted,
+                self.metrics.observer,
+                hooks=[self.logs],
+                observers=[self._observe_steps],
+                failure_hooks=[self.logs.failed],
+            ),
             lambda wanted: ray_backend(
                 wanted,
                 host,
@@ -121,11 +129,7 @@ class Services(AccessVerbs):
             ),
             settings.ray_on_demand or settings.ray_address is not None,
         )
-        self.local = LocalBackend(self._load, self.backend.wanted_by("local"), self.metrics.observer)
-        self.backend.local = self.local
-        self.local.hooks.append(self.logs)
-        self.local.observers.append(self._observe_steps)
-        self.local.failure_hooks.append(self.logs.failed)
+        self.local = self.backend.local
         self.dataplane = DataPlane(self.backend, self.pipelines, self.metrics)
         self.monitoring = MonitorContext(self.reader, self.monitors, self.artifacts, self.loader, self)
         self._loop = LoopThread()

@@ -88,16 +88,19 @@ class LocalBackend:
         load: Callable[[str, int, DeploymentConfig], LoadedPipeline],
         wanted: Wanted,
         observe: Callable[[str], Observer] | None = None,
+        hooks: list[Hook] | None = None,
+        observers: list[Hook] | None = None,
+        failure_hooks: list[FailureHook] | None = None,
     ) -> None:
         self._load_version = load
         self._wanted = wanted
         self._observe = observe
         self.slots: dict[str, Slot] = {}
-        self.hooks: list[Hook] = []
+        self.hooks: list[Hook] = hooks or []
         """Called with every logged batch (the log writer)."""
-        self.observers: list[Hook] = []
+        self.observers: list[Hook] = observers or []
         """Called with every batch (step metrics)."""
-        self.failure_hooks: list[FailureHook] = []
+        self.failure_hooks: list[FailureHook] = failure_hooks or []
         self._lock = threading.Lock()
         self._changes = 0  # counts deploys and undeploys in this process
         self._changed: dict[str, int] = {}  # the count at each pipeline's last change

@@ -25,7 +25,12 @@ class Backends:
     name = "router"
 
     def __init__(
-        self, wanted: Wanted, default: BackendName, make_ray: Callable[[Wanted], Backend], ray_allowed: bool = True
+        self,
+        wanted: Wanted,
+        default: BackendName,
+        make_local: Callable[[Wanted], LocalBackend],
+        make_ray: Callable[[Wanted], Backend],
+        ray_allowed: bool = True,
     ) -> None:
         self.default = default
         self.ray_allowed = ray_allowed or default == "ray"
@@ -33,8 +38,8 @@ class Backends:
         self._make_ray = make_ray
         self._ray: Backend | None = None
         self._ray_wanted = False
-        self.local: LocalBackend | None = None
-        """Set by the composition root, which builds the local backend with `wanted_by("local")`."""
+        self.local: LocalBackend = make_local(self.wanted_by("local"))
+        """This process's backend, serving the deployments that want `local`; Ray's is made when one wants it."""
 
     def kind(self, config: DeploymentConfig) -> BackendName:
         return config.backend or self.default
@@ -61,7 +66,6 @@ class Backends:
         return self._ray
 
     def _backends(self) -> list[Backend]:
-        assert self.local is not None
         return [self.local] if self._ray is None else [self.local, self._ray]
 
     def _of(self, pipeline: str) -> Backend:
@@ -85,7 +89,6 @@ class Backends:
             backend.undeploy(pipeline)
 
     def sync(self) -> None:
-        assert self.local is not None
         self.local.sync()
         if self._ray is not None or (self._ray_wanted and self.ray_allowed):
             self.ray().sync()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from finalmile.backends.config import DeploymentConfig
+from finalmile.backends.local import LocalBackend
 from finalmile.backends.router import Backends
 from finalmile.errors import BadRequestError
 
@@ -13,7 +14,11 @@ pytestmark = pytest.mark.unit
 
 def test_a_ray_deployment_on_a_server_without_ray_is_a_400_naming_backend_and_nothing_is_recorded() -> None:
     made: list[object] = []
-    router = Backends(lambda: {}, "local", lambda wanted: made.append(wanted) or None, ray_allowed=False)  # type: ignore[arg-type,func-returns-value]
+
+    def local(wanted):  # type: ignore[no-untyped-def]
+        return LocalBackend(lambda name, version, config: None, wanted)  # type: ignore[arg-type,return-value]
+
+    router = Backends(lambda: {}, "local", local, lambda wanted: made.append(wanted) or None, ray_allowed=False)  # type: ignore[arg-type,func-returns-value]
     recorded: list[bool] = []
     with pytest.raises(BadRequestError) as refused:
         router.deploy("p", 1, DeploymentConfig(backend="ray"), lambda: recorded.append(True))
