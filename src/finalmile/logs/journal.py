@@ -167,15 +167,15 @@ def _salvage(data: pa.Buffer, good: int, batches: int) -> list[pa.RecordBatch]:
     prefix = raw[:good]
     position = raw.find(_MARKER, good + 1)
     while position >= 0:
-        joined = pa.py_buffer(prefix + raw[position:])
-        read = _verified(joined, batches)
+        joined = prefix + raw[position:]
+        read = _verified(pa.py_buffer(joined), batches)
         if not read:
             position = raw.find(_MARKER, position + 1)
             continue
         found += read
-        end = _offset_after(joined, batches + len(read))
+        end = _offset_after(pa.py_buffer(joined), batches + len(read))
         stopped = position + (end - len(prefix))  # where the read stopped, in the journal's own bytes
-        prefix, batches = joined.to_pybytes()[:end], batches + len(read)
+        prefix, batches = joined[:end], batches + len(read)
         position = raw.find(_MARKER, stopped + 1)
     return found
 

@@ -190,37 +190,37 @@ def _too_long(limits: QueryLimits) -> QueryError:
     )
 
 
-def _operators(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        if "name" in node:
-            yield node
-        for value in node.values():
-            yield from _operators(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _operators(value)
-
-
 def _message(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _ctes(node: Any) -> Iterator[str]:
+def _objects(node: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object in a serialised parse tree or plan, depth first."""
     if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _objects(value)
+
+
+def _operators(plan: Any) -> Iterator[dict[str, Any]]:
+    """The operators of an `EXPLAIN (FORMAT JSON)` plan."""
+    return (node for node in _objects(plan) if "name" in node)
+
+
+def _ctes(tree: Any) -> Iterator[str]:
+    for node in _objects(tree):
         cte_map = node.get("cte_map")
         if isinstance(cte_map, dict):
             for entry in cte_map.get("map", []):
                 yield entry.get("key", "")
-        for value in node.values():
-            yield from _ctes(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _ctes(value)
 
 
-def _references(node: Any) -> Iterator[tuple[str, str]]:
+def _references(tree: Any) -> Iterator[tuple[str, str]]:
     """(`table` | `table function` | `function`, name) for every reference in a serialised parse tree."""
-    if isinstance(node, dict):
+    for node in _objects(tree):
         kind = node.get("type")
         if kind == "BASE_TABLE":
             yield "table", str(node.get("table_name", ""))
@@ -229,8 +229,3 @@ def _references(node: Any) -> Iterator[tuple[str, str]]:
             yield "table function", str(function.get("function_name", ""))
         elif node.get("class") == "FUNCTION":
             yield "function", str(node.get("function_name", ""))
-        for value in node.values():
-            yield from _references(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _references(value)
