@@ -45,7 +45,16 @@ class Principal:
     @property
     def actor(self) -> str:
         """How the audit trail names this principal."""
-        return self.user if self.token_id is None else f"{self.user} (token {self.token_id})"
+        return self.user if self.token_id is None else f"{self.user}{_TOKEN_MARK}{self.token_id})"
+
+
+_TOKEN_MARK = " (token "
+
+
+def actor_user(actor: str) -> tuple[str, bool]:
+    """The user an audit trail's `actor` (`Principal.actor`) names, and whether they acted with a token."""
+    user, mark, _ = actor.partition(_TOKEN_MARK)
+    return user, bool(mark)
 
 
 def local_principal(user: str, workspace: str = "default") -> Principal:

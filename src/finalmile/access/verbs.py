@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from finalmile.access.audit import AuditTrail
+from finalmile.access.roles import actor_user
 from finalmile.access.store import AccessStore, MemberRecord, TokenRecord, describe_token
 from finalmile.errors import ConflictError, Forbidden
 
@@ -82,10 +83,10 @@ class AccessVerbs:
         """The role a job acts with: its uploader's current role in this workspace. A job uploaded without a token
         (embedded, the local CLI, a `--no-auth` server: the store's own user) by someone who is not a member acts as
         an editor, all a job needs; a job a member uploaded with a token does not run once they are not one."""
-        user, _, token = uploader.partition(" (token ")
+        user, with_token = actor_user(uploader)
         role = self.access.role_of(user, self.workspace)
         if role is not None:
             return role
-        if not token:
+        if not with_token:
             return "editor"
         raise Forbidden(f"{user!r}, who uploaded this job, is no longer a member of workspace {self.workspace!r}")
