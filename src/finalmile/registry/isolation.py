@@ -15,15 +15,17 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
+import traceback
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from finalmile.arrow.frames import to_arrow
 from finalmile.config import FinalmileSettings
 from finalmile.errors import FinalmileError, InvalidModelError, RemoteError
 from finalmile.registry.artifacts import ArtifactStore
 from finalmile.registry.store import MetadataStore, NewVersion, VersionRecord
-from finalmile.registry.upload import Prepared, check_options, checked_schema, current_user, hide_paths, store_prepared
+from finalmile.registry.upload import Prepared, upload_model
 from finalmile.sandbox import Reach, command
 from finalmile.schema import Schema
 
@@ -39,37 +41,38 @@ def upload_in_child(
 ) -> VersionRecord:
     """`upload_model`, its model's code run in a sandboxed child; refused with a 422 when the child fails, dies or
     outlasts the `upload_timeout_s` setting. `unseen` is the store's root home."""
-    tags = check_options(name, options.get("alias"), options.get("tags"), options.get("runtime", "auto"))
-    given = checked_schema(options.get("schema"))
-    artifacts.tmp.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=artifacts.tmp, prefix="upload-")).resolve()
-    try:
-        with hide_paths(scratch):
-            request = {
-                "source": str(source.resolve()),
-                "framework": options.get("framework"),
-                "schema": given.model_dump(mode="json") if given is not None else None,
-                "sample": None,
-                "runtime": options.get("runtime", "auto"),
-            }
-            if options.get("sample") is not None:
-                import pyarrow.parquet as pq
-
-                pq.write_table(options["sample"], scratch / "given-sample.parquet")
-                request["sample"] = str(scratch / "given-sample.parquet")
-            prepared = _prepare_in_child(settings, unseen, scratch, source, request)
-            user = settings.user or current_user()
-            return store_prepared(store, artifacts, name, prepared, tags, user, options.get("alias"))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    return upload_model(
+        store, artifacts, settings, name, source, **options, preparer=partial(_prepare_in_child, unseen)
+    )
 
 
 def _prepare_in_child(
-    settings: FinalmileSettings, unseen: Path, scratch: Path, source: Path, request: dict[str, Any]
+    unseen: Path,
+    settings: FinalmileSettings,
+    workdir: Path,
+    source: Any,
+    framework: str | None,
+    given: Schema | None,
+    sample: Any,
+    runtime: str,
 ) -> Prepared:
+    """`upload.prepare` in the sandbox, `workdir` its scratch folder; the files it names checked to be its own."""
+    scratch, source = workdir.resolve(), Path(source)
+    request = {
+        "source": str(source.resolve()),
+        "framework": framework,
+        "schema": given.model_dump(mode="json") if given is not None else None,
+        "sample": None,
+        "runtime": runtime,
+    }
+    if sample is not None:
+        import pyarrow.parquet as pq
+
+        pq.write_table(to_arrow(sample)[0], scratch / "given-sample.parquet")
+        request["sample"] = str(scratch / "given-sample.parquet")
     reach = Reach(read=(source.resolve(),), write=(scratch,), hide=(unseen,))
     argv, env = command([sys.executable, "-m", "finalmile.registry.isolation", str(scratch)], reach,
-                                settings.sandbox, cwd=scratch)  # fmt: skip
+                        settings.sandbox, cwd=scratch)  # fmt: skip
     try:
         done = subprocess.run(
             argv, env=env, input=json.dumps(request), capture_output=True, text=True, timeout=settings.upload_timeout_s
@@ -148,10 +151,8 @@ def main() -> int:
     except FinalmileError as exc:
         answer = {"status": "error", "code": exc.status_code, "message": exc.message, "detail": _plain(exc.detail)}
     except BaseException as exc:  # the uploaded code's own failure: the caller's problem, said without a traceback
-        tb = exc.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        where = f" (at {Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno})" if tb is not None else ""
+        last = traceback.extract_tb(exc.__traceback__)[-1:]
+        where = f" (at {Path(last[0].filename).name}:{last[0].lineno})" if last else ""
         message = f"{Path(request['source']).name}: {type(exc).__name__}: {exc}{where}"
         answer = {"status": "error", "code": 422, "message": message, "detail": {"field": "file"}}
     real_stdout.write("\n" + json.dumps(answer, default=str) + "\n")

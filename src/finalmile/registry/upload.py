@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import platform
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError
@@ -44,6 +44,10 @@ _LIBRARIES = {
 }
 
 
+Preparer = Callable[[FinalmileSettings, Path, Any, "str | None", "Schema | None", Any, str], "Prepared"]
+"""What makes an upload ready in a scratch folder: (settings, workdir, source, framework, schema, sample, runtime)."""
+
+
 def upload_model(
     store: MetadataStore,
     artifacts: ArtifactStore,
@@ -56,14 +60,16 @@ def upload_model(
     alias: str | None = None,
     tags: dict[str, str] | None = None,
     runtime: str = "auto",
+    preparer: Preparer | None = None,
 ) -> VersionRecord:
-    tags = check_options(
-        name, alias, tags, runtime
-    )  # every option is checked before any of the model's own code can run
+    """Register a version: every option checked before any of the model's own code can run, then `preparer`
+    (default `prepare`, in this process; the server's runs in a sandboxed child, `registry/isolation.py`) makes it
+    ready in a scratch folder, then it is stored."""
+    tags = check_options(name, alias, tags, runtime)
     given = checked_schema(schema)
     artifacts.tmp.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=artifacts.tmp, prefix="upload-") as scratch, hide_paths(scratch):
-        prepared = prepare(settings, Path(scratch), source, framework, given, sample, runtime)
+        prepared = (preparer or prepare)(settings, Path(scratch), source, framework, given, sample, runtime)
         return store_prepared(store, artifacts, name, prepared, tags, settings.user or current_user(), alias)
 
 
