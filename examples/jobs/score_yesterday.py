@@ -1,7 +1,7 @@
 """A nightly scoring job: read yesterday's transactions from the warehouse, score them through the deployed
 `fraud` pipeline, write the scores back. The same code runs against PostgreSQL and MariaDB/MySQL.
 
-    finalmile connections create warehouse --type postgres --url postgresql://etl:PASSWORD@db:5432/dw
+    finalmile connections create warehouse postgresql://etl:PASSWORD@db:5432/dw --type postgres
     finalmile jobs upload score-yesterday examples/jobs/score_yesterday.py
     finalmile jobs schedule score-yesterday --cron "0 2 * * *" --tz Europe/Paris --retries 2
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+ERROR_HEADER = "finalmile-error"
+"""The HTTP header that names a server's error class, so the remote client raises the class the embedded one does."""
+
 
 class FinalmileError(Exception):
     """Root of every user-facing finalmile error."""

@@ -301,6 +301,10 @@ class Services(AccessVerbs):
         """Send all of the serving version's A/B traffic to `variant` (as a new version); says what it did."""
         return route_all(self, name, variant, actor or self.user)
 
+    def deployment_status(self) -> list[dict[str, Any]]:
+        """Every recorded deployment: pipeline, version, settings, and whether this process serves it now."""
+        return [vars(d) | {"serving": self.dataplane.ready(d.name, d.version)} for d in self.pipelines.deployments()]
+
     def sync(self) -> None:
         """Converge this process's backend on the deployments the store records."""
         self.backend.sync()

@@ -185,6 +185,13 @@ class AccessStore:
         with self._sessions() as s:
             return self._record(s, self._token(s, token_id))
 
+    def token_in(self, token_id: int, workspace: str) -> TokenRecord:
+        """The token, if it belongs to `workspace`: another workspace's token is not its owners' to see."""
+        record = self.token(token_id)
+        if record.workspace != workspace:
+            raise NotFoundError(f"no token with id {token_id}", {"token": token_id})
+        return record
+
     def revoke(self, token_id: int) -> TokenRecord:
         with self._sessions.begin() as s:
             row = self._token(s, token_id)

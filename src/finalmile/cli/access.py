@@ -1,19 +1,19 @@
-"""`finalmile admin|tokens|users|workspaces`: who may do what, run on the server's machine against its store.
+"""`finalmile admin|tokens|users|workspaces`: who may do what.
 
-These commands open the store directly (like the server does), so whoever can run them already holds the store's
-rights; a token's secret goes to stdout alone, so `export FINALMILE_TOKEN=$(finalmile admin init)` works.
+`admin init` and `workspaces` open the store directly (like the server does), so whoever can run them already
+holds the store's rights. `tokens` and `users` do that too without `--url`; with it they act in the token's
+workspace, as its owner. A token's secret goes to stdout alone, so `export FINALMILE_TOKEN=$(finalmile admin init)`
+works.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from finalmile.cli.common import client_from_env, console, errors
-from finalmile.config import parse_duration
 
 admin_app = typer.Typer(help="Set up access control: the first owner token.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens: create (shown once), list, revoke.", no_args_is_help=True)
@@ -22,7 +22,9 @@ workspaces_app = typer.Typer(
     help="Workspaces: teams whose models, pipelines and logs are kept apart.", no_args_is_help=True
 )
 
-_Workspace = Annotated[str, typer.Option(help="The workspace.")]
+_Workspace = Annotated[
+    str | None, typer.Option(help="The workspace (locally; default: default). A server's token names its own.")
+]
 
 
 @admin_app.command("init")
@@ -37,25 +39,30 @@ def init(user: Annotated[str, typer.Option(help="The first owner's user name.")]
 @tokens_app.command("create")
 def create_token(
     role: Annotated[str, typer.Option(help="viewer, editor or owner.")],
-    workspace: _Workspace = "default",
-    user: Annotated[str, typer.Option(help="Whose token: it never acts above their role.")] = "admin",
+    workspace: _Workspace = None,
+    user: Annotated[
+        str | None, typer.Option(help="Whose token (default: yours; locally, admin). It never acts above their role.")
+    ] = None,
     name: Annotated[str, typer.Option(help="A label for `tokens list`.")] = "",
     expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d or 12h (default: none).")] = None,
 ) -> None:
     """Create a token; its secret is printed once, on stdout."""
-    lifetime = timedelta(seconds=parse_duration(expires, "expires")) if expires else None
-    with client_from_env() as client:
-        record, secret = client.services.create_token(user, workspace, role, name, lifetime)
-    until = f", expires {record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at else ""
-    errors.print(f"{record.role} token {record.id} for {record.user} in workspace {record.workspace}{until}:")
-    print(secret)
+    with client_from_env(workspace) as client:
+        if user is None and hasattr(client, "services"):
+            user = "admin"  # the first owner `admin init` made, not this machine's login
+        record = client.create_token(role, name, expires, user)
+    until = f", expires {record['expires_at']:%Y-%m-%d %H:%M} UTC" if record["expires_at"] else ""
+    errors.print(
+        f"{record['role']} token {record['id']} for {record['user']} in workspace {record['workspace']}{until}:"
+    )
+    print(record["token"])
 
 
 @tokens_app.command("list")
-def list_tokens(workspace: Annotated[str | None, typer.Option(help="Only this workspace.")] = None) -> None:
-    """Tokens with their role, expiry and last use (never their secret)."""
-    with client_from_env() as client:
-        tokens = client.services.access.tokens(workspace)
+def list_tokens(workspace: _Workspace = None) -> None:
+    """A workspace's tokens with their role, expiry and last use (never their secret)."""
+    with client_from_env(workspace) as client:
+        tokens = client.tokens()
     table = Table("id", "prefix", "name", "user", "workspace", "role", "created (UTC)", "expires", "last used", "state")
     for t in tokens:
         state = "revoked" if t.revoked_at else "active"
@@ -75,10 +82,12 @@ def list_tokens(workspace: Annotated[str | None, typer.Option(help="Only this wo
 
 
 @tokens_app.command("revoke")
-def revoke_token(token_id: Annotated[int, typer.Argument(help="The token's id (tokens list).")]) -> None:
+def revoke_token(
+    token_id: Annotated[int, typer.Argument(help="The token's id (tokens list).")], workspace: _Workspace = None
+) -> None:
     """Revoke a token: servers refuse it within seconds."""
-    with client_from_env() as client:
-        record = client.services.revoke_token(token_id)
+    with client_from_env(workspace) as client:
+        record = client.revoke_token(token_id)
     console.print(f"token {record.id} ({record.name}) revoked")
 
 
@@ -86,27 +95,27 @@ def revoke_token(token_id: Annotated[int, typer.Argument(help="The token's id (t
 def add_user(
     name: Annotated[str, typer.Argument(help="User name.")],
     role: Annotated[str, typer.Option(help="viewer, editor or owner.")],
-    workspace: _Workspace = "default",
+    workspace: _Workspace = None,
 ) -> None:
     """Add a user to a workspace with a role (or change their role there)."""
-    with client_from_env() as client:
-        member = client.services.set_member(name, workspace, role)
+    with client_from_env(workspace) as client:
+        member = client.set_member(name, role)
     console.print(f"{member.user} is {member.role} in workspace {member.workspace}")
 
 
 @users_app.command("remove")
-def remove_user(name: Annotated[str, typer.Argument(help="User name.")], workspace: _Workspace = "default") -> None:
+def remove_user(name: Annotated[str, typer.Argument(help="User name.")], workspace: _Workspace = None) -> None:
     """Remove a user from a workspace (their tokens there stop working)."""
-    with client_from_env() as client:
-        client.services.remove_member(name, workspace)
-    console.print(f"{name} removed from workspace {workspace}")
+    with client_from_env(workspace) as client:
+        client.remove_member(name)
+    console.print(f"{name} removed")
 
 
 @users_app.command("list")
-def list_users(workspace: _Workspace = "default") -> None:
+def list_users(workspace: _Workspace = None) -> None:
     """The members of a workspace and their roles."""
-    with client_from_env() as client:
-        members = client.services.access.members(workspace)
+    with client_from_env(workspace) as client:
+        members = client.members()
     table = Table("user", "role")
     for m in members:
         table.add_row(m.user, m.role)

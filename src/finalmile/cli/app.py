@@ -9,14 +9,14 @@ from typing import Annotated
 import typer
 
 from finalmile.cli.access import admin_app, tokens_app, users_app, workspaces_app
-from finalmile.cli.common import client_from_env, console, errors, print_table
+from finalmile.cli.common import client_from_env, console, errors, print_frame, print_table, with_server_options
 from finalmile.cli.connections import connections_app
 from finalmile.cli.jobs import jobs_app
-from finalmile.cli.logs import ground_truth, logs, query
+from finalmile.cli.logs import ground_truth, logs, queries_app, query
 from finalmile.cli.logs import infer_file as infer_file_command
 from finalmile.cli.models import models_app
 from finalmile.cli.monitors import alerts, assays_app
-from finalmile.cli.pipelines import deploy, infer, pipelines_app, serve, undeploy
+from finalmile.cli.pipelines import deploy, deployments, infer, pipelines_app, rollback, route, serve, undeploy
 from finalmile.cli.streams import streams_app
 from finalmile.errors import FinalmileError
 
@@ -35,7 +35,8 @@ app.add_typer(workspaces_app, name="workspaces")
 app.add_typer(connections_app, name="connections")
 app.add_typer(streams_app, name="streams")
 app.add_typer(jobs_app, name="jobs")
-for command in (deploy, undeploy, infer, serve, logs, query):
+app.add_typer(queries_app, name="queries")
+for command in (deploy, undeploy, rollback, route, deployments, infer, serve, logs, query):
     app.command()(command)
 app.command("ground-truth")(ground_truth)
 app.command("alerts")(alerts)
@@ -82,14 +83,42 @@ def audit(
     limit: Annotated[int, typer.Option(help="The most recent this many.", min=1)] = 50,
 ) -> None:
     """Every state change: who, when, what, before -> after."""
-    from rich.table import Table
-
     with _client() as client:
-        entries = client.services.audit.entries(target, limit)
-    table = Table("at (UTC)", "actor", "action", "target", "before", "after")
-    for e in entries:
-        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.target, e.before or "-", e.after or "-")
-    console.print(table)
+        entries = client.audit(target, limit)
+    if entries.empty:
+        console.print("no changes recorded")
+        return
+    entries = entries.assign(at=entries["at"].dt.strftime("%Y-%m-%d %H:%M:%S"))
+    print_frame(entries[["at", "actor", "action", "target", "before", "after"]].fillna("-"), limit)
+
+
+@app.command("whoami")
+def whoami() -> None:
+    """The user, workspace and role this command acts as (a server's token, or the local store's user)."""
+    with _client() as client:
+        me = client.whoami()
+    console.print(f"{me['user']} — {me['role']} in workspace {me['workspace']}")
+
+
+@app.command("acknowledge")
+def acknowledge(alert_id: Annotated[int, typer.Argument(help="The alert's id (finalmile alerts).")]) -> None:
+    """Say a person has seen an alert; it no longer counts as open."""
+    with _client() as client:
+        alert = client.acknowledge_alert(alert_id)
+    console.print(f"alert {alert.id} acknowledged by {alert.acknowledged_by}")
+
+
+@app.command("logs-health")
+def logs_health() -> None:
+    """Inference-log files that failed their check and were set aside (none: healthy)."""
+    with _client() as client:
+        health = client.log_health()
+    if health["healthy"]:
+        console.print("healthy: no log file set aside")
+        return
+    for kept in health["set_aside"]:
+        console.print(f"set aside: logs/_corrupt/{kept}")
+    raise typer.Exit(1)
 
 
 @app.command("version")
@@ -98,6 +127,9 @@ def version() -> None:
     from finalmile._version import __version__
 
     console.print(__version__)
+
+
+with_server_options(app)  # every command but the local ones takes `--url` and `--token`
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,11 +20,14 @@ def create(
     type: Annotated[
         str, typer.Option("--type", help="postgres, mariadb, directory, fsspec, nats, redis, rabbitmq, kafka.")
     ],
-    url: Annotated[str, typer.Option(help="The URL, password included (stored encrypted under FINALMILE_SECRET_KEY).")],
+    connection_url: Annotated[
+        str,
+        typer.Argument(metavar="URL", help="The URL, password included (stored encrypted under FINALMILE_SECRET_KEY)."),
+    ],
 ) -> None:
     """Store a connection; the URL is encrypted, and shown masked from now on."""
     with client_from_env() as client:
-        record = client.services.create_connection(name, type, url)
+        record = client.create_connection(name, type, connection_url)
     console.print(f"connection {record.name} ({record.type}): {record.url}")
 
 
@@ -32,7 +35,7 @@ def create(
 def list_connections() -> None:
     """Every connection, passwords masked."""
     with client_from_env() as client:
-        records = client.services.connections.list()
+        records = client.connections()
     table = Table("name", "type", "url", "created by", "created (UTC)")
     for r in records:
         table.add_row(r.name, r.type, r.url, r.created_by, f"{r.created_at:%Y-%m-%d %H:%M}")
@@ -43,7 +46,7 @@ def list_connections() -> None:
 def delete(name: Annotated[str, typer.Argument(help="Connection name.")]) -> None:
     """Delete a connection."""
     with client_from_env() as client:
-        client.services.delete_connection(name)
+        client.delete_connection(name)
     console.print(f"connection {name} deleted")
 
 

@@ -98,3 +98,14 @@ def delete(name: Annotated[str, typer.Argument(help="Job name.")]) -> None:
     with client_from_env() as client:
         client.delete_job(name)
     console.print(f"job {name} deleted")
+
+
+@jobs_app.command("show")
+def show(name: Annotated[str, typer.Argument(help="Job name.")]) -> None:
+    """A job's kind, schedule and limits."""
+    with client_from_env() as client:
+        j = client.job(name)
+    console.print(
+        f"job {j.name} ({j.kind}): {j.cron or 'by hand only'} ({j.tz}), timeout {j.timeout_s:g} s, "
+        f"{j.retries} retries, uploaded by {j.created_by}"
+    )

@@ -1,4 +1,4 @@
-"""CLI commands over the inference log: `finalmile logs` and `finalmile query`."""
+"""CLI commands over the inference log: `finalmile logs`, `finalmile query` and `finalmile queries`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from finalmile.cli.common import client_from_env, console, print_table
+from finalmile.cli.common import client_from_env, console, print_table, serving
 from finalmile.errors import BadRequestError
 
 
@@ -52,8 +52,10 @@ def query(
 
     if format not in ("table", "csv", "json", "parquet"):
         raise BadRequestError(f"--format {format!r}: expected table, csv, json or parquet")
+    import pyarrow as pa
+
     with client_from_env() as client:
-        result = client.services.reader.query(sql)
+        result = pa.Table.from_pandas(client.query(sql), preserve_index=False)
     if output is not None:
         write_table(result, output)  # the format follows the file's extension
         console.print(f"wrote {result.num_rows} rows to {output}")
@@ -92,9 +94,42 @@ def infer_file(
         str, typer.Option(help="local (resumable), or ray: Ray actors on the cluster (RAY_ADDRESS) or a local one")
     ] = "local",
 ) -> None:
-    """Score a file through a deployed pipeline; rerun after an interruption to resume (local backend)."""
+    """Score a file through a deployed pipeline, batch by batch (on the server with --url: the file is read and
+    written here); rerun after an interruption to resume (local backend)."""
     with client_from_env() as client:
-        client.services.sync()
-        result = client.pipeline(pipeline).infer_file(source, output, batch_size=batch_size, log=log, backend=backend)
+        result = (
+            serving(client)
+            .pipeline(pipeline)
+            .infer_file(source, output, batch_size=batch_size, log=log, backend=backend)
+        )
     resumed = f" ({result.resumed_batches} batches already done)" if result.resumed_batches else ""
     console.print(f"wrote {result.rows:,} rows to {result.output}{resumed}")
+
+
+queries_app = typer.Typer(help="Saved queries: the dashboard's SQL page lists them.", no_args_is_help=True)
+
+
+@queries_app.command("list")
+def list_queries() -> None:
+    """Saved queries: name, SQL, who saved it."""
+    with client_from_env() as client:
+        saved = client.saved_queries()
+    for q in saved:
+        console.print(f"[bold]{q.name}[/] ({q.created_by}, {q.created_at:%Y-%m-%d %H:%M}): {q.sql}", highlight=False)
+    if not saved:
+        console.print("no saved queries")
+
+
+@queries_app.command("save")
+def save_query(name: str, sql: Annotated[str, typer.Argument(help="One SELECT over the views.")]) -> None:
+    """Save (or replace) a query; checked now."""
+    with client_from_env() as client:
+        client.save_query(name, sql)
+    console.print(f"saved query {name}")
+
+
+@queries_app.command("delete")
+def delete_query(name: str) -> None:
+    with client_from_env() as client:
+        client.delete_query(name)
+    console.print(f"deleted query {name}")

@@ -120,6 +120,33 @@ def models_alias(name: str, version: int, alias: str) -> None:
     console.print(f"{name}@{alias} → version {mv.version}")
 
 
+@models_app.command("unalias")
+def models_unalias(name: str, alias: str) -> None:
+    """Remove ALIAS from NAME."""
+    with _client() as client:
+        client.delete_alias(name, alias)
+    console.print(f"{name}@{alias} removed")
+
+
+@models_app.command("versions")
+def models_versions(name: str) -> None:
+    """Every version of NAME: framework, runtime, aliases, when and by whom."""
+    table = Table("version", "framework", "runtime", "aliases", "created (UTC)", "by")
+    with _client() as client:
+        found = client.model_versions(name)
+    for mv in found:
+        r = mv.record
+        table.add_row(
+            str(r.version),
+            r.framework,
+            r.runtime,
+            ", ".join(r.aliases) or "-",
+            f"{r.created_at:%Y-%m-%d %H:%M}",
+            r.created_by,
+        )
+    console.print(table)
+
+
 @models_app.command("delete")
 def models_delete(name: str, version: int) -> None:
     """Delete one version (refused while an alias or a pipeline pins it)."""

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import pyarrow as pa
 import typer
 
-from finalmile.cli.common import client_from_env, console, print_table
+from finalmile.cli.common import client_from_env, console, print_table, serving
 from finalmile.cli.logs import ago
 from finalmile.config import read_yaml
 from finalmile.errors import InvalidInputError
@@ -29,16 +29,12 @@ def apply(
     if not isinstance(fields, dict) or "name" not in fields or "pipeline" not in fields:
         raise InvalidInputError(f"{path}: expected a mapping with at least 'name' and 'pipeline'")
     baseline = fields.get("baseline")
-    if isinstance(baseline, dict) and "file" in baseline:  # training data on disk
+    if isinstance(baseline, dict) and "file" in baseline:  # training data on disk, read here
         from finalmile.arrow.files import read_table
 
         fields["baseline"] = read_table(baseline["file"])
-    from finalmile.monitoring.build import build_config
-    from finalmile.monitoring.runs import save
-
     with client_from_env() as client:
-        config, _ = build_config(client.services.monitoring, **fields)
-        save(client.services.monitoring, config, ago(start, "--start"))
+        config = client.save_monitor(fields, ago(start, "--start")).config
     console.print(f"saved monitor [bold]{config.name}[/] ({config.kind}, {config.metric})")
 
 
@@ -48,8 +44,8 @@ def list_monitors() -> None:
     with client_from_env() as client:
         rows = []
         for monitor in client.monitors():
-            results = client.services.monitors.results(monitor.name)
-            last = results[-1] if results else None
+            results = client.monitor_results(monitor.name)
+            last = results.iloc[-1] if len(results) else None
             c = monitor.config
             watched = c.column or (c.label if c.kind == "performance" else c.kind)
             rows.append(
@@ -57,15 +53,31 @@ def list_monitors() -> None:
                     "name": c.name,
                     "pipeline": c.pipeline,
                     "watches": f"{c.metric} of {watched}",
-                    "last window end": last.window_end.strftime("%m-%d %H:%M:%S") if last else "",
-                    "score": last.score if last else None,
-                    "status": last.status if last else "",
+                    "last window end": last.window_end.strftime("%m-%d %H:%M:%S") if last is not None else "",
+                    "score": float(last.score) if last is not None and last.score == last.score else None,
+                    "status": last.status if last is not None else "",
                 }
             )
     if not rows:
         console.print("no monitors yet: client.build_assay(...).save() or finalmile assays apply FILE")
         return
     print_table(pa.Table.from_pylist(rows), limit=1000)
+
+
+@assays_app.command("show")
+def show(name: str) -> None:
+    """A saved monitor's definition."""
+    with client_from_env() as client:
+        config = client.monitor(name).config
+    console.print_json(config.model_dump_json())
+
+
+@assays_app.command("delete")
+def delete(name: str) -> None:
+    """Delete a monitor and its results."""
+    with client_from_env() as client:
+        client.delete_monitor(name)
+    console.print(f"deleted monitor {name}")
 
 
 @assays_app.command("preview")
@@ -77,15 +89,14 @@ def preview(
     with client_from_env() as client:
         start = ago(since, "--since")
         assert start is not None
-        _print_results(client.monitor(name).preview(start, datetime.now(UTC)))
+        _print_results(client.preview_monitor(name, start, datetime.now(UTC)))
 
 
 @assays_app.command("run")
 def run() -> None:
     """Compute every window that has ended for every saved monitor (the server does this by itself)."""
     with client_from_env() as client:
-        client.services.sync()
-        stored = client.run_monitors()
+        stored = serving(client).run_monitors()
     console.print(f"stored {stored} results")
 
 
@@ -93,7 +104,7 @@ def run() -> None:
 def results(name: str) -> None:
     """A saved monitor's stored results, oldest first."""
     with client_from_env() as client:
-        _print_results(client.monitor(name).results())
+        _print_results(client.monitor_results(name))
 
 
 @assays_app.command("chart")
@@ -113,24 +124,24 @@ def alerts(
 ) -> None:
     """Alerts raised by monitors, and what their actions did."""
     with client_from_env() as client:
-        raised = client.services.monitors.alerts(monitor)
-        taken = client.services.monitors.actions(monitor)
-    if not raised:
+        raised = client.alerts(monitor)
+    if raised.empty:
         console.print("no alerts")
         return
     print_table(
         pa.Table.from_pylist(
             [
                 {
-                    "id": a.id,
-                    "monitor": a.monitor,
-                    "level": a.level,
-                    "value": a.value,
-                    "group": a.group,
-                    "window end": a.window_end.isoformat(timespec="seconds"),
-                    "actions": ", ".join(f"{t['action']}: {t['outcome']}" for t in taken if t["alert_id"] == a.id),
+                    "id": a["alert_id"],
+                    "monitor": a["monitor"],
+                    "level": a["level"],
+                    "value": a["value"],
+                    "group": a["group"],
+                    "window end": a["window_end"],
+                    "acknowledged by": a.get("acknowledged_by") or "",
+                    "actions": ", ".join(f"{t['action']}: {t['outcome']}" for t in a["actions"]),
                 }
-                for a in raised
+                for a in raised.to_dict("records")
             ]
         ),
         limit=1000,

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from finalmile.cli.common import client_from_env, console
-from finalmile.errors import BadRequestError
+from finalmile.cli.common import client_from_env, console, serving
+from finalmile.errors import BadRequestError, PipelineNotFound
 
 pipelines_app = typer.Typer(help="Define pipelines and manage their versions.", no_args_is_help=True)
 
@@ -22,7 +22,7 @@ def apply(
     """Create a pipeline version from a YAML definition (no new version when nothing changed)."""
     with client_from_env() as client:
         pipeline = client.apply_pipeline(path, deploy=deploy)
-        version = client.services.pipelines.get_version(pipeline.name)
+        version = client.pipeline_versions(pipeline.name)[-1]
     console.print(f"{pipeline.name}: version {version.version}" + (" deployed" if deploy else ""))
 
 
@@ -30,11 +30,21 @@ def apply(
 def list_pipelines() -> None:
     """List pipelines with their latest and deployed versions."""
     with client_from_env() as client:
-        store = client.services.pipelines
-        deployed = {d.name: d.version for d in store.deployments()}
+        deployed = {d["name"]: d["version"] for d in client.deployments() if d["active"]}
         table = Table("pipeline", "latest", "deployed")
         for name in client.pipelines():
-            table.add_row(name, str(store.get_version(name).version), str(deployed.get(name, "-")))
+            table.add_row(name, str(client.pipeline_versions(name)[-1].version), str(deployed.get(name, "-")))
+    console.print(table)
+
+
+@pipelines_app.command("versions")
+def versions(name: str) -> None:
+    """A pipeline's versions, oldest first: who made each and when."""
+    with client_from_env() as client:
+        records = client.pipeline_versions(name)
+    table = Table("version", "created (UTC)", "by", "steps")
+    for r in records:
+        table.add_row(str(r.version), f"{r.created_at:%Y-%m-%d %H:%M}", r.created_by, str(len(r.spec["steps"])))
     console.print(table)
 
 
@@ -44,7 +54,10 @@ def show(name: str, version: Annotated[int | None, typer.Option(help="Default: t
     import yaml
 
     with client_from_env() as client:
-        record = client.services.pipelines.get_version(name, version)
+        found = [r for r in client.pipeline_versions(name) if version in (None, r.version)]
+    if not found:
+        raise PipelineNotFound(name, version)
+    record = found[-1]
     console.print(
         f"[bold]{name}[/] version {record.version}, created {record.created_at:%Y-%m-%d %H:%M} by {record.created_by}"
     )
@@ -81,9 +94,8 @@ def deploy(
         replica_cpus=replica_cpus,
     )
     with client_from_env() as client:
-        chosen = version or client.services.pipelines.get_version(name).version
-        client.deploy_pipeline(name, chosen, config)
-    console.print(f"deployed {name} version {chosen}" + (f" on {backend}" if backend else ""))
+        record = client.deploy_pipeline(name, version, config)
+    console.print(f"deployed {name} version {record.version}" + (f" on {backend}" if backend else ""))
 
 
 def undeploy(name: str) -> None:
@@ -93,12 +105,36 @@ def undeploy(name: str) -> None:
     console.print(f"undeployed {name}")
 
 
+def rollback(name: str) -> None:
+    """Deploy the version before the serving one."""
+    with client_from_env() as client:
+        console.print(client.rollback_pipeline(name))
+
+
+def route(name: str, variant: Annotated[str, typer.Argument(help="The A/B variant to send all traffic to.")]) -> None:
+    """Send all of the serving version's A/B traffic to one variant (deployed as a new version)."""
+    with client_from_env() as client:
+        console.print(client.route_pipeline(name, variant))
+
+
+def deployments() -> None:
+    """Every deployment: version, backend, and whether it is serving here (or on the server)."""
+    with client_from_env() as client:
+        found = client.deployments()
+    table = Table("pipeline", "version", "active", "backend", "serving", "updated (UTC)")
+    for d in found:
+        backend = d["config"].get("backend") or "default"
+        when = f"{d['updated_at']:%Y-%m-%d %H:%M}"
+        table.add_row(d["name"], str(d["version"]), str(d["active"]), backend, str(d["serving"]), when)
+    console.print(table)
+
+
 def infer(
     name: str,
     input: Annotated[Path, typer.Option("--input", "-i", help="Rows: CSV, Parquet or JSON lines.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results here.")] = None,
 ) -> None:
-    """Run a deployed pipeline in-process on a file."""
+    """Run a deployed pipeline on a file's rows (in this process, or on the server with --url)."""
     from finalmile.arrow.files import file_format, read_table, write_table
     from finalmile.cli.common import print_table
 
@@ -106,8 +142,7 @@ def infer(
         file_format(output)
     rows = read_table(input)
     with client_from_env() as client:
-        client.services.sync()
-        result = client.infer_pipeline(name, rows).table
+        result = serving(client).infer_pipeline(name, rows).table
     if output is None:
         print_table(result)
     else:

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from finalmile.errors import FinalmileError
+from finalmile.errors import ERROR_HEADER, FinalmileError
 
 
 class ErrorBody(BaseModel):
@@ -31,8 +31,11 @@ def error_body(exc: FinalmileError) -> bytes:
 
 
 def challenge(exc: FinalmileError) -> dict[str, str]:
-    """A 401 names the scheme it wants (RFC 9110), so clients know to send a bearer token."""
-    return {"www-authenticate": 'Bearer realm="finalmile"'} if exc.status_code == 401 else {}
+    """The error's class, and for a 401 the scheme it wants (RFC 9110), so clients know to send a bearer token."""
+    headers = {ERROR_HEADER: type(exc).__name__}
+    if exc.status_code == 401:
+        headers["www-authenticate"] = 'Bearer realm="finalmile"'
+    return headers
 
 
 def add_error_handlers(app: FastAPI) -> None:

@@ -3,9 +3,11 @@ it runs. Every front end (SDK, CLI, REST) builds through `build_config`."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import numpy as np
+from pyarrow import ArrowException
 from pydantic import ValidationError
 
 from finalmile.config import parse_duration
@@ -14,6 +16,8 @@ from finalmile.monitoring.baseline import baseline_spec, baseline_values, is_fra
 from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.kinds import kind_of, problems
+from finalmile.monitoring.runs import save
+from finalmile.monitoring.store import SavedMonitor
 from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, ShadowStepSpec, walk
 from finalmile.schema import Schema
 
@@ -59,6 +63,20 @@ def build_config(ctx: MonitorContext, **fields: Any) -> tuple[MonitorConfig, np.
     if values.dtype == object and config.metric != "chi_squared":
         raise InvalidInputError(f"metric: '{config.column}' holds categories, not numbers; use metric='chi_squared'")
     return config, values
+
+
+def save_definition(ctx: MonitorContext, fields: dict[str, Any], start: datetime | None = None) -> SavedMonitor:
+    """Build and store a monitor from its definition as the API and the CLI's YAML carry it (`baseline_values`:
+    the baseline column's values, for training data sent as JSON)."""
+    fields = dict(fields)
+    values = fields.pop("baseline_values", None)
+    try:
+        if values is not None:
+            fields["baseline"] = np.asarray(values)
+        config, _ = build_config(ctx, **fields)
+    except (ValueError, TypeError, OverflowError, ArrowException) as exc:  # values no monitor can be built from
+        raise InvalidInputError(f"invalid monitor: {exc}") from None
+    return save(ctx, config, start)
 
 
 def _check_column(ctx: MonitorContext, config: MonitorConfig) -> None:

@@ -203,6 +203,21 @@ class MonitorStore:
                 query = query.where(MonitorRow.name == name)
             return [_alert(a, r, monitor) for a, r, monitor in s.execute(query)]
 
+    def alerts_with_actions(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Alerts as people read them: each with what its monitor's actions did."""
+        taken = self.actions(name)
+        return [
+            a.payload()
+            | {
+                "actions": [
+                    {"action": t["action"], "outcome": t["outcome"], "detail": t["detail"], "at": t["at"].isoformat()}
+                    for t in taken
+                    if t["alert_id"] == a.id
+                ]
+            }
+            for a in self.alerts(name)
+        ]
+
     def raise_alert(self, subject: str, level: str, detail: dict[str, Any]) -> AlertRecord:
         """An alert no monitor raised (a log file set aside as corrupt): it names its subject and what happened."""
         with self._sessions.begin() as s:

@@ -47,6 +47,12 @@ class JobVerbs:
         self.services.jobs.store.get(name)  # a 404 for an unknown job, not an empty list
         return self.services.jobs.store.runs(name, limit)
 
+    def job_run(self, name: str, run_id: int) -> RunRecord:
+        return self.services.jobs.store.run(run_id, name)
+
+    def job(self, name: str) -> JobRecord:
+        return self.services.jobs.store.get(name)[0]
+
     def jobs(self) -> list[JobRecord]:
         return self.services.jobs.store.all()
 

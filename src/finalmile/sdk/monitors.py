@@ -9,20 +9,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from finalmile.arrow.frames import to_arrow
 from finalmile.errors import InvalidInputError
-from finalmile.monitoring.baseline import baseline_values
+from finalmile.monitoring.baseline import baseline_values, source_column
 from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.kinds import kind_of
 from finalmile.monitoring.runs import preview, results_frame, run_monitor, save
 from finalmile.monitoring.store import SavedMonitor
 from finalmile.monitoring.windows import MonitorResult
+from finalmile.sdk.refs import model_ref
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,3 +102,84 @@ class Monitor:
             raise InvalidInputError(f"monitor '{self.name}' is not saved yet: call save() first")
         self._saved = self._ctx.store.get(self.name)
         return self._saved
+
+
+def monitor_definition(fields: dict[str, Any]) -> dict[str, Any]:
+    """A monitor's fields as the API takes them (`POST /api/v1/assays`): durations as text or seconds, a model
+    version as its reference, training data (a frame or an array) as `baseline_values` of the watched column."""
+    body = {k: v for k, v in fields.items() if v is not None}
+    for key in ("window", "interval"):
+        if isinstance(body.get(key), timedelta):
+            body[key] = body[key].total_seconds()
+    baseline = body.get("baseline")
+    if hasattr(baseline, "ref"):
+        body["baseline"] = {"kind": "model_sample", "model": model_ref(baseline)}
+    elif isinstance(baseline, str):
+        body["baseline"] = {"kind": "model_sample", "model": baseline}
+    elif isinstance(baseline, tuple) and len(baseline) == 2:
+        start, end = (b.isoformat() if isinstance(b, datetime) else b for b in baseline)
+        body["baseline"] = {"kind": "log", "start": start, "end": end}
+    elif baseline is not None and not isinstance(baseline, dict):
+        body["baseline_values"] = column_values(baseline, body.get("column"))
+        del body["baseline"]
+    return body
+
+
+def column_values(baseline: Any, column: str | None) -> list[Any]:
+    """The watched column's values from training data: a frame's column (`amount` for `in_amount`), or the values
+    of a series or an array."""
+    import pandas as pd
+
+    if isinstance(baseline, (pd.Series, np.ndarray, list)):
+        return list(np.asarray(baseline).tolist())
+    frame = to_arrow(baseline)[0]
+    return list(frame.column(source_column(column or "", frame.column_names)).to_pylist())
+
+
+class RemoteMonitor:
+    """A monitor on a server: the same reading methods as `Monitor`, each a verb of the remote client."""
+
+    def __init__(self, client: Any, definition: dict[str, Any], saved: bool = False) -> None:
+        self._client = client
+        self._definition = definition
+        self._saved = saved
+
+    def __repr__(self) -> str:
+        return f"RemoteMonitor({self.name}, {'saved' if self._saved else 'not saved'})"
+
+    @property
+    def name(self) -> str:
+        return str(self._definition["name"])
+
+    @property
+    def config(self) -> MonitorConfig:
+        """The stored configuration (a saved monitor's, as the server checked it)."""
+        if not self._saved:
+            raise InvalidInputError(f"monitor '{self.name}' is not saved yet: call save() first")
+        return MonitorConfig.model_validate(self._definition)
+
+    def save(self, start: datetime | None = None) -> RemoteMonitor:
+        saved = self._client.save_monitor(self._definition, start)
+        self._definition, self._saved = saved.config.model_dump(mode="json"), True
+        return self
+
+    def preview(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+        self._require_saved()
+        return self._client.preview_monitor(self.name, start, end)
+
+    def results(self) -> pd.DataFrame:
+        self._require_saved()
+        return self._client.monitor_results(self.name)
+
+    def alerts(self) -> pd.DataFrame:
+        return self._client.alerts(self.name)
+
+    def chart(self, path: str | Path, window: int = -1, results: pd.DataFrame | None = None) -> Path:
+        from finalmile.monitoring.chart import draw
+
+        frame = self.results() if results is None else results
+        return draw(self.config, frame, Path(path), window)
+
+    def _require_saved(self) -> None:
+        if not self._saved:
+            raise InvalidInputError(f"monitor '{self.name}' is not saved yet: call save() first")

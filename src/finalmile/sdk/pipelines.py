@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from finalmile.arrow.frames import to_arrow
 from finalmile.backends.config import Autoscaling, deployment_config
@@ -19,9 +19,6 @@ from finalmile.pipelines.spec import (
 )
 from finalmile.pipelines.store import PipelineVersionRecord
 from finalmile.sdk.models import ModelVersion
-
-if TYPE_CHECKING:
-    from finalmile.sdk.protocol import ClientProtocol
 
 StepLike = StepSpec | ModelVersion | str
 
@@ -64,7 +61,8 @@ class Pipeline:
     >>> p.infer(frame)                    # pandas in, pandas out
     """
 
-    def __init__(self, client: ClientProtocol, name: str, steps: list[StepSpec] | None = None) -> None:
+    def __init__(self, client: Any, name: str, steps: list[StepSpec] | None = None) -> None:
+        """`client`: a `finalmile.Client`, embedded or remote; the handle calls only its verbs."""
         self._client = client
         self.name = name
         self.steps: list[StepSpec] = list(steps or [])

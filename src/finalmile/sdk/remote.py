@@ -1,14 +1,13 @@
-"""`Client(url=...)`: the same verbs as the embedded client, carried out by a finalmile server over HTTP."""
+"""`Client(url=...)`: the verbs of `finalmile.verbs.VERBS`, carried out by a finalmile server over HTTP — each
+verb's route is read from the table, each answer decoded into the type the embedded client returns, and each error
+raised as the class the embedded client raises."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
-import tarfile
 import tempfile
-import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,58 +16,52 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from finalmile.access.store import MemberRecord, TokenRecord
 from finalmile.arrow.files import write_table
 from finalmile.arrow.frames import to_arrow
 from finalmile.arrow.ipc import from_ipc
 from finalmile.backends.config import DeploymentConfig
-from finalmile.errors import BadRequestError, InvalidModelError, RemoteError, ServerUnreachable
-from finalmile.jobs.connections import ConnectionRecord
-from finalmile.jobs.store import JobRecord, RunRecord
+from finalmile.errors import (
+    BadRequestError,
+    PipelineNotFound,
+    ServerUnreachable,
+)
 from finalmile.logs.ground_truth import GroundTruthReceipt
+from finalmile.logs.saved import SavedQuery
+from finalmile.monitoring.store import AlertRecord
 from finalmile.pipelines.spec import PipelineSpec
 from finalmile.pipelines.store import PipelineVersionRecord
-from finalmile.runtimes import detect_framework
+from finalmile.registry.store import ModelSummary, VersionRecord
 from finalmile.schema import Schema
+from finalmile.sdk.base import Client
+from finalmile.sdk.models import ModelVersion
+from finalmile.sdk.monitors import RemoteMonitor, monitor_definition
 from finalmile.sdk.pipelines import Pipeline
+from finalmile.sdk.refs import model_ref, pipeline_name
+from finalmile.sdk.remote_jobs import RemoteJobVerbs, as_file
+from finalmile.sdk.wire import RemoteResult, decode, raised
 from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.codecs import arrow as arrow_codec
+from finalmile.verbs import VERBS
 
 
-@dataclass
-class RemoteModelVersion:
-    """A registered version as the server describes it (predicting runs on the server, through a pipeline)."""
+class RemoteModelVersion(ModelVersion):
+    """A registered version as the server describes it: the same record as embedded; predicting runs on the
+    server, through a deployed pipeline."""
 
-    record: dict[str, Any]
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.record[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    @property
-    def ref(self) -> str:
-        return f"{self.record['name']}:{self.record['version']}"
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(None, decode(VersionRecord, body))  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return f"RemoteModelVersion({self.ref}, framework={self.framework}, runtime={self.runtime})"
 
+    def load(self, runtime: str = "auto", batch_rows: int = 1) -> Any:
+        raise BadRequestError(
+            f"{self.ref} lives on the server: deploy it in a pipeline and infer there (pipeline.infer)"
+        )
 
-@dataclass
-class RemoteResult:
-    """A remote inference's rows and the provenance headers the server sent with them."""
-
-    table: pa.Table
-    headers: dict[str, str]
-
-    def metadata(self) -> dict[str, Any]:
-        """Provenance as the server sent it in headers (distinct values; V2 responses carry it per row)."""
-        return {
-            "request_id": self.headers.get("finalmile-request-id", ""),
-            "pipeline_version": int(self.headers["finalmile-pipeline-version"]),
-            "variants": [v for v in self.headers.get("finalmile-variants", "").split(",") if v],
-            "model_versions": [m for m in self.headers.get("finalmile-model-versions", "").split(",") if m],
-        }
+    def sample(self) -> pa.Table | None:
+        return self.load()
 
 
 DEPLOY_TIMEOUT_S = 600.0
@@ -76,11 +69,19 @@ DEPLOY_TIMEOUT_S = 600.0
 replicas to start, and says why they did not; the client must not give up first."""
 
 
-class RemoteClient:
+class RemoteClient(RemoteJobVerbs, Client, transport="remote"):
     """`Client(url=...)`: the embedded client's verbs, carried out by a finalmile server over HTTP."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 120.0) -> None:
-        """`token` (default: `FINALMILE_TOKEN`) is sent as `Authorization: Bearer …` on every request."""
+    def __init__(
+        self, *args: Any, url: str = "", token: str | None = None, timeout: float = 120.0, **kwargs: Any
+    ) -> None:
+        """`token` (default: `FINALMILE_TOKEN`) is sent as `Authorization: Bearer …` on every request; the embedded
+        client's arguments (`home`, `workspace`, …) have no meaning here and are refused."""
+        given = [k for k, v in kwargs.items() if v is not None] + (["home"] if args and args[0] is not None else [])
+        if given:
+            raise BadRequestError(f"{', '.join(given)}: for the embedded client; a server has its own store")
+        if not url:
+            raise BadRequestError("url: the server's address is required", {"field": "url"})
         self.url = url.rstrip("/")
         token = token if token is not None else os.environ.get("FINALMILE_TOKEN")
         headers = {"authorization": f"Bearer {token}"} if token else {}
@@ -89,43 +90,47 @@ class RemoteClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> RemoteClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _call(self, verb: str, *, params_in_path: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
+        """Carry out `verb` on its declared route; an error answer is raised as the class the server raised."""
+        declared = VERBS[verb]
+        path = declared.url(**(params_in_path or {}))
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._http.request(declared.method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ServerUnreachable(f"cannot reach the finalmile server at {self.url}: {exc}") from None
         if response.status_code >= 400:
-            try:
-                body = response.json()
-                raise RemoteError(response.status_code, body.get("error", response.text), body.get("detail"))
-            except (ValueError, AttributeError):
-                raise RemoteError(response.status_code, response.text) from None
+            raise raised(response)
         return response
+
+    def _json(self, verb: str, *, params_in_path: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        return self._call(verb, params_in_path=params_in_path, **kwargs).json()
 
     # -- access (the token's workspace) -------------------------------------------------------------------------
 
     def whoami(self) -> dict[str, Any]:
         """The user, workspace and role this client's token acts as."""
-        return dict(self._call("GET", "/api/v1/whoami").json())
+        return dict(self._json("whoami"))
 
     def create_token(
         self, role: str, name: str = "", expires: str | None = None, user: str | None = None
     ) -> dict[str, Any]:
-        """A new token in this workspace (owners only); its `token` secret is in this answer only."""
-        body = {"role": role, "name": name, "expires": expires, "user": user}
-        return dict(self._call("POST", "/api/v1/tokens", json=body).json())
+        body = self._json("create_token", json={"role": role, "name": name, "expires": expires, "user": user})
+        return vars(decode(TokenRecord, body)) | {"token": body["token"]}
 
-    def tokens(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/api/v1/tokens").json())
+    def tokens(self) -> list[TokenRecord]:
+        return [decode(TokenRecord, t) for t in self._json("tokens")]
 
-    def revoke_token(self, token_id: int) -> dict[str, Any]:
-        return dict(self._call("DELETE", f"/api/v1/tokens/{token_id}").json())
+    def revoke_token(self, token_id: int) -> TokenRecord:
+        return decode(TokenRecord, self._json("revoke_token", params_in_path={"token_id": token_id}))
+
+    def members(self) -> list[MemberRecord]:
+        return [decode(MemberRecord, m) for m in self._json("members")]
+
+    def set_member(self, user: str, role: str) -> MemberRecord:
+        return decode(MemberRecord, self._json("set_member", params_in_path={"user": user}, json={"role": role}))
+
+    def remove_member(self, user: str) -> None:
+        self._call("remove_member", params_in_path={"user": user})
 
     # -- models -------------------------------------------------------------------------------------------------
 
@@ -142,7 +147,7 @@ class RemoteClient:
     ) -> RemoteModelVersion:
         """Upload like the embedded client; in-memory models are serialised here in their framework's format."""
         with tempfile.TemporaryDirectory() as tmp:
-            path = _as_file(source, framework, Path(tmp))
+            path = as_file(source, framework, Path(tmp))
             data: dict[str, str] = {"runtime": runtime}
             for key, value in (("framework", framework), ("alias", alias)):
                 if value is not None:
@@ -156,86 +161,82 @@ class RemoteClient:
                 buffer = io.BytesIO()
                 pq.write_table(to_arrow(sample)[0], buffer)
                 files["sample"] = ("sample.parquet", buffer.getvalue())
-            return RemoteModelVersion(self._call("POST", f"/api/v1/models/{name}", data=data, files=files).json())
+            body = self._json("upload_model", params_in_path={"name": name}, data=data, files=files)
+            return RemoteModelVersion(body)
 
-    def model(self, ref: str) -> RemoteModelVersion:
-        return RemoteModelVersion(self._call("GET", f"/api/v1/models/{ref}").json())
+    def model(self, ref: Any) -> RemoteModelVersion:
+        return RemoteModelVersion(self._json("model", params_in_path={"ref": model_ref(ref)}))
 
-    def models(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/api/v1/models").json())
+    def models(self) -> list[ModelSummary]:
+        return [decode(ModelSummary, m) for m in self._json("models")]
+
+    def model_versions(self, name: str) -> list[RemoteModelVersion]:
+        return [RemoteModelVersion(v) for v in self._json("model_versions", params_in_path={"name": name})]
+
+    def set_alias(self, name: str, version: int, alias: str) -> RemoteModelVersion:
+        where = {"name": name, "alias": alias}
+        return RemoteModelVersion(self._json("set_alias", params_in_path=where, json={"version": version}))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._call("delete_alias", params_in_path={"name": name, "alias": alias})
+
+    def delete_model_version(self, name: str, version: int) -> None:
+        self._call("delete_model_version", params_in_path={"name": name, "version": version})
 
     # -- pipelines ----------------------------------------------------------------------------------------------
 
-    def build_pipeline(self, name: str) -> Pipeline:
-        return Pipeline(self, name)
-
-    def pipeline(self, name: str, version: int | None = None) -> Pipeline:
-        versions = self._call("GET", f"/api/v1/pipelines/{name}").json()["versions"]
-        chosen = versions[-1] if version is None else next((v for v in versions if v["version"] == version), None)
+    def pipeline(self, name: Any, version: int | None = None) -> Pipeline:
+        versions = self.pipeline_versions(pipeline_name(name))
+        chosen = next((v for v in reversed(versions) if version in (None, v.version)), None)
         if chosen is None:
-            raise RemoteError(404, f"pipeline '{name}' version {version} not found")
-        return Pipeline(self, name, PipelineSpec.model_validate(chosen["spec"]).steps)
+            raise PipelineNotFound(pipeline_name(name), version)
+        return Pipeline(self, chosen.name, PipelineSpec.model_validate(chosen.spec).steps)
 
     def pipelines(self) -> list[str]:
-        return list(self._call("GET", "/api/v1/pipelines").json())
+        return list(self._json("pipelines"))
 
     def pipeline_versions(self, name: str) -> list[PipelineVersionRecord]:
-        return [_pipeline_record(v) for v in self._call("GET", f"/api/v1/pipelines/{name}").json()["versions"]]
+        body = self._json("pipeline_versions", params_in_path={"name": name})
+        return [decode(PipelineVersionRecord, v) for v in body["versions"]]
 
     def create_pipeline_version(self, spec: dict[str, Any]) -> PipelineVersionRecord:
-        return _pipeline_record(self._call("POST", "/api/v1/pipelines", json=spec).json())
+        return decode(PipelineVersionRecord, self._json("create_pipeline_version", json=spec))
 
     def deploy_pipeline(self, name: str, version: int | None, config: DeploymentConfig) -> PipelineVersionRecord:
         body = config.model_dump() | {"version": version}
-        path = f"/api/v1/pipelines/{name}/deploy"
-        return _pipeline_record(self._call("POST", path, json=body, timeout=DEPLOY_TIMEOUT_S).json())
+        answer = self._json("deploy_pipeline", params_in_path={"name": name}, json=body, timeout=DEPLOY_TIMEOUT_S)
+        return decode(PipelineVersionRecord, answer)
 
     def undeploy_pipeline(self, name: str) -> None:
-        self._call("POST", f"/api/v1/pipelines/{name}/undeploy")
+        self._call("undeploy_pipeline", params_in_path={"name": name})
 
-    def infer_pipeline(self, name: str, table: pa.Table) -> RemoteResult:
+    def rollback_pipeline(self, name: str) -> str:
+        return str(self._json("rollback_pipeline", params_in_path={"name": name})["status"])
+
+    def route_pipeline(self, name: str, variant: str) -> str:
+        body = self._json("route_pipeline", params_in_path={"name": name}, json={"variant": variant})
+        return str(body["status"])
+
+    def deployments(self) -> list[dict[str, Any]]:
+        return [d | {"updated_at": datetime.fromisoformat(d["updated_at"])} for d in self._json("deployments")]
+
+    def infer_pipeline(self, name: str, table: pa.Table, log: bool = True) -> RemoteResult:
+        """Infer on the server. It logs as its deployment says whatever `log` asks: a caller cannot turn off a
+        server's record of what it served."""
         response = self._call(
-            "POST",
-            f"/pipelines/{name}/infer",
+            "infer_pipeline",
+            params_in_path={"name": name},
             content=arrow_codec.encode(table),
             headers={"content-type": ARROW_STREAM},
         )
         return RemoteResult(arrow_codec.decode(response.content), dict(response.headers))
 
-    def infer_file(
-        self,
-        name: str,
-        source: str | Path,
-        output: str | Path,
-        batch_size: int = 10_000,
-        log: bool = False,
-        progress: bool = True,
-        backend: str = "local",
-    ) -> Any:
-        """File inference reads and writes local files next to the store; a server is reached per request."""
-        raise BadRequestError(
-            "infer_file runs where the store is: use finalmile.Client() there (or `finalmile infer-file`), "
-            f"or send batches to {self.url}/pipelines/{name}/infer"
-        )
-
     # -- logs -------------------------------------------------------------------------------------------------------
-
-    def build_stream(
-        self, name: str, pipeline: str | Pipeline, source: dict[str, Any], sink: dict[str, Any], **options: Any
-    ) -> dict[str, Any]:
-        target = pipeline.name if isinstance(pipeline, Pipeline) else pipeline
-        body = {"name": name, "pipeline": target, "source": source, "sink": sink} | options
-        result: dict[str, Any] = self._call("POST", "/api/v1/streams", json=body).json()
-        return result
-
-    def streams(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "/api/v1/streams").json()
-        return result
 
     def query(self, sql: str) -> Any:
         import pandas as pd
 
-        return pd.DataFrame(self._call("POST", "/api/v1/query", json={"sql": sql}).json())
+        return pd.DataFrame(self._json("query", json={"sql": sql}))
 
     def pipeline_logs(
         self,
@@ -251,8 +252,8 @@ class RemoteClient:
         params |= {"start": start and start.isoformat(), "end": end and end.isoformat()}
         params["columns"] = ",".join(columns) if columns else None
         response = self._call(
-            "GET",
-            f"/api/v1/pipelines/{name}/logs",
+            "pipeline_logs",
+            params_in_path={"name": name},
             params={k: v for k, v in params.items() if v is not None},
             headers={"accept": ARROW_STREAM},
         )
@@ -266,101 +267,114 @@ class RemoteClient:
         write_table(table, path)
         return table.num_rows
 
-    def add_ground_truth(self, name: str, frame: Any, key: str = "request_id") -> Any:
+    def add_ground_truth(self, name: str, frame: Any, key: str = "request_id") -> GroundTruthReceipt:
         rows = to_arrow(frame)[0].to_pylist()
-        body = self._call("POST", f"/api/v1/pipelines/{name}/ground_truth", json={"key": key, "rows": rows}).json()
+        body = self._json("add_ground_truth", params_in_path={"name": name}, json={"key": key, "rows": rows})
         return GroundTruthReceipt(**body)
 
-    # -- jobs and connections ---------------------------------------------------------------------------------
+    def log_health(self) -> dict[str, Any]:
+        return dict(self._json("log_health"))
 
-    def upload_job(self, name: str, path: str | Path, requirements: str | Path | None = None) -> JobRecord:
-        source = Path(path)
-        data = {"requirements": Path(requirements).read_text()} if requirements is not None else {}
-        files = {"file": (source.name, source.read_bytes())}
-        return JobRecord.from_payload(self._call("POST", f"/api/v1/jobs/{name}", data=data, files=files).json())
+    def saved_queries(self) -> list[SavedQuery]:
+        return [decode(SavedQuery, q) for q in self._json("saved_queries")]
 
-    def schedule_job(
+    def save_query(self, name: str, sql: str) -> SavedQuery:
+        return decode(SavedQuery, self._json("save_query", params_in_path={"name": name}, json={"sql": sql}))
+
+    def delete_query(self, name: str) -> None:
+        self._call("delete_query", params_in_path={"name": name})
+
+    # -- monitors, alerts, audit --------------------------------------------------------------------------------
+
+    def build_monitor(
         self,
         name: str,
-        cron: str | None = None,
-        tz: str = "UTC",
-        timeout_s: float = 3600.0,
-        retries: int = 0,
-        deadline_s: float = 300.0,
-    ) -> JobRecord:
-        body = {"cron": cron, "tz": tz, "timeout_s": timeout_s, "retries": retries, "deadline_s": deadline_s}
-        return JobRecord.from_payload(self._call("PUT", f"/api/v1/jobs/{name}/schedule", json=body).json())
+        pipeline: Any,
+        kind: str,
+        metric: str | None = None,
+        column: str | None = None,
+        window: Any = "1d",
+        interval: Any = None,
+        warning: float | None = None,
+        alert: float | None = None,
+        label: str | None = None,
+        variant: str | None = None,
+        group_by: str | None = None,
+        actions: list[dict[str, Any]] | None = None,
+        **options: Any,
+    ) -> RemoteMonitor:
+        """A monitor's definition, checked and stored by the server on `.save()`."""
+        fields = {
+            "name": name,
+            "pipeline": pipeline_name(pipeline),
+            "kind": kind,
+            "metric": metric,
+            "column": column,
+            "window": window,
+            "interval": interval,
+            "warning": warning,
+            "alert": alert,
+            "label": label,
+            "variant": variant,
+            "group_by": group_by,
+            "actions": actions,
+        }
+        return RemoteMonitor(self, monitor_definition(fields | options))
 
-    def run_job(self, name: str, wait: bool = True, poll_s: float = 0.5) -> RunRecord:
-        """Start a run on the server; with `wait`, poll until it has finished."""
-        run = RunRecord.from_payload(self._call("POST", f"/api/v1/jobs/{name}/runs").json())
-        while wait and run.status == "running":
-            time.sleep(poll_s)
-            run = RunRecord.from_payload(self._call("GET", f"/api/v1/jobs/{name}/runs/{run.id}").json())
-        return run
+    def save_monitor(self, definition: dict[str, Any], start: datetime | None = None) -> RemoteMonitor:
+        body = monitor_definition(definition) | ({"start": start.isoformat()} if start else {})
+        return RemoteMonitor(self, self._json("save_monitor", json=body)["config"], saved=True)
 
-    def job_runs(self, name: str, limit: int = 20) -> list[RunRecord]:
-        body = self._call("GET", f"/api/v1/jobs/{name}/runs", params={"limit": limit}).json()
-        return [RunRecord.from_payload(r) for r in body]
+    def monitor(self, name: str) -> RemoteMonitor:
+        return RemoteMonitor(self, self._json("monitor", params_in_path={"name": name})["config"], saved=True)
 
-    def jobs(self) -> list[JobRecord]:
-        return [JobRecord.from_payload(j) for j in self._call("GET", "/api/v1/jobs").json()]
+    def monitors(self, pipeline: Any = None) -> list[RemoteMonitor]:
+        chosen = pipeline_name(pipeline) if pipeline is not None else None
+        found = [RemoteMonitor(self, m["config"], saved=True) for m in self._json("monitors")]
+        return [m for m in found if chosen is None or m.config.pipeline == chosen]
 
-    def delete_job(self, name: str) -> None:
-        self._call("DELETE", f"/api/v1/jobs/{name}")
+    def monitor_results(self, name: str) -> Any:
+        return _frame(self._json("monitor_results", params_in_path={"name": name}))
 
-    def create_connection(self, name: str, type: str, url: str) -> ConnectionRecord:
-        body = {"name": name, "type": type, "url": url}
-        return ConnectionRecord.from_payload(self._call("POST", "/api/v1/connections", json=body).json())
+    def preview_monitor(self, name: str, start: datetime | None = None, end: datetime | None = None) -> Any:
+        params = {k: v.isoformat() for k, v in (("start", start), ("end", end)) if v is not None}
+        return _frame(self._json("preview_monitor", params_in_path={"name": name}, params=params))
 
-    def connections(self) -> list[ConnectionRecord]:
-        return [ConnectionRecord.from_payload(c) for c in self._call("GET", "/api/v1/connections").json()]
+    def delete_monitor(self, name: str) -> None:
+        self._call("delete_monitor", params_in_path={"name": name})
 
-    def delete_connection(self, name: str) -> None:
-        self._call("DELETE", f"/api/v1/connections/{name}")
+    def run_monitors(self, now: Any = None) -> int:
+        """Compute every saved monitor's windows that have ended on the server (at the server's clock: `now` is
+        refused, as a server does not compute the future)."""
+        if now is not None:
+            raise BadRequestError("now: a server computes monitors at its own clock", {"field": "now"})
+        return int(self._json("run_monitors")["stored"])
+
+    def alerts(self, monitor: str | None = None) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self._json("alerts", params={"monitor": monitor} if monitor else {}))
+
+    def acknowledge_alert(self, alert_id: int) -> AlertRecord:
+        body = self._json("acknowledge_alert", params_in_path={"alert_id": alert_id})
+        return decode(AlertRecord, body | {"id": body["alert_id"]})
+
+    def audit(self, target: str | None = None, limit: int | None = None) -> Any:
+        import pandas as pd
+
+        params = {k: v for k, v in (("target", target), ("limit", limit)) if v is not None}
+        frame = pd.DataFrame(self._json("audit", params=params))
+        if not frame.empty:
+            frame["at"] = pd.to_datetime(frame["at"], format="ISO8601")
+        return frame
 
 
-def _pipeline_record(body: dict[str, Any]) -> PipelineVersionRecord:
-    return PipelineVersionRecord(
-        body["name"], body["version"], body["spec"], body["created_by"], datetime.fromisoformat(body["created_at"])
-    )
+def _frame(rows: list[dict[str, Any]]) -> Any:
+    """Monitor results as the embedded client gives them: window bounds as timestamps."""
+    import pandas as pd
 
-
-def _as_file(source: Any, framework: str | None, tmp: Path) -> Path:
-    """A file to send: paths as they are (directories as a tar.gz), in-memory models saved in their own format."""
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.exists():
-            raise InvalidModelError(f"{path}: no such file or directory")
-        if path.is_dir():
-            archive = tmp / f"{path.name}.tar.gz"
-            with tarfile.open(archive, "w:gz") as tar:
-                tar.add(path, arcname=path.name)
-            return archive
-        return path
-    kind = framework or detect_framework(source)
-    if kind == "sklearn":
-        import joblib
-
-        target = tmp / "model.joblib"
-        joblib.dump(source, target)
-    elif kind == "xgboost":
-        target = tmp / "model.ubj"
-        (source.get_booster() if hasattr(source, "get_booster") else source).save_model(target)
-    elif kind == "lightgbm" and hasattr(source, "booster_"):
-        import joblib
-
-        target = tmp / "model.joblib"  # keeps the wrapper's class labels
-        joblib.dump(source, target)
-    elif kind == "lightgbm":
-        target = tmp / "model.txt"
-        source.save_model(target)
-    elif kind == "onnx":
-        target = tmp / "model.onnx"
-        target.write_bytes(source.SerializeToString())
-    else:
-        raise InvalidModelError(
-            f"a {kind} model in memory cannot be sent to a server: save it to a file (a .py file or a directory "
-            "for Python models, TorchScript or .pt2 for PyTorch) and upload the path"
-        )
-    return target
+    frame = pd.DataFrame(rows)
+    for column in ("window_start", "window_end"):
+        if column in frame:
+            frame[column] = pd.to_datetime(frame[column], format="ISO8601")
+    return frame

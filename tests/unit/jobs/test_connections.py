@@ -70,11 +70,11 @@ def test_cli_creates_lists_and_deletes_connections(cli_env, capsys, monkeypatch)
     code, key, _ = run(capsys, "connections", "keygen")
     monkeypatch.setenv("FINALMILE_SECRET_KEY", key.strip())
     code, out, _ = run(
-        capsys, "connections", "create", "sales", "--type", "mariadb", "--url", "mariadb://root:pw@127.0.0.1/test"
+        capsys, "connections", "create", "sales", "mariadb://root:pw@127.0.0.1/test", "--type", "mariadb"
     )
     assert code == 0 and "root:***@" in out and "pw@" not in out
     code, out, _ = run(capsys, "connections", "list")
     assert code == 0 and "sales" in out and "pw@" not in out
-    code, _, err = run(capsys, "connections", "create", "bad", "--type", "oracle", "--url", "x")
+    code, _, err = run(capsys, "connections", "create", "bad", "x", "--type", "oracle")
     assert code == 1 and "type" in err and "Traceback" not in err
     assert run(capsys, "connections", "delete", "sales")[0] == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
+from pydantic import BaseModel, Field
 
 from finalmile.errors import InvalidInputError
 from finalmile.http.auth import Caller, Guards
@@ -17,6 +18,14 @@ from finalmile.registry.upload import hide_paths
 
 _MODEL_FILE = File(..., description="the model file, or a .tar.gz of a model directory")
 _SAMPLE_FILE = File(None, description="sample rows as Parquet")
+
+
+class AliasRequest(BaseModel):
+    """The version an alias points at."""
+
+    model_config = {"extra": "forbid"}
+
+    version: int = Field(ge=1)
 
 
 def router(guards: Guards) -> APIRouter:
@@ -29,6 +38,29 @@ def router(guards: Guards) -> APIRouter:
     @api.get("/api/v1/models/{ref}")
     async def get_model(ref: str, who: Caller = Depends(guards.read)) -> dict[str, Any]:
         return vars(await run(who.services.metadata.get_by_ref, ref))
+
+    @api.get("/api/v1/models/{name}/versions")
+    async def model_versions(name: str, who: Caller = Depends(guards.read)) -> list[dict[str, Any]]:
+        """Every version of `name`, oldest first (a 404 for a model that does not exist)."""
+        return [vars(v) for v in await run(who.services.metadata.list_versions, name)]
+
+    @api.put("/api/v1/models/{name}/aliases/{alias}")
+    async def set_alias(
+        name: str, alias: str, body: AliasRequest, who: Caller = Depends(guards.write)
+    ) -> dict[str, Any]:
+        """Point `alias` (say `champion`) at a version, moving it if it pointed elsewhere."""
+        return vars(await run(who.services.set_alias, name, body.version, alias, who.actor))
+
+    @api.delete("/api/v1/models/{name}/aliases/{alias}")
+    async def delete_alias(name: str, alias: str, who: Caller = Depends(guards.write)) -> dict[str, str]:
+        await run(who.services.delete_alias, name, alias, who.actor)
+        return {"name": name, "alias": alias, "status": "deleted"}
+
+    @api.delete("/api/v1/models/{name}/versions/{version}")
+    async def delete_model_version(name: str, version: int, who: Caller = Depends(guards.write)) -> dict[str, Any]:
+        """Delete a version and its artifacts (unless another version shares them); a 409 while pinned."""
+        await run(who.services.delete_model_version, name, version, who.actor)
+        return {"name": name, "version": version, "status": "deleted"}
 
     @api.post("/api/v1/models/{name}")
     async def upload_model(

@@ -5,17 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
-from pyarrow import ArrowException
 from pydantic import BaseModel, Field
 
-from finalmile.errors import InvalidInputError
 from finalmile.http.auth import Caller, Guards
 from finalmile.http.routes import json_frame, run
-from finalmile.monitoring.build import build_config
-from finalmile.monitoring.runs import preview, results_frame, save
+from finalmile.monitoring.build import save_definition
+from finalmile.monitoring.runs import preview, results_frame
 from finalmile.services import Services
 
 
@@ -57,15 +54,7 @@ def router(guards: Guards) -> APIRouter:
         }
 
     def create(services: Services, body: MonitorRequest) -> dict[str, Any]:
-        ctx = services.monitoring
-        fields = body.model_dump(exclude={"baseline_values", "start"}, exclude_none=True)
-        try:
-            if body.baseline_values is not None:
-                fields["baseline"] = np.asarray(body.baseline_values)
-            config, _ = build_config(ctx, **fields)
-        except (ValueError, TypeError, OverflowError, ArrowException) as exc:  # values no monitor can be built from
-            raise InvalidInputError(f"invalid monitor: {exc}") from None
-        save(ctx, config, body.start)
+        save_definition(services.monitoring, body.model_dump(exclude={"start"}, exclude_none=True), body.start)
         return describe(services, body.name)
 
     def preview_frame(services: Services, name: str, start: datetime | None, end: datetime) -> Any:
@@ -97,6 +86,11 @@ def router(guards: Guards) -> APIRouter:
         """Windows from `start` (default: a day before `end`) to `end` (default: now), computed, not stored."""
         return json_frame(await run(preview_frame, who.services, name, start, end or datetime.now(UTC)))
 
+    @api.post("/api/v1/assays/run")
+    async def run_monitors(who: Caller = Depends(guards.write)) -> dict[str, int]:
+        """Compute every saved monitor's windows that have ended now (what the server's scheduler does by itself)."""
+        return {"stored": await run(who.services.run_monitors)}
+
     @api.delete("/api/v1/assays/{name}")
     async def delete_assay(name: str, who: Caller = Depends(guards.write)) -> dict[str, str]:
         await run(who.services.monitors.delete, name)
@@ -104,19 +98,7 @@ def router(guards: Guards) -> APIRouter:
 
     @api.get("/api/v1/alerts")
     async def alerts(monitor: str | None = None, who: Caller = Depends(guards.read)) -> list[dict[str, Any]]:
-        raised = await run(who.services.monitors.alerts, monitor)
-        taken = await run(who.services.monitors.actions, monitor)
-        return [
-            a.payload()
-            | {
-                "actions": [
-                    {"action": t["action"], "outcome": t["outcome"], "detail": t["detail"], "at": t["at"].isoformat()}
-                    for t in taken
-                    if t["alert_id"] == a.id
-                ]
-            }
-            for a in raised
-        ]
+        return await run(who.services.monitors.alerts_with_actions, monitor)
 
     @api.post("/api/v1/alerts/{alert_id}/acknowledge")
     async def acknowledge_alert(alert_id: int, who: Caller = Depends(guards.write)) -> dict[str, Any]:

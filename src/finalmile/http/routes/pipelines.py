@@ -69,9 +69,6 @@ def router(guards: Guards) -> APIRouter:
 
     @api.get("/api/v1/deployments")
     async def deployments(who: Caller = Depends(guards.read)) -> list[dict[str, Any]]:
-        return [
-            vars(d) | {"serving": who.services.dataplane.ready(d.name, d.version)}
-            for d in await run(who.services.pipelines.deployments)
-        ]
+        return await run(who.services.deployment_status)
 
     return api

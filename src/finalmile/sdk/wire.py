@@ -1,0 +1,68 @@
+"""What crosses the wire back to the remote client: records into the dataclasses the embedded client returns,
+errors into the classes it raises, inference answers with their provenance — so a verb's result and errors are the
+same whichever transport carried it."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from datetime import datetime
+from functools import cache
+from typing import Any, TypeVar
+
+import httpx
+import pyarrow as pa
+
+from finalmile.errors import ERROR_HEADER, FinalmileError, RemoteError
+
+T = TypeVar("T")
+
+
+@cache
+def _datetime_fields(cls: type) -> frozenset[str]:
+    hints = typing.get_type_hints(cls)
+    return frozenset(name for name, hint in hints.items() if "datetime" in str(hint))
+
+
+def decode(cls: type[T], body: dict[str, Any]) -> T:
+    """`cls(**body)` with ISO 8601 text turned back into datetimes and fields the server added left out."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    times = _datetime_fields(cls)
+    values = {
+        k: (datetime.fromisoformat(v) if k in times and isinstance(v, str) else v)
+        for k, v in body.items()
+        if k in names
+    }
+    return cls(**values)
+
+
+class RemoteResult:
+    """A remote inference's rows and the provenance headers the server sent with them."""
+
+    def __init__(self, table: pa.Table, headers: dict[str, str]) -> None:
+        self.table = table
+        self.headers = headers
+
+    def metadata(self) -> dict[str, Any]:
+        """Provenance as the server sent it in headers (distinct values; V2 responses carry it per row)."""
+        return {
+            "request_id": self.headers.get("finalmile-request-id", ""),
+            "pipeline_version": int(self.headers["finalmile-pipeline-version"]),
+            "variants": [v for v in self.headers.get("finalmile-variants", "").split(",") if v],
+            "model_versions": [m for m in self.headers.get("finalmile-model-versions", "").split(",") if m],
+        }
+
+
+def raised(response: httpx.Response) -> FinalmileError:
+    """The error the server raised, as its own class where the server named it (a `FinalmileError`), else
+    a `RemoteError` with the status (a proxy's answer, FastAPI's own validation)."""
+    try:
+        body = response.json()
+        message, detail = body.get("error", response.text), body.get("detail")
+    except (ValueError, AttributeError):
+        message, detail = response.text, None
+    kind = response.headers.get(ERROR_HEADER, "")
+    error = FinalmileError.rebuild(kind, str(message), detail)
+    if type(error).__name__ != kind or isinstance(error, RemoteError):
+        return RemoteError(response.status_code, str(message), detail)
+    return error
