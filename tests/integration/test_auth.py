@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from finalmile import Client
 from finalmile.dashboard import STATIC_PATH
 from finalmile.dashboard.guard import PageGuard, PublicPage
-from finalmile.errors import RemoteError
+from finalmile.errors import Forbidden, Unauthorized
 from finalmile.http.app import FinalmileApp
 from finalmile.http.auth import Guard, OpenGuard
 from finalmile.http.server import PUBLIC_DOCS, create_app
@@ -129,16 +129,16 @@ def test_remote_client_with_tokens_of_each_role(tmp_path: Path, server_factory) 
         assert mv.version == 1
         ci.build_pipeline("p").add_model_step("m@champion").deploy()
         assert len(ci.pipeline("p").infer(X.head(3))) == 3
-        with pytest.raises(RemoteError) as refused:
-            ci._call("GET", "/api/v1/tokens")
+        with pytest.raises(Forbidden) as refused:  # the class the embedded client raises
+            ci.tokens()
         assert refused.value.status_code == 403
-    with Client(url=server.url) as nobody, pytest.raises(RemoteError) as anonymous:
+    with Client(url=server.url) as nobody, pytest.raises(Unauthorized) as anonymous:
         nobody.models()
     assert anonymous.value.status_code == 401
     with Client(url=server.url, token=owner) as alice:
         tokens = alice.tokens()
-        assert {t["name"] for t in tokens} == {"bootstrap", "ci"} and all("token" not in t for t in tokens)
-        assert next(t for t in tokens if t["name"] == "ci")["last_used_at"] is not None
+        assert {t.name for t in tokens} == {"bootstrap", "ci"} and all("token" not in vars(t) for t in tokens)
+        assert next(t for t in tokens if t.name == "ci").last_used_at is not None
         alice.revoke_token(made["id"])
     revoked = httpx.get(f"{server.url}/api/v1/models", headers={"authorization": f"Bearer {made['token']}"})
     assert revoked.status_code == 401 and "revoked" in revoked.json()["error"]
@@ -207,14 +207,14 @@ def test_a_workspace_sees_only_its_own_models_pipelines_logs_and_metrics(
         assert len(rita.pipeline("p").infer(X.head(3))) == 3
         assert rita.query("SELECT count(*) AS n FROM logs")["n"][0] == 3
         assert rita.whoami()["workspace"] == "risk"
-        assert {t["workspace"] for t in rita.tokens()} == {"risk"}  # not the default workspace's tokens
+        assert {t.workspace for t in rita.tokens()} == {"risk"}  # not the default workspace's tokens
     body = {"inputs": [{"name": c, "shape": [1], "datatype": "FP64", "data": [0.1]} for c in X.columns]}
     risk_headers = {"authorization": f"Bearer {risk_owner}"}
     assert httpx.post(f"{server.url}/v2/models/p/infer", json=body, headers=risk_headers).status_code == 200
     with Client(url=server.url, token=default_editor) as alice:
         assert alice.models() == [] and alice.pipelines() == []
         assert alice.query("SELECT count(*) AS n FROM logs")["n"][0] == 0
-        assert all(e["target"] != "pipeline p" for e in alice._call("GET", "/api/v1/audit").json())
+        assert "pipeline p" not in set(alice.audit().get("target", []))
         alice.upload_model("fraud", LogisticRegression().fit(X, 1 - y), sample=X.head(20))  # the same name: another
     default_headers = {"authorization": f"Bearer {default_editor}"}
     refused = httpx.post(f"{server.url}/v2/models/p/infer", json=body, headers=default_headers)

@@ -11,7 +11,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from finalmile import Client
-from finalmile.errors import RemoteError
+from finalmile.errors import FinalmileError
 
 JOB = """
 def main(ctx):
@@ -47,20 +47,20 @@ def test_jobs_and_connections_through_the_http_api(tmp_path: Path, server_factor
         runs = alice.job_runs("hello")
         assert [r.id for r in runs] == [finished.id, started.id] and runs[0].duration_s is not None
         assert [j.name for j in alice.jobs()] == ["hello"]
-        with pytest.raises(RemoteError, match="cron") as bad:
+        with pytest.raises(FinalmileError, match="cron") as bad:
             alice.schedule_job("hello", "every night")
         assert bad.value.status_code == 422
-        with pytest.raises(RemoteError, match="timeout_s") as bad:
+        with pytest.raises(FinalmileError, match="timeout_s") as bad:
             alice.schedule_job("hello", None, timeout_s=0)
         assert bad.value.status_code == 422
-        with pytest.raises(RemoteError, match="no job named 'nope'") as missing:
+        with pytest.raises(FinalmileError, match="no job named 'nope'") as missing:
             alice.job_runs("nope")
         assert missing.value.status_code == 404
-        with pytest.raises(RemoteError, match="run 99999") as missing:
-            alice._call("GET", "/api/v1/jobs/hello/runs/99999")
+        with pytest.raises(FinalmileError, match="run 99999") as missing:
+            alice.job_run("hello", 99999)
         assert missing.value.status_code == 404
         (tmp_path / "notes.txt").write_text("not code")
-        with pytest.raises(RemoteError, match="file: give a .py file") as bad:
+        with pytest.raises(FinalmileError, match="file: give a .py file") as bad:
             alice.upload_job("notes", tmp_path / "notes.txt")
         assert bad.value.status_code == 422
         deadline = time.monotonic() + 60  # the run started without waiting may still be going on a busy machine
@@ -76,7 +76,7 @@ def test_jobs_and_connections_through_the_http_api(tmp_path: Path, server_factor
             lambda: victor.delete_job("hello"),
             lambda: victor.create_connection("w2", "postgres", "postgresql://x@db/dw"),
         ):
-            with pytest.raises(RemoteError, match="is a viewer") as denied:
+            with pytest.raises(FinalmileError, match="is a viewer") as denied:
                 refused()
             assert denied.value.status_code == 403
     anonymous = httpx.get(f"{server.url}/api/v1/jobs")

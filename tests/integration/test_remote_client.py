@@ -12,7 +12,7 @@ import xgboost as xgb
 from sklearn.ensemble import RandomForestClassifier
 
 from finalmile import Client
-from finalmile.errors import RemoteError
+from finalmile.errors import FinalmileError
 from finalmile.sdk.remote import RemoteClient
 from tests.fixtures import tabular
 
@@ -46,11 +46,11 @@ def test_same_verbs_remotely(tmp_path: Path, server_factory) -> None:  # type: i
         assert pipeline.infer_with_metadata(X.head(1)).metadata()["model_versions"] == ["scale:1", "fraud:1"]
         assert remote.pipeline("fraud").steps[0].model == "scale:1"
         assert "fraud" in remote.pipelines()
-        with pytest.raises(RemoteError, match="column 'x0': missing") as err:
+        with pytest.raises(FinalmileError, match="column 'x0': missing") as err:
             pipeline.infer(X.head(1).drop(columns=["x0"]))
         assert err.value.status_code == 422
         pipeline.undeploy()
-        with pytest.raises(RemoteError, match="exists but is not deployed"):
+        with pytest.raises(FinalmileError, match="exists but is not deployed"):
             pipeline.infer(X.head(1))
     # The server wrote to the same store an embedded client reads.
     with Client(home=home) as local:
@@ -79,13 +79,13 @@ def test_logs_query_and_ground_truth_remotely(tmp_path: Path, server_factory) ->
         assert (receipt.matched, receipt.unknown) == (3, 0)
         joined = remote.query("SELECT count(*) AS n FROM logs l JOIN ground_truth g ON g.key = l.request_id")
         assert joined.n[0] == 3
-        with pytest.raises(RemoteError, match="read-only"):
+        with pytest.raises(FinalmileError, match="read-only"):
             remote.query("DROP VIEW logs")
         stream = remote.build_stream(
             "s", pipeline, {"broker": "redis", "subject": "in"}, {"broker": "redis", "subject": "out"}, batch_size=5
         )
         assert stream["config"]["batch_size"] == 5 and [s["name"] for s in remote.streams()] == ["s"]
-        with pytest.raises(RemoteError, match="batch_size"):
+        with pytest.raises(FinalmileError, match="batch_size"):
             remote.build_stream(
                 "t", "p", {"broker": "redis", "subject": "a"}, {"broker": "redis", "subject": "b"}, batch_size=0
             )
