@@ -10,18 +10,14 @@ from finalmile.access.audit import AuditTrail
 from finalmile.access.roles import actor_user
 from finalmile.access.store import AccessStore, MemberRecord, TokenRecord, describe_token
 from finalmile.errors import ConflictError, Forbidden
+from finalmile.services.acting import Acting
 
 
-class AccessVerbs:
+class AccessVerbs(Acting):
     """The access verbs of `Services` (a mixin: it holds no state of its own)."""
 
     access: AccessStore
-    audit: AuditTrail
     workspace: str
-
-    @property
-    def user(self) -> str:
-        raise NotImplementedError
 
     def for_workspace(self, name: str) -> Any:
         raise NotImplementedError
@@ -41,18 +37,18 @@ class AccessVerbs:
     def set_member(self, user: str, workspace: str, role: str, actor: str | None = None) -> MemberRecord:
         before = self.access.role_of(user, workspace)
         member = self.access.set_member(user, workspace, role)
-        self._trail(workspace).record(actor or self.user, "member", f"workspace {workspace} user {user}", before, role)
+        self.changed(actor, "member", f"workspace {workspace} user {user}", before, role, self._trail(workspace))
         return member
 
     def remove_member(self, user: str, workspace: str, actor: str | None = None) -> None:
         before = self.access.role_of(user, workspace)
         self.access.remove_member(user, workspace)
         target = f"workspace {workspace} user {user}"
-        self._trail(workspace).record(actor or self.user, "remove member", target, before, None)
+        self.changed(actor, "remove member", target, before, None, self._trail(workspace))
 
     def create_workspace(self, name: str, actor: str | None = None) -> str:
         self.access.create_workspace(name)
-        self.audit.record(actor or self.user, "create workspace", f"workspace {name}", None, name)
+        self.changed(actor, "create workspace", f"workspace {name}", None, name)
         return name
 
     def create_token(
@@ -66,17 +62,15 @@ class AccessVerbs:
     ) -> tuple[TokenRecord, str]:
         """A new token and its secret, shown once; the audit trail records the token, never the secret (the
         access store records it in the root's trail; another workspace's own trail shows it too)."""
-        record, secret = self.access.create_token(user, workspace, role, name, expires_in, actor=actor or self.user)
+        record, secret = self.access.create_token(user, workspace, role, name, expires_in, actor=self.acting(actor))
         if workspace != "default":
             after = describe_token(record)
-            self._trail(workspace).record(actor or self.user, "create token", f"token {record.id}", None, after)
+            self.changed(actor, "create token", f"token {record.id}", None, after, self._trail(workspace))
         return record, secret
 
     def revoke_token(self, token_id: int, actor: str | None = None) -> TokenRecord:
         record = self.access.revoke(token_id)
-        self._trail(record.workspace).record(
-            actor or self.user, "revoke token", f"token {record.id}", "active", "revoked"
-        )
+        self.changed(actor, "revoke token", f"token {record.id}", "active", "revoked", self._trail(record.workspace))
         return record
 
     def job_role(self, uploader: str) -> str:
