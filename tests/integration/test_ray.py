@@ -32,6 +32,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
+from finalmile.backends.base import InferRequest
 from finalmile.backends.config import deployment_config
 from finalmile.errors import BadRequestError, FinalmileError
 from finalmile.streaming.supervisor import Supervisor
@@ -148,7 +149,7 @@ def test_in_a_batch_on_ray_a_bad_request_fails_alone_and_is_an_error_row(client:
 
     async def together() -> list[object]:  # submitted at once: the front's batcher takes all eight in one batch
         tables = [pa.Table.from_pandas(f, preserve_index=False) for f in frames]
-        return await asyncio.gather(*(backend.infer("p", t) for t in tables), return_exceptions=True)
+        return await asyncio.gather(*(backend.infer(InferRequest("p", t)) for t in tables), return_exceptions=True)
 
     results = asyncio.run(together())
     schema, picky = results.pop(5), results.pop(2)
@@ -172,7 +173,7 @@ def test_a_replica_runs_what_a_front_packed_in_batches_of_at_most_the_batch_size
 
     async def together() -> list[object]:
         tables = [pa.Table.from_pandas(f, preserve_index=False) for f in frames]
-        return await asyncio.gather(*(backend.infer("p", t) for t in tables))
+        return await asyncio.gather(*(backend.infer(InferRequest("p", t)) for t in tables))
 
     results = asyncio.run(together())
     sizes = [r.table.column("batch_rows").to_pylist() for r in results]  # type: ignore[attr-defined]
@@ -472,7 +473,7 @@ def test_a_stream_message_scored_on_ray_is_on_the_replicas_disk_when_it_is_answe
 
     async def as_a_stream_sends_them() -> None:
         await dataplane.infer_each("p", table.slice(0, 3), ["m1", "m2", "m3"], durable=True)  # a batch as one
-        await dataplane.infer("p", table.slice(3, 1), None, True, "m4", durable=True)  # a message alone
+        await dataplane.infer(InferRequest("p", table.slice(3, 1), None, True, "m4", durable=True))  # a message alone
 
     asyncio.run(as_a_stream_sends_them())
     os.kill(pid, 9)  # at once: well inside the second that `fast` durability may hold rows in memory

@@ -4,6 +4,7 @@ to a backend only through it, so a Ray backend slots in beside the local one wit
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import pyarrow as pa
@@ -14,6 +15,23 @@ from finalmile.schema import Schema
 
 Wanted = Callable[[], Mapping[str, tuple[int, DeploymentConfig]]]
 """Reads the deployments recorded in the store: pipeline name -> (version, config)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    """One inference request as every transport hands it to the data plane, and the data plane to a backend."""
+
+    pipeline: str
+    table: pa.Table
+    version: int | None = None
+    """None: whichever version serves; a number: that one or `PipelineNotDeployed`."""
+    log: bool = True
+    request_id: str | None = None
+    """The id its rows get in the log (a stream's message id); None: a fresh one."""
+    durable: bool = False
+    """Rows logged by another process (a Ray replica) are on its disk before the answer, as a stream needs before it
+    acknowledges a message. Rows this process logs are the caller's to make durable (`LogWriter.durable()`, once per
+    batch of messages rather than once per call)."""
 
 
 class Serving(Protocol):
@@ -47,21 +65,11 @@ class Backend(Protocol):
     def deployed(self) -> dict[str, int]:
         """Pipeline name -> the version serving it now."""
 
-    async def infer(
-        self,
-        pipeline: str,
-        table: pa.Table,
-        version: int | None = None,
-        log: bool = True,
-        request_id: str | None = None,
-        durable: bool = False,
-    ) -> RequestResult:
-        """Conform, batch and run one request (named `request_id` in the log, or a fresh id); failures are logged
-        (when `log`) and raised.
+    def serves(self, pipeline: str) -> bool:
+        """Whether a version of `pipeline` serves here (asked once a request: no copy of `deployed()`)."""
 
-        `durable`: rows logged by another process (a Ray replica) are on its disk before this returns, as a stream
-        needs before it acknowledges a message. Rows this process logs are the caller's to make durable
-        (`LogWriter.durable()`, once per batch of messages rather than once per call)."""
+    async def infer(self, request: InferRequest) -> RequestResult:
+        """Conform, batch and run one request; failures are logged (when `request.log`) and raised."""
 
     async def infer_each(
         self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True, durable: bool = False

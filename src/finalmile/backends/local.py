@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from finalmile.arrow.frames import require_rows
-from finalmile.backends.base import Wanted
+from finalmile.backends.base import InferRequest, Wanted
 from finalmile.backends.batcher import Batcher
 from finalmile.backends.config import DeploymentConfig
 from finalmile.errors import FinalmileError, PipelineNotDeployed
@@ -196,22 +196,21 @@ class LocalBackend:
     def deployed(self) -> dict[str, int]:
         return {name: slot.current.version for name, slot in list(self.slots.items())}
 
-    async def infer(
-        self,
-        pipeline: str,
-        table: pa.Table,
-        version: int | None = None,
-        log: bool = True,
-        request_id: str | None = None,
-        durable: bool = False,  # rows are logged in this process: the caller's `LogWriter.durable()` covers them
-    ) -> RequestResult:
-        slot = self.get(pipeline, version)
+    def serves(self, pipeline: str) -> bool:
+        return pipeline in self.slots
+
+    async def infer(self, request: InferRequest) -> RequestResult:
+        """`request.durable` asks nothing more here: rows are logged in this process, and the caller's
+        `LogWriter.durable()` covers them."""
+        slot = self.get(request.pipeline, request.version)
         current = slot.current
         started = time.perf_counter()
+        table = request.table
         try:
-            result: RequestResult = await slot.batcher(log).submit(current.conform(require_rows(table)), request_id)
+            conformed = current.conform(require_rows(table))
+            result: RequestResult = await slot.batcher(request.log).submit(conformed, request.request_id)
         except Exception as exc:  # logged as an error row (the error-rate monitor reads them), then raised
-            if log:
+            if request.log:
                 self.failed(current, table.num_rows, exc, started)
             raise
         return result

@@ -48,7 +48,7 @@ import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
 from finalmile.arrow.frames import require_rows  # noqa: E402
-from finalmile.backends.base import Wanted  # noqa: E402
+from finalmile.backends.base import InferRequest, Wanted  # noqa: E402
 from finalmile.backends.config import DeploymentConfig  # noqa: E402
 from finalmile.backends.ray_app import App, ReplicaObserver  # noqa: E402
 from finalmile.backends.ray_cluster import (  # noqa: E402
@@ -265,17 +265,12 @@ class RayBackend:
     def deployed(self) -> dict[str, int]:
         return {name: app.version for name, app in list(self.apps.items())}
 
-    async def infer(
-        self,
-        pipeline: str,
-        table: pa.Table,
-        version: int | None = None,
-        log: bool = True,
-        request_id: str | None = None,
-        durable: bool = False,
-    ) -> RequestResult:
-        app = self.get(pipeline, version)
-        part = await app.submit(require_rows(table), log, request_id, durable)
+    def serves(self, pipeline: str) -> bool:
+        return pipeline in self.apps
+
+    async def infer(self, request: InferRequest) -> RequestResult:
+        app = self.get(request.pipeline, request.version)
+        part = await app.submit(require_rows(request.table), request.log, request.request_id, request.durable)
         if isinstance(part, Failure):
             raise part.error()
         result: RequestResult = part

@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from finalmile.backends.base import Backend, Serving, Wanted
+from finalmile.backends.base import Backend, InferRequest, Serving, Wanted
 from finalmile.backends.config import BackendName, DeploymentConfig
 from finalmile.backends.local import LocalBackend
 from finalmile.errors import BadRequestError, MissingDependencyError, PipelineNotDeployed
@@ -70,7 +70,7 @@ class Backends:
 
     def _of(self, pipeline: str) -> Backend:
         for backend in self._backends():
-            if pipeline in backend.deployed():
+            if backend.serves(pipeline):
                 return backend
         raise PipelineNotDeployed(pipeline)
 
@@ -102,16 +102,11 @@ class Backends:
             found |= backend.deployed()
         return found
 
-    async def infer(
-        self,
-        pipeline: str,
-        table: pa.Table,
-        version: int | None = None,
-        log: bool = True,
-        request_id: str | None = None,
-        durable: bool = False,
-    ) -> RequestResult:
-        return await self._serving_backend(pipeline).infer(pipeline, table, version, log, request_id, durable)
+    def serves(self, pipeline: str) -> bool:
+        return any(backend.serves(pipeline) for backend in self._backends())
+
+    async def infer(self, request: InferRequest) -> RequestResult:
+        return await self._serving_backend(request.pipeline).infer(request)
 
     async def infer_each(
         self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True, durable: bool = False
@@ -120,7 +115,7 @@ class Backends:
 
     def _serving_backend(self, pipeline: str) -> Backend:
         ray = self._ray
-        backend = ray if ray is not None and pipeline in ray.deployed() else self.local
+        backend = ray if ray is not None and ray.serves(pipeline) else self.local
         assert backend is not None
         return backend
 

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from finalmile.access.roles import Permission
+from finalmile.backends.base import InferRequest
 from finalmile.errors import BadRequestError, FinalmileError, PayloadTooLarge
 from finalmile.http.auth import Authenticator, services_of
 from finalmile.http.errors import challenge, error_body
@@ -87,7 +88,7 @@ class InferenceHandlers:
         dataplane.serving(name, number)  # an unknown pipeline is a 404 whatever the body
         codec = codec_for(route, headers.get("content-type"))
         decoded = codec.decode(body, headers)
-        result = await dataplane.infer(name, decoded.table, number)
+        result = await dataplane.infer(InferRequest(name, decoded.table, number))
         payload, out_headers = codec.encode(result, decoded)
         return 200, payload, out_headers | provenance_headers(result)
 

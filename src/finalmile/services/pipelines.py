@@ -7,6 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from finalmile.backends.base import InferRequest
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.router import Backends
 from finalmile.monitoring.actions import rollback, route_all
@@ -86,4 +87,4 @@ class PipelineVerbs(Acting):
 
     def infer(self, name: str, table: pa.Table, version: int | None = None, log: bool = True) -> RequestResult:
         """Infer from synchronous code through the data plane (batched, measured and logged like HTTP requests)."""
-        return self._loop.run(self.dataplane.infer(name, table, version, log))
+        return self._loop.run(self.dataplane.infer(InferRequest(name, table, version, log)))

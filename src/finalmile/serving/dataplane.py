@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from finalmile._version import __version__
-from finalmile.backends.base import Backend, Serving
+from finalmile.backends.base import Backend, InferRequest, Serving
 from finalmile.errors import FinalmileError, NotReadyError, PipelineNotDeployed
 from finalmile.pipelines.loaded import RequestResult
 from finalmile.pipelines.store import PipelineStore
@@ -25,23 +25,14 @@ class DataPlane:
         self.pipelines = pipelines
         self.metrics = metrics
 
-    async def infer(
-        self,
-        name: str,
-        table: pa.Table,
-        version: int | None = None,
-        log: bool = True,
-        request_id: str | None = None,
-        durable: bool = False,
-    ) -> RequestResult:
+    async def infer(self, request: InferRequest) -> RequestResult:
         started = time.perf_counter()
         try:
-            result = await self.backend.infer(name, table, version, log, request_id, durable)
+            result = await self.backend.infer(request)
         except PipelineNotDeployed:
-            self.serving(name, version)  # 503 for a stored pipeline that is not deployed, 404 otherwise
+            self.serving(request.pipeline, request.version)  # 503 for a stored pipeline not deployed, else 404
             raise
-        self.metrics.rows.labels(name).inc(table.num_rows)
-        self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+        self.metrics.served(request.pipeline, request.table.num_rows, time.perf_counter() - started)
         return result
 
     async def infer_each(
@@ -50,8 +41,7 @@ class DataPlane:
         """Each row a request named by `ids` (a stream's batch of messages), run as one batch; see `Backend`."""
         started = time.perf_counter()
         results = await self.backend.infer_each(name, table, ids, log, durable)
-        self.metrics.rows.labels(name).inc(table.num_rows)
-        self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+        self.metrics.served(name, table.num_rows, time.perf_counter() - started)
         return results
 
     def serving(self, name: str, version: int | None = None) -> Serving:

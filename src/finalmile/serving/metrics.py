@@ -67,6 +67,7 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._served: dict[str, tuple[Counter, Histogram]] = {}
         self.replica_requests = Counter(
             "finalmile_replica_requests", "Requests per Ray replica", ["pipeline", "replica"], registry=self.registry
         )
@@ -79,6 +80,14 @@ class Metrics:
             ["pipeline", "replica"],
             registry=self.registry,
         )
+
+    def served(self, pipeline: str, rows: int, seconds: float) -> None:
+        """One request answered: its rows and latency, under the pipeline's label children looked up once."""
+        children = self._served.get(pipeline)
+        if children is None:
+            children = self._served[pipeline] = (self.rows.labels(pipeline), self.latency.labels(pipeline))
+        children[0].inc(rows)
+        children[1].observe(seconds)
 
     def replica(self, pipeline: str, replica: str, rows: int, requests: int, seconds: float) -> None:
         """One call a Ray replica answered, as it reported it with the result."""

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from finalmile.backends.base import InferRequest
 from finalmile.jobs.connections import ConnectionStore
 from finalmile.logs.query import LogReader
 from finalmile.logs.writer import LogWriter
@@ -57,7 +58,7 @@ def stream_inference(host: StreamHost) -> tuple[Infer, InferEach]:
     rows are the runner's `durable()`, once per batch."""
 
     async def infer(pipeline: str, table: pa.Table, log_it: bool, request_id: str) -> RequestResult:
-        return await host.dataplane.infer(pipeline, table, None, log_it, request_id, durable=True)
+        return await host.dataplane.infer(InferRequest(pipeline, table, None, log_it, request_id, durable=True))
 
     async def infer_each(pipeline: str, table: pa.Table, ids: list[str]) -> list[RequestResult]:
         return await host.dataplane.infer_each(pipeline, table, ids, durable=True)

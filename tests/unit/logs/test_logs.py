@@ -21,6 +21,7 @@ from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client, FinalmileError
 from finalmile.arrow.frames import tensor_array
+from finalmile.backends.base import InferRequest
 from finalmile.logs.journal import set_aside_files
 from finalmile.logs.records import Served, log_table, take_strings
 from finalmile.logs.writer import LogWriter, read_journal
@@ -408,7 +409,8 @@ def test_the_last_kafka_offset_logged_per_partition_is_read_from_request_ids(dep
     async def infer_all() -> None:
         for name, request_ids in ids.items():
             for request_id in request_ids:
-                await deployed.services.dataplane.infer(name, pa.Table.from_pandas(X.head(1)), None, True, request_id)
+                request = InferRequest(name, pa.Table.from_pandas(X.head(1)), None, True, request_id)
+                await deployed.services.dataplane.infer(request)
 
     asyncio.run(infer_all())
     reader = deployed.services.reader
