@@ -20,6 +20,7 @@ import pyarrow as pa
 from ray import serve
 
 from finalmile.arrow.ipc import from_ipc, to_ipc
+from finalmile.backends.base import InferRequest
 from finalmile.backends.batcher import Batcher, packed, spans
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
@@ -174,7 +175,7 @@ class PipelineReplica:
         except Exception:
             local = self.host.local
             done = await asyncio.gather(
-                *(local.infer(self.pipeline, tables[i], self.version, log, ids[i]) for i in requests),
+                *(local.infer(InferRequest(self.pipeline, tables[i], self.version, log, ids[i])) for i in requests),
                 return_exceptions=True,
             )
             for i, r in zip(requests, done, strict=True):

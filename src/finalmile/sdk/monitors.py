@@ -83,7 +83,7 @@ class Monitor:
     def alerts(self) -> pd.DataFrame:
         import pandas as pd  # here, not at import: every client (and CLI command) imports this module
 
-        return pd.DataFrame([vars(a) for a in self._ctx.store.alerts(self.name)])
+        return pd.DataFrame(self._ctx.store.alerts_with_actions(self.name))
 
     def actions(self) -> pd.DataFrame:
         import pandas as pd

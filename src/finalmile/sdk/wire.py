@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import typing
 from datetime import datetime
-from functools import cache
 from typing import Any, TypeVar
 
 import httpx
@@ -18,10 +17,14 @@ from finalmile.errors import ERROR_HEADER, FinalmileError, RemoteError
 T = TypeVar("T")
 
 
-@cache
+_TIMES: dict[type, frozenset[str]] = {}
+
+
 def _datetime_fields(cls: type) -> frozenset[str]:
-    hints = typing.get_type_hints(cls)
-    return frozenset(name for name, hint in hints.items() if "datetime" in str(hint))
+    if cls not in _TIMES:
+        hints = typing.get_type_hints(cls)
+        _TIMES[cls] = frozenset(name for name, hint in hints.items() if "datetime" in str(hint))
+    return _TIMES[cls]
 
 
 def decode(cls: type[T], body: dict[str, Any]) -> T:

@@ -20,7 +20,7 @@ from rich.table import Table
 from finalmile.cli.demo.monitoring import step_act, step_chart, step_monitor, step_traffic
 from finalmile.cli.demo.state import FEATURES, MODEL, DemoState
 from finalmile.cli.demo.timing import calls_per_second
-from finalmile.client import Client
+from finalmile.client import LocalClient
 
 
 def fraud_dataset(rows: int = 20_000, seed: int = 7) -> pd.DataFrame:
@@ -206,7 +206,7 @@ STEPS: list[tuple[str, Callable[[DemoState], None]]] = [
 ]
 
 
-def run_demo(client: Client, console: Console) -> DemoState:
+def run_demo(client: LocalClient, console: Console) -> DemoState:
     state = DemoState(client, console)
     for i, (title, step) in enumerate(STEPS, 1):
         console.rule(f"[bold]{i}. {title}")

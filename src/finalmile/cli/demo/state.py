@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
-from finalmile.client import Client
+from finalmile.client import LocalClient
 from finalmile.sdk.models import ModelVersion
 
 MODEL = "fraud"
@@ -21,7 +21,7 @@ FEATURES = [f"v{i}" for i in range(1, 29)] + ["amount"]
 class DemoState:
     """What the demo's steps hand each other: the client, the console, the versions, the timings."""
 
-    client: Client
+    client: LocalClient
     console: Console
     train: pd.DataFrame = field(default_factory=pd.DataFrame)
     test: pd.DataFrame = field(default_factory=pd.DataFrame)
