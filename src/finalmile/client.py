@@ -29,6 +29,7 @@ from finalmile.sdk.observe import MonitorVerbs
 from finalmile.sdk.pipelines import Pipeline
 from finalmile.sdk.refs import model_ref, pipeline_name
 from finalmile.sdk.remote import RemoteClient
+from finalmile.sdk.replays import ReplayVerbs
 from finalmile.services import Services
 
 __all__ = ["Client", "LocalClient", "RemoteClient"]
@@ -52,7 +53,7 @@ def ray_file_scorer(settings: FinalmileSettings, workspace: str, name: str, vers
     return score
 
 
-class LocalClient(MemberVerbs, JobVerbs, MonitorVerbs, LogVerbs, Client, transport="local"):
+class LocalClient(MemberVerbs, JobVerbs, MonitorVerbs, LogVerbs, ReplayVerbs, Client, transport="local"):
     """`finalmile.Client()`: the verbs carried out in this process, on the store under `FINALMILE_HOME` (no token:
     it has the store's own rights)."""
 

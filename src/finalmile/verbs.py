@@ -86,6 +86,11 @@ VERBS: dict[str, Verb] = _verbs(
     ("deployments", "read", "GET /api/v1/deployments", "deployments"),
     ("infer_pipeline", "read", "POST /pipelines/{name}/infer", "infer"),
     ("infer_file", "read", None, "infer-file"),
+    # replays: logged traffic through a candidate
+    ("replay", "write", "POST /api/v1/pipelines/{name}/replays", "replay"),
+    ("replays", "read", "GET /api/v1/replays", "replays list"),
+    ("replay_run", "read", "GET /api/v1/replays/{replay_id}", "replays show"),
+    ("replay_rows", "read", "GET /api/v1/replays/{replay_id}/rows", "replays rows"),
     # the inference log
     ("query", "read", "POST /api/v1/query", "query"),
     ("pipeline_logs", "read", "GET /api/v1/pipelines/{name}/logs", "logs"),

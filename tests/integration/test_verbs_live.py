@@ -112,6 +112,13 @@ def walk(c: Any, p: str, tmp: Path) -> dict[str, Any]:
     seen["saved_queries"] = [q.name.removeprefix(p) for q in c.saved_queries() if q.name.startswith(p)]
     c.delete_query(f"{p}q")
 
+    # replays
+    replayed = c.replay(name, f"{p}m:1", sample=1.0)
+    seen["replay"] = (replayed.status, replayed.candidate.removeprefix(p), replayed.rows >= 5)
+    seen["replays"] = [r.status for r in c.replays(name)]
+    seen["replay_run"] = c.replay_run(replayed.id).summary["agreement"]
+    seen["replay_rows"] = c.replay_rows(replayed.id, limit=2).num_rows
+
     # monitors, alerts, audit
     assay = c.build_assay(f"{p}drift", name, "x0", baseline=X, window="1h").save()
     seen["build_assay"] = assay.config.column

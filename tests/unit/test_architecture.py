@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"pipelines"},
     {"logs"},
     {"backends", "monitoring", "jobs", "access"},
+    {"rollouts"},  # replays (and rollouts) of a candidate against what was served
     {"verbs"},  # the declared operations every front end is held to
     {"serving"},  # the transport-free data plane, codecs, metrics: it infers through the Backend protocol
     {"streaming"},  # broker sources and sinks feeding the data plane

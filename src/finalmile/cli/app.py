@@ -17,6 +17,7 @@ from finalmile.cli.logs import infer_file as infer_file_command
 from finalmile.cli.models import models_app
 from finalmile.cli.monitors import alerts, assays_app
 from finalmile.cli.pipelines import deploy, deployments, infer, pipelines_app, rollback, route, serve, undeploy
+from finalmile.cli.replays import replay, replays_app
 from finalmile.cli.streams import streams_app
 from finalmile.errors import FinalmileError
 
@@ -36,7 +37,8 @@ app.add_typer(connections_app, name="connections")
 app.add_typer(streams_app, name="streams")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(queries_app, name="queries")
-for command in (deploy, undeploy, rollback, route, deployments, infer, serve, logs, query):
+app.add_typer(replays_app, name="replays")
+for command in (deploy, undeploy, rollback, route, deployments, infer, replay, serve, logs, query):
     app.command()(command)
 app.command("ground-truth")(ground_truth)
 app.command("alerts")(alerts)

@@ -32,6 +32,7 @@ from finalmile.http.routes import (
     models,
     monitors,
     pipelines,
+    replays,
     streams,
     v2,
 )
@@ -114,6 +115,7 @@ def create_app(
     management.include_router(connections.router(guards))
     management.include_router(streams.router(guards))
     management.include_router(jobs.router(guards))
+    management.include_router(replays.router(guards))
     install_dashboard(management, root, authenticator)
     return FinalmileApp(root, management, root.settings.max_body_bytes, authenticator)
 

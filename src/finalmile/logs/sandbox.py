@@ -25,7 +25,7 @@ import pyarrow as pa
 from finalmile.errors import FinalmileError, QueryError
 
 T = TypeVar("T")
-VIEWS = frozenset({"logs", "ground_truth", "models", "pipelines", "audit"})
+VIEWS = frozenset({"logs", "ground_truth", "models", "pipelines", "audit", "replays"})
 """What a query may read (documented in the README)."""
 _HARMLESS_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 _SCANNED = frozenset(

@@ -205,6 +205,20 @@ class Pipeline:
         """
         return self._client.infer_file(self.name, source, output, batch_size, log, progress, backend=backend)
 
+    def replay(
+        self,
+        candidate: Any,
+        start: Any = None,
+        end: Any = None,
+        sample: float | None = None,
+        seed: int = 0,
+        segment_by: str | None = None,
+        label: str | None = None,
+    ) -> Any:
+        """This pipeline's logged traffic from `start` to `end` through `candidate` (a version number, a model
+        version such as `"fraud:7"`, or a definition), compared with what was served (see `Client.replay`)."""
+        return self._client.replay(self.name, candidate, start, end, sample, seed, segment_by, label)
+
     def infer(self, frame: Any) -> Any:
         """Run the deployed version (in-process, or on the server for a remote client); same frame type back."""
         table, back = to_arrow(frame)

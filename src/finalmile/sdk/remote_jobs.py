@@ -9,26 +9,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from finalmile.errors import BadRequestError, InvalidModelError
 from finalmile.jobs.connections import ConnectionRecord
 from finalmile.jobs.store import JobRecord, RunRecord
 from finalmile.runtimes import detect_framework
 from finalmile.sdk.refs import pipeline_name
+from finalmile.sdk.wire import Carrier
 
 JOB_POLL_S = 0.5
 """How often `run_job(wait=True)` asks the server whether the run has finished."""
 
 
-class RemoteJobVerbs:
-    """Mixed into `RemoteClient`, whose `_call` and `_json` carry a verb to its declared route."""
-
-    def _call(self, verb: str, *, params_in_path: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
-        raise NotImplementedError
-
-    def _json(self, verb: str, *, params_in_path: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-        raise NotImplementedError
+class RemoteJobVerbs(Carrier):
+    """Mixed into `RemoteClient`, the client's verbs for these nouns."""
 
     # -- streams --------------------------------------------------------------------------------------------------
 

@@ -69,3 +69,13 @@ def raised(response: httpx.Response) -> FinalmileError:
     if type(error).__name__ != kind or isinstance(error, RemoteError):
         return RemoteError(response.status_code, str(message), detail)
     return error
+
+
+class Carrier:
+    """What the remote client's verb mixins call: `_call` carries a verb to its declared route (`RemoteClient`)."""
+
+    def _call(self, verb: str, *, params_in_path: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
+        raise NotImplementedError
+
+    def _json(self, verb: str, *, params_in_path: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        raise NotImplementedError

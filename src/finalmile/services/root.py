@@ -38,10 +38,12 @@ from finalmile.registry.artifacts import ArtifactStore
 from finalmile.registry.db import workspace_database_url
 from finalmile.registry.loader import RuntimeLoader
 from finalmile.registry.store import MetadataStore
+from finalmile.rollouts.store import ReplayStore
 from finalmile.services.access import AccessVerbs
 from finalmile.services.models import ModelVerbs
 from finalmile.services.operations import OperationVerbs
 from finalmile.services.pipelines import PipelineVerbs
+from finalmile.services.replays import ReplayVerbs
 from finalmile.serving.dataplane import DataPlane
 from finalmile.serving.loop import LoopThread
 from finalmile.serving.metrics import Metrics
@@ -50,7 +52,7 @@ from finalmile.streaming.store import StreamStore
 log = logging.getLogger(__name__)
 
 
-class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs):
+class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs, ReplayVerbs):
     """Everything one process needs to register, deploy, serve, log and monitor, wired once."""
 
     def __init__(self, settings: FinalmileSettings, parent: Services | None = None, workspace: str = "default") -> None:
@@ -72,6 +74,7 @@ class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs):
         self.connections = ConnectionStore(self.metadata, settings.secret_key)
         self.queries = SavedQueryStore(self.metadata)
         self.streams = StreamStore(self.metadata)
+        self.replays = ReplayStore(self.metadata)
         self.access: AccessStore = parent.access if parent is not None else AccessStore(self.metadata)
         """Workspaces, members and tokens: always the root's, whichever workspace these services are."""
         self.job_gateway: Gateway | None = None
@@ -95,7 +98,7 @@ class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs):
             QueryLimits(
                 settings.query_timeout_s, settings.query_max_rows, settings.query_max_bytes, settings.query_memory_mb
             ),
-            {"audit": self.audit.table},
+            {"audit": self.audit.table, "replays": self.replays.table},
             lambda kept: self._tell_set_aside(kept),
         )
         self.metrics = Metrics(partial(set_aside_files, self.logs.root))
