@@ -120,6 +120,26 @@ def pipeline_page(services: Services, name: str, now: datetime) -> dict[str, Any
         "pinned": {v.version: pinned_models(v.spec) for v in versions},
         "figures": figures,
         "buckets": queries.bucket_starts(now),
+        "replays": list(reversed(services.replays.all(name))),
+    }
+
+
+def replay_page(services: Services, replay_id: int) -> dict[str, Any]:
+    """A replay as a product manager reads it: the two score histograms, agreement, the rows that differ most."""
+    record = services.replays.get(replay_id)
+    summary = record.summary or {}
+    histogram = summary.get("histogram") or {}
+    edges = histogram.get("edges") or []
+    return {
+        "replay": record,
+        "summary": summary,
+        "histogram": {
+            "labels": [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in range(len(edges) - 1)],
+            "series": {"served": histogram.get("served", []), "candidate": histogram.get("candidate", [])},
+            "y_label": "rows",
+            "x_label": summary.get("score") or "score",
+        },
+        "rows": services.replay_rows(replay_id, 20).to_pylist(),
     }
 
 
@@ -213,5 +233,9 @@ def router(guards: PageGuards) -> APIRouter:
         visitor: Visitor = Depends(guards.read),
     ) -> HTMLResponse:
         return await page("monitor.html", visitor, monitor_page, visitor.services, name, window)
+
+    @pages.get("/ui/replays/{replay_id}")
+    async def replay_route(replay_id: int, visitor: Visitor = Depends(guards.read)) -> HTMLResponse:
+        return await page("replay.html", visitor, replay_page, visitor.services, replay_id)
 
     return pages

@@ -117,3 +117,31 @@ def test_the_cli_replays_and_shows_the_figures(cli_env, capsys) -> None:  # type
     assert code == 0 and pd.read_csv(cli_env / "rows.csv").shape[0] == 300
     code, _, err = run(capsys, "replay", "p", "m:2", "--sample", "3")
     assert code == 1 and "sample" in err and "Traceback" not in err
+
+
+def test_the_dashboard_shows_a_replay_as_people_read_it(client) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    import httpx
+
+    from finalmile.http.server import create_app
+
+    replayed = _served(client).replay("m:2")
+    token = client.services.init_access()[1]
+    app = create_app(client.services, auth=True, background=False)
+
+    async def pages() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            await http.post("/ui/login", data={"token": token, "next": "/ui"})
+            return (
+                await http.get(f"/ui/replays/{replayed.id}"),
+                await http.get("/ui/pipelines/p"),
+                await http.get("/ui/replays/999"),
+            )
+
+    page, pipeline, missing = asyncio.run(pages())
+    assert page.status_code == 200, page.text
+    assert "Where they disagree most" in page.text and 'id="replay-histogram"' in page.text
+    assert f"{replayed.summary['agreement']:.1%} of rows" in page.text
+    assert f'href="/ui/replays/{replayed.id}"' in pipeline.text
+    assert missing.status_code == 404
