@@ -27,7 +27,8 @@ from finalmile.pipelines.loaded import LoadedPipeline
 
 BATCH_ROWS = 65_536
 PSI_BINS = 10
-"""The served scores' deciles are the PSI bins (with the two open tails, as drift assays bin)."""
+"""Ten PSI bins: equal-width over [0, 1] for probabilities, else the served scores' deciles (with the two open
+tails, as drift assays bin)."""
 HISTOGRAM_BINS = 20
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 SCORE_NAMES = ("score", "probability", "prediction", "value")
@@ -277,12 +278,21 @@ def _figures(
 
 
 def _edges(conn: duckdb.DuckDBPyConnection) -> np.ndarray | None:
-    """The PSI bins' interior edges: the served scores' deciles, as a drift assay bins its baseline."""
+    """The PSI bins' interior edges: ten equal-width bins over [0, 1] for probabilities (every score of both arms
+    between 0 and 1), else the served scores' deciles, as a drift assay bins its baseline."""
+    low, high = conn.execute(
+        "SELECT least(min(served_score), min(candidate_score)), greatest(max(served_score), max(candidate_score)) "
+        "FROM r WHERE NOT isnan(served_score) AND NOT isnan(candidate_score)"
+    ).fetchall()[0]
+    if low is None:
+        return None
+    if 0 <= low and high <= 1:
+        return np.linspace(0.0, 1.0, PSI_BINS + 1)
     found = conn.execute(
         "SELECT quantile_cont(served_score, ?) FROM r WHERE NOT isnan(served_score)",
         [list(np.linspace(0.0, 1.0, PSI_BINS + 1))],
     ).fetchall()[0][0]
-    return np.unique(np.asarray(found, dtype=np.float64)) if found else None
+    return np.unique(np.asarray(found, dtype=np.float64))
 
 
 def _psi(conn: duckdb.DuckDBPyConnection, edges: np.ndarray, where: str, params: list[Any] | None = None) -> float:

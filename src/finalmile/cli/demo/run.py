@@ -176,6 +176,24 @@ def step_ground_truth(state: DemoState) -> None:
     state.console.print(table)
 
 
+def step_replay(state: DemoState) -> None:
+    """Before the challenger gets more traffic: what it would have answered on everything the champion served."""
+    replayed = state.client.pipeline(MODEL).replay(f"{MODEL}@challenger", segment_by="variant")
+    s = replayed.summary
+    quality = s.get("quality") or {}
+    state.console.print(
+        f"Replayed {replayed.rows:,} logged rows through {replayed.candidate}: the same decision on "
+        f"{s['agreement']:.1%} of them, score PSI {s['psi']:.3f} against what was served, mean score difference "
+        f"{s['difference']['mean']:+.4f}"
+        + (
+            f"; accuracy on labelled rows {quality['served']:.3f} served vs {quality['candidate']:.3f}."
+            if quality
+            else "."
+        )
+    )
+    state.console.print(f"Drill down: [bold]finalmile replays rows {replayed.id}[/] or the dashboard's replay page.")
+
+
 def step_dashboard(state: DemoState) -> None:
     """Hand a newcomer the dashboard: the command that serves it, its URL, and an editor's login token."""
     from datetime import timedelta
@@ -198,6 +216,7 @@ STEPS: list[tuple[str, Callable[[DemoState], None]]] = [
     ("Serve over HTTP", step_serve),
     ("Query the inference log", step_query),
     ("Join late ground truth", step_ground_truth),
+    ("Replay the challenger on real traffic", step_replay),
     ("Monitor the challenger", step_monitor),
     ("Traffic drifts", step_traffic),
     ("Monitors alert and act", step_act),
