@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from finalmile import Client
 from finalmile.backends.config import DeploymentConfig
 from finalmile.errors import (
+    FinalmileError,
     ModelNotFound,
     NotReadyError,
     PipelineNotFound,
@@ -118,6 +119,9 @@ def walk(c: Any, p: str, tmp: Path) -> dict[str, Any]:
     seen["replays"] = [r.status for r in c.replays(name)]
     seen["replay_run"] = c.replay_run(replayed.id).summary["agreement"]
     seen["replay_rows"] = c.replay_rows(replayed.id, limit=2).num_rows
+    with pytest.raises(FinalmileError, match="sample") as refused:
+        c.replay(name, f"{p}m:1", sample=2.0)
+    seen["replay refused"] = (refused.value.status_code // 100, len(c.replays(name)))
 
     # monitors, alerts, audit
     assay = c.build_assay(f"{p}drift", name, "x0", baseline=X, window="1h").save()
