@@ -40,7 +40,7 @@ def main(ctx):
         with finalmile.Client(home=HOME, workspace="b") as c:
             return [m.name for m in c.services.metadata.list_models()]
     attempt("embedded client on b", embedded)
-    attempt("own models", lambda: [m["name"] for m in ctx.client.models()])
+    attempt("own models", lambda: [m.name for m in ctx.client.models()])
     attempt("connections", lambda: sorted(ctx.connections))
     attempt("mint owner token", lambda: ctx.client.create_token("owner", "a", expires="1d"))
     attempt("mint admin token in default", lambda: ctx.client.create_token("owner", "default", expires="1d"))
