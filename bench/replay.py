@@ -43,10 +43,10 @@ def replay(home: Path) -> None:
 def grow(home: Path, rows: int) -> None:
     """Copy the logged part (new request ids) until the pipeline's log holds `rows` rows."""
     folder = home / "logs" / "pipeline=forest"
+    for grown in folder.glob("date=*/bench-*.parquet"):
+        grown.unlink()
     parts = sorted(folder.glob("date=*/*.parquet"))
     seed = pa.concat_tables([pq.read_table(p) for p in parts])
-    for part in parts[1:]:
-        part.unlink()
     have = seed.num_rows
     index = 0
     target = parts[0].parent

@@ -149,7 +149,9 @@ def test_in_a_batch_on_ray_a_bad_request_fails_alone_and_is_an_error_row(client:
 
     async def together() -> list[object]:  # submitted at once: the front's batcher takes all eight in one batch
         tables = [pa.Table.from_pandas(f, preserve_index=False) for f in frames]
-        return await asyncio.gather(*(backend.infer(InferRequest("p", t)) for t in tables), return_exceptions=True)
+        return await asyncio.gather(
+            *(backend.target("p").infer(InferRequest("p", t)) for t in tables), return_exceptions=True
+        )
 
     results = asyncio.run(together())
     schema, picky = results.pop(5), results.pop(2)
@@ -173,7 +175,7 @@ def test_a_replica_runs_what_a_front_packed_in_batches_of_at_most_the_batch_size
 
     async def together() -> list[object]:
         tables = [pa.Table.from_pandas(f, preserve_index=False) for f in frames]
-        return await asyncio.gather(*(backend.infer(InferRequest("p", t)) for t in tables))
+        return await asyncio.gather(*(backend.target("p").infer(InferRequest("p", t)) for t in tables))
 
     results = asyncio.run(together())
     sizes = [r.table.column("batch_rows").to_pylist() for r in results]  # type: ignore[attr-defined]

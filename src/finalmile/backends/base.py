@@ -37,9 +37,21 @@ class InferRequest:
 class Serving(Protocol):
     """What a backend says of the version serving a pipeline (V2 metadata reads the schema)."""
 
-    name: str
-    version: int
-    input_schema: Schema | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def input_schema(self) -> Schema | None: ...
+
+
+class Target(Serving, Protocol):
+    """A deployment as a request finds it: resolved once, then asked to answer."""
+
+    async def infer(self, request: InferRequest) -> RequestResult:
+        """Conform, batch and run one request; failures are logged (when `request.log`) and raised."""
 
 
 class Backend(Protocol):
@@ -66,10 +78,11 @@ class Backend(Protocol):
         """Pipeline name -> the version serving it now."""
 
     def serves(self, pipeline: str) -> bool:
-        """Whether a version of `pipeline` serves here (asked once a request: no copy of `deployed()`)."""
+        """Whether a version of `pipeline` serves here (no copy of `deployed()`)."""
 
-    async def infer(self, request: InferRequest) -> RequestResult:
-        """Conform, batch and run one request; failures are logged (when `request.log`) and raised."""
+    def target(self, pipeline: str, version: int | None = None) -> Target:
+        """The deployment that answers `pipeline` (optionally required to be `version`); `PipelineNotDeployed`
+        otherwise. A request resolves it once and asks it to infer."""
 
     async def infer_each(
         self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True, durable: bool = False

@@ -21,6 +21,7 @@ from finalmile.backends.batcher import Batcher
 from finalmile.backends.config import DeploymentConfig
 from finalmile.errors import FinalmileError, PipelineNotDeployed
 from finalmile.pipelines.loaded import FailureHook, Hook, LoadedPipeline, RequestResult
+from finalmile.schema import Schema
 
 log = logging.getLogger(__name__)
 INLINE_ROWS = 16
@@ -32,12 +33,46 @@ Observer = Callable[[int, int, float, list[float]], None]
 class Slot:
     """A pipeline name: the version serving now, its configuration, and the batchers in front of it."""
 
-    def __init__(self, current: LoadedPipeline, config: DeploymentConfig, observe: Observer | None) -> None:
+    def __init__(
+        self,
+        current: LoadedPipeline,
+        config: DeploymentConfig,
+        observe: Observer | None,
+        failed: Callable[[LoadedPipeline, int, BaseException, float], None],
+    ) -> None:
         self.current = current
+        self._failed = failed
         self.config = config
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix=f"infer-{current.name}")
         self._observe = observe
         self._batchers: dict[bool, Batcher] = {}
+
+    @property
+    def name(self) -> str:
+        return self.current.name
+
+    @property
+    def version(self) -> int:
+        return self.current.version
+
+    @property
+    def input_schema(self) -> Schema | None:
+        return self.current.input_schema
+
+    async def infer(self, request: InferRequest) -> RequestResult:
+        """`request.durable` asks nothing more here: rows are logged in this process, and the caller's
+        `LogWriter.durable()` covers them."""
+        current = self.current
+        started = time.perf_counter()
+        table = request.table
+        try:
+            conformed = current.conform(require_rows(table))
+            result: RequestResult = await self.batcher(request.log).submit(conformed, request.request_id)
+        except Exception as exc:  # logged as an error row (the error-rate monitor reads them), then raised
+            if request.log:
+                self._failed(current, table.num_rows, exc, started)
+            raise
+        return result
 
     def batcher(self, log: bool = True) -> Batcher:
         """The batcher for logged requests, or for unlogged ones (file inference): they never share a batch."""
@@ -134,7 +169,7 @@ class LocalBackend:
             slot = self.slots.get(name)
             if slot is None or slot.config != config:
                 observe = self._observe(name) if self._observe else None
-                new = Slot(loaded, config, observe)
+                new = Slot(loaded, config, observe, self.failed)
                 self.slots[name] = new
                 if slot is not None:
                     slot.retire()
@@ -199,21 +234,8 @@ class LocalBackend:
     def serves(self, pipeline: str) -> bool:
         return pipeline in self.slots
 
-    async def infer(self, request: InferRequest) -> RequestResult:
-        """`request.durable` asks nothing more here: rows are logged in this process, and the caller's
-        `LogWriter.durable()` covers them."""
-        slot = self.get(request.pipeline, request.version)
-        current = slot.current
-        started = time.perf_counter()
-        table = request.table
-        try:
-            conformed = current.conform(require_rows(table))
-            result: RequestResult = await slot.batcher(request.log).submit(conformed, request.request_id)
-        except Exception as exc:  # logged as an error row (the error-rate monitor reads them), then raised
-            if request.log:
-                self.failed(current, table.num_rows, exc, started)
-            raise
-        return result
+    def target(self, pipeline: str, version: int | None = None) -> Slot:
+        return self.get(pipeline, version)
 
     async def infer_each(
         self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True, durable: bool = False

@@ -48,7 +48,7 @@ import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
 from finalmile.arrow.frames import require_rows  # noqa: E402
-from finalmile.backends.base import InferRequest, Wanted  # noqa: E402
+from finalmile.backends.base import Wanted  # noqa: E402
 from finalmile.backends.config import DeploymentConfig  # noqa: E402
 from finalmile.backends.ray_app import App, ReplicaObserver  # noqa: E402
 from finalmile.backends.ray_cluster import (  # noqa: E402
@@ -268,13 +268,8 @@ class RayBackend:
     def serves(self, pipeline: str) -> bool:
         return pipeline in self.apps
 
-    async def infer(self, request: InferRequest) -> RequestResult:
-        app = self.get(request.pipeline, request.version)
-        part = await app.submit(require_rows(request.table), request.log, request.request_id, request.durable)
-        if isinstance(part, Failure):
-            raise part.error()
-        result: RequestResult = part
-        return result
+    def target(self, pipeline: str, version: int | None = None) -> App:
+        return self.get(pipeline, version)
 
     async def infer_each(
         self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True, durable: bool = False

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from finalmile.arrow.frames import require_rows
 from finalmile.arrow.ipc import to_ipc
+from finalmile.backends.base import InferRequest
 from finalmile.backends.batcher import Batcher, spans
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.ray_replica import Failure
@@ -50,6 +52,14 @@ class App:
         self._batchers: dict[tuple[bool, bool], Batcher] = {}  # by (log, durable)
         self._pending = 0  # requests submitted and not yet answered, on any loop
         self._pending_lock = threading.Lock()
+
+    async def infer(self, request: InferRequest) -> RequestResult:
+        """One request through a replica (the `Target` a request resolves)."""
+        part = await self.submit(require_rows(request.table), request.log, request.request_id, request.durable)
+        if isinstance(part, Failure):
+            raise part.error()
+        result: RequestResult = part
+        return result
 
     async def submit(self, table: pa.Table, log: bool, request_id: str | None, durable: bool = False) -> Any:
         with self._pending_lock:

@@ -173,9 +173,9 @@ class PipelineReplica:
             _, batch = await batcher.run_together([tables[i] for i in requests], [ids[i] for i in requests])
             return batch
         except Exception:
-            local = self.host.local
+            target = self.host.local.target(self.pipeline, self.version)
             done = await asyncio.gather(
-                *(local.infer(InferRequest(self.pipeline, tables[i], self.version, log, ids[i])) for i in requests),
+                *(target.infer(InferRequest(self.pipeline, tables[i], self.version, log, ids[i])) for i in requests),
                 return_exceptions=True,
             )
             for i, r in zip(requests, done, strict=True):

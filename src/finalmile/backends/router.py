@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from finalmile.backends.base import Backend, InferRequest, Serving, Wanted
+from finalmile.backends.base import Backend, Serving, Target, Wanted
 from finalmile.backends.config import BackendName, DeploymentConfig
 from finalmile.backends.local import LocalBackend
 from finalmile.errors import BadRequestError, MissingDependencyError, PipelineNotDeployed
@@ -105,8 +105,8 @@ class Backends:
     def serves(self, pipeline: str) -> bool:
         return any(backend.serves(pipeline) for backend in self._backends())
 
-    async def infer(self, request: InferRequest) -> RequestResult:
-        return await self._serving_backend(request.pipeline).infer(request)
+    def target(self, pipeline: str, version: int | None = None) -> Target:
+        return self._of(pipeline).target(pipeline, version)
 
     async def infer_each(
         self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True, durable: bool = False

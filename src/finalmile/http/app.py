@@ -85,10 +85,10 @@ class InferenceHandlers:
         """`route` is `v2` (Open Inference Protocol) or `records` (pandas records or Arrow, by content type), on
         the data plane of the caller's workspace."""
         number = _version(version)
-        dataplane.serving(name, number)  # an unknown pipeline is a 404 whatever the body
+        target = dataplane.serving(name, number)  # an unknown pipeline is a 404 whatever the body
         codec = codec_for(route, headers.get("content-type"))
         decoded = codec.decode(body, headers)
-        result = await dataplane.infer(InferRequest(name, decoded.table, number))
+        result = await dataplane.infer(InferRequest(name, decoded.table, number), target)
         payload, out_headers = codec.encode(result, decoded)
         return 200, payload, out_headers | provenance_headers(result)
 

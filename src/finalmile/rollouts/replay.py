@@ -11,6 +11,7 @@ arrived, shadows — overall and per segment. The same range, sample and seed gi
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +36,8 @@ PSI_BINS = 10
 """Ten PSI bins: equal-width over [0, 1] for probabilities, else the served scores' deciles (with the two open
 tails, as drift assays bin)."""
 HISTOGRAM_BINS = 20
+SUMMARY_MEMORY_MB = 256
+"""DuckDB's memory for the summary; more spills to a folder beside the replay's rows."""
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 SCORE_NAMES = ("score", "probability", "prediction", "value")
 """Output columns compared as the score, in this order of preference (else the first numeric one in common)."""
@@ -155,7 +158,8 @@ def _truth(reader: LogReader, label: str | None) -> str | None:
 def _where(
     pipeline: str, start: Any, end: Any, sample: float | None, seed: int, has_status: bool
 ) -> tuple[str, list[Any]]:
-    where, params = ["l.pipeline = ?"], [pipeline]
+    where: list[str] = ["l.pipeline = ?"]
+    params: list[Any] = [pipeline]
     if start is not None:
         where.append("l.time >= ?")
         params.append(utc(start))
@@ -230,6 +234,9 @@ def summarise(path: Path, plan: _Plan, total: int, seconds: float) -> dict[str, 
     """The replay's figures, from its per-row file (bounded memory: DuckDB aggregates)."""
     conn = duckdb.connect()
     try:
+        spill = path.parent / f".{path.stem}-spill"  # aggregates larger than the limit go to disk, not to memory
+        conn.execute(f"SET memory_limit = '{SUMMARY_MEMORY_MB}MB'")
+        conn.execute(f"SET temp_directory = '{str(spill).replace(chr(39), chr(39) * 2)}'")
         conn.execute(f"CREATE VIEW r AS SELECT * FROM read_parquet('{str(path).replace(chr(39), chr(39) * 2)}')")
         summary: dict[str, Any] = {"rows": total, "score": plan.score, "label": plan.label}
         summary |= _figures(conn, plan, "true")
@@ -251,9 +258,9 @@ def summarise(path: Path, plan: _Plan, total: int, seconds: float) -> dict[str, 
         }
         served = (None, None)
         if plan.latency:  # a request's latency shared by its rows: per row, as the candidate's is measured
-            served = conn.execute(
-                "SELECT avg(served_latency_ms), sum(served_latency_ms / n) / count(*) FROM "
-                "(SELECT served_latency_ms, count(*) OVER (PARTITION BY request_id) AS n FROM r)"
+            served = conn.execute(  # each request's latency counted once, over the rows it answered
+                "SELECT sum(l * n) / sum(n), sum(l) / sum(n) FROM "
+                "(SELECT any_value(served_latency_ms) AS l, count(*) AS n FROM r GROUP BY request_id)"
             ).fetchall()[0]
         summary["latency_ms"] = {
             "served_request_mean": served[0],
@@ -281,6 +288,7 @@ def summarise(path: Path, plan: _Plan, total: int, seconds: float) -> dict[str, 
         return summary
     finally:
         conn.close()
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def _figures(

@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from finalmile._version import __version__
-from finalmile.backends.base import Backend, InferRequest, Serving
+from finalmile.backends.base import Backend, InferRequest, Target
 from finalmile.errors import FinalmileError, NotReadyError, PipelineNotDeployed
 from finalmile.pipelines.loaded import RequestResult
 from finalmile.pipelines.store import PipelineStore
@@ -25,13 +25,11 @@ class DataPlane:
         self.pipelines = pipelines
         self.metrics = metrics
 
-    async def infer(self, request: InferRequest) -> RequestResult:
+    async def infer(self, request: InferRequest, target: Target | None = None) -> RequestResult:
+        """One request, answered by `target` when the caller has resolved it already (`serving`), else by the
+        deployment resolved here: once a request either way."""
         started = time.perf_counter()
-        try:
-            result = await self.backend.infer(request)
-        except PipelineNotDeployed:
-            self.serving(request.pipeline, request.version)  # 503 for a stored pipeline not deployed, else 404
-            raise
+        result = await (target or self.serving(request.pipeline, request.version)).infer(request)
         self.metrics.served(request.pipeline, request.table.num_rows, time.perf_counter() - started)
         return result
 
@@ -44,10 +42,10 @@ class DataPlane:
         self.metrics.served(name, table.num_rows, time.perf_counter() - started)
         return results
 
-    def serving(self, name: str, version: int | None = None) -> Serving:
+    def serving(self, name: str, version: int | None = None) -> Target:
         """The deployment serving `name`; 503 when the pipeline exists but is not deployed, 404 when it does not."""
         try:
-            return self.backend.serving(name, version)
+            return self.backend.target(name, version)
         except PipelineNotDeployed:
             try:
                 self.pipelines.get_version(name, version)

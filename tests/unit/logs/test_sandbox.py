@@ -28,7 +28,7 @@ def test_the_views_answer(served: Client) -> None:
     assert served.query("SELECT count(*) AS n FROM logs").n[0] == 3
     assert served.query("WITH recent AS (SELECT * FROM logs) SELECT count(*) AS n FROM recent").n[0] == 3
     assert served.query("SELECT count(*) AS n FROM range(5)").n[0] == 5  # harmless table functions stay
-    assert set(VIEWS) == {"logs", "ground_truth", "models", "pipelines", "audit"}
+    assert set(VIEWS) == {"logs", "ground_truth", "models", "pipelines", "audit", "replays"}
 
 
 @pytest.mark.parametrize(
