@@ -32,6 +32,10 @@ def build_config(ctx: MonitorContext, **fields: Any) -> tuple[MonitorConfig, np.
     # The defaults every front end shares: a window ends every window unless told otherwise, and a monitor other
     # than a drift assay is named by its kind (`error_rate`, `latency_p99`, …).
     fields.setdefault("kind", "drift")
+    if "check" in fields:  # a data-quality monitor's check is its metric
+        if fields["kind"] != "data_quality":
+            raise InvalidInputError("check: only a data_quality monitor takes a check", {"field": "check"})
+        fields["metric"] = fields.pop("check")
     fields.setdefault("metric", "psi" if fields["kind"] == "drift" else fields["kind"])
     if "window" in fields:
         fields.setdefault("interval", fields["window"])
@@ -53,14 +57,14 @@ def build_config(ctx: MonitorContext, **fields: Any) -> tuple[MonitorConfig, np.
     if found:
         raise InvalidInputError("; ".join(found), found)
     _check_column(ctx, config)
-    if not kind_of(config).needs_baseline:
+    if not kind_of(config).needs_baseline(config):
         return config, None
     if is_frame(baseline):
         assert config.baseline is not None and config.column is not None
         config.baseline.artifact, values = store_frame(ctx.artifacts, baseline, config.column)
     else:
         values = baseline_values(ctx, config)  # no rows: an error now
-    if values.dtype == object and config.metric != "chi_squared":
+    if values.dtype == object and config.kind == "drift" and config.metric != "chi_squared":
         raise InvalidInputError(f"metric: '{config.column}' holds categories, not numbers; use metric='chi_squared'")
     return config, values
 
@@ -85,7 +89,7 @@ def _check_column(ctx: MonitorContext, config: MonitorConfig) -> None:
     if wanted is None:
         return
     logged = logged_columns(ctx, config.pipeline)
-    if wanted not in logged and kind.name == "drift":  # `amount` for `in_amount`, where only one of them exists
+    if wanted not in logged and kind.name in ("drift", "data_quality"):  # `amount` for `in_amount`, if only one
         found = [c for c in (f"in_{wanted}", f"out_{wanted}") if c in logged]
         if len(found) > 1:
             raise InvalidInputError(

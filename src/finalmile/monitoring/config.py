@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, model_validator
 from finalmile.config import MAX_DURATION_S
 from finalmile.monitoring.drift import BinMode
 
-Kind = Literal["drift", "check_rate", "performance", "error_rate", "latency_p99"]
+Kind = Literal["drift", "check_rate", "performance", "error_rate", "latency_p99", "data_quality"]
 Status = Literal["ok", "warning", "alert", "no data"]
 
 

@@ -30,7 +30,7 @@ def run_monitor(ctx: MonitorContext, saved: SavedMonitor, now: datetime | None =
         at += step
     if not ends:
         return []
-    baseline = baseline_values(ctx, saved.config) if kind_of(saved.config).needs_baseline else None
+    baseline = baseline_values(ctx, saved.config) if kind_of(saved.config).needs_baseline(saved.config) else None
     results = compute(ctx.reader, saved.config, ends, baseline)
     alerts = ctx.store.record(saved, results, at, {"alert", "warning"})
     if alerts:
@@ -55,7 +55,7 @@ def preview(
     `start` defaults to a day before `end`."""
     end = aware_utc(end or datetime.now(UTC))
     ends = window_ends(config, aware_utc(start) if start is not None else end - timedelta(days=1), end)
-    if baseline is None and kind_of(config).needs_baseline:
+    if baseline is None and kind_of(config).needs_baseline(config):
         baseline = baseline_values(ctx, config)
     return compute(ctx.reader, config, ends, baseline)
 

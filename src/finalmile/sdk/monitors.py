@@ -57,7 +57,7 @@ class Monitor:
 
     def baseline(self) -> np.ndarray | None:
         """A drift assay's baseline values (read once per handle); None for other kinds."""
-        if kind_of(self.config).needs_baseline and self._baseline is None:
+        if kind_of(self.config).needs_baseline(self.config) and self._baseline is None:
             self._baseline = baseline_values(self._ctx, self.config)
         return self._baseline
 

@@ -42,8 +42,9 @@ class MonitorVerbs:
     ) -> Monitor:
         """A monitor of `kind` `check_rate` (column = the check's name), `performance` (metric: accuracy, precision,
         recall, f1, roc_auc, log_loss, rmse, mae, r2; `label` = the ground-truth column), `error_rate` or
-        `latency_p99` (milliseconds); thresholds, windows and actions as for `build_assay`. Checked now, stored by
-        `.save()`."""
+        `latency_p99` (milliseconds), `data_quality` (`check=` null_rate, out_of_range, unseen_category or
+        type_change of `column`; all but null_rate against a `baseline`); thresholds, windows and actions as for
+        `build_assay`. Checked now, stored by `.save()`."""
         if hasattr(options.get("baseline"), "ref"):
             options["baseline"] = model_ref(options["baseline"])  # a model version: its stored sample
         config, baseline = build_config(

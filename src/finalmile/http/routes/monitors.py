@@ -26,6 +26,9 @@ class MonitorRequest(BaseModel):
     kind: str = "drift"
     column: str | None = None
     metric: str | None = None
+    check: str | None = Field(
+        default=None, description="data_quality: null_rate, out_of_range, unseen_category, type_change"
+    )
     baseline: dict[str, Any] | None = Field(
         default=None, description='{"kind": "log", "start": …, "end": …} or {"kind": "model_sample", "model": "m:1"}'
     )

@@ -23,7 +23,6 @@ class MonitorKind:
     name: ClassVar[str]
     column_noun: ClassVar[str] = "column"
     """What `MonitorConfig.column` names for this kind, in messages."""
-    needs_baseline: ClassVar[bool] = False
 
     def check(self, config: MonitorConfig) -> list[str]:
         """Problems with a configuration of this kind, each naming its field; checked when a monitor is built."""
@@ -31,6 +30,10 @@ class MonitorKind:
 
     def higher_is_worse(self, config: MonitorConfig) -> bool:
         return True
+
+    def needs_baseline(self, config: MonitorConfig) -> bool:
+        """Whether windows are scored against baseline values (read once per run, stored with the monitor)."""
+        return False
 
     def logged_column(self, config: MonitorConfig) -> str | None:
         """The log column the monitor reads, which must exist (or be produced by the pipeline) when it is built."""

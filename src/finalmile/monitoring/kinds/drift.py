@@ -16,7 +16,9 @@ class DriftKind(MonitorKind):
     """A drift metric (PSI by default) of a column's window against its baseline, with bins and shares as evidence."""
 
     name = "drift"
-    needs_baseline = True
+
+    def needs_baseline(self, config: MonitorConfig) -> bool:
+        return True
 
     def check(self, config: MonitorConfig) -> list[str]:
         if config.metric not in drift.DRIFT_METRICS:

@@ -1,0 +1,89 @@
+"""Data quality: one logged column's nulls, values outside the baseline's range, categories the baseline never had,
+and values of another type than the baseline's — each the share of a window's rows, with examples as evidence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from finalmile.monitoring.config import MonitorConfig
+from finalmile.monitoring.kinds.base import MonitorKind, quote
+
+CHECKS = ("null_rate", "out_of_range", "unseen_category", "type_change")
+EXAMPLES = 10
+"""Offending values kept as a window's evidence, for the person who reads the alert."""
+
+
+class DataQualityKind(MonitorKind):
+    """`check` (stored as the metric): null_rate, out_of_range, unseen_category or type_change of `column`."""
+
+    name = "data_quality"
+
+    def check(self, config: MonitorConfig) -> list[str]:
+        if config.metric not in CHECKS:
+            return [f"check: unknown data-quality check {config.metric!r}; use {', '.join(CHECKS)}"]
+        if not config.column:
+            return ["column: a data-quality monitor needs the logged column it checks"]
+        if self.needs_baseline(config) and config.baseline is None:
+            return [f"baseline: the {config.metric} check compares with a baseline (training data, a log range or a "
+                    "model's sample)"]  # fmt: skip
+        return []
+
+    def needs_baseline(self, config: MonitorConfig) -> bool:
+        return config.metric != "null_rate"
+
+    def logged_column(self, config: MonitorConfig) -> str | None:
+        return config.column
+
+    def select(self, config: MonitorConfig) -> tuple[str, list[str]]:
+        return f"l.{quote(config.column or '')} AS value", ["l.status = 'ok'"]
+
+    def score(
+        self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None
+    ) -> tuple[float | None, dict[str, Any]]:
+        column = table.column("value").take(pa.array(rows))
+        if len(column) == 0:
+            return None, {}
+        missing = pc.is_null(column, nan_is_null=True)
+        if config.metric == "null_rate":
+            nulls = int(pc.sum(missing).as_py() or 0)
+            return nulls / len(column), {"nulls": nulls, "rows": len(column)}
+        present = [v for v, gone in zip(column.to_pylist(), missing.to_pylist(), strict=True) if not gone]
+        if not present:
+            return None, {"rows": 0}
+        assert baseline is not None
+        if config.metric == "out_of_range":
+            low, high = float(np.nanmin(baseline.astype(np.float64))), float(np.nanmax(baseline.astype(np.float64)))
+            bad = [v for v in present if _number(v) and not low <= float(v) <= high]
+            evidence: dict[str, Any] = {"range": [low, high]}
+        elif config.metric == "unseen_category":
+            seen = {str(v) for v in baseline if v is not None}
+            bad = [v for v in present if str(v) not in seen]
+            evidence = {"categories": len(seen)}
+        else:
+            expected = _kind_of(baseline)
+            bad = [v for v in present if _kind(v) != expected]
+            evidence = {"expected": expected}
+        examples = sorted({str(v) for v in bad})[:EXAMPLES]
+        return len(bad) / len(present), evidence | {"offending": len(bad), "rows": len(present), "examples": examples}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    return "number" if _number(value) else "text" if isinstance(value, str) else type(value).__name__
+
+
+def _kind_of(baseline: np.ndarray) -> str:
+    """The baseline's type: the kind most of its values have."""
+    if baseline.dtype != object:
+        return "number"
+    kinds = [_kind(v) for v in baseline if v is not None]
+    return max(set(kinds), key=kinds.count) if kinds else "text"
