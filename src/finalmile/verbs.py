@@ -14,9 +14,9 @@ verb takes or returns Python objects (an in-memory model, a handle) or is a sub-
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from finalmile.access.roles import Permission
 
@@ -42,13 +42,7 @@ class Verb:
 
     def url(self, **params: Any) -> str:
         """The route's path with its parameters filled in (each quoted as one path segment)."""
-        from urllib.parse import quote
-
         return self.path.format(**{k: quote(str(v), safe="@:") for k, v in params.items()})
-
-    @property
-    def path_params(self) -> list[str]:
-        return [field for _, field, _, _ in string.Formatter().parse(self.path) if field]
 
 
 def _verbs(*rows: tuple[str, Permission, str | None, str | None]) -> dict[str, Verb]:

@@ -71,9 +71,6 @@ class Backend(Protocol):
     def sync(self) -> None:
         """Converge on the deployments the store records (servers sharing a store each do this every second)."""
 
-    def serving(self, pipeline: str, version: int | None = None) -> Serving:
-        """The version serving `pipeline` (optionally required to be `version`); `PipelineNotDeployed` otherwise."""
-
     def deployed(self) -> dict[str, int]:
         """Pipeline name -> the version serving it now."""
 

@@ -225,9 +225,6 @@ class LocalBackend:
             raise PipelineNotDeployed(name, version)
         return slot
 
-    def serving(self, pipeline: str, version: int | None = None) -> LoadedPipeline:
-        return self.get(pipeline, version).current
-
     def deployed(self) -> dict[str, int]:
         return {name: slot.current.version for name, slot in list(self.slots.items())}
 

@@ -259,9 +259,6 @@ class RayBackend:
             raise PipelineNotDeployed(pipeline, version)
         return app
 
-    def serving(self, pipeline: str, version: int | None = None) -> App:
-        return self.get(pipeline, version)
-
     def deployed(self) -> dict[str, int]:
         return {name: app.version for name, app in list(self.apps.items())}
 

@@ -123,7 +123,7 @@ class PipelineReplica:
 
     def describe(self) -> tuple[int, Schema | None, str, int]:
         """The version, its input schema, this replica's id and worker pid."""
-        return self.version, self.host.local.serving(self.pipeline).input_schema, self.replica, os.getpid()
+        return self.version, self.host.local.target(self.pipeline).input_schema, self.replica, os.getpid()
 
     async def run_batch(
         self, data: bytes, spans: list[tuple[int, int]], ids: list[str | None], log: bool, durable: bool = False

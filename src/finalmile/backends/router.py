@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from finalmile.backends.base import Backend, Serving, Target, Wanted
+from finalmile.backends.base import Backend, Target, Wanted
 from finalmile.backends.config import BackendName, DeploymentConfig
 from finalmile.backends.local import LocalBackend
 from finalmile.errors import BadRequestError, MissingDependencyError, PipelineNotDeployed
@@ -93,9 +93,6 @@ class Backends:
         if self._ray is not None or (self._ray_wanted and self.ray_allowed):
             self.ray().sync()
 
-    def serving(self, pipeline: str, version: int | None = None) -> Serving:
-        return self._of(pipeline).serving(pipeline, version)
-
     def deployed(self) -> dict[str, int]:
         found: dict[str, int] = {}
         for backend in self._backends():
@@ -111,13 +108,7 @@ class Backends:
     async def infer_each(
         self, pipeline: str, table: pa.Table, ids: list[str], log: bool = True, durable: bool = False
     ) -> list[RequestResult]:
-        return await self._serving_backend(pipeline).infer_each(pipeline, table, ids, log, durable)
-
-    def _serving_backend(self, pipeline: str) -> Backend:
-        ray = self._ray
-        backend = ray if ray is not None and ray.serves(pipeline) else self.local
-        assert backend is not None
-        return backend
+        return await self._of(pipeline).infer_each(pipeline, table, ids, log, durable)
 
     def close(self) -> None:
         for backend in self._backends():

@@ -21,7 +21,7 @@ X, _ = tabular(50)
 
 def test_the_local_backend_has_every_member_of_the_protocol_with_the_same_parameters() -> None:
     members = [n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")]
-    assert set(members) >= {"deploy", "undeploy", "sync", "serving", "target", "deployed", "infer_each", "close"}
+    assert set(members) >= {"deploy", "undeploy", "sync", "target", "deployed", "serves", "infer_each", "close"}
     for name in members:
         wanted = list(inspect.signature(getattr(Backend, name)).parameters)
         assert list(inspect.signature(getattr(LocalBackend, name)).parameters)[: len(wanted)] == wanted, name

@@ -31,7 +31,7 @@ def test_upload_records_timings_and_each_deployment_serves_its_fastest(sqlite_cl
     for batch in (1, 1000):
         name = f"p{batch}"
         sqlite_client.build_pipeline(name).add_model_step("forest:1").deploy(max_batch_size=batch)
-        loaded = sqlite_client.services.local.serving(name)
+        loaded = sqlite_client.services.local.target(name).current
         served = {type(r).__name__ for r in loaded_runtimes(loaded)}
         expected = {"onnx": "OnnxRuntime", "sklearn": "SklearnRuntime"}[fastest(timings, batch)]
         assert served == {expected}
