@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, overload
@@ -273,10 +273,18 @@ class LogReader:
     def logged_columns(self, pipeline: str) -> set[str]:
         """Every column name in the Parquet parts of a pipeline's log so far."""
         self.flush()
-        names: set[str] = set()
-        for part in (self.home / "logs" / f"pipeline={pipeline}").glob("date=*/*.parquet"):
-            names |= set(pq.read_schema(part).names)
-        return names
+        return _column_names((self.home / "logs" / f"pipeline={pipeline}").glob("date=*/*.parquet"))
+
+    def ground_truth_columns(self) -> set[str]:
+        """Every column of the `ground_truth` view but `pipeline`, read from the files' footers, not a query."""
+        return _column_names((self.home / "ground_truth").glob("pipeline=*/*.parquet"))
+
+
+def _column_names(parts: Iterable[Path]) -> set[str]:
+    names: set[str] = set()
+    for part in parts:
+        names |= set(pq.read_schema(part).names)
+    return names
 
 
 def utc(moment: datetime) -> datetime:

@@ -35,15 +35,20 @@ def baseline_spec(ctx: MonitorContext, baseline: Any) -> dict[str, Any]:
     return baseline.model_dump() if isinstance(baseline, Baseline) else dict(baseline)
 
 
-def store_frame(artifacts: ArtifactStore, baseline: Any, column: str) -> tuple[str, np.ndarray]:
-    """The baseline column of a DataFrame, Series or array, stored as Parquet in the artifact store."""
+def baseline_column(baseline: Any, column: str) -> pa.Table:
+    """Training data's watched column as a one-column table `value`: a Series' or an array's values, or a
+    DataFrame's column (`amount` for `in_amount`)."""
     import pandas as pd  # here, not at import: every client (and CLI command) imports this module
 
     if isinstance(baseline, (pd.Series, np.ndarray, list)):
-        table = pa.table({"value": pa.array(np.asarray(baseline))})
-    else:
-        frame = to_arrow(baseline)[0]
-        table = frame.select([source_column(column, frame.column_names)]).rename_columns(["value"])
+        return pa.table({"value": pa.array(np.asarray(baseline))})
+    frame = to_arrow(baseline)[0]
+    return frame.select([source_column(column, frame.column_names)]).rename_columns(["value"])
+
+
+def store_frame(artifacts: ArtifactStore, baseline: Any, column: str) -> tuple[str, np.ndarray]:
+    """The baseline column of a DataFrame, Series or array, stored as Parquet in the artifact store."""
+    table = baseline_column(baseline, column)
     if table.num_rows == 0:
         raise InvalidInputError("baseline: the baseline frame has no rows")
     buffer = io.BytesIO()

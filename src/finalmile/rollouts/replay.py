@@ -142,12 +142,7 @@ def _numeric(kind: pa.DataType) -> bool:
 
 def _truth(reader: LogReader, label: str | None) -> str | None:
     """The ground-truth column to score both arms against: `label`, or the only label column there is."""
-    conn = reader.connect()
-    try:
-        columns = [r[0] for r in conn.execute("DESCRIBE ground_truth").fetchall()]
-    finally:
-        conn.close()
-    candidates = [c for c in columns if c not in _GROUND_TRUTH_META]
+    candidates = sorted(reader.ground_truth_columns() - _GROUND_TRUTH_META)
     if label is not None:
         if label not in candidates:
             raise InvalidInputError(f"label: no ground-truth column '{label}'", {"field": "label"})
@@ -240,10 +235,11 @@ def summarise(path: Path, plan: _Plan, total: int, seconds: float) -> dict[str, 
         conn.execute(f"CREATE VIEW r AS SELECT * FROM read_parquet('{str(path).replace(chr(39), chr(39) * 2)}')")
         summary: dict[str, Any] = {"rows": total, "score": plan.score, "label": plan.label}
         summary |= _figures(conn, plan, "true")
-        edges = _edges(conn) if plan.score else None
-        if edges is not None:
+        bounds = _score_bounds(conn) if plan.score else None
+        edges = _edges(conn, *bounds) if bounds else None
+        if bounds and edges is not None:
             summary["psi"] = _psi(conn, edges, "true")
-            summary["histogram"] = _histogram(conn)
+            summary["histogram"] = _histogram(conn, *bounds)
         summary["checks"] = {
             c: dict(
                 zip(
@@ -311,15 +307,18 @@ def _figures(
     return figures
 
 
-def _edges(conn: duckdb.DuckDBPyConnection) -> np.ndarray | None:
-    """The PSI bins' interior edges: ten equal-width bins over [0, 1] for probabilities (every score of both arms
-    between 0 and 1), else the served scores' deciles, as a drift assay bins its baseline."""
+def _score_bounds(conn: duckdb.DuckDBPyConnection) -> tuple[float, float] | None:
+    """The lowest and highest score of either arm (None: no score to compare)."""
     low, high = conn.execute(
         "SELECT least(min(served_score), min(candidate_score)), greatest(max(served_score), max(candidate_score)) "
         "FROM r WHERE NOT isnan(served_score) AND NOT isnan(candidate_score)"
     ).fetchall()[0]
-    if low is None:
-        return None
+    return None if low is None else (float(low), float(high))
+
+
+def _edges(conn: duckdb.DuckDBPyConnection, low: float, high: float) -> np.ndarray:
+    """The PSI bins' interior edges: ten equal-width bins over [0, 1] for probabilities (every score of both arms
+    between 0 and 1), else the served scores' deciles, as a drift assay bins its baseline."""
     if 0 <= low and high <= 1:
         return np.linspace(0.0, 1.0, PSI_BINS + 1)
     found = conn.execute(
@@ -347,14 +346,8 @@ def _psi(conn: duckdb.DuckDBPyConnection, edges: np.ndarray, where: str, params:
     return psi(shares(counts("served_score")), shares(counts("candidate_score")))
 
 
-def _histogram(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """Both arms' scores in the same equal-width bins, for the two histograms people compare."""
-    low, high = conn.execute(
-        "SELECT least(min(served_score), min(candidate_score)), greatest(max(served_score), max(candidate_score)) "
-        "FROM r WHERE NOT isnan(served_score) AND NOT isnan(candidate_score)"
-    ).fetchall()[0]
-    if low is None:
-        return {"edges": [], "served": [], "candidate": []}
+def _histogram(conn: duckdb.DuckDBPyConnection, low: float, high: float) -> dict[str, Any]:
+    """Both arms' scores in the same equal-width bins over [`low`, `high`], for the two histograms people compare."""
     width = (high - low) / HISTOGRAM_BINS or 1.0
     out = {}
     for column in ("served_score", "candidate_score"):

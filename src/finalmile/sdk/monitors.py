@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finalmile.arrow.frames import to_arrow
 from finalmile.errors import InvalidInputError
-from finalmile.monitoring.baseline import baseline_values, source_column
+from finalmile.monitoring.baseline import baseline_column, baseline_values
 from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.kinds import kind_of
@@ -126,14 +125,8 @@ def monitor_definition(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def column_values(baseline: Any, column: str | None) -> list[Any]:
-    """The watched column's values from training data: a frame's column (`amount` for `in_amount`), or the values
-    of a series or an array."""
-    import pandas as pd
-
-    if isinstance(baseline, (pd.Series, np.ndarray, list)):
-        return list(np.asarray(baseline).tolist())
-    frame = to_arrow(baseline)[0]
-    return list(frame.column(source_column(column or "", frame.column_names)).to_pylist())
+    """The watched column's values from training data, as JSON carries them (`baseline_column`'s values)."""
+    return list(baseline_column(baseline, column or "").column("value").to_pylist())
 
 
 class RemoteMonitor:
