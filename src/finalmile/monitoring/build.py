@@ -16,6 +16,7 @@ from finalmile.monitoring.baseline import baseline_spec, baseline_values, is_fra
 from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.kinds import kind_of, problems
+from finalmile.monitoring.kinds.base import ColumnKind
 from finalmile.monitoring.runs import save
 from finalmile.monitoring.store import SavedMonitor
 from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, ShadowStepSpec, walk
@@ -89,7 +90,7 @@ def _check_column(ctx: MonitorContext, config: MonitorConfig) -> None:
     if wanted is None:
         return
     logged = logged_columns(ctx, config.pipeline)
-    if wanted not in logged and kind.name in ("drift", "data_quality"):  # `amount` for `in_amount`, if only one
+    if wanted not in logged and isinstance(kind, ColumnKind):  # `amount` for `in_amount`, where only one exists
         found = [c for c in (f"in_{wanted}", f"out_{wanted}") if c in logged]
         if len(found) > 1:
             raise InvalidInputError(

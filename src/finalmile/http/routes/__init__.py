@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from fastapi import Request
 from fastapi.responses import Response
 
 from finalmile.arrow.text import json_ready
+from finalmile.serving.codecs import ARROW_STREAM
+from finalmile.serving.codecs import arrow as arrow_codec
 
 
 async def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -18,6 +21,13 @@ async def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
 def json_frame(frame: Any) -> Response:
     """A pandas DataFrame as JSON records, timestamps in ISO 8601."""
     return Response(frame.to_json(orient="records", date_format="iso"), media_type="application/json")
+
+
+def table_answer(request: Request, table: Any) -> Response:
+    """A table as the request accepts it: an Arrow IPC stream, or JSON records."""
+    if ARROW_STREAM in request.headers.get("accept", ""):
+        return Response(arrow_codec.encode(table), media_type=ARROW_STREAM)
+    return json_table(table)
 
 
 def json_table(table: Any) -> Response:

@@ -12,12 +12,10 @@ from pydantic import BaseModel, Field
 
 from finalmile.errors import InvalidInputError
 from finalmile.http.auth import Caller, Guards
-from finalmile.http.routes import json_table, run
+from finalmile.http.routes import json_table, run, table_answer
 from finalmile.logs.ground_truth import add_ground_truth
 from finalmile.logs.journal import set_aside_files
 from finalmile.logs.saved import MAX_SQL_CHARS
-from finalmile.serving.codecs import ARROW_STREAM
-from finalmile.serving.codecs import arrow as arrow_codec
 
 
 class QueryRequest(BaseModel):
@@ -67,9 +65,7 @@ def router(guards: Guards) -> APIRouter:
         comma-separated `columns`: JSON records, or an Arrow IPC stream when the request accepts one."""
         chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
         table = await run(who.services.reader.pipeline_logs, name, start, end, limit, version, variant, chosen)
-        if ARROW_STREAM in request.headers.get("accept", ""):
-            return Response(arrow_codec.encode(table), media_type=ARROW_STREAM)
-        return json_table(table)
+        return table_answer(request, table)
 
     @api.post("/api/v1/pipelines/{name}/ground_truth")
     async def ground_truth(name: str, body: GroundTruthRequest, who: Caller = Depends(guards.write)) -> dict[str, int]:

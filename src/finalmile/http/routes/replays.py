@@ -10,9 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from finalmile.http.auth import Caller, Guards
-from finalmile.http.routes import json_table, run
-from finalmile.serving.codecs import ARROW_STREAM
-from finalmile.serving.codecs import arrow as arrow_codec
+from finalmile.http.routes import run, table_answer
 
 
 class ReplayRequest(BaseModel):
@@ -57,8 +55,6 @@ def router(guards: Guards) -> APIRouter:
     ) -> Response:
         """Per-row results, where the arms differ most first: JSON records, or Arrow IPC when asked."""
         table = await run(who.services.replay_rows, replay_id, limit)
-        if ARROW_STREAM in request.headers.get("accept", ""):
-            return Response(arrow_codec.encode(table), media_type=ARROW_STREAM)
-        return json_table(table)
+        return table_answer(request, table)
 
     return api

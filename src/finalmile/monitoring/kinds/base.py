@@ -75,6 +75,17 @@ class MonitorKind:
         return "ok"
 
 
+class ColumnKind(MonitorKind):
+    """A kind that reads one logged column the monitor names (`in_amount`, or `amount` where only one of `in_` and
+    `out_` exists), from rows served without error."""
+
+    def logged_column(self, config: MonitorConfig) -> str | None:
+        return config.column
+
+    def select(self, config: MonitorConfig) -> tuple[str, list[str]]:
+        return f"l.{quote(config.column or '')} AS value", ["l.status = 'ok'"]
+
+
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

@@ -9,10 +9,10 @@ import pyarrow as pa
 
 from finalmile.monitoring import drift
 from finalmile.monitoring.config import MonitorConfig
-from finalmile.monitoring.kinds.base import MonitorKind, quote, values
+from finalmile.monitoring.kinds.base import ColumnKind, values
 
 
-class DriftKind(MonitorKind):
+class DriftKind(ColumnKind):
     """A drift metric (PSI by default) of a column's window against its baseline, with bins and shares as evidence."""
 
     name = "drift"
@@ -33,12 +33,6 @@ class DriftKind(MonitorKind):
 
     def higher_is_worse(self, config: MonitorConfig) -> bool:
         return drift.DRIFT_METRICS[config.metric].higher_is_worse
-
-    def logged_column(self, config: MonitorConfig) -> str | None:
-        return config.column
-
-    def select(self, config: MonitorConfig) -> tuple[str, list[str]]:
-        return f"l.{quote(config.column or '')} AS value", ["l.status = 'ok'"]
 
     def score(
         self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None

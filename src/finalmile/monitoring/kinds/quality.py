@@ -10,14 +10,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from finalmile.monitoring.config import MonitorConfig
-from finalmile.monitoring.kinds.base import MonitorKind, quote
+from finalmile.monitoring.kinds.base import ColumnKind
 
 CHECKS = ("null_rate", "out_of_range", "unseen_category", "type_change")
 EXAMPLES = 10
 """Offending values kept as a window's evidence, for the person who reads the alert."""
 
 
-class DataQualityKind(MonitorKind):
+class DataQualityKind(ColumnKind):
     """`check` (stored as the metric): null_rate, out_of_range, unseen_category or type_change of `column`."""
 
     name = "data_quality"
@@ -34,12 +34,6 @@ class DataQualityKind(MonitorKind):
 
     def needs_baseline(self, config: MonitorConfig) -> bool:
         return config.metric != "null_rate"
-
-    def logged_column(self, config: MonitorConfig) -> str | None:
-        return config.column
-
-    def select(self, config: MonitorConfig) -> tuple[str, list[str]]:
-        return f"l.{quote(config.column or '')} AS value", ["l.status = 'ok'"]
 
     def score(
         self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None
