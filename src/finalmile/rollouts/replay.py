@@ -71,14 +71,17 @@ def replay_rows(
     conn = reader.connect()
     try:
         where, params = _where(loaded.name, start, end, sample, seed, plan.has_status)
-        total = conn.execute(f"SELECT count(*) FROM logs l WHERE {where}", params).fetchall()[0][0]
+        # The range is counted only for a progress bar to fill; the rows themselves are counted as they run.
+        total = (
+            conn.execute(f"SELECT count(*) FROM logs l WHERE {where}", params).fetchall()[0][0] if progress else None
+        )
         stream = conn.sql(plan.select(where), params=params).to_arrow_reader(BATCH_ROWS)
-        seconds = _run(stream, loaded, plan, output, int(total), progress)
+        rows, seconds = _run(stream, loaded, plan, output, total)
     except duckdb.Error as exc:
         raise InvalidInputError(f"replay: the log cannot be read: {exc}") from None
     finally:
         conn.close()
-    return summarise(output, plan, int(total), seconds)
+    return summarise(output, plan, rows, seconds)
 
 
 class _Plan:
@@ -169,14 +172,15 @@ def _where(
     return " AND ".join(where), params
 
 
-def _run(stream: Any, loaded: LoadedPipeline, plan: _Plan, output: Path, total: int, progress: bool) -> float:
-    """Each batch through the candidate, its rows written to `output`; returns the candidate's seconds."""
+def _run(stream: Any, loaded: LoadedPipeline, plan: _Plan, output: Path, total: int | None) -> tuple[int, float]:
+    """Each batch through the candidate, its rows written to `output`; returns the rows and the candidate's seconds.
+    `total`: the rows to expect, for a progress bar (None: no bar)."""
     from rich.progress import Progress
 
-    seconds = 0.0
+    rows_run, seconds = 0, 0.0
     writer: pq.ParquetWriter | None = None
-    with Progress(disable=not progress, transient=True) as bar, ThreadPoolExecutor(WORKERS) as pool:
-        task = bar.add_task(f"replaying {total:,} rows through the candidate", total=total)
+    with Progress(disable=total is None, transient=True) as bar, ThreadPoolExecutor(WORKERS) as pool:
+        task = bar.add_task(f"replaying {total or 0:,} rows through the candidate", total=total)
         for record_batch in stream:
             table = pa.Table.from_batches([record_batch])
             inputs = table.select(plan.inputs).rename_columns([c[3:] for c in plan.inputs])
@@ -188,11 +192,12 @@ def _run(stream: Any, loaded: LoadedPipeline, plan: _Plan, output: Path, total: 
             rows = _rows(table, out, checks, plan)
             writer = writer or pq.ParquetWriter(output, rows.schema)
             writer.write_table(rows)
+            rows_run += table.num_rows
             bar.advance(task, table.num_rows)
     if writer is None:
         raise InvalidInputError("replay: no logged rows in the range (and sample) given", {"field": "start"})
     writer.close()
-    return seconds
+    return rows_run, seconds
 
 
 def _candidate(
