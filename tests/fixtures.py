@@ -87,3 +87,20 @@ class ThresholdClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class FlakyClassifier(ThresholdClassifier):
+    """Fails any batch holding a row whose x0 is over 0.84: a fifth of standard-normal rows."""
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        if (np.asarray(X)[:, 0] > 0.84).any():
+            raise ValueError("flaky: x0 over 0.84")
+        return super().predict_proba(X)
+
+
+class SlowClassifier(ThresholdClassifier):
+    """The threshold classifier, 40 ms slower a batch."""
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        time.sleep(0.04)
+        return super().predict_proba(X)

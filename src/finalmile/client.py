@@ -30,6 +30,7 @@ from finalmile.sdk.pipelines import Pipeline
 from finalmile.sdk.refs import model_ref, pipeline_name
 from finalmile.sdk.remote import RemoteClient
 from finalmile.sdk.replays import ReplayVerbs
+from finalmile.sdk.rollouts import RolloutVerbs
 from finalmile.services import Services
 
 __all__ = ["Client", "LocalClient", "RemoteClient"]
@@ -53,7 +54,7 @@ def ray_file_scorer(settings: FinalmileSettings, workspace: str, name: str, vers
     return score
 
 
-class LocalClient(MemberVerbs, JobVerbs, MonitorVerbs, LogVerbs, ReplayVerbs, Client, transport="local"):
+class LocalClient(MemberVerbs, JobVerbs, MonitorVerbs, LogVerbs, ReplayVerbs, RolloutVerbs, Client, transport="local"):
     """`finalmile.Client()`: the verbs carried out in this process, on the store under `FINALMILE_HOME` (no token:
     it has the store's own rights)."""
 

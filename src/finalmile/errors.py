@@ -233,3 +233,21 @@ class Forbidden(FinalmileError):
     """A valid token whose role in its workspace does not allow what the request asks."""
 
     status_code = 403
+
+
+_VARIANT = "finalmile_variant"
+
+
+def fail_in_variant(exc: BaseException, variant: str) -> None:
+    """Say which A/B variant `exc` was raised in (the innermost one, as a served row's route does), so the log's
+    error row names its arm: a rollout judges each arm's error rate."""
+    if getattr(exc, _VARIANT, None) is None:
+        try:
+            setattr(exc, _VARIANT, variant)
+        except AttributeError:  # an exception class with __slots__: its row stays without a variant
+            pass
+
+
+def failed_variant(exc: BaseException) -> str | None:
+    """The A/B variant `exc` was raised in, if it was raised inside one."""
+    return getattr(exc, _VARIANT, None)

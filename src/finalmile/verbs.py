@@ -85,6 +85,12 @@ VERBS: dict[str, Verb] = _verbs(
     ("replays", "read", "GET /api/v1/replays", "replays list"),
     ("replay_run", "read", "GET /api/v1/replays/{replay_id}", "replays show"),
     ("replay_rows", "read", "GET /api/v1/replays/{replay_id}/rows", "replays rows"),
+    # rollouts: a candidate brought in step by step, judged against the champion
+    ("rollout", "write", "POST /api/v1/pipelines/{name}/rollouts", "rollout"),
+    ("rollouts", "read", "GET /api/v1/rollouts", "rollouts list"),
+    ("rollout_run", "read", "GET /api/v1/rollouts/{rollout_id}", "rollouts show"),
+    ("control_rollout", "write", "POST /api/v1/rollouts/{rollout_id}/{action}", "rollouts control"),
+    ("run_rollouts", "write", "POST /api/v1/rollouts/run", "rollouts run"),
     # the inference log
     ("query", "read", "POST /api/v1/query", "query"),
     ("pipeline_logs", "read", "GET /api/v1/pipelines/{name}/logs", "logs"),

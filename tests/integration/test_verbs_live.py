@@ -123,6 +123,19 @@ def walk(c: Any, p: str, tmp: Path) -> dict[str, Any]:
         c.replay(name, f"{p}m:1", sample=2.0)
     seen["replay refused"] = (refused.value.status_code // 100, len(c.replays(name)))
 
+    # rollouts (on version 1: a rollout splits a pipeline that serves no split of its own)
+    c.deploy_pipeline(name, 1, DeploymentConfig(max_batch_size=16))
+    started = c.rollout(name, f"{p}m:2", steps=[10, 100], step_every="1h", min_rows=5)
+    seen["rollout"] = (started.state, started.weight, started.candidate.removeprefix(p), started.settled)
+    seen["rollouts"] = [r.state for r in c.rollouts(name)]
+    seen["run_rollouts"] = c.run_rollouts()  # not due for an hour
+    seen["control_rollout"] = c.control_rollout(started.id, "pause").state
+    with pytest.raises(FinalmileError, match="cannot pause") as refused:
+        c.control_rollout(started.id, "pause")
+    seen["rollout refused"] = refused.value.status_code
+    c.control_rollout(started.id, "abort")
+    seen["rollout_run"] = [(e.decision, e.weight) for e in c.rollout_run(started.id).events]
+
     # monitors, alerts, audit
     assay = c.build_assay(f"{p}drift", name, "x0", baseline=X, window="1h").save()
     seen["build_assay"] = assay.config.column

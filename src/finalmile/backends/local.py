@@ -19,7 +19,7 @@ from finalmile.arrow.frames import require_rows
 from finalmile.backends.base import InferRequest, Wanted
 from finalmile.backends.batcher import Batcher
 from finalmile.backends.config import DeploymentConfig
-from finalmile.errors import FinalmileError, PipelineNotDeployed
+from finalmile.errors import FinalmileError, PipelineNotDeployed, failed_variant
 from finalmile.pipelines.loaded import FailureHook, Hook, LoadedPipeline, RequestResult
 from finalmile.schema import Schema
 
@@ -250,7 +250,7 @@ class LocalBackend:
         message = error.message if isinstance(error, FinalmileError) else f"{type(error).__name__}: {error}"
         for hook in self.failure_hooks:
             try:
-                hook(loaded, rows, message, (time.perf_counter() - started) * 1000)
+                hook(loaded, rows, message, (time.perf_counter() - started) * 1000, failed_variant(error))
             except Exception:
                 log.exception("failure hook failed for %s:%s", loaded.name, loaded.version)
 

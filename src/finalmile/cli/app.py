@@ -18,6 +18,7 @@ from finalmile.cli.models import models_app
 from finalmile.cli.monitors import alerts, assays_app
 from finalmile.cli.pipelines import deploy, deployments, infer, pipelines_app, rollback, route, serve, undeploy
 from finalmile.cli.replays import replay, replays_app
+from finalmile.cli.rollouts import rollout, rollouts_app
 from finalmile.cli.streams import streams_app
 from finalmile.errors import FinalmileError
 
@@ -38,7 +39,8 @@ app.add_typer(streams_app, name="streams")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(queries_app, name="queries")
 app.add_typer(replays_app, name="replays")
-for command in (deploy, undeploy, rollback, route, deployments, infer, replay, serve, logs, query):
+app.add_typer(rollouts_app, name="rollouts")
+for command in (deploy, undeploy, rollback, route, deployments, infer, replay, rollout, serve, logs, query):
     app.command()(command)
 app.command("ground-truth")(ground_truth)
 app.command("alerts")(alerts)

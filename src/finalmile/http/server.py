@@ -33,6 +33,7 @@ from finalmile.http.routes import (
     monitors,
     pipelines,
     replays,
+    rollouts,
     streams,
     v2,
 )
@@ -42,6 +43,7 @@ from finalmile.streaming.supervisor import Supervisor
 
 SYNC_INTERVAL_S = 1.0
 JOBS_INTERVAL_S = 1.0
+ROLLOUT_INTERVAL_S = 1.0
 log = logging.getLogger(__name__)
 
 
@@ -72,6 +74,8 @@ def create_app(
             Periodic("monitors", root.settings.monitor_poll_s, lambda: _each(root, Services.run_monitors)),
             # Each due slot is claimed by inserting its run row, so with several servers each slot runs once.
             Periodic("jobs", JOBS_INTERVAL_S, lambda: _each(root, lambda services: services.jobs.run_due())),
+            # A step's evaluation is leased and its event unique, so with several servers each is judged once.
+            Periodic("rollouts", ROLLOUT_INTERVAL_S, lambda: _each(root, Services.run_rollouts)),
         ]
     )
 
@@ -116,6 +120,7 @@ def create_app(
     management.include_router(streams.router(guards))
     management.include_router(jobs.router(guards))
     management.include_router(replays.router(guards))
+    management.include_router(rollouts.router(guards))
     install_dashboard(management, root, authenticator)
     return FinalmileApp(root, management, root.settings.max_body_bytes, authenticator)
 

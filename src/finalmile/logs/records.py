@@ -116,7 +116,7 @@ def log_table(group: list[Served]) -> pa.Table:
         "pipeline_version": wrap_numpy(pa.int32(), np.full(n, loaded.version, dtype=np.int32)),
         "variant": take_strings([v for v, _ in distinct], route_codes),
         "model_versions": take_strings([",".join(m) for _, m in distinct], route_codes),
-        "latency_ms": wrap_numpy(pa.float64(), np.repeat(np.array([b.elapsed_s * 1000 for b in batches]), sizes)),
+        "latency_ms": wrap_numpy(pa.float64(), _latency_ms(batches, sizes, batch_starts, route_codes, distinct)),
         "status": take_strings(["ok"], np.zeros(n, np.int64)),
     }
     # Many small batches (one-row requests) are joined into single chunks first: one Arrow call instead of a Python
@@ -140,6 +140,24 @@ def log_table(group: list[Served]) -> pa.Table:
     for name in batches[0].checks:
         columns[f"check_{name}"] = pa.array(np.concatenate([b.checks[name] for b in batches]), type=pa.bool_())
     return pa.table(columns)
+
+
+def _latency_ms(
+    batches: list[Batch],
+    sizes: np.ndarray,
+    starts: np.ndarray,
+    route_codes: np.ndarray,
+    distinct: dict[tuple[str | None, tuple[str, ...]], int],
+) -> np.ndarray:
+    """Each row's milliseconds: its batch's, less the time the A/B variants it did not take spent."""
+    latency = np.repeat(np.array([b.elapsed_s * 1000 for b in batches]), sizes)
+    variants = list(distinct)
+    for b, at, n in zip(batches, starts.tolist(), sizes.tolist(), strict=True):
+        if b.variant_s:
+            shared = b.elapsed_s - sum(b.variant_s.values())
+            own = np.array([b.variant_s.get(v or "", 0.0) for v, _ in variants])
+            latency[at : at + n] = (shared + own[route_codes[at : at + n]]) * 1000
+    return latency
 
 
 def take_strings(values: Sequence[str | None], index: np.ndarray) -> pa.DictionaryArray:

@@ -50,6 +50,7 @@ _FAILURE_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error", pa.string()),
         ("rows", pa.int64()),
+        ("variant", pa.string()),
     ]
 )
 
@@ -119,24 +120,18 @@ class LogWriter:
             if self._waiting_rows >= self.piece_rows and not self._wake.is_set():
                 self._wake.set()
 
-    def failed(self, loaded: LoadedPipeline, rows: int, error: str, latency_ms: float) -> None:
-        """A request that got an error instead of outputs: one log row with `status` 'error' and the message.
+    def failed(self, loaded: LoadedPipeline, rows: int, error: str, latency_ms: float, variant: str | None) -> None:
+        """A request that got an error instead of outputs: one log row with `status` 'error', the message and the
+        A/B variant it failed in (None when it failed outside one: its input, a step before the split).
 
         Error rows have no inputs or outputs (they may not even be a table), so they collect in memory and go
         straight to their own Parquet part at each tick: the journal keeps one layout per pipeline."""
         config = loaded.config
         if config is not None and not config.logging:
             return
-        row = {
-            "time": time.time_ns() // 1000,
-            "request_id": uuid.uuid4().hex,
-            "row": 0,
-            "pipeline_version": loaded.version,
-            "latency_ms": latency_ms,
-            "status": "error",
-            "error": error[:2000],
-            "rows": rows,
-        }
+        row = {"time": time.time_ns() // 1000, "request_id": uuid.uuid4().hex, "row": 0}
+        row |= {"pipeline_version": loaded.version, "latency_ms": latency_ms, "status": "error", "error": error[:2000]}
+        row |= {"rows": rows, "variant": variant}
         with self._lock:
             self._failures.setdefault(loaded.name, []).append(row)
 

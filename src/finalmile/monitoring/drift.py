@@ -35,6 +35,18 @@ def bin_edges(
     return np.unique(np.linspace(finite.min(), finite.max(), bins + 1))
 
 
+SCORE_BINS = 10
+
+
+def score_edges(low: float, high: float, quantiles: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The bins two models' scores are compared in (a replay, a rollout's score gate): ten equal-width bins over
+    [0, 1] when every score of both lies in it (probabilities), else the reference scores' deciles (`quantiles`
+    gives the reference's quantiles at the fractions it is handed), with the two open tails as drift assays bin."""
+    if 0 <= low and high <= 1:
+        return np.linspace(0.0, 1.0, SCORE_BINS + 1)
+    return np.unique(np.asarray(quantiles(np.linspace(0.0, 1.0, SCORE_BINS + 1)), dtype=np.float64))
+
+
 def histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Counts per bin: left tail, the interior bins (the last one closed on the right), right tail. NaN is dropped."""
     values = values[~np.isnan(values)]

@@ -30,6 +30,8 @@ class Batch:
     request_ids: list[str] = field(default_factory=list)
     """One id per request in the batch, assigned when the pipeline has run (the log's join key for ground truth)."""
     elapsed_s: float = 0.0
+    variant_s: dict[str, float] = field(default_factory=dict)
+    """Seconds each A/B variant's steps took: a row's latency is the batch's less the other variants' time."""
 
     @classmethod
     def start(cls, table: pa.Table, requests: np.ndarray | None = None) -> Batch:

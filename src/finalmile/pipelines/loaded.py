@@ -32,8 +32,9 @@ from finalmile.schema import Schema, SchemaValidator, expand_tensor
 logger = logging.getLogger(__name__)
 Hook = Callable[["LoadedPipeline", Batch], None]
 """Called with every batch a deployment ran: the log writer, step metrics."""
-FailureHook = Callable[["LoadedPipeline", int, str, float], None]
-"""Called with the deployment, the rows of a request that failed, the error and the milliseconds it took."""
+FailureHook = Callable[["LoadedPipeline", int, str, float, "str | None"], None]
+"""Called with the deployment, the rows of a request that failed, the error, the milliseconds it took and the A/B
+variant it failed in (or None)."""
 
 
 class LogSettings(Protocol):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from finalmile.errors import PipelineDefinitionError, SchemaError
+from finalmile.errors import PipelineDefinitionError, SchemaError, fail_in_variant
 
 if TYPE_CHECKING:
     from finalmile.pipelines.batch import Batch, Sequence
@@ -49,16 +50,29 @@ class SplitStep:
         return np.searchsorted(self.edges, u, side="right").clip(0, len(self.names) - 1)
 
     def run(self, batch: Batch) -> Batch:
+        """Each variant's rows through its steps. A variant that raises fails the batch, its error naming the
+        variant (the batcher then runs each request alone, so the other arm's requests are answered); each
+        variant's seconds are kept, so a row's logged latency is its own arm's, not the slower arm's."""
         assignment = self.assign(batch)
         parts: list[tuple[np.ndarray, Batch]] = []
+        seconds: dict[str, float] = {}
         for i, steps in enumerate(self.steps):
             rows = np.flatnonzero(assignment == i)
             if len(rows) == 0:
                 continue
             sub = batch.take(rows)
             sub.routes = [(self.names[i], models) for _, models in sub.routes]
-            parts.append((rows, steps.run(sub)))
-        return merge(batch, parts)
+            started = time.perf_counter()
+            try:
+                ran = steps.run(sub)
+            except Exception as exc:
+                fail_in_variant(exc, self.names[i])
+                raise
+            seconds[self.names[i]] = time.perf_counter() - started
+            parts.append((rows, ran))
+        merged = merge(batch, parts)
+        merged.variant_s = {**batch.variant_s, **seconds}
+        return merged
 
 
 def merge(original: Batch, parts: list[tuple[np.ndarray, Batch]]) -> Batch:

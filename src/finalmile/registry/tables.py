@@ -332,25 +332,3 @@ class JobRunRow(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     log: Mapped[str] = mapped_column(Text, default="")
     runner: Mapped[str] = mapped_column(String(200))
-
-
-class ReplayRow(Base):
-    """A replay: logged traffic of a pipeline run through a candidate, and the comparison's summary."""
-
-    __tablename__ = "replays"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    pipeline: Mapped[str] = mapped_column(String(200))
-    candidate: Mapped[str] = mapped_column(String(400))
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    sample: Mapped[float | None] = mapped_column(Float, nullable=True)
-    seed: Mapped[int] = mapped_column(Integer)
-    segment_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    status: Mapped[str] = mapped_column(String(20))
-    rows: Mapped[int] = mapped_column(Integer)
-    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_by: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

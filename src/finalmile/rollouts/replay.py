@@ -25,16 +25,13 @@ import pyarrow.parquet as pq
 
 from finalmile.errors import InvalidInputError
 from finalmile.logs.query import LogReader, utc
-from finalmile.monitoring.drift import psi, shares
+from finalmile.monitoring.drift import psi, score_edges, shares
 from finalmile.pipelines.loaded import LoadedPipeline
 
 BATCH_ROWS = 65_536
 WORKERS = max(1, min(4, os.cpu_count() or 1))
 """Slices of a batch run through the candidate at once."""
 MIN_SLICE_ROWS = 4_096
-PSI_BINS = 10
-"""Ten PSI bins: equal-width over [0, 1] for probabilities, else the served scores' deciles (with the two open
-tails, as drift assays bin)."""
 HISTOGRAM_BINS = 20
 SUMMARY_MEMORY_MB = 256
 """DuckDB's memory for the summary; more spills to a folder beside the replay's rows."""
@@ -322,15 +319,15 @@ def _score_bounds(conn: duckdb.DuckDBPyConnection) -> tuple[float, float] | None
 
 
 def _edges(conn: duckdb.DuckDBPyConnection, low: float, high: float) -> np.ndarray:
-    """The PSI bins' interior edges: ten equal-width bins over [0, 1] for probabilities (every score of both arms
-    between 0 and 1), else the served scores' deciles, as a drift assay bins its baseline."""
-    if 0 <= low and high <= 1:
-        return np.linspace(0.0, 1.0, PSI_BINS + 1)
-    found = conn.execute(
-        "SELECT quantile_cont(served_score, ?) FROM r WHERE NOT isnan(served_score)",
-        [list(np.linspace(0.0, 1.0, PSI_BINS + 1))],
-    ).fetchall()[0][0]
-    return np.unique(np.asarray(found, dtype=np.float64))
+    """The PSI bins' interior edges (`monitoring.drift.score_edges`), the served scores as the reference."""
+
+    def deciles(at: np.ndarray) -> np.ndarray:
+        found = conn.execute(
+            "SELECT quantile_cont(served_score, ?) FROM r WHERE NOT isnan(served_score)", [list(at)]
+        ).fetchall()[0][0]
+        return np.asarray(found, dtype=np.float64)
+
+    return score_edges(low, high, deciles)
 
 
 def _psi(conn: duckdb.DuckDBPyConnection, edges: np.ndarray, where: str, params: list[Any] | None = None) -> float:

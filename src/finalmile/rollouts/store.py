@@ -10,8 +10,8 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from finalmile.errors import NotFoundError
+from finalmile.registry.rollout_tables import ReplayRow
 from finalmile.registry.store import MetadataStore, stored_utc, utc_now, valid_key
-from finalmile.registry.tables import ReplayRow
 
 
 @dataclass(frozen=True)

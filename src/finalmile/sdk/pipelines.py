@@ -219,6 +219,11 @@ class Pipeline:
         version such as `"fraud:7"`, or a definition), compared with what was served (see `Client.replay`)."""
         return self._client.replay(self.name, candidate, start, end, sample, seed, segment_by, label)
 
+    def rollout(self, candidate: Any, **plan: Any) -> Any:
+        """Bring `candidate` in step by step beside the serving champion, judged against it at each step (see
+        `Client.rollout` for `steps`, `step_every`, `gates`, `min_rows`, `key`, `on_hold`, `alias`)."""
+        return self._client.rollout(self.name, candidate, **plan)
+
     def infer(self, frame: Any) -> Any:
         """Run the deployed version (in-process, or on the server for a remote client); same frame type back."""
         table, back = to_arrow(frame)

@@ -40,6 +40,7 @@ from finalmile.sdk.pipelines import Pipeline
 from finalmile.sdk.refs import model_ref, pipeline_name
 from finalmile.sdk.remote_jobs import RemoteJobVerbs, as_file
 from finalmile.sdk.remote_replays import RemoteReplayVerbs
+from finalmile.sdk.remote_rollouts import RemoteRolloutVerbs
 from finalmile.sdk.wire import RemoteResult, decode, raised
 from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.codecs import arrow as arrow_codec
@@ -70,7 +71,7 @@ DEPLOY_TIMEOUT_S = 600.0
 replicas to start, and says why they did not; the client must not give up first."""
 
 
-class RemoteClient(RemoteJobVerbs, RemoteReplayVerbs, Client, transport="remote"):
+class RemoteClient(RemoteJobVerbs, RemoteReplayVerbs, RemoteRolloutVerbs, Client, transport="remote"):
     """`Client(url=...)`: the embedded client's verbs, carried out by a finalmile server over HTTP."""
 
     def __init__(

@@ -22,6 +22,7 @@ from finalmile.backends.local import LocalBackend
 from finalmile.backends.router import Backends, ray_backend
 from finalmile.config import FinalmileSettings
 from finalmile.jobs.connections import ConnectionStore
+from finalmile.jobs.runs import runner_name
 from finalmile.jobs.service import Gateway, Jobs
 from finalmile.jobs.store import JobStore
 from finalmile.logs.journal import set_aside_files
@@ -38,12 +39,15 @@ from finalmile.registry.artifacts import ArtifactStore
 from finalmile.registry.db import workspace_database_url
 from finalmile.registry.loader import RuntimeLoader
 from finalmile.registry.store import MetadataStore
+from finalmile.rollouts.progress import Progress
+from finalmile.rollouts.rollout_store import RolloutStore
 from finalmile.rollouts.store import ReplayStore
 from finalmile.services.access import AccessVerbs
 from finalmile.services.models import ModelVerbs
 from finalmile.services.operations import OperationVerbs
 from finalmile.services.pipelines import PipelineVerbs
 from finalmile.services.replays import ReplayVerbs
+from finalmile.services.rollouts import RolloutVerbs
 from finalmile.serving.dataplane import DataPlane
 from finalmile.serving.loop import LoopThread
 from finalmile.serving.metrics import Metrics
@@ -52,7 +56,7 @@ from finalmile.streaming.store import StreamStore
 log = logging.getLogger(__name__)
 
 
-class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs, ReplayVerbs):
+class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs, ReplayVerbs, RolloutVerbs):
     """Everything one process needs to register, deploy, serve, log and monitor, wired once."""
 
     def __init__(self, settings: FinalmileSettings, parent: Services | None = None, workspace: str = "default") -> None:
@@ -75,6 +79,7 @@ class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs, ReplayVer
         self.queries = SavedQueryStore(self.metadata)
         self.streams = StreamStore(self.metadata)
         self.replays = ReplayStore(self.metadata)
+        self.rollouts = RolloutStore(self.metadata)
         self.access: AccessStore = parent.access if parent is not None else AccessStore(self.metadata)
         """Workspaces, members and tokens: always the root's, whichever workspace these services are."""
         self.job_gateway: Gateway | None = None
@@ -130,6 +135,7 @@ class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs, ReplayVer
         self.local = self.backend.local
         self.dataplane = DataPlane(self.backend, self.pipelines, self.metrics)
         self.monitoring = MonitorContext(self.reader, self.monitors, self.artifacts, self.loader, self)
+        self.progress = Progress(self.rollouts, self, self.monitoring, f"{runner_name()}-{id(self):x}", self.monitors)
         self._loop = LoopThread()
 
     @classmethod

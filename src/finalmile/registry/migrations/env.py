@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from finalmile.registry import rollout_tables  # noqa: F401  (its tables join Base.metadata)
 from finalmile.registry.tables import Base
 
 connection = context.config.attributes["connection"]
