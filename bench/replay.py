@@ -40,9 +40,9 @@ def replay(home: Path) -> None:
     print(record.rows, took, record.summary["rows_per_s"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def grow(home: Path, rows: int) -> None:
+def grow(home: Path, rows: int, pipeline: str = "forest") -> None:
     """Copy the logged part (new request ids) until the pipeline's log holds `rows` rows."""
-    folder = home / "logs" / "pipeline=forest"
+    folder = home / "logs" / f"pipeline={pipeline}"
     for grown in folder.glob("date=*/bench-*.parquet"):
         grown.unlink()
     parts = sorted(folder.glob("date=*/*.parquet"))

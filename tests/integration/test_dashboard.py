@@ -29,6 +29,7 @@ BUTTONS = [
     ("/ui/pipelines/m/route", {"variant": "a"}),
     ("/ui/pipelines/m/undeploy", {}),
     ("/ui/alerts/1/acknowledge", {}),
+    ("/ui/rollouts/1/pause", {}),
     ("/ui/sql/save", {"name": "q", "sql": "SELECT 1"}),
     ("/ui/sql/delete", {"name": "q"}),
 ]

@@ -16,16 +16,24 @@ def test_the_demo_detects_the_drift_and_routes_traffic_back(tmp_path: Path) -> N
     out = io.StringIO()
     with Client(home=tmp_path / "home") as client:
         run_demo(client, Console(file=out, width=160))
-        deployed = client.services.pipelines.deployments()[0]
-        weights = {
-            v["name"]: v["weight"]
-            for v in client.services.pipelines.get_version("fraud", deployed.version).spec["steps"][0]["variants"]
-        }
-        assert deployed.version == 2 and weights == {"champion": 1.0, "challenger": 0.0}
+        routed = [e for e in client.services.audit.entries("pipeline fraud") if e.action == "route"]
+        assert len(routed) == 1 and routed[0].after == "2"  # the monitor routed all traffic to the champion
+        promoted, rolled_back = client.rollouts("fraud")
+        assert (promoted.state, rolled_back.state) == ("promoted", "rolled_back"), (promoted, rolled_back)
+        events = client.rollout_run(promoted.id).events
+        assert [e.weight for e in events if e.decision != "hold"] == [25.0, 50.0, 100.0, 100.0]
+        assert rolled_back.reason.startswith("score PSI")
+        assert client.model("fraud@champion").version == 3  # the retrained forest
+        serving = client.services.pipelines.deployment("fraud")
+        assert (
+            serving is not None
+            and client.services.pipelines.get_version("fraud", serving.version).spec["steps"][0]["model"] == "fraud:3"
+        )
         drift = client.monitor("challenger-amount-drift").results()
         assert len(drift) == 2 and drift.status.iloc[-1] == "alert"  # the ordinary window may be noisy: few rows
         assert (client.settings.home / "charts" / "challenger-amount-drift.png").stat().st_size > 10_000
         text = out.getvalue()
+        (tmp_path / "demo.txt").write_text(text)
         assert "route: done" in text and "The next 50 requests went to: champion." in text
         assert "http://127.0.0.1:8080/ui" in text
         token = re.search(r"fm_[A-Za-z0-9_-]+", text.split("Open the dashboard")[-1])

@@ -36,7 +36,7 @@ from finalmile.backends.base import InferRequest
 from finalmile.backends.config import deployment_config
 from finalmile.errors import BadRequestError, FinalmileError
 from finalmile.streaming.supervisor import Supervisor
-from tests.fixtures import BatchRowsModel, PickyModel
+from tests.fixtures import BatchRowsModel, FlakyClassifier, PickyModel
 from tests.integration.conftest import free_port, require_broker, start_server
 
 if not os.environ.get("FINALMILE_REQUIRE_RAY"):
@@ -163,6 +163,28 @@ def test_in_a_batch_on_ray_a_bad_request_fails_alone_and_is_an_error_row(client:
     assert len(logged) == 8
     errors = list(client.query("select error from logs where pipeline = 'p' and status = 'error'").error)
     assert len(errors) == 2 and any("'b'" in e for e in errors) and any("picky" in e for e in errors), errors
+
+
+def test_a_rollout_on_ray_splits_in_the_replicas_and_rolls_back_a_candidate_that_errs(client: Client) -> None:
+    _forest(client, "m")
+    client.upload_model("m", FlakyClassifier().fit(X, Y))  # fails the requests holding a row whose `a` is over 0.84
+    pipeline = client.build_pipeline("p").add_model_step("m:1")
+    pipeline.deploy(backend="ray", replica_cpus=0.25)
+    rollout = pipeline.rollout("m:2", steps=[50, 100], step_every=0.1, min_rows=20, gates=["error_rate"])
+    failed = 0
+    for i in range(150):
+        try:
+            pipeline.infer(X.iloc[[i]])
+        except FinalmileError:
+            failed += 1
+    assert 0 < failed < 60
+    _logged(client, "p", 150)  # the replica's rows, errors included
+    after = next(r for r in client.run_rollouts() if r.id == rollout.id)
+    assert after.state == "rolled_back" and after.reason.startswith("error_rate: champion 0, candidate"), after.reason
+    errors = client.query("select variant, count(*) as n from logs where status = 'error' group by 1")
+    assert errors.to_dict("records") == [{"variant": "candidate", "n": failed}]
+    deployed = next(d for d in client.deployments() if d["name"] == "p")
+    assert deployed["version"] == 1 and deployed["config"]["backend"] == "ray"
 
 
 def test_a_replica_runs_what_a_front_packed_in_batches_of_at_most_the_batch_size(client: Client) -> None:

@@ -1,4 +1,5 @@
-"""What people press: log in and out, and the editors' buttons (deploy, roll back, route, undeploy, acknowledge).
+"""What people press: log in and out, and the editors' buttons (deploy, roll back, route, undeploy, acknowledge, steer
+a rollout).
 
 Every button is a form POST carrying the CSRF secret, done through the same `Services` operation as the API (so it
 lands in the audit trail under the person's name), then a redirect back to the page with what happened.
@@ -97,6 +98,14 @@ def router(guards: PageGuards, auth: Authorizer, sessions: Sessions, secure: boo
             return f"undeployed {name}"
 
         return await press(page_of(name), run)
+
+    @buttons.post("/ui/rollouts/{rollout_id}/{action}")
+    async def steer(rollout_id: int, action: str, visitor: Visitor = Depends(guards.write)) -> Response:
+        def run() -> str:
+            record = visitor.services.control_rollout(rollout_id, action, visitor.actor)
+            return f"rollout {rollout_id}: {record.state}"
+
+        return await press(f"/ui/rollouts/{rollout_id}", run)
 
     @buttons.post("/ui/alerts/{alert_id}/acknowledge")
     async def acknowledge(

@@ -121,6 +121,7 @@ def pipeline_page(services: Services, name: str, now: datetime) -> dict[str, Any
         "figures": figures,
         "buckets": queries.bucket_starts(now),
         "replays": list(reversed(services.replays.all(name))),
+        "rollouts": list(reversed(services.rollouts.all(name))),
     }
 
 
@@ -141,6 +142,27 @@ def replay_page(services: Services, replay_id: int) -> dict[str, Any]:
         },
         "rows": services.replay_rows(replay_id, 20).to_pylist(),
     }
+
+
+def rollout_page(services: Services, rollout_id: int) -> dict[str, Any]:
+    """A rollout as people follow it: where it is, its timeline, each gate's figures for both arms at every step."""
+    record = services.rollouts.get(rollout_id)
+    judged = [e for e in record.events if e.evidence.get("gates")]
+    labels = [f"step {e.step + 1} #{(e.attempt or 0) + 1}" for e in judged]
+    gates: dict[str, dict[str, Any]] = {}
+    for i, event in enumerate(judged):
+        for g in event.evidence["gates"]:
+            empty = {"champion": [None] * len(judged), "candidate": [None] * len(judged)}
+            chart = gates.setdefault(g["gate"], {"labels": labels, "series": empty, "x_label": "evaluation"})
+            chart["y_label"] = g["gate"]
+            chart["series"]["champion"][i], chart["series"]["candidate"][i] = g["champion"], g["candidate"]
+    traffic = {
+        "labels": [f"{e.at:%H:%M:%S} {e.decision}" for e in record.events],
+        "series": {"candidate": [e.weight for e in record.events]},
+        "x_label": "transition (UTC)",
+        "y_label": "candidate's share of traffic (%)",
+    }
+    return {"rollout": record, "events": list(reversed(record.events)), "gates": gates, "traffic": traffic}
 
 
 def models_page(services: Services) -> dict[str, Any]:
@@ -237,5 +259,9 @@ def router(guards: PageGuards) -> APIRouter:
     @pages.get("/ui/replays/{replay_id}")
     async def replay_route(replay_id: int, visitor: Visitor = Depends(guards.read)) -> HTMLResponse:
         return await page("replay.html", visitor, replay_page, visitor.services, replay_id)
+
+    @pages.get("/ui/rollouts/{rollout_id}")
+    async def rollout_route(rollout_id: int, visitor: Visitor = Depends(guards.read)) -> HTMLResponse:
+        return await page("rollout.html", visitor, rollout_page, visitor.services, rollout_id)
 
     return pages

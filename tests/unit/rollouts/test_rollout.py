@@ -169,3 +169,67 @@ def test_bad_input_is_refused_naming_the_field_and_starts_nothing(client) -> Non
         client.control_rollout(first.id, "explode")
     assert client.run_rollouts(datetime.now(UTC) + timedelta(minutes=5)) == []  # not due for an hour
     np.testing.assert_array_equal(client.rollouts()[0].plan["steps"], [50.0, 100.0])
+
+
+def test_the_dashboard_shows_the_timeline_and_gates_and_editors_steer_it(client) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import re
+
+    import httpx
+
+    from finalmile.http.server import create_app
+
+    pipeline = _champion(client)
+    client.upload_model("m", RandomForestClassifier(20, max_depth=5, random_state=0).fit(X, y))
+    rollout = pipeline.rollout("m:2", steps=[50, 100], step_every=EVERY, min_rows=10_000, hold_alert_after=5)
+    _step(client, pipeline, requests=30)  # held: too few rows
+    token = client.services.init_access()[1]
+    app = create_app(client.services, auth=True, background=False)
+
+    async def browse() -> tuple[httpx.Response, ...]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            await http.post("/ui/login", data={"token": token, "next": "/ui"})
+            page = await http.get(f"/ui/rollouts/{rollout.id}")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+            paused = await http.post(f"/ui/rollouts/{rollout.id}/pause", data={"csrf": csrf})
+            again = await http.post(f"/ui/rollouts/{rollout.id}/pause", data={"csrf": csrf})
+            after = await http.get(f"/ui/rollouts/{rollout.id}")
+            return page, paused, again, after, await http.get("/ui/pipelines/p"), await http.get("/ui/rollouts/99")
+
+    page, paused, again, after, pipeline_page, missing = asyncio.run(browse())
+    assert page.status_code == 200, page.text
+    assert 'id="rollout-traffic"' in page.text and "too few rows to judge" in page.text
+    assert "Pause rollout" in page.text and "Promote now" in page.text and "Abort" in page.text
+    assert paused.status_code == 303 and "paused" in paused.headers["location"]
+    assert "error=" in again.headers["location"] and "cannot+pause" in again.headers["location"]
+    assert "<b>paused</b>" in after.text and "Resume rollout" in after.text
+    assert f'href="/ui/rollouts/{rollout.id}"' in pipeline_page.text and missing.status_code == 404
+    assert client.rollout_run(rollout.id).events[-1].actor != "rollout 1"  # the person who pressed it
+
+
+def test_the_cli_starts_shows_and_steers_a_rollout(cli_env, capsys) -> None:  # type: ignore[no-untyped-def]
+    from finalmile import Client
+    from tests.unit.cli.test_cli import run
+
+    with Client() as client:
+        pipeline = _champion(client)
+        client.upload_model("m", RandomForestClassifier(20, max_depth=5, random_state=0).fit(X, y))
+        _traffic(pipeline, 5)
+    gate = '{"kind": "error_rate", "margin": 0.05}'
+    code, out, err = run(capsys, "rollout", "p", "m:2", "--steps", "10,50,100", "--every", "1h", "--gate", gate)
+    assert code == 0, err
+    assert "rollout 1 of p: m:2 is running at 10% (step 1 of 3: 10%, 50%, 100%)" in out
+    code, out, _ = run(capsys, "rollouts", "list")
+    assert code == 0 and "m:2" in out and "running" in out
+    code, out, _ = run(capsys, "rollouts", "control", "1", "abort")
+    assert code == 0 and "aborted" in out
+    code, out, _ = run(capsys, "rollouts", "show", "1")
+    assert code == 0 and "start" in out and "abort" in out
+    code, out, _ = run(capsys, "rollouts", "run")
+    assert code == 0 and "0 rollout(s) moved" in out
+    code, _, err = run(capsys, "rollout", "p", "m:2", "--steps", "10,x")
+    assert code == 1 and "--steps" in err and "Traceback" not in err
+    code, _, err = run(capsys, "rollout", "p", "m:2", "--gate", "{oops")
+    assert code == 1 and "--gate" in err and "Traceback" not in err
+    code, _, err = run(capsys, "rollouts", "control", "1", "resume")
+    assert code == 1 and "aborted" in err and "Traceback" not in err

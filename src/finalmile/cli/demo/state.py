@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 
@@ -29,5 +30,7 @@ class DemoState:
     versions: dict[str, ModelVersion] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
     """request id -> the true label of the row served under it (ground truth that "arrives later")."""
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(11))
+    """Which rows the later chapters' traffic sends."""
     monitor_start: datetime = field(default_factory=lambda: datetime.now(UTC))
     """When the monitors' first window starts."""
