@@ -22,6 +22,7 @@ from finalmile.registry.store import ModelSummary
 from finalmile.schema import Schema
 from finalmile.sdk.access import MemberVerbs
 from finalmile.sdk.base import Client
+from finalmile.sdk.explanations import ExplanationVerbs
 from finalmile.sdk.jobs import JobVerbs
 from finalmile.sdk.logs import LogVerbs
 from finalmile.sdk.models import ModelVersion
@@ -54,7 +55,17 @@ def ray_file_scorer(settings: FinalmileSettings, workspace: str, name: str, vers
     return score
 
 
-class LocalClient(MemberVerbs, JobVerbs, MonitorVerbs, LogVerbs, ReplayVerbs, RolloutVerbs, Client, transport="local"):
+class LocalClient(
+    MemberVerbs,
+    JobVerbs,
+    MonitorVerbs,
+    LogVerbs,
+    ReplayVerbs,
+    RolloutVerbs,
+    ExplanationVerbs,
+    Client,
+    transport="local",
+):
     """`finalmile.Client()`: the verbs carried out in this process, on the store under `FINALMILE_HOME` (no token:
     it has the store's own rights)."""
 

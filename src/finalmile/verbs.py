@@ -85,6 +85,10 @@ VERBS: dict[str, Verb] = _verbs(
     ("replays", "read", "GET /api/v1/replays", "replays list"),
     ("replay_run", "read", "GET /api/v1/replays/{replay_id}", "replays show"),
     ("replay_rows", "read", "GET /api/v1/replays/{replay_id}/rows", "replays rows"),
+    # explanations: why a row was scored as it was
+    ("explain_model", "read", "POST /api/v1/models/{ref}/explain", "models explain"),
+    ("explain", "read", "GET /api/v1/pipelines/{name}/explanations/{request_id}", "explain"),
+    ("importance", "read", "GET /api/v1/pipelines/{name}/importance", "importance"),
     # rollouts: a candidate brought in step by step, judged against the champion
     ("rollout", "write", "POST /api/v1/pipelines/{name}/rollouts", "rollout"),
     ("rollouts", "read", "GET /api/v1/rollouts", "rollouts list"),

@@ -37,6 +37,7 @@ def _files(folder: Path) -> None:
         "name: s\npipeline: p\nsource: {broker: nats, subject: cli-live-in}\n"
         "sink: {broker: nats, subject: cli-live-out}\n"
     )
+    (folder / "q.yaml").write_text("name: q\nsteps:\n  - model: m@champion\n")
     (folder / "job.py").write_text("def main(ctx):\n    print('ran')\n")
 
 
@@ -71,6 +72,15 @@ replay p m:2 --since 1h
 replays list
 replays show 1
 replays rows 1
+explain p {rid}
+models explain m:1 --input {d}/rows.csv --output {d}/why.csv
+importance p --since 1h --rows 5
+pipelines apply {d}/q.yaml --deploy
+rollout q m:2 --steps 50,100 --every 1h --min-rows 5
+rollouts list
+rollouts show 1
+rollouts run
+rollouts control 1 abort
 route p b
 rollback p
 assays apply {d}/slow.yaml --start 1h
@@ -126,7 +136,8 @@ def test_every_declared_command_against_a_live_server_with_a_token(
     declared = {v.cli for v in VERBS.values() if v.cli}
     ran: set[str] = set()
     for line in COMMANDS.strip().splitlines():
-        args = shlex.split(line.format(d=work))
+        rid = pd.read_csv(work / "export.csv").request_id.iloc[0] if "{rid}" in line else ""
+        args = shlex.split(line.format(d=work, rid=rid))
         if args[0] == "ground-truth":  # labels for the request ids the server logged
             ids = pd.read_csv(work / "export.csv").request_id.unique()
             pd.DataFrame({"request_id": ids, "is_fraud": 1}).to_csv(work / "labels.csv", index=False)

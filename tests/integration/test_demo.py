@@ -32,8 +32,13 @@ def test_the_demo_detects_the_drift_and_routes_traffic_back(tmp_path: Path) -> N
         drift = client.monitor("challenger-amount-drift").results()
         assert len(drift) == 2 and drift.status.iloc[-1] == "alert"  # the ordinary window may be noisy: few rows
         assert (client.settings.home / "charts" / "challenger-amount-drift.png").stat().st_size > 10_000
+        assert (client.settings.home / "charts" / "estimated-accuracy.png").stat().st_size > 10_000
         text = out.getvalue()
         (tmp_path / "demo.txt").write_text(text)
+        estimated = re.findall(r"(ordinary|drifted)\s+│\s+\d+\s+│\s+([0-9.]+) \(", text)
+        assert [phase for phase, _ in estimated] == ["ordinary", "drifted"], text.split("Quality before")[-1][:2000]
+        assert float(estimated[1][1]) < float(estimated[0][1])  # the estimate fell with the drift, before labels
+        assert re.search(r"Why request [0-9a-f]+ \(fraud:\d\): its output -?[0-9.]+ is the base value", text)
         assert "route: done" in text and "The next 50 requests went to: champion." in text
         assert "http://127.0.0.1:8080/ui" in text
         token = re.search(r"fm_[A-Za-z0-9_-]+", text.split("Open the dashboard")[-1])

@@ -113,6 +113,17 @@ def walk(c: Any, p: str, tmp: Path) -> dict[str, Any]:
     seen["saved_queries"] = [q.name.removeprefix(p) for q in c.saved_queries() if q.name.startswith(p)]
     c.delete_query(f"{p}q")
 
+    # explanations (a logistic regression: permutation SHAP, adding up to its score)
+    why = c.explain_model(f"{p}m:1", X.head(2))
+    seen["explain_model"] = (list(why.columns[-2:]), len(why), bool(abs(why.value - why[list(X.columns)].sum(axis=1)
+                                                                      - why.base_value).max() < 1e-6))  # fmt: skip
+    explained = c.explain(name, ids[0])
+    seen["explain"] = (sorted(set(explained.model.str.removeprefix(p).str[:2])), list(explained.columns[-2:]))
+    seen["importance"] = sorted(set(c.importance(name, window="1h", rows=3).feature))
+    with pytest.raises(FinalmileError, match="no request") as refused:
+        c.explain(name, "nope")
+    seen["explain refused"] = refused.value.status_code
+
     # replays
     replayed = c.replay(name, f"{p}m:1", sample=1.0)
     seen["replay"] = (replayed.status, replayed.candidate.removeprefix(p), replayed.rows >= 5)
@@ -143,6 +154,11 @@ def walk(c: Any, p: str, tmp: Path) -> dict[str, Any]:
     seen["save_monitor"] = c.save_monitor(slow, datetime.now(UTC) - timedelta(hours=1)).config.kind
     built = c.build_monitor(f"{p}errors", name, "error_rate", window="1h", alert=0.5).save()
     seen["build_monitor"] = built.config.metric
+    # the kinds whose baseline is a frame of several columns: sent as records by the remote client
+    together = c.build_monitor(f"{p}mv", name, "multivariate_drift", columns=["x0", "x1"], baseline=X, window="1h")
+    estimated = c.build_monitor(f"{p}est", name, "estimated_performance", metric="accuracy",
+                                reference=X.assign(label=y), window="1h")  # fmt: skip
+    seen["several columns"] = (together.save().config.columns, estimated.save().config.baseline.kind)
     seen["monitor"] = c.monitor(f"{p}slow").config.alert
     seen["monitors"] = sorted(m.name.removeprefix(p) for m in c.monitors(name))
     c.run_monitors()

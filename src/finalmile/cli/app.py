@@ -11,6 +11,7 @@ import typer
 from finalmile.cli.access import admin_app, tokens_app, users_app, workspaces_app
 from finalmile.cli.common import client_from_env, console, errors, print_frame, print_table, with_server_options
 from finalmile.cli.connections import connections_app
+from finalmile.cli.explanations import explain, importance, models_explain
 from finalmile.cli.jobs import jobs_app
 from finalmile.cli.logs import ground_truth, logs, queries_app, query
 from finalmile.cli.logs import infer_file as infer_file_command
@@ -27,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+models_app.command("explain")(models_explain)
 app.add_typer(models_app, name="models")
 app.add_typer(pipelines_app, name="pipelines")
 app.add_typer(assays_app, name="assays")
@@ -40,7 +42,21 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(queries_app, name="queries")
 app.add_typer(replays_app, name="replays")
 app.add_typer(rollouts_app, name="rollouts")
-for command in (deploy, undeploy, rollback, route, deployments, infer, replay, rollout, serve, logs, query):
+for command in (
+    deploy,
+    undeploy,
+    rollback,
+    route,
+    deployments,
+    infer,
+    replay,
+    rollout,
+    explain,
+    importance,
+    serve,
+    logs,
+    query,
+):
     app.command()(command)
 app.command("ground-truth")(ground_truth)
 app.command("alerts")(alerts)

@@ -19,6 +19,7 @@ from finalmile.errors import FinalmileError, NotFoundError
 from finalmile.monitoring.chart import bin_labels
 from finalmile.monitoring.runs import results_frame
 from finalmile.pipelines.spec import ModelStepSpec, PipelineSpec, SplitStepSpec, walk
+from finalmile.runtimes.explain import EXPLAINED
 from finalmile.runtimes.selection import fastest
 from finalmile.schema import Schema
 from finalmile.services import Services
@@ -165,6 +166,25 @@ def rollout_page(services: Services, rollout_id: int) -> dict[str, Any]:
     return {"rollout": record, "events": list(reversed(record.events)), "gates": gates, "traffic": traffic}
 
 
+SHOWN_ROWS = 5
+"""Rows of a request explained on its page (a request of thousands of rows is a file's, not a person's)."""
+
+
+def explanation_page(services: Services, name: str, request_id: str) -> dict[str, Any]:
+    """A logged request's rows as a product manager reads them: each feature's push up or down from the base value."""
+    table = services.explain(name, request_id)
+    fixed = {"request_id", "row", "model", "base_value", "value"}
+    features = [c for c in table.column_names if c not in fixed]
+    explains = (table.schema.metadata or {}).get(EXPLAINED, b"value").decode()
+    rows = []
+    for row in table.slice(0, SHOWN_ROWS).to_pylist():
+        ranked = sorted(features, key=lambda f: -abs(row[f]))
+        chart = {"labels": ranked, "series": {"contribution": [row[f] for f in ranked]}, "x_label": "feature",
+                 "y_label": f"contribution to the {explains}"}  # fmt: skip
+        rows.append({"row": row, "chart": chart, "ranked": ranked})
+    return {"name": name, "request_id": request_id, "rows": rows, "explains": explains, "total": table.num_rows}
+
+
 def models_page(services: Services) -> dict[str, Any]:
     return {"models": services.metadata.list_models()}
 
@@ -203,6 +223,11 @@ def monitor_page(services: Services, name: str, window: int | None) -> dict[str,
             "y": [None if s is None or s != s else float(s) for s in rows["score"]],
             "status": list(rows["status"]),
         }
+    realised = [(int(r.window_end.timestamp()), (r.evidence or {}).get("realised")) for r in frame.itertuples()]
+    if any(value is not None for _, value in realised):  # an estimate's windows whose labels have come
+        known = [(t, v) for t, v in realised if v is not None]
+        chart["series"]["realised (labels)"] = {"t": [t for t, _ in known], "y": [v for _, v in known],
+                                               "status": ["ok"] * len(known)}  # fmt: skip
     chosen = None
     if not frame.empty:
         with_rows = [i for i, rows in enumerate(frame["rows"]) if rows]  # by default, the last window with data
@@ -259,6 +284,10 @@ def router(guards: PageGuards) -> APIRouter:
     @pages.get("/ui/replays/{replay_id}")
     async def replay_route(replay_id: int, visitor: Visitor = Depends(guards.read)) -> HTMLResponse:
         return await page("replay.html", visitor, replay_page, visitor.services, replay_id)
+
+    @pages.get("/ui/pipelines/{name}/explain/{request_id}")
+    async def explanation_route(name: str, request_id: str, visitor: Visitor = Depends(guards.read)) -> HTMLResponse:
+        return await page("explanation.html", visitor, explanation_page, visitor.services, name, request_id)
 
     @pages.get("/ui/rollouts/{rollout_id}")
     async def rollout_route(rollout_id: int, visitor: Visitor = Depends(guards.read)) -> HTMLResponse:

@@ -114,6 +114,8 @@ class PipelineFigures:
     accuracy_hours: list[int] = field(default_factory=list)
     accuracy_error: str | None = None
     """Why the labels could not be read, shown in the chart's place (the rest of the page does not need them)."""
+    recent: list[dict[str, Any]] = field(default_factory=list)
+    """The last requests answered, each a link to its explanation."""
 
 
 def pipeline_figures(conn: duckdb.DuckDBPyConnection, reader: LogReader, name: str, now: datetime) -> PipelineFigures:
@@ -139,6 +141,15 @@ def pipeline_figures(conn: duckdb.DuckDBPyConnection, reader: LogReader, name: s
         if bucket in index:
             figures.traffic.setdefault(variant, [0] * len(starts))[index[bucket]] = rows
     columns = _column_types(conn, reader.logged_columns(name))
+    score = f', first("{figures.score_column or "out_score"}")' if "out_score" in columns else ", NULL"
+    figures.recent = [
+        {"request_id": rid, "time": at, "rows": n, "score": value}
+        for rid, at, n, value in conn.execute(
+            f"SELECT request_id, max(time), count(*){score} FROM logs WHERE {where} AND status = 'ok' "
+            "GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
+            params,
+        ).fetchall()
+    ]
     _scores(conn, figures, columns, where, params)
     _agreement(conn, figures, columns, where, params)
     try:

@@ -27,6 +27,7 @@ from finalmile.http.routes import (
     access,
     audit,
     connections,
+    explanations,
     jobs,
     logs,
     models,
@@ -121,6 +122,7 @@ def create_app(
     management.include_router(jobs.router(guards))
     management.include_router(replays.router(guards))
     management.include_router(rollouts.router(guards))
+    management.include_router(explanations.router(guards))
     install_dashboard(management, root, authenticator)
     return FinalmileApp(root, management, root.settings.max_body_bytes, authenticator)
 

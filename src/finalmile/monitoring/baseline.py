@@ -87,7 +87,11 @@ def baseline_values(ctx: MonitorContext, config: MonitorConfig) -> np.ndarray:
             raise InvalidInputError(f"baseline: model {base.model} was uploaded without a sample")
         name = source_column(config.column, sample.column_names)
         table = sample.select([name]).rename_columns(["value"])
-    found = values(table, "value", np.arange(table.num_rows))
+    found = values(table, table.column_names[0], np.arange(table.num_rows))
+    if table.num_columns > 1:  # a reference of several columns (`monitoring.reference`): one row per row
+        found = np.empty((table.num_rows, table.num_columns), dtype=np.float64)
+        for i, column in enumerate(table.columns):
+            found[:, i] = column.to_numpy(zero_copy_only=False)
     if len(found) == 0:
         raise InvalidInputError(f"baseline: no rows of '{config.column}' in the baseline ({base.kind})")
     return found

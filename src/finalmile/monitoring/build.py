@@ -17,6 +17,7 @@ from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.kinds import kind_of, problems
 from finalmile.monitoring.kinds.base import ColumnKind
+from finalmile.monitoring.reference import prepare_reference
 from finalmile.monitoring.runs import save
 from finalmile.monitoring.store import SavedMonitor
 from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, ShadowStepSpec, walk
@@ -29,15 +30,22 @@ FIXED_COLUMNS = {"time", "request_id", "row", "pipeline", "pipeline_version", "v
 def build_config(ctx: MonitorContext, **fields: Any) -> tuple[MonitorConfig, np.ndarray | None]:
     """A checked configuration, and the baseline values of a drift assay (its frame stored as an artifact)."""
     baseline = fields.pop("baseline", None)
+    if fields.get("reference") is not None:  # what kinds that learn from a labelled reference call their baseline
+        baseline = fields.pop("reference")
+    fields.pop("reference", None)
     fields = {k: v for k, v in fields.items() if v is not None}
     # The defaults every front end shares: a window ends every window unless told otherwise, and a monitor other
     # than a drift assay is named by its kind (`error_rate`, `latency_p99`, …).
     fields.setdefault("kind", "drift")
+    if "method" in fields:  # a multivariate drift monitor's method is its metric
+        if fields.get("kind") != "multivariate_drift":
+            raise InvalidInputError("method: only a multivariate_drift monitor takes a method", {"field": "method"})
+        fields["metric"] = fields.pop("method")
     if "check" in fields:  # a data-quality monitor's check is its metric
         if fields["kind"] != "data_quality":
             raise InvalidInputError("check: only a data_quality monitor takes a check", {"field": "check"})
         fields["metric"] = fields.pop("check")
-    fields.setdefault("metric", "psi" if fields["kind"] == "drift" else fields["kind"])
+    fields.setdefault("metric", {"drift": "psi", "multivariate_drift": "pca"}.get(fields["kind"], fields["kind"]))
     if "window" in fields:
         fields.setdefault("interval", fields["window"])
     for key in ("window", "interval"):
@@ -60,6 +68,8 @@ def build_config(ctx: MonitorContext, **fields: Any) -> tuple[MonitorConfig, np.
     _check_column(ctx, config)
     if not kind_of(config).needs_baseline(config):
         return config, None
+    if kind_of(config).reference is not None:
+        return config, prepare_reference(ctx, config, baseline if is_frame(baseline) else None)
     if is_frame(baseline):
         assert config.baseline is not None and config.column is not None
         config.baseline.artifact, values = store_frame(ctx.artifacts, baseline, config.column)
@@ -75,9 +85,14 @@ def save_definition(ctx: MonitorContext, fields: dict[str, Any], start: datetime
     the baseline column's values, for training data sent as JSON)."""
     fields = dict(fields)
     values = fields.pop("baseline_values", None)
+    rows = fields.pop("baseline_rows", None)
     try:
         if values is not None:
             fields["baseline"] = np.asarray(values)
+        if rows is not None:  # a frame of several columns, sent as records
+            import pandas as pd
+
+            fields["baseline"] = pd.DataFrame.from_records(rows)
         config, _ = build_config(ctx, **fields)
     except (ValueError, TypeError, OverflowError, ArrowException) as exc:  # values no monitor can be built from
         raise InvalidInputError(f"invalid monitor: {exc}") from None
@@ -85,12 +100,24 @@ def save_definition(ctx: MonitorContext, fields: dict[str, Any], start: datetime
 
 
 def _check_column(ctx: MonitorContext, config: MonitorConfig) -> None:
+    """Each column the monitor reads must be logged (or produced by the pipeline); `amount` stands for `in_amount`
+    where only one of `in_amount` and `out_amount` exists, and is stored as that."""
     kind = kind_of(config)
+    if config.columns:
+        logged = logged_columns(ctx, config.pipeline)
+        config.columns = [_logged(config, kind.column_noun, c, c, logged, True) for c in config.columns]
+        return
     wanted = kind.logged_column(config)
     if wanted is None:
         return
     logged = logged_columns(ctx, config.pipeline)
-    if wanted not in logged and isinstance(kind, ColumnKind):  # `amount` for `in_amount`, where only one exists
+    found = _logged(config, kind.column_noun, wanted, config.column or wanted, logged, isinstance(kind, ColumnKind))
+    if isinstance(kind, ColumnKind):
+        config.column = found
+
+
+def _logged(config: MonitorConfig, noun: str, wanted: str, shown: str, logged: set[str], short: bool) -> str:
+    if wanted not in logged and short:
         found = [c for c in (f"in_{wanted}", f"out_{wanted}") if c in logged]
         if len(found) > 1:
             raise InvalidInputError(
@@ -99,13 +126,14 @@ def _check_column(ctx: MonitorContext, config: MonitorConfig) -> None:
                 {"field": "column"},
             )
         if found:
-            config.column = wanted = found[0]
+            return found[0]
     if wanted not in logged:
         options = sorted(c for c in logged if c not in FIXED_COLUMNS)
         raise InvalidInputError(
-            f"column: pipeline '{config.pipeline}' does not log {kind.column_noun} '{config.column}'; "
-            f"it logs {', '.join(options)}"
+            f"column: pipeline '{config.pipeline}' does not log {noun} '{shown}'; it logs {', '.join(options)}",
+            {"field": "columns" if config.columns else "column"},
         )
+    return wanted
 
 
 def logged_columns(ctx: MonitorContext, pipeline: str) -> set[str]:

@@ -38,6 +38,16 @@ def draw(config: MonitorConfig, results: pd.DataFrame, path: Path, window: int =
     for group, rows in results.groupby("group", sort=True):
         ax.plot(rows["window_end"], rows["score"], marker=None, lw=1.2, label=group or config.metric)
         ax.scatter(rows["window_end"], rows["score"], c=[_COLOURS[s] for s in rows["status"]], s=18, zorder=3)
+    estimated = results["evidence"].map(lambda e: isinstance(e, dict) and "lower" in e and "estimate" in e)
+    if estimated.any():  # an estimate: its sampling band, and the realised figure once labels came
+        band = results[estimated]
+        lower = [e["lower"] for e in band["evidence"]]
+        upper = [e["upper"] for e in band["evidence"]]
+        ax.fill_between(band["window_end"], lower, upper, color="#90caf9", alpha=0.35, label="3σ sampling band")
+        realised = [e.get("realised") for e in band["evidence"]]
+        if any(r is not None for r in realised):
+            ax.plot(band["window_end"], [np.nan if r is None else r for r in realised], color="#37474f", lw=1.2,
+                    ls="-.", marker="s", ms=4, label="realised (labels)")  # fmt: skip
     for level, colour in (("warning", _COLOURS["warning"]), ("alert", _COLOURS["alert"])):
         threshold = getattr(config, level)
         if threshold is not None:

@@ -15,7 +15,10 @@ from pydantic import BaseModel, Field, model_validator
 from finalmile.config import MAX_DURATION_S
 from finalmile.monitoring.drift import BinMode
 
-Kind = Literal["drift", "check_rate", "performance", "error_rate", "latency_p99", "data_quality"]
+Kind = Literal[
+    "drift", "check_rate", "performance", "error_rate", "latency_p99", "data_quality", "estimated_performance",
+    "multivariate_drift",
+]  # fmt: skip
 Status = Literal["ok", "warning", "alert", "no data"]
 
 
@@ -98,6 +101,8 @@ class MonitorConfig(BaseModel):
     kind: Kind = "drift"
     column: str | None = None
     """The logged column a drift assay watches (`in_amount`, `out_score`); for `check_rate`, the check's name."""
+    columns: list[str] | None = Field(default=None, max_length=1000)
+    """The logged columns a multivariate drift monitor watches together."""
     metric: str = "psi"
     binning: Binning = Field(default_factory=Binning)
     baseline: Baseline | None = None

@@ -102,11 +102,24 @@ class BaseRuntime:
         except Exception as exc:  # the model's own failure, not ours: report it as such
             raise PredictionError(f"{self.framework} model failed: {type(exc).__name__}: {exc}") from exc
 
+    def contributions(self, table: pa.Table) -> pa.Table:
+        """Each feature's exact contribution to each row's output (`runtimes.explain`); NotImplementedError where
+        the model offers none (then explanations are model-agnostic)."""
+        if not self.ready:
+            self.load()
+        return self._contributions(self._validator.conform(table))
+
     def _load(self) -> None:
         raise NotImplementedError
 
     def _predict(self, table: pa.Table) -> pa.Table:
         raise NotImplementedError
+
+    def _contributions(self, table: pa.Table) -> pa.Table:
+        raise NotImplementedError(f"{self.framework} models have no exact contributions")
+
+    def _binary(self) -> bool:
+        return self.context.task == CLASSIFICATION and len(self.context.classes or []) == 2
 
 
 def features(table: pa.Table, dtype: Any = np.float32, nulls: bool = True) -> np.ndarray:

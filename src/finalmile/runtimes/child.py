@@ -12,7 +12,7 @@ from finalmile.arrow.ipc import from_ipc, to_ipc
 from finalmile.config import FinalmileSettings
 from finalmile.runtimes import runtime_class
 from finalmile.runtimes.base import RuntimeContext
-from finalmile.runtimes.sandboxed import read_message, write_message
+from finalmile.runtimes.sandboxed import CONTRIBUTIONS, UNAVAILABLE, read_message, write_message
 from finalmile.schema import Schema
 
 
@@ -41,8 +41,15 @@ def main() -> int:
         return 1
     write_message(out, 0, b"")
     while (message := read_message(source)) is not None:
+        op, payload = message
         try:
-            answer = to_ipc(runtime.predict(from_ipc(message[1])))
+            table = from_ipc(payload)
+            if op == CONTRIBUTIONS and not hasattr(runtime, "contributions"):
+                raise NotImplementedError(f"{spec['key']} models have no exact contributions")
+            answer = to_ipc(runtime.contributions(table) if op == CONTRIBUTIONS else runtime.predict(table))
+        except NotImplementedError as exc:
+            write_message(out, UNAVAILABLE, _error(exc))
+            continue
         except BaseException as exc:
             write_message(out, 1, _error(exc))
             continue

@@ -20,6 +20,7 @@ from finalmile.runtimes.base import (
     regression_table,
     standard_outputs,
 )
+from finalmile.runtimes.explain import contribution_table
 from finalmile.runtimes.sklearn import tabular_inputs
 from finalmile.schema import Schema
 
@@ -76,3 +77,10 @@ class LightGBMRuntime(BaseRuntime):
             proba = np.column_stack([1.0 - raw, raw]) if raw.ndim == 1 else raw
             return classification_table(self._classes, proba)
         return regression_table(raw)
+
+    def _contributions(self, table: pa.Table) -> pa.Table:
+        """LightGBM's own tree SHAP, on the margin (log-odds for a binary classifier)."""
+        if self.context.task == CLASSIFICATION and not self._binary():
+            raise NotImplementedError("multiclass")
+        found = np.asarray(self.booster.predict(features(table, np.float64), pred_contrib=True))
+        return contribution_table(self.schema.input_names(), found[:, :-1], found[:, -1], "margin")

@@ -49,6 +49,12 @@ def read_message(source: IO[bytes]) -> tuple[int, bytes] | None:
     return (status, payload) if len(payload) == size else None
 
 
+PREDICT, CONTRIBUTIONS = 0, 2
+"""What a message to the child asks: a batch's outputs, or its rows' exact contributions."""
+UNAVAILABLE = 2
+"""The child's answer when the model has no exact contributions (the caller explains it another way)."""
+
+
 class SandboxedRuntime:
     """The runtime `key` of a version, run in a sandboxed child: load there, predict over a pipe, one request at a
     time (the child is one process; a slot's threads take turns). A child that dies fails the batch it had, and
@@ -73,13 +79,20 @@ class SandboxedRuntime:
             self.ready = True
 
     def predict(self, table: pa.Table) -> pa.Table:
+        return self._ask(PREDICT, table)
+
+    def contributions(self, table: pa.Table) -> pa.Table:
+        """The model's exact contributions, computed in the child where the model lives (`runtimes.explain`)."""
+        return self._ask(CONTRIBUTIONS, table)
+
+    def _ask(self, op: int, table: pa.Table) -> pa.Table:
         table = self._validator.conform(table)  # a bad request is the caller's SchemaError, as in-process
         with self._lock:
             if self._child is None:
                 self._start()
             assert self._child is not None and self._child.stdin is not None and self._child.stdout is not None
             try:
-                write_message(self._child.stdin, 0, to_ipc(table))
+                write_message(self._child.stdin, op, to_ipc(table))
                 answer = read_message(self._child.stdout)
             except (BrokenPipeError, OSError):
                 answer = None
@@ -87,6 +100,8 @@ class SandboxedRuntime:
                 code = self._stop()
                 raise PredictionError(f"{self.key} model's sandboxed process died (exit code {code})")
         status, payload = answer
+        if status == UNAVAILABLE:
+            raise NotImplementedError(json.loads(payload)["message"])
         if status != 0:
             raise PredictionError(json.loads(payload)["message"])
         return from_ipc(payload)

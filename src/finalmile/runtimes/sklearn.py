@@ -24,6 +24,7 @@ from finalmile.runtimes.base import (
     regression_table,
     standard_outputs,
 )
+from finalmile.runtimes.explain import tree_contributions
 from finalmile.schema import Column, Schema
 
 FRAMEWORK = "sklearn"
@@ -114,3 +115,9 @@ class SklearnRuntime(BaseRuntime):
         if self.context.task == REGRESSION:
             return regression_table(self.model.predict(X))
         return outputs_to_table(self.model.predict(X), table.num_rows)
+
+    def _contributions(self, table: pa.Table) -> pa.Table:
+        """`shap`'s exact tree SHAP for tree models, on the positive class's probability or the prediction."""
+        if self.context.task == CLASSIFICATION and not self._binary():
+            raise NotImplementedError("multiclass")
+        return tree_contributions(self.model, self._matrix(table), self.schema.input_names(), self._binary())

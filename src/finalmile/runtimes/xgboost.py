@@ -21,6 +21,7 @@ from finalmile.runtimes.base import (
     regression_table,
     standard_outputs,
 )
+from finalmile.runtimes.explain import contribution_table
 from finalmile.runtimes.sklearn import tabular_inputs
 from finalmile.schema import Schema
 
@@ -85,3 +86,13 @@ class XGBoostRuntime(BaseRuntime):
             proba = np.column_stack([1.0 - raw, raw]) if raw.ndim == 1 else raw
             return classification_table(self._classes, proba)
         return regression_table(raw)
+
+    def _contributions(self, table: pa.Table) -> pa.Table:
+        """XGBoost's own tree SHAP, on the margin (log-odds for a binary classifier)."""
+        import xgboost
+
+        if self.context.task == CLASSIFICATION and not self._binary():
+            raise NotImplementedError("multiclass")
+        matrix = xgboost.DMatrix(features(table, np.float32))
+        found = np.asarray(self.booster.predict(matrix, pred_contribs=True, validate_features=False))
+        return contribution_table(self.schema.input_names(), found[:, :-1], found[:, -1], "margin")

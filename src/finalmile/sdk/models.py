@@ -12,6 +12,7 @@ from finalmile.arrow.frames import to_arrow
 from finalmile.registry.loader import RuntimeLoader, runtime_key
 from finalmile.registry.store import VersionRecord
 from finalmile.runtimes.base import Runtime
+from finalmile.runtimes.explain import explain
 from finalmile.schema import Schema
 
 
@@ -72,3 +73,12 @@ class ModelVersion:
         """Predict in-process. Takes pandas, Polars, pyarrow or a dict of numpy arrays; returns the same type."""
         table, back = to_arrow(frame)
         return back(self.load(runtime, table.num_rows).predict(table))
+
+    def explain(self, frame: Any, background: Any = None) -> Any:
+        """Each feature's contribution to each row's output — one column per feature, `base_value`, and `value`
+        (their sum: the score, the margin or the prediction explained, as the table's metadata says) — in the
+        same type as `frame`. Exact tree SHAP for tree models, permutation SHAP within a stated budget for the
+        others (`runtimes.explain`); `background` (default: the upload sample) stands for "typical" rows."""
+        table, back = to_arrow(frame)
+        base = to_arrow(background)[0] if background is not None else self.sample()
+        return back(explain(self.load("native"), table, base))

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from finalmile.arrow.frames import to_arrow
 from finalmile.errors import InvalidInputError
-from finalmile.monitoring.baseline import baseline_column, baseline_values
+from finalmile.monitoring.baseline import baseline_column, baseline_values, is_frame
 from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.context import MonitorContext
-from finalmile.monitoring.kinds import kind_of
+from finalmile.monitoring.kinds import KINDS, kind_of
 from finalmile.monitoring.runs import preview, results_frame, run_monitor, save
 from finalmile.monitoring.store import SavedMonitor
 from finalmile.monitoring.windows import MonitorResult
@@ -110,8 +111,14 @@ def monitor_definition(fields: dict[str, Any]) -> dict[str, Any]:
     for key in ("window", "interval"):
         if isinstance(body.get(key), timedelta):
             body[key] = body[key].total_seconds()
+    if body.get("reference") is not None:  # estimated performance's name for its baseline
+        body["baseline"] = body.pop("reference")
     baseline = body.get("baseline")
-    if hasattr(baseline, "ref"):
+    kind = KINDS.get(str(body.get("kind", "drift")))
+    if is_frame(baseline) and kind is not None and kind.reference is not None:
+        del body["baseline"]
+        body["baseline_rows"] = to_arrow(baseline)[0].to_pylist()  # several columns: the frame as records
+    elif hasattr(baseline, "ref"):
         body["baseline"] = {"kind": "model_sample", "model": model_ref(baseline)}
     elif isinstance(baseline, str):
         body["baseline"] = {"kind": "model_sample", "model": baseline}

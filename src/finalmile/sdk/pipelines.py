@@ -219,6 +219,10 @@ class Pipeline:
         version such as `"fraud:7"`, or a definition), compared with what was served (see `Client.replay`)."""
         return self._client.replay(self.name, candidate, start, end, sample, seed, segment_by, label)
 
+    def explain(self, request_id: str) -> Any:
+        """Why a logged request was scored as it was: each feature's contribution, per row (`Client.explain`)."""
+        return self._client.explain(self.name, request_id)
+
     def rollout(self, candidate: Any, **plan: Any) -> Any:
         """Bring `candidate` in step by step beside the serving champion, judged against it at each step (see
         `Client.rollout` for `steps`, `step_every`, `gates`, `min_rows`, `key`, `on_hold`, `alias`)."""

@@ -38,6 +38,7 @@ from finalmile.sdk.models import ModelVersion
 from finalmile.sdk.monitors import RemoteMonitor, monitor_definition
 from finalmile.sdk.pipelines import Pipeline
 from finalmile.sdk.refs import model_ref, pipeline_name
+from finalmile.sdk.remote_explanations import RemoteExplanationVerbs
 from finalmile.sdk.remote_jobs import RemoteJobVerbs, as_file
 from finalmile.sdk.remote_replays import RemoteReplayVerbs
 from finalmile.sdk.remote_rollouts import RemoteRolloutVerbs
@@ -51,8 +52,15 @@ class RemoteModelVersion(ModelVersion):
     """A registered version as the server describes it: the same record as embedded; predicting runs on the
     server, through a deployed pipeline."""
 
-    def __init__(self, body: dict[str, Any]) -> None:
+    def __init__(self, body: dict[str, Any], client: Any = None) -> None:
         super().__init__(None, decode(VersionRecord, body))  # type: ignore[arg-type]
+        self._client = client
+
+    def explain(self, frame: Any, background: Any = None) -> Any:
+        """Explained on the server (`Client.explain_model`)."""
+        if self._client is None:
+            raise BadRequestError(f"{self.ref}: get it from a client (client.model) to explain it")
+        return self._client.explain_model(self.ref, frame, background)
 
     def __repr__(self) -> str:
         return f"RemoteModelVersion({self.ref}, framework={self.framework}, runtime={self.runtime})"
@@ -71,7 +79,9 @@ DEPLOY_TIMEOUT_S = 600.0
 replicas to start, and says why they did not; the client must not give up first."""
 
 
-class RemoteClient(RemoteJobVerbs, RemoteReplayVerbs, RemoteRolloutVerbs, Client, transport="remote"):
+class RemoteClient(
+    RemoteJobVerbs, RemoteReplayVerbs, RemoteRolloutVerbs, RemoteExplanationVerbs, Client, transport="remote"
+):
     """`Client(url=...)`: the embedded client's verbs, carried out by a finalmile server over HTTP."""
 
     def __init__(
@@ -167,13 +177,13 @@ class RemoteClient(RemoteJobVerbs, RemoteReplayVerbs, RemoteRolloutVerbs, Client
             return RemoteModelVersion(body)
 
     def model(self, ref: Any) -> RemoteModelVersion:
-        return RemoteModelVersion(self._json("model", params_in_path={"ref": model_ref(ref)}))
+        return RemoteModelVersion(self._json("model", params_in_path={"ref": model_ref(ref)}), self)
 
     def models(self) -> list[ModelSummary]:
         return [decode(ModelSummary, m) for m in self._json("models")]
 
     def model_versions(self, name: str) -> list[RemoteModelVersion]:
-        return [RemoteModelVersion(v) for v in self._json("model_versions", params_in_path={"name": name})]
+        return [RemoteModelVersion(v, self) for v in self._json("model_versions", params_in_path={"name": name})]
 
     def set_alias(self, name: str, version: int, alias: str) -> RemoteModelVersion:
         where = {"name": name, "alias": alias}

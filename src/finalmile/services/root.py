@@ -43,6 +43,7 @@ from finalmile.rollouts.progress import Progress
 from finalmile.rollouts.rollout_store import RolloutStore
 from finalmile.rollouts.store import ReplayStore
 from finalmile.services.access import AccessVerbs
+from finalmile.services.explanations import ExplanationVerbs
 from finalmile.services.models import ModelVerbs
 from finalmile.services.operations import OperationVerbs
 from finalmile.services.pipelines import PipelineVerbs
@@ -56,7 +57,7 @@ from finalmile.streaming.store import StreamStore
 log = logging.getLogger(__name__)
 
 
-class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs, ReplayVerbs, RolloutVerbs):
+class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs, ReplayVerbs, RolloutVerbs, ExplanationVerbs):
     """Everything one process needs to register, deploy, serve, log and monitor, wired once."""
 
     def __init__(self, settings: FinalmileSettings, parent: Services | None = None, workspace: str = "default") -> None:

@@ -42,15 +42,14 @@ def step_rollout(state: DemoState) -> None:
 
 
 def step_bad_rollout(state: DemoState) -> None:
-    """A model trained on shuffled labels: its scores do not look like the champion's, so it never gets past 20%."""
+    """A model trained with its label inverted (a bug in a feature pipeline): its scores look nothing like the
+    champion's, so it never gets past its first step."""
     from sklearn.ensemble import RandomForestClassifier
 
     client = state.client
     X, y = state.train[FEATURES], state.train["is_fraud"]
-    shuffled = RandomForestClassifier(n_estimators=50, max_depth=8, n_jobs=1, random_state=2).fit(
-        X, y.sample(frac=1.0, random_state=3).to_numpy()
-    )
-    bad = client.upload_model(MODEL, shuffled, sample=X.head(500), tags={"demo": "true"})
+    inverted = RandomForestClassifier(n_estimators=50, max_depth=8, n_jobs=1, random_state=2).fit(X, 1 - y)
+    bad = client.upload_model(MODEL, inverted, sample=X.head(500), tags={"demo": "true"})
     rollout = client.pipeline(MODEL).rollout(bad.ref, steps=[20, 50, 100], step_every=STEP_S, min_rows=100)
     while rollout.state == "running":
         _serve(state, 200)

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from finalmile.cli.demo.monitoring import step_act, step_chart, step_monitor, step_traffic
+from finalmile.cli.demo.quality import step_estimate, step_explain
 from finalmile.cli.demo.rollout import step_bad_rollout, step_rollout
 from finalmile.cli.demo.state import FEATURES, MODEL, DemoState
 from finalmile.cli.demo.timing import calls_per_second
@@ -222,6 +223,8 @@ STEPS: list[tuple[str, Callable[[DemoState], None]]] = [
     ("Traffic drifts", step_traffic),
     ("Monitors alert and act", step_act),
     ("What happened, as a chart", step_chart),
+    ("Quality before the labels", step_estimate),
+    ("Why a row was scored so", step_explain),
     ("Roll out a better model, step by step", step_rollout),
     ("A candidate whose scores shift is rolled back", step_bad_rollout),
     ("Open the dashboard", step_dashboard),

@@ -33,6 +33,17 @@ class MonitorRequest(BaseModel):
         default=None, description='{"kind": "log", "start": …, "end": …} or {"kind": "model_sample", "model": "m:1"}'
     )
     baseline_values: list[Any] | None = Field(default=None, description="the baseline column's values (training data)")
+    baseline_rows: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="a baseline of several columns as records: multivariate drift's training data, estimated "
+        "performance's validation frame (with its label column)",
+    )
+    reference: dict[str, Any] | None = Field(
+        default=None, description='estimated_performance: a labelled period, {"kind": "log", "start": …, "end": …}'
+    )
+    columns: list[str] | None = Field(default=None, description="multivariate_drift: the logged columns")
+    method: str | None = Field(default=None, description="multivariate_drift: pca or classifier")
+    prediction: str | None = None
     window: str | float = "1d"
     interval: str | float | None = None
     warning: float | None = None

@@ -5,13 +5,24 @@ from __future__ import annotations
 from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.kinds.base import MonitorKind
 from finalmile.monitoring.kinds.drift import DriftKind
+from finalmile.monitoring.kinds.estimated import EstimatedPerformanceKind
+from finalmile.monitoring.kinds.multivariate import MultivariateDriftKind
 from finalmile.monitoring.kinds.performance import PerformanceKind
 from finalmile.monitoring.kinds.quality import DataQualityKind
 from finalmile.monitoring.kinds.rates import CheckRateKind, ErrorRateKind, LatencyKind
 
 KINDS: dict[str, MonitorKind] = {
     k.name: k
-    for k in (DriftKind(), CheckRateKind(), PerformanceKind(), ErrorRateKind(), LatencyKind(), DataQualityKind())
+    for k in (
+        DriftKind(),
+        CheckRateKind(),
+        PerformanceKind(),
+        ErrorRateKind(),
+        LatencyKind(),
+        DataQualityKind(),
+        EstimatedPerformanceKind(),
+        MultivariateDriftKind(),
+    )  # fmt: skip
 }
 
 

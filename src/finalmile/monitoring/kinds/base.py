@@ -23,6 +23,9 @@ class MonitorKind:
     name: ClassVar[str]
     column_noun: ClassVar[str] = "column"
     """What `MonitorConfig.column` names for this kind, in messages."""
+    reference: ClassVar[str | None] = None
+    """A baseline of several columns, prepared by `monitoring.reference`: `labelled` (scores and labels) or
+    `columns` (the watched columns); None: one column's values."""
 
     def check(self, config: MonitorConfig) -> list[str]:
         """Problems with a configuration of this kind, each naming its field; checked when a monitor is built."""
@@ -34,6 +37,10 @@ class MonitorKind:
     def needs_baseline(self, config: MonitorConfig) -> bool:
         """Whether windows are scored against baseline values (read once per run, stored with the monitor)."""
         return False
+
+    def default_alert(self, config: MonitorConfig, baseline: np.ndarray) -> float | None:
+        """The alert threshold a monitor gets from its baseline when it names none (None: no alert)."""
+        return None
 
     def logged_column(self, config: MonitorConfig) -> str | None:
         """The log column the monitor reads, which must exist (or be produced by the pipeline) when it is built."""

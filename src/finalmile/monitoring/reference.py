@@ -1,0 +1,163 @@
+"""Baselines of several columns, for the kinds that declare one (`MonitorKind.reference`), stored as Parquet in the
+artifact store and read back as the monitor's baseline (a matrix, one row per reference row).
+
+`labelled` (estimated performance): each reference row's score and label, from a period of the log that has ground
+truth, or from a validation frame with the label column, which the pipeline's model scores now.
+`columns` (multivariate drift): the watched columns, from training data, a period of the log or a model's sample.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from finalmile.arrow.frames import to_arrow
+from finalmile.errors import FinalmileError, InvalidInputError
+from finalmile.logs.query import utc
+from finalmile.monitoring.baseline import source_column
+from finalmile.monitoring.config import Baseline, MonitorConfig
+from finalmile.monitoring.context import MonitorContext
+from finalmile.monitoring.kinds import kind_of
+from finalmile.monitoring.kinds.base import quote, run_sql
+from finalmile.pipelines.loaded import load_pipeline
+
+MIN_LABELLED = 20
+"""Fewer labelled reference rows than this cannot calibrate anything."""
+
+
+def prepare_reference(ctx: MonitorContext, config: MonitorConfig, frame: Any) -> np.ndarray:
+    """The reference as the monitor's kind reads it, stored with the monitor (`config.baseline` becomes the
+    artifact); `frame`: the data the caller gave, if they gave data."""
+    base = config.baseline
+    assert base is not None
+    if kind_of(config).reference == "columns":
+        table = _columns(ctx, config, base, frame)
+        matrix = _store(ctx, config, table)
+        if config.alert is None:  # the baseline's own spread says what is unusual
+            config.alert = kind_of(config).default_alert(config, matrix)
+        return matrix
+    score = config.prediction or "out_score"
+    if base.kind == "log":
+        table = _from_log(ctx, config, base, score)
+    elif base.kind == "frame" and frame is not None:
+        table = _scored(ctx, config, frame, score.removeprefix("out_"))
+    else:
+        raise InvalidInputError("reference: a model's sample has no labels; give a labelled period or a frame",
+                                {"field": "reference"})  # fmt: skip
+    table = table.filter(pa.compute.is_valid(table.column("truth")))
+    if table.num_rows < MIN_LABELLED:
+        raise InvalidInputError(
+            f"reference: {table.num_rows} labelled rows; at least {MIN_LABELLED} are needed to calibrate",
+            {"field": "reference"},
+        )
+    return _store(ctx, config, table)
+
+
+def _store(ctx: MonitorContext, config: MonitorConfig, table: pa.Table) -> np.ndarray:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    with tempfile.NamedTemporaryFile(suffix=".parquet") as tmp:
+        tmp.write(buffer.getvalue())
+        tmp.flush()
+        digest, _ = ctx.artifacts.put_file(Path(tmp.name))
+    config.baseline = Baseline(kind="frame", artifact=digest)
+    return matrix(table)
+
+
+def matrix(table: pa.Table) -> np.ndarray:
+    """A table of numeric columns as one float64 matrix, a row per row."""
+    out = np.empty((table.num_rows, table.num_columns), dtype=np.float64)
+    for i, column in enumerate(table.columns):
+        out[:, i] = column.to_numpy(zero_copy_only=False)
+    return out
+
+
+def _columns(ctx: MonitorContext, config: MonitorConfig, base: Baseline, frame: Any) -> pa.Table:
+    """The watched columns of the baseline, named `c0`, `c1`… in the monitor's order, as floats."""
+    columns = config.columns or []
+    if base.kind == "log":
+        where: list[str] = ["pipeline = ?", "status = 'ok'"]
+        params: list[Any] = [config.pipeline]
+        for clause, value in (("time >= ?", base.start), ("time < ?", base.end)):
+            if value is not None:
+                where.append(clause)
+                params.append(utc(value))
+        chosen = ", ".join(f"{quote(c)} AS c{i}" for i, c in enumerate(columns))
+        table = run_sql(ctx.reader, f"SELECT {chosen} FROM logs WHERE {' AND '.join(where)}", params)
+    else:
+        if base.kind == "model_sample":
+            assert base.model is not None
+            frame = ctx.loader.sample(ctx.models.get_by_ref(base.model))
+            if frame is None:
+                raise InvalidInputError(f"baseline: model {base.model} was uploaded without a sample")
+        source = to_arrow(frame)[0]
+        table = pa.table({f"c{i}": source.column(source_column(c, source.column_names)) for i, c in enumerate(columns)})
+    try:
+        table = table.cast(pa.schema([(f"c{i}", pa.float64()) for i in range(len(columns))]))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidInputError(
+            f"columns: multivariate drift needs numeric columns ({exc})", {"field": "columns"}
+        ) from None
+    if table.num_rows < MIN_LABELLED:
+        raise InvalidInputError(
+            f"baseline: {table.num_rows} rows; at least {MIN_LABELLED} are needed", {"field": "baseline"}
+        )
+    return table
+
+
+def _from_log(ctx: MonitorContext, config: MonitorConfig, base: Baseline, score: str) -> pa.Table:
+    where: list[str] = ["l.pipeline = ?", "l.status = 'ok'"]
+    params: list[Any] = [config.pipeline]
+    for clause, value in (("l.time >= ?", base.start), ("l.time < ?", base.end)):
+        if value is not None:
+            where.append(clause)
+            params.append(utc(value))
+    sql = (
+        f"SELECT CAST(l.{quote(score)} AS DOUBLE) AS value, CAST(g.{quote(config.label)} AS DOUBLE) AS truth "
+        "FROM logs l JOIN ground_truth g ON g.pipeline = l.pipeline AND g.key = l.request_id "
+        f"WHERE {' AND '.join(where)}"
+    )
+    labelled = run_sql(ctx.reader, "SELECT count(*) AS n FROM ground_truth WHERE pipeline = ?", [config.pipeline])
+    if not labelled.column("n")[0].as_py():
+        raise InvalidInputError(
+            f"reference: no ground truth has arrived for pipeline '{config.pipeline}', so no period of its log has "
+            "labels (send some, or give a labelled validation frame)",
+            {"field": "reference"},
+        )
+    try:
+        return run_sql(ctx.reader, sql, params)
+    except FinalmileError as exc:
+        raise InvalidInputError(f"reference: {exc.message}", {"field": "reference"}) from None
+
+
+def _scored(ctx: MonitorContext, config: MonitorConfig, frame: Any, score: str) -> pa.Table:
+    """The validation frame's scores: its own score column where it has one, else the frame through the pipeline's
+    model (the version serving, else the latest)."""
+    table = to_arrow(frame)[0]
+    if config.label not in table.column_names:
+        raise InvalidInputError(
+            f"label: the reference frame has no column '{config.label}' (it has {', '.join(table.column_names)})",
+            {"field": "label"},
+        )
+    if score in table.column_names:  # the model's scores came with the labels: taken as they are
+        outputs = table.select([score])
+    else:
+        served = ctx.pipelines.deployment(config.pipeline)
+        record = ctx.pipelines.get_version(config.pipeline, served.version if served else None)
+        loaded = load_pipeline(record, ctx.models, ctx.loader, table.num_rows)
+        inputs = table.drop_columns([config.label])
+        outputs = loaded.run(loaded.conform(inputs), log=False).table
+    if score not in outputs.column_names:
+        raise InvalidInputError(
+            f"prediction: the pipeline outputs no '{score}' (it outputs {', '.join(outputs.column_names)})",
+            {"field": "prediction"},
+        )
+    return pa.table({"value": outputs.column(score).cast(pa.float64()), "truth": table.column(config.label)}).cast(
+        pa.schema([("value", pa.float64()), ("truth", pa.float64())])
+    )

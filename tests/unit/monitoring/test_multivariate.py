@@ -1,0 +1,79 @@
+"""Multivariate drift: a change in how two columns move together, which neither column's own PSI shows, fires both
+the PCA reconstruction error and the domain classifier; traffic like the baseline does not; bad input is refused
+naming the field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from finalmile.errors import InvalidInputError
+
+
+def _rows(n: int, rho: float, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x0 = rng.normal(size=n)
+    x1 = rho * x0 + np.sqrt(1 - rho**2) * rng.normal(size=n)  # the same N(0, 1) marginal whatever rho
+    return pd.DataFrame({"x0": x0, "x1": x1, "x2": rng.normal(size=n), "x3": rng.normal(size=n)})
+
+
+def _serve(client, name: str, rows: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    client.build_pipeline(name).add_model_step("m:1").deploy()
+    for start in range(0, len(rows), 200):
+        client.pipeline(name).infer(rows.iloc[start : start + 200])
+
+
+def test_a_correlation_change_fires_what_single_column_psi_misses(client) -> None:  # type: ignore[no-untyped-def]
+    baseline = _rows(4000, 0.9, seed=1)
+    client.upload_model("m", LogisticRegression().fit(baseline, baseline.x0 > 0), sample=baseline.head(50))
+    _serve(client, "flipped", _rows(2000, -0.9, seed=2))
+    _serve(client, "calm", _rows(2000, 0.9, seed=3))
+    now = datetime.now(UTC) + timedelta(seconds=1)
+
+    def one_window(monitor):  # type: ignore[no-untyped-def]
+        (result,) = monitor.preview(now - timedelta(hours=1), now).itertuples()
+        return result
+
+    for column in ("x0", "x1"):  # each column alone looks the same
+        psi = one_window(client.build_assay(f"psi-{column}", "flipped", column, baseline=baseline, window="1h"))
+        assert psi.score < 0.1, (column, psi.score)
+    for method in ("pca", "classifier"):
+        fired = client.build_monitor(f"{method}-f", "flipped", "multivariate_drift", columns=["x0", "x1", "x2", "x3"],
+                                     method=method, baseline=baseline, window="1h")  # fmt: skip
+        quiet = client.build_monitor(f"{method}-c", "calm", "multivariate_drift", columns=["x0", "x1", "x2", "x3"],
+                                     method=method, baseline=baseline, window="1h")  # fmt: skip
+        assert fired.config.columns == ["in_x0", "in_x1", "in_x2", "in_x3"]
+        flipped, calm = one_window(fired), one_window(quiet)
+        assert (flipped.status, calm.status) == ("alert", "ok"), (method, flipped, calm)
+        if method == "pca":
+            assert calm.evidence["lower"] <= calm.score <= calm.evidence["upper"] < flipped.score
+            assert fired.config.alert == pytest.approx(calm.evidence["upper"])  # the baseline's own band
+        else:
+            assert flipped.score > 0.8 and calm.score < 0.6
+    saved = client.build_monitor("saved", "flipped", "multivariate_drift", columns=["x0", "x1"],
+                                 baseline=(now - timedelta(hours=1), now), window="1h")  # fmt: skip
+    assert saved.config.baseline.kind == "frame"  # a log range, read once and stored
+    saved.save()
+    assert [m.name for m in client.monitors()] == ["saved"]
+
+
+def test_bad_input_names_the_field_and_stores_nothing(client) -> None:  # type: ignore[no-untyped-def]
+    baseline = _rows(500, 0.9, seed=1)
+    client.upload_model("m", LogisticRegression().fit(baseline, baseline.x0 > 0), sample=baseline.head(50))
+    _serve(client, "p", baseline.head(100))
+    for options, said in [
+        ({"columns": ["x0"], "baseline": baseline}, "columns: a multivariate drift monitor watches two or more"),
+        ({"columns": ["x0", "nope"], "baseline": baseline}, "does not log columns 'nope'"),
+        ({"columns": ["x0", "x1"], "baseline": baseline, "method": "magic"}, "method"),
+        ({"columns": ["x0", "x1"]}, "baseline"),
+        ({"columns": ["x0", "x1"], "baseline": baseline.head(5)}, "baseline: 5 rows"),
+    ]:
+        with pytest.raises(InvalidInputError, match=said):
+            client.build_monitor("mv", "p", "multivariate_drift", window="1h", **options).save()
+    with pytest.raises(InvalidInputError, match="method: only a multivariate_drift monitor"):
+        client.build_monitor("d", "p", "drift", column="x0", method="pca", baseline=baseline)
+    assert client.monitors() == []
