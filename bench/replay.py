@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +39,17 @@ def replay(home: Path) -> None:
         record = client.replay("forest", "forest:2")
         took = time.perf_counter() - started
     print(record.rows, took, record.summary["rows_per_s"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def served_with_candidate(client: Client, X: Any, y: Any) -> Any:
+    """The anchor forest serving as `forest:1` in pipeline `forest`, a second forest of its shape as `forest:2`."""
+    served = RandomForestClassifier(100, max_depth=8, n_jobs=1, random_state=0).fit(X, y)
+    candidate = RandomForestClassifier(100, max_depth=8, n_jobs=1, random_state=1).fit(X, y)
+    client.upload_model("forest", served, sample=X)
+    client.upload_model("forest", candidate, sample=X)
+    pipeline = client.build_pipeline("forest").add_model_step("forest:1")
+    pipeline.deploy()
+    return pipeline
 
 
 def grow(home: Path, rows: int, pipeline: str = "forest") -> None:
@@ -74,12 +86,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         home = Path(workdir) / "home"
         with Client(home=home) as client:
-            served = RandomForestClassifier(100, max_depth=8, n_jobs=1, random_state=0).fit(X, y)
-            candidate = RandomForestClassifier(100, max_depth=8, n_jobs=1, random_state=1).fit(X, y)
-            client.upload_model("forest", served, sample=X)
-            client.upload_model("forest", candidate, sample=X)
-            pipeline = client.build_pipeline("forest").add_model_step("forest:1")
-            pipeline.deploy()
+            pipeline = served_with_candidate(client, X, y)
             for start in range(0, 2_000, 500):
                 pipeline.infer(X.iloc[start : start + 500])
         for rows in args.rows:

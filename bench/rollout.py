@@ -21,14 +21,13 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-from sklearn.ensemble import RandomForestClassifier
 
 from finalmile import Client
 from finalmile.rollouts.judge import judge, windows
 from finalmile.rollouts.plan import RolloutPlan
 
 sys.path.insert(0, str(Path(__file__).parent))
-from replay import grow  # noqa: E402
+from replay import grow, served_with_candidate  # noqa: E402
 from runtimes import data  # noqa: E402
 
 
@@ -41,12 +40,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         home = Path(workdir) / "home"
         with Client(home=home) as client:
-            served = RandomForestClassifier(100, max_depth=8, n_jobs=1, random_state=0).fit(X, y)
-            candidate = RandomForestClassifier(100, max_depth=8, n_jobs=1, random_state=1).fit(X, y)
-            client.upload_model("forest", served, sample=X)
-            client.upload_model("forest", candidate, sample=X)
-            pipeline = client.build_pipeline("forest").add_model_step("forest:1")
-            pipeline.deploy()
+            pipeline = served_with_candidate(client, X, y)
             record = pipeline.rollout("forest:2", steps=[50, 100], step_every="1h", min_rows=500)
             for i in range(4_000):
                 pipeline.infer(X.iloc[i : i + 1])

@@ -31,6 +31,7 @@ READ_ONLY_POSTS = {
     "/v2/models/{name}/infer",  # inference changes no model, pipeline, deployment or monitor
     "/v2/models/{name}/versions/{version}/infer",
     "/pipelines/{name}/infer",
+    "/api/v1/models/{ref}/explain",  # an explanation runs the model, as inference does, and stores nothing
 }
 CHANGES = {"POST", "PUT", "PATCH", "DELETE"}
 

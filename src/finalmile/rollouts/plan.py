@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pyarrow import ArrowException
 from pydantic import BaseModel, Field, ValidationError
 
 from finalmile.config import parse_duration
@@ -160,7 +161,13 @@ def _gate(ctx: MonitorContext, pipeline: str, spec: dict[str, Any], i: int) -> G
         )
     if kind not in KINDS:
         raise InvalidInputError(f"unknown gate; gates are {', '.join([SCORE_PSI, *KINDS])}")
-    config, _ = build_config(ctx, name=f"gate-{i}", pipeline=pipeline, kind=kind, **spec)
+    fixed = sorted({"name", "pipeline", "actions"} & set(spec))
+    if fixed:
+        raise InvalidInputError(f"{', '.join(fixed)}: a gate is judged on the rollout's pipeline and takes no action")
+    try:
+        config, _ = build_config(ctx, name=f"gate-{i}", pipeline=pipeline, kind=kind, **spec)
+    except (ValueError, TypeError, OverflowError, ArrowException) as exc:  # values no monitor can be built from
+        raise InvalidInputError(f"invalid gate: {exc}") from None
     return Gate(
         name=kind
         + (f" ({config.column})" if config.column else "")

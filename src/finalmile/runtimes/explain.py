@@ -121,4 +121,7 @@ def _matrix(table: pa.Table, names: list[str]) -> np.ndarray:
     missing = [n for n in names if n not in table.column_names]
     if missing:
         raise InvalidInputError(f"rows: missing column(s) {', '.join(missing)}", {"field": "rows"})
-    return np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in names]).astype(np.float64)
+    try:
+        return np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in names]).astype(np.float64)
+    except (ValueError, TypeError, pa.ArrowException) as exc:
+        raise InvalidInputError(f"rows: the model's inputs must be numbers ({exc})", {"field": "rows"}) from None

@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+from pyarrow import ArrowException
 
 from finalmile.arrow.frames import to_arrow
 from finalmile.config import parse_duration
+from finalmile.errors import InvalidInputError
 from finalmile.monitoring.config import aware_utc
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.explanations import IMPORTANCE_ROWS, explain_request, explain_rows, importance
@@ -24,8 +26,11 @@ class ExplanationVerbs:
     def explain_model(self, ref: str, rows: Any, background: Any = None) -> pa.Table:
         """Each feature's contribution to each row's output, for model version `ref`."""
         record = self.metadata.get_by_ref(ref)
-        table = to_arrow(rows)[0]
-        base = to_arrow(background)[0] if background is not None else None
+        try:
+            table, base = (_table(t) for t in (rows, background))
+        except (ValueError, TypeError, OverflowError, ArrowException) as exc:  # rows no table can be made of
+            raise InvalidInputError(f"rows: not a table of values ({exc})", {"field": "rows"}) from None
+        assert table is not None
         return explain_rows(self.monitoring, record, table, base)
 
     def explain(self, pipeline: str, request_id: str) -> pa.Table:
@@ -38,3 +43,10 @@ class ExplanationVerbs:
         stop = aware_utc(end) if isinstance(end, datetime) else datetime.now(UTC)
         begin = aware_utc(start) if isinstance(start, datetime) else stop - timedelta(days=1)
         return importance(self.monitoring, pipeline, begin, stop, parse_duration(window, "window"), rows)
+
+
+def _table(rows: Any) -> pa.Table | None:
+    """Rows as a table: a frame, or records as JSON carries them."""
+    if rows is None:
+        return None
+    return pa.Table.from_pylist(rows) if isinstance(rows, list) else to_arrow(rows)[0]

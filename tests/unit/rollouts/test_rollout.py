@@ -162,7 +162,11 @@ def test_bad_input_is_refused_naming_the_field_and_starts_nothing(client) -> Non
             assert raised.value.detail and "field" in str(raised.value.detail)
     assert client.rollouts() == [] and _deployed(client) == 1
 
-    first = pipeline.rollout("m:2", steps=[50, 100], step_every="1h", min_rows=10)
+    reference = X.assign(label=y)  # the label-free estimate of the next issue gates like any monitor kind
+    gates = ["error_rate", {"kind": "estimated_performance", "metric": "accuracy", "reference": reference}]
+    first = pipeline.rollout("m:2", steps=[50, 100], step_every="1h", min_rows=10, key="x0", gates=gates)
+    assert [g["name"] for g in first.plan["gates"]] == ["error_rate", "estimated_performance"]
+    assert _spec(client, _deployed(client))["steps"][0]["key"] == "x0"  # one customer, one arm
     with pytest.raises(ConflictError, match=f"rollout {first.id} of 'p' is running"):
         pipeline.rollout("m:2")
     with pytest.raises(InvalidInputError, match="action"):

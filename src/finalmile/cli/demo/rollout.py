@@ -29,12 +29,7 @@ def step_rollout(state: DemoState) -> None:
     candidate = client.upload_model(MODEL, retrained, sample=X.head(500), tags={"demo": "true"})
     rollout = pipeline.rollout(candidate.ref, steps=[25, 50, 100], step_every=STEP_S, min_rows=300)
     state.console.print(f"Rollout {rollout.id}: {candidate.ref} serves {rollout.weight:g}% beside the champion.")
-    while rollout.state == "running":
-        _serve(state, 150)
-        time.sleep(STEP_S)
-        client.run_rollouts()
-        rollout = client.rollout_run(rollout.id)
-    _timeline(state, rollout)
+    rollout = _until_decided(state, rollout, 150)
     state.console.print(
         f"{MODEL}@champion is now {client.model(f'{MODEL}@champion').ref}; the earlier champion stays registered "
         f"(one call brings it back: [bold]finalmile rollouts control {rollout.id} rollback[/])."
@@ -51,14 +46,21 @@ def step_bad_rollout(state: DemoState) -> None:
     inverted = RandomForestClassifier(n_estimators=50, max_depth=8, n_jobs=1, random_state=2).fit(X, 1 - y)
     bad = client.upload_model(MODEL, inverted, sample=X.head(500), tags={"demo": "true"})
     rollout = client.pipeline(MODEL).rollout(bad.ref, steps=[20, 50, 100], step_every=STEP_S, min_rows=100)
-    while rollout.state == "running":
-        _serve(state, 200)
-        time.sleep(STEP_S)
-        client.run_rollouts()
-        rollout = client.rollout_run(rollout.id)
-    _timeline(state, rollout)
+    rollout = _until_decided(state, rollout, 200)
     serving = client.services.pipelines.deployment(MODEL)
     state.console.print(f"Version {serving.version if serving else '-'} serves the champion alone again.")
+
+
+def _until_decided(state: DemoState, rollout: RolloutRecord, requests: int) -> RolloutRecord:
+    """Serve each step's traffic, let the step end, judge it (what `finalmile serve` does by itself), until the
+    rollout is promoted or rolled back; its timeline shown."""
+    while rollout.state == "running":
+        _serve(state, requests)
+        time.sleep(STEP_S)
+        state.client.run_rollouts()
+        rollout = state.client.rollout_run(rollout.id)
+    _timeline(state, rollout)
+    return rollout
 
 
 def _serve(state: DemoState, requests: int) -> None:

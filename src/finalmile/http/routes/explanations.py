@@ -32,11 +32,7 @@ def router(guards: Guards) -> APIRouter:
         request: Request, ref: str, body: ExplainRequest, who: Caller = Depends(guards.read)
     ) -> Response:
         """Each feature's contribution to each row's output, by model version `ref` (`fraud:3`, `fraud@champion`)."""
-        import pandas as pd
-
-        rows = pd.DataFrame.from_records(body.rows)
-        background = pd.DataFrame.from_records(body.background) if body.background else None
-        return table_answer(request, await run(who.services.explain_model, ref, rows, background))
+        return table_answer(request, await run(who.services.explain_model, ref, body.rows, body.background))
 
     @api.get("/api/v1/pipelines/{name}/explanations/{request_id}")
     async def explain(request: Request, name: str, request_id: str, who: Caller = Depends(guards.read)) -> Response:

@@ -18,7 +18,7 @@ import pyarrow as pa
 from finalmile.logs.query import LogReader
 from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.kinds.base import MonitorKind, fetch, quote
-from finalmile.monitoring.kinds.performance import performance_score
+from finalmile.monitoring.kinds.performance import label_keys, performance_score
 
 ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 THRESHOLD = 0.5
@@ -59,12 +59,7 @@ class EstimatedPerformanceKind(MonitorKind):
         """Each row's score, and its label where one has arrived (for the realised metric beside the estimate)."""
         conn = reader.connect()
         try:
-            keys = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT DISTINCT key_column FROM ground_truth WHERE pipeline = ?", [config.pipeline]
-                ).fetchall()
-            ]
+            keys = label_keys(conn, config.pipeline)
             score = quote(config.prediction or "out_score")
             truth, join = "NULL AS truth", ""
             if keys:  # labels joined by the first key they were sent under (request_id, as a rule)

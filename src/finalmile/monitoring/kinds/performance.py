@@ -43,12 +43,7 @@ class PerformanceKind(MonitorKind):
     ) -> pa.Table:
         conn = reader.connect()  # one connection (one scan of the log's file list) for the key columns and the join
         try:
-            keys = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT DISTINCT key_column FROM ground_truth WHERE pipeline = ?", [config.pipeline]
-                ).fetchall()
-            ]
+            keys = label_keys(conn, config.pipeline)
             if not keys:
                 return pa.table({"time": pa.array([], pa.timestamp("us", tz="UTC")), "value": [], "truth": []})
             prediction = prediction_column(config.metric, config.prediction)
@@ -70,6 +65,12 @@ class PerformanceKind(MonitorKind):
         return performance_score(
             config.metric, values(table, "truth", rows), table.column("value").take(pa.array(rows))
         )
+
+
+def label_keys(conn: Any, pipeline: str) -> list[str]:
+    """The log columns `pipeline`'s ground truth was sent under (`request_id`, or an input's): what labels join on."""
+    return [r[0] for r in conn.execute("SELECT DISTINCT key_column FROM ground_truth WHERE pipeline = ?",
+                                       [pipeline]).fetchall()]  # fmt: skip
 
 
 def prediction_column(metric: str, override: str | None = None) -> str:
