@@ -18,7 +18,7 @@ from finalmile.dashboard.render import render
 from finalmile.errors import FinalmileError, NotFoundError
 from finalmile.monitoring.chart import bin_labels
 from finalmile.monitoring.runs import results_frame
-from finalmile.pipelines.spec import ModelStepSpec, PipelineSpec, SplitStepSpec, walk
+from finalmile.pipelines.spec import PipelineSpec, SplitStepSpec, pinned_models, walk
 from finalmile.runtimes.explain import EXPLAINED
 from finalmile.runtimes.selection import fastest
 from finalmile.schema import Schema
@@ -87,12 +87,6 @@ def describe_steps(steps: list[Any]) -> list[dict[str, Any]]:
         else:
             out.append({"kind": kind, "detail": {k: v for k, v in step.items() if k != "kind"}})
     return out
-
-
-def pinned_models(spec: dict[str, Any]) -> list[str]:
-    """The model versions a pipeline version pins, in step order."""
-    steps = PipelineSpec.model_validate(spec).steps
-    return list(dict.fromkeys(s.model for s in walk(list(steps)) if isinstance(s, ModelStepSpec)))
 
 
 def pipeline_page(services: Services, name: str, now: datetime) -> dict[str, Any]:

@@ -66,12 +66,7 @@ def baseline_values(ctx: MonitorContext, config: MonitorConfig) -> np.ndarray:
     base = config.baseline
     assert base is not None and config.column is not None
     if base.kind == "log":
-        where = ["pipeline = ?", "status = 'ok'"]
-        params: list[Any] = [config.pipeline]
-        for clause, value in (("time >= ?", base.start), ("time < ?", base.end)):
-            if value is not None:
-                where.append(clause)
-                params.append(utc(value))
+        where, params = log_range(config.pipeline, base)
         if config.variant is not None:
             where.append("variant = ?")
             params.append(config.variant)
@@ -95,6 +90,18 @@ def baseline_values(ctx: MonitorContext, config: MonitorConfig) -> np.ndarray:
     if len(found) == 0:
         raise InvalidInputError(f"baseline: no rows of '{config.column}' in the baseline ({base.kind})")
     return found
+
+
+def log_range(pipeline: str, base: Baseline, alias: str = "") -> tuple[list[str], list[Any]]:
+    """The conditions (and their parameters) of a `log` baseline's rows: the pipeline's answered rows in its range;
+    `alias` prefixes the log's columns (`l.`) where the query joins another view."""
+    where = [f"{alias}pipeline = ?", f"{alias}status = 'ok'"]
+    params: list[Any] = [pipeline]
+    for clause, value in ((f"{alias}time >= ?", base.start), (f"{alias}time < ?", base.end)):
+        if value is not None:
+            where.append(clause)
+            params.append(utc(value))
+    return where, params
 
 
 def source_column(column: str, available: list[str]) -> str:

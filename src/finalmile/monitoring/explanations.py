@@ -4,7 +4,7 @@ so a shift in *why* the model decides shows). On demand, off the request path: t
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -51,25 +51,33 @@ def explain_request(ctx: MonitorContext, pipeline: str, request_id: str) -> pa.T
 
 def importance(ctx: MonitorContext, pipeline: str, start: datetime, end: datetime, window_s: float,
                rows: int = IMPORTANCE_ROWS) -> pa.Table:  # fmt: skip
-    """Per window ending in (start, end]: each feature's mean absolute contribution over a sample of its rows."""
+    """Per window ending in (start, end]: each feature's mean absolute contribution over a sample of its rows. One
+    read of the log: each row numbered within its window, the first `rows` of each kept."""
     ctx.pipelines.get_version(pipeline)
     config = MonitorConfig(name="importance", pipeline=pipeline, window_s=window_s, interval_s=window_s)
+    ends = window_ends(config, start, end)  # also refuses more windows than a preview computes
+    if not ends:
+        return pa.Table.from_pylist([], schema=_IMPORTANCE)
+    step_us = int(window_s * 1_000_000)
+    found = run_sql(
+        ctx.reader,
+        f"SELECT *, (epoch_us(time) - epoch_us(?::TIMESTAMPTZ)) // {step_us} AS window_index FROM logs "
+        "WHERE pipeline = ? AND status = 'ok' AND time >= ? AND time < ? "
+        f"QUALIFY row_number() OVER (PARTITION BY window_index ORDER BY hash(request_id, row)) <= {int(rows)}",
+        [utc(start), pipeline, utc(start), utc(ends[-1])],
+    )
+    index = found.column("window_index").to_numpy() if found.num_rows else np.zeros(0, np.int64)
     out: list[dict[str, Any]] = []
-    for window_end in window_ends(config, start, end):
-        found = run_sql(
-            ctx.reader,
-            "SELECT * FROM logs WHERE pipeline = ? AND status = 'ok' AND time >= ? AND time < ? "
-            f"ORDER BY hash(request_id, row) LIMIT {int(rows)}",
-            [pipeline, utc(window_end - timedelta(seconds=window_s)), utc(window_end)],
-        )
-        if found.num_rows == 0:
+    for k, window_end in enumerate(ends):
+        sample = found.filter(pa.array(index == k))
+        if sample.num_rows == 0:
             continue
-        record, inputs = _model_inputs(ctx, found)
+        record, inputs = _model_inputs(ctx, sample)
         explained = explain_rows(ctx, record, inputs, None)
         for name in inputs.column_names:
             mean = float(np.abs(explained.column(name).to_numpy(zero_copy_only=False)).mean())
             out.append({"window_end": window_end, "feature": name, "mean_abs_contribution": mean,
-                        "rows": found.num_rows, "model": f"{record.name}:{record.version}"})  # fmt: skip
+                        "rows": sample.num_rows, "model": f"{record.name}:{record.version}"})  # fmt: skip
     return pa.Table.from_pylist(out, schema=_IMPORTANCE)
 
 

@@ -19,8 +19,7 @@ import pyarrow.parquet as pq
 
 from finalmile.arrow.frames import to_arrow
 from finalmile.errors import FinalmileError, InvalidInputError
-from finalmile.logs.query import utc
-from finalmile.monitoring.baseline import source_column
+from finalmile.monitoring.baseline import log_range, source_column
 from finalmile.monitoring.config import Baseline, MonitorConfig
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.kinds import kind_of
@@ -82,12 +81,7 @@ def _columns(ctx: MonitorContext, config: MonitorConfig, base: Baseline, frame: 
     """The watched columns of the baseline, named `c0`, `c1`… in the monitor's order, as floats."""
     columns = config.columns or []
     if base.kind == "log":
-        where: list[str] = ["pipeline = ?", "status = 'ok'"]
-        params: list[Any] = [config.pipeline]
-        for clause, value in (("time >= ?", base.start), ("time < ?", base.end)):
-            if value is not None:
-                where.append(clause)
-                params.append(utc(value))
+        where, params = log_range(config.pipeline, base)
         chosen = ", ".join(f"{quote(c)} AS c{i}" for i, c in enumerate(columns))
         table = run_sql(ctx.reader, f"SELECT {chosen} FROM logs WHERE {' AND '.join(where)}", params)
     else:
@@ -112,12 +106,7 @@ def _columns(ctx: MonitorContext, config: MonitorConfig, base: Baseline, frame: 
 
 
 def _from_log(ctx: MonitorContext, config: MonitorConfig, base: Baseline, score: str) -> pa.Table:
-    where: list[str] = ["l.pipeline = ?", "l.status = 'ok'"]
-    params: list[Any] = [config.pipeline]
-    for clause, value in (("l.time >= ?", base.start), ("l.time < ?", base.end)):
-        if value is not None:
-            where.append(clause)
-            params.append(utc(value))
+    where, params = log_range(config.pipeline, base, "l.")
     sql = (
         f"SELECT CAST(l.{quote(score)} AS DOUBLE) AS value, CAST(g.{quote(config.label)} AS DOUBLE) AS truth "
         "FROM logs l JOIN ground_truth g ON g.pipeline = l.pipeline AND g.key = l.request_id "

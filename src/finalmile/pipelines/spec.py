@@ -143,6 +143,12 @@ def walk(steps: list[Any]) -> list[Any]:
     return found
 
 
+def pinned_models(spec: dict[str, Any]) -> list[str]:
+    """The model versions a stored definition pins (`name:version`), in step order, each once."""
+    steps = PipelineSpec.model_validate(spec).steps
+    return list(dict.fromkeys(s.model for s in walk(list(steps)) if isinstance(s, ModelStepSpec)))
+
+
 class _Version(Protocol):
     @property
     def name(self) -> str: ...

@@ -60,8 +60,7 @@ def judge(ctx: MonitorContext, arms: dict[str, Window], plan: RolloutPlan) -> Ju
         arm: int(run_sql(ctx.reader, f"SELECT count(*) AS n FROM logs l WHERE {' AND '.join(w)}", p)[0][0].as_py())
         for arm, (w, p) in arms.items()
     }
-    window = [str(v) for v in arms[ARMS[1]][1][-3:-1]]
-    evidence: dict[str, Any] = {"window": window, "rows": rows, "gates": []}
+    evidence: dict[str, Any] = {"rows": rows, "gates": []}
     short = [arm for arm in ARMS if rows[arm] < plan.min_rows]
     if short:
         said = ", ".join(f"{arm} {rows[arm]:,}" for arm in ARMS)
@@ -95,6 +94,7 @@ def _figures(ctx: MonitorContext, gate: Gate, arms: dict[str, Window]) -> dict[s
         baseline = baseline_values(ctx, config) if kind.needs_baseline(config) else None
         for arm, table in read.items():
             figures[arm] = kind.score(config, table, np.arange(table.num_rows), baseline)[0] if table.num_rows else None
+    worse = kind.higher_is_worse(config)
     out: dict[str, Any] = {
         "gate": gate.name,
         "kind": config.kind,
@@ -103,12 +103,11 @@ def _figures(ctx: MonitorContext, gate: Gate, arms: dict[str, Window]) -> dict[s
         "margin": gate.margin,
         "relative": gate.relative,
         "limit": gate.limit,
-        "higher_is_worse": kind.higher_is_worse(config),
+        "higher_is_worse": worse,
     }
     champion, candidate = out["champion"], out["candidate"]
     if champion is None or candidate is None:
         return out | {"passed": None, "note": f"no figure (champion {champion}, candidate {candidate})"}
-    worse = kind.higher_is_worse(config)
     gap = candidate - champion if worse else champion - candidate
     allowed = gate.margin * abs(champion) if gate.relative else gate.margin
     passed = gate.against_champion or gap <= allowed + 1e-12  # the score PSI is bounded by its limit alone

@@ -95,8 +95,6 @@ def build_plan(
     seconds = parse_duration(step_every, "step_every")
     if seconds <= 0:
         raise InvalidInputError("step_every: must be longer than 0", _f("step_every"))
-    if on_hold not in ("pause", "abort", "wait"):
-        raise InvalidInputError(f"on_hold: {on_hold!r} is not one of pause, abort, wait", _f("on_hold"))
     try:
         return RolloutPlan(
             steps=shares,
@@ -144,10 +142,10 @@ def _gate(ctx: MonitorContext, pipeline: str, spec: dict[str, Any], i: int) -> G
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise InvalidInputError(f"{name}: {value!r} is not a number")
     if kind == SCORE_PSI:
-        column = spec.pop("column", None) or _score_column(ctx, pipeline)
+        logged = logged_columns(ctx, pipeline)
+        column = spec.pop("column", None) or _score_column(logged)
         if spec:
             raise InvalidInputError(f"unexpected field(s) {', '.join(sorted(spec))} (score_psi takes column, limit)")
-        logged = logged_columns(ctx, pipeline)
         column = column if column in logged else f"out_{column}"
         if column not in logged:
             raise InvalidInputError(f"column: pipeline '{pipeline}' logs no '{column.removeprefix('out_')}'")
@@ -179,8 +177,7 @@ def _gate(ctx: MonitorContext, pipeline: str, spec: dict[str, Any], i: int) -> G
     )
 
 
-def _score_column(ctx: MonitorContext, pipeline: str) -> str:
-    logged = logged_columns(ctx, pipeline)
+def _score_column(logged: set[str]) -> str:
     found = next((f"out_{n}" for n in SCORE_NAMES if f"out_{n}" in logged), None)
     if found is None:
         raise InvalidInputError("column: no score output to compare (name one: {'kind': 'score_psi', 'column': …})")

@@ -17,10 +17,10 @@ from finalmile.errors import ConflictError, InvalidInputError
 from finalmile.monitoring.actions import Deployer
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.store import MonitorStore
-from finalmile.pipelines.spec import PipelineSpec, SplitStepSpec, walk
+from finalmile.pipelines.spec import PipelineSpec, SplitStepSpec, pinned_models, walk
 from finalmile.rollouts.judge import Judgement, judge, windows
 from finalmile.rollouts.plan import ARMS, RolloutPlan
-from finalmile.rollouts.rollout_store import ACTIVE, RolloutEvent, RolloutRecord, RolloutStore
+from finalmile.rollouts.rollout_store import ACTIVE, RolloutEvent, RolloutRecord, RolloutStore, share
 
 log = logging.getLogger(__name__)
 LEASE_S = 15.0
@@ -106,6 +106,7 @@ class Progress:
         arms = windows(record.pipeline, record.serving_version, record.step_started_at, now, record.created_at,
                        plan.steps[record.step])  # fmt: skip
         verdict = judge(self.monitoring, arms, plan)
+        verdict.evidence["window"] = [record.step_started_at.isoformat(), now.isoformat()]
         every = timedelta(seconds=plan.step_every_s)
         changes: dict[str, Any] = {"reason": verdict.reason}
         decision: str = verdict.decision
@@ -122,9 +123,7 @@ class Progress:
             if record.holds + 1 >= plan.hold_alert_after and plan.on_hold != "wait":
                 changes |= {"state": "paused"} if plan.on_hold == "pause" else {
                     "state": "aborted", "settled": False, "finished_at": now}  # fmt: skip
-        weight = {"promote": 100.0, "rollback": 0.0}.get(decision)
-        if weight is None:
-            weight = 0.0 if changes.get("state") == "aborted" else plan.steps[changes.get("step", record.step)]
+        weight = share(changes.get("state", record.state), changes.get("step", record.step), plan.steps)
         event = RolloutEvent(record.step, record.holds, decision, verdict.reason, verdict.evidence, weight,
                              f"rollout {record.id}", now)  # fmt: skip
         after = self.store.transition(record, event, changes)
@@ -168,7 +167,7 @@ class Progress:
             changes |= {"holds": 0, "due_at": now + timedelta(seconds=plan.step_every_s)}
         elif action != "pause":
             changes |= {"settled": False, "finished_at": now}
-        weight = {"promote": 100.0, "abort": 0.0, "rollback": 0.0}.get(action, plan.steps[record.step])
+        weight = share(state, record.step, plan.steps)
         event = RolloutEvent(record.step, None, action, f"{action} by {actor}", {}, weight, actor, now)
         after = self.store.transition(record, event, changes)
         if after is None:
@@ -210,10 +209,9 @@ class Progress:
 
 
 def _models(spec: dict[str, Any]) -> dict[str, int]:
+    """Model name → the version a definition pins (the first, where it pins several of one name)."""
     found: dict[str, int] = {}
-    for step in walk(list(PipelineSpec.model_validate(spec).steps)):
-        model = getattr(step, "model", None)
-        if isinstance(model, str) and ":" in model:
-            name, version = model.rsplit(":", 1)
-            found.setdefault(name, int(version))
+    for ref in pinned_models(spec):
+        name, version = ref.rsplit(":", 1)
+        found.setdefault(name, int(version))
     return found

@@ -60,11 +60,15 @@ class RolloutRecord:
     @property
     def weight(self) -> float:
         """The candidate's share of traffic now, in percent."""
-        if self.state == "promoted":
-            return 100.0
-        if self.state in ACTIVE:
-            return float(self.plan["steps"][self.step])
-        return 0.0
+        return share(self.state, self.step, self.plan["steps"])
+
+
+def share(state: str, step: int, steps: list[float]) -> float:
+    """The candidate's share of traffic (percent) in a state at a step: all once promoted, none once it ended
+    otherwise, the step's while it runs or is paused."""
+    if state == "promoted":
+        return 100.0
+    return float(steps[step]) if state in ACTIVE else 0.0
 
 
 class RolloutStore:

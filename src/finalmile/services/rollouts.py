@@ -40,12 +40,11 @@ class RolloutVerbs(Acting):
         on_hold: str = "pause",
         alias: str | None = "champion",
         actor: str | None = None,
-        now: Any = None,
     ) -> RolloutRecord:
         """Serve `candidate` beside the champion at `steps[0]`% of traffic; every `step_every` the step is judged
         against the champion over the same window and the rollout advances, holds or rolls back; after the last
         step the candidate is promoted. Everything is checked before anything is deployed."""
-        moment = aware_utc(now) if isinstance(now, datetime) else datetime.now(UTC)
+        moment = datetime.now(UTC)
         served = self.pipelines.deployment(pipeline)
         if served is None:
             self.pipelines.get_version(pipeline)  # an unknown pipeline is a 404

@@ -6,7 +6,8 @@ monitor of its kind, and the config stays a plain serialisable model.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 import duckdb
 import numpy as np
@@ -15,6 +16,8 @@ import pyarrow as pa
 from finalmile.errors import QueryError
 from finalmile.logs.query import LogReader
 from finalmile.monitoring.config import MonitorConfig, Status
+
+T = TypeVar("T")
 
 
 class MonitorKind:
@@ -91,6 +94,21 @@ class ColumnKind(MonitorKind):
 
     def select(self, config: MonitorConfig) -> tuple[str, list[str]]:
         return f"l.{quote(config.column or '')} AS value", ["l.status = 'ok'"]
+
+
+_FITTED: dict[tuple[str, tuple[int, ...], float], Any] = {}
+_FITTED_KEPT = 8
+
+
+def fitted_once(what: str, baseline: np.ndarray, fit: Callable[[np.ndarray], T]) -> T:
+    """`fit(baseline)`, remembered by the baseline's content for the last few baselines: a run scores every window
+    against one baseline, and what is learnt from it (a calibration, a PCA) need not be learnt again each window."""
+    key = (what, baseline.shape, float(np.nansum(baseline[:: max(1, len(baseline) // 1000)])))
+    if key not in _FITTED:
+        if len(_FITTED) >= _FITTED_KEPT:
+            _FITTED.clear()
+        _FITTED[key] = fit(baseline)
+    return _FITTED[key]
 
 
 def quote(name: str) -> str:

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from finalmile.logs.query import LogReader
 from finalmile.monitoring.config import MonitorConfig
-from finalmile.monitoring.kinds.base import MonitorKind, fetch, quote
+from finalmile.monitoring.kinds.base import MonitorKind, fetch, fitted_once, quote
 from finalmile.monitoring.kinds.performance import label_keys, performance_score
 
 ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
@@ -86,7 +86,7 @@ class EstimatedPerformanceKind(MonitorKind):
         scores = scores[kept]
         if not len(scores):
             return None, {}
-        calibrated = calibrate(baseline[:, 0], baseline[:, 1])(scores)
+        calibrated = fitted_once("calibration", baseline, lambda b: calibrate(b[:, 0], b[:, 1]))(scores)
         estimate = estimate_metric(config.metric, scores, calibrated)
         error = sampling_error(config.metric, estimate, scores, calibrated)
         evidence: dict[str, Any] = {

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from finalmile.monitoring.config import MonitorConfig
-from finalmile.monitoring.kinds.base import MonitorKind, quote
+from finalmile.monitoring.kinds.base import MonitorKind, fitted_once, quote
 
 METHODS = ("pca", "classifier")
 EXPLAINED = 0.65
@@ -107,15 +107,13 @@ class Fitted:
         return {"baseline_error": mean, "lower": mean - 3 * sd, "upper": mean + 3 * sd}
 
 
-_FITTED: dict[tuple[tuple[int, ...], float], Fitted] = {}
-
-
 def fit_pca(baseline: np.ndarray) -> Fitted:
     """PCA of the baseline by the eigenvectors of its correlation matrix (a 29 × 29 problem however many rows),
-    remembered by the baseline's content for the few last baselines: a run scores every window against one."""
-    key = (baseline.shape, float(np.nansum(baseline[:: max(1, len(baseline) // 1000)])))
-    if key in _FITTED:
-        return _FITTED[key]
+    fitted once per baseline (`fitted_once`)."""
+    return fitted_once("pca", baseline, _fit_pca)
+
+
+def _fit_pca(baseline: np.ndarray) -> Fitted:
     complete = np.isfinite(baseline).all(axis=1)
     finite = baseline if complete.all() else baseline[complete]
     mean = finite.mean(axis=0)
@@ -133,9 +131,6 @@ def fit_pca(baseline: np.ndarray) -> Fitted:
     errors = fitted.row_errors(finite)
     chunks = np.array_split(errors, CHUNKS) if len(errors) >= CHUNKS else [errors]
     fitted.chunk_errors = np.array([c.mean() for c in chunks])
-    if len(_FITTED) >= 8:
-        _FITTED.clear()
-    _FITTED[key] = fitted
     return fitted
 
 
