@@ -76,7 +76,7 @@ def test_two_servers_judge_each_step_once_and_promote(tmp_path: Path, database_u
         with Client(home=home, database_url=database_url) as client:
             started = client.rollout("p", "m:2", steps=[25, 50, 100], step_every="3s", min_rows=300, on_hold="wait",
                                     gates=GATES)  # fmt: skip
-            done = _wait(client, started.id, lambda r: r.state not in ("running",))
+            done = _wait(client, started.id, lambda r: r.state != "running" and r.settled)  # deployed, aliases moved
     finally:
         traffic.stop()
     assert done.state == "promoted", done.reason
@@ -110,7 +110,7 @@ def test_a_server_killed_mid_rollout_is_replaced_by_one_that_resumes(
             first.process.wait()
             second = server_factory(home, env)
             urls[0] = second.url
-            done = _wait(client, started.id, lambda r: r.state != "running")
+            done = _wait(client, started.id, lambda r: r.state != "running" and r.settled)
     finally:
         traffic.stop()
     assert done.state == "promoted", done.reason
