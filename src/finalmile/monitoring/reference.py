@@ -1,5 +1,5 @@
-"""Baselines of several columns, for the kinds that declare one (`MonitorKind.reference`), stored as Parquet in the
-artifact store and read back as the monitor's baseline (a matrix, one row per reference row).
+"""Baselines of several columns, for the kinds that declare one (`MonitorKind.reference`), stored in the artifact store
+(`baseline.store_table`) and read back as the monitor's baseline (a matrix, one row per reference row).
 
 `labelled` (estimated performance): each reference row's score and label, from a period of the log that has ground
 truth, or from a validation frame with the label column, which the pipeline's model scores now.
@@ -8,22 +8,19 @@ truth, or from a validation frame with the label column, which the pipeline's mo
 
 from __future__ import annotations
 
-import io
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from finalmile.arrow.frames import to_arrow
 from finalmile.errors import FinalmileError, InvalidInputError
-from finalmile.monitoring.baseline import log_range, source_column
+from finalmile.monitoring.baseline import log_range, source_column, store_table
 from finalmile.monitoring.config import Baseline, MonitorConfig
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.kinds import kind_of
-from finalmile.monitoring.kinds.base import quote, run_sql
+from finalmile.monitoring.kinds.base import matrix, quote, run_sql
 from finalmile.pipelines.loaded import load_pipeline
 
 MIN_LABELLED = 20
@@ -37,10 +34,10 @@ def prepare_reference(ctx: MonitorContext, config: MonitorConfig, frame: Any) ->
     assert base is not None
     if kind_of(config).reference == "columns":
         table = _columns(ctx, config, base, frame)
-        matrix = _store(ctx, config, table)
+        found = _store(ctx, config, table)
         if config.alert is None:  # the baseline's own spread says what is unusual
-            config.alert = kind_of(config).default_alert(config, matrix)
-        return matrix
+            config.alert = kind_of(config).default_alert(config, found)
+        return found
     score = config.prediction or "out_score"
     if base.kind == "log":
         table = _from_log(ctx, config, base, score)
@@ -59,22 +56,8 @@ def prepare_reference(ctx: MonitorContext, config: MonitorConfig, frame: Any) ->
 
 
 def _store(ctx: MonitorContext, config: MonitorConfig, table: pa.Table) -> np.ndarray:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    with tempfile.NamedTemporaryFile(suffix=".parquet") as tmp:
-        tmp.write(buffer.getvalue())
-        tmp.flush()
-        digest, _ = ctx.artifacts.put_file(Path(tmp.name))
-    config.baseline = Baseline(kind="frame", artifact=digest)
+    config.baseline = Baseline(kind="frame", artifact=store_table(ctx.artifacts, table))
     return matrix(table)
-
-
-def matrix(table: pa.Table) -> np.ndarray:
-    """A table of numeric columns as one float64 matrix, a row per row."""
-    out = np.empty((table.num_rows, table.num_columns), dtype=np.float64)
-    for i, column in enumerate(table.columns):
-        out[:, i] = column.to_numpy(zero_copy_only=False)
-    return out
 
 
 def _columns(ctx: MonitorContext, config: MonitorConfig, base: Baseline, frame: Any) -> pa.Table:
@@ -98,11 +81,26 @@ def _columns(ctx: MonitorContext, config: MonitorConfig, base: Baseline, frame: 
         raise InvalidInputError(
             f"columns: multivariate drift needs numeric columns ({exc})", {"field": "columns"}
         ) from None
+    complete = _complete(table)
+    if not complete.true_count == table.num_rows:  # both methods use whole rows only: the baseline keeps those
+        table = table.filter(complete)
     if table.num_rows < MIN_LABELLED:
         raise InvalidInputError(
-            f"baseline: {table.num_rows} rows; at least {MIN_LABELLED} are needed", {"field": "baseline"}
+            f"baseline: {table.num_rows} complete rows (every watched column a finite number); at least "
+            f"{MIN_LABELLED} are needed",
+            {"field": "baseline"},
         )
     return table
+
+
+def _complete(table: pa.Table) -> pa.Array:
+    """Whether each row's values are all finite numbers."""
+    mask = None
+    for column in table.columns:
+        finite = pc.fill_null(pc.is_finite(column), False)
+        mask = finite if mask is None else pc.and_(mask, finite)
+    assert mask is not None
+    return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
 
 
 def _from_log(ctx: MonitorContext, config: MonitorConfig, base: Baseline, score: str) -> pa.Table:

@@ -1,7 +1,7 @@
 """Monitor windows straight from the inference log: one DuckDB read per run, then the kind's score per window.
 
 Windows end every `interval_s` after `start` and each covers the `window_s` before its end. The rows of a whole
-run are read once, sorted by time, and cut into windows with `searchsorted`, so a preview over months of history
+run are read once, put in time order, and cut into windows with `searchsorted`, so a preview over months of history
 costs one scan of the log.
 """
 
@@ -59,7 +59,7 @@ def compute(
     kind = kind_of(config)
     width = timedelta(seconds=config.window_s)
     table = _read(reader, config, ends[0] - width, ends[-1])
-    times = table.column("time").to_numpy().astype("datetime64[us]").astype(np.int64) if table.num_rows else None
+    table, times = _by_time(table)
     groups = _groups(table, config)
     results = []
     for end in ends:
@@ -78,6 +78,19 @@ def compute(
             evidence |= {"metric": config.metric, "warning": config.warning, "alert": config.alert}
             results.append(MonitorResult(end - width, end, n, score, kind.status(config, score, n), group, evidence))
     return results
+
+
+def _by_time(table: pa.Table) -> tuple[pa.Table, np.ndarray | None]:
+    """The rows in time order and their times (µs). The log is read in its own order, which is time order within
+    a part; sorting in SQL sorts every column read (~0.15 s of 0.5 s for 1M × 29 here), so the sort is left to the
+    reads that need it, and done by the time column alone."""
+    if not table.num_rows:
+        return table, None
+    times = table.column("time").to_numpy().astype("datetime64[us]").astype(np.int64)
+    if len(times) > 1 and bool((times[1:] < times[:-1]).any()):
+        order = np.argsort(times, kind="stable")
+        table, times = table.take(pa.array(order)), times[order]
+    return table, times
 
 
 def _span(times: np.ndarray | None, start: datetime, end: datetime) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from finalmile.errors import IntegrityError, InvalidModelError
@@ -58,8 +59,7 @@ class ArtifactStore:
 
     def put_file(self, source: Path) -> tuple[str, bool]:
         """Store a copy of `source`; returns its sha256 and whether this call created it (False if already stored)."""
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="put-")
+        fd, tmp_name = self._staging()
         tmp = Path(tmp_name)
         try:
             h = hashlib.sha256()
@@ -69,16 +69,38 @@ class ArtifactStore:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            digest = h.hexdigest()
-            final = self.path_of(digest)
-            if final.exists():
-                return digest, False
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
-            os.chmod(final, 0o444)
-            return digest, True
+            return self._place(tmp, h.hexdigest())
         finally:
             tmp.unlink(missing_ok=True)
+
+    def put_written(self, write: Callable[[Path], None]) -> tuple[str, bool]:
+        """Store the file `write(path)` makes: written in the store's staging area, hashed there and renamed into
+        place, where `put_file` would copy it (a 232 MB baseline: one write instead of a write, a read and a copy,
+        and nothing held in memory)."""
+        fd, tmp_name = self._staging()
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            write(tmp)
+            with tmp.open("rb+") as f:
+                os.fsync(f.fileno())
+            return self._place(tmp, sha256_file(tmp))
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _staging(self) -> tuple[int, str]:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(dir=self.tmp, prefix="put-")
+
+    def _place(self, tmp: Path, digest: str) -> tuple[str, bool]:
+        """Move a fully written, synced file to its name (unless that content is stored already)."""
+        final = self.path_of(digest)
+        if final.exists():
+            return digest, False
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        os.chmod(final, 0o444)
+        return digest, True
 
     def delete(self, sha256: str) -> None:
         path = self.path_of(sha256)

@@ -25,7 +25,7 @@ HOUR = timedelta(hours=1)
 
 @pytest.fixture
 def logged(client: Client) -> Client:
-    """Pipeline `p` (A/B: a = m:1, b = m:1) and three hours of log rows written directly:
+    """Pipeline `p` (A/B: a = m:1, b = m:1) and three hours of log rows written directly, out of time order:
     hour 0 — 100 rows like the baseline; hour 1 — 100 rows shifted by +2; hour 2 — nothing."""
     client.upload_model("m", LogisticRegression().fit(X, y), sample=X.head(50))
     client.build_pipeline("p").add_split({"a": (0.5, "m:1"), "b": (0.5, "m:1")}).add_check(
@@ -59,7 +59,11 @@ def logged(client: Client) -> Client:
     directory.mkdir(parents=True)
     table = pa.Table.from_pandas(log, preserve_index=False)
     table = table.set_column(0, "time", table.column("time").cast(pa.timestamp("us", tz="UTC")))
-    pq.write_table(table, directory / "part-0.parquet")
+    # the later hour in the first part, its rows shuffled: the log is read in its own order, and the windows put it
+    # in time order
+    later = np.random.default_rng(0).permutation(np.arange(100, 200))
+    pq.write_table(table.take(later), directory / "part-0.parquet")
+    pq.write_table(table.slice(0, 100), directory / "part-1.parquet")
     client._test_log = log  # type: ignore[attr-defined]
     return client
 

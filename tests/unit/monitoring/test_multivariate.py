@@ -70,7 +70,7 @@ def test_bad_input_names_the_field_and_stores_nothing(client) -> None:  # type: 
         ({"columns": ["x0", "nope"], "baseline": baseline}, "does not log columns 'nope'"),
         ({"columns": ["x0", "x1"], "baseline": baseline, "method": "magic"}, "method"),
         ({"columns": ["x0", "x1"]}, "baseline"),
-        ({"columns": ["x0", "x1"], "baseline": baseline.head(5)}, "baseline: 5 rows"),
+        ({"columns": ["x0", "x1"], "baseline": baseline.head(5)}, "baseline: 5 complete rows"),
     ]:
         with pytest.raises(InvalidInputError, match=said):
             client.build_monitor("mv", "p", "multivariate_drift", window="1h", **options).save()

@@ -56,9 +56,10 @@ class MonitorKind:
     def read(
         self, reader: LogReader, config: MonitorConfig, where: list[str], params: list[Any], extra: str
     ) -> pa.Table:
-        """`time`, `value` (and whatever `score` needs) of the rows matching `where`, ordered by time."""
+        """`time`, `value` (and whatever `score` needs) of the rows matching `where`, in the log's order (the windows
+        put them in time order where they are not)."""
         select, more = self.select(config)
-        sql = f"SELECT l.time, {select}{extra} FROM logs l WHERE {' AND '.join([*where, *more])} ORDER BY l.time"
+        sql = f"SELECT l.time, {select}{extra} FROM logs l WHERE {' AND '.join([*where, *more])}"
         return run_sql(reader, sql, params)
 
     def score(
@@ -121,6 +122,25 @@ def values(table: pa.Table, column: str, rows: np.ndarray) -> np.ndarray:
     if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
         return col.to_numpy().astype(np.float64)
     return np.asarray(col.to_pylist(), dtype=object)
+
+
+def matrix(table: pa.Table, complete: bool = False) -> np.ndarray:
+    """A table of numeric columns as one float64 matrix, a row per row, in column-major order: each column is one
+    contiguous copy (filling a row-major matrix column by column strides through memory: 0.5 s against 0.1 s for
+    1M × 29 here), and every reduction the kinds make is per column anyway. `complete`: only the rows whose values
+    are all finite, chosen column by column while copying (a second matrix of them costs as much as the first)."""
+    columns = [c.to_numpy(zero_copy_only=False).astype(np.float64, copy=False) for c in table.columns]
+    keep = None
+    if complete and columns:
+        total = columns[0].copy()
+        for column in columns[1:]:
+            total += column  # finite only where every value of the row is
+        keep = None if np.isfinite(total).all() else np.isfinite(total)
+    rows = table.num_rows if keep is None else int(keep.sum())
+    out = np.empty((rows, len(columns)), dtype=np.float64, order="F")
+    for i, column in enumerate(columns):
+        out[:, i] = column if keep is None else column[keep]
+    return out
 
 
 def run_sql(reader: LogReader, sql: str, params: list[Any]) -> pa.Table:

@@ -71,7 +71,7 @@ class EstimatedPerformanceKind(MonitorKind):
                 )
             sql = (
                 f"SELECT l.time, CAST(l.{score} AS DOUBLE) AS value, {truth}{extra} FROM logs l{join} "
-                f"WHERE {' AND '.join(where)} AND l.status = 'ok' ORDER BY l.time"
+                f"WHERE {' AND '.join(where)} AND l.status = 'ok'"
             )
             return fetch(conn, sql, params)
         finally:

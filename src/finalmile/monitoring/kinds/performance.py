@@ -54,7 +54,7 @@ class PerformanceKind(MonitorKind):
                 f"AND g.{quote(config.label)} IS NOT NULL"
                 for k in keys
             ]
-            sql = " UNION ALL ".join(f"({j})" for j in joins) + " ORDER BY time"
+            sql = " UNION ALL ".join(f"({j})" for j in joins)
             return fetch(conn, sql, params * len(keys))
         finally:
             conn.close()
