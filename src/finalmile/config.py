@@ -72,6 +72,10 @@ class FinalmileSettings(BaseSettings):
     auth: bool = True
     """Check an API token on every route but health and the API's docs. `finalmile serve --no-auth` turns it off,
     and only on a loopback address (a laptop)."""
+    grpc_port: int | None = Field(default=None, ge=1, le=65535)
+    """Also serve the Open Inference Protocol over gRPC on this port (`finalmile serve --grpc-port`)."""
+    grpc_host: str = "127.0.0.1"
+    """The interface the gRPC service listens on (`finalmile serve` sets it to the HTTP server's host)."""
     dashboard_secure_cookie: bool = False
     """Mark the dashboard's session cookie `Secure` (sent over HTTPS only): set it behind a TLS proxy."""
     backend: Literal["local", "ray"] = "local"

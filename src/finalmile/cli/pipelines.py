@@ -163,8 +163,13 @@ def serve(
     ray_address: Annotated[
         str | None, typer.Option(help="The Ray cluster to join (HOST:PORT); default: start a local Ray.")
     ] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(help="Also serve the Open Inference Protocol over gRPC on this port.", min=1, max=65535),
+    ] = None,
 ) -> None:
-    """Serve every deployed pipeline: Open Inference Protocol V2, records/Arrow, management API, /metrics.
+    """Serve every deployed pipeline: Open Inference Protocol V2 (HTTP, and gRPC with --grpc-port), records/Arrow,
+    management API, /metrics.
 
     Every route but health and docs needs a bearer token; the first serve of a store prints an owner token."""
     import os
@@ -186,6 +191,9 @@ def serve(
         ray_address, shared = _shared_ray_cluster(), "; one local Ray cluster for every worker"
     os.environ["FINALMILE_AUTH"] = "true" if auth else "false"  # the worker processes read these
     os.environ["FINALMILE_BACKEND"] = backend
+    if grpc_port is not None:
+        os.environ["FINALMILE_GRPC_PORT"] = str(grpc_port)
+        os.environ["FINALMILE_GRPC_HOST"] = host
     if ray_address:
         os.environ["FINALMILE_RAY_ADDRESS"] = ray_address
     if backend != "ray" and not ray_address:
@@ -197,7 +205,8 @@ def serve(
                 console.print(f"No tokens yet: owner token {record.id} for {record.user} (shown once):")
                 print(secret, flush=True)
     mode = "tokens required" if auth else "no auth (--no-auth, loopback only)"
-    console.print(f"finalmile serving on http://{host}:{port} (docs at /docs; {mode}; backend {backend}{shared})")
+    grpc = f"; gRPC on {host}:{grpc_port}" if grpc_port is not None else ""
+    console.print(f"finalmile serving on http://{host}:{port} (docs at /docs; {mode}; backend {backend}{shared}{grpc})")
     run_server(host, port, workers)
 
 

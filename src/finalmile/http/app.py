@@ -15,13 +15,13 @@ import orjson
 
 from finalmile.access.roles import Permission
 from finalmile.backends.base import InferRequest
-from finalmile.errors import BadRequestError, FinalmileError, PayloadTooLarge
+from finalmile.errors import FinalmileError, PayloadTooLarge
 from finalmile.http.auth import Authenticator, services_of
 from finalmile.http.errors import challenge, error_body
 from finalmile.pipelines.loaded import RequestResult
 from finalmile.services import Services
 from finalmile.serving.codecs import codec_for
-from finalmile.serving.codecs.v2 import is_number
+from finalmile.serving.codecs.v2 import version_number
 from finalmile.serving.dataplane import DataPlane
 
 log = logging.getLogger(__name__)
@@ -84,21 +84,13 @@ class InferenceHandlers:
     ) -> tuple[int, bytes, dict[str, str]]:
         """`route` is `v2` (Open Inference Protocol) or `records` (pandas records or Arrow, by content type), on
         the data plane of the caller's workspace."""
-        number = _version(version)
+        number = version_number(version)
         target = dataplane.serving(name, number)  # an unknown pipeline is a 404 whatever the body
         codec = codec_for(route, headers.get("content-type"))
         decoded = codec.decode(body, headers)
         result = await dataplane.infer(InferRequest(name, decoded.table, number), target)
         payload, out_headers = codec.encode(result, decoded)
         return 200, payload, out_headers | provenance_headers(result)
-
-
-def _version(version: str | None) -> int | None:
-    if version is None:
-        return None
-    if not is_number(version):
-        raise BadRequestError(f"version: a pipeline version is a number, got {version!r}", {"field": "version"})
-    return int(version)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

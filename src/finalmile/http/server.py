@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from finalmile._version import __version__
 from finalmile.access.roles import Principal, check_role, local_principal
 from finalmile.dashboard import install as install_dashboard
-from finalmile.errors import NotReadyError
+from finalmile.errors import MissingDependencyError, NotReadyError
 from finalmile.http.app import FinalmileApp, InferenceHandlers
 from finalmile.http.auth import Authenticator, Guards
 from finalmile.http.errors import add_error_handlers, document_errors
@@ -85,6 +85,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         await asyncio.get_running_loop().run_in_executor(None, _each, root, Services.sync)
+        grpc_server = await _start_grpc(root, authenticator)
         # What is alive now (imported libraries, loaded models: ~220,000 objects) lives as long as the server.
         # Frozen out of the cyclic GC, a full collection walks only what was made since: it took 120 ms of the
         # event loop's time (every 10-20 s under load with logging on, whose batches wait up to a second and so
@@ -97,6 +98,8 @@ def create_app(
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(1.0)
             if background:
                 await supervisor.stop()
                 scheduler.stop()
@@ -125,6 +128,17 @@ def create_app(
     management.include_router(explanations.router(guards))
     install_dashboard(management, root, authenticator)
     return FinalmileApp(root, management, root.settings.max_body_bytes, authenticator)
+
+
+async def _start_grpc(root: Services, auth: Authenticator) -> Any:
+    """The Open Inference Protocol's gRPC service on the `grpc_port` setting's port, when it names one."""
+    if root.settings.grpc_port is None:
+        return None
+    try:
+        from finalmile.serving.grpc.service import start
+    except ImportError as exc:
+        raise MissingDependencyError("grpcio", "grpc") from exc
+    return await start(root, auth, root.settings.grpc_host, root.settings.grpc_port)
 
 
 def _each(root: Services, job: Any) -> None:

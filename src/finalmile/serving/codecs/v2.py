@@ -57,6 +57,15 @@ def is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def version_number(version: str | None) -> int | None:
+    """A pipeline version named in a route or a request (the protocol's versions are strings), as a number."""
+    if not version:
+        return None
+    if not is_number(version):
+        raise BadRequestError(f"version: a pipeline version is a number, got {version!r}", {"field": "version"})
+    return int(version)
+
+
 def decode(body: bytes, header_length: int | None = None) -> V2Request:
     if header_length is not None and not 0 < header_length <= len(body):
         raise InvalidInputError(
@@ -75,10 +84,16 @@ def decode(body: bytes, header_length: int | None = None) -> V2Request:
     outputs, binary_outputs = _requested_outputs(request)
     request_id = request.get("id")
     request_id = str(request_id) if request_id is not None else None
+    return V2Request(tensors_table(inputs, binary), request_id, outputs, binary_outputs)
+
+
+def tensors_table(inputs: list[Any], binary: bytes = b"") -> pa.Table:
+    """The rows of V2 input tensors (dicts as in the JSON body; `binary`: the raw data of those that declare
+    `parameters.binary_data_size`, in order). Every transport decodes through here, so every one checks the same."""
     if not binary:
         fast = _named_columns(inputs)
         if fast is not None:
-            return V2Request(fast, request_id, outputs, binary_outputs)
+            return fast
     columns: dict[str, pa.Array] = {}
     offset = 0
     rows: int | None = None
@@ -92,7 +107,7 @@ def decode(body: bytes, header_length: int | None = None) -> V2Request:
         columns[name] = array
     if offset != len(binary):
         raise InvalidInputError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
-    return V2Request(require_rows(pa.table(columns)), request_id, outputs, binary_outputs)
+    return require_rows(pa.table(columns))
 
 
 def _named_columns(inputs: list[Any]) -> pa.Table | None:
@@ -212,28 +227,39 @@ def _requested_outputs(request: dict[str, Any]) -> tuple[list[str] | None, set[s
     return names, binary
 
 
+def output_tensors(table: pa.Table, requested: list[str] | None) -> list[tuple[str, str, list[int], np.ndarray]]:
+    """Name, V2 datatype, shape and flat values of each output the request asked for (all when it named none)."""
+    available = table.column_names
+    names = requested if requested is not None else available
+    if requested is not None:
+        missing = [n for n in names if n not in available]
+        if missing:
+            raise InvalidInputError(f"requested outputs {missing} do not exist; outputs are {available}")
+    out = []
+    for name in names:
+        values, shape = column_values(table.column(name))
+        datatype = "BYTES" if values.dtype == object else _DATATYPE_OF.get(values.dtype, "FP64")
+        out.append((name, datatype, shape, values))
+    return out
+
+
+def raw_contents(values: np.ndarray) -> bytes:
+    """A tensor's values as the protocol's raw data: little-endian, row-major; BYTES length-prefixed."""
+    if values.dtype == object:
+        return _bytes_payload(values)
+    return np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
 def encode(
     table: pa.Table, model_name: str, model_version: int, request: V2Request, parameters: dict[str, Any]
 ) -> tuple[bytes, dict[str, str]]:
     """The V2 response body and its headers (binary tensors appended when the request asked for them)."""
-    available = table.column_names
-    names = request.outputs if request.outputs is not None else available
-    if request.outputs is not None:
-        missing = [n for n in names if n not in available]
-        if missing:
-            raise InvalidInputError(f"requested outputs {missing} do not exist; outputs are {available}")
     all_binary = "*" in request.binary_outputs
     outputs, chunks = [], []
-    for name in names:
-        values, shape = column_values(table.column(name))
-        datatype = "BYTES" if values.dtype == object else _DATATYPE_OF.get(values.dtype, "FP64")
+    for name, datatype, shape, values in output_tensors(table, request.outputs):
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
         if all_binary or name in request.binary_outputs:
-            raw = (
-                _bytes_payload(values)
-                if values.dtype == object
-                else np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<"), copy=False).tobytes()
-            )
+            raw = raw_contents(values)
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:

@@ -1,0 +1,179 @@
+"""`inference.GRPCInferenceService` on the data plane HTTP uses: the same authentication (`authorization`
+metadata), permissions, batcher, log rows and request metrics, and the same tensor checks (`codecs.v2`), so a
+request means the same whether it came as JSON, binary or protobuf.
+
+Served by `grpc.aio` on the event loop of the HTTP server (`finalmile serve --grpc-port`), so both transports share
+one batcher per deployment. Inputs come as `raw_input_contents` (every input, as the protocol asks) or as typed
+`contents`; outputs always go back as `raw_output_contents`, which clients read without a per-value copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+
+from finalmile.access.roles import Permission
+from finalmile.backends.base import InferRequest
+from finalmile.errors import FinalmileError, InvalidInputError
+from finalmile.http.app import provenance_headers
+from finalmile.http.auth import Authenticator, services_of
+from finalmile.pipelines.loaded import RequestResult
+from finalmile.services import Services
+from finalmile.serving.codecs.v2 import output_tensors, raw_contents, tensors_table, version_number
+from finalmile.serving.dataplane import DataPlane
+from finalmile.serving.grpc import open_inference_pb2 as pb
+from finalmile.serving.grpc.open_inference_pb2_grpc import (
+    GRPCInferenceServiceServicer,
+    add_GRPCInferenceServiceServicer_to_server,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+"""The gRPC status of each HTTP status finalmile's errors carry (anything else: INTERNAL)."""
+
+CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+"""The `InferTensorContents` field that holds each datatype's typed values (FP16 has none: raw only)."""
+
+
+def request_tensors(request: pb.ModelInferRequest) -> tuple[list[dict[str, Any]], bytes]:
+    """The request's inputs as the V2 JSON body would give them, and their raw data in order."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInputError(
+            f"raw_input_contents: {len(raw)} entries for {len(request.inputs)} inputs; the protocol sends one per "
+            "input, or none and every input's contents",
+            {"field": "raw_input_contents"},
+        )
+    tensors: list[dict[str, Any]] = []
+    for i, tensor in enumerate(request.inputs):
+        described: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        if raw:
+            described["parameters"] = {"binary_data_size": len(raw[i])}
+        else:
+            field = CONTENTS.get(tensor.datatype)
+            if field is not None:  # an unknown datatype is named by the shared checks
+                described["data"] = list(getattr(tensor.contents, field))
+        tensors.append(described)
+    return tensors, b"".join(raw)
+
+
+def infer_response(result: RequestResult, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    requested = [o.name for o in request.outputs] or None
+    response = pb.ModelInferResponse(model_name=result.pipeline, model_version=str(result.version), id=request.id)
+    for name, datatype, shape, values in output_tensors(result.table, requested):
+        response.outputs.add(name=name, datatype=datatype, shape=shape)
+        response.raw_output_contents.append(raw_contents(values))
+    for key, value in provenance_headers(result).items():
+        response.parameters[key].string_param = value
+    return response
+
+
+class InferenceService(GRPCInferenceServiceServicer):
+    """The protocol's six calls over the root services (and any workspace a caller's token names)."""
+
+    def __init__(self, root: Services, auth: Authenticator) -> None:
+        self.root = root
+        self.auth = auth
+
+    async def _dataplane(self, context: grpc.aio.ServicerContext, permission: Permission) -> DataPlane:
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        who = await self.auth.authorize(metadata.get("authorization"), permission)
+        return (await services_of(self.root, who)).dataplane
+
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self.root.dataplane.live())
+
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.root.dataplane.ready())
+
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**self.root.dataplane.server_metadata())
+
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+        try:
+            dataplane = await self._dataplane(context, "read")
+            return pb.ModelReadyResponse(ready=dataplane.ready(request.name, version_number(request.version)))
+        except FinalmileError as exc:
+            await _abort(context, exc)
+            raise  # not reached: abort raises
+
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
+        try:
+            dataplane = await self._dataplane(context, "read")
+            meta = dataplane.model_metadata(request.name, version_number(request.version))
+        except FinalmileError as exc:
+            await _abort(context, exc)
+            raise
+        response = pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"])
+        for side in ("inputs", "outputs"):
+            for tensor in meta[side]:
+                getattr(response, side).add(**tensor)
+        return response
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        dataplane, status = self.root.dataplane, 200
+        try:
+            dataplane = await self._dataplane(context, "read")  # inference: as HTTP's RAW_ROUTES
+            number = version_number(request.model_version)
+            target = dataplane.serving(request.model_name, number)  # an unknown pipeline: NOT_FOUND, whatever else
+            table = tensors_table(*request_tensors(request))
+            result = await dataplane.infer(InferRequest(request.model_name, table, number), target)
+            return infer_response(result, request)
+        except FinalmileError as exc:
+            status = exc.status_code
+            await _abort(context, exc)
+            raise
+        except Exception as exc:  # a bug of ours: say so, keep serving
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            status = 500
+            log.exception("gRPC inference failed for %s", request.model_name)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+            raise
+        finally:
+            known = request.model_name if dataplane.ready(request.model_name) else "_unknown"  # bounded labels
+            dataplane.metrics.requests.labels(known, "grpc", str(status)).inc()
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: FinalmileError) -> None:
+    await context.abort(STATUS.get(exc.status_code, grpc.StatusCode.INTERNAL), exc.message)
+
+
+async def start(root: Services, auth: Authenticator, host: str, port: int) -> grpc.aio.Server:
+    """The gRPC server on `host:port`, started on the running event loop."""
+    limit = root.settings.max_body_bytes
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1)])
+    add_GRPCInferenceServiceServicer_to_server(InferenceService(root, auth), server)
+    if not server.add_insecure_port(f"{host}:{port}"):
+        raise OSError(f"gRPC: cannot listen on {host}:{port}")
+    await server.start()
+    return server
