@@ -65,6 +65,18 @@ def store_table(artifacts: ArtifactStore, table: pa.Table) -> str:
     return artifacts.put_written(write)[0]
 
 
+def store_matrix(artifacts: ArtifactStore, config: MonitorConfig, values: np.ndarray | None) -> None:
+    """Store a reference kept in memory since the monitor was built (`reference.prepare_reference`), now that it
+    is saved: `config.baseline` names the artifact from here on. Nothing to do for any other baseline."""
+    base = config.baseline
+    if base is None or base.kind != "frame" or base.artifact is not None:
+        return
+    if values is None or values.ndim != 2:
+        raise InvalidInputError("baseline: the reference was not kept with the monitor; build it again")
+    columns = {f"c{i}": values[:, i] for i in range(values.shape[1])}  # column-major: each column as it lies
+    config.baseline = Baseline(kind="frame", artifact=store_table(artifacts, pa.table(columns)))
+
+
 def read_table(artifacts: ArtifactStore, digest: str) -> pa.Table:
     """A stored baseline table, verified: an Arrow IPC file, or Parquet for the baselines stored before."""
     path = artifacts.verified_path(digest)
@@ -76,9 +88,12 @@ def read_table(artifacts: ArtifactStore, digest: str) -> pa.Table:
 
 
 def baseline_values(ctx: MonitorContext, config: MonitorConfig) -> np.ndarray:
-    """The baseline as a 1-D array: floats for numeric columns, objects for categories."""
+    """The baseline as a 1-D array (floats for numeric columns, objects for categories), or for the kinds with a
+    reference of several columns the stored matrix, a row per reference row."""
     base = config.baseline
-    assert base is not None and config.column is not None
+    assert base is not None
+    if base.kind != "frame":  # a log range or a model's sample: one column's (references are stored as frames)
+        assert config.column is not None
     if base.kind == "log":
         where, params = log_range(config.pipeline, base)
         if config.variant is not None:

@@ -93,10 +93,10 @@ def save_definition(ctx: MonitorContext, fields: dict[str, Any], start: datetime
             import pandas as pd
 
             fields["baseline"] = pd.DataFrame.from_records(rows)
-        config, _ = build_config(ctx, **fields)
+        config, values = build_config(ctx, **fields)
     except (ValueError, TypeError, OverflowError, ArrowException) as exc:  # values no monitor can be built from
         raise InvalidInputError(f"invalid monitor: {exc}") from None
-    return save(ctx, config, start)
+    return save(ctx, config, start, values)
 
 
 def _check_column(ctx: MonitorContext, config: MonitorConfig) -> None:

@@ -1,5 +1,5 @@
 """Baselines of several columns, for the kinds that declare one (`MonitorKind.reference`), stored in the artifact store
-(`baseline.store_table`) and read back as the monitor's baseline (a matrix, one row per reference row).
+when the monitor is saved (`baseline.store_matrix`) and read back as its baseline (a matrix, one row per reference row).
 
 `labelled` (estimated performance): each reference row's score and label, from a period of the log that has ground
 truth, or from a validation frame with the label column, which the pipeline's model scores now.
@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from finalmile.arrow.frames import to_arrow
 from finalmile.errors import FinalmileError, InvalidInputError
-from finalmile.monitoring.baseline import log_range, source_column, store_table
+from finalmile.monitoring.baseline import log_range, source_column
 from finalmile.monitoring.config import Baseline, MonitorConfig
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.kinds import kind_of
@@ -28,13 +27,14 @@ MIN_LABELLED = 20
 
 
 def prepare_reference(ctx: MonitorContext, config: MonitorConfig, frame: Any) -> np.ndarray:
-    """The reference as the monitor's kind reads it, stored with the monitor (`config.baseline` becomes the
-    artifact); `frame`: the data the caller gave, if they gave data."""
+    """The reference as the monitor's kind reads it (a matrix, a row per reference row), kept in memory: it is
+    stored when the monitor is saved (`baseline.store_matrix`), so one built to be previewed and dropped leaves
+    nothing behind. `frame`: the data the caller gave, if they gave data."""
     base = config.baseline
     assert base is not None
     if kind_of(config).reference == "columns":
-        table = _columns(ctx, config, base, frame)
-        found = _store(ctx, config, table)
+        found = _columns(ctx, config, base, frame)
+        config.baseline = Baseline(kind="frame")
         if config.alert is None:  # the baseline's own spread says what is unusual
             config.alert = kind_of(config).default_alert(config, found)
         return found
@@ -52,16 +52,12 @@ def prepare_reference(ctx: MonitorContext, config: MonitorConfig, frame: Any) ->
             f"reference: {table.num_rows} labelled rows; at least {MIN_LABELLED} are needed to calibrate",
             {"field": "reference"},
         )
-    return _store(ctx, config, table)
-
-
-def _store(ctx: MonitorContext, config: MonitorConfig, table: pa.Table) -> np.ndarray:
-    config.baseline = Baseline(kind="frame", artifact=store_table(ctx.artifacts, table))
+    config.baseline = Baseline(kind="frame")
     return matrix(table)
 
 
-def _columns(ctx: MonitorContext, config: MonitorConfig, base: Baseline, frame: Any) -> pa.Table:
-    """The watched columns of the baseline, named `c0`, `c1`… in the monitor's order, as floats."""
+def _columns(ctx: MonitorContext, config: MonitorConfig, base: Baseline, frame: Any) -> np.ndarray:
+    """The baseline's complete rows of the watched columns, in the monitor's order, as floats."""
     columns = config.columns or []
     if base.kind == "log":
         where, params = log_range(config.pipeline, base)
@@ -81,26 +77,14 @@ def _columns(ctx: MonitorContext, config: MonitorConfig, base: Baseline, frame: 
         raise InvalidInputError(
             f"columns: multivariate drift needs numeric columns ({exc})", {"field": "columns"}
         ) from None
-    complete = _complete(table)
-    if not complete.true_count == table.num_rows:  # both methods use whole rows only: the baseline keeps those
-        table = table.filter(complete)
-    if table.num_rows < MIN_LABELLED:
+    found = matrix(table, complete=True)  # both methods use whole rows only: the baseline keeps those
+    if len(found) < MIN_LABELLED:
         raise InvalidInputError(
-            f"baseline: {table.num_rows} complete rows (every watched column a finite number); at least "
+            f"baseline: {len(found)} complete rows (every watched column a finite number); at least "
             f"{MIN_LABELLED} are needed",
             {"field": "baseline"},
         )
-    return table
-
-
-def _complete(table: pa.Table) -> pa.Array:
-    """Whether each row's values are all finite numbers."""
-    mask = None
-    for column in table.columns:
-        finite = pc.fill_null(pc.is_finite(column), False)
-        mask = finite if mask is None else pc.and_(mask, finite)
-    assert mask is not None
-    return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
+    return found
 
 
 def _from_log(ctx: MonitorContext, config: MonitorConfig, base: Baseline, score: str) -> pa.Table:

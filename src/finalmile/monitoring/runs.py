@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from finalmile.monitoring.actions import take_actions
-from finalmile.monitoring.baseline import baseline_values
+from finalmile.monitoring.baseline import baseline_values, store_matrix
 from finalmile.monitoring.config import MonitorConfig, aware_utc
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.kinds import kind_of
@@ -38,8 +38,12 @@ def run_monitor(ctx: MonitorContext, saved: SavedMonitor, now: datetime | None =
     return results
 
 
-def save(ctx: MonitorContext, config: MonitorConfig, start: datetime | None = None) -> SavedMonitor:
-    """Store a monitor; its first window ends one interval after `start` (default: now)."""
+def save(
+    ctx: MonitorContext, config: MonitorConfig, start: datetime | None = None, baseline: np.ndarray | None = None
+) -> SavedMonitor:
+    """Store a monitor (and the reference it was built with, `baseline`); its first window ends one interval after
+    `start` (default: now)."""
+    store_matrix(ctx.artifacts, config, baseline)
     first = aware_utc(start or datetime.now(UTC)) + timedelta(seconds=config.interval_s)
     return ctx.store.create(config, first)
 

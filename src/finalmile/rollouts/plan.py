@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from finalmile.config import parse_duration
 from finalmile.errors import FinalmileError, InvalidInputError
+from finalmile.monitoring.baseline import store_matrix
 from finalmile.monitoring.build import build_config, logged_columns
 from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.context import MonitorContext
@@ -163,9 +164,10 @@ def _gate(ctx: MonitorContext, pipeline: str, spec: dict[str, Any], i: int) -> G
     if fixed:
         raise InvalidInputError(f"{', '.join(fixed)}: a gate is judged on the rollout's pipeline and takes no action")
     try:
-        config, _ = build_config(ctx, name=f"gate-{i}", pipeline=pipeline, kind=kind, **spec)
+        config, values = build_config(ctx, name=f"gate-{i}", pipeline=pipeline, kind=kind, **spec)
     except (ValueError, TypeError, OverflowError, ArrowException) as exc:  # values no monitor can be built from
         raise InvalidInputError(f"invalid gate: {exc}") from None
+    store_matrix(ctx.artifacts, config, values)  # the gate is judged later, from the stored reference
     return Gate(
         name=kind
         + (f" ({config.column})" if config.column else "")

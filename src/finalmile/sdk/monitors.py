@@ -68,7 +68,7 @@ class Monitor:
 
     def save(self, start: datetime | None = None) -> Monitor:
         """Store the monitor; its first window ends one interval after `start` (default: now)."""
-        self._saved = save(self._ctx, self.config, start)
+        self._saved = save(self._ctx, self.config, start, self._baseline)
         return self
 
     def run(self, now: datetime | None = None) -> list[MonitorResult]:

@@ -54,11 +54,17 @@ def test_a_correlation_change_fires_what_single_column_psi_misses(client) -> Non
             assert fired.config.alert == pytest.approx(calm.evidence["upper"])  # the baseline's own band
         else:
             assert flipped.score > 0.8 and calm.score < 0.6
+    stored = sorted((client.settings.home / "artifacts" / "sha256").rglob("*"))
     saved = client.build_monitor("saved", "flipped", "multivariate_drift", columns=["x0", "x1"],
                                  baseline=(now - timedelta(hours=1), now), window="1h")  # fmt: skip
-    assert saved.config.baseline.kind == "frame"  # a log range, read once and stored
+    assert saved.config.baseline.kind == "frame"  # a log range, read once and kept
+    before = one_window(saved)
+    assert sorted((client.settings.home / "artifacts" / "sha256").rglob("*")) == stored  # previews store nothing
     saved.save()
+    assert saved.config.baseline.artifact is not None  # stored once saved
     assert [m.name for m in client.monitors()] == ["saved"]
+    again = one_window(client.monitor("saved"))  # a new handle: the reference read back from the store
+    assert again.score == pytest.approx(before.score) and again.status == before.status
 
 
 def test_bad_input_names_the_field_and_stores_nothing(client) -> None:  # type: ignore[no-untyped-def]

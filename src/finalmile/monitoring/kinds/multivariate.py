@@ -66,14 +66,19 @@ class MultivariateDriftKind(MonitorKind):
         assert baseline is not None and baseline.ndim == 2
         contiguous = len(rows) > 0 and rows[-1] - rows[0] == len(rows) - 1
         chosen = table.slice(int(rows[0]), len(rows)) if contiguous else table.take(pa.array(rows))
-        window = matrix(chosen.select([f"c{i}" for i in range(baseline.shape[1])]), complete=True)
-        if not len(window):
-            return None, {}
+        chosen = chosen.select([f"c{i}" for i in range(baseline.shape[1])])
         if config.metric == "classifier":
-            return domain_auc(baseline, window), {"method": "classifier", "rows": len(window)}
+            window = matrix(chosen, complete=True)
+            return (domain_auc(baseline, window), {"method": "classifier", "rows": len(window)}) if len(window) else (
+                None, {})  # fmt: skip
         fitted = fit_pca(baseline)
-        error = fitted.error(window)
-        return error, {"method": "pca", "components": fitted.components.shape[0]} | fitted.band()
+        total, count = 0.0, 0
+        for batch in chosen.to_batches():  # a batch at a time: the window is never copied whole
+            block = matrix(pa.Table.from_batches([batch]), complete=True)
+            total, count = total + float(fitted.row_errors(block).sum()), count + len(block)
+        if not count:
+            return None, {}
+        return total / count, {"method": "pca", "components": fitted.components.shape[0]} | fitted.band()
 
 
 @dataclass
@@ -94,9 +99,6 @@ class Fitted:
             kept = z @ self.components.T
             out[at : at + BLOCK_ROWS] = np.einsum("ij,ij->i", z, z) - np.einsum("ij,ij->i", kept, kept)
         return np.sqrt(np.maximum(out, 0.0))
-
-    def error(self, rows: np.ndarray) -> float:
-        return float(self.row_errors(rows).mean())
 
     def band(self) -> dict[str, float]:
         mean, sd = float(self.chunk_errors.mean()), float(self.chunk_errors.std())
