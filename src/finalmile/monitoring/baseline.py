@@ -92,14 +92,13 @@ def baseline_values(ctx: MonitorContext, config: MonitorConfig) -> np.ndarray:
     reference of several columns the stored matrix, a row per reference row."""
     base = config.baseline
     assert base is not None
-    if base.kind != "frame":  # a log range or a model's sample: one column's (references are stored as frames)
-        assert config.column is not None
+    column = config.column or ""  # a log range or a model's sample is one column's (references are frames)
     if base.kind == "log":
         where, params = log_range(config.pipeline, base)
         if config.variant is not None:
             where.append("variant = ?")
             params.append(config.variant)
-        sql = f"SELECT {quote(config.column)} AS value FROM logs WHERE {' AND '.join(where)}"
+        sql = f"SELECT {quote(column)} AS value FROM logs WHERE {' AND '.join(where)}"
         table = run_sql(ctx.reader, sql, params)
     elif base.kind == "frame":
         assert base.artifact is not None
@@ -109,7 +108,7 @@ def baseline_values(ctx: MonitorContext, config: MonitorConfig) -> np.ndarray:
         sample = ctx.loader.sample(ctx.models.get_by_ref(base.model))
         if sample is None:
             raise InvalidInputError(f"baseline: model {base.model} was uploaded without a sample")
-        name = source_column(config.column, sample.column_names)
+        name = source_column(column, sample.column_names)
         table = sample.select([name]).rename_columns(["value"])
     if table.num_columns > 1:  # a reference of several columns (`monitoring.reference`): one row per row
         found = matrix(table)
