@@ -100,25 +100,25 @@ def v2_body(frame: pd.DataFrame) -> bytes:
 @pytest.mark.parametrize(
     ("path", "body", "status", "message"),
     [
-        ("/v2/models/p/infer", b"{oops", 422, "invalid JSON"),
+        ("/v2/models/p/infer", b"{oops", 400, "invalid JSON"),
         (
             "/v2/models/p/infer",
             b'{"inputs": [{"name": "x0", "shape": [2], "datatype": "FP64", "data": [1]}]}',
-            422,
+            400,
             "needs 2 values",
         ),
         (
             "/v2/models/p/infer",
             b'{"inputs": [{"name": "x0", "shape": [1], "datatype": "COMPLEX", "data": [1]}]}',
-            422,
+            400,
             "unknown datatype",
         ),
-        ("/v2/models/p/infer", v2_body(X.head(1).drop(columns=["x3"])), 422, "column 'x3': missing"),
-        ("/v2/models/p/infer", v2_body(X.head(1).assign(bonus=1.0)), 422, "column 'bonus': unexpected input"),
+        ("/v2/models/p/infer", v2_body(X.head(1).drop(columns=["x3"])), 400, "column 'x3': missing"),
+        ("/v2/models/p/infer", v2_body(X.head(1).assign(bonus=1.0)), 400, "column 'bonus': unexpected input"),
         (
             "/v2/models/p/infer",
             b'{"inputs": [{"name": "x0", "shape": [0], "datatype": "FP64", "data": []}]}',
-            422,
+            400,
             "empty batch",
         ),
         ("/v2/models/nope/infer", v2_body(X.head(1)), 404, "pipeline 'nope' is not deployed"),
@@ -127,7 +127,7 @@ def v2_body(frame: pd.DataFrame) -> bytes:
         (
             "/v2/models/fails/infer",
             b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [1]}]}',
-            422,
+            400,
             "this model always fails",
         ),
         ("/pipelines/p/infer", b'{"not": "records"}', 422, "JSON list of records"),

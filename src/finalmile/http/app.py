@@ -193,6 +193,8 @@ class FinalmileApp:
             status, body, out_headers = await handler(dataplane, headers, await self.body.read(scope, receive))
         except FinalmileError as exc:
             status, body, out_headers = exc.status_code, error_body(exc), _error_headers(exc)
+            if protocol == "v2" and status == 422:  # the protocol's document (and KServe, Triton, MLServer): 400
+                status = 400
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours: say so, keep serving

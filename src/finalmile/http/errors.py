@@ -79,14 +79,15 @@ def document_errors(app: FastAPI) -> None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components["ErrorBody"] = ErrorBody.model_json_schema()
-            for path in schema.get("paths", {}).values():
+            for route, path in schema.get("paths", {}).items():
                 for operation in path.values():
                     answers = operation.get("responses", {})
                     security = "401" if operation.get("security") else None
                     if security:
                         answers["401"] = _error("No token, or one that is unknown, expired or revoked")
                         answers["403"] = _error("The token's role does not allow this")
-                    answers["422"] = {
+                    invalid = "400" if route.startswith("/v2/") and route.endswith("/infer") else "422"  # V2's own
+                    answers[invalid] = {
                         "description": "The request is invalid: the message names the field",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
                     }
