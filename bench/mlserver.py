@@ -82,8 +82,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def mlserver(binary: Path, models: dict[str, object], workdir: Path) -> Iterator[str]:
-    """`mlserver start` over a folder holding each model as `model.joblib` with its model-settings.json."""
+def mlserver(binary: Path, models: dict[str, object], workdir: Path, grpc_port: int | None = None) -> Iterator[str]:
+    """`mlserver start` over a folder holding each model as `model.joblib` with its model-settings.json (its gRPC
+    service on `grpc_port` when given)."""
     root = workdir / "mlserver"
     shutil.rmtree(root, ignore_errors=True)
     port = free_port()
@@ -93,7 +94,7 @@ def mlserver(binary: Path, models: dict[str, object], workdir: Path) -> Iterator
         joblib.dump(model, folder / "model.joblib")
         settings = {"name": name, "implementation": "mlserver_sklearn.SKLearnModel"}
         (folder / "model-settings.json").write_text(json.dumps(settings | {"parameters": {"uri": "./model.joblib"}}))
-    ports = {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port()}
+    ports = {"http_port": port, "grpc_port": grpc_port or free_port(), "metrics_port": free_port()}
     (root / "settings.json").write_text(json.dumps(ports))
     log = (workdir / "mlserver.log").open("wb")
     server = subprocess.Popen([str(binary), "start", str(root)], stdout=log, stderr=subprocess.STDOUT)
