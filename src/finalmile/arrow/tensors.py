@@ -16,12 +16,22 @@ NAMED_TENSOR = "__named_columns__"
 
 def named_tensor(matrix: np.ndarray, names: list[str]) -> pa.Table:
     """Rows of k named numeric columns as one [n, k] tensor column named `NAMED_TENSOR`."""
-    field = pa.field(
-        NAMED_TENSOR,
-        pa.list_(pa.from_numpy_dtype(matrix.dtype), matrix.shape[1]),
-        metadata={b"names": "\x1f".join(names).encode()},
-    )
-    return pa.Table.from_arrays([tensor_array(np.ascontiguousarray(matrix))], schema=pa.schema([field]))
+    key = (matrix.dtype.str, tuple(names))
+    schema = _SCHEMAS.get(key)
+    if schema is None:  # clients send few distinct column lists: the schema is made once for each (~12 µs)
+        if len(_SCHEMAS) >= _SCHEMAS_KEPT:
+            _SCHEMAS.clear()
+        field = pa.field(
+            NAMED_TENSOR,
+            pa.list_(pa.from_numpy_dtype(matrix.dtype), matrix.shape[1]),
+            metadata={b"names": "\x1f".join(names).encode()},
+        )
+        schema = _SCHEMAS[key] = pa.schema([field])
+    return pa.Table.from_arrays([tensor_array(np.ascontiguousarray(matrix))], schema=schema)
+
+
+_SCHEMAS: dict[tuple[str, tuple[str, ...]], pa.Schema] = {}
+_SCHEMAS_KEPT = 256
 
 
 def named_tensor_header(table: pa.Table) -> bytes | None:

@@ -98,6 +98,19 @@ def test_records_and_arrow_round_trip() -> None:
         arrow.decode(b"nonsense")
 
 
+def test_float_records_decode_as_a_named_tensor_and_anything_else_as_columns() -> None:
+    from finalmile.arrow.tensors import expand_named_tensor, named_tensor_parts
+
+    body = b'[{"b": 1.5, "a": -2.0}, {"b": 3.25, "a": 0.5}]'
+    parts = named_tensor_parts(records.decode(body))
+    assert parts is not None and parts[1] == ["b", "a"]
+    assert expand_named_tensor(records.decode(body)).equals(pa.Table.from_pylist(orjson.loads(body)))
+    for other in (b'[{"b": 1.5, "a": 2}]', b'[{"b": 1.5, "a": null}]', b'[{"b": 1.5, "a": 2.0}, {"a": 1.0, "b": 2.0}]',
+                  b'[{"b": 1.5}]', b'[{"b": 1.5, "a": true}]'):  # fmt: skip
+        assert named_tensor_parts(records.decode(other)) is None, other  # the general path, its types as sent
+    assert records.decode(b'[{"b": 1.5, "a": 2}]').column("a").type == pa.int64()
+
+
 def test_named_one_dimensional_inputs_decode_as_a_named_tensor() -> None:
     from finalmile.arrow.tensors import expand_named_tensor, named_tensor_parts
 

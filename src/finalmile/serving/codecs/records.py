@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
 from finalmile.arrow.frames import require_rows
+from finalmile.arrow.tensors import named_tensor
 from finalmile.errors import InvalidInputError
 from finalmile.serving.codecs.base import Answer, Decoded
 
@@ -20,10 +22,32 @@ def decode(body: bytes) -> pa.Table:
         raise InvalidInputError(f"invalid JSON: {exc}") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise InvalidInputError("expected a JSON list of records (objects), as pandas writes with orient='records'")
+    fast = _float_rows(rows)
+    if fast is not None:
+        return fast
     try:
         return require_rows(pa.Table.from_pylist(rows))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InvalidInputError(f"records do not form a table: {exc}") from None
+
+
+def _float_rows(rows: list[dict[str, Any]]) -> pa.Table | None:
+    """Records of two or more keys, the same in every row, whose values are all floats (what pandas writes for a
+    numeric frame): one numpy call into a named tensor (see `arrow.tensors`), as V2's named inputs are, where
+    `Table.from_pylist` takes ~350 µs for one row of 29. None for anything else, which the general path reads (and
+    reports precisely)."""
+    if not rows or len(rows[0]) < 2:
+        return None
+    keys = list(rows[0])
+    values = []
+    for row in rows:
+        if list(row) != keys:
+            return None
+        found = list(row.values())
+        if not all(type(v) is float for v in found):
+            return None
+        values.append(found)
+    return named_tensor(np.asarray(values, dtype=np.float64), keys)
 
 
 def encode(table: pa.Table) -> bytes:
