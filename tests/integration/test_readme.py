@@ -52,7 +52,7 @@ def test_readme_cli_against_a_live_server_with_a_token(tmp_path: Path, monkeypat
     assert token.startswith("fm_"), token
     background.append(
         subprocess.Popen(
-            [sys.executable, "-m", "finalmile", "serve", "--port", "8765"],
+            [sys.executable, "-m", "finalmile", "serve", "--port", "8765", "--grpc-port", "8766"],
             env=readme_env,
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
