@@ -43,6 +43,8 @@ def _modules() -> Iterator[tuple[str, Path]]:
     for path in sorted(SRC.rglob("*.py")):
         if "migrations" in path.parts:
             continue  # Alembic's scripts, loaded by Alembic
+        if path.name.endswith(("_pb2.py", "_pb2_grpc.py")):
+            continue  # protoc's output (serving/grpc/generate.py), not written here
         parts = path.relative_to(SRC).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
         yield name, path

@@ -135,7 +135,7 @@ async def _start_grpc(root: Services, auth: Authenticator) -> Any:
     if root.settings.grpc_port is None:
         return None
     try:
-        from finalmile.serving.grpc.service import start
+        from finalmile.http.grpc import start
     except ImportError as exc:
         raise MissingDependencyError("grpcio", "grpc") from exc
     return await start(root, auth, root.settings.grpc_host, root.settings.grpc_port)

@@ -1,1 +1,2 @@
-"""The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`), beside HTTP in `finalmile serve`."""
+"""The Open Inference Protocol's gRPC messages and service stubs, generated from the protocol's `.proto`; the
+service itself is `http.grpc` (it authenticates and reaches workspaces as the HTTP routes do)."""

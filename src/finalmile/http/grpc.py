@@ -1,6 +1,6 @@
-"""`inference.GRPCInferenceService` on the data plane HTTP uses: the same authentication (`authorization`
-metadata), permissions, batcher, log rows and request metrics, and the same tensor checks (`codecs.v2`), so a
-request means the same whether it came as JSON, binary or protobuf.
+"""`inference.GRPCInferenceService` (the protocol's messages are in `serving/grpc/`) on the data plane HTTP uses:
+the same authentication (`authorization` metadata), permissions, batcher, log rows and request metrics, and the
+same tensor checks (`codecs.v2`), so a request means the same whether it came as JSON, binary or protobuf.
 
 Served by `grpc.aio` on the event loop of the HTTP server (`finalmile serve --grpc-port`), so both transports share
 one batcher per deployment. Inputs come as `raw_input_contents` (every input, as the protocol asks) or as typed
