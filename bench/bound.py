@@ -29,13 +29,12 @@ import orjson
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
-from sklearn.ensemble import RandomForestClassifier
 
 from finalmile import Client
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runtimes import data  # noqa: E402
-from serving import _median, _server, v2_named, v2_tensor, wrk  # noqa: E402
+from runtimes import anchor_forest, data  # noqa: E402
+from serving import _median, _server, need, v2_named, v2_tensor, wrk  # noqa: E402
 
 BARE = textwrap.dedent(
     """
@@ -132,16 +131,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install wrk")
+    need("wrk")
     console = Console()
     X, y = data()
     workdir = Path(tempfile.mkdtemp())
     home = workdir / "home"
     with Client(home=home) as client:
-        forest = client.upload_model(
-            "forest", RandomForestClassifier(100, max_depth=8, n_jobs=1, random_state=0).fit(X, y), sample=X.head(500)
-        )
+        forest = client.upload_model("forest", anchor_forest(X, y), sample=X.head(500))
         client.build_pipeline("forest").add_model_step(forest).deploy()
         _, token = client.services.init_access()
         expected = float(forest.predict(X.head(1))["score"].iloc[0])

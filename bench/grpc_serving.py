@@ -24,7 +24,6 @@ import grpc
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from sklearn.ensemble import RandomForestClassifier
 
 from finalmile import Client
 from finalmile.serving.grpc import open_inference_pb2 as pb
@@ -32,8 +31,8 @@ from finalmile.serving.grpc.open_inference_pb2_grpc import GRPCInferenceServiceS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mlserver import ensure_venv, free_port, mlserver  # noqa: E402
-from runtimes import data  # noqa: E402
-from serving import _median, _server, v2_tensor, wrk  # noqa: E402
+from runtimes import anchor_forest, data  # noqa: E402
+from serving import _median, _server, need, v2_tensor, wrk  # noqa: E402
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 OUTPUTS = {"mlserver": "predict_proba", "finalmile": "probabilities"}
@@ -96,13 +95,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--venv", type=Path, default=Path(__file__).parent / ".venv-mlserver")
     args = parser.parse_args()
-    for tool in ("wrk", "h2load"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} is not installed: apt-get install wrk nghttp2-client")
+    need("wrk", "h2load")
     console = Console()
     binary = ensure_venv(args.venv.resolve(), console)
     X, y = data()
-    forest = RandomForestClassifier(100, max_depth=8, n_jobs=1, random_state=0).fit(X, y)
+    forest = anchor_forest(X, y)
     row = X.head(1).to_numpy(np.float32)
     expected = forest.predict_proba(X.head(1))
     workdir = Path(tempfile.mkdtemp())

@@ -32,13 +32,12 @@ import orjson
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
-from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runtimes import data  # noqa: E402
+from runtimes import anchor_forest, data  # noqa: E402
 from serving import _server, v2_named, wrk  # noqa: E402
 
 PINNED = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.21"]
@@ -133,7 +132,7 @@ def main() -> None:
     console = Console()
     binary = ensure_venv(args.venv.resolve(), console)
     X, y = data()
-    forest = RandomForestClassifier(100, max_depth=8, n_jobs=1, random_state=0).fit(X, y)
+    forest = anchor_forest(X, y)
     logreg = LogisticRegression(max_iter=500).fit(X, y)
     models = {"forest": forest, "logreg": logreg}
     workdir = Path(tempfile.mkdtemp())

@@ -35,7 +35,6 @@ import pandas as pd
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
-from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
@@ -44,7 +43,7 @@ from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.codecs import arrow as arrow_codec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runtimes import data  # noqa: E402
+from runtimes import anchor_forest, data  # noqa: E402
 
 LUA = """
 wrk.method = "POST"
@@ -81,6 +80,14 @@ def v2_tensor(frame: pd.DataFrame) -> bytes:
             ]
         }
     )
+
+
+def need(*tools: str) -> None:
+    """Exit with how to install them when a load generator is missing."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        packages = {"wrk": "wrk", "h2load": "nghttp2-client"}
+        sys.exit(f"{', '.join(missing)} not installed: apt-get install {' '.join(packages[t] for t in missing)}")
 
 
 def wrk(
@@ -135,16 +142,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="server starts per side (alternating order)")
     parser.add_argument("--only", default="", help="run only the scenarios whose name contains this text")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install wrk")
+    need("wrk")
     console = Console()
     X, y = data()
     workdir = Path(tempfile.mkdtemp())
     home = workdir / "home"
     with Client(home=home) as client:
-        forest = client.upload_model(
-            "forest", RandomForestClassifier(100, max_depth=8, n_jobs=1, random_state=0).fit(X, y), sample=X.head(500)
-        )
+        forest = client.upload_model("forest", anchor_forest(X, y), sample=X.head(500))
         logreg = client.upload_model("logreg", LogisticRegression(max_iter=500).fit(X, y), sample=X.head(500))
         client.build_pipeline("forest").add_model_step(forest).deploy(max_batch_size=1000, max_delay_ms=1)
         client.build_pipeline("logreg").add_model_step(logreg).deploy(max_batch_size=1000, max_delay_ms=1)
