@@ -103,14 +103,14 @@ def _check_column(ctx: MonitorContext, config: MonitorConfig) -> None:
     """Each column the monitor reads must be logged (or produced by the pipeline); `amount` stands for `in_amount`
     where only one of `in_amount` and `out_amount` exists, and is stored as that."""
     kind = kind_of(config)
-    if config.columns:
-        logged = logged_columns(ctx, config.pipeline)
-        config.columns = [_logged(config, kind.column_noun, c, c, logged, True) for c in config.columns]
-        return
     wanted = kind.logged_column(config)
-    if wanted is None:
+    if not config.columns and wanted is None:
         return
     logged = logged_columns(ctx, config.pipeline)
+    if config.columns:
+        config.columns = [_logged(config, "columns", c, c, logged, True) for c in config.columns]
+    if wanted is None:
+        return
     found = _logged(config, kind.column_noun, wanted, config.column or wanted, logged, isinstance(kind, ColumnKind))
     if isinstance(kind, ColumnKind):
         config.column = found

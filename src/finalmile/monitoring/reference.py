@@ -1,8 +1,9 @@
 """Baselines of several columns, for the kinds that declare one (`MonitorKind.reference`), stored in the artifact store
 when the monitor is saved (`baseline.store_matrix`) and read back as its baseline (a matrix, one row per reference row).
 
-`labelled` (estimated performance): each reference row's score and label, from a period of the log that has ground
-truth, or from a validation frame with the label column, which the pipeline's model scores now.
+`labelled` (estimated performance): each reference row's score (a regressor's prediction) and label, and for the
+losses the model's inputs, from a period of the log that has ground truth, or from a validation frame with the label
+column, which the pipeline's model scores now.
 `columns` (multivariate drift): the watched columns, from training data, a period of the log or a model's sample.
 """
 
@@ -20,6 +21,7 @@ from finalmile.monitoring.config import Baseline, MonitorConfig
 from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.kinds import kind_of
 from finalmile.monitoring.kinds.base import matrix, quote, run_sql
+from finalmile.monitoring.kinds.estimated import feature_select, prediction_of
 from finalmile.pipelines.loaded import load_pipeline
 
 MIN_LABELLED = 20
@@ -38,7 +40,7 @@ def prepare_reference(ctx: MonitorContext, config: MonitorConfig, frame: Any) ->
         if config.alert is None:  # the baseline's own spread says what is unusual
             config.alert = kind_of(config).default_alert(config, found)
         return found
-    score = config.prediction or "out_score"
+    score = prediction_of(config)
     if base.kind == "log":
         table = _from_log(ctx, config, base, score)
     elif base.kind == "frame" and frame is not None:
@@ -89,9 +91,10 @@ def _columns(ctx: MonitorContext, config: MonitorConfig, base: Baseline, frame: 
 
 def _from_log(ctx: MonitorContext, config: MonitorConfig, base: Baseline, score: str) -> pa.Table:
     where, params = log_range(config.pipeline, base, "l.")
+    features = "".join(f", {feature_select(c, i, 'l.')}" for i, c in enumerate(config.columns or []))
     sql = (
-        f"SELECT CAST(l.{quote(score)} AS DOUBLE) AS value, CAST(g.{quote(config.label)} AS DOUBLE) AS truth "
-        "FROM logs l JOIN ground_truth g ON g.pipeline = l.pipeline AND g.key = l.request_id "
+        f"SELECT CAST(l.{quote(score)} AS DOUBLE) AS value, CAST(g.{quote(config.label)} AS DOUBLE) AS truth"
+        f"{features} FROM logs l JOIN ground_truth g ON g.pipeline = l.pipeline AND g.key = l.request_id "
         f"WHERE {' AND '.join(where)}"
     )
     labelled = run_sql(ctx.reader, "SELECT count(*) AS n FROM ground_truth WHERE pipeline = ?", [config.pipeline])
@@ -129,6 +132,10 @@ def _scored(ctx: MonitorContext, config: MonitorConfig, frame: Any, score: str) 
             f"prediction: the pipeline outputs no '{score}' (it outputs {', '.join(outputs.column_names)})",
             {"field": "prediction"},
         )
-    return pa.table({"value": outputs.column(score).cast(pa.float64()), "truth": table.column(config.label)}).cast(
-        pa.schema([("value", pa.float64()), ("truth", pa.float64())])
-    )
+    columns = {"value": outputs.column(score), "truth": table.column(config.label)}
+    for i, column in enumerate(config.columns or []):  # the loss model's inputs (`amount` for `in_amount`)
+        columns[f"f{i}"] = table.column(source_column(column, table.column_names))
+    try:
+        return pa.table(columns).cast(pa.schema([(name, pa.float64()) for name in columns]))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidInputError(f"reference: the columns must be numbers ({exc})", {"field": "reference"}) from None

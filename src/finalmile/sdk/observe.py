@@ -43,8 +43,10 @@ class MonitorVerbs:
         """A monitor of `kind` `check_rate` (column = the check's name), `performance` (metric: accuracy, precision,
         recall, f1, roc_auc, log_loss, rmse, mae, r2; `label` = the ground-truth column), `error_rate` or
         `latency_p99` (milliseconds), `data_quality` (`check=` null_rate, out_of_range, unseen_category or
-        type_change of `column`; all but null_rate against a `baseline`); thresholds, windows and actions as for
-        `build_assay`. Checked now, stored by `.save()`."""
+        type_change of `column`; all but null_rate against a `baseline`), `estimated_performance` (a classifier's
+        accuracy, precision, recall, f1 or roc_auc from its scores, or a regressor's mae or rmse from its inputs
+        `columns=[…]`, learnt on a labelled `reference`), `multivariate_drift` (`columns=[…]`, `method=` pca or
+        classifier); thresholds, windows and actions as for `build_assay`. Checked now, stored by `.save()`."""
         if hasattr(options.get("baseline"), "ref"):
             options["baseline"] = model_ref(options["baseline"])  # a model version: its stored sample
         config, baseline = build_config(

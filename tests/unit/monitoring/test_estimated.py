@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from finalmile.errors import InvalidInputError
 
@@ -68,7 +68,10 @@ def test_bad_input_names_the_field_and_stores_nothing(client) -> None:  # type: 
     reference = train.assign(label=y_train)
     now = datetime.now(UTC)
     for options, said in [
-        ({"metric": "rmse", "reference": reference}, "metric"),
+        ({"metric": "log_loss", "reference": reference}, "metric"),
+        ({"metric": "rmse", "reference": reference}, "columns: estimating rmse learns each row's loss"),
+        ({"metric": "accuracy", "reference": reference, "columns": ["x0"]}, "columns: accuracy is estimated"),
+        ({"metric": "mae", "reference": reference, "columns": ["nope"]}, "does not log columns 'nope'"),
         ({"metric": "accuracy"}, "reference"),
         ({"metric": "accuracy", "reference": train}, "label"),
         (
@@ -81,3 +84,49 @@ def test_bad_input_names_the_field_and_stores_nothing(client) -> None:  # type: 
         with pytest.raises(InvalidInputError, match=said):
             client.build_monitor("e", "p", "estimated_performance", window="1h", **options).save()
     assert client.monitors() == []
+
+
+def _regression_rows(n: int, low: float, high: float) -> tuple[pd.DataFrame, np.ndarray]:
+    """y = 2·x0 + noise whose size grows with |x1|, |x1| drawn between `low` and `high`: a model of x0 alone errs more
+    where |x1| is large, so moving x1 outwards raises the error with nothing in the predictions to show it."""
+    x1 = RNG.uniform(low, high, n) * RNG.choice([-1.0, 1.0], n)
+    frame = pd.DataFrame({"x0": RNG.normal(0, 1, n), "x1": x1})
+    return frame, 2 * frame.x0.to_numpy() + RNG.normal(0, 1, n) * (0.2 + np.abs(x1))
+
+
+def test_a_regressors_mae_and_rmse_are_estimated_before_labels_and_rise_with_a_shift(client) -> None:  # type: ignore[no-untyped-def]
+    train, y_train = _regression_rows(4000, 0.0, 3.0)  # the reference covers every |x1| the windows will see
+    client.upload_model("r", LinearRegression().fit(train, y_train), sample=train.head(50))
+    reference = train.assign(label=y_train)
+    estimates = {}
+    for name, low, high in (("calm", 0.0, 1.0), ("wide", 2.0, 3.0)):
+        pipeline = client.build_pipeline(name).add_model_step("r:1")
+        pipeline.deploy()
+        rows, truth = _regression_rows(600, low, high)
+        ids = [pipeline.infer_with_metadata(rows.iloc[[i]]).request_id for i in range(len(rows))]  # type: ignore[attr-defined]
+        now = datetime.now(UTC) + timedelta(seconds=1)
+        monitors = {
+            metric: client.build_monitor(
+                f"{name}-{metric}",
+                name,
+                "estimated_performance",
+                metric=metric,
+                columns=["x0", "x1"],
+                reference=reference,
+                window="1h",
+            )  # fmt: skip
+            for metric in ("mae", "rmse")
+        }
+        for metric, monitor in monitors.items():
+            assert monitor.config.columns == ["in_x0", "in_x1"] and monitor.config.prediction is None
+            (before,) = monitor.preview(now - timedelta(hours=1), now).itertuples()
+            assert before.evidence["labelled"] == 0
+            assert before.evidence["lower"] < before.score < before.evidence["upper"]
+            estimates[name, metric] = before.score
+        client.add_ground_truth(name, pd.DataFrame({"request_id": ids, "label": truth}))
+        for metric, monitor in monitors.items():
+            (after,) = monitor.preview(now - timedelta(hours=1), now).itertuples()
+            assert after.evidence["labelled"] == len(rows) and after.score == estimates[name, metric]
+            assert after.score == pytest.approx(after.evidence["realised"], rel=0.15), (name, metric)
+    assert estimates["wide", "mae"] > 1.5 * estimates["calm", "mae"]  # before any label came
+    assert estimates["wide", "rmse"] > 1.5 * estimates["calm", "rmse"]

@@ -6,6 +6,10 @@ right, so the expected confusion matrix — and from it accuracy, precision, rec
 alone, and ROC AUC from the expected true- and false-positive curves. Valid while the relation between the inputs
 and the label holds (covariate shift, not concept drift), which is what the realised metric, shown beside the
 estimate once labels come, checks. The sampling error is the metric's standard error at the window's size.
+
+A regressor's MAE or RMSE is estimated by direct loss estimation (DLE): a gradient-boosted model learns, on the
+labelled reference, each row's loss (its absolute or squared error) from the model's inputs (`columns`) and its
+prediction; a window's estimate is the mean loss that model predicts for its rows (the root of it for RMSE).
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.kinds.base import MonitorKind, fetch, fitted_once, quote
 from finalmile.monitoring.kinds.performance import label_keys, performance_score
 
-ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+LOSS_METRICS = ("mae", "rmse")
+"""A regressor's metrics, estimated by direct loss estimation."""
+ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", *LOSS_METRICS)
+LOSS_ROWS = 100_000
+"""Reference rows the loss model learns from (a seeded sample of larger references): its estimate needs no more."""
 THRESHOLD = 0.5
 """A row is predicted positive when its score is at least this (a binary classifier's `predict`)."""
 BAND_SIGMAS = 3.0
@@ -42,16 +50,21 @@ class EstimatedPerformanceKind(MonitorKind):
         if config.baseline is None:
             return ["reference: estimating needs a reference with labels (a period of the log that has ground truth, "
                     "or a validation frame with the label column)"]  # fmt: skip
+        if config.metric in LOSS_METRICS and not config.columns:
+            return [f"columns: estimating {config.metric} learns each row's loss from the model's inputs; name them "
+                    "(columns=[…])"]  # fmt: skip
+        if config.metric not in LOSS_METRICS and config.columns:
+            return [f"columns: {config.metric} is estimated from the scores alone; columns are for mae and rmse"]
         return []
 
     def higher_is_worse(self, config: MonitorConfig) -> bool:
-        return False
+        return config.metric in LOSS_METRICS
 
     def needs_baseline(self, config: MonitorConfig) -> bool:
         return True
 
     def logged_column(self, config: MonitorConfig) -> str | None:
-        return config.prediction or "out_score"
+        return prediction_of(config)
 
     def read(
         self, reader: LogReader, config: MonitorConfig, where: list[str], params: list[Any], extra: str
@@ -60,7 +73,7 @@ class EstimatedPerformanceKind(MonitorKind):
         conn = reader.connect()
         try:
             keys = label_keys(conn, config.pipeline)
-            score = quote(config.prediction or "out_score")
+            score = quote(prediction_of(config))
             truth, join = "NULL AS truth", ""
             if keys:  # labels joined by the first key they were sent under (request_id, as a rule)
                 key = keys[0].replace("'", "")
@@ -69,8 +82,9 @@ class EstimatedPerformanceKind(MonitorKind):
                     f" LEFT JOIN ground_truth g ON g.pipeline = l.pipeline AND g.key_column = '{key}' "
                     f"AND g.key = CAST(l.{quote(key)} AS VARCHAR)"
                 )
+            features = "".join(f", {feature_select(c, i, 'l.')}" for i, c in enumerate(config.columns or []))
             sql = (
-                f"SELECT l.time, CAST(l.{score} AS DOUBLE) AS value, {truth}{extra} FROM logs l{join} "
+                f"SELECT l.time, CAST(l.{score} AS DOUBLE) AS value, {truth}{features}{extra} FROM logs l{join} "
                 f"WHERE {' AND '.join(where)} AND l.status = 'ok'"
             )
             return fetch(conn, sql, params)
@@ -81,6 +95,8 @@ class EstimatedPerformanceKind(MonitorKind):
         self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None
     ) -> tuple[float | None, dict[str, Any]]:
         assert baseline is not None and baseline.ndim == 2
+        if config.metric in LOSS_METRICS:
+            return _estimated_loss(config, table, rows, baseline)
         scores = table.column("value").take(pa.array(rows)).to_numpy(zero_copy_only=False).astype(np.float64)
         kept = np.isfinite(scores)
         scores = scores[kept]
@@ -104,6 +120,63 @@ class EstimatedPerformanceKind(MonitorKind):
             realised, _ = performance_score(config.metric, truth[labelled].astype(np.float64), prediction)
             evidence["realised"] = realised if np.isfinite(realised) else None
         return estimate, evidence
+
+
+def prediction_of(config: MonitorConfig) -> str:
+    """The logged prediction a monitor estimates from: the score of a classifier, the prediction of a regressor."""
+    return config.prediction or ("out_prediction" if config.metric in LOSS_METRICS else "out_score")
+
+
+def feature_select(column: str, i: int, alias: str = "") -> str:
+    """A watched input read as a float named `f{i}` (the loss model's features, in the monitor's order)."""
+    return f"CAST({alias}{quote(column)} AS DOUBLE) AS f{i}"
+
+
+def _estimated_loss(
+    config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray
+) -> tuple[float | None, dict[str, Any]]:
+    """MAE or RMSE by direct loss estimation; the realised value beside it where labels have arrived."""
+    chosen = table.take(pa.array(rows))
+    predicted = chosen.column("value").to_numpy(zero_copy_only=False).astype(np.float64)
+    kept = np.isfinite(predicted)
+    if not kept.any():
+        return None, {}
+    inputs = [chosen.column(f"f{i}").to_numpy(zero_copy_only=False) for i in range(len(config.columns or []))]
+    X = np.column_stack([predicted, *inputs]).astype(np.float64)[kept]
+    model = fitted_once(f"loss-{config.metric}", baseline, lambda b: fit_loss(b, config.metric))
+    losses = np.maximum(model.predict(X), 0.0)
+    mean, error = float(losses.mean()), float(losses.std() / np.sqrt(len(losses)))
+    estimate = mean if config.metric == "mae" else float(np.sqrt(mean))
+    if config.metric == "rmse":  # the delta method: the error of a square root of the mean squared error
+        error = error / (2 * estimate) if estimate > 0 else float("nan")
+    evidence: dict[str, Any] = {
+        "estimate": estimate,
+        "lower": max(estimate - BAND_SIGMAS * error, 0.0),
+        "upper": estimate + BAND_SIGMAS * error,
+        "sampling_error": error,
+    }
+    truth = chosen.column("truth").to_numpy(zero_copy_only=False).astype(np.float64)[kept]
+    labelled = np.isfinite(truth)
+    evidence["labelled"] = int(labelled.sum())
+    if labelled.any():
+        residual = truth[labelled] - predicted[kept][labelled]
+        realised = np.abs(residual).mean() if config.metric == "mae" else np.sqrt((residual**2).mean())
+        evidence["realised"] = float(realised)
+    return estimate, evidence
+
+
+def fit_loss(reference: np.ndarray, metric: str) -> Any:
+    """A model of each reference row's loss (absolute or squared error) from its prediction and inputs; the
+    reference matrix holds prediction, truth, then the inputs."""
+    from sklearn.ensemble import HistGradientBoostingRegressor  # here, not at import: clients import this module
+
+    rows = reference
+    if len(rows) > LOSS_ROWS:
+        rows = rows[np.sort(np.random.default_rng(0).choice(len(rows), LOSS_ROWS, replace=False))]
+    residual = rows[:, 1] - rows[:, 0]
+    loss = np.abs(residual) if metric == "mae" else residual**2
+    X = np.column_stack([rows[:, 0], rows[:, 2:]])
+    return HistGradientBoostingRegressor(max_iter=100, random_state=0).fit(X, loss)
 
 
 def calibrate(scores: np.ndarray, truth: np.ndarray) -> Any:
