@@ -85,7 +85,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         await asyncio.get_running_loop().run_in_executor(None, _each, root, Services.sync)
-        grpc_server = await _start_grpc(root, authenticator)
+        grpc_server = _start_grpc(root, authenticator)
         # What is alive now (imported libraries, loaded models: ~220,000 objects) lives as long as the server.
         # Frozen out of the cyclic GC, a full collection walks only what was made since: it took 120 ms of the
         # event loop's time (every 10-20 s under load with logging on, whose batches wait up to a second and so
@@ -99,7 +99,7 @@ def create_app(
             yield
         finally:
             if grpc_server is not None:
-                await grpc_server.stop(1.0)
+                await asyncio.get_running_loop().run_in_executor(None, grpc_server.stop)
             if background:
                 await supervisor.stop()
                 scheduler.stop()
@@ -130,15 +130,17 @@ def create_app(
     return FinalmileApp(root, management, root.settings.max_body_bytes, authenticator)
 
 
-async def _start_grpc(root: Services, auth: Authenticator) -> Any:
+def _start_grpc(root: Services, auth: Authenticator) -> Any:
     """The Open Inference Protocol's gRPC service on the `grpc_port` setting's port, when it names one."""
     if root.settings.grpc_port is None:
         return None
     try:
-        from finalmile.http.grpc import start
+        from finalmile.http.grpc import GrpcServer
     except ImportError as exc:
         raise MissingDependencyError("grpcio", "grpc") from exc
-    return await start(root, auth, root.settings.grpc_host, root.settings.grpc_port)
+    server = GrpcServer(root, auth, root.settings.grpc_host, root.settings.grpc_port)
+    server.start(asyncio.get_running_loop())
+    return server
 
 
 def _each(root: Services, job: Any) -> None:
