@@ -201,6 +201,5 @@ class FinalmileApp:
             log.exception("inference failed on %s", scope["path"])
             status, body = 500, orjson.dumps({"error": f"internal error: {type(exc).__name__}", "detail": None})
             out_headers = {"content-type": "application/json"}
-        known = name if dataplane.ready(name) else "_unknown"  # bounded label values
-        dataplane.metrics.requests.labels(known, protocol, str(status)).inc()
+        dataplane.answered(name, protocol, status)
         await respond(send, status, body, out_headers)

@@ -166,8 +166,7 @@ class InferenceService(GRPCInferenceServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
             raise
         finally:
-            known = request.model_name if dataplane.ready(request.model_name) else "_unknown"  # bounded labels
-            dataplane.metrics.requests.labels(known, "grpc", str(status)).inc()
+            dataplane.answered(request.model_name, "grpc", status)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: FinalmileError) -> None:

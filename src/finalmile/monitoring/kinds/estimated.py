@@ -22,7 +22,7 @@ import pyarrow as pa
 from finalmile.logs.query import LogReader
 from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.kinds.base import MonitorKind, fetch, fitted_once, quote
-from finalmile.monitoring.kinds.performance import label_keys, performance_score
+from finalmile.monitoring.kinds.performance import label_keys, performance_score, prediction_column
 
 LOSS_METRICS = ("mae", "rmse")
 """A regressor's metrics, estimated by direct loss estimation."""
@@ -124,7 +124,7 @@ class EstimatedPerformanceKind(MonitorKind):
 
 def prediction_of(config: MonitorConfig) -> str:
     """The logged prediction a monitor estimates from: the score of a classifier, the prediction of a regressor."""
-    return config.prediction or ("out_prediction" if config.metric in LOSS_METRICS else "out_score")
+    return config.prediction or (prediction_column(config.metric) if config.metric in LOSS_METRICS else "out_score")
 
 
 def feature_select(column: str, i: int, alias: str = "") -> str:
@@ -159,9 +159,7 @@ def _estimated_loss(
     labelled = np.isfinite(truth)
     evidence["labelled"] = int(labelled.sum())
     if labelled.any():
-        residual = truth[labelled] - predicted[kept][labelled]
-        realised = np.abs(residual).mean() if config.metric == "mae" else np.sqrt((residual**2).mean())
-        evidence["realised"] = float(realised)
+        evidence["realised"], _ = performance_score(config.metric, truth[labelled], pa.array(predicted[kept][labelled]))
     return estimate, evidence
 
 

@@ -35,7 +35,6 @@ class MultivariateDriftKind(MonitorKind):
 
     name = "multivariate_drift"
     reference = "columns"
-    column_noun = "columns"
 
     def check(self, config: MonitorConfig) -> list[str]:
         if config.metric not in METHODS:
