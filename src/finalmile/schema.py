@@ -183,7 +183,10 @@ class SchemaValidator:
         arrays: list[pa.ChunkedArray] = []
         for column in self.columns:
             if column.name not in table.column_names:
-                problems.append(f"column '{column.name}': missing (expected {column.describe()})")
+                if column.nullable and not column.shape:  # a column rows may leave empty may be left out whole
+                    arrays.append(pa.chunked_array([pa.nulls(table.num_rows, column.arrow_type())]))
+                else:
+                    problems.append(f"column '{column.name}': missing (expected {column.describe()})")
                 continue
             arr, problem = _cast_column(table.column(column.name), column)
             if problem:

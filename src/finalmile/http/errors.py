@@ -30,6 +30,20 @@ def error_body(exc: FinalmileError) -> bytes:
         return json.dumps(exc.to_dict(), default=str).encode()
 
 
+def openai_error_body(status: int, message: str, detail: Any = None) -> bytes:
+    """The OpenAI API's error shape, for the `/v1` surface: the official client raises its own classes from it."""
+    fields = detail if isinstance(detail, dict) else {}
+    kind = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}.get(
+        status, "invalid_request_error" if status < 500 else "server_error"
+    )
+    code = fields.get("code") or {401: "invalid_api_key", 404: "model_not_found"}.get(status)
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": fields.get("field"), "code": code}})
+
+
+def _openai(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
+
+
 def challenge(exc: FinalmileError) -> dict[str, str]:
     """The error's class, and for a 401 the scheme it wants (RFC 9110), so clients know to send a bearer token."""
     headers = {ERROR_HEADER: type(exc).__name__}
@@ -42,13 +56,12 @@ def add_error_handlers(app: FastAPI) -> None:
     """Our errors keep their status and message; FastAPI's own validation errors name every field at fault."""
 
     @app.exception_handler(FinalmileError)
-    async def _finalmile_error(_: Request, exc: FinalmileError) -> Response:
-        return Response(
-            error_body(exc), status_code=exc.status_code, media_type="application/json", headers=challenge(exc)
-        )
+    async def _finalmile_error(request: Request, exc: FinalmileError) -> Response:
+        body = openai_error_body(exc.status_code, exc.message, exc.detail) if _openai(request) else error_body(exc)
+        return Response(body, status_code=exc.status_code, media_type="application/json", headers=challenge(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """Starlette's and FastAPI's own refusals (no such route, method not allowed, a body that cannot be parsed)
         in the same shape as ours; a body too deeply nested for Python's JSON parser is said so."""
         message = str(exc.detail)
@@ -56,6 +69,9 @@ def add_error_handlers(app: FastAPI) -> None:
             message = "body: JSON nested too deeply to parse"
         elif exc.__cause__ is not None:
             message = f"body: cannot be parsed: {exc.__cause__}"
+        if _openai(request):
+            body = openai_error_body(exc.status_code, message)
+            return Response(body, exc.status_code, headers=exc.headers, media_type="application/json")
         return JSONResponse({"error": message, "detail": None}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -32,6 +32,7 @@ from finalmile.http.routes import (
     logs,
     models,
     monitors,
+    openai,
     pipelines,
     replays,
     rollouts,
@@ -126,6 +127,7 @@ def create_app(
     management.include_router(replays.router(guards))
     management.include_router(rollouts.router(guards))
     management.include_router(explanations.router(guards))
+    management.include_router(openai.router(guards))
     install_dashboard(management, root, authenticator)
     return FinalmileApp(root, management, root.settings.max_body_bytes, authenticator)
 

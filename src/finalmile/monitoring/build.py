@@ -20,7 +20,7 @@ from finalmile.monitoring.kinds.base import ColumnKind
 from finalmile.monitoring.reference import prepare_reference
 from finalmile.monitoring.runs import save
 from finalmile.monitoring.store import SavedMonitor
-from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, ShadowStepSpec, walk
+from finalmile.pipelines.spec import CheckStepSpec, GuardrailStepSpec, ModelStepSpec, PipelineSpec, ShadowStepSpec, walk
 from finalmile.schema import Schema
 
 FIXED_COLUMNS = {"time", "request_id", "row", "pipeline", "pipeline_version", "variant", "model_versions", "latency_ms"}
@@ -148,7 +148,7 @@ def logged_columns(ctx: MonitorContext, pipeline: str) -> set[str]:
         if isinstance(step, ModelStepSpec):
             columns |= {f"in_{c.name}" for c in schema(step.model).inputs or []}
             columns |= {f"out_{c.name}" for c in schema(step.model).outputs}
-        elif isinstance(step, CheckStepSpec):
+        elif isinstance(step, (CheckStepSpec, GuardrailStepSpec)):
             columns.add(f"check_{step.name}")
         elif isinstance(step, ShadowStepSpec):
             for challenger, steps in step.challengers.items():

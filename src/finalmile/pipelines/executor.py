@@ -17,8 +17,16 @@ import numpy as np
 
 from finalmile.pipelines.batch import Batch, Sequence, Step
 from finalmile.pipelines.checks import compile_check
+from finalmile.pipelines.guardrails import GuardrailStep
 from finalmile.pipelines.routing import ShadowStep, SplitStep
-from finalmile.pipelines.spec import CheckStepSpec, ModelStepSpec, PipelineSpec, ShadowStepSpec, SplitStepSpec
+from finalmile.pipelines.spec import (
+    CheckStepSpec,
+    GuardrailStepSpec,
+    ModelStepSpec,
+    PipelineSpec,
+    ShadowStepSpec,
+    SplitStepSpec,
+)
 from finalmile.runtimes.base import Runtime
 
 
@@ -66,6 +74,8 @@ def build(spec: PipelineSpec, load: Callable[[str], Runtime]) -> Sequence:
                 built.append(ModelStep(s.model, load(s.model)))
             elif isinstance(s, CheckStepSpec):
                 built.append(CheckStep(s.name, s.expression))
+            elif isinstance(s, GuardrailStepSpec):
+                built.append(GuardrailStep(s.name, s.column, s.compiled(), s.action, s.refusal))
             elif isinstance(s, SplitStepSpec):
                 built.append(
                     SplitStep([(v.name, v.weight, Sequence(steps_of(v.steps))) for v in s.variants], key=s.key)

@@ -36,6 +36,34 @@ class CheckStepSpec(BaseModel):
     """A rule over inputs (`in.amount`) and the outputs so far (`out.score`), e.g. `out.score > 0.95`."""
 
 
+class GuardrailStepSpec(BaseModel):
+    """Text rules over a generated column (`pipelines/guardrails.py`): flag, redact or refuse before the answer
+    leaves; its flags are logged as the check `name`."""
+
+    model_config = {"extra": "forbid"}
+
+    kind: Literal["guardrail"] = "guardrail"
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    column: str = "completion"
+    patterns: list[str] = Field(default_factory=list)
+    """Regular expressions (RE2 syntax)."""
+    blocked_words: list[str] = Field(default_factory=list)
+    pii: list[Literal["email", "card", "phone"]] = Field(default_factory=list)
+    action: Literal["flag", "redact", "refuse"] = "flag"
+    refusal: str = "I can't help with that."
+    """The text a refused row answers with."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> GuardrailStepSpec:
+        self.compiled()  # a bad pattern is refused with the definition, never while serving
+        return self
+
+    def compiled(self) -> list[str]:
+        from finalmile.pipelines.guardrails import rules
+
+        return rules(self.patterns, self.blocked_words, list(self.pii))
+
+
 class VariantSpec(BaseModel):
     """One arm of an A/B split: its share of traffic and its steps."""
 
@@ -83,6 +111,7 @@ def _kind(value: Any) -> str:
 StepSpec = Annotated[
     Annotated[ModelStepSpec, Tag("model")]
     | Annotated[CheckStepSpec, Tag("check")]
+    | Annotated[GuardrailStepSpec, Tag("guardrail")]
     | Annotated[SplitStepSpec, Tag("split")]
     | Annotated[ShadowStepSpec, Tag("shadow")],
     Discriminator(_kind),

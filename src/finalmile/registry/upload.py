@@ -41,6 +41,7 @@ _LIBRARIES = {
     "mlflow": ["mlflow-skinny", "mlflow"],
     "onnx": ["onnx"],
     "python": [],
+    "transformers": ["transformers", "tokenizers", "torch"],
 }
 
 

@@ -22,10 +22,11 @@ _FRAMEWORKS: dict[str, tuple[str, str, str, str | None]] = {
     "torch": ("finalmile.runtimes.torch", "TorchRuntime", "torch", "torch"),
     "python": ("finalmile.runtimes.python", "PythonRuntime", "finalmile", None),
     "mlflow": ("finalmile.runtimes.mlflow", "MLflowRuntime", "mlflow", "mlflow"),
+    "transformers": ("finalmile.runtimes.transformers", "TransformersRuntime", "transformers", "llm"),
 }
 FRAMEWORKS = tuple(_FRAMEWORKS)
 # These are stored as a packed directory; the others as the single file the framework reads.
-DIRECTORY_FRAMEWORKS = frozenset({"mlflow", "python", "torch"})
+DIRECTORY_FRAMEWORKS = frozenset({"mlflow", "python", "torch", "transformers"})
 # Converted to ONNX at upload when the outputs match.
 CONVERTIBLE = frozenset({"sklearn", "xgboost", "lightgbm"})
 
@@ -42,6 +43,13 @@ _SUFFIXES = {
     ".pt2": "torch",
     ".py": "python",
 }
+
+
+def is_hugging_face_directory(path: Path) -> bool:
+    """A Hugging Face model directory, as `save_pretrained` writes one: its `config.json` and tokenizer files."""
+    return (path / "config.json").is_file() and any(
+        (path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
+    )
 
 
 def framework_module(framework: str) -> ModuleType:
@@ -85,11 +93,13 @@ def _detect_path(path: Path) -> str:
     if path.is_dir():
         if (path / "MLmodel").is_file():
             return "mlflow"
+        if is_hugging_face_directory(path):
+            return "transformers"
         if any(path.glob("*.py")):
             return "python"
         raise InvalidModelError(
-            f"{path} is not a model directory: expected an MLflow model (an MLmodel file) or Python code with a "
-            "class that has predict(self, frame)",
+            f"{path} is not a model directory: expected an MLflow model (an MLmodel file), a Hugging Face model "
+            "(config.json and tokenizer files) or Python code with a class that has predict(self, frame)",
             {"path": str(path)},
         )
     kind = _SUFFIXES.get(path.suffix.lower())

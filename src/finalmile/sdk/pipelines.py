@@ -10,6 +10,7 @@ from finalmile.arrow.frames import to_arrow
 from finalmile.backends.config import Autoscaling, deployment_config
 from finalmile.pipelines.spec import (
     CheckStepSpec,
+    GuardrailStepSpec,
     ModelStepSpec,
     PipelineSpec,
     ShadowStepSpec,
@@ -48,7 +49,9 @@ def shadow(champion: list[StepLike] | StepLike, challengers: dict[str, list[Step
 def _steps(steps: list[StepLike] | StepLike) -> list[StepSpec]:
     items = steps if isinstance(steps, list) else [steps]
     return [
-        s if isinstance(s, (ModelStepSpec, CheckStepSpec, SplitStepSpec, ShadowStepSpec)) else model_step(s)
+        s
+        if isinstance(s, (ModelStepSpec, CheckStepSpec, GuardrailStepSpec, SplitStepSpec, ShadowStepSpec))
+        else model_step(s)
         for s in items
     ]
 
@@ -86,6 +89,29 @@ class Pipeline:
 
     def add_check(self, name: str, expression: str) -> Pipeline:
         return self.add_step(check(name, expression))
+
+    def add_guardrail(
+        self,
+        name: str,
+        *,
+        patterns: list[str] | None = None,
+        blocked_words: list[str] | None = None,
+        pii: list[str] | None = None,
+        action: str = "flag",
+        column: str = "completion",
+        refusal: str = "I can't help with that.",
+    ) -> Pipeline:
+        """Text rules over a generated column: `action` `flag` (logged as a check), `redact` or `refuse`, e.g.
+        `add_guardrail("pii", pii=["email", "card", "phone"], action="redact")`."""
+        spec = {"name": name, "patterns": patterns or [], "blocked_words": blocked_words or [], "pii": pii or []}
+        return self.add_step(
+            PipelineSpec.from_dict(
+                {
+                    "name": self.name,
+                    "steps": [spec | {"kind": "guardrail", "action": action, "column": column, "refusal": refusal}],
+                }  # fmt: skip
+            ).steps[0]
+        )
 
     def add_split(
         self, variants: dict[str, tuple[float, list[StepLike] | StepLike]], key: str | None = None

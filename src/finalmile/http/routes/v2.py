@@ -47,7 +47,7 @@ def _infer_doc(schema: dict[str, Any], arrow: bool = False) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     """Pydantic puts nested models under `$defs`, which mean nothing once embedded in an OpenAPI operation."""
     defs = schema.pop("$defs", {})
 
@@ -103,7 +103,7 @@ def router(handlers: InferenceHandlers, guards: Guards) -> APIRouter:
         who.services.dataplane.serving(name, version)
         return {"name": name, "ready": True}
 
-    v2_doc = _infer_doc(_inline_refs(V2InferenceRequest.model_json_schema()))
+    v2_doc = _infer_doc(inline_refs(V2InferenceRequest.model_json_schema()))
     records_doc = _infer_doc({"type": "array", "minItems": 1, "items": {"type": "object"}}, arrow=True)
 
     @api.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=v2_doc)

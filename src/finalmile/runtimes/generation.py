@@ -1,0 +1,197 @@
+"""What every generative engine shares: the columns a generative model takes and returns, prompts from chat
+messages, the context-length rule, per-row results, and the sinks that stream text to a waiting client.
+
+A generative model is a model like any other to the rest of finalmile: rows in (a prompt or chat messages, and the
+call's options), rows out (the completion and its figures), so the batcher, the pipeline steps, the inference log,
+monitors and rollouts need nothing new. Columns, in and out:
+
+- in: `prompt` or `messages` (a JSON list of `{"role", "content"}`), `max_tokens`, `temperature`, `stream_id`
+  (set by the OpenAI surface when a client streams; the engine pushes text to that sink as it decodes);
+- out: `completion`, `finish_reason` (`stop`, `length`, or `error`), `tokens_in`, `tokens_out`, `ttft_ms` (from the
+  batch's start to the row's first token), `tokens_per_s` (the row's output tokens over its decoding time) and
+  `error` (why a row was refused, e.g. past the context length; null otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from finalmile.schema import Column, Schema
+
+GENERATION = "text-generation"
+EMBEDDING = "embedding"
+DEFAULT_MAX_TOKENS = 256
+"""When a call names no `max_tokens`: at most this many, and never past the context."""
+
+GENERATION_SCHEMA = Schema(
+    inputs=[
+        Column(name="prompt", dtype="string", nullable=True),
+        Column(name="messages", dtype="string", nullable=True),
+        Column(name="max_tokens", dtype="int64", nullable=True),
+        Column(name="temperature", dtype="float64", nullable=True),
+        Column(name="stream_id", dtype="string", nullable=True),
+    ],
+    outputs=[
+        Column(name="completion", dtype="string", nullable=True),
+        Column(name="finish_reason", dtype="string"),
+        Column(name="tokens_in", dtype="int64"),
+        Column(name="tokens_out", dtype="int64"),
+        Column(name="ttft_ms", dtype="float64", nullable=True),
+        Column(name="tokens_per_s", dtype="float64", nullable=True),
+        Column(name="error", dtype="string", nullable=True),
+    ],
+)
+
+
+def embedding_schema(width: int) -> Schema:
+    return Schema(
+        inputs=[Column(name="text", dtype="string")],
+        outputs=[
+            Column(name="embedding", dtype="float32", shape=(width,), nullable=True),
+            Column(name="tokens_in", dtype="int64"),
+            Column(name="error", dtype="string", nullable=True),
+        ],
+    )
+
+
+def render_messages(raw: str, tokenizer: Any) -> str:
+    """Chat messages as the model's own chat template writes them, or `role: content` lines where it has none."""
+    try:
+        messages = json.loads(raw)
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
+        ):
+            raise ValueError
+    except ValueError:
+        raise ValueError("messages: expected a JSON list of {role, content} with text content") from None
+    if getattr(tokenizer, "chat_template", None):
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+
+def context_error(tokens_in: int, max_tokens: int | None, context: int, empty: bool) -> str | None:
+    """Why a row cannot run, in the words OpenAI's API uses, or None."""
+    if empty:
+        return "prompt: a row needs a prompt or messages"
+    if max_tokens is not None and max_tokens < 1:
+        return f"max_tokens: must be at least 1, got {max_tokens}"
+    asked = tokens_in + (max_tokens or 1)
+    if asked > context:
+        return (
+            f"This model's maximum context length is {context} tokens. However, you requested {asked} tokens "
+            f"({tokens_in} in the prompt, {max_tokens or 1} for the completion). Please reduce the length of the "
+            "prompt or of max_tokens."
+        )
+    return None
+
+
+def input_error(tokens: int, context: int) -> str | None:
+    """Why a text cannot be embedded, or None."""
+    if tokens <= context:
+        return None
+    return (
+        f"This model's maximum context length is {context} tokens, however you requested {tokens} tokens. "
+        "Please reduce the length of the input."
+    )
+
+
+class Prompts:
+    """A batch's rows as an engine reads them: the prompt text (rendered from messages), options and sinks."""
+
+    def __init__(self, table: pa.Table, tokenizer: Any) -> None:
+        columns = {n: table.column(n).to_pylist() if n in table.column_names else None for n in _INPUTS}
+        rows = table.num_rows
+
+        def column(name: str) -> list[Any]:
+            values = columns[name]
+            return values if values is not None else [None] * rows
+
+        self.texts: list[str | None] = []
+        self.errors: list[str | None] = []
+        for prompt, messages in zip(column("prompt"), column("messages"), strict=True):
+            error = None
+            if prompt is None and messages is not None:
+                try:
+                    prompt = render_messages(messages, tokenizer)
+                except ValueError as exc:
+                    error = str(exc)
+            self.texts.append(prompt)
+            self.errors.append(error)
+        self.limits: list[int | None] = column("max_tokens")
+        self.temperatures = [1.0 if t is None else float(t) for t in column("temperature")]
+        self.sinks: list[str | None] = column("stream_id")
+
+
+_INPUTS = ("prompt", "messages", "max_tokens", "temperature", "stream_id")
+
+
+class Generated:
+    """Per-row results of a batch, filled as the engine decodes, turned into the output table at the end."""
+
+    def __init__(self, rows: int, started: float) -> None:
+        self.started = started
+        self.completion: list[str | None] = [None] * rows
+        self.finish: list[str] = ["error"] * rows
+        self.tokens_in = [0] * rows
+        self.tokens_out = [0] * rows
+        self.first: list[float | None] = [None] * rows
+        self.last: list[float | None] = [None] * rows
+        self.error: list[str | None] = [None] * rows
+
+    def refuse(self, row: int, tokens_in: int, error: str) -> None:
+        self.tokens_in[row], self.error[row], self.finish[row] = tokens_in, error, "error"
+
+    def table(self) -> pa.Table:
+        ttft = [None if f is None else (f - self.started) * 1000.0 for f in self.first]
+        rate = [
+            None if f is None or last is None else n / max(last - self.started, 1e-9)
+            for f, last, n in zip(self.first, self.last, self.tokens_out, strict=True)
+        ]
+        return pa.Table.from_pydict(
+            {
+                "completion": self.completion,
+                "finish_reason": self.finish,
+                "tokens_in": self.tokens_in,
+                "tokens_out": self.tokens_out,
+                "ttft_ms": ttft,
+                "tokens_per_s": rate,
+                "error": self.error,
+            },
+            schema=_OUTPUTS,
+        )
+
+
+_OUTPUTS = pa.schema([(c.name, c.arrow_type()) for c in GENERATION_SCHEMA.outputs])
+
+
+class TokenSinks:
+    """Where a streaming client waits for text: the OpenAI surface opens a sink under a fresh id, sends the id in
+    the row's `stream_id`, and the engine, decoding in a worker thread, pushes each new piece of text to it."""
+
+    def __init__(self) -> None:
+        self._sinks: dict[str, Callable[[str], None]] = {}
+        self._lock = threading.Lock()
+
+    def open(self, sink_id: str, push: Callable[[str], None]) -> None:
+        with self._lock:
+            self._sinks[sink_id] = push
+
+    def close(self, sink_id: str) -> None:
+        with self._lock:
+            self._sinks.pop(sink_id, None)
+
+    def get(self, sink_id: str | None) -> Callable[[str], None] | None:
+        if sink_id is None:
+            return None
+        with self._lock:
+            return self._sinks.get(sink_id)
+
+
+SINKS = TokenSinks()
+"""This process's sinks (a streamed call is decoded in the process that serves it, on the local backend)."""
