@@ -50,7 +50,7 @@ def _logged(server, owner: str, sql: str, rows: int):  # type: ignore[no-untyped
             time.sleep(0.3)
 
 
-def test_the_openai_client_chats_streams_embeds_and_every_call_is_logged(tmp_path: Path, server_factory, request) -> None:  # type: ignore[no-untyped-def]
+def test_the_openai_client_chats_streams_embeds_and_is_logged(tmp_path: Path, server_factory, request) -> None:  # type: ignore[no-untyped-def]
     server, owner, viewer, _ = _served(tmp_path, server_factory)
     ai = openai.OpenAI(base_url=f"{server.url}/v1", api_key=viewer, max_retries=0)
     request.addfinalizer(ai.close)

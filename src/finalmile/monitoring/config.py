@@ -17,7 +17,7 @@ from finalmile.monitoring.drift import BinMode
 
 Kind = Literal[
     "drift", "check_rate", "performance", "error_rate", "latency_p99", "data_quality", "estimated_performance",
-    "multivariate_drift",
+    "multivariate_drift", "ttft_p99", "tokens_per_s",
 ]  # fmt: skip
 Status = Literal["ok", "warning", "alert", "no data"]
 

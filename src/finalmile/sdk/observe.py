@@ -46,7 +46,8 @@ class MonitorVerbs:
         type_change of `column`; all but null_rate against a `baseline`), `estimated_performance` (a classifier's
         accuracy, precision, recall, f1 or roc_auc from its scores, or a regressor's mae or rmse from its inputs
         `columns=[…]`, learnt on a labelled `reference`), `multivariate_drift` (`columns=[…]`, `method=` pca or
-        classifier); thresholds, windows and actions as for `build_assay`. Checked now, stored by `.save()`."""
+        classifier), and for generative pipelines `ttft_p99` (milliseconds) and `tokens_per_s` (the median; lower is
+        worse); thresholds, windows and actions as for `build_assay`. Checked now, stored by `.save()`."""
         if hasattr(options.get("baseline"), "ref"):
             options["baseline"] = model_ref(options["baseline"])  # a model version: its stored sample
         config, baseline = build_config(

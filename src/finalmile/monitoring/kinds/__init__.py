@@ -9,7 +9,13 @@ from finalmile.monitoring.kinds.estimated import EstimatedPerformanceKind
 from finalmile.monitoring.kinds.multivariate import MultivariateDriftKind
 from finalmile.monitoring.kinds.performance import PerformanceKind
 from finalmile.monitoring.kinds.quality import DataQualityKind
-from finalmile.monitoring.kinds.rates import CheckRateKind, ErrorRateKind, LatencyKind
+from finalmile.monitoring.kinds.rates import (
+    CheckRateKind,
+    ErrorRateKind,
+    LatencyKind,
+    TimeToFirstTokenKind,
+    TokensPerSecondKind,
+)
 
 KINDS: dict[str, MonitorKind] = {
     k.name: k
@@ -22,6 +28,8 @@ KINDS: dict[str, MonitorKind] = {
         DataQualityKind(),
         EstimatedPerformanceKind(),
         MultivariateDriftKind(),
+        TimeToFirstTokenKind(),
+        TokensPerSecondKind(),
     )  # fmt: skip
 }
 

@@ -1,4 +1,5 @@
-"""The monitors of served traffic itself: the rate of a check's flags, the error rate, the p99 latency."""
+"""The monitors of served traffic itself: the rate of a check's flags, the error rate, the p99 latency, and for
+generative pipelines the p99 time to first token and the median output tokens per second."""
 
 from __future__ import annotations
 
@@ -60,3 +61,40 @@ class LatencyKind(MonitorKind):
         self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None
     ) -> tuple[float | None, dict[str, Any]]:
         return float(np.percentile(values(table, "value", rows).astype(np.float64), 99)), {}
+
+
+class TimeToFirstTokenKind(MonitorKind):
+    """A generative pipeline's 99th percentile of time to first token in milliseconds (`out_ttft_ms`, per call)."""
+
+    name = "ttft_p99"
+
+    def logged_column(self, config: MonitorConfig) -> str | None:
+        return "out_ttft_ms"
+
+    def select(self, config: MonitorConfig) -> tuple[str, list[str]]:
+        return "l.out_ttft_ms AS value", ["l.status = 'ok'", "l.out_ttft_ms IS NOT NULL"]
+
+    def score(
+        self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None
+    ) -> tuple[float | None, dict[str, Any]]:
+        return float(np.percentile(values(table, "value", rows), 99)), {}
+
+
+class TokensPerSecondKind(MonitorKind):
+    """A generative pipeline's median output tokens per second per call (`out_tokens_per_s`): lower is worse."""
+
+    name = "tokens_per_s"
+
+    def higher_is_worse(self, config: MonitorConfig) -> bool:
+        return False
+
+    def logged_column(self, config: MonitorConfig) -> str | None:
+        return "out_tokens_per_s"
+
+    def select(self, config: MonitorConfig) -> tuple[str, list[str]]:
+        return "l.out_tokens_per_s AS value", ["l.status = 'ok'", "l.out_tokens_per_s IS NOT NULL"]
+
+    def score(
+        self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None
+    ) -> tuple[float | None, dict[str, Any]]:
+        return float(np.median(values(table, "value", rows))), {}

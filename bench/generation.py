@@ -1,0 +1,144 @@
+"""Generative serving: output tokens/s of finalmile's OpenAI-compatible endpoint at concurrency 1, 4 and 16, against
+the same engine called one request at a time in-process and against transformers' own `pipeline`, side by side.
+
+    .venv/bin/python bench/generation.py [--requests 48] [--max-tokens 32] [--layers 4] [--width 256]
+
+The model is a randomly initialised GPT-2 (made here, nothing downloaded: 4 layers of width 256, a 400-token BPE
+vocabulary trained on a few sentences, 512 positions) decoding greedily; every call asks for `--max-tokens` tokens,
+and the figure counts the tokens really returned (a random model may stop early at its end-of-text token). The
+served figures go through real HTTP (`finalmile serve`, a token checked on every call, every call logged) with the
+calls of each client sent back to back; the batcher decodes the prompts that wait together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+from serving import _server  # noqa: E402
+from tests.fixtures import tiny_language_models  # noqa: E402
+
+from finalmile import Client  # noqa: E402
+
+WORDS = "the quick brown fox jumps over the lazy dog hello world how are you today".split()
+
+
+def prompts(n: int) -> list[str]:
+    return [" ".join(WORDS[(i + j) % len(WORDS)] for j in range(4 + i % 5)) for i in range(n)]
+
+
+def alone(directory: Path, texts: list[str], max_tokens: int) -> tuple[float, int]:
+    """The same engine (finalmile's transformers runtime) one request after another, in-process."""
+    from finalmile.runtimes.transformers import TransformersRuntime
+
+    runtime = TransformersRuntime.from_directory(directory, "text-generation")
+    names = runtime.schema.input_names()
+    tokens, started = 0, time.perf_counter()
+    for text in texts:
+        row = {n: [None] for n in names} | {"prompt": [text], "max_tokens": [max_tokens], "temperature": [0.0]}
+        out = runtime.predict(pa.table(row, schema=runtime.schema.input_arrow_schema()))
+        tokens += int(out.column("tokens_out")[0].as_py())
+    return tokens / (time.perf_counter() - started), tokens
+
+
+def hf_pipeline(directory: Path, texts: list[str], max_tokens: int) -> tuple[float, int]:
+    """transformers' own text-generation pipeline, one prompt at a time."""
+    from transformers import pipeline
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    generate = pipeline("text-generation", model=str(directory), device="cpu")
+    tokenizer = generate.tokenizer
+    tokens, started = 0, time.perf_counter()
+    for text in texts:
+        out = generate(text, max_new_tokens=max_tokens, do_sample=False, return_tensors=True)
+        tokens += len(out[0]["generated_token_ids"]) - len(tokenizer(text)["input_ids"])
+    return tokens / (time.perf_counter() - started), tokens
+
+
+async def served(url: str, token: str, texts: list[str], concurrency: int, max_tokens: int) -> dict[str, float]:
+    """`concurrency` clients, each sending its share of `texts` back to back to /v1/completions."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for text in texts:
+        queue.put_nowait(text)
+    latencies: list[float] = []
+    tokens = 0
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal tokens
+        while not queue.empty():
+            text = queue.get_nowait()
+            body = {"model": "lm", "prompt": text, "max_tokens": max_tokens, "temperature": 0}
+            sent = time.perf_counter()
+            answer = await http.post(f"{url}/v1/completions", json=body)
+            answer.raise_for_status()
+            latencies.append(time.perf_counter() - sent)
+            tokens += int(answer.json()["usage"]["completion_tokens"])
+
+    headers = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(headers=headers, timeout=600) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    return {"tokens_s": tokens / wall, "tokens": tokens, "p50_s": statistics.median(latencies)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=48)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--width", type=int, default=256)
+    args = parser.parse_args()
+    console = Console()
+    texts = prompts(args.requests)
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        causal, _ = tiny_language_models(work / "models", context=512, width=args.width, layers=args.layers)
+        home = work / "home"
+        with Client(home=home) as client:
+            client.upload_model("lm", causal)
+            client.build_pipeline("lm").add_model_step("lm:1").deploy(max_batch_size=16, max_delay_ms=5)
+            _, token = client.services.init_access("bench")
+        rows: list[tuple[str, float, int]] = []
+        with console.status("the same engine, one request at a time, in-process"):
+            rate, tokens = alone(causal, texts, args.max_tokens)
+        rows.append(("finalmile's engine in-process, one at a time", rate, tokens))
+        with console.status("transformers' pipeline, one at a time"):
+            rate, tokens = hf_pipeline(causal, texts, args.max_tokens)
+        rows.append(("transformers pipeline(), one at a time", rate, tokens))
+        headers = {"authorization": f"Bearer {token}"}
+        with _server(sys.executable, (), home, headers, ready="/v2/models/lm/ready") as url:
+            asyncio.run(served(url, token, texts[:4], 1, args.max_tokens))  # warm
+            for concurrency in (1, 4, 16):
+                with console.status(f"served, concurrency {concurrency}"):
+                    figures = asyncio.run(served(url, token, texts, concurrency, args.max_tokens))
+                rows.append((f"finalmile /v1/completions, concurrency {concurrency}", figures["tokens_s"],
+                             int(figures["tokens"])))  # fmt: skip
+    base = rows[0][1]
+    table = Table(title=f"output tokens/s, {args.requests} calls of {args.max_tokens} tokens (GPT-2 "
+                        f"{args.layers}x{args.width}, CPU)")  # fmt: skip
+    table.add_column("engine")
+    table.add_column("tokens/s", justify="right")
+    table.add_column("tokens", justify="right")
+    table.add_column("vs one at a time", justify="right")
+    for name, rate, tokens in rows:
+        table.add_row(name, f"{rate:,.0f}", str(tokens), f"{rate / base:.2f}x")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
