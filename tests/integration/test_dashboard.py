@@ -202,3 +202,27 @@ def test_the_pipeline_page_compares_text_labels_as_text_and_survives_unreadable_
         assert page.status_code == 200 and "The ground truth cannot be read" in page.text
         assert "a label file" in page.text and str(folder) not in page.text  # the server's paths stay its own
     store.close()
+
+
+def test_a_generative_pipeline_page_shows_time_to_first_token_and_tokens(store: Client, tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from tests.fixtures import tiny_language_models
+
+    causal, _ = tiny_language_models(tmp_path / "models")
+    store.upload_model("lm", causal)
+    pipeline = store.build_pipeline("chat").add_model_step("lm:1")
+    pipeline.deploy()
+    served = pipeline.infer(pd.DataFrame({"prompt": ["hello", "world", "the quick"], "max_tokens": [3, 3, 3]}))
+    store.services.logs.flush()
+    _, owner = store.services.init_access("olga")
+    with running_server(store.services, auth=True) as url, httpx.Client(base_url=url) as browser:
+        log_in(browser, owner)
+        page = browser.get("/ui/pipelines/chat")
+        assert page.status_code == 200 and "Generation, last 24 h" in page.text
+        charts = [json.loads(c) for c in re.findall(r'class="chart-data">(.*?)</script>', page.text, re.S)]
+        (ttft,) = [c for c in charts if c.get("y_label") == "time to first token (ms)"]
+        assert [v for v in ttft["series"]["p99"] if v is not None][0] > 0
+        (tokens,) = [c for c in charts if c.get("y_label") == "tokens/s; tokens per call"]
+        per_call = [v for v in tokens["series"]["output tokens per call"] if v is not None]
+        assert per_call == [pytest.approx(served.tokens_out.mean())]
+    store.close()

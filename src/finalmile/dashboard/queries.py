@@ -116,6 +116,8 @@ class PipelineFigures:
     """Why the labels could not be read, shown in the chart's place (the rest of the page does not need them)."""
     recent: list[dict[str, Any]] = field(default_factory=list)
     """The last requests answered, each a link to its explanation."""
+    generation: dict[str, Any] | None = None
+    """A generative pipeline's day: TTFT p50/p99, median tokens/s, tokens per call, overall and per bucket."""
 
 
 def pipeline_figures(conn: duckdb.DuckDBPyConnection, reader: LogReader, name: str, now: datetime) -> PipelineFigures:
@@ -150,13 +152,39 @@ def pipeline_figures(conn: duckdb.DuckDBPyConnection, reader: LogReader, name: s
             params,
         ).fetchall()
     ]
-    _scores(conn, figures, columns, where, params)
+    if "out_ttft_ms" in columns and "out_tokens_out" in columns:
+        figures.generation = _generation(conn, starts, where, params)
+    else:
+        _scores(conn, figures, columns, where, params)
     _agreement(conn, figures, columns, where, params)
     try:
         _accuracy(conn, figures, columns, params)
     except duckdb.Error as exc:  # labels DuckDB cannot read together (written before uploads were checked)
         figures.accuracy_error = re.sub(r'file "[^"]*"', "a label file", str(exc).splitlines()[0])[:300]  # no paths
     return figures
+
+
+def _generation(conn: duckdb.DuckDBPyConnection, starts: list[int], where: str, params: Any) -> dict[str, Any]:
+    """What matters of a generative pipeline: time to first token (p50, p99), output tokens/s (median per call) and
+    tokens per call, for the day and per bucket."""
+    figures = (
+        "quantile_cont(out_ttft_ms, 0.5), quantile_cont(out_ttft_ms, 0.99), median(out_tokens_per_s), "
+        "avg(out_tokens_in), avg(out_tokens_out), count(*)"
+    )
+    served = f"{where} AND status = 'ok' AND out_ttft_ms IS NOT NULL"
+    day = conn.execute(f"SELECT {figures} FROM logs WHERE {served}", params).fetchone() or (None,) * 6
+    names = ("ttft_p50", "ttft_p99", "tokens_per_s", "tokens_in", "tokens_out")
+    series: dict[str, list[float | None]] = {n: [None] * len(starts) for n in names}
+    index = {t: i for i, t in enumerate(starts)}
+    for bucket, *values in conn.execute(
+        f"SELECT CAST(epoch(time) AS BIGINT) // {BUCKET_S} * {BUCKET_S}, {figures} FROM logs WHERE {served} "
+        "GROUP BY 1",
+        params,
+    ).fetchall():
+        if bucket in index:
+            for name, value in zip(names, values, strict=False):
+                series[name][index[bucket]] = value
+    return {"day": dict(zip((*names, "calls"), day, strict=True)), "series": series}
 
 
 def _column_types(conn: duckdb.DuckDBPyConnection, logged: set[str]) -> dict[str, str]:
