@@ -177,8 +177,7 @@ def _generation(conn: duckdb.DuckDBPyConnection, starts: list[int], where: str, 
     series: dict[str, list[float | None]] = {n: [None] * len(starts) for n in names}
     index = {t: i for i, t in enumerate(starts)}
     for bucket, *values in conn.execute(
-        f"SELECT CAST(epoch(time) AS BIGINT) // {BUCKET_S} * {BUCKET_S}, {figures} FROM logs WHERE {served} "
-        "GROUP BY 1",
+        f"SELECT CAST(epoch(time) AS BIGINT) // {BUCKET_S} * {BUCKET_S}, {figures} FROM logs WHERE {served} GROUP BY 1",
         params,
     ).fetchall():
         if bucket in index:

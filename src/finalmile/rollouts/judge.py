@@ -111,7 +111,7 @@ def _figures(ctx: MonitorContext, gate: Gate, arms: dict[str, Window]) -> dict[s
     gap = candidate - champion if worse else champion - candidate
     allowed = gate.margin * abs(champion) if gate.relative else gate.margin
     passed = gate.against_champion or gap <= allowed + 1e-12  # the score PSI is bounded by its limit alone
-    if config.kind == "latency_p99" and gap <= LATENCY_SLACK_MS:
+    if config.kind in ("latency_p99", "ttft_p99") and gap <= LATENCY_SLACK_MS:
         passed = True
     if gate.limit is not None and (candidate > gate.limit if worse else candidate < gate.limit):
         passed = False

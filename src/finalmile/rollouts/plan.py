@@ -21,8 +21,13 @@ ARMS = ("champion", "candidate")
 """The split's two variants, as the log names them."""
 SCORE_PSI = "score_psi"
 """The gate that compares the arms' score distributions with each other (PSI, the champion's scores as reference)."""
-MARGINS = {"error_rate": 0.01, "latency_p99": 0.25, "performance": 0.02, "check_rate": 0.02, "drift": 0.1}
-"""How much worse than the champion the candidate may be: absolute, but relative (a fraction) for p99 latency."""
+MARGINS = {
+    "error_rate": 0.01, "latency_p99": 0.25, "performance": 0.02, "check_rate": 0.02, "drift": 0.1,
+    "ttft_p99": 0.25, "tokens_per_s": 0.25,
+}  # fmt: skip
+RELATIVE = frozenset({"latency_p99", "ttft_p99", "tokens_per_s"})
+"""How much worse than the champion the candidate may be: absolute, but relative (a fraction) for the figures of
+speed (p99 latency, time to first token, tokens/s)."""
 DEFAULT_MARGIN = 0.05
 SCORE_PSI_LIMIT = 0.2
 """PSI above 0.2 is the usual reading of "the distribution moved"."""
@@ -174,13 +179,14 @@ def _gate(ctx: MonitorContext, pipeline: str, spec: dict[str, Any], i: int) -> G
         + (f" {config.metric}" if kind == "performance" else ""),
         monitor=config.model_dump(mode="json"),
         margin=float(MARGINS.get(kind, DEFAULT_MARGIN) if margin is None else margin),
-        relative=kind == "latency_p99",
+        relative=kind in RELATIVE,
         limit=None if limit is None else float(limit),
     )
 
 
 def _score_column(logged: set[str]) -> str:
-    found = next((f"out_{n}" for n in SCORE_NAMES if f"out_{n}" in logged), None)
+    # A generative pipeline's answers are compared by their length (`tokens_out`) where there is no score.
+    found = next((f"out_{n}" for n in (*SCORE_NAMES, "tokens_out") if f"out_{n}" in logged), None)
     if found is None:
         raise InvalidInputError("column: no score output to compare (name one: {'kind': 'score_psi', 'column': …})")
     return found

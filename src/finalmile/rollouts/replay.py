@@ -93,6 +93,8 @@ class _Plan:
         self.has_status = "status" in logged
         self.score: str | None = None
         self.label: str | None = None
+        self.text: str | None = None
+        """A generated text both arms answer (`completion`): compared for exact matches and length."""
         self.shadows: list[str] = []
         self.decided = False
 
@@ -116,7 +118,9 @@ class _Plan:
                 {"field": "candidate"},
             )
         numeric = [n for n in common if _numeric(produced.field(n).type)]
-        self.score = next((n for n in SCORE_NAMES if n in numeric), numeric[0] if numeric else None)
+        self.text = "completion" if "completion" in common else None
+        preferred = ("tokens_out",) if self.text else SCORE_NAMES  # a generative answer's figure is its length
+        self.score = next((n for n in preferred if n in numeric), numeric[0] if numeric else None)
         self.label = "label" if "label" in common else None
         if self.score:
             self.shadows = [c for c in self.logged_shadows if c.endswith(f"_{self.score}")]
@@ -218,6 +222,9 @@ def _rows(logged: pa.Table, out: pa.Table, checks: dict[str, np.ndarray], plan: 
     if plan.label:
         columns["served_label"] = pc.cast(logged.column("out_label"), pa.string())
         columns["candidate_label"] = pc.cast(out.column("label"), pa.string())
+    if plan.text:
+        columns["served_text"] = pc.cast(logged.column(f"out_{plan.text}"), pa.string())
+        columns["candidate_text"] = pc.cast(out.column(plan.text), pa.string())
     for name in plan.checks:
         columns[f"served_check_{name}"] = logged.column(f"served_check_{name}")
         flags = checks.get(name)
@@ -235,7 +242,7 @@ def summarise(path: Path, plan: _Plan, total: int, seconds: float) -> dict[str, 
         conn.execute(f"SET memory_limit = '{SUMMARY_MEMORY_MB}MB'")
         conn.execute(f"SET temp_directory = '{str(spill).replace(chr(39), chr(39) * 2)}'")
         conn.execute(f"CREATE VIEW r AS SELECT * FROM read_parquet('{str(path).replace(chr(39), chr(39) * 2)}')")
-        summary: dict[str, Any] = {"rows": total, "score": plan.score, "label": plan.label}
+        summary: dict[str, Any] = {"rows": total, "score": plan.score, "label": plan.label, "text": plan.text}
         summary |= _figures(conn, plan, "true")
         bounds = _score_bounds(conn) if plan.score else None
         edges = _edges(conn, *bounds) if bounds else None
@@ -306,6 +313,14 @@ def _figures(
         ).fetchall()[0]
         quantiles = dict(zip((f"p{int(q * 100):02d}" for q in QUANTILES), row[4] or [None] * 5, strict=True))
         figures["difference"] = {"mean": row[0], "mean_abs": row[1], "min": row[2], "max": row[3]} | quantiles
+    if plan.text:
+        same, served, candidate = conn.execute(
+            "SELECT avg((served_text IS NOT DISTINCT FROM candidate_text)::DOUBLE), avg(length(served_text)), "
+            f"avg(length(candidate_text)) FROM r WHERE {where}",
+            params,
+        ).fetchall()[0]
+        figures["exact_match"] = same
+        figures["text_length"] = {"served": served, "candidate": candidate}
     return figures
 
 

@@ -41,6 +41,9 @@ from finalmile.runtimes.generation import (
 from finalmile.schema import Schema
 
 FRAMEWORK = "transformers"
+MAX_DECODE_ROWS = 32
+"""Rows decoded in one forward pass at most: a replay hands thousands of logged prompts at once, and the padded
+batch and its key/value cache grow with every row."""
 _COPIED = {".json", ".safetensors", ".jinja", ".txt", ".model"}
 """What a model directory needs: configs, safetensors weights, tokenizer files (`vocab.txt`, `merges.txt`,
 SentencePiece `.model`) and a chat template; pickled `.bin` weights and `.py` files are not copied."""
@@ -149,9 +152,13 @@ class TransformersRuntime(BaseRuntime):
             else:
                 result.tokens_in[i] = len(ids)
                 groups.setdefault(prompts.temperatures[i], []).append(i)
-        for temperature, rows in groups.items():  # rows of one temperature decode together
-            limits = [prompts.limits[i] or min(DEFAULT_MAX_TOKENS, self.context_length - len(encoded[i])) for i in rows]
-            self._decode(rows, [encoded[i] for i in rows], limits, temperature, prompts.sinks, result)
+        for temperature, group in groups.items():  # rows of one temperature decode together
+            for start in range(0, len(group), MAX_DECODE_ROWS):
+                rows = group[start : start + MAX_DECODE_ROWS]
+                limits = [
+                    prompts.limits[i] or min(DEFAULT_MAX_TOKENS, self.context_length - len(encoded[i])) for i in rows
+                ]
+                self._decode(rows, [encoded[i] for i in rows], limits, temperature, prompts.sinks, result)
         return result.table()
 
     def _decode(

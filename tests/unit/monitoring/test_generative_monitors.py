@@ -3,6 +3,7 @@ and prompt length, and the rate of a flagging guardrail (a check like any other)
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,3 +39,50 @@ def test_generative_figures_are_monitored_like_any_column(tmp_path: Path) -> Non
     expected = served.completion.str.contains("o").mean()
     assert flags.score.iloc[-1] == pytest.approx(expected)
     assert length.status.iloc[-1] == "alert"  # 4 tokens a call against a baseline of 1
+
+
+def test_a_generative_candidate_is_replayed_with_text_comparisons(tmp_path: Path) -> None:
+    causal, _ = tiny_language_models(tmp_path / "models")
+    with Client(home=tmp_path / "home") as client:
+        client.upload_model("lm", causal)
+        pipeline = client.build_pipeline("chat").add_model_step("lm:1")
+        pipeline.deploy()
+        prompts = [f"hello world {i}" for i in range(6)]
+        pipeline.infer(pd.DataFrame({"prompt": prompts, "max_tokens": [4] * 6, "temperature": [0.0] * 6}))
+        client.services.logs.flush()
+        same = pipeline.replay("lm:1").summary
+        refuse = {"kind": "guardrail", "name": "all", "patterns": ["."], "action": "refuse", "refusal": "No."}
+        refusing = {"name": "chat", "steps": [{"model": "lm:1"}, refuse]}
+        refused = pipeline.replay(refusing).summary
+    assert same["text"] == "completion" and same["score"] == "tokens_out"
+    assert same["exact_match"] == 1.0 and same["difference"]["mean_abs"] == 0.0
+    assert refused["exact_match"] == 0.0 and refused["text_length"]["candidate"] == 3.0
+
+
+def test_a_generative_candidate_rolls_out_judged_on_speed_and_answer_length(tmp_path: Path) -> None:
+    causal, _ = tiny_language_models(tmp_path / "models")
+    calls = pd.DataFrame({"prompt": [f"hello {i}" for i in range(30)], "max_tokens": [3] * 30})
+    with Client(home=tmp_path / "home") as client:
+        client.upload_model("lm", causal)
+        pipeline = client.build_pipeline("chat").add_model_step("lm:1")
+        pipeline.deploy()
+        client.upload_model("lm", causal)
+        # the speed gates' margins are wide: this asserts that they are judged, not this machine's noise
+        gates = [
+            "error_rate",
+            {"kind": "ttft_p99", "margin": 10},
+            {"kind": "tokens_per_s", "margin": 0.95},
+            "score_psi",
+        ]
+        pipeline.rollout("lm:2", steps=[50, 100], step_every=0.05, min_rows=5, gates=gates)
+        for _ in range(2):
+            for i in range(len(calls)):
+                pipeline.infer(calls.iloc[[i]])
+            client.services.logs.flush()
+            time.sleep(0.05)
+            client.run_rollouts()
+        rollout = client.rollout_run(client.rollouts("chat")[-1].id)
+    assert rollout.state == "promoted", [e.reason for e in rollout.events]
+    judged = [g for e in rollout.events for g in e.evidence.get("gates", [])]
+    assert {g["gate"] for g in judged} == {"error_rate", "ttft_p99", "tokens_per_s", "score PSI (out_tokens_out)"}
+    assert all(g["passed"] and g["champion"] is not None for g in judged)
