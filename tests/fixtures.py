@@ -106,43 +106,4 @@ class SlowClassifier(ThresholdClassifier):
         return super().predict_proba(X)
 
 
-_CORPUS = [
-    "the quick brown fox jumps over the lazy dog",
-    "hello world, how are you today?",
-    "finalmile serves models fast and logs every call",
-    "contact me at someone@example.com or call 555 0100",
-]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant:{% endif %}"
-)
-
-
-def tiny_language_models(directory, context: int = 128, width: int = 32, layers: int = 2):  # type: ignore[no-untyped-def]
-    """A randomly initialised GPT-2 causal LM and a GPT-2 encoder (an embedding model) with a byte-level BPE
-    tokenizer trained here, saved as Hugging Face directories: nothing is downloaded. Returns (causal, encoder)."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<unk>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    bpe.train_from_iterator(_CORPUS * 20, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", unk_token="<unk>", pad_token="<eos>")
-    tokenizer.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=context, n_embd=width, n_layer=layers, n_head=4,
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    saved = []
-    for name, model in (("causal", GPT2LMHeadModel(config)), ("encoder", GPT2Model(config))):
-        path = directory / name
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-        saved.append(path)
-    return saved[0], saved[1]
+from finalmile.cli.demo.llm import tiny_language_models  # noqa: E402,F401  (the demo makes the same models)

@@ -74,6 +74,19 @@ class FinalmileSettings(BaseSettings):
     and only on a loopback address (a laptop)."""
     grpc_port: int | None = Field(default=None, ge=1, le=65535)
     """Also serve the Open Inference Protocol over gRPC on this port (`finalmile serve --grpc-port`)."""
+    edge_upstream: str | None = None
+    """An edge site's central server (`finalmile serve --upstream`): its log parts go there, new versions come from
+    there (`edge/link.py`)."""
+    edge_token: str | None = Field(default=None, repr=False)
+    """The token the edge uses with its central server (`serve --upstream-token`, or `serve.sh --token`)."""
+    edge_site: str = "edge"
+    """This site's name, in the `site` column of its rows centrally."""
+    edge_pipelines: str = ""
+    """The bundled pipelines (comma-separated) whose deployed version the edge follows."""
+    edge_sync_s: float = Field(default=5.0, gt=0, le=86_400)
+    """How often the edge pushes its log parts and asks for a new version."""
+    edge_max_log_mb: int = Field(default=1024, gt=0)
+    """The local log's bound on an edge: past it, parts already pushed are deleted first, then the oldest unpushed."""
     grpc_host: str = "127.0.0.1"
     """The interface the gRPC service listens on (`finalmile serve` sets it to the HTTP server's host)."""
     dashboard_secure_cookie: bool = False

@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"verbs"},  # the declared operations every front end is held to
     {"serving"},  # the transport-free data plane, codecs, metrics: it infers through the Backend protocol
     {"streaming"},  # broker sources and sinks feeding the data plane
+    {"edge"},  # bundles, and an edge site's link home (log parts up, versions down)
     {"services"},  # the composition root
     {"sdk", "dashboard"},  # the dashboard's pages read the services, as the SDK does
     {"http"},

@@ -11,6 +11,7 @@ import typer
 from finalmile.cli.access import admin_app, tokens_app, users_app, workspaces_app
 from finalmile.cli.common import client_from_env, console, errors, print_frame, print_table, with_server_options
 from finalmile.cli.connections import connections_app
+from finalmile.cli.edge import bundle
 from finalmile.cli.explanations import explain, importance, models_explain
 from finalmile.cli.jobs import jobs_app
 from finalmile.cli.logs import ground_truth, logs, queries_app, query
@@ -56,6 +57,7 @@ for command in (
     serve,
     logs,
     query,
+    bundle,
 ):
     app.command()(command)
 app.command("ground-truth")(ground_truth)
@@ -89,11 +91,23 @@ def predict(
 
 
 @app.command("demo")
-def demo() -> None:
-    """Train a fraud model, register it, show the ONNX speed-up, and predict."""
-    from finalmile.cli.demo.run import run_demo
-
+def demo(
+    which: Annotated[
+        str, typer.Argument(help="'fraud' (default): the whole product on a fraud model; 'llm': a generative model.")
+    ] = "fraud",
+) -> None:
+    """Train a fraud model, register it, show the ONNX speed-up, predict, watch and roll out; `demo llm` serves a
+    tiny generative model instead."""
+    if which not in ("fraud", "llm"):
+        raise typer.BadParameter(f"expected 'fraud' or 'llm', got {which!r}", param_hint="WHICH")
     with _client() as client:
+        if which == "llm":
+            from finalmile.cli.demo.llm import run_llm_demo
+
+            run_llm_demo(client, console)
+            return
+        from finalmile.cli.demo.run import run_demo
+
         run_demo(client, console)
 
 

@@ -167,6 +167,14 @@ def serve(
         int | None,
         typer.Option(help="Also serve the Open Inference Protocol over gRPC on this port.", min=1, max=65535),
     ] = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="An edge bundle (finalmile bundle): install its pipeline here and serve it.")
+    ] = None,
+    upstream: Annotated[
+        str | None, typer.Option(help="Edge: the central server its logs go to and new versions come from.")
+    ] = None,
+    upstream_token: Annotated[str | None, typer.Option(help="Edge: the token for the central server.")] = None,
+    site: Annotated[str, typer.Option(help="Edge: this site's name in the central log's `site` column.")] = "edge",
 ) -> None:
     """Serve every deployed pipeline: Open Inference Protocol V2 (HTTP, and gRPC with --grpc-port), records/Arrow,
     management API, /metrics.
@@ -198,6 +206,22 @@ def serve(
         os.environ["FINALMILE_RAY_ADDRESS"] = ray_address
     if backend != "ray" and not ray_address:
         os.environ["FINALMILE_RAY_ON_DEMAND"] = "false"  # a Ray deployment is refused, not a Ray started here
+    if upstream is not None:
+        if bundle is None:
+            raise BadRequestError("--upstream: an edge serves a bundle: pass --bundle too", {"field": "upstream"})
+        os.environ["FINALMILE_EDGE_UPSTREAM"] = upstream
+        os.environ["FINALMILE_EDGE_SITE"] = site
+        if upstream_token:
+            os.environ["FINALMILE_EDGE_TOKEN"] = upstream_token
+    if bundle is not None:
+        from finalmile.edge.serve import install_bundle
+
+        with client_from_env() as client:
+            served = install_bundle(client.services, bundle)
+        os.environ["FINALMILE_EDGE_PIPELINES"] = served
+        console.print(
+            f"edge bundle {bundle}: serving {served}" + (f", reporting to {upstream} as {site}" if upstream else "")
+        )
     if auth:
         with client_from_env() as client:
             if not client.services.access.has_tokens():

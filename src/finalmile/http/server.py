@@ -27,6 +27,7 @@ from finalmile.http.routes import (
     access,
     audit,
     connections,
+    edge,
     explanations,
     jobs,
     logs,
@@ -78,6 +79,7 @@ def create_app(
             Periodic("jobs", JOBS_INTERVAL_S, lambda: _each(root, lambda services: services.jobs.run_due())),
             # A step's evaluation is leased and its event unique, so with several servers each is judged once.
             Periodic("rollouts", ROLLOUT_INTERVAL_S, lambda: _each(root, Services.run_rollouts)),
+            *_edge_link(root),
         ]
     )
 
@@ -128,8 +130,24 @@ def create_app(
     management.include_router(rollouts.router(guards))
     management.include_router(explanations.router(guards))
     management.include_router(openai.router(guards))
+    management.include_router(edge.router(guards))
     install_dashboard(management, root, authenticator)
     return FinalmileApp(root, management, root.settings.max_body_bytes, authenticator)
+
+
+def _edge_link(root: Services) -> list[Periodic]:
+    """An edge site's link home (`edge/link.py`), when `finalmile serve --upstream` names its central server."""
+    settings = root.settings
+    if not settings.edge_upstream:
+        return []
+    from finalmile.edge.link import EdgeLink
+
+    pipelines = [p for p in settings.edge_pipelines.split(",") if p]
+    link = EdgeLink(
+        root, settings.edge_upstream, settings.edge_token, settings.edge_site, pipelines,
+        settings.edge_max_log_mb * 1024 * 1024,
+    )  # fmt: skip
+    return [Periodic("edge", settings.edge_sync_s, link.tick)]
 
 
 def _start_grpc(root: Services, auth: Authenticator) -> Any:

@@ -60,16 +60,24 @@ class PipelineStore:
         self._sessions = metadata.sessions
 
     def create_version(
-        self, name: str, spec: dict[str, Any], model_refs: list[tuple[str, int]], created_by: str
+        self,
+        name: str,
+        spec: dict[str, Any],
+        model_refs: list[tuple[str, int]],
+        created_by: str,
+        number: int | None = None,
     ) -> PipelineVersionRecord:
-        """A new immutable version pinning exactly `model_refs` (name, version) pairs."""
+        """A new immutable version pinning exactly `model_refs` (name, version) pairs; `number` inserts exactly that
+        version (an edge site copying its central server's), a 409 if the pipeline has reached it."""
         check_model_name(name)
         for attempt in range(20):
             try:
                 with self._sessions.begin() as s:
                     pins = [self._model_version_id(s, model, version) for model, version in set(model_refs)]
                     pipeline = self._pipeline_for_update(s, name, create=True)
-                    pipeline.last_version += 1
+                    if number is not None and number <= pipeline.last_version:
+                        raise ConflictError(f"pipeline '{name}' already has versions up to {pipeline.last_version}")
+                    pipeline.last_version = number if number is not None else pipeline.last_version + 1
                     row = PipelineVersionRow(
                         pipeline_id=pipeline.id,
                         version=pipeline.last_version,

@@ -104,8 +104,11 @@ class MetadataStore:
 
     # -- writes -------------------------------------------------------------------------------------------------
 
-    def create_version(self, name: str, new: NewVersion, alias: str | None = None) -> VersionRecord:
-        """Insert the next version of `name` (creating the model on its first upload).
+    def create_version(
+        self, name: str, new: NewVersion, alias: str | None = None, number: int | None = None
+    ) -> VersionRecord:
+        """Insert the next version of `name` (creating the model on its first upload); `number` inserts exactly that
+        version instead (an edge site copying its central server's, `edge/bundle.py`), a 409 if it exists.
 
         The model row is locked while its counter moves (SQLite: the write lock taken at BEGIN; PostgreSQL: FOR
         UPDATE), so concurrent uploads get distinct numbers. Two first uploads of a new name race to create the
@@ -115,7 +118,9 @@ class MetadataStore:
             try:
                 with self.sessions.begin() as s:
                     model = self._model_for_update(s, name, create=True)
-                    model.last_version += 1
+                    if number is not None and number <= model.last_version:
+                        raise ConflictError(f"model '{name}' already has versions up to {model.last_version}")
+                    model.last_version = number if number is not None else model.last_version + 1
                     uploaded = {("model_schema" if f == "schema" else f): getattr(new, f) for f in _UPLOADED}
                     row = ModelVersionRow(
                         model_id=model.id, version=model.last_version, created_at=utc_now(), **uploaded

@@ -93,8 +93,7 @@ class _Plan:
         self.has_status = "status" in logged
         self.score: str | None = None
         self.label: str | None = None
-        self.text: str | None = None
-        """A generated text both arms answer (`completion`): compared for exact matches and length."""
+        self.text: str | None = None  # a generated text both arms answer: exact matches and length compared
         self.shadows: list[str] = []
         self.decided = False
 
@@ -219,12 +218,10 @@ def _rows(logged: pa.Table, out: pa.Table, checks: dict[str, np.ndarray], plan: 
     if plan.score:
         columns["served_score"] = pc.cast(logged.column(f"out_{plan.score}"), pa.float64())
         columns["candidate_score"] = pc.cast(out.column(plan.score), pa.float64())
-    if plan.label:
-        columns["served_label"] = pc.cast(logged.column("out_label"), pa.string())
-        columns["candidate_label"] = pc.cast(out.column("label"), pa.string())
-    if plan.text:
-        columns["served_text"] = pc.cast(logged.column(f"out_{plan.text}"), pa.string())
-        columns["candidate_text"] = pc.cast(out.column(plan.text), pa.string())
+    for kind, produced in (("label", plan.label), ("text", plan.text)):  # compared as text
+        if produced:
+            columns[f"served_{kind}"] = pc.cast(logged.column(f"out_{produced}"), pa.string())
+            columns[f"candidate_{kind}"] = pc.cast(out.column(produced), pa.string())
     for name in plan.checks:
         columns[f"served_check_{name}"] = logged.column(f"served_check_{name}")
         flags = checks.get(name)
@@ -314,13 +311,10 @@ def _figures(
         quantiles = dict(zip((f"p{int(q * 100):02d}" for q in QUANTILES), row[4] or [None] * 5, strict=True))
         figures["difference"] = {"mean": row[0], "mean_abs": row[1], "min": row[2], "max": row[3]} | quantiles
     if plan.text:
-        same, served, candidate = conn.execute(
+        same, *lengths = conn.execute(
             "SELECT avg((served_text IS NOT DISTINCT FROM candidate_text)::DOUBLE), avg(length(served_text)), "
-            f"avg(length(candidate_text)) FROM r WHERE {where}",
-            params,
-        ).fetchall()[0]
-        figures["exact_match"] = same
-        figures["text_length"] = {"served": served, "candidate": candidate}
+            f"avg(length(candidate_text)) FROM r WHERE {where}", params).fetchall()[0]  # fmt: skip
+        figures |= {"exact_match": same, "text_length": dict(zip(("served", "candidate"), lengths, strict=True))}
     return figures
 
 

@@ -33,11 +33,15 @@ class _Request(BaseModel):
 
 
 class TextPart(BaseModel):
+    """One text part of a message's content (clients may send content as a list of parts)."""
+
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
+    """One chat message; its text goes to the model's chat template."""
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart]
 
@@ -46,10 +50,14 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    """`include_usage`: a last event with the call's token counts."""
+
     include_usage: bool = False
 
 
 class ChatRequest(_Request):
+    """`POST /v1/chat/completions`: one call, one row of messages."""
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     stream_options: StreamOptions | None = None
@@ -61,6 +69,8 @@ class ChatRequest(_Request):
 
 
 class CompletionRequest(_Request):
+    """`POST /v1/completions`: a row per prompt, the legacy endpoint's 16 tokens by default."""
+
     prompt: str | list[str]
     max_tokens: int | None = Field(default=16, ge=1, le=1_000_000)  # the legacy endpoint's own default
     stream_options: StreamOptions | None = None
@@ -75,6 +85,8 @@ class CompletionRequest(_Request):
 
 
 class EmbeddingRequest(BaseModel):
+    """`POST /v1/embeddings`: a row per text."""
+
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)

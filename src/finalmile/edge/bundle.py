@@ -1,0 +1,234 @@
+"""Edge bundles: a pinned pipeline version with everything it needs to serve where there is no central server.
+
+A bundle is a directory:
+
+    bundle.json      the pipeline version (its pinned definition and deployment settings) and every model version it
+                     pins, with the sha256 of each artifact — the manifest an edge checks before it serves
+    artifacts/       the artifacts, content-addressed (`sha256/ab/abcd…`), as the store keeps them
+    wheels/          finalmile and every package it needs, so `install.sh` needs no package index
+    install.sh       a virtual environment beside the bundle from `wheels/` (`pip install --no-index`)
+    serve.sh         `finalmile serve --bundle` on an embedded store beside the bundle (`home/`)
+    Dockerfile       the same as an image (`finalmile bundle --image TAG` builds it where Docker is present)
+
+The same manifest travels when an edge pulls a new version from its central server (`edge/pull.py`), so one
+function (`install`) puts a version into an edge's store, whether it came in a bundle or over the wire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from finalmile._version import __version__
+from finalmile.errors import BadRequestError, ConflictError, IntegrityError
+from finalmile.registry.store import NewVersion
+
+FORMAT = 1
+MANIFEST = "bundle.json"
+_EXTRAS = {"xgboost": "xgboost", "lightgbm": "lightgbm", "torch": "torch", "mlflow": "mlflow", "transformers": "llm"}
+"""The extra a framework needs at the edge (ONNX, scikit-learn and Python models need none)."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A pipeline version and the model versions it pins, each artifact named by its sha256."""
+
+    pipeline: str
+    version: int
+    spec: dict[str, Any]
+    deployment: dict[str, Any]
+    models: list[dict[str, Any]]
+    finalmile: str = __version__
+    format: int = FORMAT
+
+    def artifacts(self) -> list[str]:
+        found = []
+        for model in self.models:
+            found += [model[k] for k in ("artifact_sha256", "onnx_sha256", "sample_sha256") if model.get(k)]
+        return list(dict.fromkeys(found))
+
+    def extras(self) -> list[str]:
+        return sorted({_EXTRAS[m["framework"]] for m in self.models if m["framework"] in _EXTRAS})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Manifest:
+        """A manifest read from a bundle or a central server; anything malformed is a 400 that says what."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise BadRequestError(f"bundle: not a finalmile bundle manifest of format {FORMAT}", {"field": "bundle"})
+        try:
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        except TypeError as exc:
+            raise BadRequestError(f"bundle: the manifest is incomplete ({exc})", {"field": "bundle"}) from None
+
+
+def manifest_of(services: Any, pipeline: str, version: int | None) -> Manifest:
+    """The manifest of `pipeline` at `version` (default: the version deployed, else the latest)."""
+    if version is None:
+        deployed = services.pipelines.deployment(pipeline)
+        version = deployed.version if deployed is not None else None
+    record = services.pipelines.get_version(pipeline, version)
+    deployment = services.pipelines.deployment(pipeline)
+    config = dict(deployment.config) if deployment is not None else {}
+    config.pop("backend", None)  # an edge serves on its own threads
+    models = []
+    from finalmile.pipelines.spec import pinned_models
+
+    for ref in pinned_models(record.spec):
+        found = services.metadata.get_by_ref(ref)
+        fields = {k: getattr(found, k) for k in NewVersion.__dataclass_fields__}
+        models.append(fields | {"name": found.name, "version": found.version})
+    return Manifest(record.name, record.version, record.spec, config, models)
+
+
+def write_bundle(
+    services: Any,
+    pipeline: str,
+    version: int | None,
+    output: Path,
+    wheels: bool = True,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Manifest:
+    """Write the bundle of `pipeline` into `output` (which must be empty or new)."""
+    if output.exists() and any(output.iterdir()):
+        raise BadRequestError(f"output: {output} is not empty", {"field": "output"})
+    manifest = manifest_of(services, pipeline, version)
+    output.mkdir(parents=True, exist_ok=True)
+    for sha in manifest.artifacts():
+        target = output / "artifacts" / "sha256" / sha[:2] / sha
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(services.artifacts.verified_path(sha), target)
+    (output / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2, default=str))
+    requirement = f"finalmile[{','.join(manifest.extras())}]" if manifest.extras() else "finalmile"
+    _write_scripts(output, requirement)
+    if wheels:
+        progress("collecting wheels")
+        collect_wheels(output / "wheels", manifest.extras())
+    return manifest
+
+
+def collect_wheels(directory: Path, extras: list[str]) -> None:
+    """finalmile's wheel (built from this installation's source) and every dependency's, from the package index this
+    machine uses, so the edge installs with no index at all."""
+    source = _source_root()
+    directory.mkdir(parents=True, exist_ok=True)
+    target = f"{source}[{','.join(extras)}]" if extras else str(source)
+    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(directory), target]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BadRequestError(f"wheels: pip could not collect them: {done.stderr.strip()[-2000:]}", {"field": "wheels"})
+
+
+def _source_root() -> Path:
+    root = Path(__file__).resolve().parents[3]
+    if not (root / "pyproject.toml").is_file():
+        raise BadRequestError(
+            "wheels: this finalmile is not installed from its source, so its wheel cannot be built; "
+            "bundle with --no-wheels and install finalmile at the edge",
+            {"field": "wheels"},
+        )
+    return root
+
+
+_INSTALL = """#!/bin/sh
+# Makes .venv beside this bundle from the bundled wheels: no package index is asked.
+set -e
+HERE=$(cd "$(dirname "$0")" && pwd)
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -m venv "$HERE/.venv"
+"$HERE/.venv/bin/pip" install --quiet --no-index --find-links "$HERE/wheels" '__REQUIREMENT__'
+echo "installed: $HERE/.venv"
+"""
+_SERVE = """#!/bin/sh
+# serve.sh [--port P] [--upstream URL --token T --site NAME] [other finalmile serve options]
+# Serves the bundled pipeline on an embedded store beside the bundle; with --upstream, ships its logs home and
+# takes new versions from there.
+HERE=$(cd "$(dirname "$0")" && pwd)
+FINALMILE=${FINALMILE:-$HERE/.venv/bin/finalmile}
+ARGS=""
+for arg in "$@"; do
+  case "$arg" in --token) arg="--upstream-token" ;; --token=*) arg="--upstream-token=${arg#--token=}" ;; esac
+  ARGS="$ARGS '$(printf %s "$arg" | sed "s/'/'\\\\''/g")'"
+done
+export FINALMILE_HOME="${FINALMILE_HOME:-$HERE/home}"
+eval exec "\\"$FINALMILE\\"" serve --bundle "\\"$HERE\\"" $ARGS
+"""
+_DOCKERFILE = """FROM python:3.11-slim
+COPY . /bundle
+RUN /bundle/install.sh
+EXPOSE 8000
+ENTRYPOINT ["/bundle/serve.sh", "--host", "0.0.0.0", "--port", "8000"]
+"""
+
+
+def _write_scripts(output: Path, requirement: str) -> None:
+    for name, text in (("install.sh", _INSTALL.replace("__REQUIREMENT__", requirement)), ("serve.sh", _SERVE)):
+        (output / name).write_text(text)
+        (output / name).chmod(0o755)
+    (output / "Dockerfile").write_text(_DOCKERFILE)
+
+
+def read_bundle(directory: Path) -> Manifest:
+    """The manifest of a bundle, every artifact's bytes checked against its sha256 (a 400 naming what is wrong)."""
+    path = directory / MANIFEST
+    try:
+        manifest = Manifest.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise BadRequestError(f"bundle: {path} cannot be read ({exc})", {"field": "bundle"}) from None
+    for sha in manifest.artifacts():
+        file = directory / "artifacts" / "sha256" / sha[:2] / sha
+        actual = _sha256(file) if file.is_file() else "<missing>"
+        if actual != sha:
+            raise IntegrityError(sha, actual, f"bundle artifact {sha[:12]}")
+    return manifest
+
+
+def install(services: Any, manifest: Manifest, fetch: Callable[[str], Path]) -> bool:
+    """Put a manifest's model versions and pipeline version into `services`' store with the central server's own
+    numbers (so the rows it logs name the same versions), each artifact from `fetch(sha)` checked before it is
+    stored. False when the store has that pipeline version already."""
+    for model in manifest.models:
+        try:
+            services.metadata.get_version(model["name"], model["version"])
+            continue
+        except Exception:  # noqa: BLE001 - not there yet: install it
+            pass
+        fields = {k: model[k] for k in NewVersion.__dataclass_fields__}
+        for key in ("artifact_sha256", "onnx_sha256", "sample_sha256"):
+            sha = fields[key]
+            if sha:
+                stored, _ = services.artifacts.put_file(fetch(sha))
+                if stored != sha:
+                    services.artifacts.delete(stored)
+                    raise IntegrityError(sha, stored, f"artifact of {model['name']}:{model['version']}")
+        try:
+            services.metadata.create_version(model["name"], NewVersion(**fields), number=model["version"])
+        except ConflictError:
+            pass  # another process of this edge installed it meanwhile
+    try:
+        services.pipelines.get_version(manifest.pipeline, manifest.version)
+        return False
+    except Exception:  # noqa: BLE001 - not there yet
+        pass
+    from finalmile.pipelines.spec import pinned_models
+
+    refs = [(ref.rsplit(":", 1)[0], int(ref.rsplit(":", 1)[1])) for ref in pinned_models(manifest.spec)]
+    services.pipelines.create_version(manifest.pipeline, manifest.spec, refs, "edge", number=manifest.version)
+    return True
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
