@@ -71,10 +71,11 @@ def start_server(
     timeout: float = 60.0,
     args: tuple[str, ...] = (),
     auth: bool = False,
+    port: int | None = None,
 ) -> Server:
     """`auth=False` serves with `--no-auth` (loopback), for tests about something else; tests/integration/test_auth.py
     and the fuzz test serve with tokens."""
-    port = free_port()
+    port = port or free_port()
     if not auth:
         args = ("--no-auth", *args)
     log = home / f"server-{port}.log"
@@ -107,8 +108,11 @@ def start_server(
 def server_factory() -> Iterator[object]:
     started: list[Server] = []
 
-    def start(home: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = (), auth: bool = False) -> Server:
-        server = start_server(home, env, args=args, auth=auth)
+    def start(
+        home: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = (), auth: bool = False,
+        port: int | None = None,
+    ) -> Server:  # fmt: skip
+        server = start_server(home, env, args=args, auth=auth, port=port)
         started.append(server)
         return server
 

@@ -21,6 +21,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -121,9 +122,15 @@ def collect_wheels(directory: Path, extras: list[str]) -> None:
     machine uses, so the edge installs with no index at all."""
     source = _source_root()
     directory.mkdir(parents=True, exist_ok=True)
-    target = f"{source}[{','.join(extras)}]" if extras else str(source)
-    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(directory), target]
-    done = subprocess.run(command, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as scratch:  # a clean copy: setuptools' build/ may hold stale files
+        copy = Path(scratch) / "finalmile"
+        copy.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copyfile(source / name, copy / name)
+        shutil.copytree(source / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        target = f"{copy}[{','.join(extras)}]" if extras else str(copy)
+        command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(directory), target]
+        done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise BadRequestError(f"wheels: pip could not collect them: {done.stderr.strip()[-2000:]}", {"field": "wheels"})
 
@@ -140,8 +147,10 @@ def _source_root() -> Path:
 
 
 _INSTALL = """#!/bin/sh
-# Makes .venv beside this bundle from the bundled wheels: no package index is asked.
+# Makes .venv beside this bundle from the bundled wheels: no package index is asked, and this machine's pip
+# configuration (its indexes and find-links) is not read.
 set -e
+export PIP_CONFIG_FILE=/dev/null
 HERE=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m venv "$HERE/.venv"
@@ -188,7 +197,7 @@ def read_bundle(directory: Path) -> Manifest:
         file = directory / "artifacts" / "sha256" / sha[:2] / sha
         actual = _sha256(file) if file.is_file() else "<missing>"
         if actual != sha:
-            raise IntegrityError(sha, actual, f"bundle artifact {sha[:12]}")
+            raise IntegrityError(sha, actual, f"bundle {directory}")
     return manifest
 
 

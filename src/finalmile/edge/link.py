@@ -72,6 +72,9 @@ class EdgeLink:
         self.http = http or httpx.Client(base_url=upstream.rstrip("/"), headers=headers, timeout=30.0)
         self.state = LinkState()
 
+    def close(self) -> None:
+        self.http.close()
+
     def tick(self) -> None:
         """Push what waits, bound the disk, pull new versions: each step on its own, so one failing skips nothing."""
         for step in (self.push, self.bound_disk, self.pull):

@@ -74,7 +74,7 @@ class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs, ReplayVer
         self.loader = RuntimeLoader(self.artifacts, settings, self.store_home)
         self.pipelines = PipelineStore(self.metadata)
         self.monitors = MonitorStore(self.metadata)
-        self.logs = LogWriter(settings.home / "logs")
+        self.logs = LogWriter(settings.home / "logs", compact_interval_s=settings.log_compact_s)
         self.audit = AuditTrail(self.metadata)
         self.connections = ConnectionStore(self.metadata, settings.secret_key)
         self.queries = SavedQueryStore(self.metadata)
