@@ -22,6 +22,7 @@ from finalmile.registry.store import ModelSummary
 from finalmile.schema import Schema
 from finalmile.sdk.access import MemberVerbs
 from finalmile.sdk.base import Client
+from finalmile.sdk.edge import EdgeVerbs
 from finalmile.sdk.explanations import ExplanationVerbs
 from finalmile.sdk.jobs import JobVerbs
 from finalmile.sdk.logs import LogVerbs
@@ -57,6 +58,7 @@ def ray_file_scorer(settings: FinalmileSettings, workspace: str, name: str, vers
 
 class LocalClient(
     MemberVerbs,
+    EdgeVerbs,
     JobVerbs,
     MonitorVerbs,
     LogVerbs,

@@ -78,6 +78,7 @@ VERBS: dict[str, Verb] = _verbs(
     ("rollback_pipeline", "write", "POST /api/v1/pipelines/{name}/rollback", "rollback"),
     ("route_pipeline", "write", "POST /api/v1/pipelines/{name}/route", "route"),
     ("deployments", "read", "GET /api/v1/deployments", "deployments"),
+    ("bundle_pipeline", "write", "GET /api/v1/pipelines/{name}/bundle", "bundle"),
     ("infer_pipeline", "read", "POST /pipelines/{name}/infer", "infer"),
     ("infer_file", "read", None, "infer-file"),
     # replays: logged traffic through a candidate

@@ -111,7 +111,7 @@ def run_blocks(
         for line in code.splitlines():
             if not line.strip() or line.startswith("#"):
                 continue
-            if remote and ("admin init" in line or line.rstrip().endswith("&")):
+            if remote and ("admin init" in line or ("finalmile serve" in line and line.rstrip().endswith("&"))):
                 continue  # the server runs already, and its owner token is in the environment
             exported = EXPORT.match(line)
             if exported:  # `export NAME=$(command)`: later lines and the Python blocks see it

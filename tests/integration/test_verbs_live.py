@@ -124,6 +124,11 @@ def walk(c: Any, p: str, tmp: Path) -> dict[str, Any]:
         c.explain(name, "nope")
     seen["explain refused"] = refused.value.status_code
 
+    # an edge bundle (written by the server and unpacked here, for the remote client)
+    bundled = c.bundle_pipeline(name, tmp / f"{p}bundle", wheels=False)
+    files = sorted(f.name for f in Path(bundled["output"]).iterdir())
+    seen["bundle_pipeline"] = (bundled["version"], [m.removeprefix(p) for m in bundled["models"]], files)
+
     # replays
     replayed = c.replay(name, f"{p}m:1", sample=1.0)
     seen["replay"] = (replayed.status, replayed.candidate.removeprefix(p), replayed.rows >= 5)

@@ -18,21 +18,10 @@ console = Console()
 errors = Console(stderr=True)
 
 LOCAL_ONLY = frozenset(
-    {
-        "serve",
-        "demo",
-        "admin init",
-        "workspaces create",
-        "workspaces list",
-        "predict",
-        "version",
-        "connections keygen",
-        "bundle",
-    }  # fmt: skip
+    {"serve", "demo", "admin init", "workspaces create", "workspaces list", "predict", "version", "connections keygen"}
 )
 """Commands about this machine's store or process: the server itself, the demo, setting up a store's access and
-workspaces, predicting with a model in this process, this install's version, making a key, bundling for the edge
-(from this store's artifacts)."""
+workspaces, predicting with a model in this process, this install's version, making a key."""
 
 _server: ContextVar[tuple[str | None, str | None]] = ContextVar("server", default=(None, None))
 

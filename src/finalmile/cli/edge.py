@@ -22,17 +22,13 @@ def bundle(
     image: Annotated[str | None, typer.Option(help="Also build a Docker image with this tag (needs docker).")] = None,
 ) -> None:
     """Write an edge bundle: the pinned version, its artifacts, wheels, install.sh, serve.sh and a Dockerfile."""
-    from finalmile.edge.bundle import write_bundle
-
     name, _, version = pipeline.partition(":")
     if version and not version.isdigit():
         raise BadRequestError(f"pipeline: the version must be a number, got '{version}'", {"field": "pipeline"})
-    with client_from_env() as client, console.status("bundling") as status:
-        manifest = write_bundle(
-            client.services, name, int(version) if version else None, output, wheels, lambda s: status.update(s)
-        )
+    with client_from_env() as client, console.status("bundling"):
+        made = client.bundle_pipeline(name, output, int(version) if version else None, wheels)
     console.print(
-        f"bundled {manifest.pipeline}:{manifest.version} ({len(manifest.models)} models) in {output}: "
+        f"bundled {made['pipeline']}:{made['version']} ({', '.join(made['models'])}) in {output}: "
         f"{output}/install.sh, then {output}/serve.sh [--port P] [--upstream URL --token T --site NAME]"
     )
     if image is not None:

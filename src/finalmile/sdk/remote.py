@@ -38,6 +38,7 @@ from finalmile.sdk.models import ModelVersion
 from finalmile.sdk.monitors import RemoteMonitor, monitor_definition
 from finalmile.sdk.pipelines import Pipeline
 from finalmile.sdk.refs import model_ref, pipeline_name
+from finalmile.sdk.remote_edge import RemoteEdgeVerbs
 from finalmile.sdk.remote_explanations import RemoteExplanationVerbs
 from finalmile.sdk.remote_jobs import RemoteJobVerbs, as_file
 from finalmile.sdk.remote_replays import RemoteReplayVerbs
@@ -80,7 +81,13 @@ replicas to start, and says why they did not; the client must not give up first.
 
 
 class RemoteClient(
-    RemoteJobVerbs, RemoteReplayVerbs, RemoteRolloutVerbs, RemoteExplanationVerbs, Client, transport="remote"
+    RemoteJobVerbs,
+    RemoteReplayVerbs,
+    RemoteRolloutVerbs,
+    RemoteExplanationVerbs,
+    RemoteEdgeVerbs,
+    Client,
+    transport="remote",
 ):
     """`Client(url=...)`: the embedded client's verbs, carried out by a finalmile server over HTTP."""
 

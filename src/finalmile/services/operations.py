@@ -13,6 +13,7 @@ from finalmile.monitoring.runs import run_monitor
 from finalmile.monitoring.store import AlertRecord, MonitorStore
 from finalmile.pipelines.store import PipelineStore
 from finalmile.services.acting import Acting
+from finalmile.serving.metrics import Metrics
 from finalmile.streaming.config import StreamConfig, stream_config
 from finalmile.streaming.store import StreamRecord, StreamStore
 
@@ -28,6 +29,7 @@ class OperationVerbs(Acting):
     monitors: MonitorStore
     monitoring: MonitorContext
     queries: SavedQueryStore
+    metrics: Metrics
 
     # -- connections ----------------------------------------------------------------------------------------------
 
@@ -87,7 +89,10 @@ class OperationVerbs(Acting):
         for saved in self.monitors.all():
             if saved.enabled:
                 try:
-                    stored += len(run_monitor(self.monitoring, saved, now))
+                    results = run_monitor(self.monitoring, saved, now)
+                    config = saved.config
+                    self.metrics.monitored(config.name, config.pipeline, config.kind, results)
+                    stored += len(results)
                 except Exception:
                     log.exception("monitor %s failed; the others go on", saved.config.name)
         return stored

@@ -15,6 +15,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from finalmile.access.audit import AuditTrail
 from finalmile.access.store import AccessStore
 from finalmile.backends.config import DeploymentConfig
@@ -218,3 +220,11 @@ class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs, ReplayVer
     def _observe_steps(self, loaded: LoadedPipeline, batch: Batch) -> None:
         for step, seconds in batch.timings.items():
             self.metrics.step.labels(loaded.name, step).observe(seconds)
+        variants = self.metrics.variant_rows
+        if batch.route_index is None:
+            variants.labels(loaded.name, batch.routes[0][0] or "-").inc(batch.table.num_rows)
+        else:
+            counts = np.bincount(np.asarray(batch.route_index), minlength=len(batch.routes))
+            for (variant, _), rows in zip(batch.routes, counts.tolist(), strict=True):
+                if rows:
+                    variants.labels(loaded.name, variant or "-").inc(rows)

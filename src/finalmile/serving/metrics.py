@@ -1,8 +1,10 @@
-"""Prometheus metrics: counters and histograms only, never a log line per request."""
+"""Prometheus metrics: counters, histograms and gauges (monitors' newest scores, stream lag), never a log line per
+request. `deploy/grafana/finalmile.json` charts them and `deploy/prometheus/alerts.yml` alerts on them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -81,6 +83,36 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.variant_rows = Counter(
+            "finalmile_variant_rows", "Rows answered per A/B variant ('-': no split)", ["pipeline", "variant"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.monitor_score = Gauge(
+            "finalmile_monitor_score", "A monitor's newest window score", ["monitor", "pipeline", "kind", "group"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.monitor_status = Gauge(
+            "finalmile_monitor_status", "A monitor's newest status: 0 ok, 1 warning, 2 alert (no data: not set)",
+            ["monitor", "pipeline", "kind", "group"], registry=self.registry,
+        )  # fmt: skip
+        self.stream_lag = Gauge(
+            "finalmile_stream_lag", "Messages waiting in a stream's source, as its broker reports", ["stream"],
+            registry=self.registry,
+        )  # fmt: skip
+
+    def monitored(self, name: str, pipeline: str, kind: str, results: list[Any]) -> None:
+        """A monitor run's newest window per group, as gauges an alert rule can read."""
+        newest: dict[str, Any] = {}
+        for result in results:
+            known = newest.get(result.group)
+            if result.score is not None and (known is None or result.window_end >= known.window_end):
+                newest[result.group] = result
+        for group, result in newest.items():
+            self.monitor_score.labels(name, pipeline, kind, group).set(result.score)
+            level = _LEVELS.get(result.status)
+            if level is not None:
+                self.monitor_status.labels(name, pipeline, kind, group).set(level)
+
     def served(self, pipeline: str, rows: int, seconds: float) -> None:
         """One request answered: its rows and latency, under the pipeline's label children looked up once."""
         children = self._served.get(pipeline)
@@ -123,3 +155,6 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+_LEVELS = {"ok": 0, "warning": 1, "alert": 2}

@@ -22,6 +22,7 @@ from finalmile.logs.query import LogReader
 from finalmile.logs.writer import LogWriter
 from finalmile.pipelines.loaded import RequestResult
 from finalmile.serving.dataplane import DataPlane
+from finalmile.serving.metrics import Metrics
 from finalmile.streaming.brokers import Broker, LastLogged, open_broker
 from finalmile.streaming.config import Endpoint, StreamConfig
 from finalmile.streaming.runner import Infer, InferEach, StreamRunner
@@ -41,6 +42,7 @@ class StreamHost(Protocol):
     reader: LogReader
     logs: LogWriter
     connections: ConnectionStore
+    metrics: Metrics
 
 
 @dataclass
@@ -145,5 +147,7 @@ class Supervisor:
         except Exception:
             lag = None
         running.reported, running.processed = now, counters.processed
+        if lag is not None:
+            host.metrics.stream_lag.labels(running.config.name).set(lag)
         status = counters.snapshot(rate, lag) | {"state": "running" if not running.task.done() else "stopped"}
         await asyncio.to_thread(host.streams.report, running.config.name, status)

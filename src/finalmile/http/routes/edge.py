@@ -11,9 +11,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import re
+import shutil
+import tarfile
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ import pyarrow.parquet as pq
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 
 from finalmile.edge.bundle import manifest_of
 from finalmile.errors import BadRequestError
@@ -78,6 +83,17 @@ def store_part(logs_root: Path, site: str, pipeline: str, date: str, sha256: str
     return True
 
 
+def _bundle_archive(services: Any, name: str, version: int | None, wheels: bool, scratch: Path) -> Path:
+    from finalmile.edge.bundle import write_bundle
+
+    write_bundle(services, name, version, scratch / "bundle", wheels)
+    archive = scratch / "bundle.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted((scratch / "bundle").iterdir()):
+            tar.add(path, arcname=path.name)
+    return archive
+
+
 def router(guards: Guards) -> APIRouter:
     api = APIRouter(tags=["edge"])
 
@@ -92,6 +108,24 @@ def router(guards: Guards) -> APIRouter:
         data = await request.body()
         stored = store_part(Path(who.services.logs.root), site, pipeline, date, sha256, data)
         return {"stored": stored, "sha256": sha256}
+
+    @api.get("/api/v1/pipelines/{name}/bundle", tags=["pipelines"])
+    async def bundle_pipeline(
+        name: str, version: int | None = None, wheels: bool = True, who: Caller = Depends(guards.write)
+    ) -> FileResponse:
+        """The edge bundle of `name` as a tar.gz, written here (the wheels collected by this server's pip)."""
+        scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir=who.services.artifacts.tmp))
+        try:
+            archive = await asyncio.get_running_loop().run_in_executor(
+                None, _bundle_archive, who.services, name, version, wheels, scratch
+            )
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        cleanup = BackgroundTask(shutil.rmtree, scratch, ignore_errors=True)
+        return FileResponse(
+            archive, media_type="application/gzip", filename=f"{name}-bundle.tar.gz", background=cleanup
+        )
 
     @api.get("/edge/pipelines/{name}")
     async def pipeline_manifest(name: str, who: Caller = Depends(guards.read)) -> dict[str, Any]:
