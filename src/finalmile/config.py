@@ -74,6 +74,8 @@ class FinalmileSettings(BaseSettings):
     and only on a loopback address (a laptop)."""
     grpc_port: int | None = Field(default=None, ge=1, le=65535)
     """Also serve the Open Inference Protocol over gRPC on this port (`finalmile serve --grpc-port`)."""
+    tracing: bool = False
+    """OpenTelemetry traces of every request (`finalmile.tracing`; export by the standard `OTEL_*` variables)."""
     log_compact_s: float = Field(default=10.0, gt=0, le=3_600)
     """How often the log's journal becomes sealed Parquet parts (what an edge pushes home, `edge/link.py`)."""
     edge_upstream: str | None = None

@@ -17,7 +17,7 @@ SRC = Path(__file__).parents[2] / "src" / "finalmile"
 
 LAYERS: list[set[str]] = [
     {"_version", "errors"},
-    {"config", "arrow"},
+    {"config", "arrow", "tracing"},  # tracing: OpenTelemetry's spans, a no-op unless turned on
     {"sandbox"},  # runs uploaded code with its workspace's reach only: runtimes and jobs use it
     {"schema"},
     {"runtimes"},

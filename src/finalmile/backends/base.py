@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -28,6 +28,8 @@ class InferRequest:
     log: bool = True
     request_id: str | None = None
     """The id its rows get in the log (a stream's message id); None: a fresh one."""
+    trace: Any = None
+    """The request's span when tracing is on (`finalmile.tracing`): its queue wait and batch are traced under it."""
     durable: bool = False
     """Rows logged by another process (a Ray replica) are on its disk before the answer, as a stream needs before it
     acknowledges a message. Rows this process logs are the caller's to make durable (`LogWriter.durable()`, once per

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+import finalmile.tracing as tracing
+
 
 @dataclass
 class _Pending:
@@ -30,6 +32,8 @@ class _Pending:
     future: asyncio.Future[Any]
     enqueued: float
     request_id: str | None = None
+    trace: Any = None
+    enqueued_ns: int = 0
 
 
 class Batcher:
@@ -65,18 +69,22 @@ class Batcher:
     def enabled(self) -> bool:
         return self.max_delay > 0 and self.max_batch_size > 1
 
-    async def submit(self, table: pa.Table, request_id: str | None = None) -> Any:
+    async def submit(self, table: pa.Table, request_id: str | None = None, trace: Any = None) -> Any:
         """Run `table` as one request, batched with others; `request_id` names it in the log (a stream's message
-        id), or the run makes one up."""
+        id), or the run makes one up; `trace` is its span when tracing is on."""
         loop = asyncio.get_running_loop()
         if not self.enabled or table.num_rows >= self.max_batch_size:
-            return self.split(await self.run_together([table], [request_id]), _spans([table]))[0]
+            pending = [_Pending(table, loop.create_future(), 0.0, request_id, trace, time.time_ns() if trace else 0)]
+            work = tracing.batch([trace], [pending[0].enqueued_ns], partial(self._run_tables, [table], [request_id]))
+            return self.split(await self._measured(work, table.num_rows, 1), _spans([table]))[0]
         queue = self._queues.get(loop)
         if queue is None:
             queue = self._queues[loop] = asyncio.Queue()
             self._tasks[loop] = [loop.create_task(self._worker(queue)) for _ in range(self.workers)]
         future: asyncio.Future[Any] = loop.create_future()
-        queue.put_nowait(_Pending(table, future, time.perf_counter(), request_id))
+        queue.put_nowait(
+            _Pending(table, future, time.perf_counter(), request_id, trace, time.time_ns() if trace else 0)
+        )
         return await future
 
     async def run_together(self, tables: list[pa.Table], ids: list[str | None]) -> Any:
@@ -141,7 +149,9 @@ class Batcher:
         tables = [p.table for p in batch]
         started = time.perf_counter()
         try:
-            work = partial(self._run_tables, tables, [p.request_id for p in batch])
+            work: Callable[[], Any] = partial(self._run_tables, tables, [p.request_id for p in batch])
+            if tracing.enabled():
+                work = tracing.batch([p.trace for p in batch], [p.enqueued_ns for p in batch], work)
             result = await self._execute(loop, work, sum(t.num_rows for t in tables))
             parts = self.split(result, _spans(tables))
         except Exception as exc:

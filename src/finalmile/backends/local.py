@@ -67,7 +67,8 @@ class Slot:
         table = request.table
         try:
             conformed = current.conform(require_rows(table))
-            result: RequestResult = await self.batcher(request.log).submit(conformed, request.request_id)
+            batcher = self.batcher(request.log)
+            result: RequestResult = await batcher.submit(conformed, request.request_id, request.trace)
         except Exception as exc:  # logged as an error row (the error-rate monitor reads them), then raised
             if request.log:
                 self._failed(current, table.num_rows, exc, started)

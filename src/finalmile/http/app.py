@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+import finalmile.tracing as tracing
 from finalmile.access.roles import Permission
 from finalmile.backends.base import InferRequest
 from finalmile.errors import FinalmileError, PayloadTooLarge
@@ -87,10 +88,41 @@ class InferenceHandlers:
         number = version_number(version)
         target = dataplane.serving(name, number)  # an unknown pipeline is a 404 whatever the body
         codec = codec_for(route, headers.get("content-type"))
+        if tracing.enabled():
+            return await self._traced(route, name, number, dataplane, headers, body, target)
         decoded = codec.decode(body, headers)
         result = await dataplane.infer(InferRequest(name, decoded.table, number), target)
         payload, out_headers = codec.encode(result, decoded)
         return 200, payload, out_headers | provenance_headers(result)
+
+    async def _traced(
+        self,
+        route: str,
+        name: str,
+        number: int | None,
+        dataplane: DataPlane,
+        headers: dict[str, str],
+        body: bytes,
+        target: Any,
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """The same, under a span of its own (its parent the client's `traceparent`), named in the answer."""
+        span = tracing.start_request(f"infer {name}", headers, {"finalmile.pipeline": name, "finalmile.route": route})
+        try:
+            codec = codec_for(route, headers.get("content-type"))
+            with tracing.child(span, "decode"):
+                decoded = codec.decode(body, headers)
+            result = await dataplane.infer(InferRequest(name, decoded.table, number, trace=span), target)
+            payload, out_headers = codec.encode(result, decoded)
+        except FinalmileError as exc:
+            tracing.end_request(span, exc.status_code, {})
+            raise
+        except Exception:
+            tracing.end_request(span, 500, {})
+            raise
+        answer = out_headers | provenance_headers(result)
+        span.set_attribute("finalmile.request_id", result.request_id)
+        tracing.end_request(span, 200, answer)
+        return 200, payload, answer
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+import finalmile.tracing as tracing
 from finalmile._version import __version__
 from finalmile.access.roles import Principal, check_role, local_principal
 from finalmile.dashboard import install as install_dashboard
@@ -70,6 +71,7 @@ def create_app(
     if root.job_gateway is None:
         root.job_gateway = JobGateway(root)
     guards = Guards(authenticator, root)
+    tracing.setup(root.settings.tracing)
     scheduler = Scheduler(
         [
             Periodic("deployments", SYNC_INTERVAL_S, lambda: _each(root, Services.sync)),
@@ -107,6 +109,7 @@ def create_app(
                 await supervisor.stop()
                 scheduler.stop()
                 gc.unfreeze()  # so that exit collects them (native bindings report frozen objects as leaked)
+            tracing.shutdown()
             if owned:
                 root.close()
 

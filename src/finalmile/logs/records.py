@@ -119,6 +119,9 @@ def log_table(group: list[Served]) -> pa.Table:
         "latency_ms": wrap_numpy(pa.float64(), _latency_ms(batches, sizes, batch_starts, route_codes, distinct)),
         "status": take_strings(["ok"], np.zeros(n, np.int64)),
     }
+    if any(b.trace_ids for b in batches):  # tracing on: each row names its request's trace
+        traces = list(chain.from_iterable(b.trace_ids or [None] * len(b.request_ids) for b in batches))
+        columns["trace_id"] = take_strings(traces, requests)
     # Many small batches (one-row requests) are joined into single chunks first: one Arrow call instead of a Python
     # step per chunk here, and one record batch instead of thousands in the journal.
     small = n < _SMALL_BATCH_ROWS * len(batches)

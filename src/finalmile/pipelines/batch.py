@@ -29,6 +29,8 @@ class Batch:
     """Seconds each model step spent on this batch (for per-step metrics)."""
     request_ids: list[str] = field(default_factory=list)
     """One id per request in the batch, assigned when the pipeline has run (the log's join key for ground truth)."""
+    trace_ids: list[str | None] | None = None
+    """Each request's trace id when tracing is on (`finalmile.tracing`), for the log's `trace_id` column."""
     elapsed_s: float = 0.0
     variant_s: dict[str, float] = field(default_factory=dict)
     """Seconds each A/B variant's steps took: a row's latency is the batch's less the other variants' time."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+import finalmile.tracing as tracing
 from finalmile.pipelines.batch import Batch, Sequence, Step
 from finalmile.pipelines.checks import compile_check
 from finalmile.pipelines.guardrails import GuardrailStep
@@ -39,7 +40,11 @@ class ModelStep:
 
     def run(self, batch: Batch) -> Batch:
         started = time.perf_counter()
-        out = self.runtime.predict(batch.table)
+        if tracing.enabled():
+            with tracing.step(f"model {self.ref}"):
+                out = self.runtime.predict(batch.table)
+        else:
+            out = self.runtime.predict(batch.table)
         batch.timings[self.ref] = batch.timings.get(self.ref, 0.0) + time.perf_counter() - started
         routes = [(variant, (*models, self.ref)) for variant, models in batch.routes]
         return replace(batch, table=out, routes=routes)

@@ -5,6 +5,7 @@ Whatever backend serves it (this process's threads, a Ray replica), a `LoadedPip
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
+import finalmile.tracing as tracing
 from finalmile.arrow.frames import list_matrix, tensor_array
 from finalmile.arrow.tensors import expand_named_tensor, named_tensor_header
 from finalmile.arrow.text import plain
@@ -115,11 +117,13 @@ class LoadedPipeline:
         n_requests = int(batch.requests.max()) + 1 if len(batch.requests) else 0
         given = (ids or []) + [None] * n_requests
         batch.request_ids = [i or uuid.uuid4().hex for i in given[:n_requests]]
-        for hook in [*self.observers, *self.hooks] if log else self.observers:
-            try:
-                hook(self, batch)
-            except Exception:  # a broken hook (say, a full disk for logs) must not fail inference
-                logger.exception("deployment hook failed for %s:%s", self.name, self.version)
+        batch.trace_ids = tracing.batch_traces()
+        with tracing.step("log") if log and tracing.enabled() else contextlib.nullcontext():
+            for hook in [*self.observers, *self.hooks] if log else self.observers:
+                try:
+                    hook(self, batch)
+                except Exception:  # a broken hook (say, a full disk for logs) must not fail inference
+                    logger.exception("deployment hook failed for %s:%s", self.name, self.version)
         return batch
 
     def split(self, batch: Batch, spans: list[tuple[int, int]]) -> list[RequestResult]:

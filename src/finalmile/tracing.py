@@ -1,0 +1,176 @@
+"""OpenTelemetry traces, off by default (`FINALMILE_TRACING=true`, `pip install 'finalmile[otel]'`).
+
+A request's span starts at the transport (its parent from the W3C `traceparent` header the client sent, or a new
+trace) and is named in the answer's `traceparent`. Beneath it: `decode`; `queue`, the time it waited for a batch;
+and `batch`, shared by the requests that ran together (its parent the first request's span, a link to each of the
+others), with a span per model step and one for `log` — on a Ray deployment, the front's `batch` span lasts the hop
+to the replica and back (the replica's own steps are not traced). Each log row carries its request's `trace_id`, so a slow row
+found in SQL leads to its trace. Export is configured by the standard variables: `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP
+over HTTP), `OTEL_TRACES_EXPORTER` (`otlp`, `console` or `none`), `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`.
+
+Off, every helper here is a check of one module global: nothing of OpenTelemetry is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+_tracer: Any = None
+_traces: contextvars.ContextVar[list[str | None] | None] = contextvars.ContextVar("finalmile_traces", default=None)
+
+
+def setup(enabled: bool) -> None:
+    """Start tracing for this process (once) when `enabled`; the exporter is chosen by `OTEL_TRACES_EXPORTER`."""
+    global _tracer
+    if not enabled or _tracer is not None:
+        return
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    except ImportError as exc:
+        from finalmile.errors import MissingDependencyError
+
+        raise MissingDependencyError("opentelemetry-sdk", "otel") from exc
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "finalmile")})
+    )
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    if exporter == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    elif exporter != "none":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _tracer = provider.get_tracer("finalmile")
+
+
+def enabled() -> bool:
+    return _tracer is not None
+
+
+def shutdown() -> None:
+    """Flush what waits to be exported (a server's shutdown)."""
+    if _tracer is not None:
+        from opentelemetry import trace
+
+        provider = trace.get_tracer_provider()
+        if hasattr(provider, "force_flush"):
+            provider.force_flush()
+
+
+def start_request(name: str, headers: dict[str, str], attributes: dict[str, Any]) -> Any:
+    """A request's server span, its parent taken from `traceparent` in `headers`; None when tracing is off."""
+    if _tracer is None:
+        return None
+    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    parent = TraceContextTextMapPropagator().extract(headers)
+    return _tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+
+
+def end_request(span: Any, status: int, out_headers: dict[str, str]) -> None:
+    """End a request's span with its HTTP status, naming the trace in the answer's `traceparent`."""
+    if span is None:
+        return
+    from opentelemetry.trace import Status, StatusCode, set_span_in_context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+    TraceContextTextMapPropagator().inject(out_headers, context=set_span_in_context(span))
+    span.end()
+
+
+@contextlib.contextmanager
+def child(parent: Any, name: str) -> Iterator[None]:
+    """A span under `parent` (a request's span) for the block; nothing when tracing is off or `parent` is None."""
+    if _tracer is None or parent is None:
+        yield
+        return
+    from opentelemetry.trace import set_span_in_context
+
+    with _tracer.start_as_current_span(name, context=set_span_in_context(parent)):
+        yield
+
+
+def trace_id(span: Any) -> str | None:
+    return None if span is None else format(span.get_span_context().trace_id, "032x")
+
+
+def batch(parents: list[Any], enqueued_ns: list[int], work: Callable[[], Any]) -> Callable[[], Any]:
+    """`work` (a batch, run in a worker thread) inside a `batch` span: its parent the first request's span, linked
+    to the others', after a `queue` span per request from when it was queued; the requests' trace ids are set for
+    the log rows the batch makes (`batch_traces`)."""
+    if _tracer is None or not any(p is not None for p in parents):
+        return work
+    import time
+
+    from opentelemetry.trace import Link, set_span_in_context
+
+    now = time.time_ns()
+    for parent, queued in zip(parents, enqueued_ns, strict=True):
+        if parent is not None:
+            _tracer.start_span("queue", context=set_span_in_context(parent), start_time=queued).end(end_time=now)
+    first = next(p for p in parents if p is not None)
+    links = [Link(p.get_span_context()) for p in parents if p is not None and p is not first]
+    traces = [trace_id(p) for p in parents]
+
+    def traced() -> Any:
+        span = _tracer.start_span("batch", context=set_span_in_context(first), links=links,
+                                  attributes={"finalmile.requests": len(parents)})  # fmt: skip
+        token = _traces.set(traces)
+        try:
+            with _use(span):
+                result = work()
+        except BaseException:
+            span.end()
+            raise
+        finally:
+            _traces.reset(token)
+        if not inspect.isawaitable(result):
+            span.end()
+            return result
+
+        async def hop() -> Any:  # a Ray front's call to its replica: the span lasts until the answer is back
+            try:
+                with _use(span):
+                    return await result
+            finally:
+                span.end()
+
+        return hop()
+
+    return traced
+
+
+@contextlib.contextmanager
+def _use(span: Any) -> Iterator[None]:
+    from opentelemetry.trace import use_span
+
+    with use_span(span, end_on_exit=False):
+        yield
+
+
+@contextlib.contextmanager
+def step(name: str) -> Iterator[None]:
+    """A span for one pipeline step (or the log) under the current batch's span; nothing when off."""
+    if _tracer is None:
+        yield
+        return
+    with _tracer.start_as_current_span(name):
+        yield
+
+
+def batch_traces() -> list[str | None] | None:
+    """The trace id of each request of the batch running in this thread (None: tracing off or untraced)."""
+    return _traces.get() if _tracer is not None else None
