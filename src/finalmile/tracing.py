@@ -4,9 +4,10 @@ A request's span starts at the transport (its parent from the W3C `traceparent` 
 trace) and is named in the answer's `traceparent`. Beneath it: `decode`; `queue`, the time it waited for a batch;
 and `batch`, shared by the requests that ran together (its parent the first request's span, a link to each of the
 others), with a span per model step and one for `log` — on a Ray deployment, the front's `batch` span lasts the hop
-to the replica and back (the replica's own steps are not traced). Each log row carries its request's `trace_id`, so a slow row
-found in SQL leads to its trace. Export is configured by the standard variables: `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP
-over HTTP), `OTEL_TRACES_EXPORTER` (`otlp`, `console` or `none`), `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`.
+to the replica and back (the replica's own steps are not traced). Each log row carries its request's `trace_id`, so a
+slow row found in SQL leads to its trace. Export is configured by the standard variables:
+`OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP over HTTP), `OTEL_TRACES_EXPORTER` (`otlp`, `console` or `none`),
+`OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`.
 
 Off, every helper here is a check of one module global: nothing of OpenTelemetry is imported.
 """
