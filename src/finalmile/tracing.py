@@ -57,6 +57,11 @@ def enabled() -> bool:
     return _tracer is not None
 
 
+def in_batch() -> bool:
+    """Whether the batch running in this thread is traced (its steps then get spans)."""
+    return _traces.get() is not None
+
+
 def shutdown() -> None:
     """Flush what waits to be exported (a server's shutdown)."""
     if _tracer is not None:
@@ -76,6 +81,11 @@ def start_request(name: str, headers: dict[str, str], attributes: dict[str, Any]
 
     parent = TraceContextTextMapPropagator().extract(headers)
     return _tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+
+
+def recording(span: Any) -> Any:
+    """`span` when the sampler kept it, else None: an unsampled request makes no child spans and no trace id."""
+    return span if span is not None and span.is_recording() else None
 
 
 def end_request(span: Any, status: int, out_headers: dict[str, str]) -> None:
@@ -165,7 +175,7 @@ def _use(span: Any) -> Iterator[None]:
 @contextlib.contextmanager
 def step(name: str) -> Iterator[None]:
     """A span for one pipeline step (or the log) under the current batch's span; nothing when off."""
-    if _tracer is None:
+    if _tracer is None or _traces.get() is None:  # only inside a traced batch: never a trace of its own
         yield
         return
     with _tracer.start_as_current_span(name):

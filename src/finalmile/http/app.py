@@ -107,11 +107,12 @@ class InferenceHandlers:
     ) -> tuple[int, bytes, dict[str, str]]:
         """The same, under a span of its own (its parent the client's `traceparent`), named in the answer."""
         span = tracing.start_request(f"infer {name}", headers, {"finalmile.pipeline": name, "finalmile.route": route})
+        sampled = tracing.recording(span)
         try:
             codec = codec_for(route, headers.get("content-type"))
-            with tracing.child(span, "decode"):
+            with tracing.child(sampled, "decode"):
                 decoded = codec.decode(body, headers)
-            result = await dataplane.infer(InferRequest(name, decoded.table, number, trace=span), target)
+            result = await dataplane.infer(InferRequest(name, decoded.table, number, trace=sampled), target)
             payload, out_headers = codec.encode(result, decoded)
         except FinalmileError as exc:
             tracing.end_request(span, exc.status_code, {})

@@ -40,7 +40,7 @@ class ModelStep:
 
     def run(self, batch: Batch) -> Batch:
         started = time.perf_counter()
-        if tracing.enabled():
+        if tracing.enabled() and tracing.in_batch():
             with tracing.step(f"model {self.ref}"):
                 out = self.runtime.predict(batch.table)
         else:

@@ -118,7 +118,7 @@ class LoadedPipeline:
         given = (ids or []) + [None] * n_requests
         batch.request_ids = [i or uuid.uuid4().hex for i in given[:n_requests]]
         batch.trace_ids = tracing.batch_traces()
-        with tracing.step("log") if log and tracing.enabled() else contextlib.nullcontext():
+        with tracing.step("log") if log and tracing.enabled() and tracing.in_batch() else contextlib.nullcontext():
             for hook in [*self.observers, *self.hooks] if log else self.observers:
                 try:
                     hook(self, batch)

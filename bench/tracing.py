@@ -1,0 +1,141 @@
+"""What OpenTelemetry tracing costs one-row serving: the same server with tracing off, on (every request sampled,
+spans exported over OTLP/HTTP to a receiver on loopback) and on with 1-in-10 and 1-in-100 samplers, side by side in
+one run.
+
+    apt-get install wrk
+    .venv/bin/python bench/tracing.py [--duration 10] [--rounds 2]
+
+The anchor forest (100 trees of depth 8, 29 features), one [1, 29] V2 tensor per request, a token on every request,
+logging on (default durability); wrk -t1 -c16 pinned to one core, the server on the other. The rounds alternate the
+settings so drift of a shared machine falls on all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from finalmile import Client
+
+sys.path.insert(0, str(Path(__file__).parent))
+from mlserver import free_port  # noqa: E402
+from runtimes import anchor_forest, data  # noqa: E402
+from serving import need, v2_tensor, wrk  # noqa: E402
+
+SETTINGS = {
+    "off": {},
+    "on, every request": {"FINALMILE_TRACING": "true"},
+    "on, 1 in 10 sampled": {
+        "FINALMILE_TRACING": "true",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    },
+    "on, 1 in 100 sampled": {
+        "FINALMILE_TRACING": "true",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.01",
+    },
+}
+
+
+class Receiver:
+    """An OTLP/HTTP endpoint that reads what it is sent and counts it (a collector's cost is not ours)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                receiver.bytes += len(self.rfile.read(int(self.headers["content-length"])))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def serve(home: Path, port: int, extra: dict[str, str], token: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FINALMILE_", "OTEL_"))}
+    env |= {"FINALMILE_HOME": str(home)} | extra
+    process = subprocess.Popen(
+        [sys.executable, "-m", "finalmile", "serve", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: os.sched_setaffinity(0, {1}) if os.cpu_count() and os.cpu_count() > 1 else None,  # type: ignore[func-returns-value]
+    )  # fmt: skip
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/models/forest/ready",
+                         headers={"authorization": f"Bearer {token}"}).status_code == 200:  # fmt: skip
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    need("wrk")
+    console = Console()
+    X, y = data()
+    receiver = Receiver()
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        home = work / "home"
+        with Client(home=home) as client:
+            client.upload_model("forest", anchor_forest(X, y), sample=X.head(50))
+            client.build_pipeline("forest").add_model_step("forest:1").deploy()
+            _, token = client.services.init_access("bench")
+        body = v2_tensor(X.head(1))
+        exporter = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}"}
+        figures: dict[str, list[float]] = {name: [] for name in SETTINGS}
+        for round_ in range(args.rounds):
+            for name, extra in SETTINGS.items():
+                port = free_port()
+                server = serve(home, port, extra | exporter, token)
+                try:
+                    url = f"http://127.0.0.1:{port}/v2/models/forest/infer"
+                    wrk(url, body, "application/json", 2, 16, work, {0}, token)  # warm
+                    with console.status(f"round {round_ + 1}: tracing {name}"):
+                        result = wrk(url, body, "application/json", args.duration, 16, work, {0}, token)
+                    assert result["errors"] == 0, result
+                    figures[name].append(result["rps"])
+                finally:
+                    server.terminate()
+                    server.wait()
+    base = max(figures["off"])
+    table = Table(title=f"one-row V2 tensor requests/s, tracing off and on (best of {args.rounds} rounds)")
+    table.add_column("tracing")
+    table.add_column("req/s", justify="right")
+    table.add_column("every round", justify="right")
+    table.add_column("cost vs off", justify="right")
+    for name, runs in figures.items():
+        best = max(runs)
+        table.add_row(name, f"{best:,.0f}", ", ".join(f"{r:,.0f}" for r in runs), f"{1 - best / base:+.1%}")
+    console.print(table)
+    console.print(f"spans exported: {receiver.bytes / 1e6:.1f} MB of OTLP to the receiver")
+
+
+if __name__ == "__main__":
+    main()
