@@ -17,17 +17,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
 from finalmile import Client
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.fixtures import OtlpReceiver  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mlserver import free_port  # noqa: E402
@@ -48,27 +48,6 @@ SETTINGS = {
         "OTEL_TRACES_SAMPLER_ARG": "0.01",
     },
 }
-
-
-class Receiver:
-    """An OTLP/HTTP endpoint that reads what it is sent and counts it (a collector's cost is not ours)."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                receiver.bytes += len(self.rfile.read(int(self.headers["content-length"])))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def serve(home: Path, port: int, extra: dict[str, str], token: str) -> subprocess.Popen[bytes]:
@@ -99,7 +78,7 @@ def main() -> None:
     need("wrk")
     console = Console()
     X, y = data()
-    receiver = Receiver()
+    receiver = OtlpReceiver()
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         home = work / "home"
@@ -134,7 +113,7 @@ def main() -> None:
         best = max(runs)
         table.add_row(name, f"{best:,.0f}", ", ".join(f"{r:,.0f}" for r in runs), f"{1 - best / base:+.1%}")
     console.print(table)
-    console.print(f"spans exported: {receiver.bytes / 1e6:.1f} MB of OTLP to the receiver")
+    console.print(f"spans exported: {sum(map(len, receiver.bodies)) / 1e6:.1f} MB of OTLP to the receiver")
 
 
 if __name__ == "__main__":

@@ -107,3 +107,36 @@ class SlowClassifier(ThresholdClassifier):
 
 
 from finalmile.cli.demo.llm import tiny_language_models  # noqa: E402,F401  (the demo makes the same models)
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP endpoint on loopback keeping every body it is sent (`bodies`), answering 200: what a collector
+    is to a traced server, for the tracing test and `bench/tracing.py`."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: list[bytes] = []
+        bodies = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                bodies.append(self.rfile.read(int(self.headers["content-length"])))
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

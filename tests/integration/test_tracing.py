@@ -4,10 +4,8 @@ a batch shared by several requests links them all, and the log row carries the t
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +14,7 @@ import pytest
 
 from finalmile import Client
 from finalmile.errors import QueryError
-from tests.fixtures import tabular
-from tests.integration.conftest import free_port
+from tests.fixtures import OtlpReceiver, tabular
 
 pytest.importorskip("opentelemetry.sdk")
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
@@ -38,30 +35,17 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
 
 
-class Receiver:
-    """An OTLP/HTTP trace receiver: every span it is sent, by name."""
+class Receiver(OtlpReceiver):
+    """The spans it was sent."""
 
-    def __init__(self) -> None:
-        self.spans: list[Any] = []
-        spans = self.spans
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers["content-length"]))
-                request = ExportTraceServiceRequest.FromString(body)
-                for resource in request.resource_spans:
-                    for scope in resource.scope_spans:
-                        spans.extend(scope.spans)
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    @property
+    def spans(self) -> list[Any]:
+        found = []
+        for body in list(self.bodies):
+            for resource in ExportTraceServiceRequest.FromString(body).resource_spans:
+                for scope in resource.scope_spans:
+                    found.extend(scope.spans)
+        return found
 
     def of(self, trace: str) -> list[Any]:
         return [s for s in self.spans if s.trace_id.hex() == trace]

@@ -89,25 +89,24 @@ def router(guards: Guards) -> APIRouter:
         who.services.dataplane.serving(model)
         return _model(model)
 
+    async def generate(who: Caller, call: Any, rows: list[dict[str, Any]], kind: str) -> Response:
+        """A chat (`kind` chat) or text completion, streamed or answered whole."""
+        if call.stream:
+            usage = call.stream_options is not None and call.stream_options.include_usage
+            return await stream(who, call.model, rows, kind, usage)
+        result = await infer(who.services.dataplane, call.model, rows)
+        answer = oai.chat_answer if kind == "chat" else oai.completion_answer
+        return _json(answer(call.model, result, oai.check_generative(call.model, result)), result)
+
     @api.post("/v1/chat/completions", openapi_extra=_doc(oai.ChatRequest))
     async def chat(request: Request, who: Caller = Depends(guards.read)) -> Response:
         call: oai.ChatRequest = oai.parse(oai.ChatRequest, await request.body())
-        rows = [call.rows()]
-        if call.stream:
-            usage = call.stream_options is not None and call.stream_options.include_usage
-            return await stream(who, call.model, rows, "chat", usage)
-        result = await infer(who.services.dataplane, call.model, rows)
-        return _json(oai.chat_answer(call.model, result, oai.check_generative(call.model, result)), result)
+        return await generate(who, call, [call.rows()], "chat")
 
     @api.post("/v1/completions", openapi_extra=_doc(oai.CompletionRequest))
     async def completions(request: Request, who: Caller = Depends(guards.read)) -> Response:
         call: oai.CompletionRequest = oai.parse(oai.CompletionRequest, await request.body())
-        rows = oai.completion_rows(call)
-        if call.stream:
-            usage = call.stream_options is not None and call.stream_options.include_usage
-            return await stream(who, call.model, rows, "text", usage)
-        result = await infer(who.services.dataplane, call.model, rows)
-        return _json(oai.completion_answer(call.model, result, oai.check_generative(call.model, result)), result)
+        return await generate(who, call, oai.completion_rows(call), "text")
 
     @api.post("/v1/embeddings", openapi_extra=_doc(oai.EmbeddingRequest))
     async def embeddings(request: Request, who: Caller = Depends(guards.read)) -> Response:
