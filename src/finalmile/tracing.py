@@ -3,11 +3,11 @@
 A request's span starts at the transport (its parent from the W3C `traceparent` header the client sent, or a new
 trace) and is named in the answer's `traceparent`. Beneath it: `decode`; `queue`, the time it waited for a batch;
 and `batch`, shared by the requests that ran together (its parent the first request's span, a link to each of the
-others), with a span per model step and one for `log` — on a Ray deployment, the front's `batch` span lasts the hop
-to the replica and back (the replica's own steps are not traced). Each log row carries its request's `trace_id`, so a
-slow row found in SQL leads to its trace. Export is configured by the standard variables:
-`OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP over HTTP), `OTEL_TRACES_EXPORTER` (`otlp`, `console` or `none`),
-`OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`.
+others), with a span per model step and one for `log`; on a Ray deployment, the front's `batch` span lasts the hop
+to the replica and back (the replica's own steps are not traced). A request the sampler drops takes the untraced
+path, at the cost of deciding so. Each log row carries its request's `trace_id`, so a slow row found in SQL leads to
+its trace. Export is configured by the standard variables: `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP over HTTP),
+`OTEL_TRACES_EXPORTER` (`otlp`, `console` or `none`), `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`.
 
 Off, every helper here is a check of one module global: nothing of OpenTelemetry is imported.
 """
@@ -72,15 +72,17 @@ def shutdown() -> None:
             provider.force_flush()
 
 
-def start_request(name: str, headers: dict[str, str], attributes: dict[str, Any]) -> Any:
-    """A request's server span, its parent taken from `traceparent` in `headers`; None when tracing is off."""
+def start_request(pipeline: str, route: str, headers: dict[str, str]) -> Any:
+    """A request's server span (`infer {pipeline}`), its parent taken from `traceparent` in `headers`; None when
+    tracing is off."""
     if _tracer is None:
         return None
     from opentelemetry.trace import SpanKind
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     parent = TraceContextTextMapPropagator().extract(headers)
-    return _tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+    attributes = {"finalmile.pipeline": pipeline, "finalmile.route": route}
+    return _tracer.start_span(f"infer {pipeline}", context=parent, kind=SpanKind.SERVER, attributes=attributes)
 
 
 def recording(span: Any) -> Any:

@@ -89,7 +89,9 @@ class InferenceHandlers:
         target = dataplane.serving(name, number)  # an unknown pipeline is a 404 whatever the body
         codec = codec_for(route, headers.get("content-type"))
         if tracing.enabled():
-            return await self._traced(route, name, number, dataplane, headers, body, target)
+            span = tracing.start_request(name, route, headers)
+            if tracing.recording(span) is not None:  # an unsampled request goes the untraced way: nothing to record
+                return await self._traced(span, codec, name, number, dataplane, headers, body, target)
         decoded = codec.decode(body, headers)
         result = await dataplane.infer(InferRequest(name, decoded.table, number), target)
         payload, out_headers = codec.encode(result, decoded)
@@ -97,7 +99,8 @@ class InferenceHandlers:
 
     async def _traced(
         self,
-        route: str,
+        span: Any,
+        codec: Any,
         name: str,
         number: int | None,
         dataplane: DataPlane,
@@ -105,14 +108,11 @@ class InferenceHandlers:
         body: bytes,
         target: Any,
     ) -> tuple[int, bytes, dict[str, str]]:
-        """The same, under a span of its own (its parent the client's `traceparent`), named in the answer."""
-        span = tracing.start_request(f"infer {name}", headers, {"finalmile.pipeline": name, "finalmile.route": route})
-        sampled = tracing.recording(span)
+        """The same, under the request's sampled span (its parent the client's `traceparent`), named in the answer."""
         try:
-            codec = codec_for(route, headers.get("content-type"))
-            with tracing.child(sampled, "decode"):
+            with tracing.child(span, "decode"):
                 decoded = codec.decode(body, headers)
-            result = await dataplane.infer(InferRequest(name, decoded.table, number, trace=sampled), target)
+            result = await dataplane.infer(InferRequest(name, decoded.table, number, trace=span), target)
             payload, out_headers = codec.encode(result, decoded)
         except FinalmileError as exc:
             tracing.end_request(span, exc.status_code, {})
