@@ -141,6 +141,10 @@ def test_an_edge_serves_offline_ships_its_rows_home_once_and_takes_new_versions(
         with Client(url=server.url, token=owner) as remote:
             sites = remote.query("SELECT site, pipeline_version, count(*) AS n FROM logs GROUP BY ALL")
             assert sites.to_dict("records") == [{"site": "store-1", "pipeline_version": 1, "n": 80}]
+            with httpx.Client(base_url=server.url) as browser:  # the dashboard's pipeline page names the site
+                browser.post("/ui/login", data={"token": owner, "next": "/ui"})
+                page = browser.get("/ui/pipelines/p").text
+                assert "Sites, last 24 h" in page and "store-1" in page
 
             # a new version comes down and is swapped in while requests keep coming: none fails
             second = LogisticRegression(C=0.01).fit(X.iloc[:150], y.iloc[:150])

@@ -116,6 +116,8 @@ class PipelineFigures:
     """Why the labels could not be read, shown in the chart's place (the rest of the page does not need them)."""
     recent: list[dict[str, Any]] = field(default_factory=list)
     """The last requests answered, each a link to its explanation."""
+    sites: list[dict[str, Any]] = field(default_factory=list)
+    """Requests and rows per edge site (and `central`), with each site's newest row: empty without edge rows."""
     generation: dict[str, Any] | None = None
     """A generative pipeline's day: TTFT p50/p99, median tokens/s, tokens per call, overall and per bucket."""
 
@@ -143,6 +145,15 @@ def pipeline_figures(conn: duckdb.DuckDBPyConnection, reader: LogReader, name: s
         if bucket in index:
             figures.traffic.setdefault(variant, [0] * len(starts))[index[bucket]] = rows
     columns = _column_types(conn, reader.logged_columns(name))
+    if "site" in columns:  # rows pushed home by edge sites (`edge/link.py`); this server's own are `central`
+        figures.sites = [
+            {"site": site, "requests": requests, "rows": rows, "last": last}
+            for site, requests, rows, last in conn.execute(
+                "SELECT coalesce(site, 'central'), count(*) FILTER (WHERE row = 0), count(*), max(time) "
+                f"FROM logs WHERE {where} GROUP BY 1 ORDER BY 1",
+                params,
+            ).fetchall()
+        ]
     score = f', first("{figures.score_column or "out_score"}")' if "out_score" in columns else ", NULL"
     figures.recent = [
         {"request_id": rid, "time": at, "rows": n, "score": value}
