@@ -32,6 +32,9 @@ READ_ONLY_POSTS = {
     "/v2/models/{name}/versions/{version}/infer",
     "/pipelines/{name}/infer",
     "/api/v1/models/{ref}/explain",  # an explanation runs the model, as inference does, and stores nothing
+    "/v1/chat/completions",  # the OpenAI-compatible surface is inference too
+    "/v1/completions",
+    "/v1/embeddings",
 }
 CHANGES = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -81,6 +84,12 @@ def fill(path: str) -> str:
     return re.sub(r"\{[^}]+\}", lambda m: "1" if "version" in m.group() or "id" in m.group() else "m", path)
 
 
+def _message(body: dict[str, Any]) -> str:
+    """The error's message: `{"error": "..."}`, or OpenAI's `{"error": {"message": ...}}` on the `/v1` surface."""
+    error = body["error"]
+    return str(error["message"] if isinstance(error, dict) else error)
+
+
 def test_anonymous_and_viewer_callers_are_refused_and_nothing_changes(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
     home = tmp_path / "home"
     X, y = tabular(60)
@@ -102,11 +111,11 @@ def test_anonymous_and_viewer_callers_are_refused_and_nothing_changes(tmp_path: 
             continue
         assert anonymous.status_code == 401, (method, path, anonymous.text)
         assert anonymous.headers["www-authenticate"].startswith("Bearer")
-        assert "Bearer" in anonymous.json()["error"]
+        assert "Bearer" in _message(anonymous.json())
         if method in CHANGES and path not in READ_ONLY_POSTS:
             refused = httpx.request(method, url, json={}, headers={"authorization": f"Bearer {viewer}"})
             assert refused.status_code == 403, (method, path, refused.text)
-            assert "is a viewer" in refused.json()["error"] and "permission" in refused.json()["error"]
+            assert "is a viewer" in _message(refused.json()) and "permission" in _message(refused.json())
     assert httpx.get(f"{server.url}/metrics").status_code == 401
     assert httpx.get(f"{server.url}/metrics", headers={"authorization": f"Bearer {viewer}"}).status_code == 200
     with Client(home=home) as client:  # nothing the refused calls asked for happened
