@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -113,14 +114,38 @@ def write_bundle(
     _write_scripts(output, requirement)
     if wheels:
         progress("collecting wheels")
-        collect_wheels(output / "wheels", manifest.extras())
+        collect_wheels(output / "wheels", manifest.extras(), Path(services.settings.home) / "cache" / "wheels")
     return manifest
 
 
-def collect_wheels(directory: Path, extras: list[str]) -> None:
+def collect_wheels(directory: Path, extras: list[str], cache: Path) -> None:
     """finalmile's wheel (built from this installation's source) and every dependency's, from the package index this
-    machine uses, so the edge installs with no index at all."""
+    machine uses, so the edge installs with no index at all. Kept in `cache` under a key of the source's files and
+    the extras: the next bundle of the same code copies them (pip takes tens of seconds)."""
     source = _source_root()
+    key = hashlib.sha256(repr((extras, _source_stamp(source))).encode()).hexdigest()[:16]
+    kept = cache / key
+    if not (kept / ".complete").exists():
+        fresh = cache / f".{key}-{os.getpid()}"
+        shutil.rmtree(fresh, ignore_errors=True)
+        _pip_wheels(source, extras, fresh)
+        (fresh / ".complete").touch()
+        shutil.rmtree(kept, ignore_errors=True)
+        os.replace(fresh, kept)
+    directory.mkdir(parents=True, exist_ok=True)
+    for wheel in kept.glob("*.whl"):
+        shutil.copyfile(wheel, directory / wheel.name)
+
+
+def _source_stamp(source: Path) -> list[tuple[str, int, int]]:
+    code = [
+        f for f in sorted((source / "src").rglob("*")) if "__pycache__" not in f.parts and ".egg-info" not in str(f)
+    ]
+    files = [source / "pyproject.toml", *code, source / "README.md"]
+    return [(str(f.relative_to(source)), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
+
+
+def _pip_wheels(source: Path, extras: list[str], directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:  # a clean copy: setuptools' build/ may hold stale files
         copy = Path(scratch) / "finalmile"

@@ -80,10 +80,30 @@ def add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": "invalid request: " + "; ".join(problems), "detail": {"problems": problems}}, 422)
 
 
-def _error(description: str) -> dict[str, Any]:
+OPENAI_ERROR_BODY = {
+    "title": "OpenAIErrorBody",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+"""The error shape of the `/v1` surface (`openai_error_body`), as the OpenAI API documents it."""
+
+
+def _error(description: str, body: str = "ErrorBody") -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
     }
 
 
@@ -95,18 +115,22 @@ def document_errors(app: FastAPI) -> None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components["ErrorBody"] = ErrorBody.model_json_schema()
+            components["OpenAIErrorBody"] = OPENAI_ERROR_BODY
             for route, path in schema.get("paths", {}).items():
+                body = "OpenAIErrorBody" if route.startswith("/v1/") else "ErrorBody"
                 for operation in path.values():
                     answers = operation.get("responses", {})
                     security = "401" if operation.get("security") else None
                     if security:
-                        answers["401"] = _error("No token, or one that is unknown, expired or revoked")
-                        answers["403"] = _error("The token's role does not allow this")
-                    invalid = "400" if route.startswith("/v2/") and route.endswith("/infer") else "422"  # V2's own
-                    answers[invalid] = {
-                        "description": "The request is invalid: the message names the field",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
-                    }
+                        answers["401"] = _error("No token, or one that is unknown, expired or revoked", body)
+                        answers["403"] = _error("The token's role does not allow this", body)
+                    # V2's inference and the OpenAI surface answer a bad request 400, as their protocols say
+                    v2 = route.startswith("/v2/") and route.endswith("/infer")
+                    invalid = "400" if v2 or route.startswith("/v1/") else "422"
+                    answers[invalid] = _error("The request is invalid: the message names the field", body)
+                    if route.startswith("/v1/"):  # an unknown model, or one that exists but is not deployed
+                        answers["404"] = _error("No such model (pipeline)", body)
+                        answers["503"] = _error("The model exists but is not deployed", body)
             for unused in ("HTTPValidationError", "ValidationError"):
                 components.pop(unused, None)
             app.openapi_schema = schema

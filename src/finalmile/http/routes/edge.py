@@ -97,7 +97,9 @@ def _bundle_archive(services: Any, name: str, version: int | None, wheels: bool,
 def router(guards: Guards) -> APIRouter:
     api = APIRouter(tags=["edge"])
 
-    @api.post("/edge/logs", openapi_extra={"requestBody": {"content": {"application/vnd.apache.parquet": {}}}})
+    parquet = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+
+    @api.post("/edge/logs", openapi_extra={"requestBody": {"required": True, "content": parquet}})
     async def push_logs(
         request: Request, site: str, pipeline: str, date: str, sha256: str, who: Caller = Depends(guards.write)
     ) -> dict[str, Any]:
