@@ -58,6 +58,7 @@ pipelines show p
 pipelines versions p
 deployments
 deploy p --max-batch-size 16
+bundle p --output {d}/bundle --no-wheels
 infer p --input {d}/rows.csv --output {d}/out.parquet
 infer-file p {d}/rows.csv {d}/scored.parquet --batch-size 5
 logs p --since 1h
