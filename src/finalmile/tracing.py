@@ -22,12 +22,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 _tracer: Any = None
+_propagator: Any = None
+_server_kind: Any = None
 _traces: contextvars.ContextVar[list[str | None] | None] = contextvars.ContextVar("finalmile_traces", default=None)
 
 
 def setup(enabled: bool) -> None:
     """Start tracing for this process (once) when `enabled`; the exporter is chosen by `OTEL_TRACES_EXPORTER`."""
-    global _tracer
+    global _tracer, _propagator, _server_kind
     if not enabled or _tracer is not None:
         return
     try:
@@ -50,6 +52,10 @@ def setup(enabled: bool) -> None:
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    _propagator, _server_kind = TraceContextTextMapPropagator(), SpanKind.SERVER
     _tracer = provider.get_tracer("finalmile")
 
 
@@ -74,15 +80,12 @@ def shutdown() -> None:
 
 def start_request(pipeline: str, route: str, headers: dict[str, str]) -> Any:
     """A request's server span (`infer {pipeline}`), its parent taken from `traceparent` in `headers`; None when
-    tracing is off."""
+    tracing is off. On every traced request: what it needs is looked up once, at setup."""
     if _tracer is None:
         return None
-    from opentelemetry.trace import SpanKind
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    parent = TraceContextTextMapPropagator().extract(headers)
+    parent = _propagator.extract(headers) if "traceparent" in headers else None
     attributes = {"finalmile.pipeline": pipeline, "finalmile.route": route}
-    return _tracer.start_span(f"infer {pipeline}", context=parent, kind=SpanKind.SERVER, attributes=attributes)
+    return _tracer.start_span(f"infer {pipeline}", context=parent, kind=_server_kind, attributes=attributes)
 
 
 def recording(span: Any) -> Any:

@@ -107,6 +107,7 @@ def router(guards: Guards) -> APIRouter:
         _checked(pipeline, _NAME, "pipeline", "a pipeline name")
         _checked(date, _DATE, "date", "YYYY-MM-DD")
         _checked(sha256, _SHA, "sha256", "64 lowercase hex digits")
+        who.services.pipelines.get_version(pipeline)  # a 404 for a pipeline this workspace does not have
         data = await request.body()
         stored = store_part(Path(who.services.logs.root), site, pipeline, date, sha256, data)
         return {"stored": stored, "sha256": sha256}
