@@ -40,7 +40,7 @@ def _central_rows(central: Client) -> int:
 
 def test_a_crash_between_storing_and_the_ledger_sends_again_and_stores_once(tmp_path: Path) -> None:
     edge = _edge(tmp_path, "edge", 3)
-    central = Client(home=tmp_path / "central")
+    central = _edge(tmp_path, "central", 0)  # it has the pipeline: a part of one it does not have is refused
     with running_server(central.services, auth=False) as url:
         link = EdgeLink(edge.services, url, None, "shop", ["p"], 1 << 30)
         assert len(link.pending()) == 3
@@ -64,6 +64,8 @@ def test_a_crash_between_storing_and_the_ledger_sends_again_and_stores_once(tmp_
         params = {"site": "shop", "pipeline": "p", "date": "2026-12-06", "sha256": "a" * 64}
         cut = link.http.post("/edge/logs", content=data[:-10], params=params)
         assert cut.status_code == 400 and "sha256" in cut.json()["error"]
+        unknown = link.http.post("/edge/logs", content=data, params=params | {"pipeline": "nope"})
+        assert unknown.status_code == 404 and "nope" in unknown.json()["error"]
         link.close()
     edge.close()
     central.close()
