@@ -220,11 +220,10 @@ class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs, ReplayVer
     def _observe_steps(self, loaded: LoadedPipeline, batch: Batch) -> None:
         for step, seconds in batch.timings.items():
             self.metrics.step.labels(loaded.name, step).observe(seconds)
-        variants = self.metrics.variant_rows
         if batch.route_index is None:
-            variants.labels(loaded.name, batch.routes[0][0] or "-").inc(batch.table.num_rows)
+            self.metrics.variant(loaded.name, batch.routes[0][0] or "-", batch.table.num_rows)
         else:
             counts = np.bincount(np.asarray(batch.route_index), minlength=len(batch.routes))
             for (variant, _), rows in zip(batch.routes, counts.tolist(), strict=True):
                 if rows:
-                    variants.labels(loaded.name, variant or "-").inc(rows)
+                    self.metrics.variant(loaded.name, variant or "-", rows)

@@ -83,6 +83,7 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._variants: dict[tuple[str, str], Any] = {}
         self.variant_rows = Counter(
             "finalmile_variant_rows", "Rows answered per A/B variant ('-': no split)", ["pipeline", "variant"],
             registry=self.registry,
@@ -99,6 +100,13 @@ class Metrics:
             "finalmile_stream_lag", "Messages waiting in a stream's source, as its broker reports", ["stream"],
             registry=self.registry,
         )  # fmt: skip
+
+    def variant(self, pipeline: str, variant: str, rows: int) -> None:
+        """Rows answered by one A/B variant (`-`: no split), the label child looked up once per pair."""
+        child = self._variants.get((pipeline, variant))
+        if child is None:
+            child = self._variants[(pipeline, variant)] = self.variant_rows.labels(pipeline, variant)
+        child.inc(rows)
 
     def monitored(self, name: str, pipeline: str, kind: str, results: list[Any]) -> None:
         """A monitor run's newest window per group, as gauges an alert rule can read."""
