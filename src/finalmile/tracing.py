@@ -98,12 +98,11 @@ def end_request(span: Any, status: int, out_headers: dict[str, str]) -> None:
     if span is None:
         return
     from opentelemetry.trace import Status, StatusCode, set_span_in_context
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     span.set_attribute("http.response.status_code", status)
     if status >= 500:
         span.set_status(Status(StatusCode.ERROR))
-    TraceContextTextMapPropagator().inject(out_headers, context=set_span_in_context(span))
+    _propagator.inject(out_headers, context=set_span_in_context(span))
     span.end()
 
 
@@ -131,7 +130,7 @@ def batch(parents: list[Any], enqueued_ns: list[int], work: Callable[[], Any]) -
         return work
     import time
 
-    from opentelemetry.trace import Link, set_span_in_context
+    from opentelemetry.trace import Link, set_span_in_context, use_span
 
     now = time.time_ns()
     for parent, queued in zip(parents, enqueued_ns, strict=True):
@@ -146,7 +145,7 @@ def batch(parents: list[Any], enqueued_ns: list[int], work: Callable[[], Any]) -
                                   attributes={"finalmile.requests": len(parents)})  # fmt: skip
         token = _traces.set(traces)
         try:
-            with _use(span):
+            with use_span(span, end_on_exit=False):
                 result = work()
         except BaseException:
             span.end()
@@ -159,7 +158,7 @@ def batch(parents: list[Any], enqueued_ns: list[int], work: Callable[[], Any]) -
 
         async def hop() -> Any:  # a Ray front's call to its replica: the span lasts until the answer is back
             try:
-                with _use(span):
+                with use_span(span, end_on_exit=False):
                     return await result
             finally:
                 span.end()
@@ -167,14 +166,6 @@ def batch(parents: list[Any], enqueued_ns: list[int], work: Callable[[], Any]) -
         return hop()
 
     return traced
-
-
-@contextlib.contextmanager
-def _use(span: Any) -> Iterator[None]:
-    from opentelemetry.trace import use_span
-
-    with use_span(span, end_on_exit=False):
-        yield
 
 
 @contextlib.contextmanager

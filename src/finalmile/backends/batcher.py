@@ -74,8 +74,9 @@ class Batcher:
         id), or the run makes one up; `trace` is its span when tracing is on."""
         loop = asyncio.get_running_loop()
         if not self.enabled or table.num_rows >= self.max_batch_size:
-            pending = [_Pending(table, loop.create_future(), 0.0, request_id, trace, time.time_ns() if trace else 0)]
-            work = tracing.batch([trace], [pending[0].enqueued_ns], partial(self._run_tables, [table], [request_id]))
+            if trace is None:
+                return self.split(await self.run_together([table], [request_id]), _spans([table]))[0]
+            work = tracing.batch([trace], [time.time_ns()], partial(self._run_tables, [table], [request_id]))
             return self.split(await self._measured(work, table.num_rows, 1), _spans([table]))[0]
         queue = self._queues.get(loop)
         if queue is None:
@@ -83,7 +84,7 @@ class Batcher:
             self._tasks[loop] = [loop.create_task(self._worker(queue)) for _ in range(self.workers)]
         future: asyncio.Future[Any] = loop.create_future()
         queue.put_nowait(
-            _Pending(table, future, time.perf_counter(), request_id, trace, time.time_ns() if trace else 0)
+            _Pending(table, future, time.perf_counter(), request_id, trace, time.time_ns() if trace is not None else 0)
         )
         return await future
 

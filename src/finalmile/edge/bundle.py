@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from finalmile._version import __version__
-from finalmile.errors import BadRequestError, ConflictError, IntegrityError
+from finalmile.errors import BadRequestError, ConflictError, IntegrityError, ModelNotFound, PipelineNotFound
+from finalmile.pipelines.spec import pinned_models
+from finalmile.registry.artifacts import sha256_file
 from finalmile.registry.store import NewVersion
 
 FORMAT = 1
@@ -83,8 +85,6 @@ def manifest_of(services: Any, pipeline: str, version: int | None) -> Manifest:
     config = dict(deployment.config) if deployment is not None else {}
     config.pop("backend", None)  # an edge serves on its own threads
     models = []
-    from finalmile.pipelines.spec import pinned_models
-
     for ref in pinned_models(record.spec):
         found = services.metadata.get_by_ref(ref)
         fields = {k: getattr(found, k) for k in NewVersion.__dataclass_fields__}
@@ -220,7 +220,7 @@ def read_bundle(directory: Path) -> Manifest:
         raise BadRequestError(f"bundle: {path} cannot be read ({exc})", {"field": "bundle"}) from None
     for sha in manifest.artifacts():
         file = directory / "artifacts" / "sha256" / sha[:2] / sha
-        actual = _sha256(file) if file.is_file() else "<missing>"
+        actual = sha256_file(file) if file.is_file() else "<missing>"
         if actual != sha:
             raise IntegrityError(sha, actual, f"bundle {directory}")
     return manifest
@@ -234,7 +234,7 @@ def install(services: Any, manifest: Manifest, fetch: Callable[[str], Path]) -> 
         try:
             services.metadata.get_version(model["name"], model["version"])
             continue
-        except Exception:  # noqa: BLE001 - not there yet: install it
+        except ModelNotFound:  # not there yet: install it
             pass
         fields = {k: model[k] for k in NewVersion.__dataclass_fields__}
         for key in ("artifact_sha256", "onnx_sha256", "sample_sha256"):
@@ -251,18 +251,8 @@ def install(services: Any, manifest: Manifest, fetch: Callable[[str], Path]) -> 
     try:
         services.pipelines.get_version(manifest.pipeline, manifest.version)
         return False
-    except Exception:  # noqa: BLE001 - not there yet
+    except PipelineNotFound:  # not there yet
         pass
-    from finalmile.pipelines.spec import pinned_models
-
-    refs = [(ref.rsplit(":", 1)[0], int(ref.rsplit(":", 1)[1])) for ref in pinned_models(manifest.spec)]
+    refs = [(m["name"], m["version"]) for m in manifest.models]  # the versions the definition pins
     services.pipelines.create_version(manifest.pipeline, manifest.spec, refs, "edge", number=manifest.version)
     return True
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

@@ -105,12 +105,8 @@ class Prompts:
     """A batch's rows as an engine reads them: the prompt text (rendered from messages), options and sinks."""
 
     def __init__(self, table: pa.Table, tokenizer: Any) -> None:
-        columns = {n: table.column(n).to_pylist() if n in table.column_names else None for n in _INPUTS}
-        rows = table.num_rows
-
-        def column(name: str) -> list[Any]:
-            values = columns[name]
-            return values if values is not None else [None] * rows
+        def column(name: str) -> list[Any]:  # a step before the model may have left an option out
+            return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
 
         self.texts: list[str | None] = []
         self.errors: list[str | None] = []
@@ -126,9 +122,6 @@ class Prompts:
         self.limits: list[int | None] = column("max_tokens")
         self.temperatures = [1.0 if t is None else float(t) for t in column("temperature")]
         self.sinks: list[str | None] = column("stream_id")
-
-
-_INPUTS = ("prompt", "messages", "max_tokens", "temperature", "stream_id")
 
 
 class Generated:

@@ -194,13 +194,15 @@ class TransformersRuntime(BaseRuntime):
 
     def _embed(self, table: pa.Table) -> pa.Table:
         texts = [t if t is not None else "" for t in table.column("text").to_pylist()]
-        lengths = [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
+        ids = self.tokenizer(texts)["input_ids"]
+        lengths = [len(row) for row in ids]
         errors = [input_error(n, self.context_length) for n in lengths]
         good = [i for i, e in enumerate(errors) if e is None]
         width = int(self.model.config.hidden_size)
         vectors = np.zeros((len(texts), width), dtype=np.float32)
         if good:  # a text past the limit fails alone: its batch-mates are embedded without it
-            encoded = self.tokenizer([texts[i] for i in good], padding=True, return_tensors="pt").to(self.device)
+            kept = {"input_ids": [ids[i] for i in good]}  # tokenised once: padded as they are
+            encoded = self.tokenizer.pad(kept, padding=True, return_tensors="pt").to(self.device)
             hidden = self.model(**encoded).last_hidden_state
             weights = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)

@@ -125,6 +125,11 @@ def prompt_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=PROMPT_INPUTS)
 
 
+def prompt_column(rows: list[dict[str, Any]]) -> str:
+    """The input a call's rows need the pipeline to take: `prompt` for a completion, `messages` for a chat."""
+    return "prompt" if rows[0]["prompt"][0] is not None else "messages"
+
+
 def completion_rows(request: CompletionRequest) -> list[dict[str, Any]]:
     return [_rows(p, None, request.max_tokens, request.temperature) for p in request.prompts()]
 
@@ -205,12 +210,21 @@ def chunk(kind: str, request_id: str, name: str, text: str | None, finish: str |
         if text:
             delta["content"] = text
         choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-        body: dict[str, Any] = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk"}
     else:
         choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-        body = {"id": f"cmpl-{request_id}", "object": "text_completion"}
-    body |= {"created": int(time.time()), "model": name, "choices": [choice]}
-    return event(body)
+    return event(_chunk_head(kind, request_id, name) | {"choices": [choice]})
+
+
+def usage_chunk(kind: str, request_id: str, name: str, rows: list[dict[str, Any]]) -> bytes:
+    """The last event of a stream that asked for `include_usage`: no choices, the call's token counts."""
+    return event(_chunk_head(kind, request_id, name) | {"choices": [], "usage": usage(rows)})
+
+
+def _chunk_head(kind: str, request_id: str, name: str) -> dict[str, Any]:
+    if kind == "chat":
+        return {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": name}  # fmt: skip
+    return {"id": f"cmpl-{request_id}", "object": "text_completion", "created": int(time.time()), "model": name}
 
 
 def event(body: dict[str, Any]) -> bytes:

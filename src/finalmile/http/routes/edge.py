@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import re
@@ -57,8 +58,6 @@ def _checked(value: str, pattern: re.Pattern[str], field: str, what: str) -> str
 
 def store_part(logs_root: Path, site: str, pipeline: str, date: str, sha256: str, data: bytes) -> bool:
     """Store one edge log part with its site; False when this site's part is stored already."""
-    import hashlib
-
     if hashlib.sha256(data).hexdigest() != sha256:
         raise BadRequestError("sha256: the body does not hash to it (cut short in transit?)", {"field": "sha256"})
     directory = logs_root / f"pipeline={pipeline}" / f"date={date}"

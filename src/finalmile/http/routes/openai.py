@@ -7,7 +7,6 @@ API key, and inferring needs the `read` permission as every inference route does
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -68,11 +67,13 @@ def router(guards: Guards) -> APIRouter:
     api = APIRouter(tags=["openai"])
     streaming = _Streaming()
 
-    async def infer(dataplane: DataPlane, name: str, rows: list[dict[str, Any]]) -> RequestResult:
+    async def infer(dataplane: DataPlane, name: str, table: pa.Table, column: str) -> RequestResult:
+        """One call's rows through the data plane, counted under this protocol; `column` is the input the pipeline
+        must take (`prompt`, `messages` or `text`)."""
         target = dataplane.serving(name)
-        oai.require_input(name, target.input_schema, "prompt" if rows[0]["prompt"][0] is not None else "messages")
+        oai.require_input(name, target.input_schema, column)
         try:
-            result = await dataplane.infer(InferRequest(name, oai.prompt_table(rows)), target)
+            result = await dataplane.infer(InferRequest(name, table), target)
         except FinalmileError as exc:
             dataplane.answered(name, _PROTOCOL, exc.status_code)
             raise
@@ -94,7 +95,7 @@ def router(guards: Guards) -> APIRouter:
         if call.stream:
             usage = call.stream_options is not None and call.stream_options.include_usage
             return await stream(who, call.model, rows, kind, usage)
-        result = await infer(who.services.dataplane, call.model, rows)
+        result = await infer(who.services.dataplane, call.model, oai.prompt_table(rows), oai.prompt_column(rows))
         answer = oai.chat_answer if kind == "chat" else oai.completion_answer
         return _json(answer(call.model, result, oai.check_generative(call.model, result)), result)
 
@@ -111,11 +112,7 @@ def router(guards: Guards) -> APIRouter:
     @api.post("/v1/embeddings", openapi_extra=_doc(oai.EmbeddingRequest))
     async def embeddings(request: Request, who: Caller = Depends(guards.read)) -> Response:
         call: oai.EmbeddingRequest = oai.parse(oai.EmbeddingRequest, await request.body())
-        dataplane = who.services.dataplane
-        target = dataplane.serving(call.model)
-        oai.require_input(call.model, target.input_schema, "text")
-        result = await dataplane.infer(InferRequest(call.model, pa.table({"text": call.texts()})), target)
-        dataplane.answered(call.model, _PROTOCOL, 200)
+        result = await infer(who.services.dataplane, call.model, pa.table({"text": call.texts()}), "text")
         return _json(oai.embedding_answer(call.model, result, call.encoding_format), result)
 
     async def stream(who: Caller, name: str, rows: list[dict[str, Any]], kind: str, usage: bool) -> Response:
@@ -134,7 +131,8 @@ def router(guards: Guards) -> APIRouter:
 
             SINKS.open(sink, push)
             rows[0]["stream_id"] = [sink]
-        done: asyncio.Future[Any] = asyncio.ensure_future(infer(dataplane, name, rows))
+        inference = infer(dataplane, name, oai.prompt_table(rows), oai.prompt_column(rows))
+        done: asyncio.Future[Any] = asyncio.ensure_future(inference)
         first: asyncio.Future[Any] = asyncio.ensure_future(pieces.get())
         try:
             await asyncio.wait({done, first}, return_when=asyncio.FIRST_COMPLETED)
@@ -144,7 +142,6 @@ def router(guards: Guards) -> APIRouter:
             SINKS.close(sink)
             first.cancel()
             raise
-        started = time.time()
 
         async def events() -> AsyncIterator[bytes]:
             sent, request_id = "", uuid.uuid4().hex
@@ -173,8 +170,7 @@ def router(guards: Guards) -> APIRouter:
                 rest = final[len(sent) :] if final.startswith(sent) else final
                 yield oai.chunk(kind, request_id, name, rest or None, answer["finish_reason"], first=False)
                 if usage:
-                    body = {"id": request_id, "object": "chat.completion.chunk", "created": int(started)}
-                    yield oai.event(body | {"model": name, "choices": [], "usage": oai.usage([answer])})
+                    yield oai.usage_chunk(kind, request_id, name, [answer])
                 yield oai.DONE
             finally:
                 SINKS.close(sink)
