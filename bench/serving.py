@@ -246,13 +246,20 @@ def _server(
     headers: dict[str, str],
     port: int = 18080,
     ready: str = "/v2/models/logreg/ready",
+    extra_env: dict[str, str] | None = None,
+    cpus: set[int] | None = None,
 ) -> Iterator[str]:
-    """`finalmile serve` from the environment of `python` over `home`, until the block ends (once `ready` is)."""
+    """`finalmile serve` from the environment of `python` over `home`, until the block ends (once `ready` is);
+    `extra_env` adds settings (`FINALMILE_TRACING`), `cpus` pins the server (the load generator has the others)."""
     # That environment's commands first; the system's after it (Ray starts a replica's worker through bash).
     env = {"FINALMILE_HOME": str(home), "PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     if python == sys.executable and "PYTHONPATH" in os.environ:  # this side may run a checkout of its own
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    server = subprocess.Popen([python, "-m", "finalmile", "serve", "--port", str(port), *args], env=env)
+    server = subprocess.Popen(
+        [python, "-m", "finalmile", "serve", "--port", str(port), *args],
+        env=env | (extra_env or {}),
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
     try:
         for _ in range(300):
             try:

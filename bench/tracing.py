@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -32,7 +29,7 @@ from tests.fixtures import OtlpReceiver  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from mlserver import free_port  # noqa: E402
 from runtimes import anchor_forest, data  # noqa: E402
-from serving import need, v2_tensor, wrk  # noqa: E402
+from serving import _server, need, v2_tensor, wrk  # noqa: E402
 
 SETTINGS = {
     "off": {},
@@ -48,26 +45,6 @@ SETTINGS = {
         "OTEL_TRACES_SAMPLER_ARG": "0.01",
     },
 }
-
-
-def serve(home: Path, port: int, extra: dict[str, str], token: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FINALMILE_", "OTEL_"))}
-    env |= {"FINALMILE_HOME": str(home)} | extra
-    process = subprocess.Popen(
-        [sys.executable, "-m", "finalmile", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        preexec_fn=lambda: os.sched_setaffinity(0, {1}) if os.cpu_count() and os.cpu_count() > 1 else None,  # type: ignore[func-returns-value]
-    )  # fmt: skip
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/models/forest/ready",
-                         headers={"authorization": f"Bearer {token}"}).status_code == 200:  # fmt: skip
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the server did not start")
 
 
 def main() -> None:
@@ -87,22 +64,20 @@ def main() -> None:
             client.build_pipeline("forest").add_model_step("forest:1").deploy()
             _, token = client.services.init_access("bench")
         body = v2_tensor(X.head(1))
+        headers = {"authorization": f"Bearer {token}"}
         exporter = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}"}
         figures: dict[str, list[float]] = {name: [] for name in SETTINGS}
         for round_ in range(args.rounds):
             for name, extra in SETTINGS.items():
-                port = free_port()
-                server = serve(home, port, extra | exporter, token)
-                try:
-                    url = f"http://127.0.0.1:{port}/v2/models/forest/infer"
-                    wrk(url, body, "application/json", 2, 16, work, {0}, token)  # warm
+                served = _server(sys.executable, (), home, headers, free_port(), "/v2/models/forest/ready",
+                                 extra | exporter, {1} if (os.cpu_count() or 1) > 1 else None)  # fmt: skip
+                with served as url:
+                    infer = f"{url}/v2/models/forest/infer"
+                    wrk(infer, body, "application/json", 2, 16, work, {0}, token)  # warm
                     with console.status(f"round {round_ + 1}: tracing {name}"):
-                        result = wrk(url, body, "application/json", args.duration, 16, work, {0}, token)
+                        result = wrk(infer, body, "application/json", args.duration, 16, work, {0}, token)
                     assert result["errors"] == 0, result
                     figures[name].append(result["rps"])
-                finally:
-                    server.terminate()
-                    server.wait()
     base = max(figures["off"])
     table = Table(title=f"one-row V2 tensor requests/s, tracing off and on (best of {args.rounds} rounds)")
     table.add_column("tracing")

@@ -7,6 +7,7 @@ import json
 import re
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import httpx
@@ -175,6 +176,13 @@ def test_a_query_downloads_as_csv_whatever_its_columns_hold(store: Client) -> No
     store.close()
 
 
+def _chart(page: str, y_label: str) -> dict[str, Any]:
+    """The one chart of a page with this y axis label, as the page hands it to the browser."""
+    charts = [json.loads(c) for c in re.findall(r'class="chart-data">(.*?)</script>', page, re.S)]
+    (chart,) = [c for c in charts if c.get("y_label") == y_label]
+    return dict(chart)
+
+
 def test_the_pipeline_page_compares_text_labels_as_text_and_survives_unreadable_ones(store: Client) -> None:
     """Labels sent as text ('1', 'no') against integer predictions made DuckDB cast 'no' to a number and the page a
     500; a label file DuckDB cannot read with the others costs the accuracy chart only."""
@@ -193,8 +201,7 @@ def test_the_pipeline_page_compares_text_labels_as_text_and_survives_unreadable_
         log_in(browser, owner)
         page = browser.get("/ui/pipelines/p")
         assert page.status_code == 200 and "out_label = label" in page.text
-        charts = [json.loads(c) for c in re.findall(r'class="chart-data">(.*?)</script>', page.text, re.S)]
-        (accuracy,) = [c for c in charts if c.get("y_label") == "accuracy (share correct)"]
+        accuracy = _chart(page.text, "accuracy (share correct)")
         assert [v for series in accuracy["series"].values() for v in series] == [0.75]  # 3 of 4 labels agree
         folder = store.services.reader.home / "ground_truth" / "pipeline=p"
         pq.write_table(pa.table({"key": ["k"], "label": [{"a": 1}]}), folder / "part-0-legacy.parquet")
@@ -219,10 +226,9 @@ def test_a_generative_pipeline_page_shows_time_to_first_token_and_tokens(store: 
         log_in(browser, owner)
         page = browser.get("/ui/pipelines/chat")
         assert page.status_code == 200 and "Generation, last 24 h" in page.text
-        charts = [json.loads(c) for c in re.findall(r'class="chart-data">(.*?)</script>', page.text, re.S)]
-        (ttft,) = [c for c in charts if c.get("y_label") == "time to first token (ms)"]
+        ttft = _chart(page.text, "time to first token (ms)")
         assert [v for v in ttft["series"]["p99"] if v is not None][0] > 0
-        (tokens,) = [c for c in charts if c.get("y_label") == "tokens/s; tokens per call"]
+        tokens = _chart(page.text, "tokens/s; tokens per call")
         per_call = [v for v in tokens["series"]["output tokens per call"] if v is not None]
         assert per_call == [pytest.approx(served.tokens_out.mean())]
     store.close()
