@@ -170,37 +170,20 @@ def usage(rows: list[dict[str, Any]]) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def chat_answer(name: str, result: RequestResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-{result.request_id}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": name,
-        "choices": [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": r["completion"] or ""},
-                "finish_reason": r["finish_reason"],
-                "logprobs": None,
-            }
-            for i, r in enumerate(rows)
-        ],
-        "usage": usage(rows),
-    }
-
-
-def completion_answer(name: str, result: RequestResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "id": f"cmpl-{result.request_id}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": name,
-        "choices": [
-            {"index": i, "text": r["completion"] or "", "finish_reason": r["finish_reason"], "logprobs": None}
-            for i, r in enumerate(rows)
-        ],
-        "usage": usage(rows),
-    }
+def answer(kind: str, name: str, result: RequestResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A whole answer: a chat completion (`kind` chat, one message per row) or a text completion (one text per
+    prompt)."""
+    if kind == "chat":
+        head = {"id": f"chatcmpl-{result.request_id}", "object": "chat.completion"}
+        choices: list[dict[str, Any]] = [
+            {"message": {"role": "assistant", "content": r["completion"] or ""}} for r in rows
+        ]
+    else:
+        head = {"id": f"cmpl-{result.request_id}", "object": "text_completion"}
+        choices = [{"text": r["completion"] or ""} for r in rows]
+    for i, (choice, row) in enumerate(zip(choices, rows, strict=True)):
+        choice |= {"index": i, "finish_reason": row["finish_reason"], "logprobs": None}
+    return head | {"created": int(time.time()), "model": name, "choices": choices, "usage": usage(rows)}
 
 
 def chunk(kind: str, request_id: str, name: str, text: str | None, finish: str | None, first: bool) -> bytes:

@@ -96,8 +96,7 @@ def router(guards: Guards) -> APIRouter:
             usage = call.stream_options is not None and call.stream_options.include_usage
             return await stream(who, call.model, rows, kind, usage)
         result = await infer(who.services.dataplane, call.model, oai.prompt_table(rows), oai.prompt_column(rows))
-        answer = oai.chat_answer if kind == "chat" else oai.completion_answer
-        return _json(answer(call.model, result, oai.check_generative(call.model, result)), result)
+        return _json(oai.answer(kind, call.model, result, oai.check_generative(call.model, result)), result)
 
     @api.post("/v1/chat/completions", openapi_extra=_doc(oai.ChatRequest))
     async def chat(request: Request, who: Caller = Depends(guards.read)) -> Response:

@@ -3,7 +3,7 @@ generative pipelines the p99 time to first token and the median output tokens pe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -63,38 +63,44 @@ class LatencyKind(MonitorKind):
         return float(np.percentile(values(table, "value", rows).astype(np.float64), 99)), {}
 
 
-class TimeToFirstTokenKind(MonitorKind):
-    """A generative pipeline's 99th percentile of time to first token in milliseconds (`out_ttft_ms`, per call)."""
+class _CallFigureKind(MonitorKind):
+    """A statistic of one figure each generative call logs (`column`), over the calls that have it."""
 
-    name = "ttft_p99"
+    column: ClassVar[str]
 
     def logged_column(self, config: MonitorConfig) -> str | None:
-        return "out_ttft_ms"
+        return self.column
 
     def select(self, config: MonitorConfig) -> tuple[str, list[str]]:
-        return "l.out_ttft_ms AS value", ["l.status = 'ok'", "l.out_ttft_ms IS NOT NULL"]
+        return f"l.{self.column} AS value", ["l.status = 'ok'", f"l.{self.column} IS NOT NULL"]
 
     def score(
         self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None
     ) -> tuple[float | None, dict[str, Any]]:
-        return float(np.percentile(values(table, "value", rows), 99)), {}
+        return self.statistic(values(table, "value", rows)), {}
+
+    def statistic(self, figures: np.ndarray) -> float:
+        raise NotImplementedError
 
 
-class TokensPerSecondKind(MonitorKind):
+class TimeToFirstTokenKind(_CallFigureKind):
+    """A generative pipeline's 99th percentile of time to first token in milliseconds (`out_ttft_ms`, per call)."""
+
+    name = "ttft_p99"
+    column = "out_ttft_ms"
+
+    def statistic(self, figures: np.ndarray) -> float:
+        return float(np.percentile(figures, 99))
+
+
+class TokensPerSecondKind(_CallFigureKind):
     """A generative pipeline's median output tokens per second per call (`out_tokens_per_s`): lower is worse."""
 
     name = "tokens_per_s"
+    column = "out_tokens_per_s"
 
     def higher_is_worse(self, config: MonitorConfig) -> bool:
         return False
 
-    def logged_column(self, config: MonitorConfig) -> str | None:
-        return "out_tokens_per_s"
-
-    def select(self, config: MonitorConfig) -> tuple[str, list[str]]:
-        return "l.out_tokens_per_s AS value", ["l.status = 'ok'", "l.out_tokens_per_s IS NOT NULL"]
-
-    def score(
-        self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None
-    ) -> tuple[float | None, dict[str, Any]]:
-        return float(np.median(values(table, "value", rows))), {}
+    def statistic(self, figures: np.ndarray) -> float:
+        return float(np.median(figures))
