@@ -228,7 +228,7 @@ def test_a_generative_pipeline_page_shows_time_to_first_token_and_tokens(store: 
         assert page.status_code == 200 and "Generation, last 24 h" in page.text
         ttft = _chart(page.text, "time to first token (ms)")
         assert [v for v in ttft["series"]["p99"] if v is not None][0] > 0
-        tokens = _chart(page.text, "tokens/s; tokens per call")
+        tokens = _chart(page.text, "tokens per call")
         per_call = [v for v in tokens["series"]["output tokens per call"] if v is not None]
         assert per_call == [pytest.approx(served.tokens_out.mean())]
     store.close()

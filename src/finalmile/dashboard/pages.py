@@ -75,6 +75,10 @@ def describe_steps(steps: list[Any]) -> list[dict[str, Any]]:
             out.append({"kind": "model", "model": step["model"]})
         elif kind == "check":
             out.append({"kind": "check", "name": step["name"], "expression": step["expression"]})
+        elif kind == "guardrail":
+            rules = [*step.get("pii", []), *step.get("blocked_words", []), *step.get("patterns", [])]
+            fields = {k: step.get(k) for k in ("name", "action", "column")}
+            out.append({"kind": "guardrail", "rules": rules} | fields)
         elif kind == "split":
             variants = [
                 {"name": v["name"], "weight": v["weight"], "steps": describe_steps(v["steps"])}
