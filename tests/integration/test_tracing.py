@@ -1,6 +1,6 @@
 """OpenTelemetry traces from a real `finalmile serve` (FINALMILE_TRACING=true) to an OTLP/HTTP receiver made here:
-the client's `traceparent` is honoured and named back, each request has decode, queue, batch, model and log spans,
-a batch shared by several requests links them all, and the log row carries the trace id."""
+the client's `traceparent` is honoured (its sampled flag too) and named back, each request has decode, queue, batch,
+model and log spans, a batch shared by several requests links them all, and the log row carries the trace id."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class Slow:
 """
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
+DROPPED = "0af7651916cd43dd8448eb211c80319c"
 
 
 class Receiver(OtlpReceiver):
@@ -72,6 +73,8 @@ def test_a_request_is_traced_from_its_traceparent_to_its_log_row(tmp_path: Path,
 
     answer = call(f"00-{TRACE}-{PARENT}-01")
     assert answer.status_code == 200 and answer.headers["traceparent"].split("-")[1] == TRACE
+    dropped = call(f"00-{DROPPED}-{PARENT}-00")  # the client's sampler dropped its trace: so does the server
+    assert dropped.status_code == 200 and "traceparent" not in dropped.headers
     with ThreadPoolExecutor(8) as pool:  # concurrent requests share batches: their batch span links them
         together = list(pool.map(call, [None] * 16))
     assert {a.status_code for a in together} == {200}
@@ -81,6 +84,7 @@ def test_a_request_is_traced_from_its_traceparent_to_its_log_row(tmp_path: Path,
         time.sleep(0.2)
     spans = {s.name: s for s in receiver.of(TRACE)}
     assert set(spans) == {"infer p", "decode", "queue", "batch", "model m:1", "log"}, set(spans)
+    assert receiver.of(DROPPED) == []
     request = spans["infer p"]
     assert request.parent_span_id.hex() == PARENT  # the client's span is its parent
     assert answer.headers["traceparent"].split("-")[2] == request.span_id.hex()

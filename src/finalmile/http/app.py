@@ -90,7 +90,7 @@ class InferenceHandlers:
         codec = codec_for(route, headers.get("content-type"))
         if tracing.enabled():
             span = tracing.start_request(name, route, headers)
-            if tracing.recording(span) is not None:  # an unsampled request goes the untraced way: nothing to record
+            if span is not None:  # an unsampled request goes the untraced way: nothing to record
                 return await self._traced(span, codec, name, number, dataplane, headers, body, target)
         decoded = codec.decode(body, headers)
         result = await dataplane.infer(InferRequest(name, decoded.table, number), target)

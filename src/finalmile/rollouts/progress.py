@@ -10,7 +10,8 @@ when the rollout began) and `candidate`, so each row's arm is in the log.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from finalmile.errors import ConflictError, InvalidInputError
@@ -174,8 +175,24 @@ class Progress:
             raise ConflictError(f"rollout {record.id} changed meanwhile; look again", {"rollout_id": record.id})
         self.changes.changed(actor, f"rollout {action}", f"pipeline {record.pipeline}", record.state, state)
         if not after.settled:
-            self.settle(after)
+            self.settle_held(after.id)
         return self.store.get(record.id)
+
+    def settle_held(self, rollout_id: int) -> None:
+        """Settle under the rollout's lease, waiting while a server's tick holds it: settling beside a tick would
+        deploy the same change twice (two versions, two audit entries). Raises what the deploy raises."""
+        deadline = time.monotonic() + LEASE_S
+        while not self.store.claim(rollout_id, self.runner, LEASE_S, datetime.now(UTC)):
+            if time.monotonic() > deadline:
+                raise ConflictError(f"rollout {rollout_id} is busy on another server; look again",
+                                    {"rollout_id": rollout_id})  # fmt: skip
+            time.sleep(0.05)
+        try:
+            current = self.store.get(rollout_id)
+            if not current.settled:
+                self.settle(current)
+        finally:
+            self.store.release(rollout_id, self.runner)
 
     def settle(self, record: RolloutRecord) -> None:
         """Deploy what the rollout's state asks for: the step's split, the candidate alone, or the champion."""

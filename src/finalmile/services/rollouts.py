@@ -68,7 +68,7 @@ class RolloutVerbs(Acting):
         self.changed(actor, "rollout start", f"pipeline {pipeline}", f"version {champion.version}",
                      f"rollout {record.id}: {described} at {plan.steps[0]:g}%")  # fmt: skip
         try:
-            self.progress.settle(record)
+            self.progress.settle_held(record.id)
         except Exception:  # the first split would not deploy: the rollout ends there, the champion serving on
             self.progress.act(self.rollouts.get(record.id), "abort", self.acting(actor), moment)
             raise
