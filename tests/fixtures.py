@@ -106,7 +106,7 @@ class SlowClassifier(ThresholdClassifier):
         return super().predict_proba(X)
 
 
-from finalmile.cli.demo.llm import tiny_language_models  # noqa: E402,F401  (the demo makes the same models)
+from finalmile.cli.demo.llm import gpt2_to_gguf, tiny_language_models  # noqa: E402,F401  (the demo makes the same models)
 
 
 class OtlpReceiver:

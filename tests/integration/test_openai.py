@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from finalmile import Client
 from finalmile.errors import Forbidden
-from tests.fixtures import tiny_language_models
+from tests.fixtures import gpt2_to_gguf, tiny_language_models
 
 pytest.importorskip("transformers")
 
@@ -166,3 +166,50 @@ def test_refusals_errors_and_permissions_in_openai_shape(tmp_path: Path, server_
         remote.upload_model("lm", causal)
     with Client(url=server.url, token=owner) as remote:
         assert remote.upload_model("lm", causal).version == 2
+
+
+def test_a_gguf_model_answers_the_openai_client_as_its_twin(tmp_path: Path, server_factory, request) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("llama_cpp")
+    server, owner, viewer, causal = _served(tmp_path, server_factory)
+    gguf = gpt2_to_gguf(causal, tmp_path / "tiny.gguf")
+    with Client(url=server.url, token=owner) as remote:  # uploaded to the server: loaded in its upload sandbox
+        version = remote.upload_model("lm-gguf", gguf)
+        assert (version.framework, version.task) == ("gguf", "text-generation")
+        remote.build_pipeline("chat-gguf").add_model_step("lm-gguf:1").deploy(max_batch_size=16, max_delay_ms=20)
+    with Client(url=server.url, token=viewer) as remote, pytest.raises(Forbidden):
+        remote.upload_model("lm-gguf", gguf)
+    ai = openai.OpenAI(base_url=f"{server.url}/v1", api_key=viewer, max_retries=0)
+    request.addfinalizer(ai.close)
+
+    messages = [{"role": "user", "content": "hello world"}]
+    answers = {
+        model: ai.chat.completions.create(model=model, messages=messages, max_tokens=6, temperature=0)
+        for model in ("chat", "chat-gguf")
+    }
+    text = answers["chat-gguf"].choices[0].message.content
+    assert text and text == answers["chat"].choices[0].message.content  # the same model, the same greedy answer
+    assert answers["chat-gguf"].usage == answers["chat"].usage
+    chunks = list(ai.chat.completions.create(model="chat-gguf", messages=messages, max_tokens=6, temperature=0,
+                                             stream=True))  # fmt: skip
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    with ThreadPoolExecutor(4) as pool:  # concurrent calls share batches: each answered as alone
+        together = list(pool.map(lambda p: ai.completions.create(model="chat-gguf", prompt=p, max_tokens=5,
+                                                                 temperature=0).choices[0].text,
+                                 ["hello", "the quick", "world", "fox"]))  # fmt: skip
+    alone = [ai.completions.create(model="chat", prompt=p, max_tokens=5, temperature=0).choices[0].text
+             for p in ["hello", "the quick", "world", "fox"]]  # fmt: skip
+    assert together == alone
+    with pytest.raises(openai.BadRequestError) as too_long:
+        ai.completions.create(model="chat-gguf", prompt="hello world " * 100)
+    assert "maximum context length is 128 tokens" in too_long.value.message
+
+    logged = _logged(server, owner, "SELECT out_tokens_in, out_tokens_out, out_completion FROM logs "
+                                    "WHERE pipeline = 'chat-gguf' AND out_error IS NULL ORDER BY time", 6)  # fmt: skip
+    usage = answers["chat-gguf"].usage
+    assert usage is not None
+    first = logged.iloc[0]
+    assert (first.out_tokens_in, first.out_tokens_out, first.out_completion) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        text,
+    )

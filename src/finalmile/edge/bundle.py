@@ -33,11 +33,10 @@ from finalmile.errors import BadRequestError, ConflictError, IntegrityError, Mod
 from finalmile.pipelines.spec import pinned_models
 from finalmile.registry.artifacts import sha256_file
 from finalmile.registry.store import NewVersion
+from finalmile.runtimes import framework_extra
 
 FORMAT = 1
 MANIFEST = "bundle.json"
-_EXTRAS = {"xgboost": "xgboost", "lightgbm": "lightgbm", "torch": "torch", "mlflow": "mlflow", "transformers": "llm"}
-"""The extra a framework needs at the edge (ONNX, scikit-learn and Python models need none)."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class Manifest:
         return list(dict.fromkeys(found))
 
     def extras(self) -> list[str]:
-        return sorted({_EXTRAS[m["framework"]] for m in self.models if m["framework"] in _EXTRAS})
+        return sorted({e for m in self.models if (e := framework_extra(m["framework"])) is not None})
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

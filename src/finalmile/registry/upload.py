@@ -42,6 +42,7 @@ _LIBRARIES = {
     "onnx": ["onnx"],
     "python": [],
     "transformers": ["transformers", "tokenizers", "torch"],
+    "gguf": ["llama-cpp-python"],
 }
 
 

@@ -23,6 +23,7 @@ _FRAMEWORKS: dict[str, tuple[str, str, str, str | None]] = {
     "python": ("finalmile.runtimes.python", "PythonRuntime", "finalmile", None),
     "mlflow": ("finalmile.runtimes.mlflow", "MLflowRuntime", "mlflow", "mlflow"),
     "transformers": ("finalmile.runtimes.transformers", "TransformersRuntime", "transformers", "llm"),
+    "gguf": ("finalmile.runtimes.gguf", "GGUFRuntime", "llama-cpp-python", "llm"),
 }
 FRAMEWORKS = tuple(_FRAMEWORKS)
 # These are stored as a packed directory; the others as the single file the framework reads.
@@ -42,6 +43,7 @@ _SUFFIXES = {
     ".pth": "torch",
     ".pt2": "torch",
     ".py": "python",
+    ".gguf": "gguf",
 }
 
 
@@ -63,6 +65,11 @@ def framework_module(framework: str) -> ModuleType:
         if extra is None:
             raise
         raise MissingDependencyError(package, extra) from exc
+
+
+def framework_extra(framework: str) -> str | None:
+    """The extra of `pip install 'finalmile[...]'` that runs `framework` (None: the base install does)."""
+    return _FRAMEWORKS[framework][3] if framework in _FRAMEWORKS else None
 
 
 def runtime_class(framework: str) -> type:

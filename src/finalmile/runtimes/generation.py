@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -71,8 +72,19 @@ def render_messages(raw: str, tokenizer: Any) -> str:
     except ValueError:
         raise ValueError("messages: expected a JSON list of {role, content} with text content") from None
     if getattr(tokenizer, "chat_template", None):
-        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        try:
+            return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        except ValueError:
+            raise
+        except Exception as exc:  # the template is the model's (user) code: Jinja's errors are the row's, not ours
+            raise ValueError(f"messages: the model's chat template failed on them ({exc})") from None
     return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+
+def smoke(runtime: Any) -> None:
+    """One tiny call, to refuse at upload a generative model that loads but cannot run."""
+    row = {n: [None] for n in GENERATION_SCHEMA.input_names()} | {"prompt": ["Hello"], "max_tokens": [1]}
+    runtime.predict(pa.table(row, schema=GENERATION_SCHEMA.input_arrow_schema()))
 
 
 def context_error(tokens_in: int, max_tokens: int | None, context: int, empty: bool) -> str | None:
@@ -161,6 +173,59 @@ class Generated:
 
 
 _OUTPUTS = pa.schema([(c.name, c.arrow_type()) for c in GENERATION_SCHEMA.outputs])
+
+
+class Followed:
+    """Each row's tokens as an engine decodes them: when its first came and when it stopped (at an end-of-sequence
+    token or its `max_tokens`), its new text pushed to its sink (whole characters only), its completion at `end`.
+    `decode` turns a row's tokens into text, without special tokens."""
+
+    def __init__(
+        self,
+        rows: list[int],
+        limits: list[int],
+        eos: set[int],
+        decode: Callable[[list[int]], str],
+        sinks: list[str | None],
+        result: Generated,
+    ) -> None:
+        self.rows, self.limits, self.eos, self.decode, self.result = rows, limits, eos, decode, result
+        self.pushes = [SINKS.get(s) for s in sinks]
+        self.tokens: list[list[int]] = [[] for _ in rows]
+        self.sent = [""] * len(rows)
+        self.done = [False] * len(rows)
+        self.stopped = [False] * len(rows)
+
+    def token(self, j: int, token: int, at: float) -> None:
+        """Row `j` (of this group) decoded `token` at `at` (`time.perf_counter`); nothing once the row is done."""
+        if self.done[j]:
+            return
+        row = self.rows[j]
+        if self.result.first[row] is None:
+            self.result.first[row] = at
+        self.tokens[j].append(token)
+        if token in self.eos:
+            self.done[j] = self.stopped[j] = True
+        elif len(self.tokens[j]) >= self.limits[j]:
+            self.done[j] = True
+        if self.done[j]:
+            self.result.last[row] = at
+        push = self.pushes[j]
+        if push is not None:
+            text = self.decode(self.tokens[j])
+            if len(text) > len(self.sent[j]) and not text.endswith("\ufffd"):  # wait for a whole character
+                push(text[len(self.sent[j]) :])
+                self.sent[j] = text
+
+    def end(self) -> None:
+        at = time.perf_counter()
+        for j, row in enumerate(self.rows):
+            result = self.result
+            result.completion[row] = self.decode(self.tokens[j])
+            result.tokens_out[row] = len(self.tokens[j])
+            result.finish[row] = "stop" if self.stopped[j] else "length"
+            if result.last[row] is None:
+                result.last[row] = at
 
 
 class TokenSinks:

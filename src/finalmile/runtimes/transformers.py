@@ -31,12 +31,13 @@ from finalmile.runtimes.generation import (
     EMBEDDING,
     GENERATION,
     GENERATION_SCHEMA,
-    SINKS,
+    Followed,
     Generated,
     Prompts,
     context_error,
     embedding_schema,
     input_error,
+    smoke,
 )
 from finalmile.schema import Schema
 
@@ -129,8 +130,7 @@ class TransformersRuntime(BaseRuntime):
     def smoke(self) -> None:
         """One tiny call, to refuse at upload a model that loads but cannot run."""
         if self.context.task == GENERATION:
-            row = {n: [None] for n in GENERATION_SCHEMA.input_names()} | {"prompt": ["Hello"], "max_tokens": [1]}
-            self.predict(pa.table(row, schema=GENERATION_SCHEMA.input_arrow_schema()))
+            smoke(self)
         else:
             self.predict(pa.table({"text": ["Hello"]}))
 
@@ -177,7 +177,7 @@ class TransformersRuntime(BaseRuntime):
         for j, row_ids in enumerate(encoded):
             ids[j, width - len(row_ids) :] = torch.tensor(row_ids, dtype=torch.long)
             mask[j, width - len(row_ids) :] = 1
-        watcher = _Watcher(rows, limits, self.eos_ids, self.tokenizer, [sinks[i] for i in rows], result)
+        watcher = _Watcher(rows, limits, self.eos_ids, self._text, [sinks[i] for i in rows], result)
         sampling: dict[str, Any] = {"do_sample": False}
         if temperature > 0:
             sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
@@ -191,6 +191,9 @@ class TransformersRuntime(BaseRuntime):
             **sampling,
         )
         watcher.end()
+
+    def _text(self, tokens: list[int]) -> str:
+        return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
 
     def _embed(self, table: pa.Table) -> pa.Table:
         texts = [t if t is not None else "" for t in table.column("text").to_pylist()]
@@ -218,26 +221,10 @@ class TransformersRuntime(BaseRuntime):
         )
 
 
-class _Watcher:
-    """Follows `generate` step by step (it is handed as the streamer): each row's tokens, when its first came and
-    when it stopped, and the new text pushed to the row's sink while it decodes."""
+class _Watcher(Followed):
+    """Follows `generate` step by step (it is handed as the streamer): each step's token of every row."""
 
-    def __init__(
-        self,
-        rows: list[int],
-        limits: list[int],
-        eos: set[int],
-        tokenizer: Any,
-        sinks: list[str | None],
-        result: Generated,
-    ) -> None:
-        self.rows, self.limits, self.eos, self.tokenizer, self.result = rows, limits, eos, tokenizer, result
-        self.pushes = [SINKS.get(s) for s in sinks]
-        self.tokens: list[list[int]] = [[] for _ in rows]
-        self.sent = [""] * len(rows)
-        self.done = [False] * len(rows)
-        self.stopped = [False] * len(rows)
-        self._prompt_seen = False
+    _prompt_seen = False
 
     def put(self, value: Any) -> None:
         if not self._prompt_seen:  # generate hands the prompts first
@@ -245,34 +232,7 @@ class _Watcher:
             return
         at = time.perf_counter()
         for j, token in enumerate(value.tolist()):
-            if self.done[j]:
-                continue
-            row = self.rows[j]
-            if self.result.first[row] is None:
-                self.result.first[row] = at
-            self.tokens[j].append(token)
-            if token in self.eos:
-                self.done[j] = self.stopped[j] = True
-            elif len(self.tokens[j]) >= self.limits[j]:
-                self.done[j] = True
-            if self.done[j]:
-                self.result.last[row] = at
-            push = self.pushes[j]
-            if push is not None:
-                text = self.tokenizer.decode(self.tokens[j], skip_special_tokens=True)
-                if len(text) > len(self.sent[j]) and not text.endswith("\ufffd"):  # wait for a whole character
-                    push(text[len(self.sent[j]) :])
-                    self.sent[j] = text
-
-    def end(self) -> None:
-        at = time.perf_counter()
-        for j, row in enumerate(self.rows):
-            result = self.result
-            result.completion[row] = self.tokenizer.decode(self.tokens[j], skip_special_tokens=True)
-            result.tokens_out[row] = len(self.tokens[j])
-            result.finish[row] = "stop" if self.stopped[j] else "length"
-            if result.last[row] is None:
-                result.last[row] = at
+            self.token(j, token, at)
 
 
 class _RowLimits(StoppingCriteria):

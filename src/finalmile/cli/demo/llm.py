@@ -7,6 +7,7 @@ the upload, the batched decoding of concurrent calls, the guardrail, the inferen
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -93,3 +94,60 @@ def run_llm_demo(client: LocalClient, console: Console) -> None:
         "Serve it with `finalmile serve` and call it with the openai client: "
         "OpenAI(base_url='http://localhost:8000/v1', api_key=<a finalmile token>), model='tiny-chat'."
     )
+
+
+def gpt2_to_gguf(directory: Path, out: Path, template: str | None = None) -> Path:
+    """A GPT-2 Hugging Face directory (as `tiny_language_models` writes) as one GGUF file for llama.cpp, float32,
+    with its byte-level BPE vocabulary, merges and chat template (or `template`): the GGUF path's test model, made
+    offline."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    config = json.loads((directory / "config.json").read_text())
+    tokenizer = json.loads((directory / "tokenizer.json").read_text())
+    template_file = directory / "chat_template.jinja"
+    template = template or (template_file.read_text() if template_file.is_file() else CHAT_TEMPLATE)
+    vocab: dict[str, int] = tokenizer["model"]["vocab"]
+    for added in tokenizer.get("added_tokens", []):
+        vocab[added["content"]] = added["id"]
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda item: item[1])]
+    special = {a["content"] for a in tokenizer.get("added_tokens", []) if a.get("special")}
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]]
+    eos = vocab["<eos>"]
+
+    writer = gguf.GGUFWriter(str(out), "gpt2")
+    writer.add_block_count(config["n_layer"])
+    writer.add_context_length(config["n_positions"])
+    writer.add_embedding_length(config["n_embd"])
+    writer.add_feed_forward_length(config.get("n_inner") or 4 * config["n_embd"])
+    writer.add_head_count(config["n_head"])
+    writer.add_layer_norm_eps(config["layer_norm_epsilon"])
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens])
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(eos)
+    writer.add_eos_token_id(eos)
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(template)
+    names = gguf.TensorNameMap(gguf.MODEL_ARCH.GPT2, config["n_layer"])
+    weights = load_file(str(directory / "model.safetensors"))
+    for name, array in weights.items():
+        if name.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # GPT-2's causal masks, not weights
+        if name.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")):
+            array = array.T  # GPT-2's Conv1D keeps (in, out); GGUF wants (out, in) like a linear layer
+        mapped = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if mapped is None:
+            raise ValueError(f"{name}: not a GPT-2 tensor")
+        writer.add_tensor(mapped, np.ascontiguousarray(array, dtype=np.float32))
+        if mapped == "token_embd.weight":  # the output layer is tied to the embeddings
+            writer.add_tensor("output.weight", np.ascontiguousarray(array, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out

@@ -1,0 +1,112 @@
+"""The GGUF runtime (llama.cpp) on a tiny GPT-2 made here and written as GGUF: it answers exactly as the same model
+run by transformers (greedy), with the same token counts; rows past the context or with bad messages fail alone; the
+file's chat template runs in Jinja's sandbox; a file that is not a GGUF model is refused at upload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("transformers")
+
+from finalmile.errors import InvalidModelError  # noqa: E402
+from finalmile.runtimes import detect_framework  # noqa: E402
+from finalmile.runtimes.generation import GENERATION_SCHEMA, SINKS  # noqa: E402
+from finalmile.runtimes.gguf import GGUFRuntime, package  # noqa: E402
+from finalmile.runtimes.transformers import TransformersRuntime  # noqa: E402
+from tests.fixtures import gpt2_to_gguf, tiny_language_models  # noqa: E402
+
+ESCAPE = "{{ ().__class__.__base__.__subclasses__() }}"
+"""A template that reaches for Python's object graph: the sandbox must stop it."""
+REFUSING = (
+    "{% if messages|length > 1 %}{{ raise_exception('one message at a time') }}{% endif %}{{ messages[0]['content'] }}"
+)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the transformers directory, the same model as GGUF)."""
+    directory = tmp_path_factory.mktemp("models")
+    causal, _ = tiny_language_models(directory)
+    return causal, gpt2_to_gguf(causal, directory / "tiny.gguf")
+
+
+def _rows(**columns: list) -> pa.Table:  # type: ignore[type-arg]
+    n = len(next(iter(columns.values())))
+    data = {name: columns.get(name, [None] * n) for name in GENERATION_SCHEMA.input_names()}
+    return pa.table(data, schema=GENERATION_SCHEMA.input_arrow_schema())
+
+
+def test_llama_cpp_answers_as_transformers_does_with_the_same_counts(models: tuple[Path, Path]) -> None:
+    twin = TransformersRuntime.from_directory(models[0], "text-generation")
+    runtime = GGUFRuntime.from_file(models[1])
+    prompts = ["hello", "the quick brown fox jumps", "world, how are you"]
+    limits = [5, 3, 8]
+    rows = _rows(prompt=prompts, max_tokens=limits, temperature=[0.0] * 3)
+    ours, theirs = runtime.predict(rows).to_pylist(), twin.predict(rows).to_pylist()
+    for prompt, limit, got, expected in zip(prompts, limits, ours, theirs, strict=True):
+        assert got["completion"] == expected["completion"] and got["completion"]
+        assert got["tokens_in"] == expected["tokens_in"] == len(twin.tokenizer(prompt)["input_ids"])
+        assert got["tokens_out"] == expected["tokens_out"] <= limit
+        assert got["finish_reason"] == ("length" if got["tokens_out"] == limit else "stop")
+        assert got["ttft_ms"] > 0 and got["tokens_per_s"] > 0 and got["error"] is None
+    sampled = runtime.predict(_rows(prompt=["hello"], max_tokens=[4], temperature=[1.5])).to_pylist()[0]
+    assert sampled["tokens_out"] >= 1 and sampled["error"] is None
+
+
+def test_messages_use_the_files_template_and_bad_rows_fail_alone(models: tuple[Path, Path]) -> None:
+    runtime = GGUFRuntime.from_file(models[1])
+    twin = TransformersRuntime.from_directory(models[0], "text-generation")
+    messages = [{"role": "user", "content": "hello"}]
+    out = runtime.predict(
+        _rows(
+            prompt=[None, "hello " * 200, None, "fine"],
+            messages=[json.dumps(messages), None, "not json", None],
+            max_tokens=[2, 2, 2, 2],
+            temperature=[0.0] * 4,
+        )
+    ).to_pylist()
+    templated = twin.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert out[0]["tokens_in"] == len(twin.tokenizer(templated)["input_ids"]) and out[0]["error"] is None
+    assert "maximum context length is 128 tokens" in out[1]["error"] and out[1]["finish_reason"] == "error"
+    assert out[2]["error"].startswith("messages:") and out[2]["completion"] is None
+    assert out[3]["error"] is None and out[3]["tokens_out"] >= 1
+
+
+def test_a_files_template_runs_sandboxed_and_its_refusal_is_the_rows(models: tuple[Path, Path], tmp_path: Path) -> None:
+    escaping = GGUFRuntime.from_file(gpt2_to_gguf(models[0], tmp_path / "escape.gguf", template=ESCAPE))
+    out = escaping.predict(_rows(messages=[json.dumps([{"role": "user", "content": "hi"}])], max_tokens=[2]))
+    error = out.column("error")[0].as_py()
+    assert error.startswith("messages: the model's chat template failed") and "unsafe" in error
+    refusing = GGUFRuntime.from_file(gpt2_to_gguf(models[0], tmp_path / "refuse.gguf", template=REFUSING))
+    two = json.dumps([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+    one = json.dumps([{"role": "user", "content": "hello"}])
+    out = refusing.predict(_rows(messages=[two, one], max_tokens=[2, 2])).to_pylist()
+    assert out[0]["error"] == "messages: one message at a time" and out[1]["error"] is None
+    assert out[1]["tokens_in"] == 1  # "hello", the template's whole output
+
+
+def test_text_goes_to_an_open_sink_as_it_is_decoded(models: tuple[Path, Path]) -> None:
+    runtime = GGUFRuntime.from_file(models[1])
+    pieces: list[str] = []
+    SINKS.open("g1", pieces.append)
+    try:
+        out = runtime.predict(_rows(prompt=["hello"], max_tokens=[6], temperature=[0.0], stream_id=["g1"]))
+    finally:
+        SINKS.close("g1")
+    assert "".join(pieces) == out.column("completion")[0].as_py() and len(pieces) >= 2
+
+
+def test_a_gguf_file_is_recognised_and_a_bad_one_refused(models: tuple[Path, Path], tmp_path: Path) -> None:
+    assert detect_framework(models[1]) == "gguf"
+    assert package(models[1], tmp_path, None).task == "text-generation"
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(models[1].read_bytes()[:4096])  # cut short: the header is there, the tensors are not
+    with pytest.raises(InvalidModelError, match="broken.gguf: llama.cpp could not load it"):
+        package(broken, tmp_path, None)
+    with pytest.raises(InvalidModelError, match="uploaded as its .gguf file"):
+        package(models[0], tmp_path, None)
