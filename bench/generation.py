@@ -1,5 +1,7 @@
 """Generative serving: output tokens/s of finalmile's OpenAI-compatible endpoint at concurrency 1, 4 and 16, against
-the same engine called one request at a time in-process and against transformers' own `pipeline`, side by side.
+the same engine called one request at a time in-process and against the engine's own library (transformers'
+`pipeline`; llama-cpp-python's `Llama.create_completion`), side by side, for both engines: transformers on the Hugging
+Face directory and llama.cpp on the same model written as GGUF (float32).
 
     .venv/bin/python bench/generation.py [--requests 48] [--max-tokens 32] [--layers 4] [--width 256]
 
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow as pa
@@ -29,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 from serving import _server  # noqa: E402
-from tests.fixtures import tiny_language_models  # noqa: E402
+from tests.fixtures import gpt2_to_gguf, tiny_language_models  # noqa: E402
 
 from finalmile import Client  # noqa: E402
 
@@ -40,11 +43,17 @@ def prompts(n: int) -> list[str]:
     return [" ".join(WORDS[(i + j) % len(WORDS)] for j in range(4 + i % 5)) for i in range(n)]
 
 
-def alone(directory: Path, texts: list[str], max_tokens: int) -> tuple[float, int]:
-    """The same engine (finalmile's transformers runtime) one request after another, in-process."""
-    from finalmile.runtimes.transformers import TransformersRuntime
+def alone(model: Path, texts: list[str], max_tokens: int) -> tuple[float, int]:
+    """The same engine (finalmile's runtime for the model: transformers or llama.cpp) one request after another,
+    in-process."""
+    if model.suffix == ".gguf":
+        from finalmile.runtimes.gguf import GGUFRuntime
 
-    runtime = TransformersRuntime.from_directory(directory, "text-generation")
+        runtime: Any = GGUFRuntime.from_file(model)
+    else:
+        from finalmile.runtimes.transformers import TransformersRuntime
+
+        runtime = TransformersRuntime.from_directory(model, "text-generation")
     names = runtime.schema.input_names()
     tokens, started = 0, time.perf_counter()
     for text in texts:
@@ -69,7 +78,21 @@ def hf_pipeline(directory: Path, texts: list[str], max_tokens: int) -> tuple[flo
     return tokens / (time.perf_counter() - started), tokens
 
 
-async def served(url: str, token: str, texts: list[str], concurrency: int, max_tokens: int) -> dict[str, float]:
+def llama_cpp_alone(gguf: Path, texts: list[str], max_tokens: int) -> tuple[float, int]:
+    """llama-cpp-python's own completion call, one prompt at a time (greedy)."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=512, verbose=False)
+    tokens, started = 0, time.perf_counter()
+    for text in texts:
+        out = llm.create_completion(text, max_tokens=max_tokens, temperature=0.0)
+        tokens += int(out["usage"]["completion_tokens"])  # type: ignore[index]
+    return tokens / (time.perf_counter() - started), tokens
+
+
+async def served(
+    url: str, token: str, texts: list[str], concurrency: int, max_tokens: int, model: str = "lm"
+) -> dict[str, float]:
     """`concurrency` clients, each sending its share of `texts` back to back to /v1/completions."""
     queue: asyncio.Queue[str] = asyncio.Queue()
     for text in texts:
@@ -81,7 +104,7 @@ async def served(url: str, token: str, texts: list[str], concurrency: int, max_t
         nonlocal tokens
         while not queue.empty():
             text = queue.get_nowait()
-            body = {"model": "lm", "prompt": text, "max_tokens": max_tokens, "temperature": 0}
+            body = {"model": model, "prompt": text, "max_tokens": max_tokens, "temperature": 0}
             sent = time.perf_counter()
             answer = await http.post(f"{url}/v1/completions", json=body)
             answer.raise_for_status()
@@ -103,40 +126,52 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--width", type=int, default=256)
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=150)
     texts = prompts(args.requests)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         causal, _ = tiny_language_models(work / "models", context=512, width=args.width, layers=args.layers)
-        home = work / "home"
-        with Client(home=home) as client:
-            client.upload_model("lm", causal)
-            client.build_pipeline("lm").add_model_step("lm:1").deploy(max_batch_size=16, max_delay_ms=5)
-            _, token = client.services.init_access("bench")
-        rows: list[tuple[str, float, int]] = []
-        with console.status("the same engine, one request at a time, in-process"):
-            rate, tokens = alone(causal, texts, args.max_tokens)
-        rows.append(("finalmile's engine in-process, one at a time", rate, tokens))
-        with console.status("transformers' pipeline, one at a time"):
-            rate, tokens = hf_pipeline(causal, texts, args.max_tokens)
-        rows.append(("transformers pipeline(), one at a time", rate, tokens))
-        headers = {"authorization": f"Bearer {token}"}
-        with _server(sys.executable, (), home, headers, ready="/v2/models/lm/ready") as url:
-            asyncio.run(served(url, token, texts[:4], 1, args.max_tokens))  # warm
-            for concurrency in (1, 4, 16):
-                with console.status(f"served, concurrency {concurrency}"):
-                    figures = asyncio.run(served(url, token, texts, concurrency, args.max_tokens))
-                rows.append((f"finalmile /v1/completions, concurrency {concurrency}", figures["tokens_s"],
-                             int(figures["tokens"])))  # fmt: skip
-    base = rows[0][1]
+        gguf = gpt2_to_gguf(causal, work / "models" / "lm.gguf")
+        tokens: dict[str, str] = {}
+        for model, source in (("lm", causal), ("lm-gguf", gguf)):  # a server each: torch and llama.cpp in one
+            with Client(home=work / model) as client:  # process slow llama.cpp 2-4x (two OpenMP runtimes' threads)
+                client.upload_model(model, source)
+                client.build_pipeline(model).add_model_step(f"{model}:1").deploy(max_batch_size=16, max_delay_ms=5)
+                tokens[model] = client.services.init_access("bench")[1]
+        sections: dict[str, list[tuple[str, float, int]]] = {"transformers": [], "llama.cpp (GGUF)": []}
+        with console.status("the engines, one request at a time, in-process"):
+            sections["transformers"].append(
+                ("finalmile's engine in-process, one at a time", *alone(causal, texts, args.max_tokens))
+            )
+            sections["transformers"].append(
+                ("transformers pipeline(), one at a time", *hf_pipeline(causal, texts, args.max_tokens))
+            )
+            sections["llama.cpp (GGUF)"].append(
+                ("finalmile's engine in-process, one at a time", *alone(gguf, texts, args.max_tokens))
+            )
+            sections["llama.cpp (GGUF)"].append(("llama-cpp-python create_completion(), one at a time",
+                                                 *llama_cpp_alone(gguf, texts, args.max_tokens)))  # fmt: skip
+        for section, model in (("transformers", "lm"), ("llama.cpp (GGUF)", "lm-gguf")):
+            token = tokens[model]
+            headers = {"authorization": f"Bearer {token}"}
+            with _server(sys.executable, (), work / model, headers, ready=f"/v2/models/{model}/ready") as url:
+                asyncio.run(served(url, token, texts[:4], 1, args.max_tokens, model))  # warm
+                for concurrency in (1, 4, 16):
+                    with console.status(f"{section} served, concurrency {concurrency}"):
+                        figures = asyncio.run(served(url, token, texts, concurrency, args.max_tokens, model))
+                    sections[section].append((f"finalmile /v1/completions, concurrency {concurrency}",
+                                              figures["tokens_s"], int(figures["tokens"])))  # fmt: skip
     table = Table(title=f"output tokens/s, {args.requests} calls of {args.max_tokens} tokens (GPT-2 "
                         f"{args.layers}x{args.width}, CPU)")  # fmt: skip
     table.add_column("engine")
+    table.add_column("what")
     table.add_column("tokens/s", justify="right")
     table.add_column("tokens", justify="right")
     table.add_column("vs one at a time", justify="right")
-    for name, rate, tokens in rows:
-        table.add_row(name, f"{rate:,.0f}", str(tokens), f"{rate / base:.2f}x")
+    for section, rows in sections.items():
+        base = rows[0][1]
+        for name, rate, tokens in rows:
+            table.add_row(section, name, f"{rate:,.0f}", str(tokens), f"{rate / base:.2f}x")
     console.print(table)
 
 

@@ -1,11 +1,13 @@
 """GGUF language models (one `.gguf` file: weights, vocabulary, chat template), run with llama.cpp through
-`llama-cpp-python`, on the CPU.
+`llama-cpp-python`'s low-level API, on the CPU.
 
 The same columns in and out as every generative engine (`runtimes.generation`), so the OpenAI surface, the log,
-monitors and rollouts treat a GGUF model as they treat a transformers one. llama-cpp-python's API decodes one
-sequence at a time, so the rows of a batch are decoded one after another (each row's `ttft_ms` counts from the
-batch's start, so the wait shows); llama.cpp uses every core for each. The chat template the file carries is user
-content: it is rendered in Jinja's immutable sandbox, as transformers renders one. Nothing is downloaded.
+monitors and rollouts treat a GGUF model as they treat a transformers one. A batch's rows are decoded together, as
+llama.cpp's own server does: each row is a sequence of one context, and every `llama_decode` call advances all the
+unfinished ones by a token (their prompts first, in one pass where they fit). Tokens are chosen here from each row's
+logits (greedy at temperature 0, else plain temperature sampling), so rows of different temperatures share a pass.
+The chat template a file carries is user content: it is rendered in Jinja's immutable sandbox, as transformers
+renders one. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
 import pyarrow as pa
+from llama_cpp import _internals as internals
 
 from finalmile.errors import InvalidModelError
 from finalmile.runtimes.base import BaseRuntime, Packaged, RuntimeContext
@@ -38,8 +42,13 @@ from finalmile.schema import Schema
 log = logging.getLogger(__name__)
 FRAMEWORK = "gguf"
 MAX_CONTEXT = 8192
-"""Tokens of context a loaded model gets at most (its key/value cache is allocated for all of them at load); a row
-asking for more is refused with this limit in the message."""
+"""Tokens of context one row gets at most; a row asking for more is refused with this limit in the message."""
+CACHE_TOKENS = 32768
+"""Tokens the key/value cache holds (allocated at load): rows decoded together are as many as fit at the model's
+context (32 at most, as for transformers), so a row never runs out of room."""
+MAX_ROWS = 32
+PROMPT_CHUNK = 512
+"""Prompt tokens per `llama_decode` at most (llama.cpp's default batch)."""
 
 
 @llama_cpp.llama_log_callback
@@ -48,15 +57,9 @@ def _llama_log(level: int, text: bytes, user_data: Any) -> None:
     log.log(logging.WARNING if level == 3 else logging.DEBUG, "%s", text.decode("utf-8", errors="replace").rstrip())
 
 
-# `verbose=False` would have llama-cpp-python point the process's stdout and stderr at /dev/null while a model loads
-# (every thread's, and racy between two loads): its log is taken here instead, and models load with `verbose=True`.
+# With `verbose=False`, llama-cpp-python points the process's stdout and stderr at /dev/null while a model loads
+# (every thread's, and racy between two loads): its log is taken here instead, and everything loads verbose.
 llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
-
-
-def _llama(path: str, **options: Any) -> Any:
-    llm = llama_cpp.Llama(model_path=path, verbose=True, **options)
-    llm.verbose = False  # and no timing lines on stderr per call
-    return llm
 
 
 def package(source: Any, workdir: Path, sample: pa.Table | None) -> Packaged:
@@ -69,7 +72,7 @@ def package(source: Any, workdir: Path, sample: pa.Table | None) -> Packaged:
 
 
 class GGUFRuntime(BaseRuntime):
-    """Text generation with llama.cpp."""
+    """Text generation with llama.cpp, the rows of a batch decoded together."""
 
     framework = FRAMEWORK
 
@@ -83,40 +86,49 @@ class GGUFRuntime(BaseRuntime):
         return runtime
 
     def _load(self) -> None:
-        path = str(self.context.artifact)
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        path = self.context.artifact
         try:
-            probe = _llama(path, vocab_only=True)
-            metadata = dict(probe.metadata)
-            probe.close()
-        except Exception as exc:  # llama.cpp says only that it failed; its log went to a closed stderr
-            raise InvalidModelError(f"{Path(path).name}: llama.cpp could not load it as a GGUF model ({exc})") from None
+            self.model = internals.LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params())
+        except Exception as exc:  # llama.cpp says only that it failed (its reasons are in the log)
+            raise InvalidModelError(f"{path.name}: llama.cpp could not load it as a GGUF model ({exc})") from None
+        metadata = self.model.metadata()
         arch = metadata.get("general.architecture", "")
         if f"{arch}.pooling_type" in metadata:
+            self.model.close()
             raise InvalidModelError(
-                f"{Path(path).name}: a GGUF embedding model ({arch}); upload embedding models as a Hugging Face "
+                f"{path.name}: a GGUF embedding model ({arch}); upload embedding models as a Hugging Face "
                 "directory (GGUF is served for text generation)"
             )
-        try:  # positions past the trained context abort llama.cpp (the process, not the call): rows are refused first
-            trained = int(metadata[f"{arch}.context_length"])
-        except (KeyError, ValueError):
-            raise InvalidModelError(f"{Path(path).name}: its metadata has no {arch}.context_length") from None
-        self.context_length = min(trained, MAX_CONTEXT)
+        # A position past the trained context aborts llama.cpp (the process, not the call): rows are refused first.
+        self.context_length = min(int(self.model.n_ctx_train()), MAX_CONTEXT)
+        self.rows = max(1, min(MAX_ROWS, CACHE_TOKENS // self.context_length))
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.context_length * self.rows
+        params.n_batch = params.n_ubatch = PROMPT_CHUNK
+        params.n_seq_max = self.rows
+        params.kv_unified = True  # one cache the rows share: each may use its whole context, all of them together fit
+        params.n_threads = params.n_threads_batch = threads
         try:
-            self.llm = _llama(path, n_ctx=self.context_length, n_threads=threads, n_threads_batch=threads)
+            self.llama = internals.LlamaContext(model=self.model, params=params)
         except Exception as exc:
-            raise InvalidModelError(f"{Path(path).name}: llama.cpp could not load it ({exc})") from None
-        vocab = self.llm._model.vocab
-        self.eos = {t for t in range(self.llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)}
-        self.template = _ChatTemplate(metadata.get("tokenizer.chat_template"), self.llm)
+            self.model.close()
+            raise InvalidModelError(f"{path.name}: llama.cpp could not make a context for it ({exc})") from None
+        self.batch = internals.LlamaBatch(n_tokens=max(PROMPT_CHUNK, self.rows), embd=0, n_seq_max=self.rows)
+        self.vocabulary = int(self.model.n_vocab())
+        self.eos = {t for t in range(self.vocabulary) if llama_cpp.llama_vocab_is_eog(self.model.vocab, t)}
+        self.template = _ChatTemplate(metadata.get("tokenizer.chat_template"), self.model)
+        self.random = np.random.default_rng()
         self._lock = threading.Lock()
-        """One sequence at a time: the context holds one."""
+        """One batch at a time: the context holds its rows."""
         if self.schema.inputs is None:
             self.schema = GENERATION_SCHEMA
 
     def unload(self) -> None:
         if self.ready:
-            self.llm.close()
+            self.batch.close()
+            self.llama.close()
+            self.model.close()
         super().unload()
 
     def _predict(self, table: pa.Table) -> pa.Table:
@@ -126,34 +138,73 @@ class GGUFRuntime(BaseRuntime):
     def _generate(self, table: pa.Table) -> pa.Table:
         result = Generated(table.num_rows, time.perf_counter())
         prompts = Prompts(table, self.template)
+        ready: list[int] = []
+        encoded: dict[int, list[int]] = {}
         for i, text in enumerate(prompts.texts):
-            ids = self.llm.tokenize(text.encode(), add_bos=True, special=True) if text is not None else []
+            ids = self.model.tokenize(text.encode(), add_bos=True, special=True) if text is not None else []
             error = prompts.errors[i] or context_error(len(ids), prompts.limits[i], self.context_length, text is None)
             if error is not None:
                 result.refuse(i, len(ids), error)
-                continue
-            result.tokens_in[i] = len(ids)
-            limit = prompts.limits[i] or min(DEFAULT_MAX_TOKENS, self.context_length - len(ids))
-            followed = Followed([i], [limit], self.eos, self._text, [prompts.sinks[i]], result)
-            temperature = prompts.temperatures[i]
-            # Plain temperature sampling as OpenAI's API means it (top-k, top-p and min-p off); 0 is greedy.
-            tokens = self.llm.generate(ids, temp=temperature, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0,
-                                       repeat_penalty=1.0, reset=True)  # fmt: skip
-            for token in tokens:
-                followed.token(0, token, time.perf_counter())
-                if followed.done[0]:
-                    break
-            followed.end()
+            else:
+                result.tokens_in[i], encoded[i] = len(ids), ids
+                ready.append(i)
+        for start in range(0, len(ready), self.rows):
+            rows = ready[start : start + self.rows]
+            limits = [prompts.limits[i] or min(DEFAULT_MAX_TOKENS, self.context_length - len(encoded[i])) for i in rows]
+            followed = Followed(rows, limits, self.eos, self._text, [prompts.sinks[i] for i in rows], result)
+            self._decode([encoded[i] for i in rows], [prompts.temperatures[i] for i in rows], followed)
         return result.table()
 
+    def _decode(self, prompts: list[list[int]], temperatures: list[float], followed: Followed) -> None:
+        """Each row a sequence: the prompts, then one token of every unfinished row per `llama_decode`."""
+        llama_cpp.llama_memory_clear(self.llama.memory, True)
+        entries = [(token, at, j, at == len(ids) - 1) for j, ids in enumerate(prompts) for at, token in enumerate(ids)]
+        for start in range(0, len(entries), PROMPT_CHUNK):  # a row's first token as soon as its prompt is read
+            self._advance(self._pass(entries[start : start + PROMPT_CHUNK]), temperatures, followed)
+        while going := [
+            (tokens[-1], len(prompts[j]) + len(tokens) - 1, j, True)
+            for j, tokens in enumerate(followed.tokens)
+            if not followed.done[j]
+        ]:
+            self._advance(self._pass(going), temperatures, followed)
+        followed.end()
+
+    def _advance(self, logits: dict[int, int], temperatures: list[float], followed: Followed) -> None:
+        """Each row's next token from its logits of the pass just made (the next pass overwrites them)."""
+        at = time.perf_counter()
+        for j, index in logits.items():
+            followed.token(j, self._choose(index, temperatures[j]), at)
+
+    def _pass(self, entries: list[tuple[int, int, int, bool]]) -> dict[int, int]:
+        """One `llama_decode` of (token, position, row, wants logits) entries; row -> where its logits are."""
+        batch = self.batch.batch
+        wanted = {}
+        for i, (token, position, row, logits) in enumerate(entries):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, position, 1, logits
+            batch.seq_id[i][0] = row
+            if logits:
+                wanted[row] = i
+        batch.n_tokens = len(entries)
+        self.llama.decode(self.batch)
+        return wanted
+
+    def _choose(self, index: int, temperature: float) -> int:
+        """Greedy at temperature 0; else plain temperature sampling, as OpenAI's API means it."""
+        scores = np.ctypeslib.as_array(self.llama.get_logits_ith(index), shape=(self.vocabulary,))
+        if temperature <= 0:
+            return int(np.argmax(scores))
+        weights = np.exp((scores - scores.max()) / temperature, dtype=np.float64)
+        cumulative = np.cumsum(weights)
+        return int(np.searchsorted(cumulative, self.random.random() * cumulative[-1], side="right"))
+
     def _text(self, tokens: list[int]) -> str:
-        return self.llm.detokenize(tokens, special=False).decode("utf-8", errors="replace")
+        return str(self.model.detokenize(tokens, special=False).decode("utf-8", errors="replace"))
 
 
 class _ChatTemplate:
     """The file's chat template, rendered as `render_messages` asks a tokenizer to (in Jinja's sandbox)."""
 
-    def __init__(self, source: str | None, llm: Any) -> None:
+    def __init__(self, source: str | None, model: Any) -> None:
         self.chat_template = source
         if source:
             from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -165,8 +216,8 @@ class _ChatTemplate:
             environment.globals["raise_exception"] = refuse
             self._template = environment.from_string(source)
             self._special = {
-                "bos_token": _piece(llm, llm.token_bos()),
-                "eos_token": _piece(llm, llm.token_eos()),
+                "bos_token": _piece(model, model.token_bos()),
+                "eos_token": _piece(model, model.token_eos()),
             }
 
     def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool, add_generation_prompt: bool) -> str:
@@ -174,5 +225,5 @@ class _ChatTemplate:
                                          **self._special))  # fmt: skip
 
 
-def _piece(llm: Any, token: int) -> str:
-    return "" if token < 0 else llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+def _piece(model: Any, token: int) -> str:
+    return "" if token < 0 else str(model.token_to_piece(token, special=True).decode("utf-8", errors="replace"))

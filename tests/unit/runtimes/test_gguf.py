@@ -58,6 +58,23 @@ def test_llama_cpp_answers_as_transformers_does_with_the_same_counts(models: tup
     assert sampled["tokens_out"] >= 1 and sampled["error"] is None
 
 
+def test_rows_decoded_together_answer_as_each_alone(models: tuple[Path, Path]) -> None:
+    """40 rows (more than one group of sequences) with prompts long enough to span several prompt passes, a
+    sampled row among greedy ones: every greedy row answers exactly as it does alone."""
+    runtime = GGUFRuntime.from_file(models[1])
+    words = "the quick brown fox jumps over the lazy dog hello world how are you today".split()
+    prompts = [" ".join(words[(i + j) % len(words)] for j in range(3 + (i * 7) % 45)) for i in range(40)]
+    temperatures = [1.5 if i == 5 else 0.0 for i in range(40)]
+    limits = [3 + i % 6 for i in range(40)]
+    together = runtime.predict(_rows(prompt=prompts, max_tokens=limits, temperature=temperatures)).to_pylist()
+    assert sum(r["tokens_in"] for r in together) > 2 * 512 and runtime.rows < 40
+    for i in range(0, 40, 3):
+        alone = runtime.predict(_rows(prompt=[prompts[i]], max_tokens=[limits[i]], temperature=[0.0])).to_pylist()[0]
+        if i != 5:
+            assert together[i]["completion"] == alone["completion"], i
+        assert together[i]["tokens_in"] == alone["tokens_in"] and together[i]["error"] is None
+
+
 def test_messages_use_the_files_template_and_bad_rows_fail_alone(models: tuple[Path, Path]) -> None:
     runtime = GGUFRuntime.from_file(models[1])
     twin = TransformersRuntime.from_directory(models[0], "text-generation")
