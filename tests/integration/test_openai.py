@@ -175,7 +175,7 @@ def test_a_gguf_model_answers_the_openai_client_as_its_twin(tmp_path: Path, serv
     with Client(url=server.url, token=owner) as remote:  # uploaded to the server: loaded in its upload sandbox
         version = remote.upload_model("lm-gguf", gguf)
         assert (version.framework, version.task) == ("gguf", "text-generation")
-        remote.build_pipeline("chat-gguf").add_model_step("lm-gguf:1").deploy(max_batch_size=16, max_delay_ms=20)
+        remote.build_pipeline("chat-gguf").add_model_step("lm-gguf:1").deploy(max_batch_size=16, workers=4)
     with Client(url=server.url, token=viewer) as remote, pytest.raises(Forbidden):
         remote.upload_model("lm-gguf", gguf)
     ai = openai.OpenAI(base_url=f"{server.url}/v1", api_key=viewer, max_retries=0)

@@ -2,10 +2,13 @@
 `llama-cpp-python`'s low-level API, on the CPU.
 
 The same columns in and out as every generative engine (`runtimes.generation`), so the OpenAI surface, the log,
-monitors and rollouts treat a GGUF model as they treat a transformers one. A batch's rows are decoded together, as
-llama.cpp's own server does: each row is a sequence of one context, and every `llama_decode` call advances all the
-unfinished ones by a token (their prompts first, in one pass where they fit). Tokens are chosen here from each row's
-logits (greedy at temperature 0, else plain temperature sampling), so rows of different temperatures share a pass.
+monitors and rollouts treat a GGUF model as they treat a transformers one. Rows are decoded with continuous batching,
+as llama.cpp's own server does: one thread owns the context, each row is a sequence of it, and every `llama_decode`
+advances every unfinished row by a token and reads as much of the newly arrived prompts as fits. A row handed in
+while others decode joins at the next pass and leaves when it is done, so a short call never waits for a long one;
+a pipeline deployed with `workers > 1` hands the batcher's next batch in while one decodes. Tokens are chosen here
+from each row's logits (greedy at temperature 0, else plain temperature sampling), so rows of different temperatures
+share a pass.
 The chat template a file carries is user content: it is rendered in Jinja's immutable sandbox, as transformers
 renders one. Nothing is downloaded.
 """
@@ -17,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 from llama_cpp import _internals as internals
 
-from finalmile.errors import InvalidModelError
+from finalmile.errors import InvalidModelError, PredictionError
 from finalmile.runtimes.base import BaseRuntime, Packaged, RuntimeContext
 from finalmile.runtimes.generation import (
     DEFAULT_MAX_TOKENS,
@@ -67,7 +71,10 @@ def package(source: Any, workdir: Path, sample: pa.Table | None) -> Packaged:
     if path is None or not path.is_file() or path.suffix.lower() != ".gguf":
         raise InvalidModelError("a GGUF model is uploaded as its .gguf file")
     runtime = GGUFRuntime.from_file(path)
-    smoke(runtime)  # a model that does not run is refused at upload, not at deploy
+    try:
+        smoke(runtime)  # a model that does not run is refused at upload, not at deploy
+    finally:
+        runtime.unload()  # its decoding thread and context go now, not with the process
     return Packaged(FRAMEWORK, path, runtime.schema, task=GENERATION)
 
 
@@ -114,66 +121,122 @@ class GGUFRuntime(BaseRuntime):
         except Exception as exc:
             self.model.close()
             raise InvalidModelError(f"{path.name}: llama.cpp could not make a context for it ({exc})") from None
-        self.batch = internals.LlamaBatch(n_tokens=max(PROMPT_CHUNK, self.rows), embd=0, n_seq_max=self.rows)
+        self.batch = internals.LlamaBatch(n_tokens=PROMPT_CHUNK + self.rows, embd=0, n_seq_max=self.rows)
         self.vocabulary = int(self.model.n_vocab())
         self.eos = {t for t in range(self.vocabulary) if llama_cpp.llama_vocab_is_eog(self.model.vocab, t)}
         self.template = _ChatTemplate(metadata.get("tokenizer.chat_template"), self.model)
         self.random = np.random.default_rng()
-        self._lock = threading.Lock()
-        """One batch at a time: the context holds its rows."""
+        self._wake = threading.Condition()
+        self._waiting: deque[_Row] = deque()
+        """Rows handed in by `predict` calls (any thread), taken into free sequences by the decoding thread."""
+        self._running: list[_Row] = []
+        self._free = list(range(self.rows - 1, -1, -1))
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name=f"gguf-{path.stem}", daemon=True)
+        self._thread.start()
         if self.schema.inputs is None:
             self.schema = GENERATION_SCHEMA
 
     def unload(self) -> None:
         if self.ready:
+            with self._wake:
+                self._closing = True
+                self._wake.notify()
+            self._thread.join()
             self.batch.close()
             self.llama.close()
             self.model.close()
         super().unload()
 
     def _predict(self, table: pa.Table) -> pa.Table:
-        with self._lock:
-            return self._generate(table)
-
-    def _generate(self, table: pa.Table) -> pa.Table:
         result = Generated(table.num_rows, time.perf_counter())
         prompts = Prompts(table, self.template)
-        ready: list[int] = []
-        encoded: dict[int, list[int]] = {}
+        rows: list[int] = []
+        encoded: list[list[int]] = []
         for i, text in enumerate(prompts.texts):
             ids = self.model.tokenize(text.encode(), add_bos=True, special=True) if text is not None else []
             error = prompts.errors[i] or context_error(len(ids), prompts.limits[i], self.context_length, text is None)
             if error is not None:
                 result.refuse(i, len(ids), error)
             else:
-                result.tokens_in[i], encoded[i] = len(ids), ids
-                ready.append(i)
-        for start in range(0, len(ready), self.rows):
-            rows = ready[start : start + self.rows]
-            limits = [prompts.limits[i] or min(DEFAULT_MAX_TOKENS, self.context_length - len(encoded[i])) for i in rows]
-            followed = Followed(rows, limits, self.eos, self._text, [prompts.sinks[i] for i in rows], result)
-            self._decode([encoded[i] for i in rows], [prompts.temperatures[i] for i in rows], followed)
+                result.tokens_in[i] = len(ids)
+                rows.append(i)
+                encoded.append(ids)
+        if rows:
+            limits = [prompts.limits[i] or min(DEFAULT_MAX_TOKENS, self.context_length - len(encoded[j]))
+                      for j, i in enumerate(rows)]  # fmt: skip
+            call = _Call(Followed(rows, limits, self.eos, self._text, [prompts.sinks[i] for i in rows], result))
+            with self._wake:
+                self._waiting.extend(_Row(call, j, encoded[j], prompts.temperatures[i]) for j, i in enumerate(rows))
+                self._wake.notify()
+            call.finished.wait()
+            if call.error is not None:
+                raise call.error
         return result.table()
 
-    def _decode(self, prompts: list[list[int]], temperatures: list[float], followed: Followed) -> None:
-        """Each row a sequence: the prompts, then one token of every unfinished row per `llama_decode`."""
-        llama_cpp.llama_memory_clear(self.llama.memory, True)
-        entries = [(token, at, j, at == len(ids) - 1) for j, ids in enumerate(prompts) for at, token in enumerate(ids)]
-        for start in range(0, len(entries), PROMPT_CHUNK):  # a row's first token as soon as its prompt is read
-            self._advance(self._pass(entries[start : start + PROMPT_CHUNK]), temperatures, followed)
-        while going := [
-            (tokens[-1], len(prompts[j]) + len(tokens) - 1, j, True)
-            for j, tokens in enumerate(followed.tokens)
-            if not followed.done[j]
-        ]:
-            self._advance(self._pass(going), temperatures, followed)
-        followed.end()
+    def _loop(self) -> None:
+        """The decoding thread: while any row waits or runs, take waiting rows into free sequences and make one
+        pass. A row that arrives while others decode joins at the next pass (continuous batching)."""
+        while True:
+            with self._wake:
+                while not self._waiting and not self._running:
+                    if self._closing:
+                        return
+                    self._wake.wait()
+                while self._waiting and self._free:
+                    row = self._waiting.popleft()
+                    row.sequence = self._free.pop()
+                    self._running.append(row)
+            try:
+                self._step()
+            except Exception as exc:  # llama.cpp refused a pass: every row in the context fails, the next start clean
+                self._fail(exc)
 
-    def _advance(self, logits: dict[int, int], temperatures: list[float], followed: Followed) -> None:
-        """Each row's next token from its logits of the pass just made (the next pass overwrites them)."""
+    def _step(self) -> None:
+        """One `llama_decode`: a token of every decoding row, then as much of the prompts being read as fits."""
+        entries: list[tuple[int, int, int, bool]] = []
+        answered: list[_Row] = []
+        for row in self._running:
+            if row.read == len(row.prompt):
+                tokens = row.call.followed.tokens[row.j]
+                entries.append((tokens[-1], len(row.prompt) + len(tokens) - 1, row.sequence, True))
+                answered.append(row)
+        room = PROMPT_CHUNK - len(entries)
+        for row in self._running:
+            if row.read < len(row.prompt) and room > 0:
+                upto = min(len(row.prompt), row.read + room)
+                last = len(row.prompt) - 1
+                entries += [(row.prompt[k], k, row.sequence, k == last) for k in range(row.read, upto)]
+                room -= upto - row.read
+                row.read = upto
+                if upto == len(row.prompt):
+                    answered.append(row)
+        logits = self._pass(entries)
         at = time.perf_counter()
-        for j, index in logits.items():
-            followed.token(j, self._choose(index, temperatures[j]), at)
+        for row in answered:
+            followed = row.call.followed
+            followed.token(row.j, self._choose(logits[row.sequence], row.temperature), at)
+            if followed.done[row.j]:
+                self._finish(row)
+
+    def _finish(self, row: _Row) -> None:
+        llama_cpp.llama_memory_seq_rm(self.llama.memory, row.sequence, -1, -1)
+        self._running.remove(row)
+        self._free.append(row.sequence)
+        row.call.left -= 1
+        if row.call.left == 0:
+            row.call.followed.end()
+            row.call.finished.set()
+
+    def _fail(self, exc: Exception) -> None:
+        with self._wake:
+            failed = self._running + list(self._waiting)
+            self._running, self._waiting = [], deque()
+            self._free = list(range(self.rows - 1, -1, -1))
+        llama_cpp.llama_memory_clear(self.llama.memory, True)
+        for call in {id(row.call): row.call for row in failed}.values():
+            call.error = PredictionError(f"gguf model failed: {type(exc).__name__}: {exc}")
+            call.finished.set()
 
     def _pass(self, entries: list[tuple[int, int, int, bool]]) -> dict[int, int]:
         """One `llama_decode` of (token, position, row, wants logits) entries; row -> where its logits are."""
@@ -199,6 +262,25 @@ class GGUFRuntime(BaseRuntime):
 
     def _text(self, tokens: list[int]) -> str:
         return str(self.model.detokenize(tokens, special=False).decode("utf-8", errors="replace"))
+
+
+class _Call:
+    """One `predict` call's rows: followed as they decode, the caller woken when the last is done."""
+
+    def __init__(self, followed: Followed) -> None:
+        self.followed = followed
+        self.left = len(followed.rows)
+        self.finished = threading.Event()
+        self.error: Exception | None = None
+
+
+class _Row:
+    """A row in the context: its prompt, how much of it has been read, its sequence and temperature."""
+
+    def __init__(self, call: _Call, j: int, prompt: list[int], temperature: float) -> None:
+        self.call, self.j, self.prompt, self.temperature = call, j, prompt, temperature
+        self.read = 0
+        self.sequence = -1
 
 
 class _ChatTemplate:

@@ -5,6 +5,9 @@ file's chat template runs in Jinja's sandbox; a file that is not a GGUF model is
 from __future__ import annotations
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -73,6 +76,38 @@ def test_rows_decoded_together_answer_as_each_alone(models: tuple[Path, Path]) -
         if i != 5:
             assert together[i]["completion"] == alone["completion"], i
         assert together[i]["tokens_in"] == alone["tokens_in"] and together[i]["error"] is None
+
+
+def test_a_call_joins_rows_that_are_decoding_and_leaves_before_them(models: tuple[Path, Path]) -> None:
+    """Continuous batching: a short call made while a long one decodes starts at the next pass and returns long
+    before the long one ends, each answered as alone. (The long call's sink sleeps 5 ms a token, in the decoding
+    thread: a slow model.)"""
+    runtime = GGUFRuntime.from_file(models[1])
+    started, pieces = threading.Event(), []
+
+    def slow(piece: str) -> None:
+        pieces.append(piece)
+        started.set()
+        time.sleep(0.005)
+
+    alone = {
+        prompt: runtime.predict(_rows(prompt=[prompt], max_tokens=[limit], temperature=[0.0])).to_pylist()[0]
+        for prompt, limit in (("hello", 100), ("the quick brown fox", 3))
+    }
+    SINKS.open("slow", slow)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            long = pool.submit(runtime.predict, _rows(prompt=["hello"], max_tokens=[100], temperature=[0.0],
+                                                      stream_id=["slow"]))  # fmt: skip
+            assert started.wait(10)
+            short = runtime.predict(_rows(prompt=["the quick brown fox"], max_tokens=[3], temperature=[0.0]))
+            assert not long.done()  # the short call did not wait for the long one's end
+            assert len(pieces) < 60  # and it ran beside it: the long one had decoded few of its tokens
+            finished = long.result(timeout=30)
+    finally:
+        SINKS.close("slow")
+    assert short.to_pylist()[0]["completion"] == alone["the quick brown fox"]["completion"]
+    assert finished.to_pylist()[0]["completion"] == alone["hello"]["completion"]
 
 
 def test_messages_use_the_files_template_and_bad_rows_fail_alone(models: tuple[Path, Path]) -> None:
