@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,8 @@ PROMPT_CHUNK = 512
 
 @llama_cpp.llama_log_callback
 def _llama_log(level: int, text: bytes, user_data: Any) -> None:
-    """llama.cpp's log into this process's logging: its errors as warnings, the rest at debug level."""
-    log.log(logging.WARNING if level == 3 else logging.DEBUG, "%s", text.decode("utf-8", errors="replace").rstrip())
+    """llama.cpp's log into this process's logging: its errors (ggml level 4) as warnings, the rest at debug level."""
+    log.log(logging.WARNING if level == 4 else logging.DEBUG, "%s", text.decode("utf-8", errors="replace").rstrip())
 
 
 # With `verbose=False`, llama-cpp-python points the process's stdout and stderr at /dev/null while a model loads
@@ -108,44 +109,23 @@ class GGUFRuntime(BaseRuntime):
             )
         # A position past the trained context aborts llama.cpp (the process, not the call): rows are refused first.
         self.context_length = min(int(self.model.n_ctx_train()), MAX_CONTEXT)
-        self.rows = max(1, min(MAX_ROWS, CACHE_TOKENS // self.context_length))
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = self.context_length * self.rows
-        params.n_batch = params.n_ubatch = PROMPT_CHUNK
-        params.n_seq_max = self.rows
-        params.kv_unified = True  # one cache the rows share: each may use its whole context, all of them together fit
-        params.n_threads = params.n_threads_batch = threads
         try:
-            self.llama = internals.LlamaContext(model=self.model, params=params)
+            self.engine = _Engine(self.model, max(1, min(MAX_ROWS, CACHE_TOKENS // self.context_length)),
+                                  self.context_length, path.stem)  # fmt: skip
         except Exception as exc:
             self.model.close()
             raise InvalidModelError(f"{path.name}: llama.cpp could not make a context for it ({exc})") from None
-        self.batch = internals.LlamaBatch(n_tokens=PROMPT_CHUNK + self.rows, embd=0, n_seq_max=self.rows)
-        self.vocabulary = int(self.model.n_vocab())
-        self.eos = {t for t in range(self.vocabulary) if llama_cpp.llama_vocab_is_eog(self.model.vocab, t)}
+        # The decoding thread holds the engine, not this runtime: when the last pipeline lets go of the runtime (the
+        # loader's cache is weak), the thread stops and the context is freed.
+        weakref.finalize(self, self.engine.close)
+        self.eos = {t for t in range(int(self.model.n_vocab())) if llama_cpp.llama_vocab_is_eog(self.model.vocab, t)}
         self.template = _ChatTemplate(metadata.get("tokenizer.chat_template"), self.model)
-        self.random = np.random.default_rng()
-        self._wake = threading.Condition()
-        self._waiting: deque[_Row] = deque()
-        """Rows handed in by `predict` calls (any thread), taken into free sequences by the decoding thread."""
-        self._running: list[_Row] = []
-        self._free = list(range(self.rows - 1, -1, -1))
-        self._closing = False
-        self._thread = threading.Thread(target=self._loop, name=f"gguf-{path.stem}", daemon=True)
-        self._thread.start()
         if self.schema.inputs is None:
             self.schema = GENERATION_SCHEMA
 
     def unload(self) -> None:
         if self.ready:
-            with self._wake:
-                self._closing = True
-                self._wake.notify()
-            self._thread.join()
-            self.batch.close()
-            self.llama.close()
-            self.model.close()
+            self.engine.close()
         super().unload()
 
     def _predict(self, table: pa.Table) -> pa.Table:
@@ -165,32 +145,83 @@ class GGUFRuntime(BaseRuntime):
         if rows:
             limits = [prompts.limits[i] or min(DEFAULT_MAX_TOKENS, self.context_length - len(encoded[j]))
                       for j, i in enumerate(rows)]  # fmt: skip
-            call = _Call(Followed(rows, limits, self.eos, self._text, [prompts.sinks[i] for i in rows], result))
-            with self._wake:
-                self._waiting.extend(_Row(call, j, encoded[j], prompts.temperatures[i]) for j, i in enumerate(rows))
-                self._wake.notify()
-            call.finished.wait()
-            if call.error is not None:
-                raise call.error
+            followed = Followed(rows, limits, self.eos, self.engine.text, [prompts.sinks[i] for i in rows], result)
+            self.engine.run(followed, encoded, [prompts.temperatures[i] for i in rows])
         return result.table()
+
+
+class _Engine:
+    """The context and the thread that decodes in it: rows from any thread wait, are taken into free sequences, and
+    advance a token a pass until each is done."""
+
+    def __init__(self, model: Any, rows: int, context_length: int, name: str) -> None:
+        self.model, self.rows = model, rows
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = context_length * rows
+        params.n_batch = params.n_ubatch = PROMPT_CHUNK
+        params.n_seq_max = rows
+        params.kv_unified = True  # one cache the rows share: each may use its whole context, all of them together fit
+        params.n_threads = params.n_threads_batch = threads
+        self.llama = internals.LlamaContext(model=model, params=params)
+        self.batch = internals.LlamaBatch(n_tokens=PROMPT_CHUNK + rows, embd=0, n_seq_max=rows)
+        self.vocabulary = int(model.n_vocab())
+        self.random = np.random.default_rng()
+        self._wake = threading.Condition()
+        self._waiting: deque[_Row] = deque()
+        """Rows handed in by `run` (any thread), taken into free sequences by the decoding thread."""
+        self._running: list[_Row] = []
+        self._free = list(range(rows - 1, -1, -1))
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name=f"gguf-{name}", daemon=True)
+        self._thread.start()
+
+    def run(self, followed: Followed, prompts: list[list[int]], temperatures: list[float]) -> None:
+        """Decode `prompts` (the rows `followed` follows) and return when the last is done."""
+        with self._wake:
+            if self._closing:
+                raise PredictionError("gguf model failed: it was unloaded")
+            call = _Call(followed)
+            rows = zip(prompts, temperatures, strict=True)
+            self._waiting.extend(_Row(call, j, prompt, temperature) for j, (prompt, temperature) in enumerate(rows))
+            self._wake.notify()
+        call.finished.wait()
+        if call.error is not None:
+            raise call.error
+
+    def close(self) -> None:
+        """Stop the thread: rows still waiting or running fail, and the thread frees the context as it ends (this
+        may run in that very thread, from a finalizer the garbage collector called mid-pass)."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
 
     def _loop(self) -> None:
         """The decoding thread: while any row waits or runs, take waiting rows into free sequences and make one
         pass. A row that arrives while others decode joins at the next pass (continuous batching)."""
-        while True:
-            with self._wake:
-                while not self._waiting and not self._running:
+        try:
+            while True:
+                with self._wake:
+                    while not self._waiting and not self._running and not self._closing:
+                        self._wake.wait()
                     if self._closing:
-                        return
-                    self._wake.wait()
-                while self._waiting and self._free:
-                    row = self._waiting.popleft()
-                    row.sequence = self._free.pop()
-                    self._running.append(row)
-            try:
-                self._step()
-            except Exception as exc:  # llama.cpp refused a pass: every row in the context fails, the next start clean
-                self._fail(exc)
+                        break
+                    while self._waiting and self._free:
+                        row = self._waiting.popleft()
+                        row.sequence = self._free.pop()
+                        self._running.append(row)
+                try:
+                    self._step()
+                except (
+                    Exception
+                ) as exc:  # llama.cpp refused a pass: every row in the context fails, the next start clean
+                    self._fail(exc)
+        finally:
+            self._fail(PredictionError("the model was unloaded"))
+            self.batch.close()
+            self.llama.close()
 
     def _step(self) -> None:
         """One `llama_decode`: a token of every decoding row, then as much of the prompts being read as fits."""
@@ -260,7 +291,7 @@ class GGUFRuntime(BaseRuntime):
         cumulative = np.cumsum(weights)
         return int(np.searchsorted(cumulative, self.random.random() * cumulative[-1], side="right"))
 
-    def _text(self, tokens: list[int]) -> str:
+    def text(self, tokens: list[int]) -> str:
         return str(self.model.detokenize(tokens, special=False).decode("utf-8", errors="replace"))
 
 

@@ -4,6 +4,7 @@ file's chat template runs in Jinja's sandbox; a file that is not a GGUF model is
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -16,7 +17,7 @@ import pytest
 pytest.importorskip("llama_cpp")
 pytest.importorskip("transformers")
 
-from finalmile.errors import InvalidModelError  # noqa: E402
+from finalmile.errors import InvalidModelError, PredictionError  # noqa: E402
 from finalmile.runtimes import detect_framework  # noqa: E402
 from finalmile.runtimes.generation import GENERATION_SCHEMA, SINKS  # noqa: E402
 from finalmile.runtimes.gguf import GGUFRuntime, package  # noqa: E402
@@ -70,7 +71,7 @@ def test_rows_decoded_together_answer_as_each_alone(models: tuple[Path, Path]) -
     temperatures = [1.5 if i == 5 else 0.0 for i in range(40)]
     limits = [3 + i % 6 for i in range(40)]
     together = runtime.predict(_rows(prompt=prompts, max_tokens=limits, temperature=temperatures)).to_pylist()
-    assert sum(r["tokens_in"] for r in together) > 2 * 512 and runtime.rows < 40
+    assert sum(r["tokens_in"] for r in together) > 2 * 512 and runtime.engine.rows < 40
     for i in range(0, 40, 3):
         alone = runtime.predict(_rows(prompt=[prompts[i]], max_tokens=[limits[i]], temperature=[0.0])).to_pylist()[0]
         if i != 5:
@@ -162,3 +163,20 @@ def test_a_gguf_file_is_recognised_and_a_bad_one_refused(models: tuple[Path, Pat
         package(broken, tmp_path, None)
     with pytest.raises(InvalidModelError, match="uploaded as its .gguf file"):
         package(models[0], tmp_path, None)
+
+
+def test_a_runtime_let_go_of_stops_its_thread_and_an_unloaded_one_refuses(models: tuple[Path, Path]) -> None:
+    """The loader caches runtimes weakly: a GGUF runtime no pipeline holds must go, its decoding thread with it."""
+    runtime = GGUFRuntime.from_file(models[1])
+    thread = runtime.engine._thread
+    assert thread.is_alive()
+    del runtime
+    gc.collect()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    unloaded = GGUFRuntime.from_file(models[1])
+    engine = unloaded.engine
+    unloaded.unload()
+    assert not engine._thread.is_alive()
+    with pytest.raises(PredictionError, match="unloaded"):
+        engine.run(None, [[1]], [0.0])  # type: ignore[arg-type]
