@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
@@ -37,6 +36,7 @@ from serving import _server  # noqa: E402
 from tests.fixtures import gpt2_to_gguf, tiny_language_models  # noqa: E402
 
 from finalmile import Client  # noqa: E402
+from finalmile.runtimes.generation import prompt_table  # noqa: E402
 
 WORDS = "the quick brown fox jumps over the lazy dog hello world how are you today".split()
 
@@ -56,11 +56,9 @@ def alone(model: Path, texts: list[str], max_tokens: int) -> tuple[float, int]:
         from finalmile.runtimes.transformers import TransformersRuntime
 
         runtime = TransformersRuntime.from_directory(model, "text-generation")
-    names = runtime.schema.input_names()
     tokens, started = 0, time.perf_counter()
     for text in texts:
-        row = {n: [None] for n in names} | {"prompt": [text], "max_tokens": [max_tokens], "temperature": [0.0]}
-        out = runtime.predict(pa.table(row, schema=runtime.schema.input_arrow_schema()))
+        out = runtime.predict(prompt_table(prompt=[text], max_tokens=[max_tokens], temperature=[0.0]))
         tokens += int(out.column("tokens_out")[0].as_py())
     return tokens / (time.perf_counter() - started), tokens
 

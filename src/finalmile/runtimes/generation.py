@@ -81,10 +81,16 @@ def render_messages(raw: str, tokenizer: Any) -> str:
     return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
 
 
+def prompt_table(**columns: list[Any]) -> pa.Table:
+    """Rows of the generative input columns, any not given null: `prompt_table(prompt=["Hi"], max_tokens=[8])`."""
+    rows = len(next(iter(columns.values())))
+    data = {name: columns.get(name, [None] * rows) for name in GENERATION_SCHEMA.input_names()}
+    return pa.table(data, schema=GENERATION_SCHEMA.input_arrow_schema())
+
+
 def smoke(runtime: Any) -> None:
     """One tiny call, to refuse at upload a generative model that loads but cannot run."""
-    row = {n: [None] for n in GENERATION_SCHEMA.input_names()} | {"prompt": ["Hello"], "max_tokens": [1]}
-    runtime.predict(pa.table(row, schema=GENERATION_SCHEMA.input_arrow_schema()))
+    runtime.predict(prompt_table(prompt=["Hello"], max_tokens=[1]))
 
 
 def context_error(tokens_in: int, max_tokens: int | None, context: int, empty: bool) -> str | None:

@@ -14,7 +14,7 @@ pytest.importorskip("transformers")
 
 from finalmile.errors import InvalidModelError  # noqa: E402
 from finalmile.runtimes import detect_framework  # noqa: E402
-from finalmile.runtimes.generation import GENERATION_SCHEMA, SINKS  # noqa: E402
+from finalmile.runtimes.generation import SINKS, prompt_table  # noqa: E402
 from finalmile.runtimes.transformers import TransformersRuntime, package  # noqa: E402
 from tests.fixtures import tiny_language_models  # noqa: E402
 
@@ -24,19 +24,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return tiny_language_models(tmp_path_factory.mktemp("models"))
 
 
-def _rows(**columns: list) -> pa.Table:  # type: ignore[type-arg]
-    n = len(next(iter(columns.values())))
-    data = {name: columns.get(name, [None] * n) for name in GENERATION_SCHEMA.input_names()}
-    return pa.table(data, schema=GENERATION_SCHEMA.input_arrow_schema())
-
-
 def test_a_batch_decodes_each_row_as_it_decodes_alone(models: tuple[Path, Path]) -> None:
     runtime = TransformersRuntime.from_directory(models[0], "text-generation")
     prompts = ["hello", "the quick brown fox jumps", "world"]
     limits = [5, 3, 8]
-    batch = runtime.predict(_rows(prompt=prompts, max_tokens=limits, temperature=[0.0] * 3)).to_pylist()
+    batch = runtime.predict(prompt_table(prompt=prompts, max_tokens=limits, temperature=[0.0] * 3)).to_pylist()
     for prompt, limit, together in zip(prompts, limits, batch, strict=True):
-        alone = runtime.predict(_rows(prompt=[prompt], max_tokens=[limit], temperature=[0.0])).to_pylist()[0]
+        alone = runtime.predict(prompt_table(prompt=[prompt], max_tokens=[limit], temperature=[0.0])).to_pylist()[0]
         assert together["completion"] == alone["completion"] and together["tokens_out"] == alone["tokens_out"]
         assert together["tokens_in"] == len(runtime.tokenizer(prompt)["input_ids"])
         # each row stops at its own limit (or at the end-of-text token, which is then the reason)
@@ -49,7 +43,7 @@ def test_chat_messages_use_the_chat_template_and_bad_rows_fail_alone(models: tup
     runtime = TransformersRuntime.from_directory(models[0], "text-generation")
     messages = json.dumps([{"role": "user", "content": "hello"}])
     out = runtime.predict(
-        _rows(
+        prompt_table(
             prompt=[None, "hello " * 200, None, "fine"],
             messages=[messages, None, "not json", None],
             max_tokens=[2, 2, 2, 2],
@@ -70,7 +64,7 @@ def test_text_goes_to_an_open_sink_as_it_is_decoded(models: tuple[Path, Path]) -
     pieces: list[str] = []
     SINKS.open("s1", pieces.append)
     try:
-        out = runtime.predict(_rows(prompt=["hello"], max_tokens=[6], temperature=[0.0], stream_id=["s1"]))
+        out = runtime.predict(prompt_table(prompt=["hello"], max_tokens=[6], temperature=[0.0], stream_id=["s1"]))
     finally:
         SINKS.close("s1")
     assert "".join(pieces) == out.column("completion")[0].as_py() and len(pieces) >= 2

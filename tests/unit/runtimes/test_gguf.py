@@ -11,7 +11,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 pytest.importorskip("llama_cpp")
@@ -19,7 +18,7 @@ pytest.importorskip("transformers")
 
 from finalmile.errors import InvalidModelError, PredictionError  # noqa: E402
 from finalmile.runtimes import detect_framework  # noqa: E402
-from finalmile.runtimes.generation import GENERATION_SCHEMA, SINKS  # noqa: E402
+from finalmile.runtimes.generation import SINKS, prompt_table  # noqa: E402
 from finalmile.runtimes.gguf import GGUFRuntime, package  # noqa: E402
 from finalmile.runtimes.transformers import TransformersRuntime  # noqa: E402
 from tests.fixtures import gpt2_to_gguf, tiny_language_models  # noqa: E402
@@ -39,18 +38,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return causal, gpt2_to_gguf(causal, directory / "tiny.gguf")
 
 
-def _rows(**columns: list) -> pa.Table:  # type: ignore[type-arg]
-    n = len(next(iter(columns.values())))
-    data = {name: columns.get(name, [None] * n) for name in GENERATION_SCHEMA.input_names()}
-    return pa.table(data, schema=GENERATION_SCHEMA.input_arrow_schema())
-
-
 def test_llama_cpp_answers_as_transformers_does_with_the_same_counts(models: tuple[Path, Path]) -> None:
     twin = TransformersRuntime.from_directory(models[0], "text-generation")
     runtime = GGUFRuntime.from_file(models[1])
     prompts = ["hello", "the quick brown fox jumps", "world, how are you"]
     limits = [5, 3, 8]
-    rows = _rows(prompt=prompts, max_tokens=limits, temperature=[0.0] * 3)
+    rows = prompt_table(prompt=prompts, max_tokens=limits, temperature=[0.0] * 3)
     ours, theirs = runtime.predict(rows).to_pylist(), twin.predict(rows).to_pylist()
     for prompt, limit, got, expected in zip(prompts, limits, ours, theirs, strict=True):
         assert got["completion"] == expected["completion"] and got["completion"]
@@ -58,7 +51,7 @@ def test_llama_cpp_answers_as_transformers_does_with_the_same_counts(models: tup
         assert got["tokens_out"] == expected["tokens_out"] <= limit
         assert got["finish_reason"] == ("length" if got["tokens_out"] == limit else "stop")
         assert got["ttft_ms"] > 0 and got["tokens_per_s"] > 0 and got["error"] is None
-    sampled = runtime.predict(_rows(prompt=["hello"], max_tokens=[4], temperature=[1.5])).to_pylist()[0]
+    sampled = runtime.predict(prompt_table(prompt=["hello"], max_tokens=[4], temperature=[1.5])).to_pylist()[0]
     assert sampled["tokens_out"] >= 1 and sampled["error"] is None
 
 
@@ -70,10 +63,12 @@ def test_rows_decoded_together_answer_as_each_alone(models: tuple[Path, Path]) -
     prompts = [" ".join(words[(i + j) % len(words)] for j in range(3 + (i * 7) % 45)) for i in range(40)]
     temperatures = [1.5 if i == 5 else 0.0 for i in range(40)]
     limits = [3 + i % 6 for i in range(40)]
-    together = runtime.predict(_rows(prompt=prompts, max_tokens=limits, temperature=temperatures)).to_pylist()
+    together = runtime.predict(prompt_table(prompt=prompts, max_tokens=limits, temperature=temperatures)).to_pylist()
     assert sum(r["tokens_in"] for r in together) > 2 * 512 and runtime.engine.rows < 40
     for i in range(0, 40, 3):
-        alone = runtime.predict(_rows(prompt=[prompts[i]], max_tokens=[limits[i]], temperature=[0.0])).to_pylist()[0]
+        alone = runtime.predict(
+            prompt_table(prompt=[prompts[i]], max_tokens=[limits[i]], temperature=[0.0])
+        ).to_pylist()[0]
         if i != 5:
             assert together[i]["completion"] == alone["completion"], i
         assert together[i]["tokens_in"] == alone["tokens_in"] and together[i]["error"] is None
@@ -92,16 +87,16 @@ def test_a_call_joins_rows_that_are_decoding_and_leaves_before_them(models: tupl
         time.sleep(0.005)
 
     alone = {
-        prompt: runtime.predict(_rows(prompt=[prompt], max_tokens=[limit], temperature=[0.0])).to_pylist()[0]
+        prompt: runtime.predict(prompt_table(prompt=[prompt], max_tokens=[limit], temperature=[0.0])).to_pylist()[0]
         for prompt, limit in (("hello", 100), ("the quick brown fox", 3))
     }
     SINKS.open("slow", slow)
     try:
         with ThreadPoolExecutor(2) as pool:
-            long = pool.submit(runtime.predict, _rows(prompt=["hello"], max_tokens=[100], temperature=[0.0],
+            long = pool.submit(runtime.predict, prompt_table(prompt=["hello"], max_tokens=[100], temperature=[0.0],
                                                       stream_id=["slow"]))  # fmt: skip
             assert started.wait(10)
-            short = runtime.predict(_rows(prompt=["the quick brown fox"], max_tokens=[3], temperature=[0.0]))
+            short = runtime.predict(prompt_table(prompt=["the quick brown fox"], max_tokens=[3], temperature=[0.0]))
             assert not long.done()  # the short call did not wait for the long one's end
             assert len(pieces) < 60  # and it ran beside it: the long one had decoded few of its tokens
             finished = long.result(timeout=30)
@@ -116,7 +111,7 @@ def test_messages_use_the_files_template_and_bad_rows_fail_alone(models: tuple[P
     twin = TransformersRuntime.from_directory(models[0], "text-generation")
     messages = [{"role": "user", "content": "hello"}]
     out = runtime.predict(
-        _rows(
+        prompt_table(
             prompt=[None, "hello " * 200, None, "fine"],
             messages=[json.dumps(messages), None, "not json", None],
             max_tokens=[2, 2, 2, 2],
@@ -132,13 +127,13 @@ def test_messages_use_the_files_template_and_bad_rows_fail_alone(models: tuple[P
 
 def test_a_files_template_runs_sandboxed_and_its_refusal_is_the_rows(models: tuple[Path, Path], tmp_path: Path) -> None:
     escaping = GGUFRuntime.from_file(gpt2_to_gguf(models[0], tmp_path / "escape.gguf", template=ESCAPE))
-    out = escaping.predict(_rows(messages=[json.dumps([{"role": "user", "content": "hi"}])], max_tokens=[2]))
+    out = escaping.predict(prompt_table(messages=[json.dumps([{"role": "user", "content": "hi"}])], max_tokens=[2]))
     error = out.column("error")[0].as_py()
     assert error.startswith("messages: the model's chat template failed") and "unsafe" in error
     refusing = GGUFRuntime.from_file(gpt2_to_gguf(models[0], tmp_path / "refuse.gguf", template=REFUSING))
     two = json.dumps([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
     one = json.dumps([{"role": "user", "content": "hello"}])
-    out = refusing.predict(_rows(messages=[two, one], max_tokens=[2, 2])).to_pylist()
+    out = refusing.predict(prompt_table(messages=[two, one], max_tokens=[2, 2])).to_pylist()
     assert out[0]["error"] == "messages: one message at a time" and out[1]["error"] is None
     assert out[1]["tokens_in"] == 1  # "hello", the template's whole output
 
@@ -148,7 +143,7 @@ def test_text_goes_to_an_open_sink_as_it_is_decoded(models: tuple[Path, Path]) -
     pieces: list[str] = []
     SINKS.open("g1", pieces.append)
     try:
-        out = runtime.predict(_rows(prompt=["hello"], max_tokens=[6], temperature=[0.0], stream_id=["g1"]))
+        out = runtime.predict(prompt_table(prompt=["hello"], max_tokens=[6], temperature=[0.0], stream_id=["g1"]))
     finally:
         SINKS.close("g1")
     assert "".join(pieces) == out.column("completion")[0].as_py() and len(pieces) >= 2
