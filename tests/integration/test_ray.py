@@ -35,8 +35,9 @@ from finalmile import Client
 from finalmile.backends.base import InferRequest
 from finalmile.backends.config import deployment_config
 from finalmile.errors import BadRequestError, FinalmileError
+from finalmile.runtimes.generation import SINKS
 from finalmile.streaming.supervisor import Supervisor
-from tests.fixtures import BatchRowsModel, FlakyClassifier, PickyModel
+from tests.fixtures import BatchRowsModel, FlakyClassifier, PickyModel, tiny_language_models
 from tests.integration.conftest import free_port, require_broker, start_server
 
 if not os.environ.get("FINALMILE_REQUIRE_RAY"):
@@ -205,6 +206,26 @@ def test_a_replica_runs_what_a_front_packed_in_batches_of_at_most_the_batch_size
     assert all(len(set(s)) == 1 and s[0] <= 100 for s in sizes), sizes  # never more than max_batch_size rows
     assert sorted(s[0] for s in sizes) == [60, 60, 90, 90, 90, 90, 90, 90], sizes  # in order, 3 requests a batch
     assert len(_logged(client, "p", 240)) == 240
+
+
+def test_text_streams_from_a_ray_replica_as_it_is_decoded(client: Client, tmp_path: Path) -> None:
+    """A generative model decodes in its replica: each piece of text reaches the front's sink as it is decoded (the
+    OpenAI route streams from that sink), and the pieces make the completion."""
+    pytest.importorskip("transformers")
+    causal, _ = tiny_language_models(tmp_path / "models")
+    client.upload_model("lm", causal)
+    pipeline = client.build_pipeline("chat").add_model_step("lm:1")
+    pipeline.deploy(backend="ray", replica_cpus=0.25)
+    pieces: list[str] = []
+    SINKS.open("ray-sink", pieces.append)
+    try:
+        rows = {"prompt": ["hello"], "max_tokens": [6], "temperature": [0.0]}
+        streamed = pipeline.infer(pd.DataFrame(rows | {"stream_id": ["ray-sink"]}))
+    finally:
+        SINKS.close("ray-sink")
+    assert "".join(pieces) == streamed.completion[0] and len(pieces) >= 2
+    plain = pipeline.infer(pd.DataFrame(rows))  # no stream: the plain call, the same answer
+    assert plain.completion[0] == streamed.completion[0]
 
 
 def test_hot_swap_under_load_fails_no_request_and_undeploy_frees_the_replicas(client: Client) -> None:

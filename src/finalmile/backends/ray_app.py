@@ -23,6 +23,7 @@ from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.ray_replica import Failure
 from finalmile.errors import BackendUnavailable
 from finalmile.pipelines.loaded import RequestResult
+from finalmile.runtimes.generation import SINKS
 
 PACK = 8
 """How many batches' worth of queued requests one call carries: Ray Serve costs about a millisecond of the
@@ -46,6 +47,8 @@ class App:
         )
         """Plain pickle, not cloudpickle (whose Python hook runs for every object): the rows go as an IPC stream,
         the answer's tables too (`Answer`), so a call's payload pickles in microseconds."""
+        self._streamer = handle.options(method_name="stream_batch", stream=True)
+        """For a call whose rows stream text: the replica sends each piece as it is decoded, then the answer."""
         scale = config.autoscaling.max_replicas if config.autoscaling else config.replicas
         self.calls = 2 * scale  # batches in flight: two per replica keeps each busy while the next one travels
         self._observe = observe
@@ -94,15 +97,34 @@ class App:
         rows it logged are on its disk (a stream's messages, acknowledged on the answer)."""
         rows = spans(np.bincount(requests, minlength=len(ids)).tolist())
         try:
-            answer, replica, seconds = await self._runner.remote(to_ipc(table), rows, ids, log, durable)
+            if streams(table):
+                answer, replica, seconds = await self._stream(to_ipc(table), rows, ids, log, durable)
+            else:
+                answer, replica, seconds = await self._runner.remote(to_ipc(table), rows, ids, log, durable)
         except Exception as exc:  # the replica died or could not be reached: Ray's error, said as a 503
             raise BackendUnavailable(f"pipeline '{self.name}': no Ray replica answered ({type(exc).__name__})") from exc
         self._observe(self.name, replica, table.num_rows, len(ids), seconds)
         return answer.results(self.name, self.version, rows)
 
+    async def _stream(self, *call: Any) -> tuple[Any, str, float]:
+        """A streaming call: each piece the replica sends goes to this process's sink of its id (where the route
+        waits), then the answer."""
+        async for kind, *rest in self._streamer.remote(*call):
+            if kind == "answer":
+                return rest[0], rest[1], rest[2]
+            push = SINKS.get(rest[0])
+            if push is not None:
+                push(rest[1])
+        raise BackendUnavailable(f"pipeline '{self.name}': the replica's stream ended without an answer")
+
     def close(self) -> None:
         for batcher in self._batchers.values():
             batcher.close()
+
+
+def streams(table: pa.Table) -> bool:
+    """Whether a call's rows stream text: a client waits on a sink for one of them."""
+    return "stream_id" in table.column_names and table.column("stream_id").null_count < table.num_rows
 
 
 _ROUTER_LOOP_MADE = threading.Event()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,6 +29,7 @@ from finalmile.errors import FinalmileError
 from finalmile.logs.writer import LogWriter
 from finalmile.pipelines.batch import Batch
 from finalmile.pipelines.loaded import RequestResult, split_batch
+from finalmile.runtimes.generation import SINKS
 from finalmile.schema import Schema
 
 
@@ -159,6 +161,35 @@ class PipelineReplica:
             await asyncio.to_thread(self.host.logs.durable)
         return Answer(batches, alone), self.replica, time.perf_counter() - started
 
+    async def stream_batch(
+        self, data: bytes, spans: list[tuple[int, int]], ids: list[str | None], log: bool, durable: bool = False
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        """`run_batch` for a call whose rows stream text (a `stream_id`): a sink is opened here under each id, and
+        every piece a generative engine pushes to it is sent on to the front as it comes, `("piece", id, text)`,
+        before the answer, `("answer", answer, replica, seconds)`."""
+        table = from_ipc(data)
+        opened = [s for s in table.column("stream_id").to_pylist() if s] if "stream_id" in table.column_names else []
+        pieces: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        for sink in opened:
+            SINKS.open(sink, partial(_forward, loop, pieces, sink))
+        done = asyncio.ensure_future(self.run_batch(data, spans, ids, log, durable))
+        try:
+            while True:
+                waiting = asyncio.ensure_future(pieces.get())
+                await asyncio.wait({done, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                if waiting.done():
+                    yield ("piece", *waiting.result())
+                    continue
+                waiting.cancel()
+                while not pieces.empty():
+                    yield ("piece", *pieces.get_nowait())
+                yield ("answer", *done.result())
+                return
+        finally:
+            for sink in opened:
+                SINKS.close(sink)
+
     async def _together(
         self,
         batcher: Batcher,
@@ -186,3 +217,8 @@ class PipelineReplica:
         host = getattr(self, "host", None)
         if host is not None:
             host.close()
+
+
+def _forward(loop: asyncio.AbstractEventLoop, pieces: asyncio.Queue[tuple[str, str]], sink: str, text: str) -> None:
+    """A piece of text an engine pushed (from its decoding thread) onto the replica's loop."""
+    loop.call_soon_threadsafe(pieces.put_nowait, (sink, text))
