@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -107,6 +108,20 @@ class SlowClassifier(ThresholdClassifier):
 
 
 from finalmile.cli.demo.llm import gpt2_to_gguf, tiny_language_models  # noqa: E402,F401  (the demo makes the same models)
+
+
+def streamed(runtime: Any, sink: str) -> tuple[list[str], str]:
+    """The pieces a generative runtime pushed to an open sink while it decoded "hello" (6 tokens, greedy), and the
+    completion it answered."""
+    from finalmile.runtimes.generation import SINKS, prompt_table
+
+    pieces: list[str] = []
+    SINKS.open(sink, pieces.append)
+    try:
+        out = runtime.predict(prompt_table(prompt=["hello"], max_tokens=[6], temperature=[0.0], stream_id=[sink]))
+    finally:
+        SINKS.close(sink)
+    return pieces, str(out.column("completion")[0].as_py())
 
 
 class OtlpReceiver:

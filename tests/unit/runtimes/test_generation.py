@@ -14,9 +14,9 @@ pytest.importorskip("transformers")
 
 from finalmile.errors import InvalidModelError  # noqa: E402
 from finalmile.runtimes import detect_framework  # noqa: E402
-from finalmile.runtimes.generation import SINKS, prompt_table  # noqa: E402
+from finalmile.runtimes.generation import prompt_table  # noqa: E402
 from finalmile.runtimes.transformers import TransformersRuntime, package  # noqa: E402
-from tests.fixtures import tiny_language_models  # noqa: E402
+from tests.fixtures import streamed, tiny_language_models  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +60,8 @@ def test_chat_messages_use_the_chat_template_and_bad_rows_fail_alone(models: tup
 
 
 def test_text_goes_to_an_open_sink_as_it_is_decoded(models: tuple[Path, Path]) -> None:
-    runtime = TransformersRuntime.from_directory(models[0], "text-generation")
-    pieces: list[str] = []
-    SINKS.open("s1", pieces.append)
-    try:
-        out = runtime.predict(prompt_table(prompt=["hello"], max_tokens=[6], temperature=[0.0], stream_id=["s1"]))
-    finally:
-        SINKS.close("s1")
-    assert "".join(pieces) == out.column("completion")[0].as_py() and len(pieces) >= 2
+    pieces, completion = streamed(TransformersRuntime.from_directory(models[0], "text-generation"), "s1")
+    assert "".join(pieces) == completion and len(pieces) >= 2
 
 
 def test_embeddings_are_unit_vectors_and_a_long_text_fails_alone(models: tuple[Path, Path]) -> None:

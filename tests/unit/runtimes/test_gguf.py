@@ -21,7 +21,7 @@ from finalmile.runtimes import detect_framework  # noqa: E402
 from finalmile.runtimes.generation import SINKS, prompt_table  # noqa: E402
 from finalmile.runtimes.gguf import GGUFRuntime, package  # noqa: E402
 from finalmile.runtimes.transformers import TransformersRuntime  # noqa: E402
-from tests.fixtures import gpt2_to_gguf, tiny_language_models  # noqa: E402
+from tests.fixtures import gpt2_to_gguf, streamed, tiny_language_models  # noqa: E402
 
 ESCAPE = "{{ ().__class__.__base__.__subclasses__() }}"
 """A template that reaches for Python's object graph: the sandbox must stop it."""
@@ -139,14 +139,8 @@ def test_a_files_template_runs_sandboxed_and_its_refusal_is_the_rows(models: tup
 
 
 def test_text_goes_to_an_open_sink_as_it_is_decoded(models: tuple[Path, Path]) -> None:
-    runtime = GGUFRuntime.from_file(models[1])
-    pieces: list[str] = []
-    SINKS.open("g1", pieces.append)
-    try:
-        out = runtime.predict(prompt_table(prompt=["hello"], max_tokens=[6], temperature=[0.0], stream_id=["g1"]))
-    finally:
-        SINKS.close("g1")
-    assert "".join(pieces) == out.column("completion")[0].as_py() and len(pieces) >= 2
+    pieces, completion = streamed(GGUFRuntime.from_file(models[1]), "g1")
+    assert "".join(pieces) == completion and len(pieces) >= 2
 
 
 def test_a_gguf_file_is_recognised_and_a_bad_one_refused(models: tuple[Path, Path], tmp_path: Path) -> None:
