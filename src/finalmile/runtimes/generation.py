@@ -142,6 +142,23 @@ class Prompts:
         self.sinks: list[str | None] = column("stream_id")
 
 
+def admitted(
+    prompts: Prompts, result: Generated, tokenize: Callable[[str], list[int]], context: int
+) -> list[tuple[int, list[int], int]]:
+    """The rows that can run, as (row, prompt tokens, max tokens: the call's, else as many as fit up to the
+    default); every other row refused in `result`, with why (bad messages, no prompt, past the context)."""
+    ready = []
+    for i, text in enumerate(prompts.texts):
+        ids = tokenize(text) if text is not None else []
+        error = prompts.errors[i] or context_error(len(ids), prompts.limits[i], context, text is None)
+        if error is not None:
+            result.refuse(i, len(ids), error)
+        else:
+            result.tokens_in[i] = len(ids)
+            ready.append((i, ids, prompts.limits[i] or min(DEFAULT_MAX_TOKENS, context - len(ids))))
+    return ready
+
+
 class Generated:
     """Per-row results of a batch, filled as the engine decodes, turned into the output table at the end."""
 

@@ -33,13 +33,12 @@ from llama_cpp import _internals as internals
 from finalmile.errors import InvalidModelError, PredictionError
 from finalmile.runtimes.base import BaseRuntime, Packaged, RuntimeContext
 from finalmile.runtimes.generation import (
-    DEFAULT_MAX_TOKENS,
     GENERATION,
     GENERATION_SCHEMA,
     Followed,
     Generated,
     Prompts,
-    context_error,
+    admitted,
     smoke,
 )
 from finalmile.schema import Schema
@@ -131,23 +130,17 @@ class GGUFRuntime(BaseRuntime):
     def _predict(self, table: pa.Table) -> pa.Table:
         result = Generated(table.num_rows, time.perf_counter())
         prompts = Prompts(table, self.template)
-        rows: list[int] = []
-        encoded: list[list[int]] = []
-        for i, text in enumerate(prompts.texts):
-            ids = self.model.tokenize(text.encode(), add_bos=True, special=True) if text is not None else []
-            error = prompts.errors[i] or context_error(len(ids), prompts.limits[i], self.context_length, text is None)
-            if error is not None:
-                result.refuse(i, len(ids), error)
-            else:
-                result.tokens_in[i] = len(ids)
-                rows.append(i)
-                encoded.append(ids)
-        if rows:
-            limits = [prompts.limits[i] or min(DEFAULT_MAX_TOKENS, self.context_length - len(encoded[j]))
-                      for j, i in enumerate(rows)]  # fmt: skip
-            followed = Followed(rows, limits, self.eos, self.engine.text, [prompts.sinks[i] for i in rows], result)
-            self.engine.run(followed, encoded, [prompts.temperatures[i] for i in rows])
+        ready = admitted(prompts, result, self._tokens, self.context_length)
+        if ready:
+            rows = [i for i, _, _ in ready]
+            followed = Followed(rows, [limit for _, _, limit in ready], self.eos, self.engine.text,
+                                [prompts.sinks[i] for i in rows], result)  # fmt: skip
+            self.engine.run(followed, [ids for _, ids, _ in ready], [prompts.temperatures[i] for i in rows])
         return result.table()
+
+    def _tokens(self, text: str) -> list[int]:
+        """A prompt's tokens: the BOS the model asks for, special tokens parsed (as transformers does)."""
+        return list(self.model.tokenize(text.encode(), add_bos=True, special=True))
 
 
 class _Engine:
@@ -214,12 +207,10 @@ class _Engine:
                         self._running.append(row)
                 try:
                     self._step()
-                except (
-                    Exception
-                ) as exc:  # llama.cpp refused a pass: every row in the context fails, the next start clean
-                    self._fail(exc)
+                except Exception as exc:  # llama.cpp refused a pass: every row in it fails, the next starts clean
+                    self._fail(PredictionError(f"gguf model failed: {type(exc).__name__}: {exc}"))
         finally:
-            self._fail(PredictionError("the model was unloaded"))
+            self._fail(PredictionError("gguf model failed: it was unloaded"))
             self.batch.close()
             self.llama.close()
 
@@ -259,14 +250,14 @@ class _Engine:
             row.call.followed.end()
             row.call.finished.set()
 
-    def _fail(self, exc: Exception) -> None:
+    def _fail(self, error: PredictionError) -> None:
         with self._wake:
             failed = self._running + list(self._waiting)
             self._running, self._waiting = [], deque()
             self._free = list(range(self.rows - 1, -1, -1))
         llama_cpp.llama_memory_clear(self.llama.memory, True)
         for call in {id(row.call): row.call for row in failed}.values():
-            call.error = PredictionError(f"gguf model failed: {type(exc).__name__}: {exc}")
+            call.error = error
             call.finished.set()
 
     def _pass(self, entries: list[tuple[int, int, int, bool]]) -> dict[int, int]:

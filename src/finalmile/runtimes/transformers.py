@@ -27,14 +27,13 @@ from finalmile.errors import InvalidModelError
 from finalmile.runtimes import is_hugging_face_directory
 from finalmile.runtimes.base import BaseRuntime, Packaged, RuntimeContext
 from finalmile.runtimes.generation import (
-    DEFAULT_MAX_TOKENS,
     EMBEDDING,
     GENERATION,
     GENERATION_SCHEMA,
     Followed,
     Generated,
     Prompts,
-    context_error,
+    admitted,
     embedding_schema,
     input_error,
     smoke,
@@ -141,24 +140,15 @@ class TransformersRuntime(BaseRuntime):
     def _generate(self, table: pa.Table) -> pa.Table:
         result = Generated(table.num_rows, time.perf_counter())
         prompts = Prompts(table, self.tokenizer)
-        groups: dict[float, list[int]] = {}
-        encoded: list[list[int]] = []
-        for i, text in enumerate(prompts.texts):
-            ids = self.tokenizer(text)["input_ids"] if text is not None else []
-            encoded.append(ids)
-            error = prompts.errors[i] or context_error(len(ids), prompts.limits[i], self.context_length, text is None)
-            if error is not None:
-                result.refuse(i, len(ids), error)
-            else:
-                result.tokens_in[i] = len(ids)
-                groups.setdefault(prompts.temperatures[i], []).append(i)
-        for temperature, group in groups.items():  # rows of one temperature decode together
+        ready = admitted(prompts, result, lambda text: self.tokenizer(text)["input_ids"], self.context_length)
+        groups: dict[float, list[tuple[int, list[int], int]]] = {}
+        for row in ready:  # rows of one temperature decode together
+            groups.setdefault(prompts.temperatures[row[0]], []).append(row)
+        for temperature, group in groups.items():
             for start in range(0, len(group), MAX_DECODE_ROWS):
-                rows = group[start : start + MAX_DECODE_ROWS]
-                limits = [
-                    prompts.limits[i] or min(DEFAULT_MAX_TOKENS, self.context_length - len(encoded[i])) for i in rows
-                ]
-                self._decode(rows, [encoded[i] for i in rows], limits, temperature, prompts.sinks, result)
+                part = group[start : start + MAX_DECODE_ROWS]
+                self._decode([i for i, _, _ in part], [ids for _, ids, _ in part], [limit for _, _, limit in part],
+                             temperature, prompts.sinks, result)  # fmt: skip
         return result.table()
 
     def _decode(
