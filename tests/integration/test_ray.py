@@ -825,3 +825,38 @@ def test_a_ray_cluster_that_cannot_be_joined_is_a_503_that_says_why(cluster: Non
         finally:
             server.stop()
     listener.close()
+
+
+def test_a_local_cluster_that_does_not_start_in_time_says_why_and_leaves_nothing_running() -> None:
+    """Ray gives up on its GCS server after RAY_gcs_server_port_wait_time_s (0 here: at once); the processes it had
+    started were left running, and their handles warned when collected, in whatever test ran next."""
+    script = """
+import gc, os, warnings
+from pathlib import Path
+import finalmile.backends.ray
+from finalmile.backends.ray_cluster import join
+from finalmile.errors import BackendUnavailable
+
+def children():
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            name, rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+        except OSError:  # gone meanwhile
+            continue
+        state, ppid = rest.split()[:2]
+        if int(ppid) == os.getpid() and state != "Z":
+            yield name.partition("(")[2]
+
+warnings.simplefilter("error")
+try:
+    join(None)
+except BackendUnavailable as exc:
+    print("refused:", exc)
+gc.collect()
+print("running:", list(children()))
+"""
+    env = {**os.environ, "RAY_gcs_server_port_wait_time_s": "0", "RAY_ADDRESS": ""}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "refused: cannot join a local Ray cluster: Timed out waiting for file" in out.stdout, out.stdout
+    assert "running: []" in out.stdout and "ResourceWarning" not in out.stderr, out.stdout + out.stderr[-2000:]

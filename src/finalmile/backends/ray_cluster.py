@@ -21,6 +21,10 @@ from finalmile.errors import BackendUnavailable, BadRequestError, FinalmileError
 QUIET = {"enable_access_log": False, "log_level": "WARNING"}  # a log line per call costs more than the call
 LOCAL_NODE = "finalmile-local"
 """The label of a node a finalmile process started with `ray.init` (a local cluster, which no autoscaler grows)."""
+GCS_WAIT = "RAY_gcs_server_port_wait_time_s"
+GCS_WAIT_S = 120
+"""How long a local start waits for its GCS server to be up (Ray's default, 30 s, ran out on a loaded 2-core
+machine while other processes started); the variable, where set, is Ray's and is honoured as it is."""
 START_POLL_S = 0.2
 """How often a start asks Serve whether the application runs (`serve.run` asks every second: a deploy
 answers up to a second sooner)."""
@@ -37,6 +41,9 @@ def join(address: str | None) -> bool:
     target = address or os.environ.get("RAY_ADDRESS") or None
     _reachable(target)
     own = target is None
+    waited = os.environ.get(GCS_WAIT)
+    if own and waited is None:
+        os.environ[GCS_WAIT] = str(GCS_WAIT_S)
     try:
         ray.init(
             address=target or "local",
@@ -47,8 +54,28 @@ def join(address: str | None) -> bool:
             labels={LOCAL_NODE: "true"} if own else None,
         )
     except Exception as exc:
+        _stop_started(exc)
         raise BackendUnavailable(_unjoinable(target, exc), {"field": "ray_address", "address": target}) from None
+    finally:
+        if own and waited is None:
+            os.environ.pop(GCS_WAIT, None)
     return own
+
+
+def _stop_started(exc: BaseException) -> None:
+    """Stop what a failed local start left running. Ray's `Node` raises out of its constructor with its processes
+    (the GCS server, the reaper) started and nothing holding it, so `ray.shutdown` cannot reach them: they ran on,
+    and their handles warned when collected, in whatever code ran next. The node is in the traceback's frames."""
+    from ray._private.node import Node
+
+    tb = exc.__traceback__
+    while tb is not None:
+        node = tb.tb_frame.f_locals.get("self")
+        if isinstance(node, Node):
+            node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
+            break
+        tb = tb.tb_next
+    ray.shutdown()
 
 
 def connect(address: str | None) -> bool:
