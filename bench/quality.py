@@ -7,8 +7,8 @@ The data: `--rows` reference rows with labels and `--rows` analysis rows × 29 n
 a binary classifier's calibrated score and its label drawn from it; the analysis period is shifted (feature f0's
 mean, and f1's correlation with f0 reversed), so accuracy falls and the columns move differently together.
 
-finalmile reads it from its own inference log (Parquet parts written in the log's layout, queried with DuckDB, as a
-server's monitors do) through the SDK's monitors; NannyML 0.13.1 reads the same rows as pandas DataFrames in an
+finalmile reads it from its own inference log (a Parquet part written in the log's layout and with its writer's
+options, queried with DuckDB, as a server's monitors do) through the SDK's monitors; NannyML 0.13.1 reads the same rows as pandas DataFrames in an
 environment of its own (`bench/.venv-nannyml`, made with pip on the first run). Each side runs each check in a
 fresh process (peak RSS is per process); every figure is one window / one chunk covering the analysis period.
 """
@@ -36,6 +36,10 @@ VENV = HERE / ".venv-nannyml"
 FEATURES = [f"f{i}" for i in range(29)]
 CHECKS = ["cbpe_accuracy", "cbpe_roc_auc", "pca", "classifier", "missing", "range", "unseen"]
 START = datetime(2026, 1, 1, tzinfo=UTC)
+ROW_GROUP = 65_536
+"""Rows per row group of the bench's log part: the writer writes a row group per flush, a second's rows or fewer,
+so a real log of a million rows has at least this many groups (one group of a million rows, as the first version of
+this bench wrote, is read by one DuckDB thread)."""
 
 
 def make_data(rows: int, folder: Path) -> None:
@@ -72,6 +76,7 @@ def finalmile_store(folder: Path) -> Path:
     from sklearn.linear_model import LogisticRegression
 
     from finalmile import Client
+    from finalmile.arrow.files import log_parquet_options
 
     home = folder / "home"
     analysis = pq.read_table(folder / "analysis.parquet")
@@ -96,7 +101,8 @@ def finalmile_store(folder: Path) -> Path:
     log |= {"out_score": analysis.column("score"), "out_label": analysis.column("pred")}
     part = home / "logs" / "pipeline=p" / f"date={START:%Y-%m-%d}"
     part.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(log), part / "bench.parquet")
+    table = pa.table(log)  # as the log's writer writes a part: its Parquet options, a row group per flush
+    pq.write_table(table, part / "bench.parquet", row_group_size=ROW_GROUP, **log_parquet_options(table.schema))
     return home
 
 

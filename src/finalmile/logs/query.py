@@ -8,6 +8,7 @@ the SDK hands `time` back zoned as UTC.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -75,8 +76,12 @@ class LogReader:
         self.views = views or {}
         """More views, built from the stores when a connection opens (the audit trail)."""
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB with the views defined over this home's logs and metadata, locked down (`sandbox`)."""
+    def connect(self, catalog: bool = True, memory_mb: int | None = None) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with the views defined over this home's logs and metadata, locked down (`sandbox`).
+        `catalog=False`: the log and ground truth only, for the platform's own reads (a monitor's window), which
+        never name the models, pipelines or audit views and need not read the metadata store to build them.
+        `memory_mb`: a lower memory limit than the queries' (DuckDB keeps what it read cached up to its limit: a
+        read streamed a batch at a time needs little)."""
         self.flush()
         conn = duckdb.connect()
         conn.execute("SET TimeZone = 'UTC'")  # hourly and daily buckets are UTC's, whatever the server's local zone
@@ -101,6 +106,13 @@ class LogReader:
                 "CREATE VIEW ground_truth AS SELECT CAST(NULL AS VARCHAR) AS pipeline, CAST(NULL AS VARCHAR) AS key, "
                 "CAST(NULL AS VARCHAR) AS key_column, CAST(NULL AS TIMESTAMPTZ) AS received_at WHERE false"
             )
+        if catalog:
+            self._register_catalog(conn)
+        limits = self.limits if memory_mb is None else dataclasses.replace(self.limits, memory_mb=memory_mb)
+        sandbox.lock_down(conn, [root, truth], limits)
+        return conn
+
+    def _register_catalog(self, conn: duckdb.DuckDBPyConnection) -> None:
         models = pa.Table.from_pylist(
             [{"name": m.name, "versions": m.versions, "latest": m.latest} for m in self.metadata.list_models()],
             schema=pa.schema([("name", pa.string()), ("versions", pa.int64()), ("latest", pa.int64())]),
@@ -113,8 +125,6 @@ class LogReader:
         conn.register("pipelines", pipelines)
         for name, build in self.views.items():
             conn.register(name, build())
-        sandbox.lock_down(conn, [root, truth], self.limits)
-        return conn
 
     @overload
     def query(self, sql: str) -> pa.Table: ...

@@ -22,6 +22,7 @@ from finalmile.monitoring.context import MonitorContext
 from finalmile.monitoring.kinds import kind_of
 from finalmile.monitoring.kinds.base import matrix, quote, run_sql
 from finalmile.monitoring.kinds.estimated import feature_select, prediction_of
+from finalmile.monitoring.kinds.multivariate import complete_mask
 from finalmile.pipelines.loaded import load_pipeline
 
 MIN_LABELLED = 20
@@ -59,34 +60,71 @@ def prepare_reference(ctx: MonitorContext, config: MonitorConfig, frame: Any) ->
 
 
 def _columns(ctx: MonitorContext, config: MonitorConfig, base: Baseline, frame: Any) -> np.ndarray:
-    """The baseline's complete rows of the watched columns, in the monitor's order, as floats."""
+    """The baseline's rows of the watched columns, in the monitor's order, as floats; it must have enough complete
+    ones (every column a finite number), which are the ones both methods use."""
     columns = config.columns or []
     if base.kind == "log":
         where, params = log_range(config.pipeline, base)
         chosen = ", ".join(f"{quote(c)} AS c{i}" for i, c in enumerate(columns))
-        table = run_sql(ctx.reader, f"SELECT {chosen} FROM logs WHERE {' AND '.join(where)}", params)
+        found = matrix(_numeric(run_sql(ctx.reader, f"SELECT {chosen} FROM logs WHERE {' AND '.join(where)}", params),
+                                len(columns)))  # fmt: skip
     else:
         if base.kind == "model_sample":
             assert base.model is not None
             frame = ctx.loader.sample(ctx.models.get_by_ref(base.model))
             if frame is None:
                 raise InvalidInputError(f"baseline: model {base.model} was uploaded without a sample")
-        source = to_arrow(frame)[0]
-        table = pa.table({f"c{i}": source.column(source_column(c, source.column_names)) for i, c in enumerate(columns)})
-    try:
-        table = table.cast(pa.schema([(f"c{i}", pa.float64()) for i in range(len(columns))]))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        found = _frame_numbers(frame, columns)
+    complete = int(complete_mask(found).sum())
+    if complete < MIN_LABELLED:
         raise InvalidInputError(
-            f"columns: multivariate drift needs numeric columns ({exc})", {"field": "columns"}
-        ) from None
-    found = matrix(table, complete=True)  # both methods use whole rows only: the baseline keeps those
-    if len(found) < MIN_LABELLED:
-        raise InvalidInputError(
-            f"baseline: {len(found)} complete rows (every watched column a finite number); at least "
+            f"baseline: {complete} complete rows (every watched column a finite number); at least "
             f"{MIN_LABELLED} are needed",
             {"field": "baseline"},
         )
     return found
+
+
+def _frame_numbers(frame: Any, columns: list[str]) -> np.ndarray:
+    """The watched columns of a frame as one float64 matrix, a row per row. A pandas frame whose columns lie in one
+    float64 block gives it without a copy, where a fresh matrix of a million rows costs more in page faults than all
+    the monitor then computes from it (0.6 s of 1 s here)."""
+    if type(frame).__module__.split(".")[0] == "pandas":
+        import pandas as pd
+
+        if isinstance(frame, pd.DataFrame):
+            names = [source_column(c, [str(n) for n in frame.columns]) for c in columns]
+            chosen = frame[names]
+            try:
+                values = np.asfortranarray(chosen.to_numpy(dtype=np.float64, na_value=np.nan))
+            except (TypeError, ValueError) as exc:
+                raise _not_numeric(exc) from None
+            return np.asarray(_Viewed(values, chosen))
+    source = to_arrow(frame)[0]
+    table = pa.table({f"c{i}": source.column(source_column(c, source.column_names)) for i, c in enumerate(columns)})
+    return matrix(_numeric(table, len(columns)))
+
+
+class _Viewed:
+    """A matrix that views a pandas frame's memory, holding that frame for as long as the matrix lives (the array
+    made from it keeps it as its base). pandas' copy-on-write tracks views through its own objects only: with the
+    frame held, a later change to the caller's frame copies their frame first; without it, the change wrote
+    through into the monitor's baseline."""
+
+    def __init__(self, values: np.ndarray, frame: Any) -> None:
+        self.__array_interface__ = values.__array_interface__
+        self.values, self.frame = values, frame
+
+
+def _numeric(table: pa.Table, width: int) -> pa.Table:
+    try:
+        return table.cast(pa.schema([(f"c{i}", pa.float64()) for i in range(width)]))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise _not_numeric(exc) from None
+
+
+def _not_numeric(exc: Exception) -> InvalidInputError:
+    return InvalidInputError(f"columns: multivariate drift needs numeric columns ({exc})", {"field": "columns"})
 
 
 def _from_log(ctx: MonitorContext, config: MonitorConfig, base: Baseline, score: str) -> pa.Table:

@@ -58,7 +58,7 @@ def compute(
         return []
     kind = kind_of(config)
     width = timedelta(seconds=config.window_s)
-    table = _read(reader, config, ends[0] - width, ends[-1])
+    table = _read(reader, config, ends[0] - width, ends[-1], baseline)
     table, times = _by_time(table)
     groups = _groups(table, config)
     results = []
@@ -107,7 +107,9 @@ def _groups(table: pa.Table, config: MonitorConfig) -> list[tuple[str, np.ndarra
     return [(f"{config.group_by}={v}", values == v) for v in sorted(set(values.tolist()))]
 
 
-def _read(reader: LogReader, config: MonitorConfig, start: datetime, end: datetime) -> pa.Table:
+def _read(
+    reader: LogReader, config: MonitorConfig, start: datetime, end: datetime, baseline: np.ndarray | None
+) -> pa.Table:
     """`time`, `value` (and `truth` for performance, the group column when grouped) of the rows in [start, end)."""
     where = ["l.pipeline = ?", "l.time >= ?", "l.time < ?"]
     params: list[Any] = [config.pipeline, utc(start), utc(end)]
@@ -115,4 +117,4 @@ def _read(reader: LogReader, config: MonitorConfig, start: datetime, end: dateti
         where.append("l.variant = ?")
         params.append(config.variant)
     extra = f", l.{config.group_by}" if config.group_by else ""
-    return kind_of(config).read(reader, config, where, params, extra)
+    return kind_of(config).read(reader, config, where, params, extra, baseline)

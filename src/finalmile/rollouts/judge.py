@@ -84,14 +84,14 @@ def _figures(ctx: MonitorContext, gate: Gate, arms: dict[str, Window]) -> dict[s
     """One gate's figure for each arm, the threshold, and whether the candidate passed (None: cannot say)."""
     config = gate.config()
     kind = kind_of(config)
-    read = {arm: kind.read(ctx.reader, config, where, params, "") for arm, (where, params) in arms.items()}
+    baseline = None if gate.against_champion or not kind.needs_baseline(config) else baseline_values(ctx, config)
+    read = {arm: kind.read(ctx.reader, config, where, params, "", baseline) for arm, (where, params) in arms.items()}
     figures: dict[str, float | None] = {}
     if gate.against_champion:  # the champion's scores are the reference: only the candidate has a figure
         champion, candidate = (values(t, "value", np.arange(t.num_rows)).astype(np.float64) for t in read.values())
         figures["champion"] = 0.0 if len(champion) else None
         figures["candidate"] = score_psi(champion, candidate) if len(champion) and len(candidate) else None
     else:
-        baseline = baseline_values(ctx, config) if kind.needs_baseline(config) else None
         for arm, table in read.items():
             figures[arm] = kind.score(config, table, np.arange(table.num_rows), baseline)[0] if table.num_rows else None
     worse = kind.higher_is_worse(config)

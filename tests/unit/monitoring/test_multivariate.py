@@ -83,3 +83,35 @@ def test_bad_input_names_the_field_and_stores_nothing(client) -> None:  # type: 
     with pytest.raises(InvalidInputError, match="method: only a multivariate_drift monitor"):
         client.build_monitor("d", "p", "drift", column="x0", method="pca", baseline=baseline)
     assert client.monitors() == []
+
+
+def test_a_baseline_with_missing_values_scores_as_its_complete_rows_from_any_frame(client) -> None:  # type: ignore[no-untyped-def]
+    """A pandas baseline is read without a copy and keeps its incomplete rows (the PCA works on complete rows block
+    by block); it must score as its complete rows alone, as the same data given as an Arrow table, as the stored
+    baseline read back once saved, and a later change to the caller's frame must not reach it."""
+    import pyarrow as pa
+
+    baseline = _rows(3000, 0.9, seed=1)
+    baseline.loc[baseline.index % 7 == 0, "x2"] = np.nan
+    filled = baseline.fillna(0)
+    client.upload_model("m", LogisticRegression().fit(filled, baseline.x0 > 0), sample=filled.head(50))
+    _serve(client, "p", _rows(1000, -0.5, seed=2))
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    columns = ["x0", "x1", "x2", "x3"]
+
+    def score(name: str, given) -> float:  # type: ignore[no-untyped-def]
+        monitor = client.build_monitor(name, "p", "multivariate_drift", columns=columns, baseline=given, window="1h")
+        (result,) = monitor.preview(now - timedelta(hours=1), now).itertuples()
+        return float(result.score)
+
+    complete = score("complete", baseline.dropna().reset_index(drop=True))
+    assert score("frame", baseline) == pytest.approx(complete, rel=1e-12)
+    assert score("arrow", pa.Table.from_pandas(baseline, preserve_index=False)) == pytest.approx(complete, rel=1e-12)
+    kept = client.build_monitor("kept", "p", "multivariate_drift", columns=columns, baseline=baseline, window="1h")
+    baseline.loc[:, "x0"] = 100.0  # the caller reuses their frame
+    kept.save()
+    (result,) = client.monitor("kept").preview(now - timedelta(hours=1), now).itertuples()
+    assert result.score == pytest.approx(complete, rel=1e-12)
+    with pytest.raises(InvalidInputError, match="columns: multivariate drift needs numeric columns"):
+        client.build_monitor("text", "p", "multivariate_drift", columns=["x0", "x1"],
+                             baseline=baseline.assign(x1="high"), window="1h")  # fmt: skip

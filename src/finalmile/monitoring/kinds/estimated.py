@@ -67,10 +67,16 @@ class EstimatedPerformanceKind(MonitorKind):
         return prediction_of(config)
 
     def read(
-        self, reader: LogReader, config: MonitorConfig, where: list[str], params: list[Any], extra: str
+        self,
+        reader: LogReader,
+        config: MonitorConfig,
+        where: list[str],
+        params: list[Any],
+        extra: str,
+        baseline: np.ndarray | None = None,
     ) -> pa.Table:
         """Each row's score, and its label where one has arrived (for the realised metric beside the estimate)."""
-        conn = reader.connect()
+        conn = reader.connect(catalog=False)
         try:
             keys = label_keys(conn, config.pipeline)
             score = quote(prediction_of(config))

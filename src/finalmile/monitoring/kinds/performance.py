@@ -39,9 +39,16 @@ class PerformanceKind(MonitorKind):
         return PERFORMANCE_METRICS[config.metric]
 
     def read(
-        self, reader: LogReader, config: MonitorConfig, where: list[str], params: list[Any], extra: str
+        self,
+        reader: LogReader,
+        config: MonitorConfig,
+        where: list[str],
+        params: list[Any],
+        extra: str,
+        baseline: np.ndarray | None = None,
     ) -> pa.Table:
-        conn = reader.connect()  # one connection (one scan of the log's file list) for the key columns and the join
+        # one connection (one scan of the log's file list) for the key columns and the join
+        conn = reader.connect(catalog=False)
         try:
             keys = label_keys(conn, config.pipeline)
             if not keys:
