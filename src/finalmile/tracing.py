@@ -4,7 +4,8 @@ A request's span starts at the transport (its parent from the W3C `traceparent` 
 trace) and is named in the answer's `traceparent`. Beneath it: `decode`; `queue`, the time it waited for a batch;
 and `batch`, shared by the requests that ran together (its parent the first request's span, a link to each of the
 others), with a span per model step and one for `log`; on a Ray deployment, the front's `batch` span lasts the hop
-to the replica and back (the replica's own steps are not traced). A request the sampler drops takes the untraced
+to the replica and back, with a `ray replica` span for the call (the replica's own steps are not traced; its log
+rows carry the trace ids the front sent, `carried`). A request the sampler drops takes the untraced
 path, at the cost of deciding so. Each log row carries its request's `trace_id`, so a slow row found in SQL leads to
 its trace. Export is configured by the standard variables: `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP over HTTP),
 `OTEL_TRACES_EXPORTER` (`otlp`, `console` or `none`), `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and
@@ -205,10 +206,12 @@ def batch(parents: list[Any], enqueued_ns: list[int], work: Callable[[], Any]) -
             return result
 
         async def hop() -> Any:  # a Ray front's call to its replica: the span lasts until the answer is back
+            token = _traces.set(traces)  # the call sends them on (`carried`), for the replica's log rows
             try:
                 with use_span(span, end_on_exit=False):
                     return await result
             finally:
+                _traces.reset(token)
                 span.end()
 
         return hop()
@@ -228,4 +231,20 @@ def step(name: str) -> Iterator[None]:
 
 def batch_traces() -> list[str | None] | None:
     """The trace id of each request of the batch running in this thread (None: tracing off or untraced)."""
-    return _traces.get() if _tracer is not None else None
+    return _traces.get()
+
+
+def carried(traces: list[str | None] | None, work: Callable[[], Any]) -> Callable[[], Any]:
+    """`work`, a batch traced in another process (a Ray front's, whose spans cover the hop), run here with its
+    requests' trace ids, so the log rows it makes name their traces; no spans are made here."""
+    if not traces or not any(traces):
+        return work
+
+    def run() -> Any:
+        token = _traces.set(traces)
+        try:
+            return work()
+        finally:
+            _traces.reset(token)
+
+    return run

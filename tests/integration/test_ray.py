@@ -860,3 +860,52 @@ print("running:", list(children()))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "refused: cannot join a local Ray cluster: Timed out waiting for file" in out.stdout, out.stdout
     assert "running: []" in out.stdout and "ResourceWarning" not in out.stderr, out.stdout + out.stderr[-2000:]
+
+
+def test_a_traced_request_on_ray_spans_the_hop_and_its_log_row_names_the_trace(cluster: None, tmp_path: Path) -> None:
+    """Tracing on, `--backend ray`: the front's batch span has a `ray replica` span for the call to the replica, and
+    the row the replica logged carries the client's trace id (the front sends the batch's trace ids with the call)."""
+    pytest.importorskip("opentelemetry.sdk")
+    from tests.integration.test_tracing import PARENT, TRACE, Receiver
+
+    home = tmp_path / "home"
+    with Client(home=home) as client:
+        mv, _ = _forest(client)
+        client.build_pipeline("traced").add_model_step(mv).create_version()
+        scope = _scope(client, "traced")
+    receiver = Receiver()
+    env = {"FINALMILE_TRACING": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+           "OTEL_BSP_SCHEDULE_DELAY": "100", "FINALMILE_LOG_COMPACT_S": "0.5"}  # fmt: skip
+    address = ray.get_runtime_context().gcs_address
+    server = start_server(home, env=env, args=("--backend", "ray", "--ray-address", address), timeout=120)
+    try:
+        deployed = httpx.post(f"{server.url}/api/v1/pipelines/traced/deploy", json={"replica_cpus": 0.25}, timeout=120)
+        assert deployed.status_code == 200, deployed.text
+        headers = {"content-type": "application/json", "traceparent": f"00-{TRACE}-{PARENT}-01"}
+        answer = httpx.post(f"{server.url}/pipelines/traced/infer", content=X.head(1).to_json(orient="records"),
+                            headers=headers)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "ray replica" not in {s.name for s in receiver.of(TRACE)}:
+            time.sleep(0.2)
+        spans = {s.name: s for s in receiver.of(TRACE)}
+        assert {"infer traced", "queue", "batch", "ray replica"} <= set(spans), set(spans)
+        assert spans["ray replica"].parent_span_id == spans["batch"].span_id
+        assert spans["batch"].start_time_unix_nano <= spans["ray replica"].start_time_unix_nano
+        assert spans["ray replica"].end_time_unix_nano <= spans["batch"].end_time_unix_nano
+        request_id = answer.headers["finalmile-request-id"]
+        with Client(home=home) as client:
+            deadline, rows = time.monotonic() + 40, None  # the replica compacts its journal every few seconds
+            while time.monotonic() < deadline:
+                try:
+                    rows = client.query(f"SELECT trace_id FROM logs WHERE request_id = '{request_id}'")
+                except FinalmileError:  # not in a sealed part yet: no trace_id column so far
+                    rows = None
+                if rows is not None and len(rows):
+                    break
+                time.sleep(0.5)
+        assert rows is not None and list(rows.trace_id) == [TRACE]
+    finally:
+        server.stop()
+        for name in [n for n in serve.status().applications if n.startswith(scope)]:
+            serve.delete(name)

@@ -88,10 +88,13 @@ class Batcher:
         )
         return await future
 
-    async def run_together(self, tables: list[pa.Table], ids: list[str | None]) -> Any:
-        """Run these requests as one batch now, past the queue (a Ray front has batched them already); returns what
-        `run` returns, unsplit."""
-        return await self._measured(partial(self._run_tables, tables, ids), sum(t.num_rows for t in tables), len(ids))
+    async def run_together(
+        self, tables: list[pa.Table], ids: list[str | None], traces: list[str | None] | None = None
+    ) -> Any:
+        """Run these requests as one batch now, past the queue (a Ray front has batched them already, and traced
+        them: `traces`); returns what `run` returns, unsplit."""
+        work = tracing.carried(traces, partial(self._run_tables, tables, ids))
+        return await self._measured(work, sum(t.num_rows for t in tables), len(ids))
 
     async def run_rows(self, table: pa.Table, requests: np.ndarray, ids: list[str | None]) -> Any:
         """Run a table whose rows already belong to several requests (`requests` numbers each row's: a stream's

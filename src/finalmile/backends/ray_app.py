@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+import finalmile.tracing as tracing
 from finalmile.arrow.frames import require_rows
 from finalmile.arrow.ipc import to_ipc
 from finalmile.backends.base import InferRequest
@@ -58,17 +59,21 @@ class App:
 
     async def infer(self, request: InferRequest) -> RequestResult:
         """One request through a replica (the `Target` a request resolves)."""
-        part = await self.submit(require_rows(request.table), request.log, request.request_id, request.durable)
+        part = await self.submit(
+            require_rows(request.table), request.log, request.request_id, request.durable, request.trace
+        )
         if isinstance(part, Failure):
             raise part.error()
         result: RequestResult = part
         return result
 
-    async def submit(self, table: pa.Table, log: bool, request_id: str | None, durable: bool = False) -> Any:
+    async def submit(
+        self, table: pa.Table, log: bool, request_id: str | None, durable: bool = False, trace: Any = None
+    ) -> Any:
         with self._pending_lock:
             self._pending += 1
         try:
-            return await self.batcher(log, durable).submit(table, request_id)
+            return await self.batcher(log, durable).submit(table, request_id, trace)
         finally:
             with self._pending_lock:
                 self._pending -= 1
@@ -96,11 +101,13 @@ class App:
         """One call to a replica: `requests` numbers each row's request; `durable`: the replica answers once the
         rows it logged are on its disk (a stream's messages, acknowledged on the answer)."""
         rows = spans(np.bincount(requests, minlength=len(ids)).tolist())
+        traces = tracing.batch_traces()  # sent on, for the replica's log rows
         try:
-            if streams(table):
-                answer, replica, seconds = await self._stream(to_ipc(table), rows, ids, log, durable)
-            else:
-                answer, replica, seconds = await self._runner.remote(to_ipc(table), rows, ids, log, durable)
+            with tracing.step("ray replica"):
+                if streams(table):
+                    answer, replica, seconds = await self._stream(to_ipc(table), rows, ids, log, durable, traces)
+                else:
+                    answer, replica, seconds = await self._runner.remote(to_ipc(table), rows, ids, log, durable, traces)
         except Exception as exc:  # the replica died or could not be reached: Ray's error, said as a 503
             raise BackendUnavailable(f"pipeline '{self.name}': no Ray replica answered ({type(exc).__name__})") from exc
         self._observe(self.name, replica, table.num_rows, len(ids), seconds)

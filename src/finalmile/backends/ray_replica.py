@@ -128,14 +128,20 @@ class PipelineReplica:
         return self.version, self.host.local.target(self.pipeline).input_schema, self.replica, os.getpid()
 
     async def run_batch(
-        self, data: bytes, spans: list[tuple[int, int]], ids: list[str | None], log: bool, durable: bool = False
+        self,
+        data: bytes,
+        spans: list[tuple[int, int]],
+        ids: list[str | None],
+        log: bool,
+        durable: bool = False,
+        traces: list[str | None] | None = None,
     ) -> tuple[Answer, str, float]:
         """A front's call (its requests' rows as one IPC stream), run here: each request is conformed alone (a bad
         one fails alone, logged), the rest run together in batches of at most the version's batch size, on the
         replica's threads; a batch that fails runs again request by request to find the culprit, as the local
         batcher does. `durable`: answer only once the rows logged are on disk (a stream acknowledges its messages
-        on the answer; a replica killed after would otherwise take up to a second of rows with it). Returns the
-        answer, this replica, seconds."""
+        on the answer; a replica killed after would otherwise take up to a second of rows with it). `traces`: each
+        request's trace id, for its log rows (the front traced the call). Returns the answer, this replica, seconds."""
         started = time.perf_counter()
         table = from_ipc(data)
         slot = self.host.local.get(self.pipeline, self.version)
@@ -155,14 +161,22 @@ class PipelineReplica:
             [order[k] for k in group]
             for group in packed([conformed[i].num_rows for i in order], batcher.max_batch_size)
         ]
-        ran = await asyncio.gather(*(self._together(batcher, group, conformed, ids, log, alone) for group in groups))
+        ran = await asyncio.gather(
+            *(self._together(batcher, group, conformed, ids, log, alone, traces) for group in groups)
+        )
         batches = [(batch, group) for batch, group in zip(ran, groups, strict=True) if batch is not None]
         if durable and log:
             await asyncio.to_thread(self.host.logs.durable)
         return Answer(batches, alone), self.replica, time.perf_counter() - started
 
     async def stream_batch(
-        self, data: bytes, spans: list[tuple[int, int]], ids: list[str | None], log: bool, durable: bool = False
+        self,
+        data: bytes,
+        spans: list[tuple[int, int]],
+        ids: list[str | None],
+        log: bool,
+        durable: bool = False,
+        traces: list[str | None] | None = None,
     ) -> AsyncIterator[tuple[Any, ...]]:
         """`run_batch` for a call whose rows stream text (a `stream_id`): a sink is opened here under each id, and
         every piece a generative engine pushes to it is sent on to the front as it comes, `("piece", id, text)`,
@@ -173,7 +187,7 @@ class PipelineReplica:
         loop = asyncio.get_running_loop()
         for sink in opened:
             SINKS.open(sink, partial(_forward, loop, pieces, sink))
-        done = asyncio.ensure_future(self.run_batch(data, spans, ids, log, durable))
+        done = asyncio.ensure_future(self.run_batch(data, spans, ids, log, durable, traces))
         try:
             while True:
                 waiting = asyncio.ensure_future(pieces.get())
@@ -198,10 +212,12 @@ class PipelineReplica:
         ids: list[str | None],
         log: bool,
         alone: dict[int, RequestResult | Failure],
+        traces: list[str | None] | None,
     ) -> Batch | None:
         """These requests run as one batch; None if it failed, each of them then run alone (into `alone`)."""
         try:
-            _, batch = await batcher.run_together([tables[i] for i in requests], [ids[i] for i in requests])
+            chosen = [traces[i] for i in requests] if traces else None
+            _, batch = await batcher.run_together([tables[i] for i in requests], [ids[i] for i in requests], chosen)
             return batch
         except Exception:
             target = self.host.local.target(self.pipeline, self.version)

@@ -180,4 +180,3 @@ def fetch(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any], condense
     except Exception as exc:  # duckdb.Error: a column the log lacks, a label missing from the ground truth
         raise QueryError(f"monitor query failed: {exc}") from None
     return pa.Table.from_batches(kept or [condense(pa.RecordBatch.from_pylist([], schema=batches.schema))])
-
