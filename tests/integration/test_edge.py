@@ -248,3 +248,20 @@ def test_a_bundle_installs_from_its_own_wheels_with_no_index_and_serves(tmp_path
     finally:
         os.killpg(edge.pid, signal.SIGTERM)
         edge.wait(timeout=30)
+
+
+def test_a_bundle_asked_of_a_fresh_server_for_an_unknown_pipeline_names_it(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    """The remote client streams the bundle to disk; an error answer is still the server's error, named (a fresh
+    home, with no artifact store folders yet, answered a 500), and nothing is written where the bundle would go."""
+    from finalmile.errors import PipelineNotFound
+
+    (tmp_path / "fresh").mkdir()
+    server = server_factory(tmp_path / "fresh")
+    with Client(url=server.url) as remote:
+        try:
+            remote.bundle_pipeline("nope", tmp_path / "out", wheels=False)
+        except PipelineNotFound as exc:
+            assert "pipeline 'nope' not found" in str(exc)
+        else:
+            raise AssertionError("a bundle of an unknown pipeline was written")
+    assert not (tmp_path / "out").exists()

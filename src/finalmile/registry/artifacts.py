@@ -92,6 +92,12 @@ class ArtifactStore:
         self.tmp.mkdir(parents=True, exist_ok=True)
         return tempfile.mkstemp(dir=self.tmp, prefix="put-")
 
+    def scratch(self, prefix: str) -> Path:
+        """A fresh directory under `tmp/` (on the store's disk, so what is made there moves in by a rename); the
+        caller removes it."""
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=self.tmp, prefix=prefix))
+
     def _place(self, tmp: Path, digest: str) -> tuple[str, bool]:
         """Move a fully written, synced file to its name (unless that content is stored already)."""
         final = self.path_of(digest)
@@ -133,8 +139,7 @@ class ArtifactStore:
         always runs from bytes that were just verified. The caller removes the directory when done with it.
         """
         data = self.read_bytes(sha256)
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"unpacked-{sha256[:12]}-"))
+        workdir = self.scratch(f"unpacked-{sha256[:12]}-")
         try:
             with tarfile.open(fileobj=io.BytesIO(data)) as tar:
                 tar.extractall(workdir, filter="data")

@@ -3,8 +3,8 @@ the client unpacks it where it was asked to."""
 
 from __future__ import annotations
 
-import io
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,10 @@ class RemoteEdgeVerbs(Carrier):
             raise BadRequestError(f"output: {target} is not empty", {"field": "output"})
         params: dict[str, Any] = {"wheels": wheels} | ({"version": version} if version is not None else {})
         where = {"name": pipeline_name(name)}
-        answer = self._call("bundle_pipeline", params_in_path=where, params=params, timeout=BUNDLE_TIMEOUT_S)
-        target.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(answer.content), mode="r:gz") as archive:
-            archive.extractall(target, filter="data")  # no path may leave `output`, no device or link
+        with tempfile.TemporaryFile() as received:  # the wheels make it hundreds of MB: on disk, not in memory
+            self._download("bundle_pipeline", received, params_in_path=where, params=params, timeout=BUNDLE_TIMEOUT_S)
+            received.seek(0)
+            target.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(fileobj=received, mode="r:gz") as archive:
+                archive.extractall(target, filter="data")  # no path may leave `output`, no device or link
         return bundle_summary(read_bundle(target), target)

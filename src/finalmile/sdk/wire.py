@@ -7,14 +7,17 @@ from __future__ import annotations
 import dataclasses
 import typing
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import httpx
 import pyarrow as pa
 
-from finalmile.errors import ERROR_HEADER, FinalmileError, RemoteError
+from finalmile.errors import ERROR_HEADER, FinalmileError, RemoteError, ServerUnreachable
+from finalmile.verbs import VERBS
 
 T = TypeVar("T")
+DOWNLOAD_CHUNK = 1 << 20
+"""Bytes read at a time from an answer written to a file (`Carrier._download`)."""
 
 
 _TIMES: dict[type, frozenset[str]] = {}
@@ -74,8 +77,27 @@ def raised(response: httpx.Response) -> FinalmileError:
 class Carrier:
     """What the remote client's verb mixins call: `_call` carries a verb to its declared route (`RemoteClient`)."""
 
+    url: str
+    _http: httpx.Client
+
     def _call(self, verb: str, *, params_in_path: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
         raise NotImplementedError
 
     def _json(self, verb: str, *, params_in_path: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         raise NotImplementedError
+
+    def _download(
+        self, verb: str, into: BinaryIO, *, params_in_path: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """`_call` for an answer too large to hold in memory (an edge bundle and its wheels): written into `into`
+        as it arrives."""
+        declared = VERBS[verb]
+        try:
+            with self._http.stream(declared.method, declared.url(**(params_in_path or {})), **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise raised(response)
+                for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+                    into.write(chunk)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"cannot reach the finalmile server at {self.url}: {exc}") from None

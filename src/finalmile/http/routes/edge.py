@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -116,7 +115,7 @@ def router(guards: Guards) -> APIRouter:
         name: str, version: int | None = None, wheels: bool = True, who: Caller = Depends(guards.write)
     ) -> FileResponse:
         """The edge bundle of `name` as a tar.gz, written here (the wheels collected by this server's pip)."""
-        scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir=who.services.artifacts.tmp))
+        scratch = who.services.artifacts.scratch("bundle-")  # on a fresh home, `tmp/` does not exist yet
         try:
             archive = await asyncio.get_running_loop().run_in_executor(
                 None, _bundle_archive, who.services, name, version, wheels, scratch
