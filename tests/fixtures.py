@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,21 @@ class SlowClassifier(ThresholdClassifier):
 
 
 from finalmile.cli.demo.llm import gpt2_to_gguf, tiny_language_models  # noqa: E402,F401  (the demo makes the same models)
+
+
+def mean_pooled(directory: Path, texts: list[str]) -> np.ndarray:
+    """Each text's embedding as transformers computes it from a GPT-2 directory: the mean of the last hidden states,
+    of unit length (what a GGUF of it marked with mean pooling must answer)."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Model
+
+    tokenizer, model = AutoTokenizer.from_pretrained(directory), GPT2Model.from_pretrained(directory).eval()
+    out = []
+    with torch.no_grad():
+        for text in texts:
+            hidden = model(torch.tensor([tokenizer(text)["input_ids"]])).last_hidden_state[0].mean(0).numpy()
+            out.append(hidden / np.linalg.norm(hidden))
+    return np.array(out)
 
 
 def streamed(runtime: Any, sink: str) -> tuple[list[str], str]:

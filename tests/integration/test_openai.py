@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from finalmile import Client
 from finalmile.errors import Forbidden
-from tests.fixtures import gpt2_to_gguf, tiny_language_models
+from tests.fixtures import gpt2_to_gguf, mean_pooled, tiny_language_models
 
 pytest.importorskip("transformers")
 
@@ -178,8 +178,21 @@ def test_a_gguf_model_answers_the_openai_client_as_its_twin(tmp_path: Path, serv
         remote.build_pipeline("chat-gguf").add_model_step("lm-gguf:1").deploy(max_batch_size=16, workers=4)
     with Client(url=server.url, token=viewer) as remote, pytest.raises(Forbidden):
         remote.upload_model("lm-gguf", gguf)
+    pooled = gpt2_to_gguf(causal, tmp_path / "pooled.gguf", pooling=True)  # a GGUF embedding model
+    with Client(url=server.url, token=owner) as remote:
+        version = remote.upload_model("embed-gguf", pooled)
+        assert (version.framework, version.task) == ("gguf", "embedding")
+        remote.build_pipeline("embed-gguf").add_model_step("embed-gguf:1").deploy()
     ai = openai.OpenAI(base_url=f"{server.url}/v1", api_key=viewer, max_retries=0)
     request.addfinalizer(ai.close)
+
+    # embeddings from the GGUF file: the mean of GPT-2's last hidden states, as transformers computes them
+    texts = ["hello", "the quick brown fox"]
+    vectors = np.array([d.embedding for d in ai.embeddings.create(model="embed-gguf", input=texts).data])
+    np.testing.assert_allclose(vectors, mean_pooled(causal, texts), atol=1e-4)
+    with pytest.raises(openai.BadRequestError) as too_long:
+        ai.embeddings.create(model="embed-gguf", input="hello world " * 100)
+    assert "maximum context length is 128 tokens" in too_long.value.message
 
     messages = [{"role": "user", "content": "hello world"}]
     answers = {

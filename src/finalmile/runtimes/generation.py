@@ -20,7 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from finalmile.schema import Column, Schema
 
@@ -89,8 +91,25 @@ def prompt_table(**columns: list[Any]) -> pa.Table:
 
 
 def smoke(runtime: Any) -> None:
-    """One tiny call, to refuse at upload a generative model that loads but cannot run."""
-    runtime.predict(prompt_table(prompt=["Hello"], max_tokens=[1]))
+    """One tiny call, to refuse at upload a generative or embedding model that loads but cannot run."""
+    if runtime.context.task == EMBEDDING:
+        runtime.predict(pa.table({"text": ["Hello"]}))
+    else:
+        runtime.predict(prompt_table(prompt=["Hello"], max_tokens=[1]))
+
+
+def embedding_table(vectors: np.ndarray, tokens_in: list[int], errors: list[str | None]) -> pa.Table:
+    """An embedding engine's answer (`embedding_schema`): a row that failed has no vector, and says why."""
+    width = vectors.shape[1]
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), width)
+    valid = pa.array([e is None for e in errors])
+    return pa.table(
+        {
+            "embedding": pc.if_else(valid, embedding, pa.nulls(len(errors), embedding.type)),
+            "tokens_in": pa.array(tokens_in, pa.int64()),
+            "error": pa.array(errors, pa.string()),
+        }
+    )
 
 
 def context_error(tokens_in: int, max_tokens: int | None, context: int, empty: bool) -> str | None:

@@ -1,5 +1,6 @@
 """GGUF language models (one `.gguf` file: weights, vocabulary, chat template), run with llama.cpp through
-`llama-cpp-python`'s low-level API, on the CPU.
+`llama-cpp-python`'s low-level API, on the CPU. A file whose metadata names a pooling is an embedding model
+(`task="embedding"`: one vector per text, as a Hugging Face embedding model gives); any other generates.
 
 The same columns in and out as every generative engine (`runtimes.generation`), so the OpenAI surface, the log,
 monitors and rollouts treat a GGUF model as they treat a transformers one. Rows are decoded with continuous batching,
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import threading
 import time
 import weakref
@@ -33,14 +33,19 @@ from llama_cpp import _internals as internals
 from finalmile.errors import InvalidModelError, PredictionError
 from finalmile.runtimes.base import BaseRuntime, Packaged, RuntimeContext
 from finalmile.runtimes.generation import (
+    EMBEDDING,
     GENERATION,
     GENERATION_SCHEMA,
     Followed,
     Generated,
     Prompts,
     admitted,
+    embedding_schema,
+    embedding_table,
+    input_error,
     smoke,
 )
+from finalmile.runtimes.gguf_embeddings import PROMPT_CHUNK, Embedder, cpu_threads
 from finalmile.schema import Schema
 
 log = logging.getLogger(__name__)
@@ -51,8 +56,6 @@ CACHE_TOKENS = 32768
 """Tokens the key/value cache holds (allocated at load): rows decoded together are as many as fit at the model's
 context (32 at most, as for transformers), so a row never runs out of room."""
 MAX_ROWS = 32
-PROMPT_CHUNK = 512
-"""Prompt tokens per `llama_decode` at most (llama.cpp's default batch)."""
 
 
 @llama_cpp.llama_log_callback
@@ -75,7 +78,19 @@ def package(source: Any, workdir: Path, sample: pa.Table | None) -> Packaged:
         smoke(runtime)  # a model that does not run is refused at upload, not at deploy
     finally:
         runtime.unload()  # its decoding thread and context go now, not with the process
-    return Packaged(FRAMEWORK, path, runtime.schema, task=GENERATION)
+    return Packaged(FRAMEWORK, path, runtime.schema, task=runtime.context.task)
+
+
+def _task_of(path: Path) -> str:
+    """What a file's metadata says it is for: a model that names a pooling (an embedding model) embeds, any other
+    generates. A file whose metadata cannot be read is left to llama.cpp's load to refuse."""
+    import gguf
+
+    try:
+        fields = gguf.GGUFReader(str(path)).fields
+    except Exception:
+        return GENERATION
+    return EMBEDDING if any(name.endswith(".pooling_type") for name in fields) else GENERATION
 
 
 class GGUFRuntime(BaseRuntime):
@@ -88,7 +103,7 @@ class GGUFRuntime(BaseRuntime):
         """Loaded from a file at upload, before the registry knows it."""
         from finalmile.config import FinalmileSettings
 
-        runtime = cls(RuntimeContext(path, Schema(inputs=None), GENERATION, None, FinalmileSettings()))
+        runtime = cls(RuntimeContext(path, Schema(inputs=None), _task_of(path), None, FinalmileSettings()))
         runtime.load()
         return runtime
 
@@ -99,24 +114,24 @@ class GGUFRuntime(BaseRuntime):
         except Exception as exc:  # llama.cpp says only that it failed (its reasons are in the log)
             raise InvalidModelError(f"{path.name}: llama.cpp could not load it as a GGUF model ({exc})") from None
         metadata = self.model.metadata()
-        arch = metadata.get("general.architecture", "")
-        if f"{arch}.pooling_type" in metadata:
-            self.model.close()
-            raise InvalidModelError(
-                f"{path.name}: a GGUF embedding model ({arch}); upload embedding models as a Hugging Face "
-                "directory (GGUF is served for text generation)"
-            )
         # A position past the trained context aborts llama.cpp (the process, not the call): rows are refused first.
         self.context_length = min(int(self.model.n_ctx_train()), MAX_CONTEXT)
+        rows = max(1, min(MAX_ROWS, CACHE_TOKENS // self.context_length))
         try:
-            self.engine = _Engine(self.model, max(1, min(MAX_ROWS, CACHE_TOKENS // self.context_length)),
-                                  self.context_length, path.stem)  # fmt: skip
+            if self.context.task == EMBEDDING:
+                self.engine: _Engine | Embedder = Embedder(self.model, rows, self.context_length)
+            else:
+                self.engine = _Engine(self.model, rows, self.context_length, path.stem)
         except Exception as exc:
             self.model.close()
             raise InvalidModelError(f"{path.name}: llama.cpp could not make a context for it ({exc})") from None
         # The decoding thread holds the engine, not this runtime: when the last pipeline lets go of the runtime (the
         # loader's cache is weak), the thread stops and the context is freed.
         weakref.finalize(self, self.engine.close)
+        if self.context.task == EMBEDDING:
+            if self.schema.inputs is None:
+                self.schema = embedding_schema(int(self.model.n_embd()))
+            return
         self.eos = {t for t in range(int(self.model.n_vocab())) if llama_cpp.llama_vocab_is_eog(self.model.vocab, t)}
         self.template = _ChatTemplate(metadata.get("tokenizer.chat_template"), self.model)
         if self.schema.inputs is None:
@@ -128,6 +143,8 @@ class GGUFRuntime(BaseRuntime):
         super().unload()
 
     def _predict(self, table: pa.Table) -> pa.Table:
+        if isinstance(self.engine, Embedder):
+            return self._embed(table)
         result = Generated(table.num_rows, time.perf_counter())
         prompts = Prompts(table, self.template)
         ready = admitted(prompts, result, self._tokens, self.context_length)
@@ -137,6 +154,22 @@ class GGUFRuntime(BaseRuntime):
                                 [prompts.sinks[i] for i in rows], result)  # fmt: skip
             self.engine.run(followed, [ids for _, ids, _ in ready], [prompts.temperatures[i] for i in rows])
         return result.table()
+
+    def _embed(self, table: pa.Table) -> pa.Table:
+        """Each text's vector, pooled as the file says and of unit length, as the transformers engine embeds; a text
+        past the context fails alone."""
+        assert isinstance(self.engine, Embedder)
+        texts = [t if t is not None else "" for t in table.column("text").to_pylist()]
+        tokens = [self._tokens(text) for text in texts]
+        errors = [input_error(len(t), self.context_length) for t in tokens]
+        good = [i for i, e in enumerate(errors) if e is None]
+        width = int(self.model.n_embd())
+        vectors = np.zeros((len(texts), width), dtype=np.float32)
+        if good:
+            pooled = self.engine.embed([tokens[i] for i in good])
+            norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+            vectors[good] = pooled / np.where(norms > 0, norms, 1.0)
+        return embedding_table(vectors, [len(t) for t in tokens], errors)
 
     def _tokens(self, text: str) -> list[int]:
         """A prompt's tokens: the BOS the model asks for, special tokens parsed (as transformers does)."""
@@ -149,7 +182,7 @@ class _Engine:
 
     def __init__(self, model: Any, rows: int, context_length: int, name: str) -> None:
         self.model, self.rows = model, rows
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = cpu_threads()
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = context_length * rows
         params.n_batch = params.n_ubatch = PROMPT_CHUNK

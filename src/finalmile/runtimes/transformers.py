@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 import transformers
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, StoppingCriteria
@@ -35,6 +34,7 @@ from finalmile.runtimes.generation import (
     Prompts,
     admitted,
     embedding_schema,
+    embedding_table,
     input_error,
     smoke,
 )
@@ -68,7 +68,7 @@ def package(source: Any, workdir: Path, sample: pa.Table | None) -> Packaged:
         )
     task = GENERATION if _is_causal(out) else EMBEDDING
     runtime = TransformersRuntime.from_directory(out, task)
-    runtime.smoke()  # a model that does not run is refused at upload, not at deploy
+    smoke(runtime)  # a model that does not run is refused at upload, not at deploy
     return Packaged(FRAMEWORK, out, runtime.schema, task=task)
 
 
@@ -125,13 +125,6 @@ class TransformersRuntime(BaseRuntime):
         if self.schema.inputs is None:
             width = int(getattr(config, "hidden_size", 0) or 0)
             self.schema = GENERATION_SCHEMA if self.context.task == GENERATION else embedding_schema(width)
-
-    def smoke(self) -> None:
-        """One tiny call, to refuse at upload a model that loads but cannot run."""
-        if self.context.task == GENERATION:
-            smoke(self)
-        else:
-            self.predict(pa.table({"text": ["Hello"]}))
 
     def _predict(self, table: pa.Table) -> pa.Table:
         with self._lock, torch.inference_mode():
@@ -200,15 +193,7 @@ class TransformersRuntime(BaseRuntime):
             weights = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
             vectors[good] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
-        embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), width)
-        valid = pa.array([e is None for e in errors])
-        return pa.table(
-            {
-                "embedding": pc.if_else(valid, embedding, pa.nulls(len(texts), embedding.type)),
-                "tokens_in": pa.array(lengths, pa.int64()),
-                "error": pa.array(errors, pa.string()),
-            }
-        )
+        return embedding_table(vectors, lengths, errors)
 
 
 class _Watcher(Followed):

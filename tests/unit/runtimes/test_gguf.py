@@ -11,6 +11,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 pytest.importorskip("llama_cpp")
@@ -21,7 +23,7 @@ from finalmile.runtimes import detect_framework  # noqa: E402
 from finalmile.runtimes.generation import SINKS, prompt_table  # noqa: E402
 from finalmile.runtimes.gguf import GGUFRuntime, package  # noqa: E402
 from finalmile.runtimes.transformers import TransformersRuntime  # noqa: E402
-from tests.fixtures import gpt2_to_gguf, streamed, tiny_language_models  # noqa: E402
+from tests.fixtures import gpt2_to_gguf, mean_pooled, streamed, tiny_language_models  # noqa: E402
 
 ESCAPE = "{{ ().__class__.__base__.__subclasses__() }}"
 """A template that reaches for Python's object graph: the sandbox must stop it."""
@@ -169,3 +171,26 @@ def test_a_runtime_let_go_of_stops_its_thread_and_an_unloaded_one_refuses(models
     assert not engine._thread.is_alive()
     with pytest.raises(PredictionError, match="unloaded"):
         engine.run(None, [[1]], [0.0])  # type: ignore[arg-type]
+
+
+def test_a_gguf_that_names_a_pooling_embeds_as_transformers_pools(models: tuple[Path, Path], tmp_path: Path) -> None:
+    """A GGUF marked with mean pooling is an embedding model: one unit vector per text, equal to the mean of the
+    same model's last hidden states in transformers; texts packed into one pass answer as each alone; a text past
+    the context fails alone; an empty one is zeros."""
+    pooled = gpt2_to_gguf(models[0], tmp_path / "pooled.gguf", pooling=True)
+    packaged = package(pooled, tmp_path, None)
+    assert (packaged.task, packaged.schema.inputs[0].name) == ("embedding", "text")  # type: ignore[index]
+    runtime = GGUFRuntime.from_file(pooled)
+    texts = ["hello", "the quick brown fox", "world " * 20, "how are you today", "hello world " * 100, ""]
+    out = runtime.predict(pa.table({"text": texts}))
+    vectors = out.column("embedding").to_pylist()
+    np.testing.assert_allclose(np.array(vectors[:4]), mean_pooled(models[0], texts[:4]), atol=1e-4)
+    alone = [runtime.predict(pa.table({"text": [t]})).column("embedding")[0].as_py() for t in texts[:4]]
+    np.testing.assert_allclose(np.array(alone), np.array(vectors[:4]), atol=1e-5)
+    assert vectors[4] is None and "maximum context length is 128 tokens" in out.column("error")[4].as_py()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(models[0])
+    assert out.column("tokens_in").to_pylist() == [len(tokenizer(t)["input_ids"]) for t in texts]
+    assert vectors[5] == [0.0] * 32
+    runtime.unload()

@@ -96,10 +96,10 @@ def run_llm_demo(client: LocalClient, console: Console) -> None:
     )
 
 
-def gpt2_to_gguf(directory: Path, out: Path, template: str | None = None) -> Path:
+def gpt2_to_gguf(directory: Path, out: Path, template: str | None = None, pooling: bool = False) -> Path:
     """A GPT-2 Hugging Face directory (as `tiny_language_models` writes) as one GGUF file for llama.cpp, float32,
     with its byte-level BPE vocabulary, merges and chat template (or `template`): the GGUF path's test model, made
-    offline."""
+    offline. `pooling`: marked as an embedding model (the mean of its last hidden states)."""
     import gguf
     import numpy as np
     from safetensors.numpy import load_file
@@ -133,6 +133,8 @@ def gpt2_to_gguf(directory: Path, out: Path, template: str | None = None) -> Pat
     writer.add_eos_token_id(eos)
     writer.add_add_bos_token(False)
     writer.add_chat_template(template)
+    if pooling:
+        writer.add_pooling_type(gguf.PoolingType.MEAN)
     names = gguf.TensorNameMap(gguf.MODEL_ARCH.GPT2, config["n_layer"])
     weights = load_file(str(directory / "model.safetensors"))
     for name, array in weights.items():
