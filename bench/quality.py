@@ -8,9 +8,10 @@ a binary classifier's calibrated score and its label drawn from it; the analysis
 mean, and f1's correlation with f0 reversed), so accuracy falls and the columns move differently together.
 
 finalmile reads it from its own inference log (a Parquet part written in the log's layout and with its writer's
-options, queried with DuckDB, as a server's monitors do) through the SDK's monitors; NannyML 0.13.1 reads the same rows as pandas DataFrames in an
-environment of its own (`bench/.venv-nannyml`, made with pip on the first run). Each side runs each check in a
-fresh process (peak RSS is per process); every figure is one window / one chunk covering the analysis period.
+options, queried with DuckDB, as a server's monitors do) through the SDK's monitors; NannyML 0.13.1 reads the same
+rows as pandas DataFrames in an environment of its own (`bench/.venv-nannyml`, made with pip on the first run). Each
+side runs each check in a fresh process (peak RSS is per process); every figure is one window / one chunk covering
+the analysis period.
 """
 
 from __future__ import annotations
