@@ -78,6 +78,22 @@ def hf_pipeline(directory: Path, texts: list[str], max_tokens: int) -> tuple[flo
     return tokens / (time.perf_counter() - started), tokens
 
 
+def hf_continuous(directory: Path, texts: list[str], max_tokens: int) -> tuple[float, int]:
+    """transformers' own continuous batching (`generate_batch`: its `ContinuousBatchingManager`, paged attention),
+    every prompt handed in at once, after a warm-up call that sizes its cache (greedy, no end-of-text stop)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory).eval()
+    config = GenerationConfig(max_new_tokens=max_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0)
+    ids = [tokenizer(text)["input_ids"] for text in texts]
+    model.generate_batch(inputs=ids[:4], generation_config=config, progress_bar=False)
+    started = time.perf_counter()
+    out = model.generate_batch(inputs=ids, generation_config=config, progress_bar=False)
+    tokens = sum(len(o.generated_tokens) for o in out.values())
+    return tokens / (time.perf_counter() - started), tokens
+
+
 def llama_cpp_alone(gguf: Path, texts: list[str], max_tokens: int) -> tuple[float, int]:
     """llama-cpp-python's own completion call, one prompt at a time (greedy)."""
     from llama_cpp import Llama
@@ -155,6 +171,10 @@ def main() -> None:
             sections["transformers"].append(
                 ("transformers pipeline(), one at a time", *hf_pipeline(causal, texts, args.max_tokens))
             )
+            sections["transformers"].append(
+                ("transformers generate_batch() (its continuous batching), all at once",
+                 *hf_continuous(causal, texts, args.max_tokens))
+            )  # fmt: skip
         for section, model in (("transformers", "lm"), ("llama.cpp (GGUF)", "lm-gguf")):
             token = tokens[model]
             headers = {"authorization": f"Bearer {token}"}
