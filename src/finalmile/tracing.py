@@ -192,26 +192,21 @@ def batch(parents: list[Any], enqueued_ns: list[int], work: Callable[[], Any]) -
     def traced() -> Any:
         span = _tracer.start_span("batch", context=set_span_in_context(first), links=links,
                                   attributes={"finalmile.requests": len(parents)})  # fmt: skip
-        token = _traces.set(traces)
         try:
-            with use_span(span, end_on_exit=False):
+            with _carrying(traces), use_span(span, end_on_exit=False):
                 result = work()
         except BaseException:
             span.end()
             raise
-        finally:
-            _traces.reset(token)
         if not inspect.isawaitable(result):
             span.end()
             return result
 
         async def hop() -> Any:  # a Ray front's call to its replica: the span lasts until the answer is back
-            token = _traces.set(traces)  # the call sends them on (`carried`), for the replica's log rows
-            try:
-                with use_span(span, end_on_exit=False):
+            try:  # the call sends the trace ids on (`carried`), for the replica's log rows
+                with _carrying(traces), use_span(span, end_on_exit=False):
                     return await result
             finally:
-                _traces.reset(token)
                 span.end()
 
         return hop()
@@ -241,10 +236,17 @@ def carried(traces: list[str | None] | None, work: Callable[[], Any]) -> Callabl
         return work
 
     def run() -> Any:
-        token = _traces.set(traces)
-        try:
+        with _carrying(traces):
             return work()
-        finally:
-            _traces.reset(token)
 
     return run
+
+
+@contextlib.contextmanager
+def _carrying(traces: list[str | None]) -> Iterator[None]:
+    """The trace ids of the batch this block runs, for the log rows it makes (`batch_traces`)."""
+    token = _traces.set(traces)
+    try:
+        yield
+    finally:
+        _traces.reset(token)

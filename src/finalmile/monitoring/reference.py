@@ -66,8 +66,8 @@ def _columns(ctx: MonitorContext, config: MonitorConfig, base: Baseline, frame: 
     if base.kind == "log":
         where, params = log_range(config.pipeline, base)
         chosen = ", ".join(f"{quote(c)} AS c{i}" for i, c in enumerate(columns))
-        found = matrix(_numeric(run_sql(ctx.reader, f"SELECT {chosen} FROM logs WHERE {' AND '.join(where)}", params),
-                                len(columns)))  # fmt: skip
+        table = run_sql(ctx.reader, f"SELECT {chosen} FROM logs WHERE {' AND '.join(where)}", params)
+        found = matrix(_numeric(table, len(columns)))
     else:
         if base.kind == "model_sample":
             assert base.model is not None

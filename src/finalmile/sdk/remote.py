@@ -24,7 +24,6 @@ from finalmile.backends.config import DeploymentConfig
 from finalmile.errors import (
     BadRequestError,
     PipelineNotFound,
-    ServerUnreachable,
 )
 from finalmile.logs.ground_truth import GroundTruthReceipt
 from finalmile.logs.saved import SavedQuery
@@ -43,10 +42,9 @@ from finalmile.sdk.remote_explanations import RemoteExplanationVerbs
 from finalmile.sdk.remote_jobs import RemoteJobVerbs, as_file
 from finalmile.sdk.remote_replays import RemoteReplayVerbs
 from finalmile.sdk.remote_rollouts import RemoteRolloutVerbs
-from finalmile.sdk.wire import RemoteResult, decode, raised
+from finalmile.sdk.wire import RemoteResult, decode
 from finalmile.serving.codecs import ARROW_STREAM
 from finalmile.serving.codecs import arrow as arrow_codec
-from finalmile.verbs import VERBS
 
 
 class RemoteModelVersion(ModelVersion):
@@ -108,21 +106,6 @@ class RemoteClient(
 
     def close(self) -> None:
         self._http.close()
-
-    def _call(self, verb: str, *, params_in_path: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
-        """Carry out `verb` on its declared route; an error answer is raised as the class the server raised."""
-        declared = VERBS[verb]
-        path = declared.url(**(params_in_path or {}))
-        try:
-            response = self._http.request(declared.method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(f"cannot reach the finalmile server at {self.url}: {exc}") from None
-        if response.status_code >= 400:
-            raise raised(response)
-        return response
-
-    def _json(self, verb: str, *, params_in_path: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-        return self._call(verb, params_in_path=params_in_path, **kwargs).json()
 
     # -- access (the token's workspace) -------------------------------------------------------------------------
 

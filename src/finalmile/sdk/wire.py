@@ -75,29 +75,43 @@ def raised(response: httpx.Response) -> FinalmileError:
 
 
 class Carrier:
-    """What the remote client's verb mixins call: `_call` carries a verb to its declared route (`RemoteClient`)."""
+    """What the remote client's verb mixins call: `_call` carries a verb to its declared route, over the client's
+    `_http` (`RemoteClient` sets it up)."""
 
     url: str
     _http: httpx.Client
 
+    def _send(self, verb: str, params_in_path: dict[str, Any] | None, stream: bool, **kwargs: Any) -> httpx.Response:
+        """`verb` sent on its declared route; an error answer is raised as the class the server raised. `stream`:
+        the body is left to be read (and the response closed) by the caller."""
+        declared = VERBS[verb]
+        try:
+            request = self._http.build_request(declared.method, declared.url(**(params_in_path or {})), **kwargs)
+            response = self._http.send(request, stream=stream)
+            if response.status_code >= 400:
+                response.read()
+                raise raised(response)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"cannot reach the finalmile server at {self.url}: {exc}") from None
+        return response
+
     def _call(self, verb: str, *, params_in_path: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
-        raise NotImplementedError
+        """Carry out `verb` on its declared route; an error answer is raised as the class the server raised."""
+        return self._send(verb, params_in_path, False, **kwargs)
 
     def _json(self, verb: str, *, params_in_path: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-        raise NotImplementedError
+        return self._call(verb, params_in_path=params_in_path, **kwargs).json()
 
     def _download(
         self, verb: str, into: BinaryIO, *, params_in_path: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
         """`_call` for an answer too large to hold in memory (an edge bundle and its wheels): written into `into`
         as it arrives."""
-        declared = VERBS[verb]
+        response = self._send(verb, params_in_path, True, **kwargs)
         try:
-            with self._http.stream(declared.method, declared.url(**(params_in_path or {})), **kwargs) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise raised(response)
-                for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
-                    into.write(chunk)
+            for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+                into.write(chunk)
         except httpx.TransportError as exc:
             raise ServerUnreachable(f"cannot reach the finalmile server at {self.url}: {exc}") from None
+        finally:
+            response.close()
