@@ -115,3 +115,24 @@ def test_a_baseline_with_missing_values_scores_as_its_complete_rows_from_any_fra
     with pytest.raises(InvalidInputError, match="columns: multivariate drift needs numeric columns"):
         client.build_monitor("text", "p", "multivariate_drift", columns=["x0", "x1"],
                              baseline=baseline.assign(x1="high"), window="1h")  # fmt: skip
+
+
+def test_row_errors_equal_an_explicit_reconstruction_and_a_row_with_a_missing_or_infinite_value_has_none() -> None:
+    """The PCA's row error is one product with the discarded components; it must equal reconstructing the scaled row
+    from the kept components (as NannyML does) for rows far from the mean, and be NaN for a row with a NaN or an
+    infinite value, in any block (no block-level check is made for a window: the product carries them)."""
+    from finalmile.monitoring.kinds.multivariate import BLOCK_ROWS, _fit_pca
+
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(BLOCK_ROWS + 500, 5)) @ rng.normal(size=(5, 5)) * [1, 10, 0.1, 1e3, 1] + 1e4
+    fitted = _fit_pca(rows)
+    window = rows[::-1].copy() * 1.5
+    window[[3, BLOCK_ROWS + 7], 1] = np.nan
+    window[[10, BLOCK_ROWS + 9], 2] = [np.inf, -np.inf]
+    errors = fitted.all_row_errors([window[:, i] for i in range(5)])
+    missing = ~np.isfinite(window).all(axis=1)
+    z = (window[~missing] - fitted.mean) / fitted.scale
+    expected = np.linalg.norm(z - (z @ fitted.components.T) @ fitted.components, axis=1)
+    assert np.isnan(errors[missing]).all() and missing.sum() == 4
+    np.testing.assert_allclose(errors[~missing], expected, rtol=1e-7)
+    assert 0 < fitted.residual.shape[1] < 5

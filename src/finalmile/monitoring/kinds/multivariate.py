@@ -101,24 +101,28 @@ class Fitted:
     mean: np.ndarray
     scale: np.ndarray
     components: np.ndarray
+    residual: np.ndarray
+    """The discarded components, divided by each column's scale (columns × discarded): a row's error is the length of
+    its centred row's projection on them, `|x·R − mean·R|`, which is |z|² less what the kept components hold."""
     chunk_errors: np.ndarray
 
     def row_errors(self, rows: np.ndarray) -> np.ndarray:
-        """Each row's distance from its reconstruction: |z|² less the part the kept (orthonormal) components hold.
-        Give it a block of rows at a time (`blocks`): its working copies are the block's size."""
-        z = rows - self.mean
-        z /= self.scale
-        kept = z @ self.components.T
-        return np.sqrt(np.maximum(np.einsum("ij,ij->i", z, z) - np.einsum("ij,ij->i", kept, kept), 0.0))
+        """Each row's distance from its reconstruction, NaN or infinite for a row with a missing or infinite value
+        (it propagates through the product). One product of the block with `residual`, where centring and scaling a
+        copy of the block first cost as much again. Give it a block of rows at a time (`blocks`): its working copies
+        are the block's size."""
+        if not self.residual.shape[1]:  # every component kept: nothing is lost but the incomplete rows
+            return np.where(np.isfinite(rows.sum(axis=1)), 0.0, np.nan)
+        lost = rows @ self.residual
+        lost -= self.mean @ self.residual
+        return np.sqrt(np.einsum("ij,ij->i", lost, lost))
 
     def all_row_errors(self, columns: list[np.ndarray]) -> np.ndarray:
         """`row_errors` of every row of these equal-length columns, NaN for a row with a missing value."""
         out = np.empty(len(columns[0]) if columns else 0)
-        for at, complete, block in blocks(columns):
-            errors = out[at : at + len(block)]
-            errors[:] = self.row_errors(block)
-            if complete is not None:
-                errors[~complete] = np.nan
+        for at, _, block in blocks(columns, check=False):
+            out[at : at + len(block)] = self.row_errors(block)
+        out[~np.isfinite(out)] = np.nan
         return out
 
     def band(self) -> dict[str, float]:
@@ -148,7 +152,8 @@ def _fit_pca(baseline: np.ndarray) -> Fitted:
     order = np.argsort(values)[::-1]
     share = np.cumsum(values[order]) / values.sum()
     kept = int(np.searchsorted(share, EXPLAINED) + 1)
-    fitted = Fitted(mean, scale, vectors[:, order[:kept]].T, np.zeros(1))
+    residual = vectors[:, order[kept:]] / scale[:, None]
+    fitted = Fitted(mean, scale, vectors[:, order[:kept]].T, residual, np.zeros(1))
     errors = fitted.all_row_errors(columns)
     errors = errors[np.isfinite(errors)]
     chunks = np.array_split(errors, CHUNKS) if len(errors) >= CHUNKS else [errors]
@@ -161,22 +166,22 @@ def column_values(column: pa.Array) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
 
 
-def blocks(columns: list[np.ndarray]) -> Iterator[tuple[int, np.ndarray | None, np.ndarray]]:
+def blocks(columns: list[np.ndarray], check: bool = True) -> Iterator[tuple[int, np.ndarray | None, np.ndarray]]:
     """These equal-length columns `BLOCK_ROWS` rows at a time: where the block starts, which of its rows are complete
-    (every value finite; None: all are) and the block, a column-major matrix in one buffer that the next block
-    reuses (use it before asking for the next), where an incomplete row holds zeros (it adds nothing to a sum; its
-    other results are the caller's to drop). Nothing the size of the whole matrix is made: on these VMs a fresh
-    232 MB array costs ~0.4 s of page faults, more than all the arithmetic done on it, where a block's 2 MB stays in
-    cache. (A thread per core did not help: the per-block numpy calls hold the GIL about as long as the arithmetic
-    lets it go.)"""
+    (every value finite; None: all are, or `check` is off) and the block, a column-major matrix in one buffer that
+    the next block reuses (use it before asking for the next), where an incomplete row holds zeros when `check`ed
+    (it adds nothing to a sum; its other results are the caller's to drop). Nothing the size of the whole matrix is
+    made: on these VMs a fresh 232 MB array costs ~0.4 s of page faults, more than all the arithmetic done on it,
+    where a block's 2 MB stays in cache. (A thread per core did not help: the per-block numpy calls hold the GIL
+    about as long as the arithmetic lets it go.)"""
     rows = len(columns[0]) if columns else 0
     buffer = np.empty((min(rows, BLOCK_ROWS), len(columns)), order="F")
     for at in range(0, rows, BLOCK_ROWS):
         block = buffer[: min(BLOCK_ROWS, rows - at)]
         for i, column in enumerate(columns):
             block[:, i] = column[at : at + len(block)]
-        finite = np.isfinite(block.sum(axis=1))  # a row's sum is finite only when all of its values are
-        if finite.all():
+        finite = np.isfinite(block.sum(axis=1)) if check else None  # finite only when all of the row's values are
+        if finite is None or finite.all():
             yield at, None, block
         else:
             block[~finite] = 0.0
