@@ -44,6 +44,11 @@ SETTINGS = {
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": "0.01",
     },
+    "on, 1 in 1000 sampled": {
+        "FINALMILE_TRACING": "true",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.001",
+    },
 }
 
 
@@ -51,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only", nargs="+", choices=list(SETTINGS), help="these settings ('off' is always run)")
     args = parser.parse_args()
     need("wrk")
     console = Console()
@@ -66,9 +72,10 @@ def main() -> None:
         body = v2_tensor(X.head(1))
         headers = {"authorization": f"Bearer {token}"}
         exporter = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}"}
-        figures: dict[str, list[float]] = {name: [] for name in SETTINGS}
+        chosen = {name: SETTINGS[name] for name in SETTINGS if name == "off" or name in (args.only or SETTINGS)}
+        figures: dict[str, list[float]] = {name: [] for name in chosen}
         for round_ in range(args.rounds):
-            for name, extra in SETTINGS.items():
+            for name, extra in chosen.items():
                 served = _server(sys.executable, (), home, headers, free_port(), "/v2/models/forest/ready",
                                  extra | exporter, {1} if (os.cpu_count() or 1) > 1 else None)  # fmt: skip
                 with served as url:
