@@ -86,7 +86,8 @@ def _by_time(table: pa.Table) -> tuple[pa.Table, np.ndarray | None]:
     reads that need it, and done by the time column alone."""
     if not table.num_rows:
         return table, None
-    times = table.column("time").to_numpy().astype("datetime64[us]").astype(np.int64)
+    column = table.column("time")  # as integers (µs): numpy's datetime64 from a chunked column took ~0.2 s for 1M
+    times = column.cast(pa.timestamp("us", column.type.tz), safe=False).cast(pa.int64()).to_numpy()
     if len(times) > 1 and bool((times[1:] < times[:-1]).any()):
         order = np.argsort(times, kind="stable")
         table, times = table.take(pa.array(order)), times[order]
