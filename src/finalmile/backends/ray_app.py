@@ -101,7 +101,9 @@ class App:
         """One call to a replica: `requests` numbers each row's request; `durable`: the replica answers once the
         rows it logged are on its disk (a stream's messages, acknowledged on the answer)."""
         rows = spans(np.bincount(requests, minlength=len(ids)).tolist())
-        traces = tracing.batch_traces()  # sent on, for the replica's log rows
+        traces = tracing.batch_traces()  # sent on, for the replica's log rows (a null each when unsampled: the log
+        if traces is None and tracing.enabled():  # keeps one schema while tracing is on, as `logs.records` says)
+            traces = [None] * len(ids)
         try:
             with tracing.step("ray replica"):
                 if streams(table):

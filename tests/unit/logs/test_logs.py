@@ -467,3 +467,26 @@ def test_a_flush_racing_the_close_returns_instead_of_waiting_forever(tmp_path: P
     started = time.monotonic()
     writer.flush()
     assert time.monotonic() - started < 5
+
+
+def test_while_tracing_is_on_sampled_and_unsampled_batches_share_one_journal(
+    deployed: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sampled request's rows name its trace; an unsampled one's hold a null in the same column, so the journal's
+    schema never changes with the sampler's draws (each change sealed the journal as a Parquet part)."""
+    from finalmile import tracing
+
+    deployed.build_pipeline("traced").add_model_step("m:1").deploy()
+    loaded = deployed.services.local.get("traced").current
+    writer = LogWriter(tmp_path / "logs", flush_interval_s=3600)
+    monkeypatch.setattr(tracing, "_tracer", object())  # on, as `tracing.setup` leaves it
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    for sampled in (False, True, False, False, True):
+        served = Served(loaded, loaded.run(loaded.conform(deployed_table(2)), log=False), 1_700_000_000_000_000)
+        served.batch.trace_ids = [trace] if sampled else None
+        writer._append([served], sync=True)  # journaled at once, each its own piece
+    journal = writer._open["traced"]
+    assert journal.rows == 10 and not list((tmp_path / "logs").rglob("*.parquet"))  # one journal, never sealed
+    writer.close()
+    (part,) = (tmp_path / "logs" / "pipeline=traced").rglob("*.parquet")
+    assert pq.read_table(part).column("trace_id").to_pylist() == [None, None, trace, trace] + [None] * 4 + [trace] * 2

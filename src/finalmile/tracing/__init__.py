@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 _tracer: Any = None
+_provider: Any = None
 _propagator: Any = None
 _server_kind: Any = None
 _ratio = 1.0
@@ -44,15 +45,13 @@ _traces: contextvars.ContextVar[list[str | None] | None] = contextvars.ContextVa
 
 def setup(enabled: bool) -> None:
     """Start tracing for this process (once) when `enabled`; the exporter is chosen by `OTEL_TRACES_EXPORTER`."""
-    global _tracer, _propagator, _server_kind, _ratio, _parent_based
+    global _tracer, _provider, _propagator, _server_kind, _ratio, _parent_based
     if not enabled or _tracer is not None:
         return
     _ratio, _parent_based = sampler_from_environment()
     try:
-        from opentelemetry import trace
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
         from opentelemetry.sdk.trace.sampling import ALWAYS_ON
     except ImportError as exc:
         from finalmile.errors import MissingDependencyError
@@ -63,18 +62,17 @@ def setup(enabled: bool) -> None:
         sampler=ALWAYS_ON,  # `sampled` decided already
     )
     exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
-    if exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    elif exporter != "none":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    if exporter != "none":  # encoded and sent by a process of its own (`tracing.export`), off the serving core
+        import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401  (missing: say so here, not there)
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
+        from finalmile.tracing.export import ProcessExport
+
+        provider.add_span_processor(ProcessExport("console" if exporter == "console" else "otlp"))
     from opentelemetry.trace import SpanKind
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     _propagator, _server_kind = TraceContextTextMapPropagator(), SpanKind.SERVER
-    _tracer = provider.get_tracer("finalmile")
+    _provider, _tracer = provider, provider.get_tracer("finalmile")
 
 
 def sampler_from_environment() -> tuple[float, bool]:
@@ -123,13 +121,11 @@ def in_batch() -> bool:
 
 
 def shutdown() -> None:
-    """Flush what waits to be exported (a server's shutdown)."""
-    if _tracer is not None:
-        from opentelemetry import trace
-
-        provider = trace.get_tracer_provider()
-        if hasattr(provider, "force_flush"):
-            provider.force_flush()
+    """Export what waits and stop the exporting process (a server's shutdown); tracing is then off until `setup`."""
+    global _tracer, _provider
+    if _provider is not None:
+        provider, _provider, _tracer = _provider, None, None
+        provider.shutdown()
 
 
 def start_request(pipeline: str, route: str, headers: dict[str, str]) -> Any:
@@ -231,8 +227,9 @@ def batch_traces() -> list[str | None] | None:
 
 def carried(traces: list[str | None] | None, work: Callable[[], Any]) -> Callable[[], Any]:
     """`work`, a batch traced in another process (a Ray front's, whose spans cover the hop), run here with its
-    requests' trace ids, so the log rows it makes name their traces; no spans are made here."""
-    if not traces or not any(traces):
+    requests' trace ids, so the log rows it makes name their traces (all None: the front traces, this batch was not
+    sampled, and its rows keep the `trace_id` column, null); no spans are made here."""
+    if traces is None:
         return work
 
     def run() -> Any:
