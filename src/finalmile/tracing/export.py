@@ -181,13 +181,18 @@ def export_forever(source: BinaryIO, exporter_name: str) -> None:
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "finalmile")})
     scope = InstrumentationScope("finalmile")
     try:
-        while header := source.read(_FRAME.size):
+        while len(header := source.read(_FRAME.size)) == _FRAME.size:
             (size,) = _FRAME.unpack(header)
-            for record in pickle.loads(source.read(size)):
+            if len(frame := source.read(size)) < size:  # the parent died mid-frame: what came whole is exported
+                break
+            for record in pickle.loads(frame):
                 processor.on_end(rebuild(record, resource, scope))
     finally:
         processor.shutdown()
 
 
 if __name__ == "__main__":
-    export_forever(sys.stdin.buffer, sys.argv[1] if len(sys.argv) > 1 else "otlp")
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal reaches the server's whole group: the server
+    export_forever(sys.stdin.buffer, sys.argv[1] if len(sys.argv) > 1 else "otlp")  # stops, then closes our pipe
