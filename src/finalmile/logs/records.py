@@ -122,8 +122,7 @@ def log_table(group: list[Served]) -> pa.Table:
     }
     if tracing.enabled() or any(b.trace_ids for b in batches):  # tracing on: each row names its request's trace
         # (null where the sampler dropped it): a column present only when a sampled request is in the piece would
-        # change the journal's schema, and each change seals the journal as a Parquet part (at 1 in 100 sampled,
-        # dozens of parts a second, ~15% of one-row throughput)
+        # change the journal's schema with the sampler's draws, and each change seals the journal as a Parquet part
         traces = list(chain.from_iterable(b.trace_ids or [None] * len(b.request_ids) for b in batches))
         columns["trace_id"] = take_strings(traces, requests)
     # Many small batches (one-row requests) are joined into single chunks first: one Arrow call instead of a Python

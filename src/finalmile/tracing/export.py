@@ -1,14 +1,14 @@
 """Finished spans exported by a process of their own, so encoding them never runs on the serving core.
 
 Measured on this 2-core machine (`bench/tracing.py`, and a request's six spans made and exported in a loop): the
-OpenTelemetry SDK's `BatchSpanProcessor` encodes and posts spans in a thread of the serving process, ~95 µs of the
-GIL a span (the OTLP encoder in Python, the resource hashed per span), three quarters of what a traced request costs;
-the spans themselves cost ~30 µs each to make. Here `ProcessExport`, a span processor, keeps a finished span as a
-plain tuple (~3 µs), and a thread ships the tuples, pickled a batch at a time, to a child process
-(`python -m finalmile.tracing.export`) that rebuilds them as the SDK's `ReadableSpan`s and hands them to the SDK's own
-`BatchSpanProcessor` with the SDK's exporter (`otlp` or `console`): the same spans, batching and `OTEL_*` variables,
-off this process's GIL. A child that cannot be started or dies costs the spans, never a request: they are dropped
-and counted (`dropped`), as the SDK drops spans when its queue is full.
+OpenTelemetry SDK's `BatchSpanProcessor` encodes and posts spans in a thread of the serving process, ~60 µs of the GIL a
+span (the OTLP encoder in Python, the resource hashed per span), more than half of what a traced request's spans cost;
+the spans themselves cost ~37 µs each to make. Here `ProcessExport`, a span processor, keeps a finished span as a plain
+tuple, and a thread ships the tuples, pickled a batch at a time (~11 µs a span in all), to a child process (`python -m
+finalmile.tracing.export`) that rebuilds them as the SDK's `ReadableSpan`s and hands them to the SDK's own
+`BatchSpanProcessor` with the SDK's exporter (`otlp` or `console`): the same spans, batching and `OTEL_*` variables, off
+this process's GIL. A child that dies costs the spans, never a request: they are dropped and counted (`dropped`), as the
+SDK drops spans when its queue is full.
 """
 
 from __future__ import annotations
