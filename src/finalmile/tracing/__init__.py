@@ -41,6 +41,9 @@ _ID_LIMIT = (1 << 64) - 1
 SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
             "parentbased_traceidratio")  # fmt: skip
 _traces: contextvars.ContextVar[list[str | None] | None] = contextvars.ContextVar("finalmile_traces", default=None)
+_spanning: contextvars.ContextVar[bool] = contextvars.ContextVar("finalmile_spanning", default=False)
+"""True inside a batch traced in this process (`batch`), where steps get spans; a batch `carried` from another
+process has trace ids for its log rows but no span here to hang steps under."""
 
 
 def setup(enabled: bool) -> None:
@@ -50,17 +53,13 @@ def setup(enabled: bool) -> None:
         return
     _ratio, _parent_based = sampler_from_environment()
     try:
-        from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.sampling import ALWAYS_ON
     except ImportError as exc:
         from finalmile.errors import MissingDependencyError
 
         raise MissingDependencyError("opentelemetry-sdk", "otel") from exc
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "finalmile")}),
-        sampler=ALWAYS_ON,  # `sampled` decided already
-    )
+    provider = TracerProvider(resource=service_resource(), sampler=ALWAYS_ON)  # `sampled` decided already
     exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
     if exporter != "none":  # encoded and sent by a process of its own (`tracing.export`), off the serving core
         import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401  (missing: say so here, not there)
@@ -73,6 +72,14 @@ def setup(enabled: bool) -> None:
 
     _propagator, _server_kind = TraceContextTextMapPropagator(), SpanKind.SERVER
     _provider, _tracer = provider, provider.get_tracer("finalmile")
+
+
+def service_resource() -> Any:
+    """The resource every span of this server names (`OTEL_SERVICE_NAME`, default finalmile): the serving process's
+    provider and the exporting child's rebuilt spans must agree."""
+    from opentelemetry.sdk.resources import Resource
+
+    return Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "finalmile")})
 
 
 def sampler_from_environment() -> tuple[float, bool]:
@@ -116,8 +123,8 @@ def enabled() -> bool:
 
 
 def in_batch() -> bool:
-    """Whether the batch running in this thread is traced (its steps then get spans)."""
-    return _traces.get() is not None
+    """Whether the batch running in this thread is traced here (its steps then get spans)."""
+    return _spanning.get()
 
 
 def shutdown() -> None:
@@ -189,7 +196,7 @@ def batch(parents: list[Any], enqueued_ns: list[int], work: Callable[[], Any]) -
         span = _tracer.start_span("batch", context=set_span_in_context(first), links=links,
                                   attributes={"finalmile.requests": len(parents)})  # fmt: skip
         try:
-            with _carrying(traces), use_span(span, end_on_exit=False):
+            with _carrying(traces, spans=True), use_span(span, end_on_exit=False):
                 result = work()
         except BaseException:
             span.end()
@@ -200,7 +207,7 @@ def batch(parents: list[Any], enqueued_ns: list[int], work: Callable[[], Any]) -
 
         async def hop() -> Any:  # a Ray front's call to its replica: the span lasts until the answer is back
             try:  # the call sends the trace ids on (`carried`), for the replica's log rows
-                with _carrying(traces), use_span(span, end_on_exit=False):
+                with _carrying(traces, spans=True), use_span(span, end_on_exit=False):
                     return await result
             finally:
                 span.end()
@@ -213,7 +220,7 @@ def batch(parents: list[Any], enqueued_ns: list[int], work: Callable[[], Any]) -
 @contextlib.contextmanager
 def step(name: str) -> Iterator[None]:
     """A span for one pipeline step (or the log) under the current batch's span; nothing when off."""
-    if _tracer is None or _traces.get() is None:  # only inside a traced batch: never a trace of its own
+    if _tracer is None or not _spanning.get():  # only inside a batch traced here: never a trace of its own
         yield
         return
     with _tracer.start_as_current_span(name):
@@ -240,10 +247,12 @@ def carried(traces: list[str | None] | None, work: Callable[[], Any]) -> Callabl
 
 
 @contextlib.contextmanager
-def _carrying(traces: list[str | None]) -> Iterator[None]:
-    """The trace ids of the batch this block runs, for the log rows it makes (`batch_traces`)."""
-    token = _traces.set(traces)
+def _carrying(traces: list[str | None], spans: bool = False) -> Iterator[None]:
+    """The trace ids of the batch this block runs, for the log rows it makes (`batch_traces`); `spans`: its steps
+    get spans (`step`)."""
+    token, spanning = _traces.set(traces), _spanning.set(spans)
     try:
         yield
     finally:
+        _spanning.reset(spanning)
         _traces.reset(token)

@@ -24,6 +24,8 @@ from typing import Any, BinaryIO
 
 from opentelemetry.sdk.trace import SpanProcessor  # this module is imported only where tracing is on
 
+from finalmile.tracing import service_resource
+
 log = logging.getLogger(__name__)
 _FRAME = struct.Struct("<I")
 SHIP_EVERY_S = 0.2
@@ -49,6 +51,9 @@ class ProcessExport(SpanProcessor):
         self._thread.start()
 
     def on_end(self, span: Any) -> None:
+        if self._child is None:  # the child ended: nothing can export it
+            self.dropped += 1
+            return
         record = as_record(span)
         with self._lock:
             if len(self._pending) >= self.max_pending:
@@ -89,7 +94,9 @@ class ProcessExport(SpanProcessor):
             with self._lock:
                 batch, self._pending = self._pending, []
             child = self._child
-            if batch and child is not None:
+            if batch and child is None:
+                self.dropped += len(batch)
+            elif batch and child is not None:
                 self._send(child, batch)
 
     def _send(self, child: subprocess.Popen[bytes], batch: list[tuple[Any, ...]]) -> None:
@@ -167,7 +174,6 @@ def rebuild(record: tuple[Any, ...], resource: Any, scope: Any) -> Any:
 def export_forever(source: BinaryIO, exporter_name: str) -> None:
     """The child: rebuild each shipped span and give it to the SDK's batch processor and exporter, until the
     parent closes the pipe (then flush and end)."""
-    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -178,7 +184,7 @@ def export_forever(source: BinaryIO, exporter_name: str) -> None:
 
         exporter = OTLPSpanExporter()
     processor = BatchSpanProcessor(exporter)
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "finalmile")})
+    resource = service_resource()
     scope = InstrumentationScope("finalmile")
     try:
         while len(header := source.read(_FRAME.size)) == _FRAME.size:

@@ -88,3 +88,29 @@ def test_spans_reach_the_collector_from_the_exporting_process_and_a_dead_one_cos
     finally:
         shipped.shutdown()
         receiver.close()
+
+
+def test_a_batch_traced_here_spans_its_steps_and_one_carried_from_ray_only_names_its_traces(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from finalmile import tracing
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("finalmile"))
+    seen: list[tuple[bool, list[str | None] | None]] = []
+
+    def work() -> None:
+        with tracing.step("model m:1"):
+            seen.append((tracing.in_batch(), tracing.batch_traces()))
+
+    for carried in (["4bf92f3577b34da6a3ce929d0e0e4736", None], [None, None]):  # a replica's batch: no span of its own
+        tracing.carried(carried, work)()
+    assert seen == [(False, ["4bf92f3577b34da6a3ce929d0e0e4736", None]), (False, [None, None])]
+    assert memory.get_finished_spans() == ()
+    request = tracing._tracer.start_span("infer p")
+    tracing.batch([request, None], [time.time_ns(), time.time_ns()], work)()
+    request.end()
+    assert seen[-1] == (True, [tracing.trace_id(request), None])
+    spans = {s.name: s for s in memory.get_finished_spans()}
+    assert spans["model m:1"].parent.span_id == spans["batch"].context.span_id
+    assert spans["batch"].parent.span_id == spans["queue"].parent.span_id == request.get_span_context().span_id
