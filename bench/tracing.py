@@ -17,15 +17,26 @@ measures instead what one traced request's six spans cost in CPU time, made as t
 exported to the same receiver, three ways, each in a fresh process: exported by the SDK's `BatchSpanProcessor` in a
 thread of the process (how finalmile exported before), by finalmile's exporting process (`finalmile.tracing.export`,
 its CPU counted apart), and not exported at all.
+
+    .venv/bin/python bench/tracing.py --in-process [--requests 20000] [--rounds 8]
+
+calls the server's ASGI app directly, one request after another (no socket, no wrk), `off` and each other setting
+in two fresh processes at the same time, each pinned to a core of its own (swapped every round), measuring over the
+same seconds: a shared machine's slow spells then fall on both sides of a pair alike, where rounds run one after
+the other differed by ±30% on this VM. Each pair gives the setting's cost against `off` (wall and CPU time per
+request of the serving process); the table gives the median pair. The same absolute cost on a request that also
+pays for HTTP is a smaller share of it, so the share measured here bounds the served one from above.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -70,7 +81,11 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=list(SETTINGS), help="these settings ('off' is always run)")
     parser.add_argument("--spans", action="store_true", help="what a traced request's spans cost, in CPU time")
     parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--in-process", action="store_true", help="the ASGI app called directly, no HTTP")
     args = parser.parse_args()
+    if args.in_process:
+        in_process(args.requests, args.rounds, args.only)
+        return
     if args.spans:
         receiver = OtlpReceiver()
         span_costs(args.requests, args.rounds, receiver.port)
@@ -132,42 +147,173 @@ def main() -> None:
 
 SPANS = r"""
 import os, resource, sys, time
-from finalmile import tracing
 variant, count = sys.argv[1], int(sys.argv[2])
-os.environ["OTEL_TRACES_EXPORTER"] = "none" if variant == "none" else "otlp"
-tracing.setup(True)
-if variant == "in-thread":  # the SDK's own: encoded and posted by a thread of this process
+if variant.startswith("sdk"):  # the SDK's own spans, as finalmile made them before (same six, same parentage)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    provider = TracerProvider(resource=tracing._provider.resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    tracing._provider, tracing._tracer = provider, provider.get_tracer("finalmile")
+    from opentelemetry.trace import Link, SpanKind, set_span_in_context, use_span
+    provider = TracerProvider(resource=Resource.create({"service.name": "finalmile"}))
+    if variant == "sdk-in-thread":  # encoded and posted by a thread of this process
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    tracer = provider.get_tracer("finalmile")
 
-def request():
-    span = tracing.start_request("forest", "v2", {})
-    with tracing.child(span, "decode"):
-        pass
-    def run():
-        with tracing.step("model forest:1"):
+    def request():
+        span = tracer.start_span("infer forest", kind=SpanKind.SERVER,
+                                 attributes={"finalmile.pipeline": "forest", "finalmile.route": "v2"})
+        with tracer.start_as_current_span("decode", context=set_span_in_context(span)):
             pass
-        with tracing.step("log"):
+        queued = time.time_ns()
+        tracer.start_span("queue", context=set_span_in_context(span), start_time=queued).end()
+        batch = tracer.start_span("batch", context=set_span_in_context(span), attributes={"finalmile.requests": 1})
+        with use_span(batch, end_on_exit=True):
+            with tracer.start_as_current_span("model forest:1"):
+                pass
+            with tracer.start_as_current_span("log"):
+                pass
+        span.set_attribute("http.response.status_code", 200)
+        span.end()
+
+    flush, stop = provider.force_flush, provider.shutdown
+else:  # finalmile's recorded spans, shipped to its exporting process, or not exported at all
+    from finalmile import tracing
+    os.environ["OTEL_TRACES_EXPORTER"] = "none" if variant == "none" else "otlp"
+    tracing.setup(True)
+
+    def request():
+        span = tracing.start_request("forest", "v2", {})
+        with tracing.child(span, "decode"):
             pass
-    tracing.batch([span], [time.time_ns()], run)()
-    tracing.end_request(span, 200, {})
+        def run():
+            with tracing.step("model forest:1"):
+                pass
+            with tracing.step("log"):
+                pass
+        tracing.batch([span], [time.time_ns()], run)()
+        tracing.end_request(span, 200, {})
+
+    flush = tracing._sink.flush if tracing._sink else (lambda: None)
+    stop = tracing.shutdown
 
 for _ in range(200):
     request()
-tracing._provider.force_flush()
+flush()
 started = time.process_time()
 for _ in range(count):
     request()
-tracing._provider.force_flush()
+flush()
 own = time.process_time() - started
-tracing.shutdown()
+stop()
 children = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(own / count * 1e6, (children.ru_utime + children.ru_stime) / count * 1e6)
 """
+
+
+IN_PROCESS = r"""
+import asyncio, json, os, sys, time
+import uvloop
+from finalmile.http.server import create_app
+body, token, count = open(sys.argv[1], "rb").read(), sys.argv[2], int(sys.argv[3])
+app = create_app(background=False)
+headers = [(b"content-type", b"application/json"), (b"authorization", f"Bearer {token}".encode()),
+           (b"content-length", str(len(body)).encode())]
+scope = {"type": "http", "method": "POST", "path": "/v2/models/forest/infer", "headers": headers}
+async def receive():
+    return {"type": "http.request", "body": body, "more_body": False}
+statuses = []
+async def send(message):
+    if message["type"] == "http.response.start":
+        statuses.append(message["status"])
+async def main():
+    startup, sent = asyncio.Queue(), []
+    await startup.put({"type": "lifespan.startup"})
+    async def sink(message):
+        sent.append(message)
+    life = asyncio.create_task(app.management({"type": "lifespan", "asgi": {"version": "3.0"}}, startup.get, sink))
+    while not sent:
+        await asyncio.sleep(0.01)
+    for _ in range(2000):
+        await app(scope, receive, send)
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # both sides start together
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(count):
+        await app(scope, receive, send)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert set(statuses) == {200}, set(statuses)
+    await startup.put({"type": "lifespan.shutdown"})
+    await life
+    print(json.dumps({"wall_us": wall / count * 1e6, "cpu_us": cpu / count * 1e6}), flush=True)
+uvloop.run(main())
+"""
+
+
+def in_process(requests: int, rounds: int, only: list[str] | None) -> None:
+    """Each setting's serving cost per request against `off`, both called directly at the same time on cores of
+    their own, over `rounds` pairs of fresh processes."""
+    X, y = data()
+    receiver = OtlpReceiver()
+    chosen = {name: SETTINGS[name] for name in SETTINGS if name != "off" and name in (only or SETTINGS)}
+    found: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {name: [] for name in chosen}
+    cores = [0, 1] if (os.cpu_count() or 1) > 1 else [0, 0]
+    with tempfile.TemporaryDirectory() as scratch:
+        home = Path(scratch) / "home"
+        with Client(home=home) as client:
+            client.upload_model("forest", anchor_forest(X, y), sample=X.head(50))
+            client.build_pipeline("forest").add_model_step("forest:1").deploy()
+            _, token = client.services.init_access("bench")
+        body = Path(scratch) / "body.json"
+        body.write_bytes(v2_tensor(X.head(1)))
+        env = os.environ | {"FINALMILE_HOME": str(home),
+                            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}"}  # fmt: skip
+        with Console().status("") as status:
+            for round_ in range(rounds):
+                for name, extra in chosen.items():
+                    status.update(f"round {round_ + 1} of {rounds}: off beside tracing {name}")
+                    off_core, on_core = cores if round_ % 2 == 0 else cores[::-1]
+                    off = _AppProcess(body, token, requests, env, off_core)
+                    on = _AppProcess(body, token, requests, env | extra, on_core)
+                    time.sleep(3)  # the span exporting process has started (~1 s of imports), as a server's has
+                    off.go(), on.go()  # both warmed: they measure over the same seconds
+                    found[name].append((off.result(), on.result()))
+    table = Table(title=f"one-row V2 tensor requests, the ASGI app called directly: {requests:,} a process, "
+                        f"{rounds} pairs, `off` beside each setting at the same time on the other core")  # fmt: skip
+    for column in ("tracing", "off µs/request", "on µs/request", "cost vs off", "every pair's cost", "CPU cost"):
+        table.add_column(column, justify="left" if column == "tracing" else "right")
+    for name, pairs in found.items():
+        costs = [on["wall_us"] / off["wall_us"] - 1 for off, on in pairs]
+        cpu_costs = [on["cpu_us"] / off["cpu_us"] - 1 for off, on in pairs]
+        table.add_row(name, f"{statistics.median(off['wall_us'] for off, _ in pairs):,.1f}",
+                      f"{statistics.median(on['wall_us'] for _, on in pairs):,.1f}", f"{statistics.median(costs):+.1%}",
+                      ", ".join(f"{c:+.1%}" for c in costs), f"{statistics.median(cpu_costs):+.1%}")  # fmt: skip
+    Console().print(table)
+
+
+class _AppProcess:
+    """One `IN_PROCESS` child pinned to `core`, warmed and waiting; `result` starts it measuring and waits."""
+
+    def __init__(self, body: Path, token: str, requests: int, env: dict[str, str], core: int) -> None:
+        import subprocess
+
+        self.process = subprocess.Popen([sys.executable, "-c", IN_PROCESS, str(body), token, str(requests)], env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        preexec_fn=lambda: os.sched_setaffinity(0, {core}))  # fmt: skip
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"the app process did not start: {line!r}")
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+
+    def result(self) -> dict[str, float]:
+        out, _ = self.process.communicate()
+        if self.process.returncode:
+            raise RuntimeError(f"the app process failed ({self.process.returncode})")
+        return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def span_costs(requests: int, rounds: int, port: int) -> None:
@@ -175,9 +321,10 @@ def span_costs(requests: int, rounds: int, port: int) -> None:
     import subprocess
 
     env = os.environ | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_BSP_MAX_QUEUE_SIZE": "1000000"}
-    variants = {"in-thread": "SDK's BatchSpanProcessor, in a thread of the serving process",
-                "process": "finalmile's exporting process (finalmile.tracing.export)",
-                "none": "not exported"}  # fmt: skip
+    variants = {"sdk-in-thread": "the SDK's spans, its BatchSpanProcessor in a thread of the serving process",
+                "sdk": "the SDK's spans, not exported",
+                "process": "finalmile's spans, its exporting process (finalmile.tracing.export)",
+                "none": "finalmile's spans, not exported"}  # fmt: skip
     found: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     for _ in range(rounds):
         for variant in variants:
@@ -185,9 +332,9 @@ def span_costs(requests: int, rounds: int, port: int) -> None:
                                  text=True, check=True).stdout.split()  # fmt: skip
             found[variant].append((float(out[-2]), float(out[-1])))
     table = Table(title=f"CPU µs per traced request (6 spans), {requests:,} requests, median of {rounds} processes")
-    for column in ("exported by", "serving process", "exporting process", "serving process vs in-thread"):
+    for column in ("exported by", "serving process", "exporting process", "serving process vs the SDK's in-thread"):
         table.add_column(column, justify="left" if column == "exported by" else "right")
-    base = statistics.median(c[0] for c in found["in-thread"])
+    base = statistics.median(c[0] for c in found["sdk-in-thread"])
     for variant, name in variants.items():
         own, child = (statistics.median(c[i] for c in found[variant]) for i in (0, 1))
         table.add_row(name, f"{own:,.0f}", f"{child:,.0f}" if variant == "process" else "—", f"{own / base:.2f}×")

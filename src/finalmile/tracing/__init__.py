@@ -11,10 +11,14 @@ its trace. Export is configured by the standard variables: `OTEL_EXPORTER_OTLP_E
 `OTEL_TRACES_EXPORTER` (`otlp`, `console` or `none`), `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and
 `OTEL_TRACES_SAMPLER_ARG`.
 
-The sampler's decision is made here, before OpenTelemetry is called (with the same rule: the parent's flag for a
-parent-based sampler, the trace id's low 64 bits against the ratio for `traceidratio`): the SDK's own path for a
-dropped span (ids, a sampling result, a non-recording span) cost a one-row request ~10% at 1-in-100, this a
-compare. A kept request's spans are then made by the SDK with an always-on sampler.
+The sampler's decision is made here, with OpenTelemetry's rule (the parent's flag for a parent-based sampler, the
+trace id's low 64 bits against the ratio for `traceidratio`): the SDK's own path for a dropped span (ids, a sampling
+result, a non-recording span) cost a one-row request ~10% at 1-in-100, this a compare. A kept request's spans are
+recorded here as plain values (`Span`: ids drawn as the SDK's `RandomIdGenerator` draws them, times, attributes,
+links, an `exception` event and an error status as the SDK records them), each ended one a tuple handed to the
+exporting process (`tracing.export`), which rebuilds it as the SDK's `ReadableSpan` and exports it with the SDK's
+batch processor and exporter. Made by the SDK in the serving process, a traced request's six spans cost ~240 µs of
+its GIL, most of the cost of tracing every request (`bench/tracing.py --spans`).
 
 Off, every helper here is a check of one module global: nothing of OpenTelemetry is imported.
 """
@@ -27,59 +31,113 @@ import inspect
 import os
 import random
 import re
+import time
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-_tracer: Any = None
-_provider: Any = None
-_propagator: Any = None
-_server_kind: Any = None
+_sink: Any = None
+"""Where ended spans go (`tracing.export.ProcessExport`), or False: on, exporting nothing; None: tracing off."""
 _ratio = 1.0
 _parent_based = True
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})")
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _ID_LIMIT = (1 << 64) - 1
+SERVER, INTERNAL = 1, 0
+"""OpenTelemetry's `SpanKind` values; and its `StatusCode`s:"""
+UNSET, ERROR = 0, 2
 SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
             "parentbased_traceidratio")  # fmt: skip
 _traces: contextvars.ContextVar[list[str | None] | None] = contextvars.ContextVar("finalmile_traces", default=None)
-_spanning: contextvars.ContextVar[bool] = contextvars.ContextVar("finalmile_spanning", default=False)
-"""True inside a batch traced in this process (`batch`), where steps get spans; a batch `carried` from another
-process has trace ids for its log rows but no span here to hang steps under."""
+_current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("finalmile_span", default=None)
+"""The span a step's span goes under: set inside a batch traced in this process (`batch`); a batch `carried` from
+another process has trace ids for its log rows but no span here to hang steps under."""
+
+
+class Span:
+    """A span being recorded, as plain values; `end` hands it to the exporting process as a record (the tuple
+    `tracing.export.rebuild` takes)."""
+
+    __slots__ = ("name", "trace_id", "span_id", "parent", "start", "attributes", "events", "links", "kind", "status",
+                 "description", "state")  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        trace_id: int,
+        parent: tuple[int, bool] | None,
+        kind: int = INTERNAL,
+        attributes: dict[str, Any] | None = None,
+        links: list[tuple[int, int, dict[str, Any]]] | None = None,
+        state: tuple[tuple[str, str], ...] | None = None,
+        start: int | None = None,
+    ) -> None:
+        self.name, self.trace_id, self.parent, self.kind = name, trace_id, parent, kind
+        self.span_id = random.getrandbits(64) or 1
+        self.start = time.time_ns() if start is None else start
+        self.attributes, self.links, self.state = attributes, links, state
+        self.events: list[tuple[str, int, dict[str, Any]]] | None = None
+        self.status: int = UNSET
+        self.description: str | None = None
+
+    def child(self, name: str, **kwargs: Any) -> Span:
+        return Span(name, self.trace_id, (self.span_id, False), state=self.state, **kwargs)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes = (self.attributes or {}) | {key: value}
+
+    def failed(self, exc: BaseException) -> None:
+        """Record `exc` as the SDK does for a span ended by it: an `exception` event and an error status."""
+        event = {
+            "exception.type": type(exc).__name__,
+            "exception.message": str(exc),
+            "exception.stacktrace": "".join(traceback.format_exception(exc)),
+            "exception.escaped": "False",
+        }
+        self.events = [*(self.events or ()), ("exception", time.time_ns(), event)]
+        self.status, self.description = ERROR, f"{type(exc).__name__}: {exc}"
+
+    def end(self, end: int | None = None) -> None:
+        if _sink:
+            _sink.add((self.name, self.trace_id, self.span_id, self.parent, self.start,
+                       time.time_ns() if end is None else end, self.attributes, self.events, self.links, self.kind,
+                       self.status, self.description, self.state))  # fmt: skip
+
+    @contextlib.contextmanager
+    def current(self) -> Iterator[Span]:
+        """This span, current for the block (steps go under it) and ended after it, recording what ended it."""
+        token = _current.set(self)
+        try:
+            yield self
+        except BaseException as exc:
+            self.failed(exc)
+            raise
+        finally:
+            _current.reset(token)
+            self.end()
 
 
 def setup(enabled: bool) -> None:
     """Start tracing for this process (once) when `enabled`; the exporter is chosen by `OTEL_TRACES_EXPORTER`."""
-    global _tracer, _provider, _propagator, _server_kind, _ratio, _parent_based
-    if not enabled or _tracer is not None:
+    global _sink, _ratio, _parent_based
+    if not enabled or _sink is not None:
         return
     _ratio, _parent_based = sampler_from_environment()
-    try:
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    try:  # the exporting process needs them: missing, say so here, not there
+        import opentelemetry.sdk.trace  # noqa: F401
+
+        if exporter == "otlp":
+            import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
     except ImportError as exc:
         from finalmile.errors import MissingDependencyError
 
         raise MissingDependencyError("opentelemetry-sdk", "otel") from exc
-    provider = TracerProvider(resource=service_resource(), sampler=ALWAYS_ON)  # `sampled` decided already
-    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
-    if exporter != "none":  # encoded and sent by a process of its own (`tracing.export`), off the serving core
-        import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401  (missing: say so here, not there)
+    if exporter == "none":
+        _sink = False
+        return
+    from finalmile.tracing.export import ProcessExport
 
-        from finalmile.tracing.export import ProcessExport
-
-        provider.add_span_processor(ProcessExport("console" if exporter == "console" else "otlp"))
-    from opentelemetry.trace import SpanKind
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    _propagator, _server_kind = TraceContextTextMapPropagator(), SpanKind.SERVER
-    _provider, _tracer = provider, provider.get_tracer("finalmile")
-
-
-def service_resource() -> Any:
-    """The resource every span of this server names (`OTEL_SERVICE_NAME`, default finalmile): the serving process's
-    provider and the exporting child's rebuilt spans must agree."""
-    from opentelemetry.sdk.resources import Resource
-
-    return Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "finalmile")})
+    _sink = ProcessExport("console" if exporter == "console" else "otlp")
 
 
 def sampler_from_environment() -> tuple[float, bool]:
@@ -106,99 +164,123 @@ def sampler_from_environment() -> tuple[float, bool]:
     return ratio, name.startswith("parentbased_")
 
 
+def parent_of(headers: dict[str, str]) -> tuple[int, int, bool] | None:
+    """(trace id, span id, sampled flag) of a W3C `traceparent` OpenTelemetry's propagator would take, else None."""
+    raw = headers.get("traceparent")
+    found = _TRACEPARENT.fullmatch(raw.strip().lower()) if raw else None
+    if found is None or found.group(1) == "ff" or (found.group(1) == "00" and found.group(5)):
+        return None
+    trace, span = int(found.group(2), 16), int(found.group(3), 16)
+    if not trace or not span:
+        return None
+    return trace, span, bool(int(found.group(4), 16) & 1)
+
+
 def sampled(headers: dict[str, str]) -> bool:
     """Whether a request is traced: its parent's `sampled` flag (parent-based samplers), else its trace id (the
     parent's, as `TraceIdRatioBased` reads it) or a draw against the ratio."""
-    parent = headers.get("traceparent")
-    found = _TRACEPARENT.fullmatch(parent.strip().lower()) if parent else None
-    if found is None or int(found.group(1), 16) == 0:  # no parent (or one OpenTelemetry would not take): a root
+    return _sampled(parent_of(headers) if "traceparent" in headers else None)
+
+
+def _sampled(parent: tuple[int, int, bool] | None) -> bool:
+    if parent is None:  # no parent (or one OpenTelemetry would not take): a root
         return _ratio >= 1.0 or random.random() < _ratio
     if _parent_based:
-        return bool(int(found.group(2), 16) & 1)
-    return (int(found.group(1), 16) & _ID_LIMIT) < round(_ratio * (_ID_LIMIT + 1))
+        return parent[2]
+    return (parent[0] & _ID_LIMIT) < round(_ratio * (_ID_LIMIT + 1))
 
 
 def enabled() -> bool:
-    return _tracer is not None
+    return _sink is not None
 
 
 def in_batch() -> bool:
     """Whether the batch running in this thread is traced here (its steps then get spans)."""
-    return _spanning.get()
+    return _current.get() is not None
 
 
 def shutdown() -> None:
     """Export what waits and stop the exporting process (a server's shutdown); tracing is then off until `setup`."""
-    global _tracer, _provider
-    if _provider is not None:
-        provider, _provider, _tracer = _provider, None, None
-        provider.shutdown()
+    global _sink
+    sink, _sink = _sink, None
+    if sink:
+        sink.shutdown()
 
 
-def start_request(pipeline: str, route: str, headers: dict[str, str]) -> Any:
+def start_request(pipeline: str, route: str, headers: dict[str, str]) -> Span | None:
     """A request's server span (`infer {pipeline}`), its parent taken from `traceparent` in `headers`; None when
-    tracing is off or the sampler drops the request. What it needs is looked up once, at setup."""
-    if _tracer is None or not sampled(headers):
+    tracing is off or the sampler drops the request."""
+    if _sink is None:
         return None
-    parent = _propagator.extract(headers) if "traceparent" in headers else None
+    parent = parent_of(headers) if "traceparent" in headers else None
+    if not _sampled(parent):
+        return None
     attributes = {"finalmile.pipeline": pipeline, "finalmile.route": route}
-    return _tracer.start_span(f"infer {pipeline}", context=parent, kind=_server_kind, attributes=attributes)
+    if parent is None:
+        return Span(f"infer {pipeline}", random.getrandbits(128) or 1, None, SERVER, attributes)
+    state = _trace_state(headers.get("tracestate"))
+    return Span(f"infer {pipeline}", parent[0], (parent[1], True), SERVER, attributes, state=state)
 
 
-def end_request(span: Any, status: int, out_headers: dict[str, str]) -> None:
+def _trace_state(header: str | None) -> tuple[tuple[str, str], ...] | None:
+    """A `tracestate` header's entries as OpenTelemetry parses them (none when it is not valid)."""
+    if not header:
+        return None
+    from opentelemetry.trace.span import TraceState
+
+    return tuple(TraceState.from_header([header]).items()) or None
+
+
+def end_request(span: Span | None, status: int, out_headers: dict[str, str]) -> None:
     """End a request's span with its HTTP status, naming the trace in the answer's `traceparent`."""
     if span is None:
         return
-    from opentelemetry.trace import Status, StatusCode, set_span_in_context
-
     span.set_attribute("http.response.status_code", status)
     if status >= 500:
-        span.set_status(Status(StatusCode.ERROR))
-    _propagator.inject(out_headers, context=set_span_in_context(span))
+        span.status = ERROR
+    out_headers["traceparent"] = f"00-{span.trace_id:032x}-{span.span_id:016x}-01"
+    if span.state:
+        out_headers["tracestate"] = ",".join(f"{key}={value}" for key, value in span.state)
     span.end()
 
 
 @contextlib.contextmanager
-def child(parent: Any, name: str) -> Iterator[None]:
+def child(parent: Span | None, name: str) -> Iterator[None]:
     """A span under `parent` (a request's span) for the block; nothing when tracing is off or `parent` is None."""
-    if _tracer is None or parent is None:
+    if _sink is None or parent is None:
         yield
         return
-    from opentelemetry.trace import set_span_in_context
-
-    with _tracer.start_as_current_span(name, context=set_span_in_context(parent)):
+    with parent.child(name).current():
         yield
 
 
-def trace_id(span: Any) -> str | None:
-    return None if span is None else format(span.get_span_context().trace_id, "032x")
+def trace_id(span: Span | None) -> str | None:
+    return None if span is None else format(span.trace_id, "032x")
 
 
 def batch(parents: list[Any], enqueued_ns: list[int], work: Callable[[], Any]) -> Callable[[], Any]:
     """`work` (a batch, run in a worker thread) inside a `batch` span: its parent the first request's span, linked
     to the others', after a `queue` span per request from when it was queued; the requests' trace ids are set for
     the log rows the batch makes (`batch_traces`)."""
-    if _tracer is None or not any(p is not None for p in parents):
+    if _sink is None or not any(p is not None for p in parents):
         return work
-    import time
-
-    from opentelemetry.trace import Link, set_span_in_context, use_span
-
     now = time.time_ns()
     for parent, queued in zip(parents, enqueued_ns, strict=True):
         if parent is not None:
-            _tracer.start_span("queue", context=set_span_in_context(parent), start_time=queued).end(end_time=now)
+            parent.child("queue", start=queued).end(now)
     first = next(p for p in parents if p is not None)
-    links = [Link(p.get_span_context()) for p in parents if p is not None and p is not first]
+    links: list[tuple[int, int, dict[str, Any]]] | None = [
+        (p.trace_id, p.span_id, {}) for p in parents if p is not None and p is not first
+    ] or None
     traces = [trace_id(p) for p in parents]
 
     def traced() -> Any:
-        span = _tracer.start_span("batch", context=set_span_in_context(first), links=links,
-                                  attributes={"finalmile.requests": len(parents)})  # fmt: skip
+        span = first.child("batch", links=links, attributes={"finalmile.requests": len(parents)})
         try:
-            with _carrying(traces, spans=True), use_span(span, end_on_exit=False):
+            with _carrying(traces, span):
                 result = work()
-        except BaseException:
+        except BaseException as exc:
+            span.failed(exc)
             span.end()
             raise
         if not inspect.isawaitable(result):
@@ -206,11 +288,8 @@ def batch(parents: list[Any], enqueued_ns: list[int], work: Callable[[], Any]) -
             return result
 
         async def hop() -> Any:  # a Ray front's call to its replica: the span lasts until the answer is back
-            try:  # the call sends the trace ids on (`carried`), for the replica's log rows
-                with _carrying(traces, spans=True), use_span(span, end_on_exit=False):
-                    return await result
-            finally:
-                span.end()
+            with _carrying(traces, span), span.current():  # the call sends the trace ids on (`carried`), for the
+                return await result  # replica's log rows
 
         return hop()
 
@@ -220,10 +299,11 @@ def batch(parents: list[Any], enqueued_ns: list[int], work: Callable[[], Any]) -
 @contextlib.contextmanager
 def step(name: str) -> Iterator[None]:
     """A span for one pipeline step (or the log) under the current batch's span; nothing when off."""
-    if _tracer is None or not _spanning.get():  # only inside a batch traced here: never a trace of its own
+    parent = _current.get()
+    if _sink is None or parent is None:  # only inside a batch traced here: never a trace of its own
         yield
         return
-    with _tracer.start_as_current_span(name):
+    with parent.child(name).current():
         yield
 
 
@@ -247,12 +327,12 @@ def carried(traces: list[str | None] | None, work: Callable[[], Any]) -> Callabl
 
 
 @contextlib.contextmanager
-def _carrying(traces: list[str | None], spans: bool = False) -> Iterator[None]:
-    """The trace ids of the batch this block runs, for the log rows it makes (`batch_traces`); `spans`: its steps
-    get spans (`step`)."""
-    token, spanning = _traces.set(traces), _spanning.set(spans)
+def _carrying(traces: list[str | None], span: Span | None = None) -> Iterator[None]:
+    """The trace ids of the batch this block runs, for the log rows it makes (`batch_traces`); `span`: the batch's
+    span, its steps' parent (`step`)."""
+    token, current = _traces.set(traces), _current.set(span)
     try:
         yield
     finally:
-        _spanning.reset(spanning)
+        _current.reset(current)
         _traces.reset(token)

@@ -1,15 +1,14 @@
-"""Finished spans exported by a process of their own, so encoding them never runs on the serving core.
+"""Ended spans exported by a process of their own, so encoding them never runs on the serving core.
 
 Measured on this 2-core machine (`bench/tracing.py`, and a request's six spans made and exported in a loop): the
 OpenTelemetry SDK's `BatchSpanProcessor` encodes and posts spans in a thread of the serving process, ~60 µs of the GIL a
-span (the OTLP encoder in Python, the resource hashed per span), more than half of what a traced request's spans cost;
-the spans themselves cost ~37 µs each to make. Here `ProcessExport`, a span processor, keeps a finished span as a plain
-tuple, and a thread ships the tuples, pickled a batch at a time (~11 µs a span in all), to a child process (`python -m
-finalmile.tracing.export`) that rebuilds them as the SDK's `ReadableSpan`s and hands them to the SDK's own
-`BatchSpanProcessor` with the SDK's exporter (`otlp` or `console`): the same spans, batching and `OTEL_*` variables, off
-this process's GIL. A child that dies costs the spans, never a request: they are dropped and counted (`dropped`), as the
-SDK drops spans when its queue is full.
-"""
+span (the OTLP encoder in Python, the resource hashed per span), and the SDK's spans cost ~37 µs each to make. The
+serving process records its spans as plain values (`tracing.Span`) and `ProcessExport` keeps each ended one as a
+tuple; a thread ships the tuples, pickled a batch at a time, to a child process (`python -m finalmile.tracing.export`)
+that rebuilds them as the SDK's `ReadableSpan`s and hands them to the SDK's own `BatchSpanProcessor` with the SDK's
+exporter (`otlp` or `console`): the same spans, batching and `OTEL_*` variables, off this process's GIL. A child that
+dies costs the spans, never a request: they are dropped and counted (`dropped`), as the SDK drops spans when its queue
+is full."""
 
 from __future__ import annotations
 
@@ -22,10 +21,6 @@ import sys
 import threading
 from typing import Any, BinaryIO
 
-from opentelemetry.sdk.trace import SpanProcessor  # this module is imported only where tracing is on
-
-from finalmile.tracing import service_resource
-
 log = logging.getLogger(__name__)
 _FRAME = struct.Struct("<I")
 SHIP_EVERY_S = 0.2
@@ -33,8 +28,8 @@ SHIP_EVERY_S = 0.2
 SHIP_AT = 512
 
 
-class ProcessExport(SpanProcessor):
-    """A span processor shipping finished spans to an exporting child."""
+class ProcessExport:
+    """Ships ended spans' records (`tracing.Span.end`) to an exporting child."""
 
     def __init__(self, exporter: str) -> None:
         self.max_pending = int(os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE", "2048"))
@@ -50,11 +45,10 @@ class ProcessExport(SpanProcessor):
         self._thread = threading.Thread(target=self._ship_forever, name="finalmile-span-shipper", daemon=True)
         self._thread.start()
 
-    def on_end(self, span: Any) -> None:
+    def add(self, record: tuple[Any, ...]) -> None:
         if self._child is None:  # the child ended: nothing can export it
             self.dropped += 1
             return
-        record = as_record(span)
         with self._lock:
             if len(self._pending) >= self.max_pending:
                 self.dropped += 1
@@ -64,9 +58,9 @@ class ProcessExport(SpanProcessor):
         if full:
             self._wake.set()
 
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+    def flush(self) -> None:
+        """Ship what waits now (the child exports it with its batch processor's schedule)."""
         self._ship()
-        return True
 
     def shutdown(self) -> None:
         """Ship what is left and let the child export it and end (waiting at most 30 s for it)."""
@@ -123,28 +117,8 @@ def _close(child: subprocess.Popen[bytes]) -> None:
     child.wait()
 
 
-def as_record(span: Any) -> tuple[Any, ...]:
-    """A finished SDK span as plain values (what `ReadableSpan` needs to be rebuilt in the child)."""
-    context, parent = span.context, span.parent
-    return (
-        span.name,
-        context.trace_id,
-        context.span_id,
-        None if parent is None else (parent.span_id, parent.is_remote),
-        span.start_time,
-        span.end_time,
-        dict(span.attributes) if span.attributes else None,
-        [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events] or None,
-        [(link.context.trace_id, link.context.span_id, dict(link.attributes or {})) for link in span.links] or None,
-        span.kind.value,
-        span.status.status_code.value,
-        span.status.description,
-        tuple(context.trace_state.items()) or None,
-    )
-
-
 def rebuild(record: tuple[Any, ...], resource: Any, scope: Any) -> Any:
-    """The SDK's `ReadableSpan` of a record made by `as_record`."""
+    """The SDK's `ReadableSpan` of a record made by `tracing.Span.end`."""
     from opentelemetry.sdk.trace import Event, ReadableSpan
     from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
@@ -174,6 +148,7 @@ def rebuild(record: tuple[Any, ...], resource: Any, scope: Any) -> Any:
 def export_forever(source: BinaryIO, exporter_name: str) -> None:
     """The child: rebuild each shipped span and give it to the SDK's batch processor and exporter, until the
     parent closes the pipe (then flush and end)."""
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -184,7 +159,7 @@ def export_forever(source: BinaryIO, exporter_name: str) -> None:
 
         exporter = OTLPSpanExporter()
     processor = BatchSpanProcessor(exporter)
-    resource = service_resource()
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "finalmile")})
     scope = InstrumentationScope("finalmile")
     try:
         while len(header := source.read(_FRAME.size)) == _FRAME.size:
