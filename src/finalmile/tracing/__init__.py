@@ -126,7 +126,7 @@ def setup(enabled: bool) -> None:
     try:  # the exporting process needs them: missing, say so here, not there
         import opentelemetry.sdk.trace  # noqa: F401
 
-        if exporter == "otlp":
+        if exporter not in ("none", "console"):  # any other name exports over OTLP, as before
             import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
     except ImportError as exc:
         from finalmile.errors import MissingDependencyError

@@ -88,9 +88,11 @@ class ProcessExport:
             with self._lock:
                 batch, self._pending = self._pending, []
             child = self._child
-            if batch and child is None:
+            if not batch:
+                return
+            if child is None:  # the child ended: nothing can export them
                 self.dropped += len(batch)
-            elif batch and child is not None:
+            else:
                 self._send(child, batch)
 
     def _send(self, child: subprocess.Popen[bytes], batch: list[tuple[Any, ...]]) -> None:
