@@ -71,7 +71,14 @@ def tensor_array(arr: np.ndarray) -> pa.FixedSizeListArray:
     n = arr.shape[0]
     flat = arr.reshape(-1)  # a view when contiguous
     width = flat.size // n if n else math.prod(arr.shape[1:])
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
+    numeric = _NUMERIC.get(flat.dtype)
+    values = wrap_numpy(numeric, flat) if numeric is not None else pa.array(flat)
+    return pa.FixedSizeListArray.from_arrays(values, width)
+
+
+_NUMERIC = {np.dtype(t): pa.from_numpy_dtype(t) for t in ("i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f4", "f8")}
+"""Numpy dtypes whose buffer is Arrow's as it is (native order; not bool, which Arrow packs into bits): a request's
+tensor is wrapped, not converted (`pa.array` took twice as long on a row of 29 floats)."""
 
 
 def wrap_numpy(arrow_type: pa.DataType, values: np.ndarray) -> pa.Array:
@@ -93,6 +100,23 @@ def list_matrix(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
         col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
     k = col.type.list_size
     return col.values.slice(col.offset * k, len(col) * k).to_numpy(zero_copy_only=False).reshape(len(col), k)
+
+
+_FIXED_SIZE_LIST = pa.list_(pa.float64(), 1).id
+_STRINGS = {pa.string().id, pa.large_string().id}
+
+
+def column_rows(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A column's rows as numpy: values ([n]), a tensor column's rows ([n, k], a view where Arrow allows), text as
+    Python strings. On the answer path of every batch, so it avoids the generic (and slower) pyarrow helpers."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    type_id = col.type.id
+    if type_id == _FIXED_SIZE_LIST:
+        return list_matrix(col)
+    if type_id in _STRINGS:
+        return np.asarray(col.to_pylist(), dtype=object)
+    return col.to_numpy(zero_copy_only=False)
 
 
 def _empty(col: pa.ChunkedArray) -> np.ndarray:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 import finalmile.tracing as tracing
-from finalmile.arrow.frames import list_matrix, tensor_array
+from finalmile.arrow.frames import column_rows, list_matrix, tensor_array
 from finalmile.arrow.tensors import expand_named_tensor, named_tensor_header
 from finalmile.arrow.text import plain
 from finalmile.errors import SchemaError
@@ -52,6 +52,29 @@ class LogSettings(Protocol):
     def retention_days(self) -> int | None: ...
 
 
+class BatchOutputs:
+    """A batch's outputs as numpy and as records, converted once for all the requests that share the batch: each
+    request's answer is a slice (converting a one-row table per request cost more than the whole batch's)."""
+
+    __slots__ = ("table", "_columns", "_records")
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self._columns: dict[str, np.ndarray] = {}
+        self._records: list[dict[str, Any]] | None = None
+
+    def column(self, name: str) -> np.ndarray:
+        rows = self._columns.get(name)
+        if rows is None:
+            rows = self._columns[name] = column_rows(self.table.column(name))
+        return rows
+
+    def records(self) -> list[dict[str, Any]]:
+        if self._records is None:
+            self._records = self.table.to_pylist()
+        return self._records
+
+
 @dataclass
 class RequestResult:
     """One request's share of a batch: its outputs and what produced them."""
@@ -64,6 +87,25 @@ class RequestResult:
     checks: dict[str, np.ndarray]
     shadow: dict[str, pa.Table]
     errors: dict[str, str]
+    outputs: BatchOutputs | None = None
+    """The batch's outputs, this request's rows from `offset` on (None: `table` alone)."""
+    offset: int = 0
+
+    def values(self, name: str) -> np.ndarray:
+        """Output column `name` of this request's rows as numpy rows (see `column_rows`)."""
+        if self.outputs is None:
+            return column_rows(self.table.column(name))
+        return self.outputs.column(name)[self.offset : self.offset + self.table.num_rows]
+
+    def records(self) -> list[dict[str, Any]]:
+        """This request's output rows as dicts (pandas records)."""
+        if self.outputs is None:
+            return self.table.to_pylist()
+        return self.outputs.records()[self.offset : self.offset + self.table.num_rows]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a Ray replica's answer) without the batch's outputs: its own `table` holds its rows."""
+        return self.__dict__ | {"outputs": None, "offset": 0}
 
     def metadata(self) -> dict[str, Any]:
         """Per-row provenance for responses and the inference log."""
@@ -116,7 +158,8 @@ class LoadedPipeline:
         batch.elapsed_s = time.perf_counter() - started
         n_requests = int(batch.requests.max()) + 1 if len(batch.requests) else 0
         given = (ids or []) + [None] * n_requests
-        batch.request_ids = [i or uuid.uuid4().hex for i in given[:n_requests]]
+        fresh = os.urandom(16 * n_requests).hex()  # 128 random bits a request, as uuid4 draws, in one call a batch
+        batch.request_ids = [i or fresh[32 * k : 32 * k + 32] for k, i in enumerate(given[:n_requests])]
         batch.trace_ids = tracing.batch_traces()
         with tracing.step("log") if log and tracing.enabled() and tracing.in_batch() else contextlib.nullcontext():
             for hook in [*self.observers, *self.hooks] if log else self.observers:
@@ -191,6 +234,7 @@ def split_batch(pipeline: str, version: int, batch: Batch, spans: list[tuple[int
     """Each request's share of a batch that ran; the `i`th span is the `i`th request (a Ray front splits what its
     replica sent back as one batch)."""
     routes = batch.row_routes()
+    outputs = BatchOutputs(batch.table)
     return [
         RequestResult(
             batch.request_ids[i] if i < len(batch.request_ids) else "",
@@ -201,6 +245,8 @@ def split_batch(pipeline: str, version: int, batch: Batch, spans: list[tuple[int
             {k: v[offset : offset + n] for k, v in batch.checks.items()},
             {k: v.slice(offset, n) for k, v in batch.shadow.items()},
             batch.errors,
+            outputs,
+            offset,
         )
         for i, (offset, n) in enumerate(spans)
     ]

@@ -45,8 +45,7 @@ class DataPlane:
     def answered(self, name: str, protocol: str, status: int) -> None:
         """Count one answer of an inference route (`http` transports' and gRPC's alike); a name that is not deployed
         is counted as `_unknown`, so callers cannot grow the metric's label values without bound."""
-        known = name if self.ready(name) else "_unknown"
-        self.metrics.requests.labels(known, protocol, str(status)).inc()
+        self.metrics.answered(name if self.backend.serves(name) else "_unknown", protocol, status)
 
     def serving(self, name: str, version: int | None = None) -> Target:
         """The deployment serving `name`; 503 when the pipeline exists but is not deployed, 404 when it does not."""

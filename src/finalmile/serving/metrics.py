@@ -70,6 +70,7 @@ class Metrics:
         )
 
         self._served: dict[str, tuple[Counter, Histogram]] = {}
+        self._answered: dict[tuple[str, str, int], Any] = {}
         self.replica_requests = Counter(
             "finalmile_replica_requests", "Requests per Ray replica", ["pipeline", "replica"], registry=self.registry
         )
@@ -128,6 +129,14 @@ class Metrics:
             children = self._served[pipeline] = (self.rows.labels(pipeline), self.latency.labels(pipeline))
         children[0].inc(rows)
         children[1].observe(seconds)
+
+    def answered(self, pipeline: str, protocol: str, status: int) -> None:
+        """One answer of an inference route, under its label child looked up once per combination."""
+        key = (pipeline, protocol, status)
+        child = self._answered.get(key)
+        if child is None:
+            child = self._answered[key] = self.requests.labels(pipeline, protocol, str(status))
+        child.inc()
 
     def replica(self, pipeline: str, replica: str, rows: int, requests: int, seconds: float) -> None:
         """One call a Ray replica answered, as it reported it with the result."""

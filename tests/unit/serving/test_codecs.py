@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 import struct
 
 import numpy as np
@@ -8,7 +9,14 @@ import pyarrow as pa
 import pytest
 
 from finalmile.errors import InvalidInputError
+from finalmile.pipelines.batch import Batch
+from finalmile.pipelines.loaded import RequestResult, split_batch
 from finalmile.serving.codecs import arrow, records, v2
+
+
+def answer(table: pa.Table) -> RequestResult:
+    """A request's result holding `table` alone (no batch shared with others)."""
+    return RequestResult("r", "p", 1, table, [(None, ())] * table.num_rows, {}, {}, {})
 
 
 def test_v2_json_tensors_become_columns() -> None:
@@ -44,14 +52,42 @@ def test_v2_binary_extension_round_trip() -> None:
     )
     request = v2.decode(head + x.tobytes() + raw_words, len(head))
     assert request.table.column("w").to_pylist() == ["hi", "there"]
-    body, headers = v2.encode(request.table, "p", 1, request, {"pipeline_version": 1})
+    body, headers = v2.encode(answer(request.table), request)
     length = int(headers[v2.HEADER_LENGTH])
     response = orjson.loads(body[:length])
     out_x, out_w = response["outputs"]
     assert out_x["parameters"]["binary_data_size"] == x.nbytes and "data" not in out_x
     np.testing.assert_array_equal(np.frombuffer(body[length:], dtype=np.float32).reshape(2, 3), x)
     assert out_w["data"] == ["hi", "there"] and out_w["datatype"] == "BYTES"
-    assert response["parameters"] == {"pipeline_version": 1}
+    assert response["model_name"] == "p" and response["parameters"]["pipeline_version"] == 1
+
+
+def test_requests_sharing_a_batch_each_encode_their_own_rows_as_if_alone() -> None:
+    outputs = pa.table(
+        {
+            "score": pa.array([0.1, 0.2, 0.3, 0.4]),
+            "label": pa.array(["a", "b", "c", "d"]),
+            "probabilities": pa.FixedSizeListArray.from_arrays(pa.array(np.arange(8, dtype=np.float32)), 2),
+        }
+    )
+    batch = Batch.start(outputs)
+    batch.request_ids = ["r0", "r1", "r2"]
+    shared = split_batch("p", 1, batch, [(0, 1), (1, 2), (3, 1)])
+    v2_request = v2.decode(orjson.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}))
+    for result in shared:
+        alone = answer(result.table)
+        assert result.outputs is not None  # the batch's conversion, sliced
+        assert v2.encode(result, v2_request)[0] == v2.encode(alone, v2_request)[0].replace(b'"r"', b'"%s"' % (
+            result.request_id.encode()), 1)  # fmt: skip
+        assert records.encode(result) == records.encode(alone)
+    assert orjson.loads(records.encode(shared[1])) == [
+        {"score": 0.2, "label": "b", "probabilities": [2.0, 3.0]},
+        {"score": 0.3, "label": "c", "probabilities": [4.0, 5.0]},
+    ]
+    carried = pickle.loads(pickle.dumps(shared[1]))  # as a Ray replica's answer: its own rows, not the batch's
+    assert carried.outputs is None and carried.records() == shared[1].records()
+    tensors = {name: (shape, values.tolist()) for name, _, shape, values in v2.output_tensors(shared[1], None)}
+    assert tensors == {"score": ([2], [0.2, 0.3]), "label": ([2], ["b", "c"]), "probabilities": ([2, 2], [2, 3, 4, 5])}
 
 
 @pytest.mark.parametrize(
@@ -89,7 +125,7 @@ def test_v2_bad_requests_name_the_problem(body: bytes, message: str) -> None:
 def test_records_and_arrow_round_trip() -> None:
     table = records.decode(b'[{"a": 1.5, "b": "x"}, {"a": 2.5, "b": "y"}]')
     assert table.column_names == ["a", "b"]
-    assert orjson.loads(records.encode(table)) == [{"a": 1.5, "b": "x"}, {"a": 2.5, "b": "y"}]
+    assert orjson.loads(records.encode(answer(table))) == [{"a": 1.5, "b": "x"}, {"a": 2.5, "b": "y"}]
     assert arrow.decode(arrow.encode(table)).equals(table)
     for bad, message in [(b"{}", "JSON list of records"), (b"[]", "empty batch"), (b"[1, 2]", "JSON list of records")]:
         with pytest.raises(InvalidInputError, match=message):

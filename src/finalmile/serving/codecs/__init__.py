@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from finalmile.errors import BadRequestError
 from finalmile.serving.codecs.arrow import ArrowCodec
-from finalmile.serving.codecs.base import ARROW_STREAM, Codec, Decoded, column_values
+from finalmile.serving.codecs.base import ARROW_STREAM, Codec, Decoded
 from finalmile.serving.codecs.records import RecordsCodec
 from finalmile.serving.codecs.v2 import V2Codec
 
-__all__ = ["ARROW_STREAM", "Codec", "Decoded", "codec_for", "column_values"]
+__all__ = ["ARROW_STREAM", "Codec", "Decoded", "codec_for"]
 
 _V2 = V2Codec()
 _RECORDS: dict[str, Codec] = {"application/json": RecordsCodec(), "": RecordsCodec(), ARROW_STREAM: ArrowCodec()}

@@ -50,9 +50,8 @@ def _float_rows(rows: list[dict[str, Any]]) -> pa.Table | None:
     return named_tensor(np.asarray(values, dtype=np.float64), keys)
 
 
-def encode(table: pa.Table) -> bytes:
-    rows: list[dict[str, Any]] = table.to_pylist()
-    return orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY)
+def encode(answer: Answer) -> bytes:
+    return orjson.dumps(answer.records(), option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class RecordsCodec:
@@ -64,4 +63,4 @@ class RecordsCodec:
         return Decoded(decode(body))
 
     def encode(self, answer: Answer, decoded: Decoded) -> tuple[bytes, dict[str, str]]:
-        return encode(answer.table), {"content-type": self.content_type}
+        return encode(answer), {"content-type": self.content_type}

@@ -20,7 +20,7 @@ import pyarrow as pa
 from finalmile.arrow.frames import require_rows, tensor_array
 from finalmile.arrow.tensors import named_tensor
 from finalmile.errors import BadRequestError, InvalidInputError
-from finalmile.serving.codecs.base import Answer, Decoded, column_values
+from finalmile.serving.codecs.base import Answer, Decoded
 
 HEADER_LENGTH = "inference-header-content-length"
 DATATYPES: dict[str, Any] = {
@@ -120,21 +120,32 @@ def _named_columns(inputs: list[Any]) -> pa.Table | None:
     datatype, shape = first.get("datatype"), first.get("shape")
     if datatype not in DATATYPES or datatype == "BYTES" or not isinstance(shape, list) or len(shape) != 1:
         return None
-    names = []
+    rows = shape[0]
+    if type(rows) is not int or rows < 1:
+        return None
+    names, values = [], []
     for t in inputs:
-        name = t.get("name")
-        if t.get("datatype") != datatype or t.get("shape") != shape or t.get("parameters") or not isinstance(name, str):
+        name, data = t.get("name"), t.get("data")
+        if (
+            t.get("datatype") != datatype
+            or t.get("shape") != shape
+            or t.get("parameters")
+            or type(name) is not str
+            or type(data) is not list
+            or len(data) != rows
+        ):
             return None
         names.append(name)
-    if len(set(names)) != len(names) or not shape[0]:
+        values += data  # one flat list: numpy reads it in a third of the time of a list of lists
+    if len(set(names)) != len(names):
         return None
     try:
-        matrix = np.asarray([t["data"] for t in inputs], dtype=DATATYPES[datatype])
-    except (KeyError, ValueError, TypeError, OverflowError):
+        matrix = np.array(values, dtype=DATATYPES[datatype])
+    except (ValueError, TypeError, OverflowError):
         return None
-    if matrix.shape != (len(inputs), shape[0]):
+    if matrix.ndim != 1:  # a value that is itself a list
         return None
-    return named_tensor(_widened(matrix).T, names)
+    return named_tensor(_widened(matrix).reshape(len(inputs), rows).T, names)
 
 
 def _decode_tensor(tensor: Any, index: int, binary: bytes, offset: int) -> tuple[str, pa.Array, int]:
@@ -227,9 +238,9 @@ def _requested_outputs(request: dict[str, Any]) -> tuple[list[str] | None, set[s
     return names, binary
 
 
-def output_tensors(table: pa.Table, requested: list[str] | None) -> list[tuple[str, str, list[int], np.ndarray]]:
+def output_tensors(answer: Answer, requested: list[str] | None) -> list[tuple[str, str, list[int], np.ndarray]]:
     """Name, V2 datatype, shape and flat values of each output the request asked for (all when it named none)."""
-    available = table.column_names
+    available = answer.table.column_names
     names = requested if requested is not None else available
     if requested is not None:
         missing = [n for n in names if n not in available]
@@ -237,9 +248,9 @@ def output_tensors(table: pa.Table, requested: list[str] | None) -> list[tuple[s
             raise InvalidInputError(f"requested outputs {missing} do not exist; outputs are {available}")
     out = []
     for name in names:
-        values, shape = column_values(table.column(name))
-        datatype = "BYTES" if values.dtype == object else _DATATYPE_OF.get(values.dtype, "FP64")
-        out.append((name, datatype, shape, values))
+        rows = answer.values(name)
+        datatype = "BYTES" if rows.dtype == object else _DATATYPE_OF.get(rows.dtype, "FP64")
+        out.append((name, datatype, list(rows.shape), rows.reshape(-1)))
     return out
 
 
@@ -250,13 +261,11 @@ def raw_contents(values: np.ndarray) -> bytes:
     return np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
-def encode(
-    table: pa.Table, model_name: str, model_version: int, request: V2Request, parameters: dict[str, Any]
-) -> tuple[bytes, dict[str, str]]:
+def encode(answer: Answer, request: V2Request) -> tuple[bytes, dict[str, str]]:
     """The V2 response body and its headers (binary tensors appended when the request asked for them)."""
     all_binary = "*" in request.binary_outputs
     outputs, chunks = [], []
-    for name, datatype, shape, values in output_tensors(table, request.outputs):
+    for name, datatype, shape, values in output_tensors(answer, request.outputs):
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
         if all_binary or name in request.binary_outputs:
             raw = raw_contents(values)
@@ -266,10 +275,10 @@ def encode(
             tensor["data"] = values.tolist() if values.dtype == object else values  # orjson serialises numbers only
         outputs.append(tensor)
     response: dict[str, Any] = {
-        "model_name": model_name,
-        "model_version": str(model_version),
+        "model_name": answer.pipeline,
+        "model_version": str(answer.version),
         "outputs": outputs,
-        "parameters": parameters,
+        "parameters": answer.metadata(),
     }
     if request.id is not None:
         response["id"] = request.id
@@ -300,4 +309,4 @@ class V2Codec:
         return Decoded(request.table, request)
 
     def encode(self, answer: Answer, decoded: Decoded) -> tuple[bytes, dict[str, str]]:
-        return encode(answer.table, answer.pipeline, answer.version, decoded.request, answer.metadata())
+        return encode(answer, decoded.request)
