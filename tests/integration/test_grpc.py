@@ -5,6 +5,7 @@ name the problem."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -21,11 +22,16 @@ from tests.integration.conftest import free_port
 X, y = tabular(200)
 
 
-def _inputs(rows: int, columns: list[str]) -> list[triton.InferInput]:
+def _inputs(rows: int, columns: list[str], start: int = 0) -> list[triton.InferInput]:
     inputs = [triton.InferInput(c, [rows], "FP64") for c in columns]
     for tensor, column in zip(inputs, columns, strict=True):
-        tensor.set_data_from_numpy(X[column].head(rows).to_numpy())
+        tensor.set_data_from_numpy(X[column].iloc[start : start + rows].to_numpy())
     return inputs
+
+
+def client_scores(home: Path, rows: object) -> list[float]:
+    with Client(home=home) as client:
+        return [float(v) for v in client.model("m:1").predict(rows)["score"]]
 
 
 def _refused(call, *args, **kwargs) -> InferenceServerException:  # type: ignore[no-untyped-def]
@@ -63,6 +69,15 @@ def test_tritonclient_grpc_infers_with_tokens_and_is_logged_like_http(tmp_path: 
     one = grpc.infer("p", _inputs(1, list(X.columns)), outputs=[triton.InferRequestedOutput("score")],
                      headers=as_viewer)  # fmt: skip
     assert [o.name for o in one.get_response().outputs] == ["score"]
+
+    # concurrent calls share batches (handed to the HTTP loop in groups) and each gets its own rows' answer
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(lambda i: grpc.infer("p", _inputs(1, list(X.columns), i), headers=as_viewer), range(60))
+        )
+    scores = [float(a.as_numpy("score")[0]) for a in answers]
+    np.testing.assert_allclose(scores, client_scores(home, X.head(60)), atol=1e-6)  # float32, batched or not
+    assert len({a.get_response().parameters["finalmile-request-id"].string_param for a in answers}) == 60
 
     # the same permissions: no token, a wrong one
     assert _refused(grpc.infer, "p", _inputs(1, list(X.columns))).status() == "StatusCode.UNAUTHENTICATED"

@@ -3,9 +3,11 @@ the same authentication (`authorization` metadata), permissions, batcher, log ro
 same tensor checks (`codecs.v2`), so a request means the same whether it came as JSON, binary or protobuf.
 
 Served by `grpc.aio` on an event loop of its own, in a thread of its own (`GrpcServer`); each call's inference is
-handed to the HTTP server's loop, so both transports share one batcher per deployment. Inputs come as
-`raw_input_contents` (every input, as the protocol asks) or as typed `contents`; outputs always go back as
-`raw_output_contents`, which clients read without a per-value copy.
+handed to the HTTP server's loop, so both transports share one batcher per deployment. Calls cross between the two
+loops in groups (`Courier`): every call that arrived while the HTTP loop was busy reaches it in one wake-up and so
+joins one batch, where one wake-up per call made batches of about two requests (one model run per two calls).
+Inputs come as `raw_input_contents` (every input, as the protocol asks) or as typed `contents`; outputs always go
+back as `raw_output_contents`, which clients read without a per-value copy.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import grpc
@@ -98,6 +102,41 @@ def infer_response(result: RequestResult, request: pb.ModelInferRequest) -> pb.M
     return response
 
 
+class Courier:
+    """Hands callables to an event loop running in another thread, all those sent since its last wake-up in one
+    `call_soon_threadsafe`, run there in the order sent."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._waiting: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def send(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            self._waiting.append(work)
+            first = len(self._waiting) == 1
+        if first:
+            self.loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        for work in waiting:
+            work()
+
+
+def _settle(future: asyncio.Future[Any], task: asyncio.Task[Any]) -> None:
+    """`future` (on the gRPC loop) as `task` (on the HTTP loop) ended."""
+    if future.done():
+        return
+    if task.cancelled():
+        future.cancel()
+    elif (exc := task.exception()) is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(task.result())
+
+
 class InferenceService(GRPCInferenceServiceServicer):
     """The protocol's six calls over the root services (and any workspace a caller's token names)."""
 
@@ -106,6 +145,29 @@ class InferenceService(GRPCInferenceServiceServicer):
         self.auth = auth
         self.main = main
         """The HTTP server's loop: inference runs there, batched with HTTP's requests."""
+        self._to_main = Courier(main)
+        self._back: Courier | None = None
+        """To the gRPC loop (made on it, at the first call)."""
+
+    async def _on_main(self, work: Coroutine[Any, Any, RequestResult]) -> RequestResult:
+        """Run `work` on the HTTP server's loop and wait for it here (cancelled with this call)."""
+        loop = asyncio.get_running_loop()
+        back = self._back if self._back is not None else Courier(loop)
+        self._back = back
+        answer: asyncio.Future[RequestResult] = loop.create_future()
+
+        def start() -> None:
+            task = self.main.create_task(work)
+            task.add_done_callback(lambda ended: back.send(partial(_settle, answer, ended)))
+
+            def abandoned(_: Any) -> None:  # the call was cancelled (its client went away): so is its inference
+                if answer.cancelled():
+                    self.main.call_soon_threadsafe(task.cancel)
+
+            answer.add_done_callback(abandoned)
+
+        self._to_main.send(start)
+        return await answer
 
     async def _dataplane(self, context: grpc.aio.ServicerContext, permission: Permission) -> DataPlane:
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
@@ -152,7 +214,7 @@ class InferenceService(GRPCInferenceServiceServicer):
             target = dataplane.serving(request.model_name, number)  # an unknown pipeline: NOT_FOUND, whatever else
             table = tensors_table(*request_tensors(request))
             inference = dataplane.infer(InferRequest(request.model_name, table, number), target)
-            result = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(inference, self.main))
+            result = await self._on_main(inference)
             return infer_response(result, request)
         except FinalmileError as exc:
             status = exc.status_code
