@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from finalmile.arrow.tensors import Rows
 from finalmile.backends.config import DeploymentConfig
 from finalmile.pipelines.loaded import RequestResult
 from finalmile.schema import Schema
@@ -22,7 +23,7 @@ class InferRequest:
     """One inference request as every transport hands it to the data plane, and the data plane to a backend."""
 
     pipeline: str
-    table: pa.Table
+    table: Rows
     version: int | None = None
     """None: whichever version serves; a number: that one or `PipelineNotDeployed`."""
     log: bool = True

@@ -18,17 +18,21 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
 
 import finalmile.tracing as tracing
+from finalmile.arrow.tensors import batch_table
+
+Part: TypeAlias = pa.Table | np.ndarray
+"""A request's rows as its backend conformed them: a table, or the model's tensor as a matrix (`batch_table`)."""
 
 
 @dataclass
 class _Pending:
-    table: pa.Table
+    table: Part
     future: asyncio.Future[Any]
     enqueued: float
     request_id: str | None = None
@@ -69,15 +73,15 @@ class Batcher:
     def enabled(self) -> bool:
         return self.max_delay > 0 and self.max_batch_size > 1
 
-    async def submit(self, table: pa.Table, request_id: str | None = None, trace: Any = None) -> Any:
+    async def submit(self, table: Part, request_id: str | None = None, trace: Any = None) -> Any:
         """Run `table` as one request, batched with others; `request_id` names it in the log (a stream's message
         id), or the run makes one up; `trace` is its span when tracing is on."""
         loop = asyncio.get_running_loop()
-        if not self.enabled or table.num_rows >= self.max_batch_size:
+        if not self.enabled or len(table) >= self.max_batch_size:
             if trace is None:
                 return self.split(await self.run_together([table], [request_id]), _spans([table]))[0]
             work = tracing.batch([trace], [time.time_ns()], partial(self._run_tables, [table], [request_id]))
-            return self.split(await self._measured(work, table.num_rows, 1), _spans([table]))[0]
+            return self.split(await self._measured(work, len(table), 1), _spans([table]))[0]
         queue = self._queues.get(loop)
         if queue is None:
             queue = self._queues[loop] = asyncio.Queue()
@@ -89,12 +93,12 @@ class Batcher:
         return await future
 
     async def run_together(
-        self, tables: list[pa.Table], ids: list[str | None], traces: list[str | None] | None = None
+        self, tables: list[Part], ids: list[str | None], traces: list[str | None] | None = None
     ) -> Any:
         """Run these requests as one batch now, past the queue (a Ray front has batched them already, and traced
         them: `traces`); returns what `run` returns, unsplit."""
         work = tracing.carried(traces, partial(self._run_tables, tables, ids))
-        return await self._measured(work, sum(t.num_rows for t in tables), len(ids))
+        return await self._measured(work, sum(map(len, tables)), len(ids))
 
     async def run_rows(self, table: pa.Table, requests: np.ndarray, ids: list[str | None]) -> Any:
         """Run a table whose rows already belong to several requests (`requests` numbers each row's: a stream's
@@ -115,20 +119,15 @@ class Batcher:
             return work()
         return await loop.run_in_executor(self.executor, work)
 
-    def _run_tables(self, tables: list[pa.Table], ids: list[str | None]) -> Any:
-        # Joined into one chunk per column: every later step (the model's input matrix, the log) would otherwise
-        # walk a chunk per request, and one Arrow call here is cheaper than any of those walks.
-        table = (
-            tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive").combine_chunks()
-        )
-        requests = np.repeat(np.arange(len(tables), dtype=np.int32), [t.num_rows for t in tables])
-        return self.run(table, requests, ids)
+    def _run_tables(self, tables: list[Part], ids: list[str | None]) -> Any:
+        requests = np.repeat(np.arange(len(tables), dtype=np.int32), [len(t) for t in tables])
+        return self.run(batch_table(tables), requests, ids)
 
     async def _worker(self, queue: asyncio.Queue[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await queue.get()]
-            rows = batch[0].table.num_rows
+            rows = len(batch[0].table)
             deadline = time.perf_counter() + self.max_delay
             while rows < self.max_batch_size:
                 if queue.empty():
@@ -141,11 +140,11 @@ class Batcher:
                         break
                 else:
                     item = queue.get_nowait()
-                if rows + item.table.num_rows > self.max_batch_size:
+                if rows + len(item.table) > self.max_batch_size:
                     queue.put_nowait(item)  # goes first into the next batch (order across batches is not promised)
                     break
                 batch.append(item)
-                rows += item.table.num_rows
+                rows += len(item.table)
             self._last_requests = len(batch)
             await self._dispatch(loop, batch)
 
@@ -156,7 +155,7 @@ class Batcher:
             work: Callable[[], Any] = partial(self._run_tables, tables, [p.request_id for p in batch])
             if tracing.enabled():
                 work = tracing.batch([p.trace for p in batch], [p.enqueued_ns for p in batch], work)
-            result = await self._execute(loop, work, sum(t.num_rows for t in tables))
+            result = await self._execute(loop, work, sum(map(len, tables)))
             parts = self.split(result, _spans(tables))
         except Exception as exc:
             if len(batch) > 1:  # find the culprit: each request alone, so one bad request fails only itself
@@ -168,7 +167,7 @@ class Batcher:
             return
         if self.observe:
             waits = [started - p.enqueued for p in batch]
-            self.observe(sum(t.num_rows for t in tables), len(tables), time.perf_counter() - started, waits)
+            self.observe(sum(map(len, tables)), len(tables), time.perf_counter() - started, waits)
         for p, part in zip(batch, parts, strict=True):
             if not p.future.done():
                 p.future.set_result(part)
@@ -206,5 +205,5 @@ def packed(rows: list[int], limit: int) -> list[list[int]]:
     return groups
 
 
-def _spans(tables: list[pa.Table]) -> list[tuple[int, int]]:
-    return spans([t.num_rows for t in tables])
+def _spans(tables: list[Part]) -> list[tuple[int, int]]:
+    return spans([len(t) for t in tables])

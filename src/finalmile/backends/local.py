@@ -66,7 +66,7 @@ class Slot:
         started = time.perf_counter()
         table = request.table
         try:
-            conformed = current.conform(require_rows(table))
+            conformed = current.conform_request(table)
             batcher = self.batcher(request.log)
             result: RequestResult = await batcher.submit(conformed, request.request_id, request.trace)
         except Exception as exc:  # logged as an error row (the error-rate monitor reads them), then raised

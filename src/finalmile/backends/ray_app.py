@@ -18,6 +18,7 @@ import pyarrow as pa
 import finalmile.tracing as tracing
 from finalmile.arrow.frames import require_rows
 from finalmile.arrow.ipc import to_ipc
+from finalmile.arrow.tensors import as_table
 from finalmile.backends.base import InferRequest
 from finalmile.backends.batcher import Batcher, spans
 from finalmile.backends.config import DeploymentConfig
@@ -60,7 +61,7 @@ class App:
     async def infer(self, request: InferRequest) -> RequestResult:
         """One request through a replica (the `Target` a request resolves)."""
         part = await self.submit(
-            require_rows(request.table), request.log, request.request_id, request.durable, request.trace
+            require_rows(as_table(request.table)), request.log, request.request_id, request.durable, request.trace
         )
         if isinstance(part, Failure):
             raise part.error()

@@ -17,8 +17,16 @@ import numpy as np
 import pyarrow as pa
 
 import finalmile.tracing as tracing
-from finalmile.arrow.frames import column_rows, list_matrix, tensor_array
-from finalmile.arrow.tensors import expand_named_tensor, named_tensor_header
+from finalmile.arrow.frames import column_rows, list_matrix, require_rows
+from finalmile.arrow.tensors import (
+    TENSOR_INPUT,
+    NamedRows,
+    Rows,
+    TensorRows,
+    expand_named_tensor,
+    named_tensor_header,
+    tensor_table,
+)
 from finalmile.arrow.text import plain
 from finalmile.errors import SchemaError
 from finalmile.pipelines.batch import Batch, Route, Sequence
@@ -141,9 +149,8 @@ class LoadedPipeline:
 
     def __post_init__(self) -> None:
         self.validator = SchemaValidator(self.input_schema) if self.input_schema is not None else None
-        self._orders: dict[bytes, Any] = {}
-        """Per named-tensor header seen (its names, as decoded from V2 JSON): the column order that makes it the
-        model's tensor form, `_SAME`, or None when it is not one; worked out once, not per request."""
+        self._orders: dict[bytes | tuple[str, ...], Any] = {}
+        """Per list of input names seen (see `_order`)."""
 
     def run(
         self,
@@ -172,22 +179,44 @@ class LoadedPipeline:
     def split(self, batch: Batch, spans: list[tuple[int, int]]) -> list[RequestResult]:
         return split_batch(self.name, self.version, batch, spans)
 
+    def conform_request(self, rows: Rows) -> pa.Table | np.ndarray:
+        """A request's rows, conformed before batching (so a bad request fails alone, never its batch-mates), for
+        `batch_table` to join with its batch-mates': named rows whose columns the model takes become the matrix in
+        the model's order, with no Arrow object made per request; anything else goes through `conform`."""
+        if isinstance(rows, NamedRows):
+            order = self._order(rows.names)
+            if order is _SAME:
+                return rows.matrix
+            if order is not None:
+                return rows.matrix[:, order]
+            rows = expand_named_tensor(rows)  # anything else: ordinary columns, checked by `conform`
+        elif isinstance(rows, TensorRows):
+            if self._takes_tensor(rows.matrix):  # as `conform` takes a tensor column: numeric, the model's width
+                return rows.matrix
+            rows = rows.table()
+        return self.conform(require_rows(rows))
+
+    def _takes_tensor(self, matrix: np.ndarray) -> bool:
+        validator, schema = self.validator, self.input_schema
+        return (
+            validator is not None
+            and schema is not None
+            and schema.inputs is not None
+            and not self.extra_inputs
+            and validator.tensor_width == matrix.shape[1]
+            and matrix.dtype.kind in "iuf"
+        )
+
     def conform(self, table: pa.Table) -> pa.Table:
-        """Requests are checked one by one before batching, so a bad request fails alone, never its batch-mates."""
+        """Rows checked against the input schema and shaped as the first step takes them."""
         validator, schema = self.validator, self.input_schema
         header = named_tensor_header(table)
         if header is not None:
-            order = self._orders.get(header, _UNSEEN)
-            if order is _UNSEEN:
-                order = self._tensor_order(header.decode().split("\x1f"))
-                if len(self._orders) >= _ORDERS_KEPT:  # clients send few distinct headers; bound it all the same
-                    self._orders.clear()
-                self._orders[header] = order
+            order = self._order(header)
             if order is _SAME:  # the model's own order: the column as it is, its header dropped
-                return pa.Table.from_arrays([table.column(0)], names=["input"])
+                return pa.Table.from_arrays([table.column(0)], names=[TENSOR_INPUT])
             if order is not None:
-                matrix = list_matrix(table.column(0))
-                return pa.Table.from_arrays([tensor_array(np.ascontiguousarray(matrix[:, order]))], names=["input"])
+                return tensor_table(list_matrix(table.column(0))[:, order])
             table = expand_named_tensor(table)  # anything else: ordinary columns, checked below
         if validator is None or schema is None or schema.inputs is None:
             return table
@@ -200,7 +229,7 @@ class LoadedPipeline:
             # re-stacks 29 columns one by one; anything unusual falls through to the full check below.
             try:
                 matrix = features(table.select(schema.input_names()), np.float64, nulls=False)  # nulls: checked below
-                return pa.Table.from_arrays([tensor_array(matrix)], names=["input"])
+                return tensor_table(matrix)
             except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
                 pass
         names = schema.input_names()
@@ -219,6 +248,17 @@ class LoadedPipeline:
         for name in extras:
             conformed = conformed.append_column(name, table.column(name))
         return conformed
+
+    def _order(self, key: bytes | tuple[str, ...]) -> Any:
+        """The column order that makes named inputs (their names, or a named tensor's header) the model's tensor
+        form, `_SAME`, or None when they are not one; worked out once per list of names, not per request."""
+        order = self._orders.get(key, _UNSEEN)
+        if order is _UNSEEN:
+            order = self._tensor_order(list(key) if isinstance(key, tuple) else key.decode().split("\x1f"))
+            if len(self._orders) >= _ORDERS_KEPT:  # clients send few distinct lists; bound it all the same
+                self._orders.clear()
+            self._orders[key] = order
+        return order
 
     def _tensor_order(self, names: list[str]) -> Any:
         schema = self.input_schema

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import threading
 import time
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from finalmile import Client
-from finalmile.backends.base import Backend
+from finalmile.arrow.tensors import NamedRows, TensorRows, batch_table
+from finalmile.backends.base import Backend, InferRequest
 from finalmile.backends.config import DeploymentConfig
 from finalmile.backends.local import LocalBackend
-from finalmile.errors import NotReadyError, PipelineNotDeployed
+from finalmile.errors import NotReadyError, PipelineNotDeployed, SchemaError
+from finalmile.pipelines.loaded import RequestResult
 from tests.fixtures import SleepModel, SumModel, tabular
 
 X, _ = tabular(50)
@@ -103,3 +109,46 @@ def test_only_a_pipeline_measured_tiny_runs_inline(sqlite_client) -> None:  # ty
     assert slot._inline(1) and slot._inline(16) and not slot._inline(17)
     slot.current.one_row_s = 1e-3
     assert not slot._inline(1)
+
+
+def test_decoded_rows_stay_numpy_until_their_batch_and_answer_and_log_as_a_table_would(sqlite_client: Client) -> None:
+    client = sqlite_client
+    Xy, y = tabular(50)
+    client.upload_model("lr", LogisticRegression().fit(Xy, y), sample=Xy.head(5))
+    client.build_pipeline("p").add_model_step("lr:1").deploy(max_batch_size=64, max_delay_ms=20)
+    rows, columns = Xy.head(3), list(Xy.columns)
+    forms = {
+        "table": pa.Table.from_pandas(rows, preserve_index=False),
+        "named": NamedRows(rows.to_numpy(), tuple(columns)),
+        "reordered": NamedRows(rows[columns[::-1]].to_numpy(), tuple(columns[::-1])),
+        "tensor": TensorRows(rows.to_numpy(), "input-0"),
+    }
+    current = client.services.backend.target("p").current  # type: ignore[attr-defined]
+    conformed = {name: current.conform_request(form) for name, form in forms.items()}
+    assert all(isinstance(conformed[n], np.ndarray) for n in ("named", "reordered", "tensor"))
+    np.testing.assert_array_equal(conformed["reordered"], rows.to_numpy())  # the model's column order
+    assert batch_table([conformed["named"], conformed["tensor"]]).column("input").num_chunks == 1
+
+    async def together() -> list[RequestResult]:
+        dataplane = client.services.dataplane
+        return await asyncio.gather(*(dataplane.infer(InferRequest("p", form)) for form in forms.values()))
+
+    results = dict(zip(forms, asyncio.run(together()), strict=True))
+    for name, result in results.items():
+        assert result.table.equals(results["table"].table), name
+    client.services.logs.flush()
+    ids = ", ".join(f"'{r.request_id}'" for r in results.values())
+    logged = client.query(f"SELECT * FROM logs WHERE request_id IN ({ids}) ORDER BY request_id, row")
+    assert len(logged) == 12 and logged.status.eq("ok").all()
+    by_request = {rid: frame.drop(columns=["request_id", "time", "latency_ms"]).reset_index(drop=True)
+                  for rid, frame in logged.groupby("request_id")}  # fmt: skip
+    for result in results.values():
+        pd.testing.assert_frame_equal(by_request[result.request_id], by_request[results["table"].request_id])
+    np.testing.assert_allclose(by_request[results["named"].request_id][[f"in_{c}" for c in columns]], rows)
+    # a tensor the model cannot take is refused as the table would be, naming the problem
+    with pytest.raises(SchemaError) as wrong:
+        current.conform_request(TensorRows(rows.to_numpy()[:, :3], "input-0"))
+    with pytest.raises(SchemaError) as same:
+        current.conform(forms["tensor"].table().select([0]).set_column(0, "input-0", pa.FixedSizeListArray.from_arrays(
+            pa.array(rows.to_numpy()[:, :3].reshape(-1)), 3)))  # fmt: skip
+    assert str(wrong.value) == str(same.value)

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
+from finalmile.arrow.tensors import Rows
+
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
@@ -16,7 +18,7 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 class Decoded:
     """A request body as Arrow, and whatever the codec needs again to encode the answer (V2: id, outputs)."""
 
-    table: pa.Table
+    table: Rows
     request: Any = None
 
 

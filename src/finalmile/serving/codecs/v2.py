@@ -18,7 +18,7 @@ import orjson
 import pyarrow as pa
 
 from finalmile.arrow.frames import require_rows, tensor_array
-from finalmile.arrow.tensors import named_tensor
+from finalmile.arrow.tensors import NamedRows, Rows, TensorRows
 from finalmile.errors import BadRequestError, InvalidInputError
 from finalmile.serving.codecs.base import Answer, Decoded
 
@@ -46,7 +46,7 @@ _DATATYPE_OF = {np.dtype(v): k for k, v in DATATYPES.items() if v is not object}
 class V2Request:
     """A decoded V2 request: its rows, and the id and outputs it asked for (echoed in the answer)."""
 
-    table: pa.Table
+    table: Rows
     id: str | None = None
     outputs: list[str] | None = None
     binary_outputs: set[str] = field(default_factory=set)
@@ -87,32 +87,36 @@ def decode(body: bytes, header_length: int | None = None) -> V2Request:
     return V2Request(tensors_table(inputs, binary), request_id, outputs, binary_outputs)
 
 
-def tensors_table(inputs: list[Any], binary: bytes = b"") -> pa.Table:
+def tensors_table(inputs: list[Any], binary: bytes = b"") -> Rows:
     """The rows of V2 input tensors (dicts as in the JSON body; `binary`: the raw data of those that declare
     `parameters.binary_data_size`, in order). Every transport decodes through here, so every one checks the same."""
     if not binary:
         fast = _named_columns(inputs)
         if fast is not None:
             return fast
-    columns: dict[str, pa.Array] = {}
+    decoded: dict[str, tuple[np.ndarray, list[int]]] = {}
     offset = 0
     rows: int | None = None
     for i, tensor in enumerate(inputs):
-        name, array, offset = _decode_tensor(tensor, i, binary, offset)
-        if name in columns:
+        name, values, shape, offset = _decode_tensor(tensor, i, binary, offset)
+        if name in decoded:
             raise InvalidInputError(f"input '{name}': given twice")
-        if rows is not None and len(array) != rows:
-            raise InvalidInputError(f"input '{name}': batch size {len(array)} differs from the other inputs' {rows}")
-        rows = len(array)
-        columns[name] = array
+        if rows is not None and shape[0] != rows:
+            raise InvalidInputError(f"input '{name}': batch size {shape[0]} differs from the other inputs' {rows}")
+        rows = shape[0]
+        decoded[name] = (values, shape)
     if offset != len(binary):
         raise InvalidInputError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
-    return require_rows(pa.table(columns))
+    if len(decoded) == 1 and rows:
+        ((name, (values, shape)),) = decoded.items()
+        if len(shape) > 1 and values.dtype.kind in "iuf":  # one numeric tensor: a matrix until its batch is built
+            return TensorRows(values.reshape(shape[0], -1), name)
+    return require_rows(pa.table({name: _to_arrow(values, shape) for name, (values, shape) in decoded.items()}))
 
 
-def _named_columns(inputs: list[Any]) -> pa.Table | None:
+def _named_columns(inputs: list[Any]) -> NamedRows | None:
     """Many one-dimensional numeric inputs of one datatype (one per feature: how V2 clients send tabular rows),
-    decoded in one numpy call into a named tensor (see `arrow.tensors`). None when anything is unusual, so the
+    decoded in one numpy call into named rows (see `arrow.tensors`). None when anything is unusual, so the
     tensor-by-tensor path reports the problem precisely."""
     if len(inputs) < 2 or not all(isinstance(t, dict) for t in inputs):
         return None
@@ -145,10 +149,12 @@ def _named_columns(inputs: list[Any]) -> pa.Table | None:
         return None
     if matrix.ndim != 1:  # a value that is itself a list
         return None
-    return named_tensor(_widened(matrix).reshape(len(inputs), rows).T, names)
+    return NamedRows(_widened(matrix).reshape(len(inputs), rows).T, tuple(names))
 
 
-def _decode_tensor(tensor: Any, index: int, binary: bytes, offset: int) -> tuple[str, pa.Array, int]:
+def _decode_tensor(tensor: Any, index: int, binary: bytes, offset: int) -> tuple[str, np.ndarray, list[int], int]:
+    """An input's name, flat values (checked against its datatype and shape), shape, and the binary data's offset
+    after it."""
     if not isinstance(tensor, dict):
         raise InvalidInputError(f"inputs[{index}]: expected an object with name, shape, datatype and data")
     name = tensor.get("name")
@@ -188,7 +194,7 @@ def _decode_tensor(tensor: Any, index: int, binary: bytes, offset: int) -> tuple
         raise InvalidInputError(f"input '{name}': shape {shape} needs {size} values, got {values.size}")
     if dtype is object:
         values = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=object)
-    return name, _to_arrow(_widened(values), shape), offset
+    return name, _widened(values), shape, offset
 
 
 def _widened(values: np.ndarray) -> np.ndarray:
