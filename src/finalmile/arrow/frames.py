@@ -71,9 +71,13 @@ def tensor_array(arr: np.ndarray) -> pa.FixedSizeListArray:
     n = arr.shape[0]
     flat = arr.reshape(-1)  # a view when contiguous
     width = flat.size // n if n else math.prod(arr.shape[1:])
-    numeric = _NUMERIC.get(flat.dtype)
-    values = wrap_numpy(numeric, flat) if numeric is not None else pa.array(flat)
-    return pa.FixedSizeListArray.from_arrays(values, width)
+    return pa.FixedSizeListArray.from_arrays(arrow_values(flat), width)
+
+
+def arrow_values(values: np.ndarray) -> pa.Array:
+    """A 1-D numpy array as Arrow: numeric values wrapped without a conversion, anything else through `pa.array`."""
+    numeric = _NUMERIC.get(values.dtype)
+    return wrap_numpy(numeric, values) if numeric is not None else pa.array(values)
 
 
 _NUMERIC = {np.dtype(t): pa.from_numpy_dtype(t) for t in ("i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f4", "f8")}

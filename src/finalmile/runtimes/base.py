@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from finalmile.arrow.frames import list_matrix, tensor_array
+from finalmile.arrow.frames import arrow_values, list_matrix, tensor_array
 from finalmile.config import FinalmileSettings
 from finalmile.errors import PredictionError
 from finalmile.schema import Column, Schema, SchemaValidator, expand_tensor
@@ -151,16 +151,16 @@ def classification_table(
         labels = classes[proba.argmax(axis=1)]
     if proba.shape[1] == 2:
         return pa.Table.from_arrays(
-            [pa.array(labels), tensor_array(proba), pa.array(proba[:, 1].copy())], names=_BINARY_OUTPUTS
+            [arrow_values(labels), tensor_array(proba), arrow_values(proba[:, 1].copy())], names=_BINARY_OUTPUTS
         )
-    return pa.Table.from_arrays([pa.array(labels), tensor_array(proba)], names=_BINARY_OUTPUTS[:2])
+    return pa.Table.from_arrays([arrow_values(labels), tensor_array(proba)], names=_BINARY_OUTPUTS[:2])
 
 
 _BINARY_OUTPUTS = ["label", "probabilities", "score"]
 
 
 def regression_table(prediction: np.ndarray) -> pa.Table:
-    return pa.table({"prediction": pa.array(np.asarray(prediction, dtype=np.float64).reshape(-1))})
+    return pa.Table.from_arrays([arrow_values(np.asarray(prediction, dtype=np.float64).reshape(-1))], ["prediction"])
 
 
 def standard_outputs(task: str | None, classes: list[Any] | None, has_probabilities: bool = True) -> list[Column]:
