@@ -64,10 +64,11 @@ class BatchOutputs:
     """A batch's outputs as numpy and as records, converted once for all the requests that share the batch: each
     request's answer is a slice (converting a one-row table per request cost more than the whole batch's)."""
 
-    __slots__ = ("table", "_columns", "_records")
+    __slots__ = ("table", "names", "_columns", "_records")
 
     def __init__(self, table: pa.Table) -> None:
         self.table = table
+        self.names: list[str] = table.column_names  # a list built by pyarrow at every call (~5 µs here)
         self._columns: dict[str, np.ndarray] = {}
         self._records: list[dict[str, Any]] | None = None
 
@@ -98,6 +99,9 @@ class RequestResult:
     outputs: BatchOutputs | None = None
     """The batch's outputs, this request's rows from `offset` on (None: `table` alone)."""
     offset: int = 0
+
+    def output_names(self) -> list[str]:
+        return self.outputs.names if self.outputs is not None else self.table.column_names
 
     def values(self, name: str) -> np.ndarray:
         """Output column `name` of this request's rows as numpy rows (see `column_rows`)."""

@@ -31,6 +31,9 @@ class Answer(Protocol):
 
     def metadata(self) -> dict[str, Any]: ...
 
+    def output_names(self) -> list[str]:
+        """The output columns, in order."""
+
     def values(self, name: str) -> np.ndarray:
         """An output column's rows as numpy (`arrow.frames.column_rows`)."""
 

@@ -246,7 +246,7 @@ def _requested_outputs(request: dict[str, Any]) -> tuple[list[str] | None, set[s
 
 def output_tensors(answer: Answer, requested: list[str] | None) -> list[tuple[str, str, list[int], np.ndarray]]:
     """Name, V2 datatype, shape and flat values of each output the request asked for (all when it named none)."""
-    available = answer.table.column_names
+    available = answer.output_names()
     names = requested if requested is not None else available
     if requested is not None:
         missing = [n for n in names if n not in available]
