@@ -23,10 +23,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from finalmile import Client
-
 sys.path.insert(0, str(Path(__file__).parent))
-from runtimes import anchor_forest, data  # noqa: E402
+from asgi_direct import deployed_forest  # noqa: E402
+from runtimes import data  # noqa: E402
 from serving import v2_named, v2_tensor  # noqa: E402
 
 SCENARIOS = {
@@ -36,44 +35,28 @@ SCENARIOS = {
 }
 
 CHILD = r"""
-import asyncio, cProfile, json, os, pstats, sys, time
+import asyncio, cProfile, json, pstats, sys, time
 import uvloop
-from finalmile.http.server import create_app
+sys.path.insert(0, sys.argv[6])
+from asgi_direct import DirectApp
 body, path, token = open(sys.argv[1], "rb").read(), sys.argv[2], sys.argv[3]
 count, profiled = int(sys.argv[4]), sys.argv[5] == "1"
-app = create_app(background=False)
-headers = [(b"content-type", b"application/json"), (b"authorization", f"Bearer {token}".encode()),
-           (b"content-length", str(len(body)).encode())]
-scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "query_string": b""}
-statuses = []
-async def receive():
-    return {"type": "http.request", "body": body, "more_body": False}
-async def send(message):
-    if message["type"] == "http.response.start":
-        statuses.append(message["status"])
-async def client(n):
+async def client(app, n):
     for _ in range(n):
-        await app(dict(scope), receive, send)
+        await app.post()
 async def main():
-    startup, sent = asyncio.Queue(), []
-    await startup.put({"type": "lifespan.startup"})
-    async def sink(message):
-        sent.append(message)
-    life = asyncio.create_task(app.management({"type": "lifespan", "asgi": {"version": "3.0"}}, startup.get, sink))
-    while not sent:
-        await asyncio.sleep(0.01)
-    await asyncio.gather(*(client(200) for _ in range(16)))
+    app = DirectApp(body, path, token)
+    await app.start()
+    await asyncio.gather(*(client(app, 200) for _ in range(16)))
     profile = cProfile.Profile() if profiled else None
     wall, cpu = time.perf_counter(), time.process_time()
     if profile:
         profile.enable()
-    await asyncio.gather(*(client(count // 16) for _ in range(16)))
+    await asyncio.gather(*(client(app, count // 16) for _ in range(16)))
     if profile:
         profile.disable()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    assert set(statuses) == {200}, set(statuses)
-    await startup.put({"type": "lifespan.shutdown"})
-    await life
+    await app.stop()
     if profile:
         pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(25)
     print(json.dumps({"wall_us": wall / count * 1e6, "cpu_us": cpu / count * 1e6}))
@@ -94,15 +77,13 @@ def main() -> None:
                   title=f"one row, the ASGI app called directly, 16 in flight, {args.requests:,} requests")  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         home = Path(scratch) / "home"
-        with Client(home=home) as client:
-            client.upload_model("forest", anchor_forest(X, y), sample=X.head(500))
-            client.build_pipeline("forest").add_model_step("forest:1").deploy()
-            _, token = client.services.init_access("bench")
+        token = deployed_forest(home, X, y)
         for name, (kind, path) in SCENARIOS.items():
             body = Path(scratch) / f"{kind}.json"
             body.write_bytes(bodies[kind])
             out = subprocess.run(
-                [sys.executable, "-c", CHILD, str(body), path, token, str(args.requests), "1" if args.profile else "0"],
+                [sys.executable, "-c", CHILD, str(body), path, token, str(args.requests), "1" if args.profile else "0",
+                 str(Path(__file__).parent)],
                 env={"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent)},
                 capture_output=True, text=True, check=True,
             )  # fmt: skip

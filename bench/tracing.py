@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.fixtures import OtlpReceiver  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from asgi_direct import deployed_forest  # noqa: E402
 from mlserver import free_port  # noqa: E402
 from runtimes import anchor_forest, data  # noqa: E402
 from serving import _server, need, v2_tensor, wrk  # noqa: E402
@@ -211,39 +212,23 @@ print(own / count * 1e6, (children.ru_utime + children.ru_stime) / count * 1e6)
 
 
 IN_PROCESS = r"""
-import asyncio, json, os, sys, time
+import asyncio, json, sys, time
 import uvloop
-from finalmile.http.server import create_app
+sys.path.insert(0, sys.argv[4])
+from asgi_direct import DirectApp
 body, token, count = open(sys.argv[1], "rb").read(), sys.argv[2], int(sys.argv[3])
-app = create_app(background=False)
-headers = [(b"content-type", b"application/json"), (b"authorization", f"Bearer {token}".encode()),
-           (b"content-length", str(len(body)).encode())]
-scope = {"type": "http", "method": "POST", "path": "/v2/models/forest/infer", "headers": headers}
-async def receive():
-    return {"type": "http.request", "body": body, "more_body": False}
-statuses = []
-async def send(message):
-    if message["type"] == "http.response.start":
-        statuses.append(message["status"])
 async def main():
-    startup, sent = asyncio.Queue(), []
-    await startup.put({"type": "lifespan.startup"})
-    async def sink(message):
-        sent.append(message)
-    life = asyncio.create_task(app.management({"type": "lifespan", "asgi": {"version": "3.0"}}, startup.get, sink))
-    while not sent:
-        await asyncio.sleep(0.01)
+    app = DirectApp(body, "/v2/models/forest/infer", token)
+    await app.start()
     for _ in range(2000):
-        await app(scope, receive, send)
+        await app.post()
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # both sides start together
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(count):
-        await app(scope, receive, send)
+        await app.post()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    assert set(statuses) == {200}, set(statuses)
-    await startup.put({"type": "lifespan.shutdown"})
-    await life
+    await app.stop()
     print(json.dumps({"wall_us": wall / count * 1e6, "cpu_us": cpu / count * 1e6}), flush=True)
 uvloop.run(main())
 """
@@ -259,10 +244,7 @@ def in_process(requests: int, rounds: int, only: list[str] | None) -> None:
     cores = [0, 1] if (os.cpu_count() or 1) > 1 else [0, 0]
     with tempfile.TemporaryDirectory() as scratch:
         home = Path(scratch) / "home"
-        with Client(home=home) as client:
-            client.upload_model("forest", anchor_forest(X, y), sample=X.head(50))
-            client.build_pipeline("forest").add_model_step("forest:1").deploy()
-            _, token = client.services.init_access("bench")
+        token = deployed_forest(home, X, y, sample_rows=50)
         body = Path(scratch) / "body.json"
         body.write_bytes(v2_tensor(X.head(1)))
         env = os.environ | {"FINALMILE_HOME": str(home),
@@ -296,7 +278,8 @@ class _AppProcess:
     def __init__(self, body: Path, token: str, requests: int, env: dict[str, str], core: int) -> None:
         import subprocess
 
-        self.process = subprocess.Popen([sys.executable, "-c", IN_PROCESS, str(body), token, str(requests)], env=env,
+        argv = [sys.executable, "-c", IN_PROCESS, str(body), token, str(requests), str(Path(__file__).parent)]
+        self.process = subprocess.Popen(argv, env=env,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         preexec_fn=lambda: os.sched_setaffinity(0, {core}))  # fmt: skip
         assert self.process.stdout is not None

@@ -21,13 +21,11 @@ TENSOR_INPUT = "input"
 """The column a conformed tensor (the model's inputs in its order, one [n, k] matrix) travels in."""
 
 
-@dataclass(frozen=True, slots=True)
-class NamedRows:
-    """A request's rows of k named numeric columns, decoded (never empty): numpy until its batch is built."""
+class _Matrix:
+    """What both kinds of decoded rows share: an [n, k] numeric `matrix`, one row a row."""
 
+    __slots__ = ()
     matrix: np.ndarray
-    """[n, k], any numeric dtype."""
-    names: tuple[str, ...]
 
     @property
     def num_rows(self) -> int:
@@ -35,6 +33,15 @@ class NamedRows:
 
     def __len__(self) -> int:
         return self.num_rows
+
+
+@dataclass(frozen=True, slots=True)
+class NamedRows(_Matrix):
+    """A request's rows of k named numeric columns, decoded (never empty): numpy until its batch is built."""
+
+    matrix: np.ndarray
+    """[n, k], any numeric dtype."""
+    names: tuple[str, ...]
 
     def table(self) -> pa.Table:
         """As Arrow: one named-tensor column (for the paths that carry tables, such as a Ray replica's call)."""
@@ -42,19 +49,12 @@ class NamedRows:
 
 
 @dataclass(frozen=True, slots=True)
-class TensorRows:
+class TensorRows(_Matrix):
     """A request's rows as one numeric [n, k] tensor named `name` (V2's one-tensor body), decoded (never empty):
     numpy until its batch is built."""
 
     matrix: np.ndarray
     name: str
-
-    @property
-    def num_rows(self) -> int:
-        return int(self.matrix.shape[0])
-
-    def __len__(self) -> int:
-        return self.num_rows
 
     def table(self) -> pa.Table:
         return pa.Table.from_arrays([tensor_array(np.ascontiguousarray(self.matrix))], names=[self.name])
