@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -84,7 +85,8 @@ def main() -> None:
             out = subprocess.run(
                 [sys.executable, "-c", CHILD, str(body), path, token, str(args.requests), "1" if args.profile else "0",
                  str(Path(__file__).parent)],
-                env={"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent)},
+                env={"FINALMILE_HOME": str(home), "PATH": str(Path(sys.executable).parent)}
+                | {k: v for k, v in os.environ.items() if k == "PYTHONPATH"},  # another checkout's src, to compare
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             if args.profile:
