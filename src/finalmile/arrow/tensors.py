@@ -57,7 +57,7 @@ class TensorRows(_Matrix):
     name: str
 
     def table(self) -> pa.Table:
-        return pa.Table.from_arrays([tensor_array(np.ascontiguousarray(self.matrix))], names=[self.name])
+        return tensor_table(self.matrix, self.name)
 
 
 Rows: TypeAlias = pa.Table | NamedRows | TensorRows
@@ -79,9 +79,9 @@ def batch_table(parts: list[pa.Table | np.ndarray]) -> pa.Table:
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive").combine_chunks()
 
 
-def tensor_table(matrix: np.ndarray) -> pa.Table:
-    """A conformed tensor as the table a model step reads."""
-    return pa.Table.from_arrays([tensor_array(np.ascontiguousarray(matrix))], names=[TENSOR_INPUT])
+def tensor_table(matrix: np.ndarray, name: str = TENSOR_INPUT) -> pa.Table:
+    """A matrix as a one-column tensor table (by default, a conformed tensor as a model step reads it)."""
+    return pa.Table.from_arrays([tensor_array(np.ascontiguousarray(matrix))], names=[name])
 
 
 def named_tensor(matrix: np.ndarray, names: list[str]) -> pa.Table:
