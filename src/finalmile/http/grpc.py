@@ -29,7 +29,7 @@ from finalmile.http.app import provenance_headers
 from finalmile.http.auth import Authenticator, services_of
 from finalmile.pipelines.loaded import RequestResult
 from finalmile.services import Services
-from finalmile.serving.codecs.v2 import output_tensors, raw_contents, tensors_table, version_number
+from finalmile.serving.codecs.v2 import V2Tensor, output_tensors, raw_contents, tensors_table, version_number
 from finalmile.serving.dataplane import DataPlane
 from finalmile.serving.grpc import open_inference_pb2 as pb
 from finalmile.serving.grpc.open_inference_pb2_grpc import (
@@ -70,7 +70,7 @@ CONTENTS = {
 """The `InferTensorContents` field that holds each datatype's typed values (FP16 has none: raw only)."""
 
 
-def request_tensors(request: pb.ModelInferRequest) -> tuple[list[dict[str, Any]], bytes]:
+def request_tensors(request: pb.ModelInferRequest) -> tuple[list[V2Tensor], bytes]:
     """The request's inputs as the V2 JSON body would give them, and their raw data in order."""
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
@@ -79,15 +79,15 @@ def request_tensors(request: pb.ModelInferRequest) -> tuple[list[dict[str, Any]]
             "input, or none and every input's contents",
             {"field": "raw_input_contents"},
         )
-    tensors: list[dict[str, Any]] = []
+    tensors: list[V2Tensor] = []
     for i, tensor in enumerate(request.inputs):
-        described: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        described = V2Tensor(tensor.name, tensor.datatype, list(tensor.shape))
         if raw:
-            described["parameters"] = {"binary_data_size": len(raw[i])}
+            described.parameters = {"binary_data_size": len(raw[i])}
         else:
             field = CONTENTS.get(tensor.datatype)
             if field is not None:  # an unknown datatype is named by the shared checks
-                described["data"] = list(getattr(tensor.contents, field))
+                described.data = list(getattr(tensor.contents, field))
         tensors.append(described)
     return tensors, b"".join(raw)
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pickle
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -173,3 +175,41 @@ def test_named_one_dimensional_inputs_decode_as_a_named_tensor() -> None:
     )
     with pytest.raises(InvalidInputError, match="input 'b': shape \\[2\\] needs 2 values, got 1"):
         v2.decode(ragged)
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        [{"name": n, "shape": [2], "datatype": "FP32", "data": [1.5, -2]} for n in ("b", "a")],
+        [{"name": n, "shape": [1], "datatype": "INT64", "data": [2**62 + 1]} for n in ("x", "y")],
+        [{"name": n, "shape": [1], "datatype": "FP16", "data": [0.5]} for n in ("x", "y")],
+        [{"name": "t", "shape": [2, 3], "datatype": "FP64", "data": [1, 2, 3, 4, 5.5, 6]}],
+        [{"name": "t", "shape": [1, 2], "datatype": "INT8", "data": [300, 1]}],  # does not fit: the checks say so
+        [{"name": "", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}],
+        [{"name": n, "shape": [1], "datatype": "FP32", "data": [1]} for n in ("x", "x")],
+        [
+            {"name": "x", "shape": [1], "datatype": "FP32", "data": [1], "parameters": {"content_type": "np"}},
+            {"name": "y", "shape": [1], "datatype": "FP32", "data": [2]},
+        ],  # fmt: skip
+        [
+            {"name": "x", "shape": [1], "datatype": "FP32", "data": [1]},
+            {"name": "y", "shape": [1], "datatype": "FP64", "data": [2]},
+        ],  # fmt: skip
+    ],
+)
+def test_typed_v2_tensors_read_as_the_checked_path_reads_their_json(inputs: list[dict[str, Any]]) -> None:
+    """A body of the protocol's types is read at once (`V2Tensor`); it must give what every field's checks give,
+    and so must the same tensors built as the gRPC service builds them."""
+    from finalmile.arrow.tensors import as_table, expand_named_tensor
+
+    def read(decode: Callable[[], Any]) -> pa.Table | str:
+        try:
+            return expand_named_tensor(as_table(decode()))
+        except InvalidInputError as exc:
+            return exc.message
+
+    checked = read(lambda: v2.checked_rows(inputs))
+    typed = read(lambda: v2.decode(orjson.dumps({"inputs": inputs})).table)
+    grpc = read(lambda: v2.tensors_table([v2.V2Tensor(**t) for t in inputs]))
+    for got in (typed, grpc):
+        assert got == checked if isinstance(checked, str) else isinstance(got, pa.Table) and got.equals(checked)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -66,6 +67,27 @@ def version_number(version: str | None) -> int | None:
     return int(version)
 
 
+class V2Tensor(msgspec.Struct, gc=False):
+    """An input tensor as the protocol shapes it, typed: a body (or a gRPC request) that fits these types is read
+    without a Python check per field, and anything else is read as plain JSON and checked field by field."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[int | float] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class _Body(msgspec.Struct, gc=False):
+    inputs: list[V2Tensor]
+    id: Any = None
+    outputs: Any = None
+    parameters: Any = None
+
+
+_BODY = msgspec.json.Decoder(_Body)
+
+
 def decode(body: bytes, header_length: int | None = None) -> V2Request:
     if header_length is not None and not 0 < header_length <= len(body):
         raise InvalidInputError(
@@ -73,27 +95,42 @@ def decode(body: bytes, header_length: int | None = None) -> V2Request:
         )
     head, binary = (body[:header_length], body[header_length:]) if header_length else (body, b"")
     try:
-        request = orjson.loads(head)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(f"invalid JSON: {exc}") from None
-    if not isinstance(request, dict):
-        raise InvalidInputError("the request must be a JSON object with an 'inputs' list")
-    inputs = request.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise InvalidInputError("'inputs': expected a non-empty list of tensors")
-    outputs, binary_outputs = _requested_outputs(request)
+        typed: _Body | None = _BODY.decode(head)
+    except msgspec.DecodeError:  # not of the protocol's types: read as JSON, so the checks name what is wrong
+        typed = None
+    if typed is not None and typed.inputs:
+        request: dict[str, Any] = {"id": typed.id, "outputs": typed.outputs, "parameters": typed.parameters}
+        outputs, binary_outputs = _requested_outputs(request)
+        table = tensors_table(typed.inputs, binary)
+    else:
+        try:
+            request = orjson.loads(head)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInputError(f"invalid JSON: {exc}") from None
+        if not isinstance(request, dict):
+            raise InvalidInputError("the request must be a JSON object with an 'inputs' list")
+        inputs = request.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise InvalidInputError("'inputs': expected a non-empty list of tensors")
+        outputs, binary_outputs = _requested_outputs(request)
+        table = checked_rows(inputs, binary)
     request_id = request.get("id")
-    request_id = str(request_id) if request_id is not None else None
-    return V2Request(tensors_table(inputs, binary), request_id, outputs, binary_outputs)
+    return V2Request(table, str(request_id) if request_id is not None else None, outputs, binary_outputs)
 
 
-def tensors_table(inputs: list[Any], binary: bytes = b"") -> Rows:
-    """The rows of V2 input tensors (dicts as in the JSON body; `binary`: the raw data of those that declare
-    `parameters.binary_data_size`, in order). Every transport decodes through here, so every one checks the same."""
+def tensors_table(tensors: list[V2Tensor], binary: bytes = b"") -> Rows:
+    """The rows of typed V2 input tensors (`binary`: the raw data of those that declare
+    `parameters.binary_data_size`, in order): the usual bodies read at once, anything else by `checked_rows`."""
     if not binary:
-        fast = _named_columns(inputs)
-        if fast is not None:
-            return fast
+        rows = _usual_rows(tensors)
+        if rows is not None:
+            return rows
+    return checked_rows([msgspec.structs.asdict(t) for t in tensors], binary)
+
+
+def checked_rows(inputs: list[Any], binary: bytes = b"") -> Rows:
+    """The rows of V2 input tensors as plain JSON values (dicts as in the body), every field checked and any problem
+    named. Every transport's tensors end here unless `_usual_rows` reads them, so every one checks the same."""
     decoded: dict[str, tuple[np.ndarray, list[int]]] = {}
     offset = 0
     rows: int | None = None
@@ -114,42 +151,46 @@ def tensors_table(inputs: list[Any], binary: bytes = b"") -> Rows:
     return require_rows(pa.table({name: _to_arrow(values, shape) for name, (values, shape) in decoded.items()}))
 
 
-def _named_columns(inputs: list[Any]) -> NamedRows | None:
-    """Many one-dimensional numeric inputs of one datatype (one per feature: how V2 clients send tabular rows),
-    decoded in one numpy call into named rows (see `arrow.tensors`). None when anything is unusual, so the
-    tensor-by-tensor path reports the problem precisely."""
-    if len(inputs) < 2 or not all(isinstance(t, dict) for t in inputs):
+def _usual_rows(tensors: list[V2Tensor]) -> NamedRows | TensorRows | None:
+    """The two bodies V2 clients send tabular rows as — one numeric [n, k] tensor, or k one-dimensional numeric
+    inputs of one datatype (one per feature) — read in one numpy call into rows (see `arrow.tensors`), as
+    `checked_rows` would read them. None when anything is unusual, so `checked_rows` reports the problem precisely."""
+    first = tensors[0]
+    datatype, shape = first.datatype, first.shape
+    dtype = DATATYPES.get(datatype)
+    if dtype is None or dtype is object or not shape or min(shape) < 1:
         return None
-    first = inputs[0]
-    datatype, shape = first.get("datatype"), first.get("shape")
-    if datatype not in DATATYPES or datatype == "BYTES" or not isinstance(shape, list) or len(shape) != 1:
+    if len(tensors) == 1:
+        if len(shape) < 2 or first.parameters or first.data is None or not first.name:
+            return None
+        values = _numbers(first.data, dtype)
+        if values is None or values.size != math.prod(shape):
+            return None
+        return TensorRows(_widened(values).reshape(shape[0], -1), first.name)
+    if len(shape) != 1:
         return None
     rows = shape[0]
-    if type(rows) is not int or rows < 1:
-        return None
-    names, values = [], []
-    for t in inputs:
-        name, data = t.get("name"), t.get("data")
-        if (
-            t.get("datatype") != datatype
-            or t.get("shape") != shape
-            or t.get("parameters")
-            or type(name) is not str
-            or type(data) is not list
-            or len(data) != rows
-        ):
+    names, data = [], []
+    for t in tensors:
+        if t.datatype != datatype or t.shape != shape or t.parameters or t.data is None or len(t.data) != rows:
             return None
-        names.append(name)
-        values += data  # one flat list: numpy reads it in a third of the time of a list of lists
-    if len(set(names)) != len(names):
+        names.append(t.name)
+        data += t.data  # one flat list: numpy reads it in a third of the time of a list of lists
+    if len(set(names)) != len(names) or "" in names:
         return None
+    matrix = _numbers(data, dtype)
+    if matrix is None:
+        return None
+    return NamedRows(_widened(matrix).reshape(len(tensors), rows).T, tuple(names))
+
+
+def _numbers(data: list[Any], dtype: Any) -> np.ndarray | None:
+    """Flat numbers as `dtype`; None where they do not fit it (`checked_rows` then says which input and why)."""
     try:
-        matrix = np.array(values, dtype=DATATYPES[datatype])
+        values = np.array(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError):
         return None
-    if matrix.ndim != 1:  # a value that is itself a list
-        return None
-    return NamedRows(_widened(matrix).reshape(len(inputs), rows).T, tuple(names))
+    return values if values.ndim == 1 else None
 
 
 def _decode_tensor(tensor: Any, index: int, binary: bytes, offset: int) -> tuple[str, np.ndarray, list[int], int]:
