@@ -185,6 +185,8 @@ def test_named_one_dimensional_inputs_decode_as_a_named_tensor() -> None:
         [{"name": n, "shape": [1], "datatype": "FP16", "data": [0.5]} for n in ("x", "y")],
         [{"name": "t", "shape": [2, 3], "datatype": "FP64", "data": [1, 2, 3, 4, 5.5, 6]}],
         [{"name": "t", "shape": [1, 2], "datatype": "INT8", "data": [300, 1]}],  # does not fit: the checks say so
+        [{"name": "t", "shape": [1, 2], "datatype": "BOOL", "data": [1, 0]}],
+        [{"name": n, "shape": [1], "datatype": "BOOL", "data": [1]} for n in ("x", "y")],
         [{"name": "", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}],
         [{"name": n, "shape": [1], "datatype": "FP32", "data": [1]} for n in ("x", "x")],
         [

@@ -164,8 +164,8 @@ def _usual_rows(tensors: list[V2Tensor]) -> NamedRows | TensorRows | None:
         if len(shape) < 2 or first.parameters or first.data is None or not first.name:
             return None
         values = _numbers(first.data, dtype)
-        if values is None or values.size != math.prod(shape):
-            return None
+        if values is None or values.size != math.prod(shape) or values.dtype.kind not in "iuf":
+            return None  # a tensor of booleans stays a table, as `checked_rows` makes it
         return TensorRows(_widened(values).reshape(shape[0], -1), first.name)
     if len(shape) != 1:
         return None
