@@ -171,8 +171,7 @@ class InferenceService(GRPCInferenceServiceServicer):
         return await answer
 
     async def _dataplane(self, context: grpc.aio.ServicerContext, permission: Permission) -> DataPlane:
-        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-        who = await self.auth.authorize(metadata.get("authorization"), permission)
+        who = await self.auth.authorize(_authorization(context), permission)
         return (await services_of(self.root, who)).dataplane
 
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
@@ -230,6 +229,15 @@ class InferenceService(GRPCInferenceServiceServicer):
             raise
         finally:
             dataplane.answered(request.model_name, "grpc", status)
+
+
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    """The call's `authorization` metadata (the last text value, as HTTP's headers read), None where it sent none."""
+    found = None
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            found = value
+    return found
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: FinalmileError) -> None:

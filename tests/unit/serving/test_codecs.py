@@ -215,3 +215,32 @@ def test_typed_v2_tensors_read_as_the_checked_path_reads_their_json(inputs: list
     grpc = read(lambda: v2.tensors_table([v2.V2Tensor(**t) for t in inputs]))
     for got in (typed, grpc):
         assert got == checked if isinstance(checked, str) else isinstance(got, pa.Table) and got.equals(checked)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "raw"),
+    [
+        ("FP32", [2, 3], np.arange(6, dtype="<f4").tobytes()),
+        ("FP16", [1, 2], np.array([0.5, 2], dtype="<f2").tobytes()),
+        ("INT64", [1, 2], np.array([2**62 + 1, -3], dtype="<i8").tobytes()),
+        ("BOOL", [1, 2], b"\x01\x00"),
+        ("FP32", [2, 3], np.arange(5, dtype="<f4").tobytes()),  # too few values
+        ("FP32", [1, 2], b"\x00" * 7),  # not a whole number of floats
+    ],
+)
+def test_raw_tensor_contents_read_as_the_checked_path_reads_them(datatype: str, shape: list[int], raw: bytes) -> None:
+    """One tensor's raw contents (gRPC's, or the binary extension's) are read at once; as the checks would read them."""
+    from finalmile.arrow.tensors import as_table
+
+    tensor: dict[str, Any] = {"name": "t", "datatype": datatype, "shape": shape}
+    tensor["parameters"] = {"binary_data_size": len(raw)}
+
+    def read(decode: Callable[[], Any]) -> pa.Table | str:
+        try:
+            return as_table(decode())
+        except InvalidInputError as exc:
+            return exc.message
+
+    checked = read(lambda: v2.checked_rows([tensor], raw))
+    typed = read(lambda: v2.tensors_table([v2.V2Tensor(**tensor)], raw))
+    assert typed == checked if isinstance(checked, str) else isinstance(typed, pa.Table) and typed.equals(checked)

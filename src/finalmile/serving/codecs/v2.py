@@ -121,10 +121,9 @@ def decode(body: bytes, header_length: int | None = None) -> V2Request:
 def tensors_table(tensors: list[V2Tensor], binary: bytes = b"") -> Rows:
     """The rows of typed V2 input tensors (`binary`: the raw data of those that declare
     `parameters.binary_data_size`, in order): the usual bodies read at once, anything else by `checked_rows`."""
-    if not binary:
-        rows = _usual_rows(tensors)
-        if rows is not None:
-            return rows
+    rows = _usual_rows(tensors, binary)
+    if rows is not None:
+        return rows
     return checked_rows([msgspec.structs.asdict(t) for t in tensors], binary)
 
 
@@ -151,23 +150,31 @@ def checked_rows(inputs: list[Any], binary: bytes = b"") -> Rows:
     return require_rows(pa.table({name: _to_arrow(values, shape) for name, (values, shape) in decoded.items()}))
 
 
-def _usual_rows(tensors: list[V2Tensor]) -> NamedRows | TensorRows | None:
-    """The two bodies V2 clients send tabular rows as — one numeric [n, k] tensor, or k one-dimensional numeric
-    inputs of one datatype (one per feature) — read in one numpy call into rows (see `arrow.tensors`), as
-    `checked_rows` would read them. None when anything is unusual, so `checked_rows` reports the problem precisely."""
+def _usual_rows(tensors: list[V2Tensor], binary: bytes = b"") -> NamedRows | TensorRows | None:
+    """The bodies V2 clients send tabular rows as — one numeric [n, k] tensor (its values in the JSON, or all of the
+    binary data: gRPC's raw contents), or k one-dimensional numeric inputs of one datatype (one per feature) — read
+    in one numpy call into rows (see `arrow.tensors`), as `checked_rows` would read them. None when anything is
+    unusual, so `checked_rows` reports the problem precisely."""
     first = tensors[0]
     datatype, shape = first.datatype, first.shape
     dtype = DATATYPES.get(datatype)
     if dtype is None or dtype is object or not shape or min(shape) < 1:
         return None
     if len(tensors) == 1:
-        if len(shape) < 2 or first.parameters or first.data is None or not first.name:
+        if len(shape) < 2 or not first.name:
             return None
-        values = _numbers(first.data, dtype)
+        if binary:
+            if first.data is not None or first.parameters != {"binary_data_size": len(binary)}:
+                return None
+            values = _raw_numbers(binary, dtype)
+        elif first.parameters or first.data is None:
+            return None
+        else:
+            values = _numbers(first.data, dtype)
         if values is None or values.size != math.prod(shape) or values.dtype.kind not in "iuf":
             return None  # a tensor of booleans stays a table, as `checked_rows` makes it
         return TensorRows(_widened(values).reshape(shape[0], -1), first.name)
-    if len(shape) != 1:
+    if binary or len(shape) != 1:
         return None
     rows = shape[0]
     names, data = [], []
@@ -191,6 +198,13 @@ def _numbers(data: list[Any], dtype: Any) -> np.ndarray | None:
     except (ValueError, TypeError, OverflowError):
         return None
     return values if values.ndim == 1 else None
+
+
+def _raw_numbers(raw: bytes, dtype: Any) -> np.ndarray | None:
+    """Raw little-endian values as `dtype`; None where the bytes are not a whole number of them."""
+    if len(raw) % np.dtype(dtype).itemsize:
+        return None
+    return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
 
 
 def _decode_tensor(tensor: Any, index: int, binary: bytes, offset: int) -> tuple[str, np.ndarray, list[int], int]:
@@ -244,10 +258,10 @@ def _widened(values: np.ndarray) -> np.ndarray:
 
 
 def _frombuffer(raw: bytes, dtype: Any, name: str) -> np.ndarray:
-    itemsize = np.dtype(dtype).itemsize
-    if len(raw) % itemsize:
+    values = _raw_numbers(raw, dtype)
+    if values is None:
         raise InvalidInputError(f"input '{name}': {len(raw)} bytes is not a whole number of {np.dtype(dtype).name}")
-    return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
+    return values
 
 
 def _bytes_elements(raw: bytes, name: str) -> np.ndarray:
