@@ -177,6 +177,20 @@ def test_named_one_dimensional_inputs_decode_as_a_named_tensor() -> None:
         v2.decode(ragged)
 
 
+def _read(decode: Callable[[], Any]) -> pa.Table | str:
+    """Decoded rows as ordinary columns, or the message of the error decoding them raised."""
+    from finalmile.arrow.tensors import expand_named_tensor
+
+    try:
+        return expand_named_tensor(decode())
+    except InvalidInputError as exc:
+        return exc.message
+
+
+def _same(got: pa.Table | str, expected: pa.Table | str) -> bool:
+    return got == expected if isinstance(expected, str) else isinstance(got, pa.Table) and got.equals(expected)
+
+
 @pytest.mark.parametrize(
     "inputs",
     [
@@ -202,19 +216,9 @@ def test_named_one_dimensional_inputs_decode_as_a_named_tensor() -> None:
 def test_typed_v2_tensors_read_as_the_checked_path_reads_their_json(inputs: list[dict[str, Any]]) -> None:
     """A body of the protocol's types is read at once (`V2Tensor`); it must give what every field's checks give,
     and so must the same tensors built as the gRPC service builds them."""
-    from finalmile.arrow.tensors import as_table, expand_named_tensor
-
-    def read(decode: Callable[[], Any]) -> pa.Table | str:
-        try:
-            return expand_named_tensor(as_table(decode()))
-        except InvalidInputError as exc:
-            return exc.message
-
-    checked = read(lambda: v2.checked_rows(inputs))
-    typed = read(lambda: v2.decode(orjson.dumps({"inputs": inputs})).table)
-    grpc = read(lambda: v2.tensors_table([v2.V2Tensor(**t) for t in inputs]))
-    for got in (typed, grpc):
-        assert got == checked if isinstance(checked, str) else isinstance(got, pa.Table) and got.equals(checked)
+    checked = _read(lambda: v2.checked_rows(inputs))
+    assert _same(_read(lambda: v2.decode(orjson.dumps({"inputs": inputs})).table), checked)
+    assert _same(_read(lambda: v2.tensors_table([v2.V2Tensor(**t) for t in inputs])), checked)
 
 
 @pytest.mark.parametrize(
@@ -230,17 +234,8 @@ def test_typed_v2_tensors_read_as_the_checked_path_reads_their_json(inputs: list
 )
 def test_raw_tensor_contents_read_as_the_checked_path_reads_them(datatype: str, shape: list[int], raw: bytes) -> None:
     """One tensor's raw contents (gRPC's, or the binary extension's) are read at once; as the checks would read them."""
-    from finalmile.arrow.tensors import as_table
-
     tensor: dict[str, Any] = {"name": "t", "datatype": datatype, "shape": shape}
     tensor["parameters"] = {"binary_data_size": len(raw)}
-
-    def read(decode: Callable[[], Any]) -> pa.Table | str:
-        try:
-            return as_table(decode())
-        except InvalidInputError as exc:
-            return exc.message
-
-    checked = read(lambda: v2.checked_rows([tensor], raw))
-    typed = read(lambda: v2.tensors_table([v2.V2Tensor(**tensor)], raw))
-    assert typed == checked if isinstance(checked, str) else isinstance(typed, pa.Table) and typed.equals(checked)
+    assert _same(
+        _read(lambda: v2.tensors_table([v2.V2Tensor(**tensor)], raw)), _read(lambda: v2.checked_rows([tensor], raw))
+    )
