@@ -85,6 +85,26 @@ def test_a_type_change_is_the_share_of_values_of_another_type_than_the_baseline(
     assert DataQualityKind().score(config, same, np.arange(3), np.array([31.0]))[0] == 0.0
 
 
+@pytest.mark.parametrize(
+    ("logged_values", "baseline"),
+    [
+        (pa.array([1, 2, 3, 4, None]), np.array([1.0, 2.0, 3.0, np.nan])),  # integer codes (a frame's are floats)
+        (pa.array([1.0, 2.5, 3.0, 4.0, None]), np.array([1.0, 2.5, 3.0])),
+        (pa.array(["a", "b", "c", "d", None]), np.array(["a", "b", "c", None], dtype=object)),
+        (pa.array(["1", "b", "c", "d", None]), np.array([1, "b", "c"], dtype=object)),  # mixed: value by value
+    ],
+)
+def test_an_unseen_category_is_one_the_baseline_never_had_whatever_its_type(
+    logged_values: pa.Array, baseline: np.ndarray
+) -> None:
+    config = MonitorConfig(name="u", pipeline="p", kind="data_quality", metric="unseen_category", column="in_code")
+    score, evidence = DataQualityKind().score(config, pa.table({"value": logged_values}), np.arange(5), baseline)
+    assert score == pytest.approx(1 / 4) and evidence["categories"] == 3 and evidence["offending"] == 1
+    flags = pa.table({"value": pa.array([True, True, False])})
+    seen = np.array([True], dtype=object)
+    assert DataQualityKind().score(config, flags, np.arange(3), seen)[0] == pytest.approx(1 / 3)
+
+
 def test_a_data_quality_monitor_names_what_is_wrong(logged: Client) -> None:
     with pytest.raises(InvalidInputError, match="check: unknown data-quality check 'nan_rate'"):
         logged.build_monitor("q", "p", "data_quality", column="country", check="nan_rate")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -51,12 +52,13 @@ class DataQualityKind(ColumnKind):
         assert baseline is not None
         kind = _arrow_kind(present.type)
         if config.metric == "out_of_range":
-            low, high = float(np.nanmin(baseline.astype(np.float64))), float(np.nanmax(baseline.astype(np.float64)))
+            numbers = np.asarray(baseline, dtype=np.float64)
+            low, high = float(np.nanmin(numbers)), float(np.nanmax(numbers))
             bad = pc.or_(pc.less(present, low), pc.greater(present, high)) if kind == "number" else None
             evidence: dict[str, Any] = {"range": [low, high]}
         elif config.metric == "unseen_category":
-            seen = sorted({str(v) for v in baseline if v is not None})
-            bad = pc.invert(pc.is_in(present.cast(pa.string()), value_set=pa.array(seen, pa.string())))
+            seen = categories(baseline)
+            bad = pc.invert(pc.is_in(present.cast(pa.string()), value_set=seen))
             evidence = {"categories": len(seen)}
         else:
             expected = _kind_of(baseline)
@@ -66,6 +68,18 @@ class DataQualityKind(ColumnKind):
         examples = sorted({str(v) for v in pc.unique(offending).slice(0, 1000).to_pylist()})[:EXAMPLES]
         return len(offending) / len(present), evidence | {
             "offending": len(offending), "rows": len(present), "examples": examples}  # fmt: skip
+
+
+def categories(baseline: np.ndarray) -> pa.Array:
+    """The baseline's distinct values as text, written as Arrow writes the window's (`cast` to string: a logged 1 or
+    1.0 is "1", a boolean "true"), so a value counts as unseen only when the baseline never had it. Arrow reads the
+    whole column at once; a column of mixed types is read value by value, once per distinct value."""
+    try:
+        values = pa.array(baseline, from_pandas=True)  # None and NaN are nulls: never a category
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        distinct = [v for v in pd.unique(baseline) if v is not None and v == v]
+        values = pa.array([pa.scalar(v).cast(pa.string()).as_py() for v in distinct], pa.string())
+    return pc.unique(values.cast(pa.string())).drop_null()
 
 
 def _arrow_kind(kind: pa.DataType) -> str:
