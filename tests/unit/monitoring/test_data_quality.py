@@ -83,6 +83,15 @@ def test_a_type_change_is_the_share_of_values_of_another_type_than_the_baseline(
     assert score == pytest.approx(1.0) and evidence["expected"] == "number" and evidence["offending"] == 3
     same = pa.table({"value": pa.array([1.0, 2.0, None])})
     assert DataQualityKind().score(config, same, np.arange(3), np.array([31.0]))[0] == 0.0
+    for baseline, expected in [
+        (["a", None, "b"], "text"),
+        ([True, False, None], "boolean"),
+        ([1, 2.5, None], "number"),
+        (["a", 1, 2], "number"),  # mixed: the kind most values have
+        ([None, None], "text"),
+    ]:
+        kept = np.array(baseline, dtype=object)
+        assert DataQualityKind().score(config, same, np.arange(3), kept)[1]["expected"] == expected, baseline
 
 
 @pytest.mark.parametrize(

@@ -101,9 +101,19 @@ def _kind(value: Any) -> str:
     return "number" if _number(value) else "text" if isinstance(value, str) else type(value).__name__
 
 
+_ONE_KIND = {pa.string(): "text", pa.bool_(): "boolean", pa.int64(): "number", pa.float64(): "number"}
+"""What Arrow reads Python values of one kind as (nulls aside); any other type is judged value by value."""
+
+
 def _kind_of(baseline: np.ndarray) -> str:
-    """The baseline's type: the kind most of its values have."""
+    """The baseline's type: the kind most of its values have (Arrow's type where all have one, read at once)."""
     if baseline.dtype != object:
         return "number"
+    try:
+        kind = _ONE_KIND.get(pa.array(baseline).type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        kind = None
+    if kind is not None:
+        return kind
     kinds = [_kind(v) for v in baseline if v is not None]
     return max(set(kinds), key=kinds.count) if kinds else "text"
