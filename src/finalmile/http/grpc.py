@@ -95,7 +95,7 @@ def request_tensors(request: pb.ModelInferRequest) -> tuple[list[V2Tensor], byte
 def infer_response(result: RequestResult, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
     requested = [o.name for o in request.outputs] or None
     response = pb.ModelInferResponse(model_name=result.pipeline, model_version=str(result.version), id=request.id)
-    for name, datatype, shape, values in output_tensors(result, requested):
+    for name, datatype, shape, values, _ in output_tensors(result, requested):
         response.outputs.add(name=name, datatype=datatype, shape=shape)
         response.raw_output_contents.append(raw_contents(values))
     for key, value in provenance_headers(result).items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -60,16 +61,44 @@ class LogSettings(Protocol):
     def retention_days(self) -> int | None: ...
 
 
-class BatchOutputs:
-    """A batch's outputs as numpy and as records, converted once for all the requests that share the batch: each
-    request's answer is a slice (converting a one-row table per request cost more than the whole batch's)."""
+@dataclass(frozen=True, slots=True)
+class OutputTensor:
+    """An output column as the tensor protocols send it: its values flat in row-major order, `width` of them a
+    row of `row_shape`, and the same values as Python numbers (`items`) where they print as they are — every dtype
+    but the half and single floats, whose Python floats would print their binary noise (0.1 as 0.10000000149…)."""
 
-    __slots__ = ("table", "names", "_columns", "_records")
+    values: np.ndarray
+    row_shape: tuple[int, ...]
+    width: int
+    items: list[Any] | None
+
+    @classmethod
+    def of(cls, rows: np.ndarray) -> OutputTensor:
+        flat = rows.reshape(-1)
+        items = None if flat.dtype in _NOISY_FLOATS else flat.tolist()
+        return cls(flat, rows.shape[1:], math.prod(rows.shape[1:]), items)
+
+    def rows(self, start: int, n: int) -> tuple[np.ndarray, list[int], list[Any] | None]:
+        """Rows `start` to `start + n`: flat values, their shape, their items."""
+        low, high = start * self.width, (start + n) * self.width
+        return self.values[low:high], [n, *self.row_shape], None if self.items is None else self.items[low:high]
+
+
+_NOISY_FLOATS = (np.dtype(np.float16), np.dtype(np.float32))
+
+
+class BatchOutputs:
+    """A batch's outputs as numpy, as tensors and as records, converted once for all the requests that share the
+    batch: each request's answer is a slice (converting per request cost more than the whole batch's, and a tiny
+    numpy array costs a JSON encoder more than the list of its numbers)."""
+
+    __slots__ = ("table", "names", "_columns", "_tensors", "_records")
 
     def __init__(self, table: pa.Table) -> None:
         self.table = table
         self.names: list[str] = table.column_names  # a list built by pyarrow at every call (~5 µs here)
         self._columns: dict[str, np.ndarray] = {}
+        self._tensors: dict[str, OutputTensor] = {}
         self._records: list[dict[str, Any]] | None = None
 
     def column(self, name: str) -> np.ndarray:
@@ -77,6 +106,12 @@ class BatchOutputs:
         if rows is None:
             rows = self._columns[name] = column_rows(self.table.column(name))
         return rows
+
+    def tensor(self, name: str) -> OutputTensor:
+        found = self._tensors.get(name)
+        if found is None:
+            found = self._tensors[name] = OutputTensor.of(self.column(name))
+        return found
 
     def records(self) -> list[dict[str, Any]]:
         if self._records is None:
@@ -103,11 +138,12 @@ class RequestResult:
     def output_names(self) -> list[str]:
         return self.outputs.names if self.outputs is not None else self.table.column_names
 
-    def values(self, name: str) -> np.ndarray:
-        """Output column `name` of this request's rows as numpy rows (see `column_rows`)."""
+    def tensor(self, name: str) -> tuple[np.ndarray, list[int], list[Any] | None]:
+        """Output column `name` of this request's rows as a tensor: its values flat, its shape, and its values as
+        Python numbers where they print as they are (see `OutputTensor`)."""
         if self.outputs is None:
-            return column_rows(self.table.column(name))
-        return self.outputs.column(name)[self.offset : self.offset + self.table.num_rows]
+            return OutputTensor.of(column_rows(self.table.column(name))).rows(0, self.table.num_rows)
+        return self.outputs.tensor(name).rows(self.offset, self.table.num_rows)
 
     def records(self) -> list[dict[str, Any]]:
         """This request's output rows as dicts (pandas records)."""

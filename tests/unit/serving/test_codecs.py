@@ -88,8 +88,18 @@ def test_requests_sharing_a_batch_each_encode_their_own_rows_as_if_alone() -> No
     ]
     carried = pickle.loads(pickle.dumps(shared[1]))  # as a Ray replica's answer: its own rows, not the batch's
     assert carried.outputs is None and carried.records() == shared[1].records()
-    tensors = {name: (shape, values.tolist()) for name, _, shape, values in v2.output_tensors(shared[1], None)}
-    assert tensors == {"score": ([2], [0.2, 0.3]), "label": ([2], ["b", "c"]), "probabilities": ([2, 2], [2, 3, 4, 5])}
+    tensors = {
+        name: (shape, values.tolist(), items) for name, _, shape, values, items in v2.output_tensors(shared[1], None)
+    }
+    assert tensors == {
+        "score": ([2], [0.2, 0.3], [0.2, 0.3]),
+        "label": ([2], ["b", "c"], ["b", "c"]),
+        "probabilities": ([2, 2], [2, 3, 4, 5], None),  # single floats: JSON prints them from numpy, as they are
+    }
+    single = answer(pa.table({"p": pa.array([0.1, 2.5], pa.float32()), "h": pa.array([0.1, 1.0], pa.float16())}))
+    body = v2.encode(single, v2_request)[0]
+    half = orjson.dumps(np.array([0.1, 1.0], np.float16), option=orjson.OPT_SERIALIZE_NUMPY)  # as it always printed
+    assert b'"data":[0.1,2.5]' in body and b'"data":' + half in body, body
 
 
 @pytest.mark.parametrize(

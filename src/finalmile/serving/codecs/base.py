@@ -34,8 +34,9 @@ class Answer(Protocol):
     def output_names(self) -> list[str]:
         """The output columns, in order."""
 
-    def values(self, name: str) -> np.ndarray:
-        """An output column's rows as numpy (`arrow.frames.column_rows`)."""
+    def tensor(self, name: str) -> tuple[np.ndarray, list[int], list[Any] | None]:
+        """An output column as a tensor: its values flat (row-major), its shape, and the values as Python numbers
+        where they print as they are, else None (`pipelines.loaded.OutputTensor`)."""
 
     def records(self) -> list[dict[str, Any]]:
         """The output rows as dicts."""

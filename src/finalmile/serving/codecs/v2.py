@@ -299,8 +299,13 @@ def _requested_outputs(request: dict[str, Any]) -> tuple[list[str] | None, set[s
     return names, binary
 
 
-def output_tensors(answer: Answer, requested: list[str] | None) -> list[tuple[str, str, list[int], np.ndarray]]:
-    """Name, V2 datatype, shape and flat values of each output the request asked for (all when it named none)."""
+V2Output = tuple[str, str, list[int], np.ndarray, list[Any] | None]
+"""An output as the protocol sends it: name, V2 datatype, shape, flat values, and the values as Python numbers where
+they print as they are (JSON's data), else None."""
+
+
+def output_tensors(answer: Answer, requested: list[str] | None) -> list[V2Output]:
+    """Each output the request asked for (all when it named none)."""
     available = answer.output_names()
     names = requested if requested is not None else available
     if requested is not None:
@@ -309,9 +314,9 @@ def output_tensors(answer: Answer, requested: list[str] | None) -> list[tuple[st
             raise InvalidInputError(f"requested outputs {missing} do not exist; outputs are {available}")
     out = []
     for name in names:
-        rows = answer.values(name)
-        datatype = "BYTES" if rows.dtype == object else _DATATYPE_OF.get(rows.dtype, "FP64")
-        out.append((name, datatype, list(rows.shape), rows.reshape(-1)))
+        values, shape, items = answer.tensor(name)
+        datatype = _DATATYPE_OF.get(values.dtype) or ("BYTES" if values.dtype == object else "FP64")
+        out.append((name, datatype, shape, values, items))
     return out
 
 
@@ -326,14 +331,14 @@ def encode(answer: Answer, request: V2Request) -> tuple[bytes, dict[str, str]]:
     """The V2 response body and its headers (binary tensors appended when the request asked for them)."""
     all_binary = "*" in request.binary_outputs
     outputs, chunks = [], []
-    for name, datatype, shape, values in output_tensors(answer, request.outputs):
+    for name, datatype, shape, values, items in output_tensors(answer, request.outputs):
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
         if all_binary or name in request.binary_outputs:
             raw = raw_contents(values)
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            tensor["data"] = values.tolist() if values.dtype == object else values  # orjson serialises numbers only
+            tensor["data"] = values if items is None else items  # half and single floats as numpy prints them
         outputs.append(tensor)
     response: dict[str, Any] = {
         "model_name": answer.pipeline,
