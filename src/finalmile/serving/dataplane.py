@@ -44,8 +44,10 @@ class DataPlane:
 
     def answered(self, name: str, protocol: str, status: int) -> None:
         """Count one answer of an inference route (`http` transports' and gRPC's alike); a name that is not deployed
-        is counted as `_unknown`, so callers cannot grow the metric's label values without bound."""
-        self.metrics.answered(name if self.backend.serves(name) else "_unknown", protocol, status)
+        is counted as `_unknown`, so callers cannot grow the metric's label values without bound (a 200 was served
+        by its deployment: no need to ask)."""
+        served = status == 200 or self.backend.serves(name)
+        self.metrics.answered(name if served else "_unknown", protocol, status)
 
     def serving(self, name: str, version: int | None = None) -> Target:
         """The deployment serving `name`; 503 when the pipeline exists but is not deployed, 404 when it does not."""
