@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -73,11 +72,12 @@ class DataQualityKind(ColumnKind):
 def categories(baseline: np.ndarray) -> pa.Array:
     """The baseline's distinct values as text, written as Arrow writes the window's (`cast` to string: a logged 1 or
     1.0 is "1", a boolean "true"), so a value counts as unseen only when the baseline never had it. Arrow reads the
-    whole column at once; a column of mixed types is read value by value, once per distinct value."""
+    whole column at once; a column of mixed types is read value by value, and cast once per distinct value."""
     try:
         values = pa.array(baseline, from_pandas=True)  # None and NaN are nulls: never a category
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        distinct = [v for v in pd.unique(baseline) if v is not None and v == v]
+        items = baseline.tolist()  # distinct by type too: True is not 1 here (Arrow prints "true" and "1")
+        distinct = [v for _, v in dict.fromkeys(zip(map(type, items), items, strict=True)) if v is not None and v == v]
         values = pa.array([pa.scalar(v).cast(pa.string()).as_py() for v in distinct], pa.string())
     return pc.unique(values.cast(pa.string())).drop_null()
 
