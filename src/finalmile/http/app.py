@@ -19,6 +19,7 @@ from finalmile.backends.base import InferRequest
 from finalmile.errors import FinalmileError, PayloadTooLarge
 from finalmile.http.auth import Authenticator, services_of
 from finalmile.http.errors import challenge, error_body
+from finalmile.pipelines.batch import Route
 from finalmile.pipelines.loaded import RequestResult
 from finalmile.services import Services
 from finalmile.serving.codecs import codec_for
@@ -65,16 +66,28 @@ async def respond(send: Send, status: int, body: bytes, headers: dict[str, str])
 
 def provenance_headers(result: RequestResult) -> dict[str, str]:
     """Which pipeline version, variants and model versions produced the rows (distinct values, in row order)."""
-    variants = list(dict.fromkeys(v for v, _ in result.routes if v is not None))
-    models = list(dict.fromkeys(m for _, ms in result.routes for m in ms))
-    headers = {
-        "finalmile-request-id": result.request_id,
-        "finalmile-pipeline-version": str(result.version),
-        "finalmile-model-versions": ",".join(models),
-    }
+    routes = result.routes
+    distinct = (routes[0],) if len(routes) == 1 else tuple(dict.fromkeys(routes))
+    key = (result.version, distinct)
+    produced = _PRODUCED.get(key)
+    if produced is None:  # once per version and set of routes, not once per request
+        if len(_PRODUCED) >= _PRODUCED_KEPT:
+            _PRODUCED.clear()
+        produced = _PRODUCED[key] = _produced(result.version, distinct)
+    return {"finalmile-request-id": result.request_id} | produced
+
+
+def _produced(version: int, routes: tuple[Route, ...]) -> dict[str, str]:
+    variants = list(dict.fromkeys(v for v, _ in routes if v is not None))
+    models = list(dict.fromkeys(m for _, ms in routes for m in ms))
+    headers = {"finalmile-pipeline-version": str(version), "finalmile-model-versions": ",".join(models)}
     if variants:
         headers["finalmile-variants"] = ",".join(variants)
     return headers
+
+
+_PRODUCED: dict[tuple[int, tuple[Route, ...]], dict[str, str]] = {}
+_PRODUCED_KEPT = 1024
 
 
 class InferenceHandlers:

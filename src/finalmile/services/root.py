@@ -218,8 +218,7 @@ class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs, ReplayVer
         return {d.name: (d.version, DeploymentConfig.model_validate(d.config)) for d in self.pipelines.deployments()}
 
     def _observe_steps(self, loaded: LoadedPipeline, batch: Batch) -> None:
-        for step, seconds in batch.timings.items():
-            self.metrics.step.labels(loaded.name, step).observe(seconds)
+        self.metrics.steps(loaded.name, batch.timings)
         if batch.route_index is None:
             self.metrics.variant(loaded.name, batch.routes[0][0] or "-", batch.table.num_rows)
         else:

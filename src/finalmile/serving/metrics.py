@@ -1,12 +1,15 @@
-"""Prometheus metrics: counters, histograms and gauges (monitors' newest scores, stream lag), never a log line per
-request. `deploy/grafana/finalmile.json` charts them and `deploy/prometheus/alerts.yml` alerts on them."""
+"""Prometheus metrics: counters and histograms (recorded without a lock, folded in bulk: `tally`) and gauges
+(monitors' newest scores, stream lag), never a log line per request. `deploy/grafana/finalmile.json` charts them
+and `deploy/prometheus/alerts.yml` alerts on them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from finalmile.serving.tally import Recorder, Tally
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -22,73 +25,53 @@ class Metrics:
             registry=self.registry,
         )
         corrupt.set_function(lambda: len(set_aside()))
-        self.requests = Counter(
-            "finalmile_requests", "Inference requests", ["pipeline", "protocol", "status"], registry=self.registry
+
+        def counter(name: str, documentation: str, labels: list[str]) -> Tally:
+            return Tally(name, documentation, labels, self.registry)
+
+        def histogram(name: str, documentation: str, labels: list[str], buckets: tuple[float, ...]) -> Tally:
+            return Tally(name, documentation, labels, self.registry, buckets)
+
+        self.requests = counter("finalmile_requests", "Inference requests", ["pipeline", "protocol", "status"])
+        self.rows = counter("finalmile_rows", "Rows inferred", ["pipeline"])
+        self.latency = histogram(
+            "finalmile_request_seconds", "Request latency, decode to encode", ["pipeline"], _LATENCY_BUCKETS
         )
-        self.rows = Counter("finalmile_rows", "Rows inferred", ["pipeline"], registry=self.registry)
-        self.latency = Histogram(
-            "finalmile_request_seconds",
-            "Request latency, decode to encode",
-            ["pipeline"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+        self.compute = histogram(
+            "finalmile_batch_compute_seconds", "Time a batch spends running the pipeline", ["pipeline"],
+            _LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.queue = histogram(
+            "finalmile_queue_seconds", "Time a request waits before its batch runs", ["pipeline"], _LATENCY_BUCKETS
         )
-        self.compute = Histogram(
-            "finalmile_batch_compute_seconds",
-            "Time a batch spends running the pipeline",
-            ["pipeline"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.queue = Histogram(
-            "finalmile_queue_seconds",
-            "Time a request waits before its batch runs",
-            ["pipeline"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.batch_rows = Histogram(
+        self.batch_rows = histogram(
             "finalmile_batch_rows",
             "Rows per executed batch",
             ["pipeline"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096),
-            registry=self.registry,
+            (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096),
         )
-        self.step = Histogram(
-            "finalmile_step_seconds",
-            "Time a model step spends on a batch",
-            ["pipeline", "step"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+        self.step = histogram(
+            "finalmile_step_seconds", "Time a model step spends on a batch", ["pipeline", "step"], _LATENCY_BUCKETS
         )
-        self.batch_requests = Histogram(
-            "finalmile_batch_requests",
-            "Requests coalesced per batch",
-            ["pipeline"],
-            buckets=(1, 2, 4, 8, 16, 32, 64),
-            registry=self.registry,
+        self.batch_requests = histogram(
+            "finalmile_batch_requests", "Requests coalesced per batch", ["pipeline"], (1, 2, 4, 8, 16, 32, 64)
         )
-
-        self._served: dict[str, tuple[Counter, Histogram]] = {}
-        self._answered: dict[tuple[str, str, int], Any] = {}
-        self.replica_requests = Counter(
-            "finalmile_replica_requests", "Requests per Ray replica", ["pipeline", "replica"], registry=self.registry
+        self.replica_requests = counter(
+            "finalmile_replica_requests", "Requests per Ray replica", ["pipeline", "replica"]
         )
-        self.replica_rows = Counter(
-            "finalmile_replica_rows", "Rows run per Ray replica", ["pipeline", "replica"], registry=self.registry
-        )
-        self.replica_seconds = Counter(
+        self.replica_rows = counter("finalmile_replica_rows", "Rows run per Ray replica", ["pipeline", "replica"])
+        self.replica_seconds = counter(
             "finalmile_replica_seconds",
             "Seconds a Ray replica spent on the batches sent to it",
             ["pipeline", "replica"],
-            registry=self.registry,
         )
-
-        self._variants: dict[tuple[str, str], Any] = {}
-        self.variant_rows = Counter(
-            "finalmile_variant_rows", "Rows answered per A/B variant ('-': no split)", ["pipeline", "variant"],
-            registry=self.registry,
-        )  # fmt: skip
+        self.variant_rows = counter(
+            "finalmile_variant_rows", "Rows answered per A/B variant ('-': no split)", ["pipeline", "variant"]
+        )
+        self._served: dict[str, tuple[Recorder, Recorder]] = {}
+        self._answered: dict[tuple[str, str, int], Recorder] = {}
+        self._variants: dict[tuple[str, str], Recorder] = {}
+        self._steps: dict[tuple[str, str], Recorder] = {}
         self.monitor_score = Gauge(
             "finalmile_monitor_score", "A monitor's newest window score", ["monitor", "pipeline", "kind", "group"],
             registry=self.registry,
@@ -104,10 +87,18 @@ class Metrics:
 
     def variant(self, pipeline: str, variant: str, rows: int) -> None:
         """Rows answered by one A/B variant (`-`: no split), the label child looked up once per pair."""
-        child = self._variants.get((pipeline, variant))
-        if child is None:
-            child = self._variants[(pipeline, variant)] = self.variant_rows.labels(pipeline, variant)
-        child.inc(rows)
+        record = self._variants.get((pipeline, variant))
+        if record is None:
+            record = self._variants[(pipeline, variant)] = self.variant_rows.recorder(pipeline, variant)
+        record(rows)
+
+    def steps(self, pipeline: str, timings: dict[str, float]) -> None:
+        """The seconds each model step of a batch took."""
+        for step, seconds in timings.items():
+            record = self._steps.get((pipeline, step))
+            if record is None:
+                record = self._steps[(pipeline, step)] = self.step.recorder(pipeline, step)
+            record(seconds)
 
     def monitored(self, name: str, pipeline: str, kind: str, results: list[Any]) -> None:
         """A monitor run's newest window per group, as gauges an alert rule can read."""
@@ -123,26 +114,26 @@ class Metrics:
                 self.monitor_status.labels(name, pipeline, kind, group).set(level)
 
     def served(self, pipeline: str, rows: int, seconds: float) -> None:
-        """One request answered: its rows and latency, under the pipeline's label children looked up once."""
-        children = self._served.get(pipeline)
-        if children is None:
-            children = self._served[pipeline] = (self.rows.labels(pipeline), self.latency.labels(pipeline))
-        children[0].inc(rows)
-        children[1].observe(seconds)
+        """One request answered: its rows and latency, under the pipeline's recorders made once."""
+        recorders = self._served.get(pipeline)
+        if recorders is None:
+            recorders = self._served[pipeline] = (self.rows.recorder(pipeline), self.latency.recorder(pipeline))
+        recorders[0](rows)
+        recorders[1](seconds)
 
     def answered(self, pipeline: str, protocol: str, status: int) -> None:
-        """One answer of an inference route, under its label child looked up once per combination."""
+        """One answer of an inference route, under its recorder made once per combination."""
         key = (pipeline, protocol, status)
-        child = self._answered.get(key)
-        if child is None:
-            child = self._answered[key] = self.requests.labels(pipeline, protocol, str(status))
-        child.inc()
+        record = self._answered.get(key)
+        if record is None:
+            record = self._answered[key] = self.requests.recorder(pipeline, protocol, str(status))
+        record(1)
 
     def replica(self, pipeline: str, replica: str, rows: int, requests: int, seconds: float) -> None:
         """One call a Ray replica answered, as it reported it with the result."""
-        self.replica_requests.labels(pipeline, replica).inc(requests)
-        self.replica_rows.labels(pipeline, replica).inc(rows)
-        self.replica_seconds.labels(pipeline, replica).inc(seconds)
+        self.replica_requests.record_many((pipeline, replica), (requests,))
+        self.replica_rows.record_many((pipeline, replica), (rows,))
+        self.replica_seconds.record_many((pipeline, replica), (seconds,))
 
     def request_counts(self) -> dict[str, tuple[int, int]]:
         """Requests and failed requests (status 400 and above) per pipeline since this process started."""
@@ -156,17 +147,16 @@ class Metrics:
         return counts
 
     def observer(self, pipeline: str) -> Callable[[int, int, float, list[float]], None]:
-        compute = self.compute.labels(pipeline)
-        queue = self.queue.labels(pipeline)
-        rows = self.batch_rows.labels(pipeline)
-        requests = self.batch_requests.labels(pipeline)
+        compute = self.compute.recorder(pipeline)
+        rows = self.batch_rows.recorder(pipeline)
+        requests = self.batch_requests.recorder(pipeline)
+        queue, labels = self.queue, (pipeline,)
 
         def observe(n_rows: int, n_requests: int, seconds: float, waits: list[float]) -> None:
-            compute.observe(seconds)
-            rows.observe(n_rows)
-            requests.observe(n_requests)
-            for wait in waits:
-                queue.observe(wait)
+            compute(seconds)
+            rows(n_rows)
+            requests(n_requests)
+            queue.record_many(labels, waits)
 
         return observe
 

@@ -249,3 +249,27 @@ def test_raw_tensor_contents_read_as_the_checked_path_reads_them(datatype: str, 
     assert _same(
         _read(lambda: v2.tensors_table([v2.V2Tensor(**tensor)], raw)), _read(lambda: v2.checked_rows([tensor], raw))
     )
+
+
+def test_provenance_names_each_variant_and_model_once_in_row_order_whatever_was_answered_before() -> None:
+    from finalmile.http.app import provenance_headers
+
+    table = pa.table({"y": [1.0, 2.0, 3.0]})
+    routes = [("b", ("m:2",)), ("a", ("m:1", "n:1")), ("b", ("m:2",))]
+    one = RequestResult("r1", "p", 4, table.slice(0, 1), routes[1:2], {}, {}, {})
+    assert provenance_headers(one) == {
+        "finalmile-request-id": "r1", "finalmile-pipeline-version": "4", "finalmile-model-versions": "m:1,n:1",
+        "finalmile-variants": "a",
+    }  # fmt: skip
+    three = RequestResult("r2", "p", 4, table, routes, {}, {}, {})
+    for _ in range(2):  # the second answer is the remembered one: the same, with its own request id
+        assert provenance_headers(three) == {
+            "finalmile-request-id": "r2", "finalmile-pipeline-version": "4", "finalmile-model-versions": "m:2,m:1,n:1",
+            "finalmile-variants": "b,a",
+        }  # fmt: skip
+    plain = RequestResult("r3", "p", 5, table.slice(0, 1), [(None, ("m:1",))], {}, {}, {})
+    assert provenance_headers(plain) == {
+        "finalmile-request-id": "r3",
+        "finalmile-pipeline-version": "5",
+        "finalmile-model-versions": "m:1",
+    }
