@@ -99,8 +99,12 @@ def decode(body: bytes, header_length: int | None = None) -> V2Request:
     except msgspec.DecodeError:  # not of the protocol's types: read as JSON, so the checks name what is wrong
         typed = None
     if typed is not None and typed.inputs:
-        request: dict[str, Any] = {"id": typed.id, "outputs": typed.outputs, "parameters": typed.parameters}
-        outputs, binary_outputs = _requested_outputs(request)
+        request: dict[str, Any] = {"id": typed.id}
+        if typed.outputs is None and typed.parameters is None:  # all outputs, as JSON: the usual request
+            outputs, binary_outputs = None, set()
+        else:
+            request |= {"outputs": typed.outputs, "parameters": typed.parameters}
+            outputs, binary_outputs = _requested_outputs(request)
         table = tensors_table(typed.inputs, binary)
     else:
         try:
