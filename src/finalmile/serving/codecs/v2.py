@@ -100,9 +100,9 @@ def decode(body: bytes, header_length: int | None = None) -> V2Request:
         typed = None
     if typed is not None and typed.inputs:
         request: dict[str, Any] = {"id": typed.id}
-        if typed.outputs is None and typed.parameters is None:  # all outputs, as JSON: the usual request
-            outputs, binary_outputs = None, set()
-        else:
+        outputs: list[str] | None = None
+        binary_outputs: set[str] = set()
+        if typed.outputs is not None or typed.parameters is not None:  # else every output, as JSON (the usual)
             request |= {"outputs": typed.outputs, "parameters": typed.parameters}
             outputs, binary_outputs = _requested_outputs(request)
         table = tensors_table(typed.inputs, binary)
