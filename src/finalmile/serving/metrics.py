@@ -70,8 +70,6 @@ class Metrics:
         )
         self._served: dict[str, tuple[Recorder, Recorder]] = {}
         self._answered: dict[tuple[str, str, int], Recorder] = {}
-        self._variants: dict[tuple[str, str], Recorder] = {}
-        self._steps: dict[tuple[str, str], Recorder] = {}
         self.monitor_score = Gauge(
             "finalmile_monitor_score", "A monitor's newest window score", ["monitor", "pipeline", "kind", "group"],
             registry=self.registry,
@@ -86,19 +84,13 @@ class Metrics:
         )  # fmt: skip
 
     def variant(self, pipeline: str, variant: str, rows: int) -> None:
-        """Rows answered by one A/B variant (`-`: no split), the label child looked up once per pair."""
-        record = self._variants.get((pipeline, variant))
-        if record is None:
-            record = self._variants[(pipeline, variant)] = self.variant_rows.recorder(pipeline, variant)
-        record(rows)
+        """Rows answered by one A/B variant (`-`: no split), once a batch."""
+        self.variant_rows.add((pipeline, variant), rows)
 
     def steps(self, pipeline: str, timings: dict[str, float]) -> None:
         """The seconds each model step of a batch took."""
         for step, seconds in timings.items():
-            record = self._steps.get((pipeline, step))
-            if record is None:
-                record = self._steps[(pipeline, step)] = self.step.recorder(pipeline, step)
-            record(seconds)
+            self.step.add((pipeline, step), seconds)
 
     def monitored(self, name: str, pipeline: str, kind: str, results: list[Any]) -> None:
         """A monitor run's newest window per group, as gauges an alert rule can read."""
@@ -131,9 +123,9 @@ class Metrics:
 
     def replica(self, pipeline: str, replica: str, rows: int, requests: int, seconds: float) -> None:
         """One call a Ray replica answered, as it reported it with the result."""
-        self.replica_requests.record_many((pipeline, replica), (requests,))
-        self.replica_rows.record_many((pipeline, replica), (rows,))
-        self.replica_seconds.record_many((pipeline, replica), (seconds,))
+        self.replica_requests.add((pipeline, replica), requests)
+        self.replica_rows.add((pipeline, replica), rows)
+        self.replica_seconds.add((pipeline, replica), seconds)
 
     def request_counts(self) -> dict[str, tuple[int, int]]:
         """Requests and failed requests (status 400 and above) per pipeline since this process started."""
@@ -156,7 +148,7 @@ class Metrics:
             compute(seconds)
             rows(n_rows)
             requests(n_requests)
-            queue.record_many(labels, waits)
+            queue.add(labels, *waits)
 
         return observe
 

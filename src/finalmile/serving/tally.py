@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,8 +61,8 @@ class Tally:
 
         return record
 
-    def record_many(self, labels: tuple[str, ...], values: Iterable[float]) -> None:
-        """Several values under `labels` at once (a batch's queue waits)."""
+    def add(self, labels: tuple[str, ...], *values: float) -> None:
+        """Values under `labels` where no recorder is kept (once a batch or a Ray call: a batch's queue waits)."""
         pending = self._queue(labels)
         pending.extend(values)
         if len(pending) >= FOLD_AT:

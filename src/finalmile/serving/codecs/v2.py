@@ -99,12 +99,8 @@ def decode(body: bytes, header_length: int | None = None) -> V2Request:
     except msgspec.DecodeError:  # not of the protocol's types: read as JSON, so the checks name what is wrong
         typed = None
     if typed is not None and typed.inputs:
-        request: dict[str, Any] = {"id": typed.id}
-        outputs: list[str] | None = None
-        binary_outputs: set[str] = set()
-        if typed.outputs is not None or typed.parameters is not None:  # else every output, as JSON (the usual)
-            request |= {"outputs": typed.outputs, "parameters": typed.parameters}
-            outputs, binary_outputs = _requested_outputs(request)
+        request: dict[str, Any] = {"id": typed.id, "outputs": typed.outputs, "parameters": typed.parameters}
+        outputs, binary_outputs = _requested_outputs(request)
         table = tensors_table(typed.inputs, binary)
     else:
         try:
