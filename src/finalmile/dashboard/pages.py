@@ -35,11 +35,8 @@ async def page(template: str, visitor: Visitor, fn: Any, *args: Any) -> HTMLResp
 
 
 def overview(services: Services, now: datetime) -> dict[str, Any]:
-    conn = services.reader.connect()
-    try:
+    with services.reader.connection() as conn:
         traffic = queries.traffic(conn, now)
-    finally:
-        conn.close()
     pipeline_of = {m.config.name: m.config.pipeline for m in services.monitors.all()}
     open_alerts: dict[str, int] = {}
     for alert in services.monitors.alerts():
@@ -102,11 +99,8 @@ def pipeline_page(services: Services, name: str, now: datetime) -> dict[str, Any
     spec = PipelineSpec.model_validate(shown.spec)
     split_variants = [v.name for s in walk(list(spec.steps)) if isinstance(s, SplitStepSpec) for v in s.variants]
     trail = [e for e in services.audit.entries(f"pipeline {name}") if e.target == f"pipeline {name}"]
-    conn = services.reader.connect()
-    try:
+    with services.reader.connection() as conn:
         figures = queries.pipeline_figures(conn, services.reader, name, now)
-    finally:
-        conn.close()
     return {
         "name": name,
         "versions": list(reversed(versions)),

@@ -83,8 +83,7 @@ def add_ground_truth(reader: LogReader, pipeline: str, frame: Any, key: str = "r
         raise
     os.replace(incoming, directory / name)
     column = "request_id" if key == "request_id" else f"in_{key}"
-    conn = reader.connect()
-    try:
+    with reader.connection() as conn:
         conn.register("incoming", pa.table({"key": keys}))
         try:
             matched = conn.execute(
@@ -94,8 +93,6 @@ def add_ground_truth(reader: LogReader, pipeline: str, frame: Any, key: str = "r
             ).fetchone()
         except Exception:  # the log has no such column (yet): nothing matches
             matched = (0,)
-    finally:
-        conn.close()
     distinct = len(set(keys.to_pylist()))
     found = int(matched[0]) if matched else 0
     return GroundTruthReceipt(table.num_rows, found, distinct - found)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, overload
@@ -51,6 +53,42 @@ def _same(table: pa.Table) -> pa.Table:
     return table
 
 
+class _Databases:
+    """Idle locked-down DuckDB databases, kept between reads by what they were made with: a new database costs
+    ~30 ms (DuckDB registers its built-in functions in each), more than most reads. A database serves one read at
+    a time, so its memory limit stays that read's own, through a cursor of its own."""
+
+    KEPT = 2
+    """Idle databases kept of each kind: as many as reads usually overlap (a monitor's run beside a query)."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[bool, bool, int], list[duckdb.DuckDBPyConnection]] = {}
+        self._lock = threading.Lock()
+
+    def take(
+        self, kind: tuple[bool, bool, int], make: Callable[[], duckdb.DuckDBPyConnection]
+    ) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            idle = self._idle.get(kind)
+            if idle:
+                return idle.pop()
+        return make()
+
+    def give_back(self, kind: tuple[bool, bool, int], database: duckdb.DuckDBPyConnection) -> None:
+        """Keep `database` for the next read of its kind; those whose views no longer fit the home (the log's
+        first part written since, say) are closed."""
+        with self._lock:
+            outdated = [k for k in self._idle if k[2] == kind[2] and k != kind]
+            closing = [d for k in outdated for d in self._idle.pop(k)]
+            idle = self._idle.setdefault(kind, [])
+            if len(idle) < self.KEPT:
+                idle.append(database)
+            else:
+                closing.append(database)
+        for old in closing:
+            old.close()
+
+
 class LogReader:
     """DuckDB over this home's logs, ground truth and metadata; flushes the writer first, so reads see what was
     served (the SDK, the API, monitors and the CLI all read through it)."""
@@ -74,27 +112,48 @@ class LogReader:
         """Called with the name of each log part set aside as unreadable (the audit trail records it)."""
         self._checked: set[tuple[str, int]] = set()  # parts whose footer read, by path and size: parts never change
         self.views = views or {}
-        """More views, built from the stores when a connection opens (the audit trail)."""
+        """More views, built from the stores when a query names them (the audit trail)."""
+        self._databases = _Databases()
 
-    def connect(self, catalog: bool = True, memory_mb: int | None = None) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB with the views defined over this home's logs and metadata, locked down (`sandbox`).
-        `catalog=False`: the log and ground truth only, for the platform's own reads (a monitor's window), which
-        never name the models, pipelines or audit views and need not read the metadata store to build them.
-        `memory_mb`: a lower memory limit than the queries' (DuckDB keeps what it read cached up to its limit: a
-        read streamed a batch at a time needs little)."""
+    @contextmanager
+    def connection(self, memory_mb: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection with the `logs` and `ground_truth` views, locked down (`sandbox`), for the length of
+        a `with` block (a query registers the catalog views it names: `_register_catalog`). `memory_mb`: a lower
+        memory limit than the queries' (DuckDB keeps what it read cached up to its limit: a read streamed a batch
+        at a time needs little)."""
         self.flush()
+        root = self.home / "logs"
+        has_logs = bool(self._readable(list(Path(root).glob("pipeline=*/date=*/*.parquet"))))
+        has_truth = bool(list(Path(self.home / "ground_truth").glob("pipeline=*/*.parquet")))
+        limits = self.limits if memory_mb is None else dataclasses.replace(self.limits, memory_mb=memory_mb)
+        kind = (has_logs, has_truth, limits.memory_mb)
+        database = self._databases.take(kind, lambda: self._database(has_logs, has_truth, limits))
+        conn = database.cursor()  # a connection of its own: what it registers or is interrupted by ends with it
+        try:
+            yield conn
+        except BaseException:
+            conn.close()
+            database.close()  # whatever failed, the next read starts on a database nothing happened to
+            raise
+        conn.close()
+        self._databases.give_back(kind, database)
+
+    def _database(self, has_logs: bool, has_truth: bool, limits: QueryLimits) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB database with the `logs` and `ground_truth` views, locked down."""
         conn = duckdb.connect()
         conn.execute("SET TimeZone = 'UTC'")  # hourly and daily buckets are UTC's, whatever the server's local zone
+        # memory a read used goes back to the system within a second, not when the database closes: a database
+        # is kept idle between reads
+        conn.execute("SET allocator_background_threads = true")
         root = self.home / "logs"
-        files = self._readable(list(Path(root).glob("pipeline=*/date=*/*.parquet")))
-        if files:
+        if has_logs:
             pattern = str(root / "pipeline=*" / "date=*" / "*.parquet").replace("'", "''")
             source = f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
             conn.execute(f"CREATE VIEW logs AS SELECT * REPLACE (make_timestamp(epoch_us(time)) AS time) FROM {source}")
         else:
             conn.execute(f"CREATE VIEW logs AS {_EMPTY_LOGS}")
         truth = self.home / "ground_truth"
-        if list(Path(truth).glob("pipeline=*/*.parquet")):
+        if has_truth:
             pattern = str(truth / "pipeline=*" / "*.parquet").replace("'", "''")
             conn.execute(
                 "CREATE VIEW ground_truth AS SELECT * EXCLUDE (newest) FROM ("
@@ -106,25 +165,27 @@ class LogReader:
                 "CREATE VIEW ground_truth AS SELECT CAST(NULL AS VARCHAR) AS pipeline, CAST(NULL AS VARCHAR) AS key, "
                 "CAST(NULL AS VARCHAR) AS key_column, CAST(NULL AS TIMESTAMPTZ) AS received_at WHERE false"
             )
-        if catalog:
-            self._register_catalog(conn)
-        limits = self.limits if memory_mb is None else dataclasses.replace(self.limits, memory_mb=memory_mb)
         sandbox.lock_down(conn, [root, truth], limits)
         return conn
 
-    def _register_catalog(self, conn: duckdb.DuckDBPyConnection) -> None:
-        models = pa.Table.from_pylist(
-            [{"name": m.name, "versions": m.versions, "latest": m.latest} for m in self.metadata.list_models()],
-            schema=pa.schema([("name", pa.string()), ("versions", pa.int64()), ("latest", pa.int64())]),
-        )
-        pipelines = pa.Table.from_pylist(
-            [{"name": d.name, "deployed_version": d.version} for d in self.pipelines.deployments()],
-            schema=pa.schema([("name", pa.string()), ("deployed_version", pa.int64())]),
-        )
-        conn.register("models", models)
-        conn.register("pipelines", pipelines)
+    def _register_catalog(self, conn: duckdb.DuckDBPyConnection, names: set[str]) -> None:
+        """Build and register the catalog views among `names` (`models`, `pipelines`, and `views`' own): each is
+        read from the stores, so only those a query names are built."""
+        if "models" in names:
+            models = pa.Table.from_pylist(
+                [{"name": m.name, "versions": m.versions, "latest": m.latest} for m in self.metadata.list_models()],
+                schema=pa.schema([("name", pa.string()), ("versions", pa.int64()), ("latest", pa.int64())]),
+            )
+            conn.register("models", models)
+        if "pipelines" in names:
+            pipelines = pa.Table.from_pylist(
+                [{"name": d.name, "deployed_version": d.version} for d in self.pipelines.deployments()],
+                schema=pa.schema([("name", pa.string()), ("deployed_version", pa.int64())]),
+            )
+            conn.register("pipelines", pipelines)
         for name, build in self.views.items():
-            conn.register(name, build())
+            if name in names:
+                conn.register(name, build())
 
     @overload
     def query(self, sql: str) -> pa.Table: ...
@@ -137,17 +198,15 @@ class LogReader:
         bytes); `encode` turns the answer into what is sent (JSON, CSV), within the same time limit. A log part
         that turns out unreadable is set aside and the query runs again over the rest; no message names a path."""
         for _ in range(_MAX_SET_ASIDE):
-            conn = self.connect()
             try:
-                sandbox.check(conn, sql)
-                sandbox.check_plan(conn, sql)
-                return sandbox.run(conn, sql, self.limits, encode or _same)
+                with self.connection() as conn:
+                    self._register_catalog(conn, sandbox.check(conn, sql))
+                    sandbox.check_plan(conn, sql)
+                    return sandbox.run(conn, sql, self.limits, encode or _same)
             except QueryError as exc:
                 if not self._set_aside_named(exc.message):
                     exc.reword(exc.message.replace(str(self.home) + "/", "").replace(str(self.home), "<home>"))
                     raise
-            finally:
-                conn.close()
         raise QueryError("sql: the log holds more unreadable parts than one query sets aside; ask again")
 
     def _readable(self, files: list[Path]) -> list[Path]:
@@ -200,13 +259,11 @@ class LogReader:
         sql, params = _logs_sql(pipeline, start, end, version, variant, columns)
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        conn = self.connect()
         try:
-            return zoned(conn.sql(sql, params=params).to_arrow_table())
+            with self.connection() as conn:
+                return zoned(conn.sql(sql, params=params).to_arrow_table())
         except duckdb.Error as exc:
             raise QueryError(f"SQL error: {exc}") from None
-        finally:
-            conn.close()
 
     def export(
         self, pipeline: str, path: str | Path, start: datetime | None = None, end: datetime | None = None
@@ -216,11 +273,10 @@ class LogReader:
         from finalmile.arrow.files import TableWriter
 
         sql, params = _logs_sql(pipeline, start, end, None, None, None, newest_first=False)
-        conn = self.connect()
         rows = 0
         try:
-            reader = conn.sql(sql, params=params).to_arrow_reader(100_000)
-            with TableWriter(path) as writer:
+            with self.connection() as conn, TableWriter(path) as writer:
+                reader = conn.sql(sql, params=params).to_arrow_reader(100_000)
                 for batch in reader:
                     writer.write(zoned(pa.Table.from_batches([batch])))
                     rows += batch.num_rows
@@ -228,46 +284,39 @@ class LogReader:
                     writer.write(zoned(reader.schema.empty_table()))
         except duckdb.Error as exc:
             raise QueryError(f"SQL error: {exc}") from None
-        finally:
-            conn.close()
         return rows
 
     def logged_ids(self, pipeline: str, request_ids: list[str]) -> set[str]:
         """Which of `request_ids` the pipeline's log already holds (a stream's redelivered messages)."""
         if not request_ids:
             return set()
-        conn = self._with_journals(pipeline)
-        try:
+        with self._with_journals(pipeline) as conn:
             rows = conn.execute(
                 f"{_LOGGED_IDS} SELECT DISTINCT request_id FROM logged_ids WHERE request_id IN (SELECT unnest(?))",
                 [pipeline, request_ids],
             ).fetchall()
-        finally:
-            conn.close()
         return {r[0] for r in rows}
 
-    def _with_journals(self, pipeline: str) -> duckdb.DuckDBPyConnection:
+    @contextmanager
+    def _with_journals(self, pipeline: str) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection for `_LOGGED_IDS`: the request ids of `pipeline`'s rows still in any process's journal (a
         stream's batch is durable, and acknowledged, before its journal is compacted) beside its Parquet parts'."""
         journaled = journal_column(self.home / "logs" / "_journal", pipeline, "request_id")  # before the parts
-        conn = self.connect()
-        ids = pa.chunked_array([chunk for c in journaled for chunk in c.cast(pa.string()).chunks], pa.string())
-        conn.register("journal_ids", pa.table({"request_id": ids}))  # the journal's ids are dictionary-encoded
-        return conn
+        with self.connection() as conn:
+            ids = pa.chunked_array([chunk for c in journaled for chunk in c.cast(pa.string()).chunks], pa.string())
+            conn.register("journal_ids", pa.table({"request_id": ids}))  # the journal's ids are dictionary-encoded
+            yield conn
 
     def last_offsets(self, pipeline: str, topic: str) -> dict[int, int]:
         """Per partition, the highest offset of Kafka `topic` the pipeline's log holds (a Kafka message's id is
         `topic-partition-offset`): one scan, where looking up every message of a backlog would be one per batch."""
-        conn = self._with_journals(pipeline)
-        try:
+        with self._with_journals(pipeline) as conn:
             rows = conn.execute(
                 f"{_LOGGED_IDS} SELECT TRY_CAST(parts[-2] AS INTEGER) AS p, max(TRY_CAST(parts[-1] AS BIGINT)) FROM ("
                 "SELECT string_split(substr(request_id, length(?) + 2), '-') AS parts FROM logged_ids "
                 "WHERE starts_with(request_id, ? || '-')) WHERE len(parts) = 2 GROUP BY p",
                 [pipeline, topic, topic],
             ).fetchall()
-        finally:
-            conn.close()
         return {p: o for p, o in rows if p is not None and o is not None}
 
     def input_columns(self, pipeline: str) -> set[str]:

@@ -60,8 +60,8 @@ def lock_down(conn: duckdb.DuckDBPyConnection, readable: list[Path], limits: Que
     conn.execute("SET lock_configuration = true")
 
 
-def check(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Refuse anything but one SELECT over the documented views, naming what was refused."""
+def check(conn: duckdb.DuckDBPyConnection, sql: str) -> set[str]:
+    """Refuse anything but one SELECT over the documented views, naming what was refused; the views it names."""
     try:
         statements = conn.extract_statements(sql)
     except duckdb.Error as exc:
@@ -76,6 +76,7 @@ def check(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
     if parsed.get("error"):
         raise QueryError(f"sql: {parsed.get('error_message', 'cannot be parsed')}", {"field": "sql"})
     ctes = set(_ctes(parsed))
+    named = set()
     for kind, name in _references(parsed):
         if kind == "table" and name not in VIEWS and name not in ctes:
             raise QueryError(
@@ -85,6 +86,9 @@ def check(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
             raise QueryError(f"sql: the table function {name}() is not allowed; query the views", {"field": "sql"})
         if kind == "function" and name in _REFUSED_FUNCTIONS:
             raise QueryError(f"sql: the function {name}() is not allowed", {"field": "sql"})
+        if kind == "table" and name in VIEWS:
+            named.add(name)
+    return named
 
 
 def check_alone(sql: str) -> None:

@@ -65,19 +65,19 @@ def replay_rows(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run the range through `loaded` into `output` (one row per logged row); returns the summary."""
-    conn = reader.connect()
     try:
-        where, params = _where(loaded.name, start, end, sample, seed, plan.has_status)
-        # The range is counted only for a progress bar to fill; the rows themselves are counted as they run.
-        total = (
-            conn.execute(f"SELECT count(*) FROM logs l WHERE {where}", params).fetchall()[0][0] if progress else None
-        )
-        stream = conn.sql(plan.select(where), params=params).to_arrow_reader(BATCH_ROWS)
-        rows, seconds = _run(stream, loaded, plan, output, total)
+        with reader.connection() as conn:
+            where, params = _where(loaded.name, start, end, sample, seed, plan.has_status)
+            # The range is counted only for a progress bar to fill; the rows themselves are counted as they run.
+            total = (
+                conn.execute(f"SELECT count(*) FROM logs l WHERE {where}", params).fetchall()[0][0]
+                if progress
+                else None
+            )
+            stream = conn.sql(plan.select(where), params=params).to_arrow_reader(BATCH_ROWS)
+            rows, seconds = _run(stream, loaded, plan, output, total)
     except duckdb.Error as exc:
         raise InvalidInputError(f"replay: the log cannot be read: {exc}") from None
-    finally:
-        conn.close()
     return summarise(output, plan, rows, seconds)
 
 

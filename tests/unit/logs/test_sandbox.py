@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
 import pytest
 
 from finalmile import Client
@@ -60,14 +62,11 @@ def test_files_settings_and_writes_are_refused_naming_why(served: Client, sql: s
 def test_the_connection_itself_cannot_read_files(served: Client, tmp_path: Path) -> None:
     """The second wall: even a query that got past the checks could not open a file outside the views' folders."""
     (tmp_path / "secret.csv").write_text("a\n1\n")
-    conn = served.services.reader.connect()
-    try:
+    with served.services.reader.connection() as conn:
         with pytest.raises(Exception, match="disabled by configuration|Permission"):
             conn.sql(f"SELECT * FROM read_csv('{tmp_path / 'secret.csv'}')").fetchall()
         with pytest.raises(Exception, match="lock|configuration"):
             conn.execute("SET enable_external_access = true")
-    finally:
-        conn.close()
 
 
 def test_a_result_over_the_row_cap_is_refused_not_cut(served: Client) -> None:
@@ -122,3 +121,30 @@ def test_a_cte_in_another_scope_does_not_open_the_catalog(served: Client, sql: s
     with pytest.raises(QueryError, match="is not one of the views") as raised:
         served.query(sql)
     assert "logs/" not in raised.value.message and "parquet" not in raised.value.message.lower()
+
+
+def test_a_kept_database_sees_new_parts_and_forgets_what_each_read_registered(sqlite_client: Client) -> None:
+    """Reads share locked-down databases kept idle between them (a new one costs ~30 ms), yet each read sees the log
+    as it is then, keeps its own memory limit, and sees nothing an earlier read registered or failed on."""
+    reader = sqlite_client.services.reader
+    assert len(sqlite_client.query("SELECT * FROM logs")) == 0  # no part yet: the empty view
+    sqlite_client.upload_model("sum", SumModel, sample=X.head(5))
+    pipeline = sqlite_client.build_pipeline("p").add_model_step("sum:1")
+    pipeline.deploy()
+    pipeline.infer(X.head(3))
+    assert sqlite_client.query("SELECT count(*) AS n FROM logs").n[0] == 3  # the first part, on a database made since
+    pipeline.infer(X.head(2))
+    assert sqlite_client.query("SELECT count(*) AS n FROM logs").n[0] == 5  # a kept database, a new part
+    with reader.connection() as conn:
+        conn.register("scratch", pa.table({"a": [1]}))
+    with reader.connection() as conn:
+        with pytest.raises(duckdb.CatalogException):
+            conn.sql("SELECT * FROM scratch").fetchall()
+    for memory_mb, limit in ((128, "122.0 MiB"), (None, "976.5 MiB"), (128, "122.0 MiB")):  # one after another
+        with reader.connection(memory_mb=memory_mb) as conn:
+            assert conn.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == limit
+    kept = sum(len(idle) for idle in reader._databases._idle.values())
+    with pytest.raises(duckdb.Error), reader.connection() as conn:
+        conn.sql("SELECT * FROM no_such_view").fetchall()
+    assert sum(len(idle) for idle in reader._databases._idle.values()) == kept - 1  # closed, not kept
+    assert sqlite_client.query("SELECT count(*) AS n FROM logs").n[0] == 5

@@ -163,11 +163,8 @@ def matrix(table: pa.Table, complete: bool = False) -> np.ndarray:
 
 
 def run_sql(reader: LogReader, sql: str, params: list[Any], condense: Condense | None = None) -> pa.Table:
-    conn = reader.connect(catalog=False, memory_mb=None if condense is None else CONDENSED_MEMORY_MB)
-    try:
+    with reader.connection(memory_mb=None if condense is None else CONDENSED_MEMORY_MB) as conn:
         return fetch(conn, sql, params, condense)
-    finally:
-        conn.close()
 
 
 def fetch(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any], condense: Condense | None = None) -> pa.Table:

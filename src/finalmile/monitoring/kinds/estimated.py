@@ -76,8 +76,7 @@ class EstimatedPerformanceKind(MonitorKind):
         baseline: np.ndarray | None = None,
     ) -> pa.Table:
         """Each row's score, and its label where one has arrived (for the realised metric beside the estimate)."""
-        conn = reader.connect(catalog=False)
-        try:
+        with reader.connection() as conn:
             keys = label_keys(conn, config.pipeline)
             score = quote(prediction_of(config))
             truth, join = "NULL AS truth", ""
@@ -94,8 +93,6 @@ class EstimatedPerformanceKind(MonitorKind):
                 f"WHERE {' AND '.join(where)} AND l.status = 'ok'"
             )
             return fetch(conn, sql, params)
-        finally:
-            conn.close()
 
     def score(
         self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None

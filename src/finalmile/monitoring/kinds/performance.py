@@ -48,8 +48,7 @@ class PerformanceKind(MonitorKind):
         baseline: np.ndarray | None = None,
     ) -> pa.Table:
         # one connection (one scan of the log's file list) for the key columns and the join
-        conn = reader.connect(catalog=False)
-        try:
+        with reader.connection() as conn:
             keys = label_keys(conn, config.pipeline)
             if not keys:
                 return pa.table({"time": pa.array([], pa.timestamp("us", tz="UTC")), "value": [], "truth": []})
@@ -63,8 +62,6 @@ class PerformanceKind(MonitorKind):
             ]
             sql = " UNION ALL ".join(f"({j})" for j in joins)
             return fetch(conn, sql, params * len(keys))
-        finally:
-            conn.close()
 
     def score(
         self, config: MonitorConfig, table: pa.Table, rows: np.ndarray, baseline: np.ndarray | None
