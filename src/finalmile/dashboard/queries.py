@@ -13,6 +13,7 @@ from typing import Any
 
 import duckdb
 
+from finalmile.logs.ground_truth import is_number, key_matches
 from finalmile.logs.query import LogReader
 from finalmile.monitoring.kinds.base import quote
 
@@ -206,10 +207,6 @@ def _is_float(kind: str) -> bool:
     return kind in ("DOUBLE", "FLOAT", "REAL") or kind.startswith("DECIMAL")
 
 
-def _is_number(kind: str) -> bool:
-    return _is_float(kind) or kind.removeprefix("U") in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")
-
-
 def _scores(
     conn: duckdb.DuckDBPyConnection, figures: PipelineFigures, columns: dict[str, str], where: str, params: Any
 ) -> None:
@@ -276,12 +273,12 @@ def _accuracy(conn: duckdb.DuckDBPyConnection, figures: PipelineFigures, columns
         return
     label, prediction = chosen
     same = f"l.{quote(prediction)} = g.{quote(label)}"
-    if not (_is_number(columns[prediction]) and _is_number(label_types[label])):  # 'yes' labels, 1 predicted: unequal
+    if not (is_number(columns[prediction]) and is_number(label_types[label])):  # 'yes' labels, 1 predicted: unequal
         same = f"CAST(l.{quote(prediction)} AS VARCHAR) = CAST(g.{quote(label)} AS VARCHAR)"
     joins = " UNION ALL ".join(
         f"SELECT l.time, coalesce(l.variant, '-') AS variant, CAST({same} AS DOUBLE) "
         f"AS hit FROM logs l JOIN ground_truth g ON g.pipeline = l.pipeline AND g.key_column = '{k}' "
-        f"AND g.key = CAST(l.{quote(k)} AS VARCHAR) WHERE {_of_pipeline('l.')} AND g.{quote(label)} IS NOT NULL"
+        f"AND {key_matches(f'l.{quote(k)}', columns[k])} WHERE {_of_pipeline('l.')} AND g.{quote(label)} IS NOT NULL"
         for k in keys
     )
     hours: dict[int, dict[str, float]] = {}

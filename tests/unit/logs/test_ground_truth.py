@@ -70,3 +70,29 @@ def test_labels_that_cannot_be_read_with_earlier_ones_are_refused_and_the_view_s
     assert list(labels.is_fraud) == [0.5, 1.0] and list(labels.note.fillna("-")) == ["-", "late"]
     pipeline.add_ground_truth(pd.DataFrame({"request_id": ids[2:], "score_band": [{"a": 1}]}))  # a new column: any
     assert client.query("SELECT count(*) AS n FROM ground_truth").n[0] == 3
+
+
+def test_labels_by_a_numeric_key_match_as_numbers_in_every_join(client: Client, pipeline) -> None:  # type: ignore[no-untyped-def]
+    """A key column logged as numbers is matched as a number, however the labels write it ("1.50", 1.5), the same in
+    the upload's receipt, a performance monitor and the dashboard's accuracy (one rule: `key_matches`)."""
+    from datetime import UTC, datetime, timedelta
+
+    from finalmile.dashboard import queries
+
+    ordered = client.build_pipeline("q").add_model_step("m:1").add_check("big", "in.order > 3.5")
+    ordered.deploy()
+    ordered.infer(X.head(4).assign(order=[1.5, 2.25, 3.0, 4.0]))
+    predicted = list(client.query("SELECT out_label FROM logs ORDER BY in_order").out_label)
+    labels = pd.DataFrame(
+        {"order": ["1.50", "2.25", "3", "9.5"], "is_fraud": [predicted[0], predicted[1], 1 - predicted[2], 1]}
+    )
+    receipt = ordered.add_ground_truth(labels, key="order")
+    assert (receipt.matched, receipt.unknown) == (3, 1)
+    now = datetime.now(UTC)
+    monitor = client.build_monitor("acc", "q", "performance", metric="accuracy", label="is_fraud", window="1h")
+    result = monitor.preview(now - timedelta(minutes=30), now + timedelta(minutes=30))
+    assert result.score.iloc[-1] == pytest.approx(2 / 3)
+    reader = client.services.reader
+    with reader.connection() as conn:
+        figures = queries.pipeline_figures(conn, reader, "q", now)
+    assert [v for by in figures.accuracy.values() for v in by] == [pytest.approx(2 / 3)]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from finalmile.logs.ground_truth import key_matches, logged_types
 from finalmile.logs.query import LogReader
 from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.kinds.base import MonitorKind, fetch, fitted_once, quote
@@ -83,10 +84,8 @@ class EstimatedPerformanceKind(MonitorKind):
             if keys:  # labels joined by the first key they were sent under (request_id, as a rule)
                 key = keys[0].replace("'", "")
                 truth = f"g.{quote(config.label)} AS truth"
-                join = (
-                    f" LEFT JOIN ground_truth g ON g.pipeline = l.pipeline AND g.key_column = '{key}' "
-                    f"AND g.key = CAST(l.{quote(key)} AS VARCHAR)"
-                )
+                same = key_matches(f"l.{quote(key)}", logged_types(conn).get(key))
+                join = f" LEFT JOIN ground_truth g ON g.pipeline = l.pipeline AND g.key_column = '{key}' AND {same}"
             features = "".join(f", {feature_select(c, i, 'l.')}" for i, c in enumerate(config.columns or []))
             sql = (
                 f"SELECT l.time, CAST(l.{score} AS DOUBLE) AS value, {truth}{features}{extra} FROM logs l{join} "

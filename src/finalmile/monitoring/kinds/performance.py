@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from finalmile.logs.ground_truth import key_matches, logged_types
 from finalmile.logs.query import LogReader
 from finalmile.monitoring.config import MonitorConfig
 from finalmile.monitoring.kinds.base import MonitorKind, fetch, quote, values
@@ -53,10 +54,11 @@ class PerformanceKind(MonitorKind):
             if not keys:
                 return pa.table({"time": pa.array([], pa.timestamp("us", tz="UTC")), "value": [], "truth": []})
             prediction = prediction_column(config.metric, config.prediction)
+            types = logged_types(conn)
             joins = [
                 f"SELECT l.time, l.{quote(prediction)} AS value, g.{quote(config.label)} AS truth{extra} FROM logs l "
                 f"JOIN ground_truth g ON g.pipeline = l.pipeline AND g.key_column = '{k.replace(chr(39), '')}' "
-                f"AND g.key = CAST(l.{quote(k)} AS VARCHAR) WHERE {' AND '.join(where)} AND l.status = 'ok' "
+                f"AND {key_matches(f'l.{quote(k)}', types.get(k))} WHERE {' AND '.join(where)} AND l.status = 'ok' "
                 f"AND g.{quote(config.label)} IS NOT NULL"
                 for k in keys
             ]
