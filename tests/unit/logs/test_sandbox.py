@@ -148,3 +148,28 @@ def test_a_kept_database_sees_new_parts_and_forgets_what_each_read_registered(sq
         conn.sql("SELECT * FROM no_such_view").fetchall()
     assert sum(len(idle) for idle in reader._databases._idle.values()) == kept - 1  # closed, not kept
     assert sqlite_client.query("SELECT count(*) AS n FROM logs").n[0] == 5
+
+
+def test_reads_from_many_threads_at_once_each_get_a_database_of_their_own(served: Client) -> None:
+    """The API answers queries from a thread pool, beside monitors' reads: reads that overlap never share a database
+    (each sees its own memory limit and its own registered tables), and no more than a few are kept idle after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    reader = served.services.reader
+
+    def read(i: int) -> tuple[int, str, int]:
+        memory_mb = 128 if i % 2 else None
+        with reader.connection(memory_mb=memory_mb) as conn:
+            conn.register("mine", pa.table({"i": [i]}))
+            limit = conn.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+            rows = conn.execute("SELECT count(*) FROM logs").fetchall()[0][0]
+            time.sleep(0.01)  # overlap with the other threads' reads
+            return conn.execute("SELECT i FROM mine").fetchall()[0][0], limit, rows
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(read, range(30)))
+    assert [a[0] for a in answers] == list(range(30))
+    assert all(limit == ("122.0 MiB" if i % 2 else "976.5 MiB") for i, (_, limit, _) in enumerate(answers))
+    assert all(rows == 3 for _, _, rows in answers)
+    assert all(len(idle) <= 2 for idle in reader._databases._idle.values())
+    assert served.query("SELECT count(*) AS n FROM logs").n[0] == 3
