@@ -64,6 +64,7 @@ class _Databases:
     def __init__(self) -> None:
         self._idle: dict[tuple[bool, bool, int], list[duckdb.DuckDBPyConnection]] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     def take(
         self, kind: tuple[bool, bool, int], make: Callable[[], duckdb.DuckDBPyConnection]
@@ -81,12 +82,20 @@ class _Databases:
             outdated = [k for k in self._idle if k[2] == kind[2] and k != kind]
             closing = [d for k in outdated for d in self._idle.pop(k)]
             idle = self._idle.setdefault(kind, [])
-            if len(idle) < self.KEPT:
+            if len(idle) < self.KEPT and not self._closed:
                 idle.append(database)
             else:
                 closing.append(database)
         for old in closing:
             old.close()
+
+    def close(self) -> None:
+        """Close every idle database (~30 MB each), and from now on each read's when it ends."""
+        with self._lock:
+            closing = [d for idle in self._idle.values() for d in idle]
+            self._idle, self._closed = {}, True
+        for database in closing:
+            database.close()
 
 
 class LogReader:
@@ -114,6 +123,10 @@ class LogReader:
         self.views = views or {}
         """More views, built from the stores when a query names them (the audit trail)."""
         self._databases = _Databases()
+
+    def close(self) -> None:
+        """Let go of the databases kept for reads (the store closes)."""
+        self._databases.close()
 
     @contextmanager
     def connection(self, memory_mb: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -163,6 +163,7 @@ class Services(AccessVerbs, ModelVerbs, PipelineVerbs, OperationVerbs, ReplayVer
         self.backend.close()
         self._loop.close()
         self.logs.close()
+        self.reader.close()
         self.metadata.close()
 
     def _tell_set_aside(self, kept: str) -> None:

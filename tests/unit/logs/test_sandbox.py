@@ -148,6 +148,9 @@ def test_a_kept_database_sees_new_parts_and_forgets_what_each_read_registered(sq
         conn.sql("SELECT * FROM no_such_view").fetchall()
     assert sum(len(idle) for idle in reader._databases._idle.values()) == kept - 1  # closed, not kept
     assert sqlite_client.query("SELECT count(*) AS n FROM logs").n[0] == 5
+    reader.close()  # the store closes: nothing is kept idle any more, and reads still answer
+    assert sqlite_client.query("SELECT count(*) AS n FROM logs").n[0] == 5
+    assert not any(reader._databases._idle.values())
 
 
 def test_reads_from_many_threads_at_once_each_get_a_database_of_their_own(served: Client) -> None:
