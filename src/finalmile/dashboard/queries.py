@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from finalmile.logs.ground_truth import is_number, key_matches
+from finalmile.logs.ground_truth import is_number, key_matches, logged_types
 from finalmile.logs.query import LogReader
 from finalmile.monitoring.kinds.base import quote
 
@@ -199,8 +199,7 @@ def _generation(conn: duckdb.DuckDBPyConnection, starts: list[int], where: str, 
 
 
 def _column_types(conn: duckdb.DuckDBPyConnection, logged: set[str]) -> dict[str, str]:
-    described = conn.execute("DESCRIBE logs").fetchall()
-    return {row[0]: str(row[1]) for row in described if row[0] in logged}
+    return {name: kind for name, kind in logged_types(conn).items() if name in logged}
 
 
 def _is_float(kind: str) -> bool:
